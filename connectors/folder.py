@@ -1,0 +1,483 @@
+# (the project has no copyright header convention; every module trips CPY001)
+"""The folder connector: invoices dropped as JSON or CSV files into a directory.
+
+Files are read in name order (subdirectories too when `recursive` is set; hidden files and
+directories, and Office lock files `~$…`, are skipped):
+
+* `*.json` holds one invoice object or a list of them, with the flat canonical field names
+  (`kravia_sync.model.RECORD_FIELDS`). Numbers are parsed as `Decimal`, never as float.
+* `*.csv` has a header row naming canonical fields (case and surrounding spaces do not
+  matter), `,` or `;` as separator, and values as text exactly as in the file (the model
+  parses decimal commas and `DD.MM.YYYY` dates).
+* `<invoice_number>.pdf` beside an invoice file is that invoice's copy, loaded only when needed.
+
+Everything else is ignored. A problem with one file (unreadable, too big, not valid text, not
+valid JSON, a CSV header that does not fit) becomes a `RecordError` for that file and the read
+goes on; a folder that cannot be listed raises `ConnectorError`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import difflib
+import itertools
+import json
+import os
+import stat
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from kravia_sync.connector import (
+    Connector,
+    ConnectorError,
+    ConnectorSettings,
+    RecordError,
+    SourceRecord,
+)
+from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS, FileDocument
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+    from typing import TypeAlias
+
+    _Item: TypeAlias = SourceRecord | RecordError
+    _PdfIndex: TypeAlias = Mapping[str, Path]
+
+__all__ = ["FolderConnector", "FolderSettings"]
+
+MIB = 1024 * 1024
+_CHUNK_BYTES = 64 * 1024
+_FILE = "file"  # the RecordError field for a problem with a whole file
+_KNOWN_COLUMNS = {name.casefold(): name for name in RECORD_FIELDS}
+
+
+class FolderSettings(ConnectorSettings):
+    """Settings of the folder connector (`[sources.settings]` of a `folder` source)."""
+
+    path: Path
+    """The directory to read; a relative path is taken from the configuration file's directory."""
+    recursive: bool = False
+    """Also read subdirectories (not hidden ones, nor symbolic links to directories)."""
+    max_file_bytes: int = Field(default=20 * MIB, gt=0)
+    """A JSON or CSV file bigger than this is reported as an error and not read."""
+    csv_delimiter: Literal["auto", ",", ";"] = "auto"
+    """`auto` takes whichever of `;` and `,` occurs more often in the header line."""
+    encoding: str = "utf-8-sig"
+    """Text encoding of JSON and CSV files; the default reads UTF-8 with or without a BOM."""
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding_exists(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"{value!r} is not a known text encoding") from None
+        return value
+
+
+class FolderConnector(Connector):
+    """Reads invoices from JSON and CSV files in a folder, pairing `<invoice_number>.pdf` copies."""
+
+    settings_model: ClassVar[type[ConnectorSettings]] = FolderSettings
+    settings: FolderSettings
+
+    def __init__(self, settings: ConnectorSettings, *, base_dir: Path) -> None:
+        if not isinstance(settings, FolderSettings):
+            raise TypeError(f"FolderConnector needs FolderSettings, not {type(settings).__name__}")
+        super().__init__(settings, base_dir=base_dir)
+        self.settings = settings
+
+    @property
+    def folder(self) -> Path:
+        """The directory this connector reads (`path` resolved against `base_dir`)."""
+        return self.base_dir / self.settings.path.expanduser()
+
+    def read(self) -> Iterator[SourceRecord | RecordError]:
+        """Yield the invoices of every JSON and CSV file, file by file in name order."""
+        root = self.folder
+        yield from self._read_directory(root, root)
+
+    # -- directories ---------------------------------------------------------------------
+
+    def _read_directory(self, root: Path, directory: Path) -> Iterator[_Item]:
+        entries = _list_directory(directory)
+        pdfs = _pdf_index(entries)  # once per directory and read, not per record
+        for entry in entries:
+            path = Path(entry.path)
+            if _is_directory(entry):
+                if self.settings.recursive:
+                    yield from self._read_directory(root, path)
+                continue
+            name = path.relative_to(root).as_posix()
+            suffix = path.suffix.lower()
+            if suffix == ".json":
+                yield from self._read_json(path, name, pdfs)
+            elif suffix == ".csv":
+                yield from self._read_csv(path, name, pdfs)
+            # anything else (PDFs, `*.xml`, notes) is not an invoice file
+
+    def _file_problem(self, path: Path, name: str) -> RecordError | None:
+        """Why `path` must not be read (not a regular file, too big), or None."""
+        try:
+            info = path.stat()
+        except OSError as exc:
+            return RecordError(name, _FILE, f"cannot read the file: {_os_reason(exc)}")
+        if not stat.S_ISREG(info.st_mode):
+            return RecordError(name, _FILE, "not a regular file")
+        if info.st_size > self.settings.max_file_bytes:
+            return _too_big(name, info.st_size, self.settings.max_file_bytes)
+        return None
+
+    # -- JSON ----------------------------------------------------------------------------
+
+    def _read_json(self, path: Path, name: str, pdfs: _PdfIndex) -> Iterator[_Item]:
+        text = self._json_text(path, name)
+        if isinstance(text, RecordError):
+            yield text
+            return
+        document = _parse_json(text, name)
+        if isinstance(document, RecordError):
+            yield document
+        elif isinstance(document, dict):
+            yield _json_record(document, None, _InvoiceFile(name, pdfs))
+        elif isinstance(document, list):
+            invoice_file = _InvoiceFile(name, pdfs)
+            for index, item in enumerate(document):
+                yield _json_record(item, index, invoice_file)
+        else:
+            reason = (
+                "a JSON invoice file holds an invoice object or a list of them, "
+                f"not {_json_type(document)}"
+            )
+            yield RecordError(name, _FILE, reason)
+
+    def _json_text(self, path: Path, name: str) -> str | RecordError:
+        """The whole file as text (it is at most `max_file_bytes`), or why not."""
+        problem = self._file_problem(path, name)
+        if problem is not None:
+            return problem
+        limit = self.settings.max_file_bytes
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(limit + 1)  # the file may have grown since stat()
+        except OSError as exc:
+            return RecordError(name, _FILE, f"cannot read the file: {_os_reason(exc)}")
+        if len(data) > limit:
+            return _too_big(name, len(data), limit)
+        try:
+            return data.decode(self.settings.encoding)
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            return RecordError(name, _FILE, _decode_reason(exc, line, self.settings.encoding))
+
+    # -- CSV -----------------------------------------------------------------------------
+
+    def _read_csv(self, path: Path, name: str, pdfs: _PdfIndex) -> Iterator[_Item]:
+        problem = self._file_problem(path, name) or self._undecodable(path, name)
+        if problem is not None:
+            yield problem
+            return
+        try:
+            with path.open(encoding=self.settings.encoding, newline="") as handle:
+                yield from self._csv_records(handle, name, pdfs)
+        except OSError as exc:
+            yield RecordError(name, _FILE, f"cannot read the file: {_os_reason(exc)}")
+        except UnicodeDecodeError as exc:  # only if the file changed since the check
+            yield RecordError(name, _FILE, f"not {self.settings.encoding} text: {exc.reason}")
+
+    def _undecodable(self, path: Path, name: str) -> RecordError | None:
+        """Check the whole file decodes, in chunks, so a bad file yields no rows at all."""
+        encoding = self.settings.encoding
+        decoder = codecs.getincrementaldecoder(encoding)()
+        lines_before = 0
+        try:
+            with path.open("rb") as handle:
+                while chunk := handle.read(_CHUNK_BYTES):
+                    pending = len(decoder.getstate()[0])
+                    try:
+                        decoder.decode(chunk)
+                    except UnicodeDecodeError as exc:
+                        line = lines_before + chunk.count(b"\n", 0, max(exc.start - pending, 0))
+                        return RecordError(name, _FILE, _decode_reason(exc, line + 1, encoding))
+                    lines_before += chunk.count(b"\n")
+                decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:  # the file ends inside a multi-byte character
+            return RecordError(name, _FILE, _decode_reason(exc, lines_before + 1, encoding))
+        except OSError as exc:
+            return RecordError(name, _FILE, f"cannot read the file: {_os_reason(exc)}")
+        return None
+
+    def _csv_records(self, lines: Iterable[str], name: str, pdfs: _PdfIndex) -> Iterator[_Item]:
+        lines = iter(lines)
+        header_line = next(lines, "")
+        if not header_line.strip():
+            yield RecordError(name, _FILE, "the file is empty: no header row")
+            return
+        delimiter = self.settings.csv_delimiter
+        if delimiter == "auto":
+            delimiter = _detect_delimiter(header_line)
+        reader = csv.reader(itertools.chain([header_line], lines), delimiter=delimiter, strict=True)
+        try:
+            header = next(reader)
+        except csv.Error as exc:
+            yield RecordError(name, _FILE, f"CSV syntax error in the header: {exc}")
+            return
+        columns, header_error = _map_header(header, name)
+        if header_error is not None:
+            yield header_error
+            return
+        invoice_file = _InvoiceFile(name, pdfs)
+        while True:
+            line = reader.line_num + 1  # where the next row starts
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                reason = (
+                    f"CSV syntax error at line {line}: {exc}; the rest of the file was not read"
+                )
+                yield RecordError(f"{name}:line {line}", _FILE, reason)
+                return
+            if all(not cell.strip() for cell in row):
+                continue  # blank lines and `;;;;` rows from spreadsheet exports
+            yield _csv_record(row, columns, line, invoice_file)
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _list_directory(directory: Path) -> list[os.DirEntry[str]]:
+    """The visible entries of `directory`, sorted by name; a failure fails the whole read."""
+    try:
+        with os.scandir(directory) as iterator:
+            entries = [entry for entry in iterator if not _is_hidden(entry.name)]
+    except FileNotFoundError:
+        raise ConnectorError(f"source folder {directory} does not exist") from None
+    except NotADirectoryError:
+        raise ConnectorError(f"source folder {directory} is not a directory") from None
+    except OSError as exc:
+        raise ConnectorError(f"cannot read source folder {directory}: {_os_reason(exc)}") from exc
+    return sorted(entries, key=lambda entry: entry.name)
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith((".", "~$"))  # `~$` are Office lock files of open documents
+
+
+def _is_directory(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _pdf_index(entries: Iterable[os.DirEntry[str]]) -> dict[str, Path]:
+    """File stem → path of the PDFs among `entries` (`.pdf` in any case; first name wins)."""
+    index: dict[str, Path] = {}
+    for entry in entries:
+        path = Path(entry.path)
+        if path.suffix.lower() == ".pdf" and not _is_directory(entry):
+            index.setdefault(path.stem, path)
+    return index
+
+
+class _InvoiceFile:
+    """One invoice file being read: its name, the PDFs beside it, the record keys given out."""
+
+    def __init__(self, name: str, pdfs: _PdfIndex) -> None:
+        self.name = name
+        self._pdfs = pdfs
+        self._keys: set[str] = set()
+
+    def key(self, number: str | None, fallback: str, where: str) -> str:
+        """`<file>:<invoice_number>` (`fallback` without a number), unique within the file.
+
+        The same number again in the file gets `(<where>)` appended, so that both records
+        keep their own key (the engine reports the duplicate `accounting_invoice_id`).
+        """
+        if number is None:
+            return fallback
+        key = f"{self.name}:{number}"
+        if key in self._keys:
+            key = f"{key} ({where})"
+        self._keys.add(key)
+        return key
+
+    def document(self, number: str | None) -> FileDocument | None:
+        """The PDF named `<number>.pdf` beside the file, not read yet."""
+        path = None if number is None else self._pdfs.get(number)
+        return None if path is None else FileDocument(path)
+
+
+def _invoice_number(value: object) -> str | None:
+    """The invoice number as text for keys and PDF names, or None if there is none."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _json_record(item: object, index: int | None, invoice_file: _InvoiceFile) -> _Item:
+    """The record of one JSON object: `index` is its position in a list, None if it is alone."""
+    fallback = invoice_file.name if index is None else f"{invoice_file.name}#{index}"
+    if not isinstance(item, dict):
+        where = "the file" if index is None else f"item {index}"
+        reason = f"{where} is {_json_type(item)}, not an invoice object"
+        return RecordError(fallback, "record", reason)
+    number = _invoice_number(item.get("invoice_number"))
+    key = invoice_file.key(number, fallback, f"#{index}")
+    unknown = [field for field in item if field not in RECORD_FIELDS]
+    if unknown:
+        return RecordError(key, unknown[0], _unknown_reason("field", unknown))
+    return SourceRecord(key=key, fields=dict(item), document=invoice_file.document(number))
+
+
+def _parse_json(text: str, name: str) -> object:
+    """The parsed document (numbers as `Decimal` or `int`, never float), or a `RecordError`."""
+    try:
+        return json.loads(
+            text,
+            parse_float=Decimal,
+            parse_constant=Decimal,  # NaN and Infinity: the model refuses them as amounts
+            object_pairs_hook=_object_without_duplicate_keys,
+        )
+    except json.JSONDecodeError as exc:
+        reason = f"invalid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
+        return RecordError(name, _FILE, reason)
+    except _DuplicateKeyError as exc:
+        return RecordError(name, _FILE, f"invalid JSON: {exc}")
+    except RecursionError:
+        return RecordError(name, _FILE, "invalid JSON: nested too deeply")
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKeyError(f"duplicate key {key!r} in an object")
+        result[key] = value
+    return result
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | Decimal):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _detect_delimiter(header_line: str) -> Literal[",", ";"]:
+    """`;` if the header line has more semicolons than commas outside quotes, else `,`."""
+    counts = {",": 0, ";": 0}
+    quoted = False
+    for char in header_line:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in counts:
+            counts[char] += 1
+    return ";" if counts[";"] > counts[","] else ","
+
+
+def _map_header(header: list[str], name: str) -> tuple[list[str | None], RecordError | None]:
+    """The canonical field of each column (None: a column without a name), or the header error.
+
+    Everything wrong with the header is one error: the engine keeps one entry per record key.
+    """
+    columns: list[str | None] = []
+    unknown: list[str] = []
+    duplicates: list[str] = []
+    for cell in header:
+        label = cell.replace("\ufeff", "").strip()
+        field = _KNOWN_COLUMNS.get(label.casefold())
+        if not label:
+            columns.append(None)
+        elif field is None:
+            unknown.append(label)
+            columns.append(None)
+        elif field in columns:
+            duplicates.append(field)
+            columns.append(None)
+        else:
+            columns.append(field)
+    problems: list[tuple[str, str]] = []  # (field, reason)
+    missing = [field for field in REQUIRED_FIELDS if field not in columns]
+    if missing:
+        listed = ", ".join(repr(field) for field in missing)
+        plural = "s" if len(missing) > 1 else ""
+        problems.append((missing[0], f"missing required column{plural} {listed}"))
+    if duplicates:
+        problems.append((duplicates[0], f"duplicate column {duplicates[0]!r}"))
+    if unknown:  # last: its reason ends with the long list of known columns
+        problems.append((unknown[0], _unknown_reason("column", unknown)))
+    if not problems:
+        return columns, None
+    return columns, RecordError(name, problems[0][0], "; ".join(reason for _, reason in problems))
+
+
+def _unknown_reason(kind: str, unknown: list[str]) -> str:
+    listed = ", ".join(repr(label) for label in unknown)
+    plural = "s" if len(unknown) > 1 else ""
+    hints = [
+        f"{label!r} → {match[0]!r}"
+        for label in unknown
+        if (match := difflib.get_close_matches(label.casefold(), RECORD_FIELDS, n=1))
+    ]
+    hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
+    return f"unknown {kind}{plural} {listed}{hint}; known {kind}s: {', '.join(RECORD_FIELDS)}"
+
+
+def _csv_record(
+    row: list[str], columns: list[str | None], line: int, invoice_file: _InvoiceFile
+) -> _Item:
+    """The record of the CSV row starting at `line`."""
+    line_key = f"{invoice_file.name}:line {line}"
+    if len(row) != len(columns):
+        reason = f"line {line} has {len(row)} cells, the header has {len(columns)}"
+        return RecordError(line_key, "row", reason)
+    fields: dict[str, object] = {}
+    for position, (field, cell) in enumerate(zip(columns, row, strict=True), start=1):
+        if not cell.strip():
+            continue  # an empty cell: the field is not given
+        if field is None:
+            reason = f"line {line} has a value in column {position}, which has no known header"
+            return RecordError(line_key, "row", reason)
+        fields[field] = cell  # as text, exactly as in the file
+    number = _invoice_number(fields.get("invoice_number"))
+    key = invoice_file.key(number, line_key, f"line {line}")
+    return SourceRecord(key=key, fields=fields, document=invoice_file.document(number))
+
+
+def _decode_reason(exc: UnicodeDecodeError, line: int, encoding: str) -> str:
+    byte = exc.object[exc.start : exc.start + 1].hex()
+    reason = f"not {encoding} text: byte 0x{byte} on line {line} cannot be decoded"
+    if codecs.lookup(encoding).name.startswith("utf-8"):
+        reason += "; if a Windows program such as Excel saved it, set encoding = 'cp1252'"
+    return reason
+
+
+def _too_big(name: str, size: int, limit: int) -> RecordError:
+    reason = f"the file has {size} bytes, more than max_file_bytes ({limit}); it was not read"
+    return RecordError(name, _FILE, reason)
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)

@@ -1,0 +1,476 @@
+"""The `kravia-sync` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kravia_sync.kravia import Failure, KraviaClient, KraviaError
+from kravia_sync.logging import configure_logging, redact, register_secrets
+from kravia_sync.reconcile import Reconciler, RunSummary, build_connector
+from kravia_sync.settings import (
+    DEFAULT_CONFIG,
+    TOKEN_ENV,
+    TOKEN_SECRET_FILE,
+    ConfigError,
+    Settings,
+    load_settings,
+)
+from kravia_sync.store import LeaseHeldError, SchemaError, StateStore
+
+app = typer.Typer(
+    name="kravia-sync",
+    help="Forward overdue invoices from your sources into Kravia debt collection, exactly once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+EXIT_DONE = 0
+EXIT_FAILED = 1
+EXIT_PENDING = 2  # plan: changes pending
+EXIT_ATTENTION = 3  # reconcile: done, but records are quarantined, need review or were deferred
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="The configuration file.", show_default=True)
+]
+SecretsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--secrets-dir",
+        help="Directory of secret files (kravia_token, …). Default: $CREDENTIALS_DIRECTORY, "
+        "else /run/secrets when it exists.",
+    ),
+]
+
+
+class Failed(Exception):
+    """A command failure with a message for the user (already redacted)."""
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except (ConfigError, SchemaError, LeaseHeldError, Failed) as exc:
+        err.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False, markup=True)
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _settings(config: Path, secrets_dir: Path | None) -> Settings:
+    settings = load_settings(config, secrets_dir=secrets_dir)
+    register_secrets(settings.secret_values())
+    configure_logging(level=settings.log.level, fmt=settings.log.format)
+    return settings
+
+
+def _client(settings: Settings) -> KraviaClient:
+    if settings.kravia_token is None:
+        raise Failed(
+            f"no Kravia token: set the environment variable {TOKEN_ENV}, or put it in a file "
+            f"named {TOKEN_SECRET_FILE} in the secrets directory (--secrets-dir)"
+        )
+    kravia = settings.kravia
+    return KraviaClient(
+        base_url=kravia.base_url,
+        token=settings.kravia_token.get_secret_value(),
+        timeout=kravia.timeout_seconds,
+        max_in_flight=kravia.max_in_flight,
+        requests_per_second=kravia.requests_per_second,
+    )
+
+
+class _RichProgress:
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task: Any = None
+
+    def start(self, total: int) -> None:
+        self._task = self._progress.add_task("applying", total=total)
+
+    def advance(self) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task)
+
+
+async def _reconcile(settings: Settings, *, show_progress: bool) -> RunSummary:
+    store = StateStore(settings.state_path)
+    try:
+        async with _client(settings) as client:
+            if not show_progress:
+                return await Reconciler(settings, store, client=client).run()
+            columns = (
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
+            with Progress(*columns, console=err, transient=True) as progress:
+                reconciler = Reconciler(settings, store, client=client, progress=_RichProgress(progress))
+                return await reconciler.run()
+    finally:
+        store.close()
+
+
+def _exit_code(summary: RunSummary) -> int:
+    return {"done": EXIT_DONE, "attention": EXIT_ATTENTION}.get(summary.status, EXIT_FAILED)
+
+
+def print_summary(summary: RunSummary, console: Console = out) -> None:
+    """The end-of-run table: what happened, per source, and what needs a person."""
+    colour = {"done": "green", "attention": "yellow"}.get(summary.status, "red")
+    table = Table(title=f"kravia-sync run {summary.run_id or '(plan)'}: [{colour}]{summary.status}[/]")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    labels = {
+        "read": "records read",
+        "unchanged": "unchanged",
+        "new": "new invoices",
+        "registered": "registered in Kravia",
+        "adopted": "adopted after a lost answer",
+        "documented": "invoice copies uploaded",
+        "started": "collection started",
+        "awaiting_approval": "awaiting approval (start = manual)",
+        "changed": "changed after registration (not re-sent)",
+        "waiting": "not yet eligible (policy)",
+        "invalid": "quarantined (invalid)",
+        "rejected": "rejected by Kravia",
+        "needs_review": "needs review",
+        "deferred": "deferred to a later pass",
+        "gone": "no longer in the source",
+    }
+    for key, label in labels.items():
+        if summary.counts.get(key):
+            table.add_row(label, str(summary.counts[key]))
+    calls = sum(summary.remote_calls.values())
+    table.add_row("remote calls", str(calls))
+    table.add_row("seconds", f"{summary.duration_seconds:.2f}")
+    console.print(table)
+    for source in summary.sources:
+        if source.status != "ok":
+            console.print(f"[red]source {source.name} failed:[/] {source.error}", highlight=False)
+    if summary.error:
+        console.print(f"[red]run failed:[/] {summary.error}", highlight=False)
+    if summary.problems:
+        problems = Table(title="needs attention")
+        for column in ("source", "record", "field", "reason"):
+            problems.add_column(column, overflow="fold")
+        for problem in summary.problems[:50]:
+            problems.add_row(problem["source"], problem["record"], problem["field"], problem["reason"])
+        console.print(problems)
+        if len(summary.problems) > 50:
+            console.print(f"… and {len(summary.problems) - 50} more: see `kravia-sync status`")
+
+
+@app.command()
+def reconcile(
+    config: ConfigOption = DEFAULT_CONFIG,
+    secrets_dir: SecretsOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Run one pass: register, document and start what is new; exit 0 done, 3 done with
+    records needing attention, 1 failed."""
+    with _user_errors():
+        settings = _settings(config, secrets_dir)
+        show_progress = not as_json and err.is_terminal
+        summary = asyncio.run(_reconcile(settings, show_progress=show_progress))
+    if as_json:
+        sys.stdout.write(redact(json.dumps(summary.as_dict(), indent=2)) + "\n")
+    else:
+        print_summary(summary)
+    raise typer.Exit(_exit_code(summary))
+
+
+@app.command()
+def plan(
+    config: ConfigOption = DEFAULT_CONFIG,
+    secrets_dir: SecretsOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Show what a pass would do, changing nothing. Exit 0 nothing to do, 2 changes pending,
+    1 error."""
+    with _user_errors():
+        settings = _settings(config, secrets_dir)
+        store = StateStore(settings.state_path)
+        try:
+            summary = asyncio.run(Reconciler(settings, store).run(dry_run=True))
+        finally:
+            store.close()
+    actions = [a for a in summary.planned if a.step not in {"none"}]
+    if as_json:
+        payload = summary.as_dict() | {"actions": [a.__dict__ for a in actions]}
+        sys.stdout.write(redact(json.dumps(payload, indent=2)) + "\n")
+    else:
+        table = Table(title=f"plan: {len(actions)} case(s) with something to do")
+        for column in ("source", "invoice", "accountingInvoiceId", "change", "next step", "detail"):
+            table.add_column(column, overflow="fold")
+        for action in actions:
+            table.add_row(
+                action.source, action.invoice_number, action.accounting_invoice_id,
+                action.change, action.step, action.detail,
+            )
+        out.print(table)
+        if summary.counts.get("changed"):
+            out.print(f"{summary.counts['changed']} case(s) changed after registration (not re-sent)")
+        for problem in summary.problems:
+            out.print(
+                f"[yellow]quarantined[/] {problem['source']} {problem['record']}: "
+                f"{problem['field']}: {problem['reason']}",
+                highlight=False,
+            )
+    if summary.status == "failed":
+        raise typer.Exit(EXIT_FAILED)
+    raise typer.Exit(EXIT_PENDING if actions else EXIT_DONE)
+
+
+@app.command()
+def status(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = None) -> None:
+    """Counts per phase, quarantined records with reasons, cases that need review, last runs."""
+    with _user_errors():
+        settings = _settings(config, secrets_dir)
+        store = StateStore(settings.state_path)
+        try:
+            _print_status(store)
+        finally:
+            store.close()
+
+
+def _print_status(store: StateStore) -> None:
+    from kravia_sync.lifecycle import Phase  # noqa: PLC0415
+
+    phases = Table(title="cases by phase")
+    phases.add_column("phase")
+    phases.add_column("count", justify="right")
+    for phase, count in sorted(store.phase_counts().items()):
+        phases.add_row(phase, str(count))
+    out.print(phases)
+    invalid = store.quarantined("invalid")
+    if invalid:
+        table = Table(title=f"quarantined records ({len(invalid)}): not sent")
+        for column in ("source", "record", "invoice", "field", "reason", "since"):
+            table.add_column(column, overflow="fold")
+        for row in invalid:
+            table.add_row(
+                row["source"], row["record_key"], row["invoice_number"] or "", row["field"],
+                row["reason"], f"{row['first_seen_at']:%Y-%m-%d %H:%M}",
+            )
+        out.print(table)
+    waiting = store.quarantined("waiting")
+    if waiting:
+        table = Table(title=f"not yet eligible ({len(waiting)})")
+        for column in ("source", "record", "invoice", "reason"):
+            table.add_column(column, overflow="fold")
+        for row in waiting[:50]:
+            table.add_row(row["source"], row["record_key"], row["invoice_number"] or "", row["reason"])
+        out.print(table)
+    attention = store.cases_in([Phase.REJECTED, Phase.NEEDS_REVIEW])
+    if attention:
+        table = Table(title="cases needing attention")
+        for column in ("invoice", "accountingInvoiceId", "kravia id", "phase", "why"):
+            table.add_column(column, overflow="fold")
+        for case in attention:
+            table.add_row(
+                case.invoice_number, case.accounting_invoice_id, str(case.kravia_id or ""),
+                case.phase.value, case.last_error or "",
+            )
+        out.print(table)
+    runs = Table(title="last runs")
+    for column in ("run", "started", "status", "counts"):
+        runs.add_column(column, overflow="fold")
+    for run in store.last_runs():
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(run["counts"].items()))
+        runs.add_row(str(run["id"]), f"{run['started_at']:%Y-%m-%d %H:%M:%S}", run["status"], counts)
+    out.print(runs)
+    lease = store.current_lease()
+    if lease is not None:
+        out.print(f"writer lease held by {lease['holder']} until {lease['expires_at']:%H:%M:%S %Z}")
+
+
+@app.command()
+def cases(
+    term: Annotated[str, typer.Argument(help="Invoice number, accountingInvoiceId or Kravia id.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    secrets_dir: SecretsOption = None,
+) -> None:
+    """Find a case and show its mapping, phase and journal."""
+    with _user_errors():
+        settings = _settings(config, secrets_dir)
+        store = StateStore(settings.state_path)
+        try:
+            found = store.find_cases(term)
+            if not found:
+                quarantined = [
+                    row for row in store.quarantined()
+                    if term in {row["invoice_number"], row["accounting_invoice_id"], row["record_key"]}
+                ]
+                for row in quarantined:
+                    out.print(
+                        f"{row['record_key']} ({row['source']}) is {row['kind']}: "
+                        f"{row['field']}: {row['reason']}",
+                        highlight=False,
+                    )
+                if not quarantined:
+                    err.print(f"no case matches {term!r}")
+                    raise typer.Exit(EXIT_FAILED)
+                return
+            for case in found:
+                table = Table(title=f"invoice {case.invoice_number}", show_header=False)
+                table.add_column("key")
+                table.add_column("value", overflow="fold")
+                for key in (
+                    "source", "accounting_invoice_id", "kravia_id", "phase", "record_key",
+                    "attempts", "next_attempt_at", "last_error", "changed_at", "first_seen_at",
+                    "updated_at",
+                ):
+                    value = getattr(case, key)
+                    table.add_row(key, "" if value is None else str(value))
+                out.print(table)
+                journal = Table(title="journal")
+                for column in ("at", "kind", "operation", "outcome", "status", "ms", "message"):
+                    journal.add_column(column, overflow="fold")
+                for entry in store.journal_for(case.accounting_invoice_id):
+                    journal.add_row(
+                        f"{entry['at']:%Y-%m-%d %H:%M:%S}", entry["kind"], entry["operation"],
+                        entry["outcome"] or "", str(entry["http_status"] or ""),
+                        str(entry["duration_ms"] or ""), entry["message"] or "",
+                    )
+                out.print(journal)
+        finally:
+            store.close()
+
+
+@app.command()
+def check(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = None) -> None:
+    """Validate the configuration, each source's settings, the state store, and the token."""
+    with _user_errors():
+        settings = _settings(config, secrets_dir)
+        out.print(f"[green]ok[/] {config}: valid configuration", highlight=False)
+        for source in settings.sources:
+            build_connector(settings, source)
+            out.print(f"[green]ok[/] source {source.name} ({source.connector})", highlight=False)
+        store = StateStore(settings.state_path)
+        out.print(
+            f"[green]ok[/] state store {settings.state_path} (schema {store.schema_version()})",
+            highlight=False,
+        )
+        store.close()
+
+        async def try_token() -> None:
+            async with _client(settings) as client:
+                await client.check_token()
+
+        try:
+            asyncio.run(try_token())
+        except KraviaError as exc:
+            if exc.failure is Failure.AUTH:
+                raise Failed(f"Kravia refused the token ({exc.status})") from None
+            raise Failed(f"could not reach Kravia at {settings.kravia.base_url}: {exc}") from None
+        out.print(f"[green]ok[/] Kravia at {settings.kravia.base_url} accepts the token")
+
+
+@app.command()
+def unlock(
+    force: Annotated[bool, typer.Option("--force", help="Remove the lease whoever holds it.")] = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+    secrets_dir: SecretsOption = None,
+) -> None:
+    """Show the writer lease; with --force, remove it (only when its holder is really gone)."""
+    with _user_errors():
+        settings = _settings(config, secrets_dir)
+        store = StateStore(settings.state_path)
+        try:
+            lease = store.current_lease()
+            if lease is None:
+                out.print("no lease is held")
+                return
+            if not force:
+                out.print(f"lease held by {lease['holder']} until {lease['expires_at']}")
+                raise typer.Exit(EXIT_FAILED)
+            store.force_unlock()
+            out.print(f"removed the lease held by {lease['holder']}")
+        finally:
+            store.close()
+
+
+@app.command()
+def init(
+    config: ConfigOption = DEFAULT_CONFIG,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented example configuration."""
+    from kravia_sync.example import EXAMPLE_CONFIG  # noqa: PLC0415
+
+    if config.exists() and not force:
+        err.print(f"[red]error:[/] {config} exists; use --force to overwrite it")
+        raise typer.Exit(EXIT_FAILED)
+    config.write_text(EXAMPLE_CONFIG, encoding="utf-8")
+    out.print(f"wrote {config}: edit creditor_id and the source, then run `kravia-sync check`")
+
+
+@app.command()
+def simulate(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8085,
+    token: Annotated[
+        str | None, typer.Option(envvar="KRAVIA_SIM_TOKEN", help="Token to accept.")
+    ] = None,
+    creditor_id: Annotated[int | None, typer.Option(help="Only accept this creditor.")] = None,
+    latency_ms: Annotated[float, typer.Option(help="Latency added to every call.")] = 0.0,
+    error_5xx: Annotated[float, typer.Option(help="Share of calls answered 5xx.")] = 0.0,
+    rate_limit_429: Annotated[float, typer.Option(help="Share of calls answered 429.")] = 0.0,
+    drop_after_commit: Annotated[
+        float, typer.Option(help="Share of mutating calls applied, then dropped unanswered.")
+    ] = 0.0,
+    timeout: Annotated[float, typer.Option(help="Share of calls that stall.")] = 0.0,
+    data_file: Annotated[Path | None, typer.Option(help="Keep cases in this JSON file.")] = None,
+) -> None:
+    """Run the local Kravia simulator (the same API, strict validation, faults on demand)."""
+    from kravia_sync.simulator import Faults, serve  # noqa: PLC0415
+
+    accepted = token or secrets.token_urlsafe(16)
+    if token is None:
+        out.print(f"accepting the token: {accepted}  (set KRAVIA_SIM_TOKEN to choose one)")
+    out.print(f"Kravia simulator on http://{host}:{port}/api/v2/  (cases: /_sim/cases)")
+    faults = Faults(
+        latency_ms=latency_ms,
+        error_5xx=error_5xx,
+        rate_limit_429=rate_limit_429,
+        drop_after_commit=drop_after_commit,
+        timeout=timeout,
+    )
+    serve(
+        host=host, port=port, token=accepted, creditor_id=creditor_id, faults=faults,
+        data_file=data_file,
+    )
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the demo keeps its files and state.")
+    ] = Path("state/demo"),
+) -> None:
+    """Run a pass of the bundled sample invoices against the bundled simulator. Run it twice:
+    the second pass has nothing to do."""
+    from kravia_sync.demo import run_demo  # noqa: PLC0415
+
+    with _user_errors():
+        summary = run_demo(directory, console=out)
+    raise typer.Exit(EXIT_FAILED if summary.status == "failed" else EXIT_DONE)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,112 @@
+"""The connector interface: how a source hands its overdue invoices to the engine.
+
+A connector reads one source and yields, lazily, one item per record: a `SourceRecord` (a flat
+mapping of the canonical field names, see `kravia_sync.model.RECORD_FIELDS`, plus an optional
+lazily loaded document) or a `RecordError` for something it could not even parse (a broken
+file, a CSV without a required column). It never talks to Kravia and never touches the state
+store. A failure of the source as a whole (unreadable folder, lost connection) is raised as
+`ConnectorError`: the engine then treats the read as failed, never as "no invoices".
+
+Built-in and third-party connectors are found the same way, through the entry-point group
+`kravia_sync.connectors`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from kravia_sync.model import Document
+
+ENTRY_POINT_GROUP = "kravia_sync.connectors"
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Connector",
+    "ConnectorError",
+    "ConnectorSettings",
+    "RecordError",
+    "SourceRecord",
+    "available_connectors",
+    "load_connector",
+]
+
+
+class ConnectorError(Exception):
+    """The source could not be read completely. Nothing from this read is taken as gone."""
+
+
+class ConnectorSettings(BaseModel):
+    """Base for a connector's typed settings (the `[sources.settings]` table). Unknown keys fail."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One invoice as the source has it, in the flat canonical record format.
+
+    `key` names the record for people and must be stable across reads: a file and line, or
+    the source's own id. `fields` uses the canonical record field names; values may be text
+    (as read from a file) or typed (`date`, `Decimal`, `int`).
+    """
+
+    key: str
+    fields: Mapping[str, object]
+    document: Document | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    """Something in the source that could not be parsed into a record at all."""
+
+    key: str
+    field: str
+    reason: str
+
+
+class Connector(ABC):
+    """Base class of every connector.
+
+    Subclasses set `settings_model` to their `ConnectorSettings` subclass and implement
+    `read()`. `base_dir` is the directory of the configuration file, for resolving relative
+    paths in settings.
+    """
+
+    settings_model: ClassVar[type[ConnectorSettings]] = ConnectorSettings
+
+    def __init__(self, settings: ConnectorSettings, *, base_dir: Path) -> None:
+        self.settings = settings
+        self.base_dir = base_dir
+
+    @classmethod
+    def from_settings(cls, raw: Mapping[str, Any], *, base_dir: Path) -> Connector:
+        """Validate `raw` with `settings_model`; pydantic's errors name the key."""
+        return cls(cls.settings_model.model_validate(dict(raw)), base_dir=base_dir)
+
+    @abstractmethod
+    def read(self) -> Iterator[SourceRecord | RecordError]:
+        """Yield every overdue invoice of the source, one at a time."""
+
+
+def available_connectors() -> dict[str, str]:
+    """Installed connectors: name → the entry point's value (module:Class)."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_connector(name: str) -> type[Connector]:
+    """The connector class registered under `name` in the entry-point group."""
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name == name:
+            loaded = entry_point.load()
+            if not (isinstance(loaded, type) and issubclass(loaded, Connector)):
+                raise TypeError(f"entry point {name!r} ({entry_point.value}) is not a Connector")
+            return loaded
+    known = ", ".join(sorted(available_connectors())) or "none"
+    raise LookupError(f"no connector named {name!r} is installed (installed: {known})")

@@ -1,0 +1,50 @@
+"""The commented example configuration that `kravia-sync init` writes."""
+
+EXAMPLE_CONFIG = """\
+# kravia-sync configuration. Validate it with `kravia-sync check`.
+#
+# The Kravia token is a secret and does not belong here: set the environment variable
+# KRAVIA_TOKEN, or put it in a file named `kravia_token` in the secrets directory
+# (--secrets-dir; under systemd, $CREDENTIALS_DIRECTORY is used).
+# Any key below can be overridden from the environment: KRAVIA_SYNC_<SECTION>__<KEY>,
+# for example KRAVIA_SYNC_POLICY__MIN_DAYS_OVERDUE=21.
+# Relative paths are relative to this file's directory.
+
+[kravia]
+# base_url = "https://api.kravia.ai/api/v2/"   # the default: Kravia's production API
+creditor_id = 10759              # your creditor id at Kravia
+# timeout_seconds = 30
+# max_in_flight = 8              # concurrent requests to Kravia
+# requests_per_second = 20
+# start_message = "Collection started by kravia-sync"
+
+[policy]
+min_days_overdue = 14            # Kravia takes invoices from 14 days after the due date
+min_amount = "0"                 # smaller outstanding amounts are not sent (NOK, incl. VAT)
+start = "auto"                   # "auto": start collection at once; "manual": register and wait
+
+[state]
+path = "state/kravia-sync.db"    # SQLite; WAL mode, synchronous=FULL
+# lease_seconds = 120
+
+# [retry]
+# backoff_base_seconds = 2       # per-case exponential backoff with jitter
+# backoff_cap_seconds = 3600
+# retries_per_pass = 4           # transient failures retried within one pass
+# max_inline_wait_seconds = 30   # longer waits are left to the next pass
+# settle_seconds = 120           # after a lost answer, wait this long before looking it up
+# max_lookups = 8                # failed look-ups before a case is parked for review
+
+[log]
+format = "auto"                  # "auto": readable on a terminal, JSON otherwise
+level = "info"
+
+[[sources]]
+name = "invoices"                # a short, stable name; it keys the state of this source
+connector = "folder"
+id_prefix = ""                   # prepended to each accountingInvoiceId; give every source
+                                 # its own when several sources could share invoice ids
+[sources.settings]
+path = "invoices"                # *.json and *.csv files; 20003.pdf is the copy of invoice 20003
+# recursive = false
+"""

@@ -1,0 +1,506 @@
+"""The Kravia API client: the one module that knows how Kravia's HTTP API looks.
+
+Kravia publishes how-to guides, not a reference. Everything below marked ASSUMED is what we
+must assume until Kravia confirms it; each assumption is a named constant or a small function
+here, so changing one touches one place. The README lists them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any
+
+import httpx
+
+from kravia_sync.model import DebtorKind, Invoice
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "Failure",
+    "KraviaClient",
+    "KraviaError",
+    "SearchItem",
+    "build_register_body",
+    "classify_response",
+    "parse_retry_after",
+]
+
+# --- documented -------------------------------------------------------------------------------
+DEFAULT_BASE_URL = "https://api.kravia.ai/api/v2/"
+REGISTER_PATH = "invoice/register"
+DOCUMENT_PATH = "invoice/{id}/document"
+ACTION_PATH = "invoice/{id}/action"
+SEARCH_PATH = "invoice/search"
+DETAILS_PATH = "invoice/{id}/details"
+CLAIM_TYPE = "CollectionCase"
+DOCUMENT_TYPE_INVOICE = "Invoice"
+ACTION_START = "Start"
+SEARCH_ORDER_BY_LAST_UPDATED = 11
+
+# --- ASSUMED ----------------------------------------------------------------------------------
+# ASSUMED: the token goes raw into `Authorization`, no scheme (the guide shows no `Bearer`).
+AUTH_HEADER = "Authorization"
+# ASSUMED: the document is sent as multipart/form-data with one file part named `file`
+# (the guide shows a multipart header but a JSON-looking body {"file": "BASE64"}).
+DOCUMENT_FIELD = "file"
+# ASSUMED: register answers 2xx with a JSON body carrying the new integer id; we accept a bare
+# integer or an object with one of these keys.
+REGISTER_ID_KEYS = ("id", "invoiceId", "Id", "InvoiceId")
+# ASSUMED: search answers a JSON list, or an object whose items are under one of these keys.
+SEARCH_ITEMS_KEYS = ("items", "Items", "data", "result", "results", "value")
+# ASSUMED: `lastUpdatedTime` is UTC (the guide's example carries no zone).
+SEARCH_PAGE_SIZE = 100
+# ASSUMED: details report documents under `documents` (each with a `type`) and what can still
+# be done under `availableActions`; `Start` disappears from it once collection has started.
+DETAILS_DOCUMENTS_KEY = "documents"
+DETAILS_ACTIONS_KEY = "availableActions"
+# ASSUMED: 429 and 503 mean "not applied, try later". Any other 5xx on a call that creates
+# something may have been applied before the failure, so it is treated as ambiguous.
+NOT_APPLIED_STATUSES = frozenset({429, 503})
+# How long a `Retry-After` hint may make us wait; longer hints are clamped to this.
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+class Failure(StrEnum):
+    """What a failed call means for what to do next."""
+
+    TRANSIENT = "transient"  # not applied: retry later with backoff
+    TERMINAL = "terminal"  # refused (4xx): do not retry until the input changes
+    AMBIGUOUS = "ambiguous"  # may or may not have been applied: look before acting again
+    AUTH = "auth"  # the token is wrong or lacks rights: stop the whole pass
+
+
+class KraviaError(Exception):
+    """A Kravia call that did not succeed, classified by what to do next."""
+
+    def __init__(
+        self,
+        failure: Failure,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class SearchItem:
+    kravia_id: int
+    accounting_invoice_id: str | None
+    invoice_number: str | None
+    status: str | None
+    updated: str | None
+
+
+@dataclass(slots=True)
+class CallStats:
+    """Counts of calls by operation and outcome, for run summaries and benchmarks."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, operation: str, outcome: str) -> None:
+        key = f"{operation}:{outcome}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def build_register_body(invoice: Invoice, creditor_id: int) -> dict[str, Any]:
+    """The `invoice/register` body, with the guide's field names and JSON types.
+
+    ASSUMED from the guide's example: `isPrivateIndividual` is the *string* "true"/"false";
+    `originalAmount` is a JSON number; dates are `YYYY-MM-DD`.
+    """
+    debtor = invoice.debtor
+    address: dict[str, Any] = {
+        "addressAddressLine1": debtor.address.line1,
+        "addressPostalCode": debtor.address.postal_code,
+        "addressCity": debtor.address.city,
+        "addressCountryCode": debtor.address.country,
+    }
+    if debtor.address.line2:
+        address["addressAddressLine2"] = debtor.address.line2
+    return {
+        "claimType": CLAIM_TYPE,
+        "creditorId": creditor_id,
+        "accountingInvoiceId": invoice.accounting_invoice_id,
+        "debtorName": debtor.name,
+        "debtorNumber": debtor.customer_number,
+        "email": debtor.email,
+        "ssn": debtor.ssn,
+        "organizationNumber": debtor.organization_number,
+        "isPrivateIndividual": "true" if debtor.kind is DebtorKind.PRIVATE else "false",
+        "postalAddress": address,
+        "invoiceNo": invoice.invoice_number,
+        "invoiceDate": invoice.invoice_date.isoformat(),
+        "dueDate": invoice.due_date.isoformat(),
+        "originalAmount": invoice.amount,
+        "currencyCode": invoice.currency,
+        "description": invoice.description,
+    }
+
+
+def dumps_exact(body: Mapping[str, Any]) -> bytes:
+    """JSON with every `Decimal` written as an exact JSON number (never through a float)."""
+    decimals: list[Decimal] = []
+
+    def placeholder(value: object) -> str:
+        if isinstance(value, Decimal):
+            decimals.append(value)
+            return f"\u0000decimal{len(decimals) - 1}\u0000"
+        if isinstance(value, date):
+            return value.isoformat()
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+    text = json.dumps(body, default=placeholder, ensure_ascii=False)
+    for index, value in enumerate(decimals):
+        number = str(int(value)) if value == value.to_integral_value() else format(value, "f")
+        text = text.replace(f'"\\u0000decimal{index}\\u0000"', number)
+    return text.encode()
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header, or None when there is no usable hint.
+
+    `0`, negative numbers, dates in the past and garbage all mean "no hint" (a `Retry-After: 0`
+    must not turn into a tight retry loop). Hints are clamped to MAX_RETRY_AFTER_SECONDS.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    seconds: float | None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds or seconds <= 0:  # NaN, zero, negative
+        return None
+    return min(seconds, MAX_RETRY_AFTER_SECONDS)
+
+
+def classify_response(response: httpx.Response, *, creates: bool) -> KraviaError | None:
+    """None for a success; otherwise the error with its class. `creates`: the call makes state."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    message = f"Kravia answered {status}: {_problem_text(response)}"
+    if status in {401, 403}:
+        return KraviaError(Failure.AUTH, message, status=status)
+    if status in NOT_APPLIED_STATUSES:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return KraviaError(Failure.TRANSIENT, message, status=status, retry_after=retry_after)
+    if status >= 500:
+        failure = Failure.AMBIGUOUS if creates else Failure.TRANSIENT
+        return KraviaError(failure, message, status=status)
+    if status == 408:
+        return KraviaError(Failure.AMBIGUOUS if creates else Failure.TRANSIENT, message, status=status)
+    return KraviaError(Failure.TERMINAL, message, status=status)
+
+
+def classify_exception(exc: httpx.HTTPError, *, creates: bool) -> KraviaError:
+    """Errors before the request left are transient; after it was sent they are ambiguous."""
+    not_sent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+    name = type(exc).__name__
+    if isinstance(exc, not_sent) or not creates:
+        return KraviaError(Failure.TRANSIENT, f"{name}: the request was not answered ({exc})")
+    return KraviaError(
+        Failure.AMBIGUOUS, f"{name}: the connection was lost after the request was sent ({exc})"
+    )
+
+
+def _problem_text(response: httpx.Response) -> str:
+    """Kravia's message from an ASP.NET problem body, or the start of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if isinstance(body, dict):
+        errors = body.get("errors") or body.get("Errors")
+        if isinstance(errors, dict) and errors:
+            parts = [
+                f"{key}: {'; '.join(map(str, value)) if isinstance(value, list) else value}"
+                for key, value in errors.items()
+            ]
+            return " | ".join(parts)
+        for key in ("detail", "title", "message", "Message"):
+            if body.get(key):
+                return str(body[key])
+    return json.dumps(body)[:300]
+
+
+def parse_register_id(body: object) -> int:
+    if isinstance(body, int) and not isinstance(body, bool):
+        return body
+    if isinstance(body, dict):
+        for key in REGISTER_ID_KEYS:
+            value = body.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.isdigit():
+                return int(value)
+    raise ValueError(f"no invoice id in Kravia's register answer: {str(body)[:200]}")
+
+
+def format_dotnet_time(moment: datetime) -> str:
+    """A UTC timestamp the way the guide shows it: 7 fractional digits, no zone (ASSUMED UTC)."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}0"
+
+
+def _search_items(body: object) -> list[dict[str, Any]]:
+    if isinstance(body, list):
+        items: object = body
+    elif isinstance(body, dict):
+        items = next((body[key] for key in SEARCH_ITEMS_KEYS if key in body), None)
+    else:
+        items = None
+    if not isinstance(items, list):
+        raise ValueError(f"unrecognised search answer: {str(body)[:200]}")
+    return [item for item in items if isinstance(item, dict)]
+
+
+def _get_ci(item: Mapping[str, Any], name: str) -> Any:  # noqa: ANN401 - JSON value
+    """A property by name, case-insensitively (ASP.NET serialisers vary)."""
+    if name in item:
+        return item[name]
+    lowered = name.lower()
+    return next((value for key, value in item.items() if key.lower() == lowered), None)
+
+
+class RateLimiter:
+    """At most `rate` calls per second, spaced evenly (a simple leaky bucket)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self._interval = 1.0 / rate if rate else 0.0
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            delay = self._next - now
+            self._next = max(now, self._next) + self._interval
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class KraviaClient:
+    """Async client for the calls kravia-sync makes. One attempt per call: retry policy lives
+    with the engine, which journals every attempt."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str,
+        timeout: float = 30.0,
+        max_in_flight: int = 8,
+        requests_per_second: float | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url if base_url.endswith("/") else base_url + "/",
+            headers={AUTH_HEADER: token, "Accept": "application/json"},
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight),
+        )
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._rate = RateLimiter(requests_per_second)
+        self.stats = CallStats()
+
+    async def __aenter__(self) -> KraviaClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(
+        self, operation: str, method: str, path: str, *, creates: bool, **kwargs: Any  # noqa: ANN401
+    ) -> httpx.Response:
+        async with self._slots:
+            await self._rate.wait()
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                error = classify_exception(exc, creates=creates)
+                self.stats.add(operation, error.failure.value)
+                raise error from None
+        error = classify_response(response, creates=creates)
+        if error is not None:
+            self.stats.add(operation, error.failure.value)
+            raise error
+        self.stats.add(operation, "ok")
+        return response
+
+    async def register(self, invoice: Invoice, *, creditor_id: int) -> int:
+        """Register the invoice for collection; the new Kravia invoice id."""
+        body = dumps_exact(build_register_body(invoice, creditor_id))
+        response = await self._call(
+            "register",
+            "POST",
+            REGISTER_PATH,
+            creates=True,
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            return parse_register_id(response.json())
+        except ValueError as exc:
+            # It was registered, but we cannot tell its id: look it up like an ambiguous call.
+            raise KraviaError(Failure.AMBIGUOUS, str(exc), status=response.status_code) from None
+
+    async def upload_document(self, kravia_id: int, *, name: str, content: bytes) -> None:
+        """Attach a copy of the original invoice (a PDF) to the case."""
+        await self._call(
+            "document",
+            "POST",
+            DOCUMENT_PATH.format(id=kravia_id),
+            creates=True,
+            params={"type": DOCUMENT_TYPE_INVOICE},
+            files={DOCUMENT_FIELD: (name, content, "application/pdf")},
+        )
+
+    async def start(self, kravia_id: int, *, message: str) -> None:
+        """Start the collection process for a registered case."""
+        await self._call(
+            "action",
+            "POST",
+            ACTION_PATH.format(id=kravia_id),
+            creates=True,
+            params={"action": ACTION_START},
+            content=dumps_exact({"Message": message}),
+            headers={"Content-Type": "application/json"},
+        )
+
+    async def details(self, kravia_id: int) -> dict[str, Any]:
+        response = await self._call(
+            "details", "GET", DETAILS_PATH.format(id=kravia_id), creates=False
+        )
+        body = response.json()
+        if not isinstance(body, dict):
+            raise KraviaError(Failure.TRANSIENT, f"unrecognised details answer: {str(body)[:200]}")
+        return body
+
+    async def search_updated_since(self, since: datetime) -> list[SearchItem]:
+        """Every case updated at or after `since`, following the offset paging to the end."""
+        found: dict[int, SearchItem] = {}
+        skip = 0
+        while True:
+            response = await self._call(
+                "search",
+                "GET",
+                SEARCH_PATH,
+                creates=False,
+                params={
+                    "byAscending": "True",
+                    "lastUpdatedTime": format_dotnet_time(since),
+                    "orderBy": SEARCH_ORDER_BY_LAST_UPDATED,
+                    "skip": skip,
+                    "top": SEARCH_PAGE_SIZE,
+                },
+            )
+            try:
+                items = _search_items(response.json())
+            except ValueError as exc:
+                raise KraviaError(Failure.TRANSIENT, str(exc)) from None
+            for item in items:
+                parsed = _search_item(item)
+                if parsed is not None:
+                    found[parsed.kravia_id] = parsed  # pages may overlap: de-duplicate by id
+            if len(items) < SEARCH_PAGE_SIZE:
+                return list(found.values())
+            skip += len(items)
+
+    async def check_token(self) -> None:
+        """A cheap authenticated read; raises KraviaError(AUTH) for a bad token."""
+        await self._call(
+            "search",
+            "GET",
+            SEARCH_PATH,
+            creates=False,
+            params={
+                "byAscending": "False",
+                "orderBy": SEARCH_ORDER_BY_LAST_UPDATED,
+                "skip": 0,
+                "top": 1,
+            },
+        )
+
+
+def _search_item(item: Mapping[str, Any]) -> SearchItem | None:
+    raw_id = _get_ci(item, "id")
+    if raw_id is None:
+        raw_id = _get_ci(item, "invoiceId")
+    if not isinstance(raw_id, int) or isinstance(raw_id, bool):
+        return None
+    aid = _get_ci(item, "accountingInvoiceId")
+    number = _get_ci(item, "invoiceNo")
+    status = _get_ci(item, "status")
+    updated = _get_ci(item, "lastUpdatedTime")
+    return SearchItem(
+        kravia_id=raw_id,
+        accounting_invoice_id=None if aid is None else str(aid),
+        invoice_number=None if number is None else str(number),
+        status=None if status is None else str(status),
+        updated=None if updated is None else str(updated),
+    )
+
+
+def documents_of(details: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
+    documents = _get_ci(details, DETAILS_DOCUMENTS_KEY)
+    return [doc for doc in documents if isinstance(doc, dict)] if isinstance(documents, list) else []
+
+
+def has_invoice_document(details: Mapping[str, Any]) -> bool:
+    return any(
+        str(_get_ci(doc, "type")).lower() == DOCUMENT_TYPE_INVOICE.lower()
+        for doc in documents_of(details)
+    )
+
+
+def can_start(details: Mapping[str, Any]) -> bool:
+    actions = _get_ci(details, DETAILS_ACTIONS_KEY)
+    return isinstance(actions, list) and any(
+        str(action).lower() == ACTION_START.lower() for action in actions
+    )
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter: a random delay in [base/2, min(cap, base·2^attempt)]."""
+    ceiling = min(cap, base * (2 ** max(0, attempt)))
+    chooser = rng or random
+    return chooser.uniform(min(base / 2, ceiling), ceiling)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+SEARCH_CLOCK_SKEW = timedelta(minutes=5)  # search from this long before the attempt
+

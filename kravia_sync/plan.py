@@ -1,0 +1,126 @@
+"""Select and diff: what one source record means for its case. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+
+from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState, Phase
+from kravia_sync.model import Invoice
+from kravia_sync.settings import PolicySettings
+
+__all__ = ["Assessment", "Change", "assess", "ineligibility", "record_hash"]
+
+
+class Change(StrEnum):
+    NEW = "new"  # not known yet: to be registered
+    PENDING = "pending"  # known, its lifecycle not finished: resume it
+    RETRY = "retry"  # rejected by Kravia before, changed in the source since: register again
+    CHANGED = "changed"  # already in Kravia and changed in the source: recorded, not re-sent
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    change: Change
+    case: CaseState
+    write: bool  # the case row differs from what is stored
+
+
+def record_hash(fields: Mapping[str, object], has_document: bool) -> str:
+    """A cheap hash of a raw record, to skip revalidating records whose case is finished."""
+    text = json.dumps(fields, sort_keys=True, default=str, separators=(",", ":"))
+    digest = hashlib.blake2b(text.encode(), digest_size=16)
+    digest.update(b"\x01" if has_document else b"\x00")
+    return digest.hexdigest()
+
+
+def source_id(fields: Mapping[str, object], id_prefix: str) -> str | None:
+    """The accountingInvoiceId a record will carry, before validation (None if it has none)."""
+    raw = fields.get("accounting_invoice_id") or fields.get("invoice_number")
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    text = raw.strip() if isinstance(raw, str) else str(raw)
+    return f"{id_prefix}{text}"
+
+
+def ineligibility(invoice: Invoice, policy: PolicySettings, today: date) -> str | None:
+    """Why the policy keeps `invoice` out of collection today, or None when it may go."""
+    overdue = invoice.days_overdue(today)
+    if overdue < policy.min_days_overdue:
+        ready = invoice.due_date + timedelta(days=policy.min_days_overdue)
+        return (
+            f"due {invoice.due_date}, {max(overdue, 0)} days overdue; collection may start "
+            f"{policy.min_days_overdue} days after the due date, on {ready}"
+        )
+    if invoice.amount < policy.min_amount:
+        return f"amount {invoice.amount} is below min_amount {policy.min_amount}"
+    return None
+
+
+def assess(
+    invoice: Invoice,
+    *,
+    source: str,
+    record_key: str,
+    hashed: str,
+    existing: CaseState | None,
+    now: datetime,
+) -> Assessment:
+    """Diff one valid, eligible invoice against its stored case."""
+    fingerprint = invoice.fingerprint()
+    has_document = invoice.document is not None
+    if existing is None:
+        case = CaseState(
+            accounting_invoice_id=invoice.accounting_invoice_id,
+            source=source,
+            record_key=record_key,
+            invoice_number=invoice.invoice_number,
+            phase=Phase.NEW,
+            fingerprint=fingerprint,
+            record_hash=hashed,
+            has_document=has_document,
+            first_seen_at=now,
+            updated_at=now,
+        )
+        return Assessment(Change.NEW, case, write=False)  # written with its first intent
+    moved = existing.fingerprint != fingerprint
+    case = replace(existing, record_hash=hashed, record_key=record_key)
+    if moved and existing.phase is Phase.NEW:
+        case = replace(
+            case, fingerprint=fingerprint, has_document=has_document,
+            invoice_number=invoice.invoice_number, updated_at=now,
+        )
+        return Assessment(Change.PENDING, case, write=True)
+    if moved and existing.phase is Phase.REJECTED:
+        case = replace(
+            case,
+            phase=Phase.NEW,
+            fingerprint=fingerprint,
+            has_document=has_document,
+            invoice_number=invoice.invoice_number,
+            attempts=0,
+            next_attempt_at=None,
+            updated_at=now,
+        )
+        return Assessment(Change.RETRY, case, write=True)
+    if moved and existing.phase in IN_KRAVIA_PHASES | {Phase.REGISTERING, Phase.NEEDS_REVIEW}:
+        # Kravia documents no way to edit a registered invoice: record the change, show it,
+        # never register again. (Payments and credit notes are forwarded by a later stage.)
+        keeps_document = existing.has_document or existing.phase is not Phase.REGISTERED
+        case = replace(
+            case,
+            fingerprint=fingerprint,
+            has_document=existing.has_document if keeps_document else has_document,
+            changed_at=now,
+            updated_at=now,
+        )
+        return Assessment(Change.CHANGED, case, write=True)
+    change = Change.UNCHANGED if existing.phase is Phase.STARTED else Change.PENDING
+    if existing.phase in {Phase.REJECTED, Phase.NEEDS_REVIEW}:
+        change = Change.UNCHANGED
+    return Assessment(change, case, write=existing.record_hash != hashed)

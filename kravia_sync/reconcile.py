@@ -1,0 +1,735 @@
+"""One pass: read every source, diff against the state store, plan, and apply against Kravia.
+
+The decisions are made by the pure functions in `plan` and `lifecycle`; this module is the thin
+driver that reads, calls Kravia and journals each call before and after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from kravia_sync.committer import GroupCommitter
+from kravia_sync.connector import Connector, ConnectorError, RecordError, load_connector
+from kravia_sync.kravia import Failure, KraviaClient, KraviaError, backoff_delay
+from kravia_sync.lifecycle import (
+    CaseState,
+    Decision,
+    Phase,
+    Step,
+    Timing,
+    after_failure,
+    after_lookup,
+    after_success,
+    after_verify,
+    begin,
+    next_step,
+)
+from kravia_sync.logging import get_logger, redact
+from kravia_sync.model import Invoice, InvalidRecordError, check_pdf
+from kravia_sync.plan import Change, assess, ineligibility, record_hash, source_id
+from kravia_sync.settings import ConfigError, Settings, SourceConfig
+from kravia_sync.store import JournalEntry, QuarantineEntry, StateStore
+from kravia_sync.store import utc_now as store_now
+
+__all__ = [
+    "PlannedAction",
+    "Progress",
+    "Reconciler",
+    "RunSummary",
+    "build_connector",
+]
+
+log = get_logger("kravia_sync.reconcile")
+
+# Steps allowed for a case whose invoice is not in this read (gone, or now invalid): only
+# settling a call whose answer was lost. Never register, upload or start it.
+SETTLING_STEPS = frozenset({Step.LOOKUP, Step.VERIFY_UPLOAD, Step.VERIFY_START})
+ATTENTION_PHASES = frozenset({Phase.REJECTED, Phase.NEEDS_REVIEW})
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+
+    def advance(self) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int) -> None:
+        del total
+
+    def advance(self) -> None:
+        return
+
+
+class PassFailedError(Exception):
+    """The whole pass must stop (a bad token, a state store that cannot be written)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAction:
+    source: str
+    accounting_invoice_id: str
+    invoice_number: str
+    change: str
+    step: str
+    detail: str = ""
+
+
+@dataclass
+class SourceResult:
+    name: str
+    status: str = "ok"  # ok | failed
+    error: str | None = None
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class RunSummary:
+    run_id: int | None
+    started_at: datetime
+    status: str = "done"  # done | attention | failed
+    duration_seconds: float = 0.0
+    counts: Counter[str] = field(default_factory=Counter)
+    sources: list[SourceResult] = field(default_factory=list)
+    remote_calls: dict[str, int] = field(default_factory=dict)
+    planned: list[PlannedAction] = field(default_factory=list)
+    problems: list[dict[str, str]] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "duration_seconds": round(self.duration_seconds, 3),
+            "counts": dict(sorted(self.counts.items())),
+            "remote_calls": dict(sorted(self.remote_calls.items())),
+            "sources": [
+                {"name": s.name, "status": s.status, "error": s.error, "counts": dict(s.counts)}
+                for s in self.sources
+            ],
+            "problems": self.problems,
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class _WorkItem:
+    case: CaseState
+    invoice: Invoice | None
+    change: Change
+
+
+def build_connector(settings: Settings, source: SourceConfig) -> Connector:
+    """The configured connector for `source`; a bad setting is a `ConfigError` naming the key."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    try:
+        connector_class = load_connector(source.connector)
+    except (LookupError, TypeError) as exc:
+        raise ConfigError(f"sources.{source.name}.connector: {exc}") from None
+    try:
+        return connector_class.from_settings(source.settings, base_dir=settings.base_dir)
+    except ValidationError as exc:
+        details = "; ".join(
+            f"sources.{source.name}.settings.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        raise ConfigError(details) from None
+
+
+class Reconciler:
+    """Runs passes for one configuration against one state store and one Kravia client."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        *,
+        client: KraviaClient | None = None,
+        clock: Callable[[], datetime] = store_now,
+        progress: Progress | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.clock = clock
+        self.progress = progress or _NoProgress()
+        retry = settings.retry
+        self.timing = Timing(
+            settle=timedelta(seconds=retry.settle_seconds),
+            backoff_base=timedelta(seconds=retry.backoff_base_seconds),
+            backoff_cap=timedelta(seconds=retry.backoff_cap_seconds),
+            max_lookups=retry.max_lookups,
+        )
+        self._committer: GroupCommitter | None = None
+        self._run_id: int | None = None
+
+    # --- the pass -----------------------------------------------------------------------------
+    async def run(self, *, dry_run: bool = False, command: str = "reconcile") -> RunSummary:
+        """One pass over every source. `dry_run` plans without writing or calling anything."""
+        started = self.clock()
+        clock_start = time.monotonic()
+        summary = RunSummary(run_id=None, started_at=started)
+        if dry_run:
+            await self._pass(summary, dry_run=True)
+            summary.duration_seconds = time.monotonic() - clock_start
+            return summary
+        if self.client is None:
+            raise ValueError("a client is needed to apply a plan")
+        lease_ttl = timedelta(seconds=self.settings.state.lease_seconds)
+        holder = self.store.acquire_lease(ttl=lease_ttl, now=self.clock())
+        heartbeat = asyncio.create_task(self._heartbeat(lease_ttl))
+        try:
+            self._run_id = self.store.start_run(holder=holder, command=command, now=started)
+            summary.run_id = self._run_id
+            try:
+                async with GroupCommitter(self.store) as committer:
+                    self._committer = committer
+                    await self._pass(summary, dry_run=False)
+            except PassFailedError as exc:
+                summary.status = "failed"
+                summary.error = redact(str(exc))
+            finally:
+                self._committer = None
+            summary.duration_seconds = time.monotonic() - clock_start
+            summary.remote_calls = dict(self.client.stats.counts)
+            self.store.finish_run(
+                self._run_id,
+                status=summary.status,
+                counts=summary.as_dict()["counts"] | {"remote_calls": self.client.stats.total()},
+                now=self.clock(),
+                error=summary.error,
+            )
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            self.store.release_lease()
+        log.info(
+            "run finished",
+            run_id=summary.run_id,
+            status=summary.status,
+            duration_s=round(summary.duration_seconds, 3),
+            remote_calls=self.client.stats.total(),
+            **{key: value for key, value in sorted(summary.counts.items())},
+        )
+        return summary
+
+    async def _heartbeat(self, ttl: timedelta) -> None:
+        while True:
+            await asyncio.sleep(ttl.total_seconds() / 3)
+            await asyncio.to_thread(self.store.renew_lease, ttl=ttl, now=self.clock())
+
+    async def _pass(self, summary: RunSummary, *, dry_run: bool) -> None:
+        owners = self.store.all_case_ids()
+        work: list[_WorkItem] = []
+        for source in self.settings.sources:
+            result = SourceResult(source.name)
+            summary.sources.append(result)
+            try:
+                connector = build_connector(self.settings, source)
+                work.extend(self._read_source(source, connector, owners, result, summary, dry_run))
+            except (ConnectorError, ConfigError, OSError) as exc:
+                result.status = "failed"
+                result.error = redact(f"{type(exc).__name__}: {exc}")
+                summary.status = "failed"
+                log.error("source read failed", source=source.name, error=result.error)
+            summary.counts.update(result.counts)
+        if dry_run:
+            now = self.clock()
+            for item in work:
+                decision = next_step(
+                    item.case, start=self.settings.policy.start, now=now, timing=self.timing
+                )
+                summary.planned.append(self._planned(item, decision))
+            return
+        self.progress.start(len(work))
+        await self._apply(work, summary)
+
+    def _planned(self, item: _WorkItem, decision: Decision) -> PlannedAction:
+        step = decision.step.value
+        if item.invoice is None and decision.step not in SETTLING_STEPS | {Step.NONE, Step.WAIT}:
+            step = Step.NONE.value
+        detail = decision.reason
+        if decision.step is Step.WAIT and decision.not_before is not None:
+            detail = f"{decision.reason}, not before {decision.not_before:%Y-%m-%d %H:%M:%S %Z}"
+        return PlannedAction(
+            source=item.case.source,
+            accounting_invoice_id=item.case.accounting_invoice_id,
+            invoice_number=item.case.invoice_number,
+            change=item.change.value,
+            step=step,
+            detail=detail,
+        )
+
+    # --- reading and diffing ------------------------------------------------------------------
+    def _read_source(
+        self,
+        source: SourceConfig,
+        connector: Connector,
+        owners: dict[str, str],
+        result: SourceResult,
+        summary: RunSummary,
+        dry_run: bool,
+    ) -> list[_WorkItem]:
+        """Read one source completely; the cases with something to do."""
+        now = self.clock()
+        today = now.date()
+        known = self.store.load_cases(source.name)
+        counts = result.counts
+        quarantine: dict[str, QuarantineEntry] = {}
+        updates: list[CaseState] = []
+        items: dict[str, _WorkItem] = {}
+        seen: dict[str, str] = {}  # accountingInvoiceId → record key
+
+        def reject(entry: QuarantineEntry) -> None:
+            quarantine[entry.record_key] = entry
+            counts[entry.kind] += 1
+
+        for record in connector.read():
+            counts["read"] += 1
+            if isinstance(record, RecordError):
+                reject(QuarantineEntry(record.key, "invalid", record.field, record.reason))
+                continue
+            aid = source_id(record.fields, source.id_prefix)
+            hashed = record_hash(record.fields, record.document is not None)
+            if aid is not None and aid in seen:
+                first = seen[aid]
+                reason = f"accountingInvoiceId {aid!r} is used by {first} and {record.key}"
+                reject(QuarantineEntry(record.key, "invalid", "accounting_invoice_id", reason, aid))
+                if items.get(aid) is not None and items[aid].change is Change.NEW:
+                    del items[aid]
+                    reject(QuarantineEntry(first, "invalid", "accounting_invoice_id", reason, aid))
+                continue
+            if aid is not None:
+                seen[aid] = record.key
+            existing = known.get(aid) if aid is not None else None
+            if existing is not None and existing.record_hash == hashed and (
+                existing.phase is Phase.STARTED or existing.phase in ATTENTION_PHASES
+            ):
+                counts[Change.UNCHANGED.value] += 1
+                if existing.phase in ATTENTION_PHASES:
+                    counts[existing.phase.value] += 1
+                continue
+            try:
+                invoice = Invoice.from_record(
+                    record.fields, id_prefix=source.id_prefix, document=record.document
+                )
+            except InvalidRecordError as exc:
+                number = record.fields.get("invoice_number")
+                reject(
+                    QuarantineEntry(
+                        record.key,
+                        "invalid",
+                        exc.field,
+                        exc.reason,
+                        aid,
+                        None if number is None else str(number),
+                    )
+                )
+                continue
+            owner = owners.get(invoice.accounting_invoice_id)
+            if owner is not None and owner != source.name:
+                reject(
+                    QuarantineEntry(
+                        record.key,
+                        "invalid",
+                        "accounting_invoice_id",
+                        f"accountingInvoiceId {invoice.accounting_invoice_id!r} already belongs "
+                        f"to source {owner!r}; set id_prefix to keep the sources apart",
+                        invoice.accounting_invoice_id,
+                        invoice.invoice_number,
+                    )
+                )
+                continue
+            if existing is None:
+                waiting = ineligibility(invoice, self.settings.policy, today)
+                if waiting is not None:
+                    reject(
+                        QuarantineEntry(
+                            record.key,
+                            "waiting",
+                            "due_date" if "due" in waiting else "amount",
+                            waiting,
+                            invoice.accounting_invoice_id,
+                            invoice.invoice_number,
+                        )
+                    )
+                    continue
+                if invoice.document is not None and not dry_run:
+                    problem = _document_problem(invoice)
+                    if problem is not None:
+                        reject(
+                            QuarantineEntry(
+                                record.key,
+                                "invalid",
+                                "document",
+                                problem,
+                                invoice.accounting_invoice_id,
+                                invoice.invoice_number,
+                            )
+                        )
+                        continue
+            assessment = assess(
+                invoice,
+                source=source.name,
+                record_key=record.key,
+                hashed=hashed,
+                existing=existing,
+                now=now,
+            )
+            counts[assessment.change.value] += 1
+            if assessment.write:
+                updates.append(assessment.case)
+            if assessment.case.phase in ATTENTION_PHASES:
+                counts[assessment.case.phase.value] += 1
+            elif assessment.case.phase is not Phase.STARTED:
+                items[invoice.accounting_invoice_id] = _WorkItem(
+                    assessment.case, invoice, assessment.change
+                )
+        # The read was complete: what the state knows and the source no longer has is gone.
+        for aid, case in known.items():
+            if aid in seen:
+                continue
+            counts["gone"] += 1
+            if case.phase in {Phase.REGISTERING, Phase.UPLOADING, Phase.STARTING}:
+                items[aid] = _WorkItem(case, None, Change.PENDING)
+        for aid, case in known.items():
+            if aid in seen and aid not in items and case.phase in SETTLING_PHASES:
+                items[aid] = _WorkItem(case, None, Change.PENDING)
+        if not dry_run:
+            if updates:
+                self.store.write_batch(updates, [])
+            self.store.sync_quarantine(source.name, quarantine, complete=True, now=now)
+        for entry in quarantine.values():
+            if entry.kind == "invalid":
+                summary.problems.append(
+                    {
+                        "source": source.name,
+                        "record": entry.record_key,
+                        "field": entry.field,
+                        "reason": entry.reason,
+                    }
+                )
+        return list(items.values())
+
+    # --- applying -----------------------------------------------------------------------------
+    async def _apply(self, work: list[_WorkItem], summary: RunSummary) -> None:
+        slots = asyncio.Semaphore(self.settings.kravia.max_in_flight * 2)
+
+        async def drive(item: _WorkItem) -> CaseState:
+            async with slots:
+                try:
+                    return await self._drive(item, summary)
+                finally:
+                    self.progress.advance()
+
+        tasks = [asyncio.create_task(drive(item)) for item in work]
+        try:
+            finals = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        now = self.clock()
+        for case in finals:
+            if case.phase is Phase.STARTED:
+                continue
+            if case.phase in ATTENTION_PHASES:
+                summary.counts[case.phase.value] += 1
+                summary.problems.append(
+                    {
+                        "source": case.source,
+                        "record": case.record_key,
+                        "field": "kravia",
+                        "reason": case.last_error or case.phase.value,
+                    }
+                )
+                continue
+            decision = next_step(case, start=self.settings.policy.start, now=now, timing=self.timing)
+            summary.counts["awaiting_approval" if decision.step is Step.NONE else "deferred"] += 1
+        if summary.status != "failed" and (summary.problems or summary.counts["deferred"]):
+            summary.status = "attention"
+
+    async def _drive(self, item: _WorkItem, summary: RunSummary) -> CaseState:
+        """Take one case as far as it can go in this pass."""
+        case = item.case
+        waits = 0
+        retry = self.settings.retry
+        while True:
+            now = self.clock()
+            decision = next_step(case, start=self.settings.policy.start, now=now, timing=self.timing)
+            if decision.step is Step.NONE:
+                return case
+            if decision.step is Step.WAIT:
+                assert decision.not_before is not None  # noqa: S101 - WAIT always carries it
+                delay = (decision.not_before - now).total_seconds()
+                if waits >= retry.retries_per_pass or delay > retry.max_inline_wait_seconds:
+                    return case
+                waits += 1
+                await asyncio.sleep(max(delay, 0.0))
+                continue
+            if item.invoice is None and decision.step not in SETTLING_STEPS:
+                return case
+            before = case
+            case = await self._perform(decision.step, case, item.invoice, summary)
+            if case == before:  # nothing moved (a step that could not run): stop here
+                return case
+
+    async def _perform(
+        self, step: Step, case: CaseState, invoice: Invoice | None, summary: RunSummary
+    ) -> CaseState:
+        if step is Step.LOOKUP:
+            return await self._lookup(case, summary)
+        if step in {Step.VERIFY_UPLOAD, Step.VERIFY_START}:
+            return await self._verify(step, case, summary)
+        assert invoice is not None  # noqa: S101 - SETTLING_STEPS guard this
+        return await self._send(step, case, invoice, summary)
+
+    def _intent(self, case: CaseState, operation: str, attempt_id: str) -> JournalEntry:
+        return JournalEntry(
+            attempt_id=attempt_id,
+            kind="intent",
+            operation=operation,
+            accounting_invoice_id=case.accounting_invoice_id,
+            at=self.clock(),
+            run_id=self._run_id,
+            kravia_id=case.kravia_id,
+        )
+
+    def _outcome(
+        self,
+        case: CaseState,
+        operation: str,
+        attempt_id: str,
+        started: float,
+        *,
+        outcome: str,
+        status: int | None = None,
+        message: str | None = None,
+    ) -> JournalEntry:
+        return JournalEntry(
+            attempt_id=attempt_id,
+            kind="outcome",
+            operation=operation,
+            accounting_invoice_id=case.accounting_invoice_id,
+            at=self.clock(),
+            run_id=self._run_id,
+            kravia_id=case.kravia_id,
+            outcome=outcome,
+            http_status=status,
+            duration_ms=round((time.monotonic() - started) * 1000),
+            message=None if message is None else redact(message)[:1000],
+        )
+
+    def _retry_in(self, case: CaseState, error: KraviaError | None) -> timedelta:
+        if error is not None and error.retry_after is not None:
+            return timedelta(seconds=error.retry_after)
+        seconds = backoff_delay(
+            case.attempts + case.lookups,
+            base=self.timing.backoff_base.total_seconds(),
+            cap=self.timing.backoff_cap.total_seconds(),
+        )
+        return timedelta(seconds=seconds)
+
+    @property
+    def committer(self) -> GroupCommitter:
+        if self._committer is None:
+            raise RuntimeError("not inside a pass")
+        return self._committer
+
+    async def _send(
+        self, step: Step, case: CaseState, invoice: Invoice, summary: RunSummary
+    ) -> CaseState:
+        """One call that changes something in Kravia, journaled before and after."""
+        assert self.client is not None  # noqa: S101 - run() checks
+        content = b""
+        if step is Step.UPLOAD:
+            document = invoice.document
+            if document is None:
+                return replace(case, has_document=False)
+            try:
+                content = document.load()
+                check_pdf(content, document.name)
+            except (OSError, InvalidRecordError) as exc:
+                message = f"the invoice copy cannot be read: {exc}"
+                waiting = after_failure(
+                    case, step, failure="transient", message=message, now=self.clock(),
+                    retry_in=self._retry_in(case, None),
+                )
+                self.committer.submit(waiting)
+                return waiting
+        attempt_id = uuid.uuid4().hex
+        operation = {Step.REGISTER: "register", Step.UPLOAD: "document", Step.START: "start"}[step]
+        pending = begin(case, step, attempt_id=attempt_id, now=self.clock())
+        await self.committer.commit(pending, self._intent(pending, operation, attempt_id))
+        started = time.monotonic()
+        kravia_id: int | None = None
+        try:
+            if step is Step.REGISTER:
+                kravia_id = await self.client.register(
+                    invoice, creditor_id=self.settings.kravia.creditor_id
+                )
+            elif step is Step.UPLOAD:
+                assert case.kravia_id is not None  # noqa: S101 - registered before upload
+                name = invoice.document.name if invoice.document else "invoice.pdf"
+                await self.client.upload_document(case.kravia_id, name=name, content=content)
+            else:
+                assert case.kravia_id is not None  # noqa: S101 - registered before start
+                await self.client.start(case.kravia_id, message=self.settings.kravia.start_message)
+        except KraviaError as error:
+            after = after_failure(
+                pending,
+                step,
+                failure=error.failure.value,
+                message=redact(str(error)),
+                now=self.clock(),
+                retry_in=self._retry_in(pending, error),
+            )
+            self.committer.submit(
+                after,
+                self._outcome(
+                    pending, operation, attempt_id, started,
+                    outcome=error.failure.value, status=error.status, message=str(error),
+                ),
+            )
+            summary.counts[f"{operation}_{error.failure.value}"] += 1
+            if error.failure is Failure.AUTH:
+                raise PassFailedError(f"Kravia refused the token: {error}") from None
+            log.warning(
+                "call failed",
+                operation=operation,
+                invoice=case.invoice_number,
+                accounting_invoice_id=case.accounting_invoice_id,
+                failure=error.failure.value,
+                error=str(error),
+            )
+            return after
+        after = after_success(pending, step, now=self.clock(), kravia_id=kravia_id)
+        self.committer.submit(
+            after,
+            self._outcome(after, operation, attempt_id, started, outcome="ok", status=200),
+        )
+        summary.counts[{"register": "registered", "document": "documented", "start": "started"}[
+            operation
+        ]] += 1
+        return after
+
+    async def _lookup(self, case: CaseState, summary: RunSummary) -> CaseState:
+        """Settle a register whose answer was lost by searching Kravia for the case."""
+        assert self.client is not None  # noqa: S101
+        attempt_id = uuid.uuid4().hex
+        since = (case.pending_since or case.updated_at) - timedelta(minutes=5)
+        await self.committer.commit(None, self._intent(case, "lookup", attempt_id))
+        started = time.monotonic()
+        error: KraviaError | None = None
+        found: list[int] = []
+        try:
+            items = await self.client.search_updated_since(since)
+            found = sorted(
+                item.kravia_id
+                for item in items
+                if item.accounting_invoice_id == case.accounting_invoice_id
+            )
+        except KraviaError as exc:
+            error = exc
+            if exc.failure is Failure.AUTH:
+                raise PassFailedError(f"Kravia refused the token: {exc}") from None
+        after = after_lookup(
+            case,
+            found,
+            now=self.clock(),
+            complete=error is None,
+            retry_in=self._retry_in(case, error),
+            max_lookups=self.timing.max_lookups,
+        )
+        self.committer.submit(
+            after,
+            self._outcome(
+                after, "lookup", attempt_id, started,
+                outcome="ok" if error is None else error.failure.value,
+                status=None if error is None else error.status,
+                message=f"found {found}" if error is None else str(error),
+            ),
+        )
+        if error is None:
+            summary.counts["adopted" if len(found) == 1 else "lookups"] += 1
+        log.info(
+            "lookup after a lost answer",
+            accounting_invoice_id=case.accounting_invoice_id,
+            found=found,
+            complete=error is None,
+            phase=after.phase.value,
+        )
+        return after
+
+    async def _verify(self, step: Step, case: CaseState, summary: RunSummary) -> CaseState:
+        """Settle a lost upload or start answer by reading the case's details."""
+        from kravia_sync.kravia import can_start, has_invoice_document  # noqa: PLC0415
+
+        assert self.client is not None  # noqa: S101
+        assert case.kravia_id is not None  # noqa: S101 - only cases in Kravia are verified
+        attempt_id = uuid.uuid4().hex
+        await self.committer.commit(None, self._intent(case, "details", attempt_id))
+        started = time.monotonic()
+        try:
+            details = await self.client.details(case.kravia_id)
+        except KraviaError as error:
+            if error.failure is Failure.AUTH:
+                raise PassFailedError(f"Kravia refused the token: {error}") from None
+            if error.failure is Failure.TERMINAL:
+                after = replace(
+                    case, phase=Phase.NEEDS_REVIEW, last_error=str(error), updated_at=self.clock()
+                )
+            else:
+                after = replace(
+                    case,
+                    next_attempt_at=self.clock() + self._retry_in(case, error),
+                    attempts=case.attempts + 1,
+                    last_error=str(error),
+                )
+            self.committer.submit(
+                after,
+                self._outcome(
+                    case, "details", attempt_id, started,
+                    outcome=error.failure.value, status=error.status, message=str(error),
+                ),
+            )
+            return after
+        done = (
+            has_invoice_document(details) if step is Step.VERIFY_UPLOAD else not can_start(details)
+        )
+        after = after_verify(case, step, done=done, now=self.clock())
+        self.committer.submit(
+            after,
+            self._outcome(after, "details", attempt_id, started, outcome="ok", status=200),
+        )
+        summary.counts["verified"] += 1
+        return after
+
+
+SETTLING_PHASES = frozenset({Phase.REGISTERING, Phase.UPLOADING, Phase.STARTING})
+
+
+def _document_problem(invoice: Invoice) -> str | None:
+    document = invoice.document
+    if document is None:
+        return None
+    try:
+        content = document.load()
+        check_pdf(content, document.name)
+    except InvalidRecordError as exc:
+        return exc.reason
+    except OSError as exc:
+        return f"{document.name} cannot be read: {exc}"
+    return None

@@ -1,0 +1,245 @@
+"""Configuration: one TOML file, environment variables and a secrets directory.
+
+Precedence, highest first: environment variables, secret files, the TOML file, defaults. The
+Kravia token is a secret: `KRAVIA_TOKEN` in the environment or a file `kravia_token` in the
+secrets directory (`--secrets-dir`, else systemd's `$CREDENTIALS_DIRECTORY`, else
+`/run/secrets` when it exists). It is refused in the TOML file, which tends to be committed.
+Relative paths in the file are relative to the file's own directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from contextvars import ContextVar
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from kravia_sync.kravia import DEFAULT_BASE_URL
+from kravia_sync.lifecycle import StartPolicy
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ConfigError",
+    "KraviaSettings",
+    "PolicySettings",
+    "RetrySettings",
+    "Settings",
+    "SourceConfig",
+    "load_settings",
+]
+
+DEFAULT_CONFIG = Path("kravia-sync.toml")
+TOKEN_ENV = "KRAVIA_TOKEN"
+TOKEN_SECRET_FILE = "kravia_token"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file, the key and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KraviaSettings(_Section):
+    base_url: str = DEFAULT_BASE_URL
+    creditor_id: int = Field(gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_in_flight: int = Field(default=8, ge=1, le=64)
+    requests_per_second: float | None = Field(default=20.0, gt=0)
+    start_message: str = "Collection started by kravia-sync"
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL such as https://api.kravia.ai/api/v2/")
+        return value if value.endswith("/") else value + "/"
+
+
+class PolicySettings(_Section):
+    min_days_overdue: int = Field(default=14, ge=0)
+    min_amount: Decimal = Field(default=Decimal(0), ge=0)
+    start: StartPolicy = StartPolicy.AUTO
+
+
+class RetrySettings(_Section):
+    backoff_base_seconds: float = Field(default=2.0, gt=0)
+    backoff_cap_seconds: float = Field(default=3600.0, gt=0)
+    retries_per_pass: int = Field(default=4, ge=0)
+    max_inline_wait_seconds: float = Field(default=30.0, ge=0)
+    settle_seconds: float = Field(default=120.0, ge=0)
+    max_lookups: int = Field(default=8, ge=1)
+
+
+class StateSettings(_Section):
+    path: Path = Path("state/kravia-sync.db")
+    lease_seconds: float = Field(default=120.0, gt=0)
+
+
+class LogSettings(_Section):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class SourceConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    connector: str
+    id_prefix: str = ""
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+_toml_file: ContextVar[Path | None] = ContextVar("_toml_file", default=None)
+
+
+class Settings(BaseSettings):
+    """Everything kravia-sync is configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KRAVIA_SYNC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    kravia_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices(TOKEN_SECRET_FILE, TOKEN_ENV)
+    )
+    kravia: KraviaSettings
+    policy: PolicySettings = PolicySettings()
+    retry: RetrySettings = RetrySettings()
+    state: StateSettings = StateSettings()
+    log: LogSettings = LogSettings()
+    sources: list[SourceConfig] = Field(default_factory=list)
+    base_dir: Path = Field(default=Path(), exclude=True)
+
+    @model_validator(mode="after")
+    def _sources_keep_ids_apart(self) -> Settings:
+        names: set[str] = set()
+        prefixes: dict[str, str] = {}
+        for index, source in enumerate(self.sources):
+            if source.name in names:
+                raise ValueError(f"sources[{index}].name: {source.name!r} is used twice")
+            names.add(source.name)
+            if source.id_prefix in prefixes:
+                raise ValueError(
+                    f"sources[{index}].id_prefix: sources {prefixes[source.id_prefix]!r} and "
+                    f"{source.name!r} share the prefix {source.id_prefix!r}, so their invoice ids "
+                    "could collide in Kravia; give each source its own id_prefix"
+                )
+            prefixes[source.id_prefix] = source.name
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        del dotenv_settings
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            file_secret_settings,
+        ]
+        toml_file = _toml_file.get()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the file, made absolute against the file's directory."""
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+    @property
+    def state_path(self) -> Path:
+        return self.resolve(self.state.path)
+
+    def secret_values(self) -> list[str]:
+        """Every secret value in the settings, for redaction."""
+        return [self.kravia_token.get_secret_value()] if self.kravia_token else []
+
+
+def default_secrets_dir() -> Path | None:
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        return Path(credentials)
+    run_secrets = Path("/run/secrets")
+    return run_secrets if run_secrets.is_dir() else None
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    secrets_dir: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Read and validate the configuration; `ConfigError` names the file, key and problem."""
+    config_path = path or DEFAULT_CONFIG
+    if not config_path.is_file():
+        raise ConfigError(
+            f"{config_path}: no such configuration file (create one with `kravia-sync init`, "
+            "or choose one with --config)"
+        )
+    try:
+        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{config_path}: cannot be read: {exc}") from None
+    for key in (TOKEN_SECRET_FILE, "token", TOKEN_ENV.lower()):
+        if key in raw or key in raw.get("kravia", {}):
+            raise ConfigError(
+                f"{config_path}: {key}: the Kravia token does not belong in the configuration "
+                f"file; set the environment variable {TOKEN_ENV} or put it in a file named "
+                f"{TOKEN_SECRET_FILE} in the secrets directory"
+            )
+    secrets = secrets_dir or default_secrets_dir()
+    if secrets is not None and not secrets.is_dir():
+        raise ConfigError(f"secrets directory {secrets} does not exist")
+    token = _toml_file.set(config_path)
+    try:
+        return Settings(  # type: ignore[call-arg]
+            _secrets_dir=secrets,
+            base_dir=config_path.resolve().parent,
+            **(overrides or {}),
+        )
+    except ValidationError as exc:
+        raise ConfigError(_describe(config_path, exc)) from None
+    finally:
+        _toml_file.reset(token)
+
+
+def _describe(config_path: Path, exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        key = ".".join(str(part) for part in error["loc"]) or "(file)"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{config_path}: {key}: {message}")
+    return "\n".join(lines)

@@ -1,0 +1,1415 @@
+# Copyright (c) 2026 the kravia-sync authors. MIT licence.
+"""A strict local Kravia simulator: a real HTTP server with the same contract as the real API.
+
+Used by tests, benchmarks and the demo (`kravia-sync simulate`). It implements the calls
+kravia-sync makes, as documented in Kravia's API guide plus the assumptions the client makes
+(see `kravia_sync.kravia`), and it is deliberately strict: what it accepts, the client may
+send; what it refuses, a real ASP.NET service would very likely refuse too.
+
+API (all under `/api/v2/`, header `Authorization: <token>`):
+
+- `POST invoice/register` - JSON body; 200 `{"id", "invoiceNo", "accountingInvoiceId",
+  "status"}`; 400 ASP.NET validation problem. NOT idempotent: the same body twice makes two
+  cases (so tests can detect duplicates).
+- `POST invoice/{id}/document?type=Invoice` - multipart part `file` (or JSON `{"file": b64}`).
+- `POST invoice/{id}/action?action=Start` - JSON `{"Message": "..."}`.
+- `GET invoice/search?byAscending=&lastUpdatedTime=&orderBy=11&skip=&top=`.
+- `GET invoice/{id}/details`.
+
+Control endpoints (no auth) under `/_sim/`: `GET cases`, `GET cases/{id}/documents/{n}`
+(n is the 0-based position in the case's document list), `GET calls`, `GET faults`,
+`PUT faults`, `POST reset`.
+
+`calls()` / `GET /_sim/calls` answers::
+
+    {"total": 7,
+     "register": {"200": 3, "0": 1}, "document": {...}, "action": {...},
+     "search": {...}, "details": {...},          # counts by HTTP status (0: dropped)
+     "processed": {"register": 4, "document": 0, ...}}   # calls whose effect was applied
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import random
+import re
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from email.utils import format_datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Self
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from starlette.types import Receive, Scope, Send
+
+__all__ = [
+    "MUTATING_OPERATIONS",
+    "OPERATIONS",
+    "Faults",
+    "RunningSimulator",
+    "Simulator",
+    "serve",
+]
+
+OPERATIONS: Final[tuple[str, ...]] = ("register", "document", "action", "search", "details")
+MUTATING_OPERATIONS: Final[frozenset[str]] = frozenset({"register", "document", "action"})
+
+FIRST_CASE_ID: Final = 1_000_001
+FIRST_DOCUMENT_ID: Final = 500_001
+CLAIM_TYPE: Final = "CollectionCase"
+DOCUMENT_TYPES: Final = frozenset({"Invoice"})
+ACTION_START: Final = "Start"
+ORDER_BY_LAST_UPDATED: Final = 11
+DEFAULT_TOP: Final = 20
+MAX_TOP: Final = 100
+MAX_BODY_BYTES: Final = 25 * 1024 * 1024
+STATUS_REGISTERED: Final = "Registered"
+STATUS_STARTED: Final = "CollectionStarted"
+DATA_FILE_FORMAT: Final = "kravia-sync-simulator/1"
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_TICKS_PER_SECOND: Final = 10_000_000
+_MAX_DECIMAL: Final = Decimal(79228162514264337593543950335)  # System.Decimal.MaxValue
+_INT32_MIN: Final = -(2**31)
+_INT32_MAX: Final = 2**31 - 1
+_CONVERT: Final = "The JSON value could not be converted to {}."
+
+_DATE_RE: Final = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,7})?)?"
+)
+_DOTNET_TIME_RE: Final = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"(?:[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,7}))?)?)?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})?"
+)
+_CURRENCY_RE: Final = re.compile(r"[A-Z]{3}")
+_COUNTRY_RE: Final = re.compile(r"[A-Z]{2}")
+_ORGNR_RE: Final = re.compile(r"[0-9]{9}")
+_INT_RE: Final = re.compile(r"[+-]?[0-9]{1,18}")
+
+_PROBLEM_TYPES: Final[Mapping[int, tuple[str, str]]] = {
+    400: ("https://tools.ietf.org/html/rfc9110#section-15.5.1", "Bad Request"),
+    401: ("https://tools.ietf.org/html/rfc9110#section-15.5.2", "Unauthorized"),
+    404: ("https://tools.ietf.org/html/rfc9110#section-15.5.5", "Not Found"),
+    413: ("https://tools.ietf.org/html/rfc9110#section-15.5.14", "Content Too Large"),
+    415: ("https://tools.ietf.org/html/rfc9110#section-15.5.16", "Unsupported Media Type"),
+    429: ("https://tools.ietf.org/html/rfc6585#section-4", "Too Many Requests"),
+    500: (
+        "https://tools.ietf.org/html/rfc9110#section-15.6.1",
+        "An error occurred while processing your request.",
+    ),
+}
+_VALIDATION_TITLE: Final = "One or more validation errors occurred."
+_JSON_TYPE: Final = "application/json; charset=utf-8"
+_PROBLEM_TYPE: Final = "application/problem+json; charset=utf-8"
+
+_ABSENT: Final = object()
+
+
+# --- faults -----------------------------------------------------------------------------------
+
+
+_SHARE_FIELDS: Final = ("error_5xx", "rate_limit_429", "timeout", "drop_after_commit")
+
+
+@dataclass
+class Faults:
+    """Faults injected into API calls; the defaults inject nothing.
+
+    Shares are probabilities in [0, 1], rolled independently per call in this order: 429, 5xx,
+    timeout, drop. `latency_ms` is added to every call of the listed `operations`.
+    """
+
+    latency_ms: float = 0.0
+    error_5xx: float = 0.0
+    rate_limit_429: float = 0.0
+    timeout: float = 0.0
+    timeout_delay_s: float = 2.0
+    drop_after_commit: float = 0.0
+    seed: int | None = None
+    operations: tuple[str, ...] = OPERATIONS
+
+    def __post_init__(self) -> None:
+        self.operations = tuple(self.operations)
+        for name in _SHARE_FIELDS:
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"faults.{name} must be a share between 0 and 1, not {value!r}")
+        if self.latency_ms < 0:
+            raise ValueError(f"faults.latency_ms must not be negative, not {self.latency_ms!r}")
+        if self.timeout_delay_s < 0:
+            raise ValueError(
+                f"faults.timeout_delay_s must not be negative, not {self.timeout_delay_s!r}"
+            )
+        unknown = [name for name in self.operations if name not in OPERATIONS]
+        if unknown:
+            raise ValueError(
+                f"faults.operations: unknown {', '.join(unknown)} (known: {', '.join(OPERATIONS)})"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Faults:
+        """Faults from a JSON-like mapping.
+
+        Unknown keys and out-of-range values raise ValueError; wrong types raise TypeError.
+        """
+        known = {item.name for item in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown fault settings: {', '.join(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for name in (*_SHARE_FIELDS, "latency_ms", "timeout_delay_s"):
+            if name in data:
+                kwargs[name] = _fault_number(name, data[name])
+        if "seed" in data:
+            seed = data["seed"]
+            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+                raise TypeError(f"faults.seed must be an integer or null, not {seed!r}")
+            kwargs["seed"] = seed
+        if "operations" in data:
+            operations = data["operations"]
+            if not isinstance(operations, list | tuple) or not all(
+                isinstance(item, str) for item in operations
+            ):
+                raise TypeError("faults.operations must be a list of operation names")
+            kwargs["operations"] = tuple(operations)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The faults as a JSON-ready dict (the inverse of from_dict)."""
+        return {
+            "latency_ms": self.latency_ms,
+            "error_5xx": self.error_5xx,
+            "rate_limit_429": self.rate_limit_429,
+            "timeout": self.timeout,
+            "timeout_delay_s": self.timeout_delay_s,
+            "drop_after_commit": self.drop_after_commit,
+            "seed": self.seed,
+            "operations": list(self.operations),
+        }
+
+
+def _fault_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise TypeError(f"faults.{name} must be a number, not {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class _Roll:
+    rate_limited: bool = False
+    server_error: bool = False
+    timeout: bool = False
+    drop: bool = False
+    retry_after: str | None = None
+    error_status: int = 500
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+def _dump(value: object) -> str:
+    """JSON text with Decimals written exactly as JSON numbers (never through a float)."""
+    if isinstance(value, Mapping):
+        items = (
+            f"{json.dumps(str(key), ensure_ascii=False)}:{_dump(item)}"
+            for key, item in value.items()
+        )
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_dump(item) for item in value) + "]"
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{value} is not a JSON number")
+        return format(value, "f")
+    if value is None or isinstance(value, bool | int | float | str):
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"'{name}' is an invalid JSON literal")
+
+
+def _loads(body: bytes) -> object:
+    """Parse a JSON body; numbers with a fraction or exponent become Decimal. ValueError if bad."""
+    return json.loads(body.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant)
+
+
+def _ci(obj: Mapping[str, object]) -> dict[str, object]:
+    """Property names folded to lower case (ASP.NET matches them case-insensitively; last wins)."""
+    return {key.lower(): value for key, value in obj.items()}
+
+
+# --- time -------------------------------------------------------------------------------------
+
+
+def _ticks(moment: datetime) -> int:
+    """100-ns ticks since the epoch, for exact comparisons with .NET timestamps."""
+    return (moment - _EPOCH) // timedelta(microseconds=1) * 10
+
+
+def format_dotnet_time(moment: datetime) -> str:
+    """`2026-11-27T06:24:01.1234567`: UTC, 7 fractional digits, no zone (as the guide shows)."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}0"
+
+
+def parse_dotnet_time(text: str) -> int | None:
+    """Ticks for a .NET-style timestamp (no zone means UTC; up to 7 fractional digits)."""
+    match = _DOTNET_TIME_RE.fullmatch(text.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    try:
+        moment = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            tzinfo=UTC,
+        )
+    except ValueError:
+        return None
+    if zone and zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+        moment -= sign * offset
+    seconds = (moment - _EPOCH) // timedelta(seconds=1)
+    return seconds * _TICKS_PER_SECOND + int((fraction or "").ljust(7, "0"))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.items: dict[str, list[str]] = {}
+
+    def add(self, key: str, message: str) -> None:
+        self.items.setdefault(key, []).append(message)
+
+
+def _leaf(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _required_string(errors: _Errors, key: str, value: object) -> str | None:
+    if value is _ABSENT or value is None:
+        errors.add(key, f"The {_leaf(key)} field is required.")
+        return None
+    if not isinstance(value, str):
+        errors.add(key, _CONVERT.format("System.String"))
+        return None
+    if not value.strip():
+        errors.add(key, f"The {_leaf(key)} field is required.")
+        return None
+    return value
+
+
+def _optional_string(errors: _Errors, key: str, value: object) -> str | None:
+    if value is _ABSENT or value is None:
+        return None
+    if not isinstance(value, str):
+        errors.add(key, _CONVERT.format("System.String"))
+        return None
+    return value
+
+
+def _date_field(errors: _Errors, key: str, value: object) -> date | None:
+    text = _required_string(errors, key, value)
+    if text is None:
+        return None
+    match = _DATE_RE.fullmatch(text)
+    parsed: date | None = None
+    if match is not None:
+        year, month, day, hour, minute, second = match.groups()
+        with contextlib.suppress(ValueError):
+            parsed = datetime(  # validates the calendar date and the time of day
+                int(year),
+                int(month),
+                int(day),
+                int(hour or 0),
+                int(minute or 0),
+                int(second or 0),
+                tzinfo=UTC,
+            ).date()
+    if parsed is None:
+        errors.add(key, _CONVERT.format("System.DateTime"))
+    return parsed
+
+
+def _amount_field(errors: _Errors, key: str, value: object) -> Decimal | None:
+    if value is _ABSENT:
+        errors.add(key, f"The {_leaf(key)} field is required.")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        errors.add(key, _CONVERT.format("System.Decimal"))
+        return None
+    amount = Decimal(value)
+    if not amount.is_finite() or abs(amount) > _MAX_DECIMAL:
+        errors.add(key, _CONVERT.format("System.Decimal"))
+        return None
+    if amount <= 0:
+        errors.add(key, f"The field {_leaf(key)} must be greater than 0.")
+        return None
+    return amount
+
+
+def _bool_field(errors: _Errors, key: str, value: object) -> bool | None:
+    if value is _ABSENT or value is None:
+        errors.add(key, f"The {_leaf(key)} field is required.")
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"true", "false"}:
+        return value.strip().lower() == "true"
+    errors.add(key, _CONVERT.format("System.Boolean"))
+    return None
+
+
+def _creditor_field(errors: _Errors, value: object, expected: int | None) -> None:
+    key = "CreditorId"
+    if value is _ABSENT:
+        errors.add(key, "The CreditorId field is required.")
+    elif (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not _INT32_MIN <= value <= _INT32_MAX
+    ):
+        errors.add(key, _CONVERT.format("System.Int32"))
+    elif expected is not None and value != expected:
+        errors.add(key, f"Creditor {value} is not accessible with this token.")
+
+
+def _address_field(errors: _Errors, value: object) -> None:
+    key = "PostalAddress"
+    if value is _ABSENT or value is None:
+        errors.add(key, "The PostalAddress field is required.")
+        return
+    if not isinstance(value, dict):
+        errors.add(key, _CONVERT.format("PostalAddress"))
+        return
+    address = _ci(value)
+    for name in ("AddressAddressLine1", "AddressPostalCode", "AddressCity"):
+        _required_string(errors, f"{key}.{name}", address.get(name.lower(), _ABSENT))
+    _optional_string(
+        errors, f"{key}.AddressAddressLine2", address.get("addressaddressline2", _ABSENT)
+    )
+    country_key = f"{key}.AddressCountryCode"
+    country = _required_string(errors, country_key, address.get("addresscountrycode", _ABSENT))
+    if country is not None and not _COUNTRY_RE.fullmatch(country):
+        errors.add(
+            country_key,
+            "The field AddressCountryCode must be a two-letter ISO 3166-1 code (e.g. NO).",
+        )
+
+
+@dataclass(frozen=True)
+class _Registration:
+    invoice_no: str
+    accounting_invoice_id: str | None
+    original_amount: Decimal
+    currency_code: str
+    debtor_name: str
+
+
+def validate_register(
+    body: object, creditor_id: int | None = None
+) -> tuple[dict[str, list[str]], _Registration | None]:
+    """ASP.NET-style validation of an `invoice/register` body: (errors by field, registration)."""
+    errors = _Errors()
+    if not isinstance(body, dict):
+        errors.add("$", _CONVERT.format("the register request (a JSON object)"))
+        return errors.items, None
+    data = _ci(body)
+
+    claim = _required_string(errors, "ClaimType", data.get("claimtype", _ABSENT))
+    if claim is not None and claim != CLAIM_TYPE:
+        errors.add("ClaimType", f"The value '{claim}' is not valid for ClaimType.")
+    _creditor_field(errors, data.get("creditorid", _ABSENT), creditor_id)
+    invoice_no = _required_string(errors, "InvoiceNo", data.get("invoiceno", _ABSENT))
+    invoice_date = _date_field(errors, "InvoiceDate", data.get("invoicedate", _ABSENT))
+    due_date = _date_field(errors, "DueDate", data.get("duedate", _ABSENT))
+    if invoice_date is not None and due_date is not None and due_date < invoice_date:
+        errors.add("DueDate", "The DueDate must not be before the InvoiceDate.")
+    amount = _amount_field(errors, "OriginalAmount", data.get("originalamount", _ABSENT))
+    currency = _required_string(errors, "CurrencyCode", data.get("currencycode", _ABSENT))
+    if currency is not None and not _CURRENCY_RE.fullmatch(currency):
+        errors.add(
+            "CurrencyCode",
+            "The field CurrencyCode must be a three-letter ISO 4217 code (e.g. NOK).",
+        )
+    debtor_name = _required_string(errors, "DebtorName", data.get("debtorname", _ABSENT))
+    private = _bool_field(errors, "IsPrivateIndividual", data.get("isprivateindividual", _ABSENT))
+    _address_field(errors, data.get("postaladdress", _ABSENT))
+    org = _optional_string(errors, "OrganizationNumber", data.get("organizationnumber", _ABSENT))
+    if private is False and (org is None or not org.strip()):
+        if "OrganizationNumber" not in errors.items:
+            errors.add(
+                "OrganizationNumber", "The OrganizationNumber field is required for B2B claims."
+            )
+    elif org and not _ORGNR_RE.fullmatch(org):
+        errors.add("OrganizationNumber", "The field OrganizationNumber must be 9 digits.")
+    for name in ("Email", "Ssn", "DebtorNumber", "Description"):
+        _optional_string(errors, name, data.get(name.lower(), _ABSENT))
+    accounting_id = _optional_string(
+        errors, "AccountingInvoiceId", data.get("accountinginvoiceid", _ABSENT)
+    )
+
+    if (
+        errors.items
+        or invoice_no is None
+        or amount is None
+        or currency is None
+        or debtor_name is None
+    ):
+        return errors.items, None
+    return errors.items, _Registration(
+        invoice_no=invoice_no,
+        accounting_invoice_id=accounting_id,
+        original_amount=amount,
+        currency_code=currency,
+        debtor_name=debtor_name,
+    )
+
+
+# --- state ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Document:
+    id: int
+    type: str
+    file_name: str
+    content: bytes
+    created: datetime
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+@dataclass
+class _Case:
+    id: int
+    invoice_no: str
+    accounting_invoice_id: str | None
+    status: str
+    currency_code: str
+    original_amount: Decimal
+    remaining_amount: Decimal
+    debtor_name: str
+    body: dict[str, Any]
+    created: datetime
+    updated: datetime
+    documents: list[_Document] = field(default_factory=list)
+    timeline: list[tuple[datetime, str]] = field(default_factory=list)
+
+    @property
+    def available_actions(self) -> list[str]:
+        return [ACTION_START] if self.status == STATUS_REGISTERED else []
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "invoiceNo": self.invoice_no,
+            "accountingInvoiceId": self.accounting_invoice_id,
+            "status": self.status,
+            "currencyCode": self.currency_code,
+            "originalAmount": self.original_amount,
+            "remainingAmount": self.remaining_amount,
+            "lastUpdatedTime": format_dotnet_time(self.updated),
+        }
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "invoiceNo": self.invoice_no,
+            "accountingInvoiceId": self.accounting_invoice_id,
+            "status": self.status,
+            "originalAmount": self.original_amount,
+            "remainingAmount": self.remaining_amount,
+            "currencyCode": self.currency_code,
+            "debtorName": self.debtor_name,
+            "documents": [
+                {"id": d.id, "type": d.type, "fileName": d.file_name, "size": len(d.content)}
+                for d in self.documents
+            ],
+            "availableActions": self.available_actions,
+            "lastUpdatedTime": format_dotnet_time(self.updated),
+            "timeline": [
+                {"time": format_dotnet_time(moment), "event": event}
+                for moment, event in self.timeline
+            ],
+        }
+
+    def control_view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "invoiceNo": self.invoice_no,
+            "accountingInvoiceId": self.accounting_invoice_id,
+            "status": self.status,
+            "started": self.status == STATUS_STARTED,
+            "currencyCode": self.currency_code,
+            "originalAmount": self.original_amount,
+            "remainingAmount": self.remaining_amount,
+            "debtorName": self.debtor_name,
+            "body": copy.deepcopy(self.body),
+            "documents": [
+                {
+                    "id": d.id,
+                    "type": d.type,
+                    "fileName": d.file_name,
+                    "size": len(d.content),
+                    "sha256": d.sha256,
+                    "created": _iso(d.created),
+                }
+                for d in self.documents
+            ],
+            "created": _iso(self.created),
+            "updated": _iso(self.updated),
+            "lastUpdatedTime": format_dotnet_time(self.updated),
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "invoiceNo": self.invoice_no,
+            "accountingInvoiceId": self.accounting_invoice_id,
+            "status": self.status,
+            "currencyCode": self.currency_code,
+            "originalAmount": self.original_amount,
+            "remainingAmount": self.remaining_amount,
+            "debtorName": self.debtor_name,
+            "body": self.body,
+            "created": _iso(self.created),
+            "updated": _iso(self.updated),
+            "documents": [
+                {
+                    "id": d.id,
+                    "type": d.type,
+                    "fileName": d.file_name,
+                    "created": _iso(d.created),
+                    "content": base64.b64encode(d.content).decode("ascii"),
+                }
+                for d in self.documents
+            ],
+            "timeline": [{"time": _iso(moment), "event": event} for moment, event in self.timeline],
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> _Case:
+        return cls(
+            id=int(record["id"]),
+            invoice_no=str(record["invoiceNo"]),
+            accounting_invoice_id=record["accountingInvoiceId"],
+            status=str(record["status"]),
+            currency_code=str(record["currencyCode"]),
+            original_amount=Decimal(record["originalAmount"]),
+            remaining_amount=Decimal(record["remainingAmount"]),
+            debtor_name=str(record["debtorName"]),
+            body=dict(record["body"]),
+            created=datetime.fromisoformat(record["created"]),
+            updated=datetime.fromisoformat(record["updated"]),
+            documents=[
+                _Document(
+                    id=int(d["id"]),
+                    type=str(d["type"]),
+                    file_name=str(d["fileName"]),
+                    created=datetime.fromisoformat(d["created"]),
+                    content=base64.b64decode(d["content"], validate=True),
+                )
+                for d in record["documents"]
+            ],
+            timeline=[
+                (datetime.fromisoformat(item["time"]), str(item["event"]))
+                for item in record["timeline"]
+            ],
+        )
+
+
+@dataclass
+class _Outcome:
+    status: int
+    payload: object
+    processed: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    media_type: str = _JSON_TYPE
+
+
+def _trace_id() -> str:
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
+
+
+def _problem(status: int, errors: Mapping[str, list[str]] | None = None) -> _Outcome:
+    problem_type, title = _PROBLEM_TYPES.get(status, _PROBLEM_TYPES[400])
+    body: dict[str, Any] = {"type": problem_type, "title": title, "status": status}
+    if errors:
+        body["title"] = _VALIDATION_TITLE
+        body["errors"] = {key: list(messages) for key, messages in errors.items()}
+    body["traceId"] = _trace_id()
+    return _Outcome(status, body, media_type=_PROBLEM_TYPE)
+
+
+def _query(request: Request, name: str) -> str | None:
+    """A query parameter by name, case-insensitively (ASP.NET binding); the first one wins."""
+    wanted = name.lower()
+    return next(
+        (value for key, value in request.query_params.multi_items() if key.lower() == wanted),
+        None,
+    )
+
+
+def _parse_bool(text: str) -> bool | None:
+    lowered = text.strip().lower()
+    return {"true": True, "false": False}.get(lowered)
+
+
+def _parse_int(text: str) -> int | None:
+    stripped = text.strip()
+    return int(stripped) if _INT_RE.fullmatch(stripped) else None
+
+
+def _body_error(body: bytes) -> dict[str, list[str]]:
+    if not body.strip():
+        return {"$": ["A non-empty request body is required."]}
+    return {"$": ["The request body is not valid JSON."]}
+
+
+# --- the dropped connection -------------------------------------------------------------------
+
+
+class _ConnectionDroppedError(Exception):
+    """Raised after a partial response so uvicorn closes the connection (a deliberate fault)."""
+
+
+class _DroppedResponse(Response):
+    """Announces the full answer (status, content-length), sends half of it, then fails."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        await send(
+            {
+                "type": "http.response.body",
+                "body": self.body[: len(self.body) // 2],
+                "more_body": True,
+            }
+        )
+        raise _ConnectionDroppedError
+
+
+def _is_drop(exc: BaseException | None) -> bool:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, _ConnectionDroppedError):
+            return True
+        if isinstance(exc, BaseExceptionGroup):
+            return any(_is_drop(inner) for inner in exc.exceptions)
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class _DropLogFilter(logging.Filter):
+    """Keeps uvicorn from logging a traceback for the deliberately dropped connections."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and _is_drop(record.exc_info[1]))
+
+
+def _install_drop_filter() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(existing, _DropLogFilter) for existing in logger.filters):
+        logger.addFilter(_DropLogFilter())
+
+
+# --- the simulator ----------------------------------------------------------------------------
+
+
+_Handler = Callable[[Request, bytes], Awaitable[_Outcome]]
+
+
+class Simulator:
+    """The simulated Kravia API with its state, call counters and fault injection."""
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        creditor_id: int | None = None,
+        faults: Faults | None = None,
+        data_file: Path | None = None,
+    ) -> None:
+        if not token:
+            raise ValueError("the simulator needs a non-empty token")
+        self._token = token
+        self._creditor_id = creditor_id
+        self._data_file = data_file
+        self._lock = threading.Lock()
+        self._faults = faults if faults is not None else Faults()
+        self._rng = random.Random(self._faults.seed)
+        self._rng_key: tuple[int, int | None] = (id(self._faults), self._faults.seed)
+        self._cases: dict[int, _Case] = {}
+        self._next_id = FIRST_CASE_ID
+        self._next_document_id = FIRST_DOCUMENT_ID
+        self._last_time = datetime.fromtimestamp(0, UTC)
+        self._total_calls = 0
+        self._statuses: dict[str, dict[int, int]] = {name: {} for name in OPERATIONS}
+        self._processed: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
+        if data_file is not None:
+            self._load(data_file)
+        _install_drop_filter()
+        api = "/api/v2/invoice"
+        self.app = Starlette(
+            routes=[
+                Route(
+                    f"{api}/register", self._endpoint("register", self._register), methods=["POST"]
+                ),
+                Route(f"{api}/search", self._endpoint("search", self._search), methods=["GET"]),
+                Route(
+                    f"{api}/{{id:int}}/document",
+                    self._endpoint("document", self._document),
+                    methods=["POST"],
+                ),
+                Route(
+                    f"{api}/{{id:int}}/action",
+                    self._endpoint("action", self._action),
+                    methods=["POST"],
+                ),
+                Route(
+                    f"{api}/{{id:int}}/details",
+                    self._endpoint("details", self._details),
+                    methods=["GET"],
+                ),
+                Route("/_sim/cases", self._control_cases, methods=["GET"]),
+                Route(
+                    "/_sim/cases/{id:int}/documents/{n:int}",
+                    self._control_document,
+                    methods=["GET"],
+                ),
+                Route("/_sim/calls", self._control_calls, methods=["GET"]),
+                Route("/_sim/faults", self._control_faults, methods=["GET", "PUT"]),
+                Route("/_sim/reset", self._control_reset, methods=["POST"]),
+            ]
+        )
+
+    # --- public accessors (thread-safe) ---
+
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, value: Faults) -> None:
+        with self._lock:
+            self._faults = value
+            self._reseed()
+
+    def cases(self) -> list[dict[str, Any]]:
+        """Every case held, in id order (the same as `GET /_sim/cases`)."""
+        with self._lock:
+            return [self._cases[key].control_view() for key in sorted(self._cases)]
+
+    def document_bytes(self, case_id: int, index: int) -> bytes:
+        """The raw bytes of a case's document by 0-based position; KeyError if there is none."""
+        with self._lock:
+            case = self._cases.get(case_id)
+            if case is None or not 0 <= index < len(case.documents):
+                raise KeyError((case_id, index))
+            return case.documents[index].content
+
+    def calls(self) -> dict[str, Any]:
+        """Counts of API calls received (the same as `GET /_sim/calls`)."""
+        with self._lock:
+            result: dict[str, Any] = {"total": self._total_calls}
+            for name in OPERATIONS:
+                result[name] = {
+                    str(status): n for status, n in sorted(self._statuses[name].items())
+                }
+            result["processed"] = dict(self._processed)
+            return result
+
+    def reset(self) -> None:
+        """Forget every case, call count and fault (ids keep increasing: they are never reused)."""
+        with self._lock:
+            self._cases.clear()
+            self._total_calls = 0
+            self._statuses = {name: {} for name in OPERATIONS}
+            self._processed = dict.fromkeys(OPERATIONS, 0)
+            self._faults = Faults()
+            self._reseed()
+            self._save()
+
+    # --- internals: state (call with the lock held) ---
+
+    def _reseed(self) -> None:
+        self._rng = random.Random(self._faults.seed)
+        self._rng_key = (id(self._faults), self._faults.seed)
+
+    def _tick(self) -> datetime:
+        """Now, strictly later than any time handed out before (microsecond resolution)."""
+        now = datetime.now(UTC)
+        if now <= self._last_time:
+            now = self._last_time + timedelta(microseconds=1)
+        self._last_time = now
+        return now
+
+    def _record(self, operation: str, status: int, *, processed: bool) -> None:
+        with self._lock:
+            self._total_calls += 1
+            counts = self._statuses[operation]
+            counts[status] = counts.get(status, 0) + 1
+            if processed:
+                self._processed[operation] += 1
+
+    def _roll(self, operation: str) -> tuple[Faults, _Roll]:
+        with self._lock:
+            faults = self._faults
+            if operation not in faults.operations:
+                return faults, _Roll()
+            if self._rng_key != (id(faults), faults.seed):
+                self._reseed()
+            rng = self._rng
+            rate_limited = rng.random() < faults.rate_limit_429
+            server_error = rng.random() < faults.error_5xx
+            timeout = rng.random() < faults.timeout
+            drop = rng.random() < faults.drop_after_commit
+            retry_after: str | None = None
+            if rate_limited:
+                choice = rng.choice(["1", "0", "-3", "soon", "date", "none"])
+                if choice == "date":
+                    retry_after = format_datetime(
+                        datetime.now(UTC) + timedelta(seconds=1), usegmt=True
+                    )
+                elif choice != "none":
+                    retry_after = choice
+            error_status = rng.choice([500, 502, 503]) if server_error else 500
+            return faults, _Roll(
+                rate_limited=rate_limited,
+                server_error=server_error,
+                timeout=timeout,
+                drop=drop,
+                retry_after=retry_after,
+                error_status=error_status,
+            )
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "format": DATA_FILE_FORMAT,
+            "nextId": self._next_id,
+            "nextDocumentId": self._next_document_id,
+            "cases": [self._cases[key].to_record() for key in sorted(self._cases)],
+        }
+
+    def _save(self) -> None:
+        """Write the state to the data file atomically (temp file + replace), if there is one."""
+        if self._data_file is None:
+            return
+        target = self._data_file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = _dump(self._snapshot()).encode("utf-8")
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed before the replace
+            mode="wb", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+        )
+        temp = Path(handle.name)
+        try:
+            with handle:
+                handle.write(data)
+            temp.replace(target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    def _load(self, path: Path) -> None:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+        except FileNotFoundError:
+            return
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a simulator data file ({exc})") from exc
+        if not isinstance(raw, dict) or raw.get("format") != DATA_FILE_FORMAT:
+            raise ValueError(
+                f"{path}: not a simulator data file (format is not {DATA_FILE_FORMAT})"
+            )
+        try:
+            cases = [_Case.from_record(record) for record in raw["cases"]]
+            next_id = int(raw["nextId"])
+            next_document_id = int(raw["nextDocumentId"])
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise ValueError(f"{path}: not a simulator data file ({exc})") from exc
+        self._cases = {case.id: case for case in cases}
+        self._next_id = max([next_id, *(case.id + 1 for case in cases)])
+        self._next_document_id = max(
+            [next_document_id, *(d.id + 1 for case in cases for d in case.documents)]
+        )
+        times = [case.updated for case in cases]
+        if times:
+            self._last_time = max(times)
+
+    # --- internals: the API call pipeline ---
+
+    def _endpoint(
+        self, operation: str, handler: _Handler
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await self._api_call(request, operation, handler)
+
+        return endpoint
+
+    async def _api_call(self, request: Request, operation: str, handler: _Handler) -> Response:
+        try:
+            body = await request.body()
+        except ClientDisconnect:
+            self._record(operation, 0, processed=False)
+            return Response(status_code=400)
+        faults, roll = self._roll(operation)
+        if operation in faults.operations and faults.latency_ms > 0:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        if roll.rate_limited:
+            outcome = _problem(429)
+            if roll.retry_after is not None:
+                outcome.headers["Retry-After"] = roll.retry_after
+        elif roll.server_error:
+            outcome = _server_error(roll.error_status)
+        else:
+            if roll.timeout:
+                await asyncio.sleep(faults.timeout_delay_s)
+            if request.headers.get("authorization") != self._token:
+                outcome = _problem(401)
+            elif len(body) > MAX_BODY_BYTES:
+                outcome = _problem(413)
+            else:
+                outcome = await handler(request, body)
+            if roll.drop and operation in MUTATING_OPERATIONS and outcome.processed:
+                self._record(operation, 0, processed=True)
+                return _DroppedResponse(
+                    content=_dump(outcome.payload).encode("utf-8"),
+                    status_code=outcome.status,
+                    media_type=outcome.media_type,
+                )
+        return self._answer(operation, outcome)
+
+    def _answer(self, operation: str, outcome: _Outcome) -> Response:
+        self._record(operation, outcome.status, processed=outcome.processed)
+        content = (
+            outcome.payload
+            if isinstance(outcome.payload, bytes)
+            else _dump(outcome.payload).encode("utf-8")
+        )
+        return Response(
+            content=content,
+            status_code=outcome.status,
+            headers=outcome.headers,
+            media_type=outcome.media_type,
+        )
+
+    # --- internals: the operations ---
+
+    async def _register(self, request: Request, body: bytes) -> _Outcome:
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            return _problem(415)
+        try:
+            parsed = _loads(body)
+        except ValueError:
+            return _problem(400, _body_error(body))
+        errors, registration = validate_register(parsed, self._creditor_id)
+        if registration is None or not isinstance(parsed, dict):
+            return _problem(400, errors)
+        with self._lock:
+            now = self._tick()
+            case = _Case(
+                id=self._next_id,
+                invoice_no=registration.invoice_no,
+                accounting_invoice_id=registration.accounting_invoice_id,
+                status=STATUS_REGISTERED,
+                currency_code=registration.currency_code,
+                original_amount=registration.original_amount,
+                remaining_amount=registration.original_amount,
+                debtor_name=registration.debtor_name,
+                body=parsed,
+                created=now,
+                updated=now,
+                timeline=[(now, "Registered")],
+            )
+            self._next_id += 1
+            self._cases[case.id] = case
+            self._save()
+        payload = {
+            "id": case.id,
+            "invoiceNo": case.invoice_no,
+            "accountingInvoiceId": case.accounting_invoice_id,
+            "status": case.status,
+        }
+        return _Outcome(200, payload, processed=True)
+
+    async def _document(self, request: Request, body: bytes) -> _Outcome:
+        case_id: int = request.path_params["id"]
+        errors = _Errors()
+        doc_type = _query(request, "type")
+        if doc_type is None:
+            errors.add("Type", "The Type field is required.")
+        elif doc_type not in DOCUMENT_TYPES:
+            errors.add("Type", f"The value '{doc_type}' is not valid for Type.")
+        content, file_name, problem = await _read_document(request, body)
+        if problem is not None:
+            errors.add("File", problem)
+        elif not content.startswith(b"%PDF-"):
+            errors.add("File", "The file is not a PDF document.")
+        if errors.items or doc_type is None:
+            return _problem(400, errors.items)
+        with self._lock:
+            case = self._cases.get(case_id)
+            if case is None:
+                return _problem(404)
+            now = self._tick()
+            document = _Document(
+                id=self._next_document_id,
+                type=doc_type,
+                file_name=file_name or f"{doc_type.lower()}-{case_id}.pdf",
+                content=content,
+                created=now,
+            )
+            self._next_document_id += 1
+            case.documents.append(document)
+            case.updated = now
+            case.timeline.append((now, f"Document added ({doc_type})"))
+            self._save()
+        return _Outcome(200, {"id": document.id}, processed=True)
+
+    async def _action(self, request: Request, body: bytes) -> _Outcome:
+        case_id: int = request.path_params["id"]
+        errors = _Errors()
+        action = _query(request, "action")
+        if action is None:
+            errors.add("Action", "The Action field is required.")
+        elif action != ACTION_START:
+            errors.add("Action", f"The value '{action}' is not valid for Action.")
+        message: str | None = None
+        if body.strip():
+            try:
+                parsed = _loads(body)
+            except ValueError:
+                return _problem(400, _body_error(body))
+            if not isinstance(parsed, dict):
+                errors.add("$", _CONVERT.format("the action request (a JSON object)"))
+            else:
+                message = _optional_string(errors, "Message", _ci(parsed).get("message", _ABSENT))
+        if errors.items:
+            return _problem(400, errors.items)
+        with self._lock:
+            case = self._cases.get(case_id)
+            if case is None:
+                return _problem(404)
+            if ACTION_START not in case.available_actions:
+                return _problem(
+                    400, {"Action": ["Action Start is not available for this invoice."]}
+                )
+            now = self._tick()
+            case.status = STATUS_STARTED
+            case.updated = now
+            event = "Collection started" + (f": {message}" if message else "")
+            case.timeline.append((now, event))
+            self._save()
+        return _Outcome(200, {"success": True}, processed=True)
+
+    async def _search(self, request: Request, _body: bytes) -> _Outcome:
+        errors = _Errors()
+        ascending = True
+        text = _query(request, "byAscending")
+        if text is not None:
+            parsed_bool = _parse_bool(text)
+            if parsed_bool is None:
+                errors.add("ByAscending", f"The value '{text}' is not valid for ByAscending.")
+            else:
+                ascending = parsed_bool
+        since: int | None = None
+        text = _query(request, "lastUpdatedTime")
+        if text is not None and text.strip():
+            since = parse_dotnet_time(text)
+            if since is None:
+                errors.add(
+                    "LastUpdatedTime", f"The value '{text}' is not valid for LastUpdatedTime."
+                )
+        text = _query(request, "orderBy")
+        if text is not None:
+            order_by = _parse_int(text)
+            if order_by is None:
+                errors.add("OrderBy", f"The value '{text}' is not valid for OrderBy.")
+            elif order_by != ORDER_BY_LAST_UPDATED:
+                errors.add(
+                    "OrderBy",
+                    f"The simulator only implements orderBy={ORDER_BY_LAST_UPDATED} "
+                    "(last-updated time).",
+                )
+        skip = self._paging(errors, request, "skip", 0, minimum=0)
+        top = min(self._paging(errors, request, "top", DEFAULT_TOP, minimum=1), MAX_TOP)
+        if errors.items:
+            return _problem(400, errors.items)
+        with self._lock:
+            matching = [
+                case
+                for case in self._cases.values()
+                if since is None or _ticks(case.updated) >= since
+            ]
+            matching.sort(key=lambda case: (case.updated, case.id), reverse=not ascending)
+            items = [case.summary() for case in matching[skip : skip + top]]
+        return _Outcome(200, {"totalCount": len(matching), "items": items}, processed=True)
+
+    @staticmethod
+    def _paging(errors: _Errors, request: Request, name: str, default: int, *, minimum: int) -> int:
+        text = _query(request, name)
+        if text is None:
+            return default
+        value = _parse_int(text)
+        key = name[0].upper() + name[1:]
+        if value is None:
+            errors.add(key, f"The value '{text}' is not valid for {key}.")
+            return default
+        if value < minimum:
+            errors.add(key, f"The field {key} must be at least {minimum}.")
+            return default
+        return value
+
+    async def _details(self, request: Request, _body: bytes) -> _Outcome:
+        case_id: int = request.path_params["id"]
+        with self._lock:
+            case = self._cases.get(case_id)
+            if case is None:
+                return _problem(404)
+            return _Outcome(200, case.details(), processed=True)
+
+    # --- control endpoints ---
+
+    async def _control_cases(self, _request: Request) -> Response:
+        return Response(_dump(self.cases()).encode("utf-8"), media_type=_JSON_TYPE)
+
+    async def _control_document(self, request: Request) -> Response:
+        try:
+            content = self.document_bytes(request.path_params["id"], request.path_params["n"])
+        except KeyError:
+            return Response(b'{"error": "no such document"}', 404, media_type=_JSON_TYPE)
+        return Response(content, media_type="application/pdf")
+
+    async def _control_calls(self, _request: Request) -> Response:
+        return Response(_dump(self.calls()).encode("utf-8"), media_type=_JSON_TYPE)
+
+    async def _control_faults(self, request: Request) -> Response:
+        if request.method == "PUT":
+            try:
+                data = json.loads(await request.body())
+                self.faults = Faults.from_dict(_require_object(data, "the faults"))
+            except (TypeError, ValueError) as exc:
+                error = _dump({"error": str(exc)}).encode("utf-8")
+                return Response(error, 400, media_type=_JSON_TYPE)
+        return Response(_dump(self.faults.to_dict()).encode("utf-8"), media_type=_JSON_TYPE)
+
+    async def _control_reset(self, _request: Request) -> Response:
+        self.reset()
+        return Response(b'{"reset": true}', media_type=_JSON_TYPE)
+
+
+def _server_error(status: int) -> _Outcome:
+    """A 5xx the way different layers answer it: ASP.NET JSON, a proxy's HTML, plain text."""
+    if status == 502:
+        html = b"<html><head><title>502 Bad Gateway</title></head><body>Bad Gateway</body></html>"
+        return _Outcome(502, html, media_type="text/html; charset=utf-8")
+    if status == 503:
+        return _Outcome(503, b"Service Unavailable", media_type="text/plain; charset=utf-8")
+    return _problem(500)
+
+
+def _require_object(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} must be a JSON object")
+    return value
+
+
+_Read = tuple[bytes, str | None, str | None]  # content, file name, problem
+
+
+async def _read_document(request: Request, body: bytes) -> _Read:
+    """The `file` part of a multipart body or, leniently, base64 in a JSON body (the guide)."""
+    lowered = request.headers.get("content-type", "").lower()
+    if lowered.startswith("multipart/form-data") and "boundary=" in lowered:
+        return await _read_multipart(request)
+    return _read_json_document(body)
+
+
+async def _read_multipart(request: Request) -> _Read:
+    try:
+        async with request.form(max_part_size=MAX_BODY_BYTES) as form:
+            for key, value in form.multi_items():
+                if key.lower() != "file":
+                    continue
+                if isinstance(value, UploadFile):
+                    return await value.read(), value.filename, None
+                return _decode_base64(str(value), None)
+    except (HTTPException, ValueError):
+        return b"", None, "The multipart body could not be read."
+    return b"", None, "The File field is required."
+
+
+def _read_json_document(body: bytes) -> _Read:
+    try:
+        parsed = _loads(body)
+    except ValueError:
+        parsed = None
+    data = _ci(parsed) if isinstance(parsed, dict) else {}
+    value = data.get("file")
+    name = data.get("filename")
+    if not isinstance(value, str) or not value:
+        return b"", None, "The File field is required (a multipart part named 'file')."
+    return _decode_base64(value, name if isinstance(name, str) and name else None)
+
+
+def _decode_base64(value: str, name: str | None) -> tuple[bytes, str | None, str | None]:
+    try:
+        return base64.b64decode(value.strip(), validate=True), name, None
+    except (binascii.Error, ValueError):
+        return b"", None, "The File field is not valid base64."
+
+
+# --- serving ----------------------------------------------------------------------------------
+
+
+class RunningSimulator:
+    """Serves a Simulator with uvicorn on 127.0.0.1 (a free port) in a background thread."""
+
+    START_TIMEOUT_S: Final = 10.0
+    STOP_TIMEOUT_S: Final = 10.0
+
+    def __init__(self, simulator: Simulator) -> None:
+        self.simulator = simulator
+        self.base_url = ""
+        self.root_url = ""
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Bind a free port, start serving, and wait until the server accepts connections."""
+        if self._thread is not None:
+            raise RuntimeError("this simulator is already running")
+        # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose
+        # proto says TCP; without it every response waits ~40 ms for a delayed ACK (Nagle).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            config = uvicorn.Config(
+                self.simulator.app,
+                log_level="warning",
+                log_config=None,  # leave the host application's logging alone
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=int(self.STOP_TIMEOUT_S / 2),
+            )
+            server = uvicorn.Server(config)
+        except BaseException:
+            sock.close()
+            raise
+        _install_drop_filter()
+        self._server = server
+        self._thread = threading.Thread(
+            target=self._run, args=(server, sock), name=f"kravia-simulator-{port}", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + self.START_TIMEOUT_S
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the Kravia simulator did not start") from self._error
+            time.sleep(0.005)
+        self.root_url = f"http://127.0.0.1:{port}"
+        self.base_url = f"{self.root_url}/api/v2/"
+
+    def stop(self) -> None:
+        """Shut the server down and join its thread (bounded wait)."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.should_exit = True
+        thread.join(self.STOP_TIMEOUT_S)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(self.STOP_TIMEOUT_S)
+        self._server = None
+        self._thread = None
+
+    def _run(self, server: uvicorn.Server, sock: socket.socket) -> None:
+        try:
+            asyncio.run(server.serve(sockets=[sock]))
+        except BaseException as exc:  # reported by start(); never kill the interpreter
+            self._error = exc
+        finally:
+            sock.close()
+
+
+def serve(
+    *,
+    host: str,
+    port: int,
+    token: str,
+    creditor_id: int | None,
+    faults: Faults,
+    data_file: Path | None,
+) -> None:
+    """Serve a simulator until interrupted (blocking; for `kravia-sync simulate`)."""
+    simulator = Simulator(token=token, creditor_id=creditor_id, faults=faults, data_file=data_file)
+    config = uvicorn.Config(
+        simulator.app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    _install_drop_filter()
+    uvicorn.Server(config).run()

@@ -1,0 +1,545 @@
+"""The local state store: cases, the journal of remote calls, runs, quarantine and the lease.
+
+SQLite by default (WAL, `synchronous=FULL`, `BEGIN IMMEDIATE` for writes). Tables are sqlmodel
+models; the hot paths use SQLAlchemy Core on them, so a 100,000-case load is a plain tuple scan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, String, TypeDecorator, create_engine, delete, event
+from sqlalchemy import insert as sa_insert
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select, update
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+from kravia_sync.lifecycle import CaseState, Phase
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "JournalEntry",
+    "LeaseHeldError",
+    "QuarantineEntry",
+    "SchemaError",
+    "StateStore",
+]
+
+SCHEMA_VERSION = 1
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime, stored as ISO 8601 text (sortable)."""
+
+    impl = String(40)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> str | None:
+        del dialect
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored: time is timezone-aware")
+        return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> datetime | None:
+        del dialect
+        return None if value is None else datetime.fromisoformat(value)
+
+
+class Meta(SQLModel, table=True):
+    __tablename__ = "meta"
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class CaseRow(SQLModel, table=True):
+    __tablename__ = "cases"
+    accounting_invoice_id: str = Field(primary_key=True)
+    source: str = Field(index=True)
+    record_key: str
+    invoice_number: str = Field(index=True)
+    phase: str = Field(index=True)
+    fingerprint: str
+    record_hash: str
+    has_document: bool
+    first_seen_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+    kravia_id: int | None = Field(default=None, index=True)
+    registered_fingerprint: str | None = None
+    pending_attempt: str | None = None
+    pending_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    attempts: int = 0
+    lookups: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = None
+    changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class JournalRow(SQLModel, table=True):
+    """Append-only: an `intent` row before each remote call, an `outcome` row after it."""
+
+    __tablename__ = "journal"
+    id: int | None = Field(default=None, primary_key=True)
+    attempt_id: str = Field(index=True)
+    kind: str  # intent | outcome
+    operation: str
+    accounting_invoice_id: str = Field(index=True)
+    at: datetime = Field(sa_type=UTCDateTime)
+    run_id: int | None = None
+    kravia_id: int | None = None
+    outcome: str | None = None  # ok | transient | terminal | ambiguous | auth
+    http_status: int | None = None
+    duration_ms: int | None = None
+    message: str | None = None
+
+
+class RunRow(SQLModel, table=True):
+    __tablename__ = "runs"
+    id: int | None = Field(default=None, primary_key=True)
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    holder: str
+    command: str
+    status: str = "running"  # running | done | attention | failed
+    counts: str = "{}"  # JSON object
+    error: str | None = None
+
+
+class QuarantineRow(SQLModel, table=True):
+    __tablename__ = "quarantine"
+    source: str = Field(primary_key=True)
+    record_key: str = Field(primary_key=True)
+    kind: str  # invalid | waiting
+    field: str
+    reason: str
+    accounting_invoice_id: str | None = Field(default=None, index=True)
+    invoice_number: str | None = None
+    first_seen_at: datetime = Field(sa_type=UTCDateTime)
+    last_seen_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class LeaseRow(SQLModel, table=True):
+    __tablename__ = "lease"
+    name: str = Field(primary_key=True)
+    holder: str
+    host: str
+    pid: int
+    acquired_at: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class SchemaError(RuntimeError):
+    """The state database is not one this version of kravia-sync can use."""
+
+
+class LeaseHeldError(RuntimeError):
+    """Another process holds the writer lease."""
+
+    def __init__(self, holder: str, acquired_at: datetime, expires_at: datetime) -> None:
+        super().__init__(
+            f"another kravia-sync is writing to this state store: {holder}, "
+            f"since {acquired_at:%Y-%m-%d %H:%M:%S %Z}, lease valid until "
+            f"{expires_at:%Y-%m-%d %H:%M:%S %Z}. If that process is gone, wait for the lease "
+            "to expire or run `kravia-sync unlock --force`."
+        )
+        self.holder = holder
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    attempt_id: str
+    kind: str
+    operation: str
+    accounting_invoice_id: str
+    at: datetime
+    run_id: int | None = None
+    kravia_id: int | None = None
+    outcome: str | None = None
+    http_status: int | None = None
+    duration_ms: int | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    record_key: str
+    kind: str
+    field: str
+    reason: str
+    accounting_invoice_id: str | None = None
+    invoice_number: str | None = None
+
+
+_CASE_FIELDS = tuple(f.name for f in fields(CaseState))
+_TABLES = [
+    Meta.__table__,  # type: ignore[attr-defined]
+    CaseRow.__table__,  # type: ignore[attr-defined]
+    JournalRow.__table__,  # type: ignore[attr-defined]
+    RunRow.__table__,  # type: ignore[attr-defined]
+    QuarantineRow.__table__,  # type: ignore[attr-defined]
+    LeaseRow.__table__,  # type: ignore[attr-defined]
+]
+CASES = CaseRow.__table__  # type: ignore[attr-defined]
+JOURNAL = JournalRow.__table__  # type: ignore[attr-defined]
+RUNS = RunRow.__table__  # type: ignore[attr-defined]
+QUARANTINE = QuarantineRow.__table__  # type: ignore[attr-defined]
+LEASE = LeaseRow.__table__  # type: ignore[attr-defined]
+META = Meta.__table__  # type: ignore[attr-defined]
+WRITER_LEASE = "writer"
+
+
+def _case_from_row(row: Mapping[str, Any]) -> CaseState:
+    values = {name: row[name] for name in _CASE_FIELDS}
+    values["phase"] = Phase(values["phase"])
+    return CaseState(**values)
+
+
+def _case_values(case: CaseState) -> dict[str, Any]:
+    values = asdict(case)
+    values["phase"] = case.phase.value
+    return values
+
+
+def _sqlite_engine(path: Path) -> Engine:
+    engine = create_engine(
+        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:  # noqa: ANN401
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def this_process() -> tuple[str, int]:
+    return socket.gethostname(), os.getpid()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StateStore:
+    """The state database. Reads may come from any thread; writes are short transactions."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.engine = _sqlite_engine(path)
+        self._check_schema()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            connection.execution_options(sqlite_begin="IMMEDIATE")
+            with connection.begin():
+                yield connection
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
+
+    # --- schema -------------------------------------------------------------------------------
+    def _check_schema(self) -> None:
+        with self._write() as connection:
+            tables = set(sa_inspect(connection).get_table_names())
+            if not tables:
+                for table in _TABLES:
+                    table.create(connection)
+                connection.execute(
+                    sa_insert(META).values(key="schema_version", value=str(SCHEMA_VERSION))
+                )
+                return
+            if "meta" not in tables:
+                raise SchemaError(
+                    f"{self.path} is not a kravia-sync state database (it has no schema version)"
+                )
+            found = connection.execute(
+                select(META.c.value).where(META.c.key == "schema_version")
+            ).scalar_one_or_none()
+            if found is None or not found.isdigit():
+                raise SchemaError(f"{self.path} has an unknown schema version {found!r}")
+            version = int(found)
+            if version > SCHEMA_VERSION:
+                raise SchemaError(
+                    f"{self.path} has schema version {version}, newer than this kravia-sync "
+                    f"understands ({SCHEMA_VERSION}): upgrade kravia-sync, do not downgrade"
+                )
+            if version < SCHEMA_VERSION:  # pragma: no cover - no migrations exist yet
+                raise SchemaError(f"{self.path} has schema version {version}: no migration known")
+
+    def schema_version(self) -> int:
+        with self._read() as connection:
+            value = connection.execute(
+                select(META.c.value).where(META.c.key == "schema_version")
+            ).scalar_one()
+        return int(value)
+
+    # --- cases --------------------------------------------------------------------------------
+    def load_cases(self, source: str) -> dict[str, CaseState]:
+        with self._read() as connection:
+            rows = connection.execute(select(CASES).where(CASES.c.source == source)).mappings()
+            return {row["accounting_invoice_id"]: _case_from_row(row) for row in rows}
+
+    def all_case_ids(self) -> dict[str, str]:
+        """accountingInvoiceId → source, for every case (to catch ids shared across sources)."""
+        with self._read() as connection:
+            rows = connection.execute(select(CASES.c.accounting_invoice_id, CASES.c.source))
+            return {aid: source for aid, source in rows}
+
+    def find_cases(self, term: str) -> list[CaseState]:
+        """Cases whose invoice number, accountingInvoiceId or Kravia id is `term`."""
+        condition = (CASES.c.invoice_number == term) | (CASES.c.accounting_invoice_id == term)
+        if term.isdigit():
+            condition = condition | (CASES.c.kravia_id == int(term))
+        with self._read() as connection:
+            rows = connection.execute(select(CASES).where(condition)).mappings()
+            return [_case_from_row(row) for row in rows]
+
+    def cases_in(self, phases: Iterable[Phase], limit: int = 50) -> list[CaseState]:
+        with self._read() as connection:
+            rows = connection.execute(
+                select(CASES)
+                .where(CASES.c.phase.in_([phase.value for phase in phases]))
+                .order_by(CASES.c.updated_at.desc())
+                .limit(limit)
+            ).mappings()
+            return [_case_from_row(row) for row in rows]
+
+    def phase_counts(self) -> dict[str, int]:
+        from sqlalchemy import func  # noqa: PLC0415
+
+        with self._read() as connection:
+            rows = connection.execute(
+                select(CASES.c.phase, func.count()).group_by(CASES.c.phase)
+            )
+            return {phase: count for phase, count in rows}
+
+    def write_batch(self, cases: Iterable[CaseState], journal: Iterable[JournalEntry]) -> None:
+        """One transaction: upsert the cases (in order, last one wins) and append the journal."""
+        latest: dict[str, CaseState] = {}
+        for case in cases:
+            latest[case.accounting_invoice_id] = case
+        entries = [asdict(entry) for entry in journal]
+        with self._write() as connection:
+            self._upsert_cases(connection, latest.values())
+            if entries:
+                connection.execute(sa_insert(JOURNAL), entries)
+
+    @staticmethod
+    def _upsert_cases(connection: Connection, cases: Iterable[CaseState]) -> None:
+        batch = [_case_values(case) for case in cases]
+        if not batch:
+            return
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert  # noqa: PLC0415
+
+        statement = sqlite_insert(CASES)
+        statement = statement.on_conflict_do_update(
+            index_elements=[CASES.c.accounting_invoice_id],
+            set_={name: statement.excluded[name] for name in _CASE_FIELDS},
+        )
+        connection.execute(statement, batch)
+
+    def journal_for(self, accounting_invoice_id: str) -> list[dict[str, Any]]:
+        with self._read() as connection:
+            rows = connection.execute(
+                select(JOURNAL)
+                .where(JOURNAL.c.accounting_invoice_id == accounting_invoice_id)
+                .order_by(JOURNAL.c.id)
+            ).mappings()
+            return [dict(row) for row in rows]
+
+    # --- quarantine ---------------------------------------------------------------------------
+    def load_quarantine(self, source: str) -> dict[str, QuarantineEntry]:
+        with self._read() as connection:
+            rows = connection.execute(
+                select(QUARANTINE).where(QUARANTINE.c.source == source)
+            ).mappings()
+            return {
+                row["record_key"]: QuarantineEntry(
+                    record_key=row["record_key"],
+                    kind=row["kind"],
+                    field=row["field"],
+                    reason=row["reason"],
+                    accounting_invoice_id=row["accounting_invoice_id"],
+                    invoice_number=row["invoice_number"],
+                )
+                for row in rows
+            }
+
+    def sync_quarantine(
+        self,
+        source: str,
+        current: Mapping[str, QuarantineEntry],
+        *,
+        complete: bool,
+        now: datetime,
+    ) -> None:
+        """Record what is quarantined now; after a complete read, forget what is resolved."""
+        known = self.load_quarantine(source)
+        changed = [entry for key, entry in current.items() if known.get(key) != entry]
+        resolved = [key for key in known if key not in current] if complete else []
+        if not changed and not resolved:
+            return
+        with self._write() as connection:
+            for entry in changed:
+                values = asdict(entry) | {"source": source, "last_seen_at": now}
+                if entry.record_key in known:
+                    connection.execute(
+                        update(QUARANTINE)
+                        .where(
+                            (QUARANTINE.c.source == source)
+                            & (QUARANTINE.c.record_key == entry.record_key)
+                        )
+                        .values(**values)
+                    )
+                else:
+                    connection.execute(sa_insert(QUARANTINE).values(**values, first_seen_at=now))
+            if resolved:
+                connection.execute(
+                    delete(QUARANTINE).where(
+                        (QUARANTINE.c.source == source) & QUARANTINE.c.record_key.in_(resolved)
+                    )
+                )
+
+    def quarantined(self, kind: str | None = None) -> list[dict[str, Any]]:
+        query = select(QUARANTINE).order_by(QUARANTINE.c.source, QUARANTINE.c.record_key)
+        if kind is not None:
+            query = query.where(QUARANTINE.c.kind == kind)
+        with self._read() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
+
+    # --- runs ---------------------------------------------------------------------------------
+    def start_run(self, *, holder: str, command: str, now: datetime) -> int:
+        with self._write() as connection:
+            result = connection.execute(
+                sa_insert(RUNS).values(started_at=now, holder=holder, command=command)
+            )
+            run_id = result.inserted_primary_key
+            assert run_id is not None  # noqa: S101 - autoincrement always gives one
+            return int(run_id[0])
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        status: str,
+        counts: Mapping[str, Any],
+        now: datetime,
+        error: str | None = None,
+    ) -> None:
+        with self._write() as connection:
+            connection.execute(
+                update(RUNS)
+                .where(RUNS.c.id == run_id)
+                .values(
+                    finished_at=now,
+                    status=status,
+                    counts=json.dumps(counts, sort_keys=True, default=str),
+                    error=error,
+                )
+            )
+
+    def last_runs(self, limit: int = 5) -> list[dict[str, Any]]:
+        with self._read() as connection:
+            rows = connection.execute(
+                select(RUNS).order_by(RUNS.c.id.desc()).limit(limit)
+            ).mappings()
+            return [dict(row) | {"counts": json.loads(row["counts"])} for row in rows]
+
+    # --- lease --------------------------------------------------------------------------------
+    def acquire_lease(self, *, ttl: timedelta, now: datetime) -> str:
+        """Take the writer lease or raise `LeaseHeldError` naming who holds it.
+
+        A lease held by a process on this host that no longer exists is taken over at once;
+        any other lease only once it has expired.
+        """
+        host, pid = this_process()
+        holder = f"pid {pid} on {host}"
+        with self._write() as connection:
+            row = connection.execute(
+                select(LEASE).where(LEASE.c.name == WRITER_LEASE)
+            ).mappings().first()
+            if row is not None and (row["host"], row["pid"]) != (host, pid):
+                holder_alive = row["host"] != host or _pid_alive(row["pid"])
+                if row["expires_at"] > now and holder_alive:
+                    raise LeaseHeldError(row["holder"], row["acquired_at"], row["expires_at"])
+            connection.execute(delete(LEASE).where(LEASE.c.name == WRITER_LEASE))
+            connection.execute(
+                sa_insert(LEASE).values(
+                    name=WRITER_LEASE,
+                    holder=holder,
+                    host=host,
+                    pid=pid,
+                    acquired_at=now,
+                    expires_at=now + ttl,
+                )
+            )
+        return holder
+
+    def renew_lease(self, *, ttl: timedelta, now: datetime) -> None:
+        host, pid = this_process()
+        with self._write() as connection:
+            connection.execute(
+                update(LEASE)
+                .where((LEASE.c.name == WRITER_LEASE) & (LEASE.c.host == host) & (LEASE.c.pid == pid))
+                .values(expires_at=now + ttl)
+            )
+
+    def release_lease(self) -> None:
+        host, pid = this_process()
+        with self._write() as connection:
+            connection.execute(
+                delete(LEASE).where(
+                    (LEASE.c.name == WRITER_LEASE) & (LEASE.c.host == host) & (LEASE.c.pid == pid)
+                )
+            )
+
+    def current_lease(self) -> dict[str, Any] | None:
+        with self._read() as connection:
+            row = connection.execute(
+                select(LEASE).where(LEASE.c.name == WRITER_LEASE)
+            ).mappings().first()
+            return None if row is None else dict(row)
+
+    def force_unlock(self) -> dict[str, Any] | None:
+        """Remove the writer lease whoever holds it; what was removed, or None."""
+        lease = self.current_lease()
+        with self._write() as connection:
+            connection.execute(delete(LEASE).where(LEASE.c.name == WRITER_LEASE))
+        return lease
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
