@@ -57,7 +57,7 @@ SecretsOption = Annotated[
 ]
 
 
-class Failed(Exception):
+class FailedError(Exception):
     """A command failure with a message for the user (already redacted)."""
 
 
@@ -65,7 +65,7 @@ class Failed(Exception):
 def _user_errors() -> Iterator[None]:
     try:
         yield
-    except (ConfigError, SchemaError, LeaseHeldError, Failed) as exc:
+    except (ConfigError, SchemaError, LeaseHeldError, FailedError) as exc:
         err.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False, markup=True)
         raise typer.Exit(EXIT_FAILED) from None
 
@@ -79,7 +79,7 @@ def _settings(config: Path, secrets_dir: Path | None) -> Settings:
 
 def _client(settings: Settings) -> KraviaClient:
     if settings.kravia_token is None:
-        raise Failed(
+        raise FailedError(
             f"no Kravia token: set the environment variable {TOKEN_ENV}, or put it in a file "
             f"named {TOKEN_SECRET_FILE} in the secrets directory (--secrets-dir)"
         )
@@ -119,7 +119,9 @@ async def _reconcile(settings: Settings, *, show_progress: bool) -> RunSummary:
                 TimeElapsedColumn(),
             )
             with Progress(*columns, console=err, transient=True) as progress:
-                reconciler = Reconciler(settings, store, client=client, progress=_RichProgress(progress))
+                reconciler = Reconciler(
+                    settings, store, client=client, progress=_RichProgress(progress)
+                )
                 return await reconciler.run()
     finally:
         store.close()
@@ -132,7 +134,9 @@ def _exit_code(summary: RunSummary) -> int:
 def print_summary(summary: RunSummary, console: Console = out) -> None:
     """The end-of-run table: what happened, per source, and what needs a person."""
     colour = {"done": "green", "attention": "yellow"}.get(summary.status, "red")
-    table = Table(title=f"kravia-sync run {summary.run_id or '(plan)'}: [{colour}]{summary.status}[/]")
+    table = Table(
+        title=f"kravia-sync run {summary.run_id or '(plan)'}: [{colour}]{summary.status}[/]"
+    )
     table.add_column("what")
     table.add_column("count", justify="right")
     labels = {
@@ -169,7 +173,9 @@ def print_summary(summary: RunSummary, console: Console = out) -> None:
         for column in ("source", "record", "field", "reason"):
             problems.add_column(column, overflow="fold")
         for problem in summary.problems[:50]:
-            problems.add_row(problem["source"], problem["record"], problem["field"], problem["reason"])
+            problems.add_row(
+                problem["source"], problem["record"], problem["field"], problem["reason"]
+            )
         console.print(problems)
         if len(summary.problems) > 50:
             console.print(f"… and {len(summary.problems) - 50} more: see `kravia-sync status`")
@@ -209,7 +215,7 @@ def plan(
             summary = asyncio.run(Reconciler(settings, store).run(dry_run=True))
         finally:
             store.close()
-    actions = [a for a in summary.planned if a.step not in {"none"}]
+    actions = [a for a in summary.planned if a.step != "none"]
     if as_json:
         payload = summary.as_dict() | {"actions": [a.__dict__ for a in actions]}
         sys.stdout.write(redact(json.dumps(payload, indent=2)) + "\n")
@@ -219,12 +225,18 @@ def plan(
             table.add_column(column, overflow="fold")
         for action in actions:
             table.add_row(
-                action.source, action.invoice_number, action.accounting_invoice_id,
-                action.change, action.step, action.detail,
+                action.source,
+                action.invoice_number,
+                action.accounting_invoice_id,
+                action.change,
+                action.step,
+                action.detail,
             )
         out.print(table)
         if summary.counts.get("changed"):
-            out.print(f"{summary.counts['changed']} case(s) changed after registration (not re-sent)")
+            out.print(
+                f"{summary.counts['changed']} case(s) changed after registration (not re-sent)"
+            )
         for problem in summary.problems:
             out.print(
                 f"[yellow]quarantined[/] {problem['source']} {problem['record']}: "
@@ -249,14 +261,18 @@ def status(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = N
 
 
 def _print_status(store: StateStore) -> None:
-    from kravia_sync.lifecycle import Phase  # noqa: PLC0415
-
     phases = Table(title="cases by phase")
     phases.add_column("phase")
     phases.add_column("count", justify="right")
     for phase, count in sorted(store.phase_counts().items()):
         phases.add_row(phase, str(count))
     out.print(phases)
+    _print_quarantine(store)
+    _print_attention(store)
+    _print_runs(store)
+
+
+def _print_quarantine(store: StateStore) -> None:
     invalid = store.quarantined("invalid")
     if invalid:
         table = Table(title=f"quarantined records ({len(invalid)}): not sent")
@@ -264,8 +280,12 @@ def _print_status(store: StateStore) -> None:
             table.add_column(column, overflow="fold")
         for row in invalid:
             table.add_row(
-                row["source"], row["record_key"], row["invoice_number"] or "", row["field"],
-                row["reason"], f"{row['first_seen_at']:%Y-%m-%d %H:%M}",
+                row["source"],
+                row["record_key"],
+                row["invoice_number"] or "",
+                row["field"],
+                row["reason"],
+                f"{row['first_seen_at']:%Y-%m-%d %H:%M}",
             )
         out.print(table)
     waiting = store.quarantined("waiting")
@@ -274,8 +294,15 @@ def _print_status(store: StateStore) -> None:
         for column in ("source", "record", "invoice", "reason"):
             table.add_column(column, overflow="fold")
         for row in waiting[:50]:
-            table.add_row(row["source"], row["record_key"], row["invoice_number"] or "", row["reason"])
+            table.add_row(
+                row["source"], row["record_key"], row["invoice_number"] or "", row["reason"]
+            )
         out.print(table)
+
+
+def _print_attention(store: StateStore) -> None:
+    from kravia_sync.lifecycle import Phase  # noqa: PLC0415
+
     attention = store.cases_in([Phase.REJECTED, Phase.NEEDS_REVIEW])
     if attention:
         table = Table(title="cases needing attention")
@@ -283,16 +310,24 @@ def _print_status(store: StateStore) -> None:
             table.add_column(column, overflow="fold")
         for case in attention:
             table.add_row(
-                case.invoice_number, case.accounting_invoice_id, str(case.kravia_id or ""),
-                case.phase.value, case.last_error or "",
+                case.invoice_number,
+                case.accounting_invoice_id,
+                str(case.kravia_id or ""),
+                case.phase.value,
+                case.last_error or "",
             )
         out.print(table)
+
+
+def _print_runs(store: StateStore) -> None:
     runs = Table(title="last runs")
     for column in ("run", "started", "status", "counts"):
         runs.add_column(column, overflow="fold")
     for run in store.last_runs():
         counts = ", ".join(f"{k}={v}" for k, v in sorted(run["counts"].items()))
-        runs.add_row(str(run["id"]), f"{run['started_at']:%Y-%m-%d %H:%M:%S}", run["status"], counts)
+        runs.add_row(
+            str(run["id"]), f"{run['started_at']:%Y-%m-%d %H:%M:%S}", run["status"], counts
+        )
     out.print(runs)
     lease = store.current_lease()
     if lease is not None:
@@ -313,8 +348,10 @@ def cases(
             found = store.find_cases(term)
             if not found:
                 quarantined = [
-                    row for row in store.quarantined()
-                    if term in {row["invoice_number"], row["accounting_invoice_id"], row["record_key"]}
+                    row
+                    for row in store.quarantined()
+                    if term
+                    in {row["invoice_number"], row["accounting_invoice_id"], row["record_key"]}
                 ]
                 for row in quarantined:
                     out.print(
@@ -331,8 +368,16 @@ def cases(
                 table.add_column("key")
                 table.add_column("value", overflow="fold")
                 for key in (
-                    "source", "accounting_invoice_id", "kravia_id", "phase", "record_key",
-                    "attempts", "next_attempt_at", "last_error", "changed_at", "first_seen_at",
+                    "source",
+                    "accounting_invoice_id",
+                    "kravia_id",
+                    "phase",
+                    "record_key",
+                    "attempts",
+                    "next_attempt_at",
+                    "last_error",
+                    "changed_at",
+                    "first_seen_at",
                     "updated_at",
                 ):
                     value = getattr(case, key)
@@ -343,9 +388,13 @@ def cases(
                     journal.add_column(column, overflow="fold")
                 for entry in store.journal_for(case.accounting_invoice_id):
                     journal.add_row(
-                        f"{entry['at']:%Y-%m-%d %H:%M:%S}", entry["kind"], entry["operation"],
-                        entry["outcome"] or "", str(entry["http_status"] or ""),
-                        str(entry["duration_ms"] or ""), entry["message"] or "",
+                        f"{entry['at']:%Y-%m-%d %H:%M:%S}",
+                        entry["kind"],
+                        entry["operation"],
+                        entry["outcome"] or "",
+                        str(entry["http_status"] or ""),
+                        str(entry["duration_ms"] or ""),
+                        entry["message"] or "",
                     )
                 out.print(journal)
         finally:
@@ -376,14 +425,18 @@ def check(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = No
             asyncio.run(try_token())
         except KraviaError as exc:
             if exc.failure is Failure.AUTH:
-                raise Failed(f"Kravia refused the token ({exc.status})") from None
-            raise Failed(f"could not reach Kravia at {settings.kravia.base_url}: {exc}") from None
+                raise FailedError(f"Kravia refused the token ({exc.status})") from None
+            raise FailedError(
+                f"could not reach Kravia at {settings.kravia.base_url}: {exc}"
+            ) from None
         out.print(f"[green]ok[/] Kravia at {settings.kravia.base_url} accepts the token")
 
 
 @app.command()
 def unlock(
-    force: Annotated[bool, typer.Option("--force", help="Remove the lease whoever holds it.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Remove the lease whoever holds it.")
+    ] = False,
     config: ConfigOption = DEFAULT_CONFIG,
     secrets_dir: SecretsOption = None,
 ) -> None:
@@ -452,7 +505,11 @@ def simulate(
         timeout=timeout,
     )
     serve(
-        host=host, port=port, token=accepted, creditor_id=creditor_id, faults=faults,
+        host=host,
+        port=port,
+        token=accepted,
+        creditor_id=creditor_id,
+        faults=faults,
         data_file=data_file,
     )
 

@@ -12,11 +12,16 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Self
 
 from kravia_sync.lifecycle import CaseState
 from kravia_sync.store import JournalEntry, StateStore
 
-__all__ = ["GroupCommitter"]
+__all__ = ["GroupCommitter", "StateWriteError"]
+
+
+class StateWriteError(RuntimeError):
+    """A journal or case write failed: the pass must stop before sending anything more."""
 
 
 @dataclass(slots=True)
@@ -38,7 +43,7 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self.transactions = 0
 
-    async def __aenter__(self) -> GroupCommitter:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run(), name="group-commit")
         return self
 
@@ -54,43 +59,53 @@ class GroupCommitter:
     ) -> asyncio.Future[None]:
         """Queue a write; the future completes once it is committed."""
         if self._closing:
-            raise RuntimeError("the committer is closed")
+            raise StateWriteError("the state store is closed after a failed write")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)
         self._queue.append(_Pending(case, entry, future))
         self._wakeup.set()
         return future
 
-    async def commit(self, case: CaseState | None = None, entry: JournalEntry | None = None) -> None:
+    async def commit(
+        self, case: CaseState | None = None, entry: JournalEntry | None = None
+    ) -> None:
         """Queue a write and wait until it is durable."""
         await self.submit(case, entry)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
             batch, self._queue = self._queue, []
-            if batch:
-                cases = [item.case for item in batch if item.case is not None]
-                entries = [item.entry for item in batch if item.entry is not None]
-                try:
-                    await loop.run_in_executor(
-                        self._executor, self._store.write_batch, cases, entries
-                    )
-                except Exception as exc:  # every waiter learns that its write failed
-                    for item in batch:
-                        if not item.done.done():
-                            item.done.set_exception(exc)
-                    # Nothing after a failed write may be sent: fail everything queued since.
-                    self._closing = True
-                    for item in self._queue:
-                        if not item.done.done():
-                            item.done.set_exception(exc)
-                    self._queue = []
-                    return
-                self.transactions += 1
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_result(None)
+            if batch and not await self._commit(batch):
+                return
             if self._closing and not self._queue:
                 return
+
+    async def _commit(self, batch: list[_Pending]) -> bool:
+        """Commit one batch; on failure, fail it and everything queued behind it."""
+        cases = [item.case for item in batch if item.case is not None]
+        entries = [item.entry for item in batch if item.entry is not None]
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._store.write_batch, cases, entries)
+        except Exception as exc:
+            failure = StateWriteError(f"the state store could not be written: {exc}")
+            # Nothing queued after a failed write may be sent: fail it all.
+            self._closing = True
+            for item in [*batch, *self._queue]:
+                if not item.done.done():
+                    item.done.set_exception(failure)
+            self._queue = []
+            return False
+        self.transactions += 1
+        for item in batch:
+            if not item.done.done():
+                item.done.set_result(None)
+        return True
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark an outcome's failure as seen; the next intent (awaited) reports it."""
+    if not future.cancelled():
+        future.exception()

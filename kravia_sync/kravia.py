@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -193,7 +194,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if seconds != seconds or seconds <= 0:  # NaN, zero, negative
+    if math.isnan(seconds) or seconds <= 0:
         return None
     return min(seconds, MAX_RETRY_AFTER_SECONDS)
 
@@ -213,7 +214,9 @@ def classify_response(response: httpx.Response, *, creates: bool) -> KraviaError
         failure = Failure.AMBIGUOUS if creates else Failure.TRANSIENT
         return KraviaError(failure, message, status=status)
     if status == 408:
-        return KraviaError(Failure.AMBIGUOUS if creates else Failure.TRANSIENT, message, status=status)
+        return KraviaError(
+            Failure.AMBIGUOUS if creates else Failure.TRANSIENT, message, status=status
+        )
     return KraviaError(Failure.TERMINAL, message, status=status)
 
 
@@ -325,13 +328,15 @@ class KraviaClient:
             headers={AUTH_HEADER: token, "Accept": "application/json"},
             timeout=timeout,
             transport=transport,
-            limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight),
+            limits=httpx.Limits(
+                max_connections=max_in_flight, max_keepalive_connections=max_in_flight
+            ),
         )
         self._slots = asyncio.Semaphore(max_in_flight)
         self._rate = RateLimiter(requests_per_second)
         self.stats = CallStats()
 
-    async def __aenter__(self) -> KraviaClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -341,20 +346,26 @@ class KraviaClient:
         await self._http.aclose()
 
     async def _call(
-        self, operation: str, method: str, path: str, *, creates: bool, **kwargs: Any  # noqa: ANN401
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        creates: bool,
+        **kwargs: Any,  # noqa: ANN401
     ) -> httpx.Response:
         async with self._slots:
             await self._rate.wait()
             try:
                 response = await self._http.request(method, path, **kwargs)
             except httpx.HTTPError as exc:
-                error = classify_exception(exc, creates=creates)
-                self.stats.add(operation, error.failure.value)
-                raise error from None
-        error = classify_response(response, creates=creates)
-        if error is not None:
-            self.stats.add(operation, error.failure.value)
-            raise error
+                lost = classify_exception(exc, creates=creates)
+                self.stats.add(operation, lost.failure.value)
+                raise lost from None
+        refused = classify_response(response, creates=creates)
+        if refused is not None:
+            self.stats.add(operation, refused.failure.value)
+            raise refused
         self.stats.add(operation, "ok")
         return response
 
@@ -474,7 +485,9 @@ def _search_item(item: Mapping[str, Any]) -> SearchItem | None:
 
 def documents_of(details: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
     documents = _get_ci(details, DETAILS_DOCUMENTS_KEY)
-    return [doc for doc in documents if isinstance(doc, dict)] if isinstance(documents, list) else []
+    return (
+        [doc for doc in documents if isinstance(doc, dict)] if isinstance(documents, list) else []
+    )
 
 
 def has_invoice_document(details: Mapping[str, Any]) -> bool:
@@ -491,8 +504,10 @@ def can_start(details: Mapping[str, Any]) -> bool:
     )
 
 
-def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with full jitter: a random delay in [base/2, min(cap, base·2^attempt)]."""
+def backoff_delay(
+    attempt: int, *, base: float, cap: float, rng: random.Random | None = None
+) -> float:
+    """Exponential backoff with jitter: a random delay in [base/2, min(cap, base·2^attempt)]."""
     ceiling = min(cap, base * (2 ** max(0, attempt)))
     chooser = rng or random
     return chooser.uniform(min(base / 2, ceiling), ceiling)
@@ -503,4 +518,3 @@ def utc_now() -> datetime:
 
 
 SEARCH_CLOCK_SKEW = timedelta(minutes=5)  # search from this long before the attempt
-

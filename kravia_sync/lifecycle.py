@@ -18,8 +18,8 @@ __all__ = [
     "CaseState",
     "Decision",
     "Phase",
-    "Step",
     "StartPolicy",
+    "Step",
     "after_failure",
     "after_lookup",
     "after_success",
@@ -111,7 +111,9 @@ class Timing:
     max_lookups: int = 8
 
 
-def next_step(case: CaseState, *, start: StartPolicy, now: datetime, timing: Timing) -> Decision:
+def next_step(  # noqa: PLR0911 - one return per phase reads best
+    case: CaseState, *, start: StartPolicy, now: datetime, timing: Timing
+) -> Decision:
     """The next remote step for `case`, or why there is none."""
     if case.phase in RESTING_PHASES:
         return Decision(Step.NONE, reason=case.phase.value)
@@ -218,7 +220,12 @@ def after_failure(
 
 
 def after_lookup(
-    case: CaseState, found: list[int], *, now: datetime, complete: bool, retry_in: timedelta,
+    case: CaseState,
+    found: list[int],
+    *,
+    now: datetime,
+    complete: bool,
+    retry_in: timedelta,
     max_lookups: int,
 ) -> CaseState:
     """The state after searching Kravia for a register whose answer was lost.
@@ -240,7 +247,9 @@ def after_lookup(
             lookups=0,
             next_attempt_at=None,
             updated_at=now,
-            last_error="the register's answer was lost and Kravia has no such case: registering again",
+            last_error=(
+                "the register's answer was lost and Kravia has no such case: registering again"
+            ),
         )
     if complete:
         ids = ", ".join(str(kravia_id) for kravia_id in sorted(found))

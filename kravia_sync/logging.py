@@ -54,8 +54,9 @@ def _redaction_processor(
     return {key: _redact_value(value) for key, value in event_dict.items()}
 
 
-def _redact_rendered(_logger: object, _name: str, rendered: str) -> str:
-    return redact(rendered)
+def _redact_rendered(_logger: object, _name: str, rendered: Any) -> Any:  # noqa: ANN401
+    """After rendering, a last pass over the finished line (the renderer gets a str)."""
+    return redact(rendered) if isinstance(rendered, str) else rendered
 
 
 def configure_logging(

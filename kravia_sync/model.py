@@ -29,8 +29,8 @@ from pydantic import (
 from stdnum.no import fodselsnummer, orgnr
 
 __all__ = [
-    "REQUIRED_FIELDS",
     "RECORD_FIELDS",
+    "REQUIRED_FIELDS",
     "Debtor",
     "DebtorKind",
     "Document",
@@ -342,9 +342,7 @@ class Invoice(BaseModel):
     @model_validator(mode="after")
     def _due_after_invoice_date(self) -> Invoice:
         if self.due_date < self.invoice_date:
-            raise ValueError(
-                f"due_date {self.due_date} is before invoice_date {self.invoice_date}"
-            )
+            raise ValueError(f"due_date {self.due_date} is before invoice_date {self.invoice_date}")
         return self
 
     @classmethod

@@ -92,8 +92,11 @@ def assess(
     case = replace(existing, record_hash=hashed, record_key=record_key)
     if moved and existing.phase is Phase.NEW:
         case = replace(
-            case, fingerprint=fingerprint, has_document=has_document,
-            invoice_number=invoice.invoice_number, updated_at=now,
+            case,
+            fingerprint=fingerprint,
+            has_document=has_document,
+            invoice_number=invoice.invoice_number,
+            updated_at=now,
         )
         return Assessment(Change.PENDING, case, write=True)
     if moved and existing.phase is Phase.REJECTED:

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from kravia_sync.committer import GroupCommitter
-from kravia_sync.connector import Connector, ConnectorError, RecordError, load_connector
+from kravia_sync.committer import GroupCommitter, StateWriteError
+from kravia_sync.connector import Connector, ConnectorError, load_connector
+from kravia_sync.diff import ATTENTION_PHASES, SETTLING_STEPS, SourceDiff, WorkItem
 from kravia_sync.kravia import Failure, KraviaClient, KraviaError, backoff_delay
 from kravia_sync.lifecycle import (
     CaseState,
@@ -33,10 +34,9 @@ from kravia_sync.lifecycle import (
     next_step,
 )
 from kravia_sync.logging import get_logger, redact
-from kravia_sync.model import Invoice, InvalidRecordError, check_pdf
-from kravia_sync.plan import Change, assess, ineligibility, record_hash, source_id
+from kravia_sync.model import InvalidRecordError, Invoice, check_pdf
 from kravia_sync.settings import ConfigError, Settings, SourceConfig
-from kravia_sync.store import JournalEntry, QuarantineEntry, StateStore
+from kravia_sync.store import JournalEntry, StateStore
 from kravia_sync.store import utc_now as store_now
 
 __all__ = [
@@ -48,11 +48,6 @@ __all__ = [
 ]
 
 log = get_logger("kravia_sync.reconcile")
-
-# Steps allowed for a case whose invoice is not in this read (gone, or now invalid): only
-# settling a call whose answer was lost. Never register, upload or start it.
-SETTLING_STEPS = frozenset({Step.LOOKUP, Step.VERIFY_UPLOAD, Step.VERIFY_START})
-ATTENTION_PHASES = frozenset({Phase.REJECTED, Phase.NEEDS_REVIEW})
 
 
 class Progress(Protocol):
@@ -119,13 +114,6 @@ class RunSummary:
             "problems": self.problems,
             "error": self.error,
         }
-
-
-@dataclass(slots=True)
-class _WorkItem:
-    case: CaseState
-    invoice: Invoice | None
-    change: Change
 
 
 def build_connector(settings: Settings, source: SourceConfig) -> Connector:
@@ -195,7 +183,7 @@ class Reconciler:
                 async with GroupCommitter(self.store) as committer:
                     self._committer = committer
                     await self._pass(summary, dry_run=False)
-            except PassFailedError as exc:
+            except (PassFailedError, StateWriteError) as exc:
                 summary.status = "failed"
                 summary.error = redact(str(exc))
             finally:
@@ -220,7 +208,7 @@ class Reconciler:
             status=summary.status,
             duration_s=round(summary.duration_seconds, 3),
             remote_calls=self.client.stats.total(),
-            **{key: value for key, value in sorted(summary.counts.items())},
+            **dict(sorted(summary.counts.items())),
         )
         return summary
 
@@ -231,18 +219,21 @@ class Reconciler:
 
     async def _pass(self, summary: RunSummary, *, dry_run: bool) -> None:
         owners = self.store.all_case_ids()
-        work: list[_WorkItem] = []
+        work: list[WorkItem] = []
         for source in self.settings.sources:
             result = SourceResult(source.name)
             summary.sources.append(result)
             try:
                 connector = build_connector(self.settings, source)
-                work.extend(self._read_source(source, connector, owners, result, summary, dry_run))
+                diff = self._read_source(source, connector, owners, result, dry_run=dry_run)
             except (ConnectorError, ConfigError, OSError) as exc:
                 result.status = "failed"
                 result.error = redact(f"{type(exc).__name__}: {exc}")
                 summary.status = "failed"
-                log.error("source read failed", source=source.name, error=result.error)
+                log.error("source read failed", source=source.name, error=result.error)  # noqa: TRY400
+            else:
+                work.extend(diff.work)
+                summary.problems.extend(diff.problems())
             summary.counts.update(result.counts)
         if dry_run:
             now = self.clock()
@@ -255,7 +246,7 @@ class Reconciler:
         self.progress.start(len(work))
         await self._apply(work, summary)
 
-    def _planned(self, item: _WorkItem, decision: Decision) -> PlannedAction:
+    def _planned(self, item: WorkItem, decision: Decision) -> PlannedAction:
         step = decision.step.value
         if item.invoice is None and decision.step not in SETTLING_STEPS | {Step.NONE, Step.WAIT}:
             step = Step.NONE.value
@@ -278,155 +269,34 @@ class Reconciler:
         connector: Connector,
         owners: dict[str, str],
         result: SourceResult,
-        summary: RunSummary,
+        *,
         dry_run: bool,
-    ) -> list[_WorkItem]:
-        """Read one source completely; the cases with something to do."""
+    ) -> SourceDiff:
+        """Read one source completely and diff it against the state store."""
         now = self.clock()
-        today = now.date()
-        known = self.store.load_cases(source.name)
-        counts = result.counts
-        quarantine: dict[str, QuarantineEntry] = {}
-        updates: list[CaseState] = []
-        items: dict[str, _WorkItem] = {}
-        seen: dict[str, str] = {}  # accountingInvoiceId → record key
-
-        def reject(entry: QuarantineEntry) -> None:
-            quarantine[entry.record_key] = entry
-            counts[entry.kind] += 1
-
+        diff = SourceDiff(
+            source,
+            known=self.store.load_cases(source.name),
+            owners=owners,
+            policy=self.settings.policy,
+            now=now,
+            check_document=None if dry_run else _document_problem,
+        )
         for record in connector.read():
-            counts["read"] += 1
-            if isinstance(record, RecordError):
-                reject(QuarantineEntry(record.key, "invalid", record.field, record.reason))
-                continue
-            aid = source_id(record.fields, source.id_prefix)
-            hashed = record_hash(record.fields, record.document is not None)
-            if aid is not None and aid in seen:
-                first = seen[aid]
-                reason = f"accountingInvoiceId {aid!r} is used by {first} and {record.key}"
-                reject(QuarantineEntry(record.key, "invalid", "accounting_invoice_id", reason, aid))
-                if items.get(aid) is not None and items[aid].change is Change.NEW:
-                    del items[aid]
-                    reject(QuarantineEntry(first, "invalid", "accounting_invoice_id", reason, aid))
-                continue
-            if aid is not None:
-                seen[aid] = record.key
-            existing = known.get(aid) if aid is not None else None
-            if existing is not None and existing.record_hash == hashed and (
-                existing.phase is Phase.STARTED or existing.phase in ATTENTION_PHASES
-            ):
-                counts[Change.UNCHANGED.value] += 1
-                if existing.phase in ATTENTION_PHASES:
-                    counts[existing.phase.value] += 1
-                continue
-            try:
-                invoice = Invoice.from_record(
-                    record.fields, id_prefix=source.id_prefix, document=record.document
-                )
-            except InvalidRecordError as exc:
-                number = record.fields.get("invoice_number")
-                reject(
-                    QuarantineEntry(
-                        record.key,
-                        "invalid",
-                        exc.field,
-                        exc.reason,
-                        aid,
-                        None if number is None else str(number),
-                    )
-                )
-                continue
-            owner = owners.get(invoice.accounting_invoice_id)
-            if owner is not None and owner != source.name:
-                reject(
-                    QuarantineEntry(
-                        record.key,
-                        "invalid",
-                        "accounting_invoice_id",
-                        f"accountingInvoiceId {invoice.accounting_invoice_id!r} already belongs "
-                        f"to source {owner!r}; set id_prefix to keep the sources apart",
-                        invoice.accounting_invoice_id,
-                        invoice.invoice_number,
-                    )
-                )
-                continue
-            if existing is None:
-                waiting = ineligibility(invoice, self.settings.policy, today)
-                if waiting is not None:
-                    reject(
-                        QuarantineEntry(
-                            record.key,
-                            "waiting",
-                            "due_date" if "due" in waiting else "amount",
-                            waiting,
-                            invoice.accounting_invoice_id,
-                            invoice.invoice_number,
-                        )
-                    )
-                    continue
-                if invoice.document is not None and not dry_run:
-                    problem = _document_problem(invoice)
-                    if problem is not None:
-                        reject(
-                            QuarantineEntry(
-                                record.key,
-                                "invalid",
-                                "document",
-                                problem,
-                                invoice.accounting_invoice_id,
-                                invoice.invoice_number,
-                            )
-                        )
-                        continue
-            assessment = assess(
-                invoice,
-                source=source.name,
-                record_key=record.key,
-                hashed=hashed,
-                existing=existing,
-                now=now,
-            )
-            counts[assessment.change.value] += 1
-            if assessment.write:
-                updates.append(assessment.case)
-            if assessment.case.phase in ATTENTION_PHASES:
-                counts[assessment.case.phase.value] += 1
-            elif assessment.case.phase is not Phase.STARTED:
-                items[invoice.accounting_invoice_id] = _WorkItem(
-                    assessment.case, invoice, assessment.change
-                )
-        # The read was complete: what the state knows and the source no longer has is gone.
-        for aid, case in known.items():
-            if aid in seen:
-                continue
-            counts["gone"] += 1
-            if case.phase in {Phase.REGISTERING, Phase.UPLOADING, Phase.STARTING}:
-                items[aid] = _WorkItem(case, None, Change.PENDING)
-        for aid, case in known.items():
-            if aid in seen and aid not in items and case.phase in SETTLING_PHASES:
-                items[aid] = _WorkItem(case, None, Change.PENDING)
+            diff.add(record)
+        diff.finish()
+        result.counts.update(diff.counts)
         if not dry_run:
-            if updates:
-                self.store.write_batch(updates, [])
-            self.store.sync_quarantine(source.name, quarantine, complete=True, now=now)
-        for entry in quarantine.values():
-            if entry.kind == "invalid":
-                summary.problems.append(
-                    {
-                        "source": source.name,
-                        "record": entry.record_key,
-                        "field": entry.field,
-                        "reason": entry.reason,
-                    }
-                )
-        return list(items.values())
+            if diff.updates:
+                self.store.write_batch(diff.updates, [])
+            self.store.sync_quarantine(source.name, diff.quarantine, complete=True, now=now)
+        return diff
 
     # --- applying -----------------------------------------------------------------------------
-    async def _apply(self, work: list[_WorkItem], summary: RunSummary) -> None:
+    async def _apply(self, work: list[WorkItem], summary: RunSummary) -> None:
         slots = asyncio.Semaphore(self.settings.kravia.max_in_flight * 2)
 
-        async def drive(item: _WorkItem) -> CaseState:
+        async def drive(item: WorkItem) -> CaseState:
             async with slots:
                 try:
                     return await self._drive(item, summary)
@@ -456,19 +326,26 @@ class Reconciler:
                     }
                 )
                 continue
-            decision = next_step(case, start=self.settings.policy.start, now=now, timing=self.timing)
+            decision = next_step(
+                case, start=self.settings.policy.start, now=now, timing=self.timing
+            )
             summary.counts["awaiting_approval" if decision.step is Step.NONE else "deferred"] += 1
-        if summary.status != "failed" and (summary.problems or summary.counts["deferred"]):
+        needs_person = summary.counts["rejected"] + summary.counts["needs_review"]
+        if summary.status != "failed" and (
+            summary.problems or summary.counts["deferred"] or needs_person
+        ):
             summary.status = "attention"
 
-    async def _drive(self, item: _WorkItem, summary: RunSummary) -> CaseState:
+    async def _drive(self, item: WorkItem, summary: RunSummary) -> CaseState:
         """Take one case as far as it can go in this pass."""
         case = item.case
         waits = 0
         retry = self.settings.retry
         while True:
             now = self.clock()
-            decision = next_step(case, start=self.settings.policy.start, now=now, timing=self.timing)
+            decision = next_step(
+                case, start=self.settings.policy.start, now=now, timing=self.timing
+            )
             if decision.step is Step.NONE:
                 return case
             if decision.step is Step.WAIT:
@@ -564,7 +441,11 @@ class Reconciler:
             except (OSError, InvalidRecordError) as exc:
                 message = f"the invoice copy cannot be read: {exc}"
                 waiting = after_failure(
-                    case, step, failure="transient", message=message, now=self.clock(),
+                    case,
+                    step,
+                    failure="transient",
+                    message=message,
+                    now=self.clock(),
                     retry_in=self._retry_in(case, None),
                 )
                 self.committer.submit(waiting)
@@ -599,8 +480,13 @@ class Reconciler:
             self.committer.submit(
                 after,
                 self._outcome(
-                    pending, operation, attempt_id, started,
-                    outcome=error.failure.value, status=error.status, message=str(error),
+                    pending,
+                    operation,
+                    attempt_id,
+                    started,
+                    outcome=error.failure.value,
+                    status=error.status,
+                    message=str(error),
                 ),
             )
             summary.counts[f"{operation}_{error.failure.value}"] += 1
@@ -620,9 +506,9 @@ class Reconciler:
             after,
             self._outcome(after, operation, attempt_id, started, outcome="ok", status=200),
         )
-        summary.counts[{"register": "registered", "document": "documented", "start": "started"}[
-            operation
-        ]] += 1
+        summary.counts[
+            {"register": "registered", "document": "documented", "start": "started"}[operation]
+        ] += 1
         return after
 
     async def _lookup(self, case: CaseState, summary: RunSummary) -> CaseState:
@@ -656,7 +542,10 @@ class Reconciler:
         self.committer.submit(
             after,
             self._outcome(
-                after, "lookup", attempt_id, started,
+                after,
+                "lookup",
+                attempt_id,
+                started,
                 outcome="ok" if error is None else error.failure.value,
                 status=None if error is None else error.status,
                 message=f"found {found}" if error is None else str(error),
@@ -701,8 +590,13 @@ class Reconciler:
             self.committer.submit(
                 after,
                 self._outcome(
-                    case, "details", attempt_id, started,
-                    outcome=error.failure.value, status=error.status, message=str(error),
+                    case,
+                    "details",
+                    attempt_id,
+                    started,
+                    outcome=error.failure.value,
+                    status=error.status,
+                    message=str(error),
                 ),
             )
             return after
@@ -716,9 +610,6 @@ class Reconciler:
         )
         summary.counts["verified"] += 1
         return after
-
-
-SETTLING_PHASES = frozenset({Phase.REGISTERING, Phase.UPLOADING, Phase.STARTING})
 
 
 def _document_problem(invoice: Invoice) -> str | None:

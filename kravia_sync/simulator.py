@@ -1400,7 +1400,10 @@ def serve(
     faults: Faults,
     data_file: Path | None,
 ) -> None:
-    """Serve a simulator until interrupted (blocking; for `kravia-sync simulate`)."""
+    """Serve a simulator until interrupted (blocking; for `kravia-sync simulate`).
+
+    Ctrl-C (SIGINT) shuts the server down gracefully and returns normally.
+    """
     simulator = Simulator(token=token, creditor_id=creditor_id, faults=faults, data_file=data_file)
     config = uvicorn.Config(
         simulator.app,
@@ -1412,4 +1415,5 @@ def serve(
         timeout_graceful_shutdown=5,
     )
     _install_drop_filter()
-    uvicorn.Server(config).run()
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises SIGINT after shutdown
+        uvicorn.Server(config).run()

@@ -16,10 +16,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, String, TypeDecorator, create_engine, delete, event
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    TypeDecorator,
+    create_engine,
+    delete,
+    event,
+    select,
+    update,
+)
 from sqlalchemy import insert as sa_insert
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import select, update
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -198,7 +207,7 @@ META = Meta.__table__  # type: ignore[attr-defined]
 WRITER_LEASE = "writer"
 
 
-def _case_from_row(row: Mapping[str, Any]) -> CaseState:
+def _case_from_row(row: Mapping[Any, Any]) -> CaseState:
     values = {name: row[name] for name in _CASE_FIELDS}
     values["phase"] = Phase(values["phase"])
     return CaseState(**values)
@@ -316,7 +325,7 @@ class StateStore:
         """accountingInvoiceId → source, for every case (to catch ids shared across sources)."""
         with self._read() as connection:
             rows = connection.execute(select(CASES.c.accounting_invoice_id, CASES.c.source))
-            return {aid: source for aid, source in rows}
+            return {str(aid): str(source) for aid, source in rows}
 
     def find_cases(self, term: str) -> list[CaseState]:
         """Cases whose invoice number, accountingInvoiceId or Kravia id is `term`."""
@@ -341,10 +350,8 @@ class StateStore:
         from sqlalchemy import func  # noqa: PLC0415
 
         with self._read() as connection:
-            rows = connection.execute(
-                select(CASES.c.phase, func.count()).group_by(CASES.c.phase)
-            )
-            return {phase: count for phase, count in rows}
+            rows = connection.execute(select(CASES.c.phase, func.count()).group_by(CASES.c.phase))
+            return {str(phase): int(count) for phase, count in rows}
 
     def write_batch(self, cases: Iterable[CaseState], journal: Iterable[JournalEntry]) -> None:
         """One transaction: upsert the cases (in order, last one wins) and append the journal."""
@@ -488,9 +495,11 @@ class StateStore:
         host, pid = this_process()
         holder = f"pid {pid} on {host}"
         with self._write() as connection:
-            row = connection.execute(
-                select(LEASE).where(LEASE.c.name == WRITER_LEASE)
-            ).mappings().first()
+            row = (
+                connection.execute(select(LEASE).where(LEASE.c.name == WRITER_LEASE))
+                .mappings()
+                .first()
+            )
             if row is not None and (row["host"], row["pid"]) != (host, pid):
                 holder_alive = row["host"] != host or _pid_alive(row["pid"])
                 if row["expires_at"] > now and holder_alive:
@@ -513,7 +522,9 @@ class StateStore:
         with self._write() as connection:
             connection.execute(
                 update(LEASE)
-                .where((LEASE.c.name == WRITER_LEASE) & (LEASE.c.host == host) & (LEASE.c.pid == pid))
+                .where(
+                    (LEASE.c.name == WRITER_LEASE) & (LEASE.c.host == host) & (LEASE.c.pid == pid)
+                )
                 .values(expires_at=now + ttl)
             )
 
@@ -528,9 +539,11 @@ class StateStore:
 
     def current_lease(self) -> dict[str, Any] | None:
         with self._read() as connection:
-            row = connection.execute(
-                select(LEASE).where(LEASE.c.name == WRITER_LEASE)
-            ).mappings().first()
+            row = (
+                connection.execute(select(LEASE).where(LEASE.c.name == WRITER_LEASE))
+                .mappings()
+                .first()
+            )
             return None if row is None else dict(row)
 
     def force_unlock(self) -> dict[str, Any] | None:

@@ -1,0 +1,215 @@
+"""Diff one source read against the state store: which records are bad, waiting, new, changed,
+unchanged, and which cases have a next step. No I/O of its own: the stored cases come in, and
+the one check that reads a file (is the invoice copy a PDF?) is passed in as a function.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from kravia_sync.connector import RecordError, SourceRecord
+from kravia_sync.lifecycle import CaseState, Phase, Step
+from kravia_sync.model import InvalidRecordError, Invoice
+from kravia_sync.plan import Change, assess, ineligibility, record_hash, source_id
+from kravia_sync.settings import PolicySettings, SourceConfig
+from kravia_sync.store import QuarantineEntry
+
+__all__ = ["ATTENTION_PHASES", "SETTLING_PHASES", "SETTLING_STEPS", "SourceDiff", "WorkItem"]
+
+# Steps allowed for a case whose invoice is not in this read (gone, or now invalid): only
+# settling a call whose answer was lost. Never register, upload or start it.
+SETTLING_STEPS = frozenset({Step.LOOKUP, Step.VERIFY_UPLOAD, Step.VERIFY_START})
+SETTLING_PHASES = frozenset({Phase.REGISTERING, Phase.UPLOADING, Phase.STARTING})
+ATTENTION_PHASES = frozenset({Phase.REJECTED, Phase.NEEDS_REVIEW})
+FINISHED_PHASES = ATTENTION_PHASES | {Phase.STARTED}
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """A case with (possibly) a next step, and its invoice when the source still has it."""
+
+    case: CaseState
+    invoice: Invoice | None
+    change: Change
+
+
+class SourceDiff:
+    """Feed it every record of one source read with `add`, then call `finish`."""
+
+    def __init__(
+        self,
+        source: SourceConfig,
+        *,
+        known: dict[str, CaseState],
+        owners: dict[str, str],
+        policy: PolicySettings,
+        now: datetime,
+        check_document: Callable[[Invoice], str | None] | None = None,
+    ) -> None:
+        self.source = source
+        self.known = known
+        self.owners = owners
+        self.policy = policy
+        self.now = now
+        self.check_document = check_document
+        self.counts: Counter[str] = Counter()
+        self.quarantine: dict[str, QuarantineEntry] = {}
+        self.updates: list[CaseState] = []
+        self._items: dict[str, WorkItem] = {}
+        self._seen: dict[str, str] = {}  # accountingInvoiceId → record key
+
+    @property
+    def work(self) -> list[WorkItem]:
+        return list(self._items.values())
+
+    def problems(self) -> list[dict[str, str]]:
+        return [
+            {
+                "source": self.source.name,
+                "record": entry.record_key,
+                "field": entry.field,
+                "reason": entry.reason,
+            }
+            for entry in self.quarantine.values()
+            if entry.kind == "invalid"
+        ]
+
+    def _reject(self, entry: QuarantineEntry) -> None:
+        self.quarantine[entry.record_key] = entry
+        self.counts[entry.kind] += 1
+
+    def add(self, record: SourceRecord | RecordError) -> None:
+        self.counts["read"] += 1
+        if isinstance(record, RecordError):
+            self._reject(QuarantineEntry(record.key, "invalid", record.field, record.reason))
+            return
+        aid = source_id(record.fields, self.source.id_prefix)
+        if aid is not None and self._is_duplicate(aid, record.key):
+            return
+        hashed = record_hash(record.fields, record.document is not None)
+        existing = self.known.get(aid) if aid is not None else None
+        if (
+            existing is not None
+            and existing.record_hash == hashed
+            and existing.phase in FINISHED_PHASES
+        ):
+            # Finished and byte-for-byte the same record: nothing to validate or do.
+            self.counts[Change.UNCHANGED.value] += 1
+            if existing.phase in ATTENTION_PHASES:
+                self.counts[existing.phase.value] += 1
+            return
+        invoice = self._validate(record, aid)
+        if invoice is None:
+            return
+        if existing is None and not self._may_register(invoice, record.key):
+            return
+        assessment = assess(
+            invoice,
+            source=self.source.name,
+            record_key=record.key,
+            hashed=hashed,
+            existing=existing,
+            now=self.now,
+        )
+        self.counts[assessment.change.value] += 1
+        if assessment.write:
+            self.updates.append(assessment.case)
+        if assessment.case.phase in ATTENTION_PHASES:
+            self.counts[assessment.case.phase.value] += 1
+        elif assessment.case.phase is not Phase.STARTED:
+            self._items[invoice.accounting_invoice_id] = WorkItem(
+                assessment.case, invoice, assessment.change
+            )
+
+    def _is_duplicate(self, aid: str, key: str) -> bool:
+        """Two records with one accountingInvoiceId: neither new one is sent."""
+        first = self._seen.get(aid)
+        if first is None:
+            self._seen[aid] = key
+            return False
+        reason = f"accountingInvoiceId {aid!r} is used by both {first} and {key}"
+        self._reject(QuarantineEntry(key, "invalid", "accounting_invoice_id", reason, aid))
+        item = self._items.get(aid)
+        if item is not None and item.change is Change.NEW:
+            del self._items[aid]
+            self.counts[Change.NEW.value] -= 1
+            self._reject(QuarantineEntry(first, "invalid", "accounting_invoice_id", reason, aid))
+        return True
+
+    def _validate(self, record: SourceRecord, aid: str | None) -> Invoice | None:
+        number = record.fields.get("invoice_number")
+        try:
+            invoice = Invoice.from_record(
+                record.fields, id_prefix=self.source.id_prefix, document=record.document
+            )
+        except InvalidRecordError as exc:
+            self._reject(
+                QuarantineEntry(
+                    record.key,
+                    "invalid",
+                    exc.field,
+                    exc.reason,
+                    aid,
+                    None if number is None else str(number),
+                )
+            )
+            return None
+        owner = self.owners.get(invoice.accounting_invoice_id)
+        if owner is not None and owner != self.source.name:
+            self._reject(
+                QuarantineEntry(
+                    record.key,
+                    "invalid",
+                    "accounting_invoice_id",
+                    f"accountingInvoiceId {invoice.accounting_invoice_id!r} already belongs to "
+                    f"source {owner!r}; set id_prefix to keep the sources apart",
+                    invoice.accounting_invoice_id,
+                    invoice.invoice_number,
+                )
+            )
+            return None
+        return invoice
+
+    def _may_register(self, invoice: Invoice, key: str) -> bool:
+        """The policy and the invoice copy allow a new invoice to be sent."""
+        waiting = ineligibility(invoice, self.policy, self.now.date())
+        if waiting is not None:
+            field = "due_date" if waiting.startswith("due") else "amount"
+            self._reject(
+                QuarantineEntry(
+                    key,
+                    "waiting",
+                    field,
+                    waiting,
+                    invoice.accounting_invoice_id,
+                    invoice.invoice_number,
+                )
+            )
+            return False
+        if invoice.document is not None and self.check_document is not None:
+            problem = self.check_document(invoice)
+            if problem is not None:
+                self._reject(
+                    QuarantineEntry(
+                        key,
+                        "invalid",
+                        "document",
+                        problem,
+                        invoice.accounting_invoice_id,
+                        invoice.invoice_number,
+                    )
+                )
+                return False
+        return True
+
+    def finish(self) -> None:
+        """After a complete read: count what is gone, and settle lost answers of cases whose
+        invoice is gone or invalid now (they are never sent anything else)."""
+        for aid, case in self.known.items():
+            if aid not in self._seen:
+                self.counts["gone"] += 1
+            if aid not in self._items and case.phase in SETTLING_PHASES:
+                self._items[aid] = WorkItem(case, None, Change.PENDING)

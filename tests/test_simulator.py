@@ -1,0 +1,910 @@
+"""The local Kravia simulator, exercised over real HTTP with httpx."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kravia_sync.simulator import (
+    FIRST_CASE_ID,
+    OPERATIONS,
+    Faults,
+    RunningSimulator,
+    Simulator,
+)
+
+TOKEN = "sim-secret-token"
+CREDITOR = 10759
+PDF = b"%PDF-1.4\n" + bytes(range(256)) + b"\n\r\n%%EOF\n"
+DOTNET_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}")
+TRACE_ID = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-00")
+JSON_TRUE: Any = True
+
+GUIDE_EXAMPLE: dict[str, Any] = {
+    "claimType": "CollectionCase",
+    "creditorId": 10759,
+    "accountingInvoiceId": None,
+    "debtorName": "John Doe",
+    "debtorNumber": "10001",
+    "email": "kevcaballero@gmail.com",
+    "ssn": None,
+    "organizationNumber": None,
+    "isPrivateIndividual": "true",
+    "postalAddress": {
+        "addressAddressLine1": "Karl Johan Gate",
+        "addressPostalCode": "1000",
+        "addressCity": "Oslo",
+        "addressCountryCode": "NO",
+    },
+    "invoiceNo": "20003",
+    "invoiceDate": "2025-01-01",
+    "dueDate": "2025-02-01",
+    "originalAmount": 2250,
+    "currencyCode": "NOK",
+    "description": "Invoice XYZ to collection",
+}
+
+
+def guide_body(**overrides: Any) -> dict[str, Any]:
+    body = copy.deepcopy(GUIDE_EXAMPLE)
+    body.update(overrides)
+    return body
+
+
+def exact_json(value: Any) -> bytes:
+    """JSON with Decimals written as exact numbers (httpx's json= cannot encode them)."""
+
+    def mark(obj: object) -> str:
+        if isinstance(obj, Decimal):
+            return f"@@{obj}@@"
+        raise TypeError(type(obj).__name__)
+
+    return re.sub(r'"@@(-?[0-9.E+-]+)@@"', r"\1", json.dumps(value, default=mark)).encode()
+
+
+def loads(response: httpx.Response) -> Any:
+    return json.loads(response.text, parse_float=Decimal)
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[RunningSimulator]:
+    with RunningSimulator(Simulator(token=TOKEN, creditor_id=CREDITOR)) as served:
+        yield served
+
+
+@pytest.fixture
+def sim(running: RunningSimulator) -> Simulator:
+    running.simulator.reset()
+    return running.simulator
+
+
+@pytest.fixture
+def api(running: RunningSimulator, sim: Simulator) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=running.base_url, headers={"Authorization": TOKEN}, timeout=5) as c:
+        yield c
+
+
+@pytest.fixture
+def control(running: RunningSimulator, sim: Simulator) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=running.root_url, timeout=5) as c:
+        yield c
+
+
+def register(api: httpx.Client, **overrides: Any) -> int:
+    response = api.post(
+        "invoice/register",
+        content=exact_json(guide_body(**overrides)),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    case_id = response.json()["id"]
+    assert isinstance(case_id, int)
+    return case_id
+
+
+def upload(api: httpx.Client, case_id: int, content: bytes = PDF) -> httpx.Response:
+    return api.post(
+        f"invoice/{case_id}/document",
+        params={"type": "Invoice"},
+        files={"file": ("invoice-20003.pdf", content, "application/pdf")},
+    )
+
+
+def start(api: httpx.Client, case_id: int, action: str = "Start") -> httpx.Response:
+    return api.post(
+        f"invoice/{case_id}/action", params={"action": action}, json={"Message": "Go ahead"}
+    )
+
+
+def search(api: httpx.Client, **params: Any) -> dict[str, Any]:
+    query = {"byAscending": "True", "orderBy": 11, "skip": 0, "top": 20, **params}
+    query = {key: value for key, value in query.items() if value is not None}
+    response = api.get("invoice/search", params=query)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = loads(response)
+    return body
+
+
+def assert_validation_problem(response: httpx.Response, *keys: str) -> dict[str, list[str]]:
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["type"] == "https://tools.ietf.org/html/rfc9110#section-15.5.1"
+    assert body["title"] == "One or more validation errors occurred."
+    assert body["status"] == 400
+    assert TRACE_ID.fullmatch(body["traceId"])
+    errors: dict[str, list[str]] = body["errors"]
+    assert set(errors) == set(keys), errors
+    assert all(
+        isinstance(m, list) and m and all(isinstance(s, str) for s in m) for m in errors.values()
+    )
+    return errors
+
+
+def pascal_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key[0].upper() + key[1:]: pascal_keys(item) for key, item in value.items()}
+    return value
+
+
+def _delete(*path: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(body: dict[str, Any]) -> None:
+        target = body
+        for key in path[:-1]:
+            target = target[key]
+        del target[path[-1]]
+
+    return mutate
+
+
+def _set(value: Any, *path: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(body: dict[str, Any]) -> None:
+        target = body
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return mutate
+
+
+def _b2b(org: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(body: dict[str, Any]) -> None:
+        body["isPrivateIndividual"] = "false"
+        body["organizationNumber"] = org
+
+    return mutate
+
+
+INVALID_BODIES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    ("claim-type-missing", _delete("claimType"), "ClaimType"),
+    ("claim-type-wrong", _set("Reminder", "claimType"), "ClaimType"),
+    ("creditor-missing", _delete("creditorId"), "CreditorId"),
+    ("creditor-as-string", _set("10759", "creditorId"), "CreditorId"),
+    ("creditor-not-configured", _set(4242, "creditorId"), "CreditorId"),
+    ("invoice-no-missing", _delete("invoiceNo"), "InvoiceNo"),
+    ("invoice-no-blank", _set("  ", "invoiceNo"), "InvoiceNo"),
+    ("invoice-no-number", _set(20003, "invoiceNo"), "InvoiceNo"),
+    ("invoice-date-missing", _delete("invoiceDate"), "InvoiceDate"),
+    ("invoice-date-norwegian-format", _set("01.01.2025", "invoiceDate"), "InvoiceDate"),
+    ("invoice-date-not-in-calendar", _set("2025-02-30", "invoiceDate"), "InvoiceDate"),
+    ("due-date-missing", _delete("dueDate"), "DueDate"),
+    ("due-date-bad-time", _set("2025-02-01T25:00:00", "dueDate"), "DueDate"),
+    ("due-before-invoice-date", _set("2024-12-31", "dueDate"), "DueDate"),
+    ("amount-missing", _delete("originalAmount"), "OriginalAmount"),
+    ("amount-string", _set("2250", "originalAmount"), "OriginalAmount"),
+    ("amount-boolean", _set(JSON_TRUE, "originalAmount"), "OriginalAmount"),
+    ("amount-zero", _set(0, "originalAmount"), "OriginalAmount"),
+    ("amount-negative", _set(-10.5, "originalAmount"), "OriginalAmount"),
+    ("currency-missing", _delete("currencyCode"), "CurrencyCode"),
+    ("currency-lowercase", _set("nok", "currencyCode"), "CurrencyCode"),
+    ("currency-too-long", _set("NOKK", "currencyCode"), "CurrencyCode"),
+    ("debtor-name-empty", _set("", "debtorName"), "DebtorName"),
+    ("private-flag-missing", _delete("isPrivateIndividual"), "IsPrivateIndividual"),
+    ("private-flag-garbage", _set("yes", "isPrivateIndividual"), "IsPrivateIndividual"),
+    ("address-missing", _delete("postalAddress"), "PostalAddress"),
+    ("address-not-object", _set("Karl Johan Gate 1, Oslo", "postalAddress"), "PostalAddress"),
+    (
+        "address-line1-empty",
+        _set("", "postalAddress", "addressAddressLine1"),
+        "PostalAddress.AddressAddressLine1",
+    ),
+    (
+        "postal-code-missing",
+        _delete("postalAddress", "addressPostalCode"),
+        "PostalAddress.AddressPostalCode",
+    ),
+    ("city-missing", _delete("postalAddress", "addressCity"), "PostalAddress.AddressCity"),
+    (
+        "country-alpha3",
+        _set("NOR", "postalAddress", "addressCountryCode"),
+        "PostalAddress.AddressCountryCode",
+    ),
+    (
+        "address-line2-number",
+        _set(5, "postalAddress", "addressAddressLine2"),
+        "PostalAddress.AddressAddressLine2",
+    ),
+    ("b2b-without-org-number", _b2b(None), "OrganizationNumber"),
+    ("b2b-org-number-8-digits", _b2b("12345678"), "OrganizationNumber"),
+    ("b2b-org-number-with-spaces", _b2b("923 609 016"), "OrganizationNumber"),
+    ("email-number", _set(5, "email"), "Email"),
+    ("accounting-id-number", _set(42, "accountingInvoiceId"), "AccountingInvoiceId"),
+]
+
+
+class TestRegister:
+    def test_guide_example_registers(self, api: httpx.Client, sim: Simulator) -> None:
+        """The guide's example body (creditorId 10759) is accepted with an integer id."""
+        response = api.post("invoice/register", json=guide_body())
+        assert response.status_code == 200
+        body = response.json()
+        assert isinstance(body["id"], int)
+        assert body["id"] >= FIRST_CASE_ID
+        assert body == {
+            "id": body["id"],
+            "invoiceNo": "20003",
+            "accountingInvoiceId": None,
+            "status": "Registered",
+        }
+        assert [case["id"] for case in sim.cases()] == [body["id"]]
+
+    def test_ids_increase(self, api: httpx.Client) -> None:
+        """Each registration gets a larger integer id than the one before."""
+        first = register(api, invoiceNo="1")
+        second = register(api, invoiceNo="2")
+        assert second > first
+
+    def test_same_accounting_id_twice_makes_two_cases(
+        self, api: httpx.Client, sim: Simulator
+    ) -> None:
+        """Register is not idempotent: the same accountingInvoiceId twice gives two cases."""
+        first = register(api, accountingInvoiceId="ACC-1")
+        second = register(api, accountingInvoiceId="ACC-1")
+        assert first != second
+        assert [case["accountingInvoiceId"] for case in sim.cases()] == ["ACC-1", "ACC-1"]
+
+    @pytest.mark.parametrize(
+        ("mutate", "key"),
+        [pytest.param(mutate, key, id=name) for name, mutate, key in INVALID_BODIES],
+    )
+    def test_validation_rule(
+        self, api: httpx.Client, sim: Simulator, mutate: Callable[[dict[str, Any]], None], key: str
+    ) -> None:
+        """Each broken rule answers 400 with exactly that PascalCase error key and no case."""
+        body = guide_body()
+        mutate(body)
+        assert_validation_problem(api.post("invoice/register", json=body), key)
+        assert sim.cases() == []
+
+    def test_string_amount_message_is_system_text_json(self, api: httpx.Client) -> None:
+        """A string amount is refused with System.Text.Json's conversion message."""
+        response = api.post("invoice/register", json=guide_body(originalAmount="2250"))
+        errors = assert_validation_problem(response, "OriginalAmount")
+        assert errors["OriginalAmount"] == [
+            "The JSON value could not be converted to System.Decimal."
+        ]
+
+    def test_required_message_is_aspnet(self, api: httpx.Client) -> None:
+        """A missing invoiceNo reads exactly like ASP.NET's [Required] message."""
+        body = guide_body()
+        del body["invoiceNo"]
+        errors = assert_validation_problem(api.post("invoice/register", json=body), "InvoiceNo")
+        assert errors["InvoiceNo"] == ["The InvoiceNo field is required."]
+
+    def test_all_errors_reported_at_once(self, api: httpx.Client) -> None:
+        """An empty object reports every required field in one answer."""
+        assert_validation_problem(
+            api.post("invoice/register", json={}),
+            "ClaimType",
+            "CreditorId",
+            "InvoiceNo",
+            "InvoiceDate",
+            "DueDate",
+            "OriginalAmount",
+            "CurrencyCode",
+            "DebtorName",
+            "IsPrivateIndividual",
+            "PostalAddress",
+        )
+
+    @pytest.mark.parametrize(
+        "content",
+        [b'{"claimType": "CollectionCase",', b"", b"[1, 2]", b'{"originalAmount": NaN}'],
+        ids=["truncated", "empty", "array", "nan"],
+    )
+    def test_malformed_json_is_a_problem(self, api: httpx.Client, content: bytes) -> None:
+        """Malformed or non-object JSON answers 400 with a problem body keyed `$`."""
+        response = api.post(
+            "invoice/register", content=content, headers={"Content-Type": "application/json"}
+        )
+        assert_validation_problem(response, "$")
+
+    def test_non_json_content_type_is_refused(self, api: httpx.Client) -> None:
+        """A register body that is not declared as JSON answers 415."""
+        response = api.post(
+            "invoice/register",
+            content=json.dumps(guide_body()).encode(),
+            headers={"Content-Type": "text/plain"},
+        )
+        assert response.status_code == 415
+        assert response.json()["status"] == 415
+
+    def test_property_names_case_insensitive(self, api: httpx.Client, sim: Simulator) -> None:
+        """PascalCase and upper-case property names are matched like ASP.NET does."""
+        register_pascal = api.post("invoice/register", json=pascal_keys(guide_body()))
+        assert register_pascal.status_code == 200, register_pascal.text
+        upper = {key.upper(): value for key, value in guide_body(invoiceNo="UP").items()}
+        register_upper = api.post("invoice/register", json=upper)
+        assert register_upper.status_code == 200, register_upper.text
+        assert [case["invoiceNo"] for case in sim.cases()] == ["20003", "UP"]
+
+    def test_accepted_variants(self, api: httpx.Client, sim: Simulator) -> None:
+        """Datetime dates, a JSON boolean flag, B2B with org number and unknown keys are accepted."""
+        register(
+            api,
+            invoiceDate="2025-01-01T00:00:00",
+            dueDate="2025-02-01T12:30:00",
+            isPrivateIndividual=False,
+            organizationNumber="923609016",
+            originalAmount=2250.5,
+            somethingKraviaIgnores={"x": 1},
+            postalAddress={**GUIDE_EXAMPLE["postalAddress"], "addressAddressLine2": "Bak gården"},
+        )
+        assert sim.cases()[0]["originalAmount"] == Decimal("2250.5")
+
+    def test_amount_kept_exactly(self, api: httpx.Client) -> None:
+        """A decimal amount comes back as the exact same JSON number (no float rounding)."""
+        response = api.post(
+            "invoice/register",
+            content=json.dumps(guide_body()).replace("2250", "2250.10").encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 200
+        raw = api.get("invoice/search").text
+        assert '"originalAmount":2250.10' in raw
+        assert '"remainingAmount":2250.10' in raw
+
+
+class TestAuth:
+    @pytest.mark.parametrize(
+        "headers",
+        [{}, {"Authorization": "wrong"}, {"Authorization": f"Bearer {TOKEN}"}],
+        ids=["missing", "wrong", "bearer-scheme"],
+    )
+    def test_bad_token_is_401(
+        self, running: RunningSimulator, sim: Simulator, headers: dict[str, str]
+    ) -> None:
+        """Anything but the exact raw token answers 401 with a problem body and creates nothing."""
+        with httpx.Client(base_url=running.base_url, headers=headers) as client:
+            responses = [
+                client.post("invoice/register", json=guide_body()),
+                client.get("invoice/search"),
+                client.get(f"invoice/{FIRST_CASE_ID}/details"),
+            ]
+        for response in responses:
+            assert response.status_code == 401
+            assert response.json()["status"] == 401
+            assert "errors" not in response.json()
+        assert sim.cases() == []
+        calls = sim.calls()
+        assert calls["register"] == {"401": 1}
+        assert calls["processed"]["register"] == 0
+
+
+class TestDocuments:
+    def test_multipart_pdf_stored_byte_for_byte(
+        self, api: httpx.Client, control: httpx.Client, sim: Simulator
+    ) -> None:
+        """A multipart `file` part is stored exactly, with size and sha256."""
+        case_id = register(api)
+        response = upload(api, case_id)
+        assert response.status_code == 200
+        assert isinstance(response.json()["id"], int)
+        assert control.get(f"/_sim/cases/{case_id}/documents/0").content == PDF
+        (document,) = sim.cases()[0]["documents"]
+        assert document["size"] == len(PDF)
+        assert document["sha256"] == hashlib.sha256(PDF).hexdigest()
+        assert document["fileName"] == "invoice-20003.pdf"
+        assert sim.document_bytes(case_id, 0) == PDF
+
+    def test_guide_json_base64_form_accepted(self, api: httpx.Client, sim: Simulator) -> None:
+        """The guide's literal form (multipart header, JSON base64 body) is accepted too."""
+        case_id = register(api)
+        response = api.post(
+            f"invoice/{case_id}/document",
+            params={"type": "Invoice"},
+            content=json.dumps({"file": base64.b64encode(PDF).decode()}).encode(),
+            headers={"Content-Type": "multipart/form-data"},
+        )
+        assert response.status_code == 200, response.text
+        assert sim.document_bytes(case_id, 0) == PDF
+
+    @pytest.mark.parametrize(
+        ("content", "field"),
+        [(b"PK\x03\x04 not a pdf", "file"), (b"", "file"), (PDF, "attachment")],
+        ids=["zip", "empty", "wrong-part-name"],
+    )
+    def test_non_pdf_refused(
+        self, api: httpx.Client, sim: Simulator, content: bytes, field: str
+    ) -> None:
+        """Anything but PDF bytes in a part named `file` answers 400 (File) and stores nothing."""
+        case_id = register(api)
+        response = api.post(
+            f"invoice/{case_id}/document",
+            params={"type": "Invoice"},
+            files={field: ("x.pdf", content, "application/pdf")},
+        )
+        assert_validation_problem(response, "File")
+        assert sim.cases()[0]["documents"] == []
+
+    def test_bad_base64_refused(self, api: httpx.Client) -> None:
+        """A JSON body whose file is not base64 answers 400 (File)."""
+        case_id = register(api)
+        response = api.post(
+            f"invoice/{case_id}/document", params={"type": "Invoice"}, json={"file": "%%%"}
+        )
+        assert_validation_problem(response, "File")
+
+    @pytest.mark.parametrize("params", [{"type": "Receipt"}, {}], ids=["other-type", "no-type"])
+    def test_type_must_be_invoice(self, api: httpx.Client, params: dict[str, str]) -> None:
+        """The `type` query parameter must be Invoice."""
+        case_id = register(api)
+        response = api.post(
+            f"invoice/{case_id}/document",
+            params=params,
+            files={"file": ("x.pdf", PDF, "application/pdf")},
+        )
+        assert_validation_problem(response, "Type")
+
+    def test_unknown_case_404(self, api: httpx.Client) -> None:
+        """A document for an unknown case answers 404."""
+        assert upload(api, 999).status_code == 404
+
+
+class TestActions:
+    def test_start_then_start_again(self, api: httpx.Client, sim: Simulator) -> None:
+        """Start succeeds once; a second Start answers 400 with ASP.NET's Action message."""
+        case_id = register(api)
+        first = start(api, case_id)
+        assert first.status_code == 200
+        assert first.json() == {"success": True}
+        assert sim.cases()[0]["status"] == "CollectionStarted"
+        assert sim.cases()[0]["started"] is True
+        errors = assert_validation_problem(start(api, case_id), "Action")
+        assert errors["Action"] == ["Action Start is not available for this invoice."]
+        assert sim.calls()["processed"]["action"] == 1
+
+    def test_guide_multipart_header_with_json_body(self, api: httpx.Client) -> None:
+        """The guide's literal Start call (multipart header, JSON body) is accepted."""
+        case_id = register(api)
+        response = api.post(
+            f"invoice/{case_id}/action",
+            params={"action": "Start"},
+            content=b'{"Message":"Confirming invoice action"}',
+            headers={"Content-Type": "multipart/form-data"},
+        )
+        assert response.status_code == 200, response.text
+
+    @pytest.mark.parametrize("action", ["Pause", "start"])
+    def test_unknown_action_400(self, api: httpx.Client, action: str) -> None:
+        """Actions other than Start answer 400 (Action)."""
+        case_id = register(api)
+        assert_validation_problem(start(api, case_id, action), "Action")
+
+    def test_unknown_case_404(self, api: httpx.Client) -> None:
+        """Start on an unknown case answers 404."""
+        assert start(api, 12345).status_code == 404
+
+
+class TestSearch:
+    def test_filter_paging_and_order(self, api: httpx.Client) -> None:
+        """lastUpdatedTime filters inclusively; skip/top page; both orders are served."""
+        ids = [register(api, invoiceNo=str(n)) for n in range(5)]
+        everything = search(api)
+        assert everything["totalCount"] == 5
+        assert [item["id"] for item in everything["items"]] == ids
+        times = [item["lastUpdatedTime"] for item in everything["items"]]
+        assert all(DOTNET_TIME.fullmatch(t) for t in times)
+        assert times == sorted(times)
+        assert len(set(times)) == 5
+
+        since = search(api, lastUpdatedTime=times[2])
+        assert [item["id"] for item in since["items"]] == ids[2:]
+        assert since["totalCount"] == 3
+
+        pages = [search(api, top=2, skip=skip) for skip in (0, 2, 4)]
+        assert [[item["id"] for item in page["items"]] for page in pages] == [
+            ids[0:2],
+            ids[2:4],
+            ids[4:],
+        ]
+        assert {page["totalCount"] for page in pages} == {5}
+
+        descending = search(api, byAscending="False", lastUpdatedTime=times[1])
+        assert [item["id"] for item in descending["items"]] == ids[:0:-1]
+
+    def test_seven_digit_cursor_is_exact(self, api: httpx.Client) -> None:
+        """A cursor one 100-ns tick after a case's time excludes it; the exact time includes it."""
+        case_id = register(api)
+        stamp = search(api)["items"][0]["lastUpdatedTime"]
+        moment = datetime.strptime(stamp[:26], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
+        assert stamp.endswith("0")
+        later = stamp[:-1] + "1"
+        assert [item["id"] for item in search(api, lastUpdatedTime=stamp)["items"]] == [case_id]
+        assert search(api, lastUpdatedTime=later)["items"] == []
+        earlier = (moment - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S")
+        assert search(api, lastUpdatedTime=earlier)["totalCount"] == 1
+
+    def test_mutation_moves_case_to_the_end(self, api: httpx.Client) -> None:
+        """A document upload updates lastUpdatedTime, so the case sorts last."""
+        first = register(api, invoiceNo="A")
+        second = register(api, invoiceNo="B")
+        assert upload(api, first).status_code == 200
+        assert [item["id"] for item in search(api)["items"]] == [second, first]
+
+    def test_summary_shape(self, api: httpx.Client) -> None:
+        """A search item carries exactly the summary fields, amounts as exact numbers."""
+        register(api, accountingInvoiceId="ACC-7")
+        (item,) = search(api)["items"]
+        assert set(item) == {
+            "id",
+            "invoiceNo",
+            "accountingInvoiceId",
+            "status",
+            "currencyCode",
+            "originalAmount",
+            "remainingAmount",
+            "lastUpdatedTime",
+        }
+        assert item["originalAmount"] == Decimal(2250)
+        assert item["remainingAmount"] == Decimal(2250)
+        assert item["status"] == "Registered"
+
+    def test_top_is_capped_at_100(self, api: httpx.Client) -> None:
+        """top above 100 is served as 100; totalCount tells the full size."""
+        for n in range(101):
+            register(api, invoiceNo=str(n))
+        page = search(api, top=500)
+        assert len(page["items"]) == 100
+        assert page["totalCount"] == 101
+        assert len(search(api, skip=100, top=100)["items"]) == 1
+        assert len(search(api, top=None)["items"]) == 20  # default page size
+
+    @pytest.mark.parametrize(
+        ("params", "key"),
+        [
+            ({"lastUpdatedTime": "yesterday"}, "LastUpdatedTime"),
+            ({"lastUpdatedTime": "2025-02-30T00:00:00"}, "LastUpdatedTime"),
+            ({"top": 0}, "Top"),
+            ({"skip": -1}, "Skip"),
+            ({"byAscending": "maybe"}, "ByAscending"),
+            ({"orderBy": 3}, "OrderBy"),
+        ],
+    )
+    def test_bad_parameters_400(self, api: httpx.Client, params: dict[str, Any], key: str) -> None:
+        """Invalid query parameters answer 400 with the parameter's PascalCase key."""
+        query = {"byAscending": "True", "orderBy": 11, "skip": 0, "top": 20, **params}
+        assert_validation_problem(api.get("invoice/search", params=query), key)
+
+
+class TestDetails:
+    def test_details_shape(self, api: httpx.Client) -> None:
+        """Details carry documents, available actions and a timeline that follow the case."""
+        case_id = register(api, accountingInvoiceId="ACC-9")
+        before = api.get(f"invoice/{case_id}/details").json()
+        assert before["availableActions"] == ["Start"]
+        assert before["documents"] == []
+        assert upload(api, case_id).status_code == 200
+        assert start(api, case_id).status_code == 200
+        response = api.get(f"invoice/{case_id}/details")
+        assert response.status_code == 200
+        details = loads(response)
+        assert set(details) == {
+            "id",
+            "invoiceNo",
+            "accountingInvoiceId",
+            "status",
+            "originalAmount",
+            "remainingAmount",
+            "currencyCode",
+            "debtorName",
+            "documents",
+            "availableActions",
+            "lastUpdatedTime",
+            "timeline",
+        }
+        assert details["id"] == case_id
+        assert details["accountingInvoiceId"] == "ACC-9"
+        assert details["status"] == "CollectionStarted"
+        assert details["availableActions"] == []
+        assert details["debtorName"] == "John Doe"
+        assert details["originalAmount"] == details["remainingAmount"] == Decimal(2250)
+        (document,) = details["documents"]
+        assert set(document) == {"id", "type", "fileName", "size"}
+        assert document["type"] == "Invoice"
+        assert document["size"] == len(PDF)
+        assert [entry["event"] for entry in details["timeline"]] == [
+            "Registered",
+            "Document added (Invoice)",
+            "Collection started: Go ahead",
+        ]
+        assert details["timeline"][-1]["time"] == details["lastUpdatedTime"]
+
+    def test_unknown_case_404(self, api: httpx.Client) -> None:
+        """Details of an unknown case answer 404 with a problem body."""
+        response = api.get("invoice/1/details")
+        assert response.status_code == 404
+        assert response.json()["status"] == 404
+
+
+class TestFaults:
+    def test_rate_limit_with_retry_after_variants(self, api: httpx.Client, sim: Simulator) -> None:
+        """429 answers carry every Retry-After variant (and none), and nothing is processed."""
+        sim.faults = Faults(rate_limit_429=1.0, seed=7)
+        seen: set[str | None] = set()
+        for _ in range(60):
+            response = api.post("invoice/register", json=guide_body())
+            assert response.status_code == 429
+            value = response.headers.get("Retry-After")
+            if value is not None and not value.lstrip("-").isdigit() and value != "soon":
+                when = parsedate_to_datetime(value)
+                assert timedelta(0) < when - datetime.now(UTC) <= timedelta(seconds=2)
+                value = "<http-date>"
+            seen.add(value)
+        assert seen == {None, "1", "0", "-3", "soon", "<http-date>"}
+        assert sim.cases() == []
+        assert sim.calls()["register"] == {"429": 60}
+        assert sim.calls()["processed"]["register"] == 0
+
+    def test_server_errors(self, api: httpx.Client, sim: Simulator) -> None:
+        """error_5xx answers 500, 502 and 503 before processing anything."""
+        sim.faults = Faults(error_5xx=1.0, seed=3)
+        statuses = {api.post("invoice/register", json=guide_body()).status_code for _ in range(30)}
+        assert statuses == {500, 502, 503}
+        assert sim.cases() == []
+        assert set(sim.calls()["register"]) == {"500", "502", "503"}
+
+    def test_timeout_still_applies(self, running: RunningSimulator, sim: Simulator) -> None:
+        """A client that gives up on a slow call sees ReadTimeout, yet the case is created."""
+        sim.faults = Faults(timeout=1.0, timeout_delay_s=0.4)
+        with (
+            httpx.Client(base_url=running.base_url, headers={"Authorization": TOKEN}) as client,
+            pytest.raises(httpx.ReadTimeout),
+        ):
+            client.post("invoice/register", json=guide_body(), timeout=0.1)
+        deadline = time.monotonic() + 3
+        while not sim.cases() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(sim.cases()) == 1
+        assert sim.calls()["processed"]["register"] == 1
+
+    def test_drop_after_commit_register(self, api: httpx.Client, sim: Simulator) -> None:
+        """A dropped register answer raises a protocol error, yet the case exists."""
+        sim.faults = Faults(drop_after_commit=1.0)
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            api.post("invoice/register", json=guide_body())
+        assert len(sim.cases()) == 1
+        assert sim.calls()["register"] == {"0": 1}
+        assert sim.calls()["processed"]["register"] == 1
+
+    def test_drop_after_commit_document_and_action(self, api: httpx.Client, sim: Simulator) -> None:
+        """Dropped document and Start answers still apply their effects."""
+        case_id = register(api)
+        sim.faults = Faults(drop_after_commit=1.0, operations=("document", "action"))
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            upload(api, case_id)
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            start(api, case_id)
+        (case,) = sim.cases()
+        assert case["started"] is True
+        assert len(case["documents"]) == 1
+
+    def test_drop_spares_reads_and_refusals(self, api: httpx.Client, sim: Simulator) -> None:
+        """Reads and refused calls are answered in full even with drop_after_commit=1."""
+        sim.faults = Faults(drop_after_commit=1.0)
+        assert api.get("invoice/search").status_code == 200
+        assert api.post("invoice/register", json={}).status_code == 400
+
+    def test_operations_filter(self, api: httpx.Client, sim: Simulator) -> None:
+        """Faults only hit the listed operations."""
+        case_id = register(api)
+        sim.faults = Faults(error_5xx=1.0, operations=("register",))
+        assert api.get(f"invoice/{case_id}/details").status_code == 200
+        assert api.post("invoice/register", json=guide_body()).status_code >= 500
+
+    def test_latency(self, api: httpx.Client, sim: Simulator) -> None:
+        """latency_ms delays every call by at least that long."""
+        sim.faults = Faults(latency_ms=150)
+        began = time.monotonic()
+        assert api.get("invoice/search").status_code == 200
+        assert time.monotonic() - began >= 0.15
+
+    def test_seed_reproducible_over_http(self, api: httpx.Client, control: httpx.Client) -> None:
+        """The same seed set over /_sim/faults gives the same sequence of outcomes."""
+        settings = {"error_5xx": 0.4, "rate_limit_429": 0.3, "seed": 42}
+        runs = []
+        for _ in range(2):
+            assert control.put("/_sim/faults", json=settings).status_code == 200
+            runs.append([api.get("invoice/search").status_code for _ in range(30)])
+        assert runs[0] == runs[1]
+        assert {200, 429} <= set(runs[0])
+        assert any(status >= 500 for status in runs[0])
+
+    def test_faults_endpoint_validates(self, control: httpx.Client, sim: Simulator) -> None:
+        """/_sim/faults refuses unknown keys and bad values, and echoes what it accepted."""
+        assert control.put("/_sim/faults", json={"error_5xx": 2}).status_code == 400
+        assert control.put("/_sim/faults", json={"explode": 1}).status_code == 400
+        assert control.put("/_sim/faults", json=[1]).status_code == 400
+        assert control.put("/_sim/faults", json={"operations": ["pay"]}).status_code == 400
+        accepted = control.put("/_sim/faults", json={"timeout": 0.5, "operations": ["search"]})
+        assert accepted.status_code == 200
+        assert accepted.json()["timeout"] == 0.5
+        assert sim.faults.operations == ("search",)
+        assert control.get("/_sim/faults").json() == sim.faults.to_dict()
+
+    def test_faults_dict_round_trip(self) -> None:
+        """Faults.from_dict(to_dict()) is the identity; bad input raises."""
+        faults = Faults(latency_ms=5, error_5xx=0.1, seed=9, operations=("register", "search"))
+        assert Faults.from_dict(faults.to_dict()) == faults
+        assert Faults().operations == OPERATIONS
+        with pytest.raises(ValueError, match="unknown"):
+            Faults.from_dict({"nope": 1})
+        with pytest.raises(ValueError, match="share"):
+            Faults.from_dict({"timeout": 1.5})
+        with pytest.raises(TypeError):
+            Faults.from_dict({"timeout": True})
+
+
+class TestControl:
+    def test_cases_endpoint(self, api: httpx.Client, control: httpx.Client, sim: Simulator) -> None:
+        """/_sim/cases shows every case with the body as received and document hashes."""
+        body = pascal_keys(guide_body(accountingInvoiceId="ACC-1"))
+        response = api.post("invoice/register", json=body)
+        case_id = response.json()["id"]
+        upload(api, case_id)
+        start(api, case_id)
+        (case,) = loads(control.get("/_sim/cases"))
+        assert case == sim.cases()[0]
+        assert case["id"] == case_id
+        assert case["body"] == body
+        assert case["started"] is True
+        assert case["status"] == "CollectionStarted"
+        (document,) = case["documents"]
+        assert document["sha256"] == hashlib.sha256(PDF).hexdigest()
+        assert "content" not in document
+        assert datetime.fromisoformat(case["created"]).tzinfo is not None
+        assert case["updated"] > case["created"]
+
+    def test_document_endpoint_404(self, api: httpx.Client, control: httpx.Client) -> None:
+        """A missing document index or case answers 404."""
+        case_id = register(api)
+        assert control.get(f"/_sim/cases/{case_id}/documents/0").status_code == 404
+        assert control.get("/_sim/cases/1/documents/0").status_code == 404
+
+    def test_calls_endpoint(self, api: httpx.Client, control: httpx.Client, sim: Simulator) -> None:
+        """/_sim/calls counts every API call by operation and status, plus processed ones."""
+        case_id = register(api)
+        api.post("invoice/register", json={})
+        upload(api, case_id)
+        start(api, case_id)
+        api.get("invoice/search")
+        api.get(f"invoice/{case_id}/details")
+        api.get("invoice/5/details")
+        calls = control.get("/_sim/calls").json()
+        assert calls == sim.calls()
+        assert calls == {
+            "total": 7,
+            "register": {"200": 1, "400": 1},
+            "document": {"200": 1},
+            "action": {"200": 1},
+            "search": {"200": 1},
+            "details": {"200": 1, "404": 1},
+            "processed": {"register": 1, "document": 1, "action": 1, "search": 1, "details": 1},
+        }
+
+    def test_reset(self, api: httpx.Client, control: httpx.Client, sim: Simulator) -> None:
+        """POST /_sim/reset clears cases, counters and faults."""
+        register(api)
+        sim.faults = Faults(latency_ms=1)
+        assert control.post("/_sim/reset").status_code == 200
+        assert sim.cases() == []
+        assert sim.calls()["total"] == 0
+        assert sim.faults == Faults()
+
+
+class TestPersistence:
+    def test_data_file_survives_restart(self, tmp_path: Path) -> None:
+        """A second Simulator on the same data file sees the first one's cases and bytes."""
+        data_file = tmp_path / "state" / "simulator.json"
+        first_sim = Simulator(token=TOKEN, data_file=data_file)
+        with (
+            RunningSimulator(first_sim) as served,
+            httpx.Client(base_url=served.base_url, headers={"Authorization": TOKEN}) as client,
+        ):
+            case_id = register(client, originalAmount=Decimal("99.90"))
+            assert upload(client, case_id).status_code == 200
+            assert start(client, case_id).status_code == 200
+        assert data_file.exists()
+        assert [path.name for path in data_file.parent.iterdir()] == ["simulator.json"]
+
+        second_sim = Simulator(token=TOKEN, data_file=data_file)
+        assert second_sim.cases() == first_sim.cases()
+        assert second_sim.document_bytes(case_id, 0) == PDF
+        with (
+            RunningSimulator(second_sim) as served,
+            httpx.Client(base_url=served.base_url, headers={"Authorization": TOKEN}) as client,
+        ):
+            next_id = register(client)
+            assert next_id == case_id + 1
+            items = search(client)["items"]
+            assert [item["id"] for item in items] == [case_id, next_id]
+            assert items[0]["originalAmount"] == Decimal("99.90")
+            assert items[0]["status"] == "CollectionStarted"
+            assert start(client, case_id).status_code == 400
+
+    def test_missing_file_starts_empty(self, tmp_path: Path) -> None:
+        """A data file that does not exist yet means an empty simulator."""
+        assert Simulator(token=TOKEN, data_file=tmp_path / "new.json").cases() == []
+
+    def test_corrupt_file_refused(self, tmp_path: Path) -> None:
+        """A data file that is not the simulator's raises ValueError at start."""
+        data_file = tmp_path / "bad.json"
+        data_file.write_text('{"cases": "nope"}')
+        with pytest.raises(ValueError, match="not a simulator data file"):
+            Simulator(token=TOKEN, data_file=data_file)
+
+
+class TestServing:
+    def test_urls_and_clean_stop(self) -> None:
+        """base_url ends with /api/v2/; after exit the port no longer accepts connections."""
+        with RunningSimulator(Simulator(token=TOKEN)) as served:
+            assert served.base_url == served.root_url + "/api/v2/"
+            assert served.root_url.startswith("http://127.0.0.1:")
+            assert httpx.get(served.root_url + "/_sim/calls").status_code == 200
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(served.root_url + "/_sim/calls", timeout=1)
+
+    def test_serve_blocking_entry_point(self) -> None:
+        """serve() runs a simulator until interrupted (the CLI's `simulate` path)."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        code = (
+            "from kravia_sync.simulator import Faults, serve\n"
+            f"serve(host='127.0.0.1', port={port}, token='t', creditor_id=None,"
+            " faults=Faults(), data_file=None)\n"
+        )
+        process = subprocess.Popen([sys.executable, "-c", code])
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    response = httpx.get(f"http://127.0.0.1:{port}/_sim/calls", timeout=1)
+                    break
+                except httpx.TransportError:
+                    assert process.poll() is None, "serve() exited early"
+                    assert time.monotonic() < deadline, "serve() did not start"
+                    time.sleep(0.05)
+            assert response.json()["total"] == 0
+            unauthorised = httpx.get(f"http://127.0.0.1:{port}/api/v2/invoice/search")
+            assert unauthorised.status_code == 401
+        finally:
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=10) == 0
