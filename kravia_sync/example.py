@@ -33,7 +33,7 @@ path = "state/kravia-sync.db"    # SQLite; WAL mode, synchronous=FULL
 # retries_per_pass = 4           # transient failures retried within one pass
 # max_inline_wait_seconds = 30   # longer waits are left to the next pass
 # settle_seconds = 120           # after a lost answer, wait this long before looking it up
-# max_lookups = 8                # failed look-ups before a case is parked for review
+# max_lookups = 12               # failed look-ups before a case is parked for review
 
 [log]
 format = "auto"                  # "auto": readable on a terminal, JSON otherwise

@@ -60,6 +60,7 @@ REGISTER_ID_KEYS = ("id", "invoiceId", "Id", "InvoiceId")
 SEARCH_ITEMS_KEYS = ("items", "Items", "data", "result", "results", "value")
 # ASSUMED: `lastUpdatedTime` is UTC (the guide's example carries no zone).
 SEARCH_PAGE_SIZE = 100
+SEARCH_PAGE_OVERLAP = 10  # consecutive pages overlap by this many items (see search)
 # ASSUMED: details report documents under `documents` (each with a `type`) and what can still
 # be done under `availableActions`; `Start` disappears from it once collection has started.
 DETAILS_DOCUMENTS_KEY = "documents"
@@ -418,35 +419,57 @@ class KraviaClient:
             raise KraviaError(Failure.TRANSIENT, f"unrecognised details answer: {str(body)[:200]}")
         return body
 
-    async def search_updated_since(self, since: datetime) -> list[SearchItem]:
-        """Every case updated at or after `since`, following the offset paging to the end."""
+    async def search_updated_since(
+        self, since: datetime, *, page_retries: int = 3, retry_base: float = 0.2
+    ) -> list[SearchItem]:
+        """Every case updated at or after `since`, following the offset paging to the end.
+
+        Consecutive pages overlap by SEARCH_PAGE_OVERLAP items, and results are de-duplicated
+        by id: a case updated while we page moves to the end of the ordering, and without the
+        overlap would shift another case past a page edge unseen. A page that fails
+        transiently is read again (reads change nothing) up to `page_retries` times.
+        """
         found: dict[int, SearchItem] = {}
         skip = 0
         while True:
-            response = await self._call(
-                "search",
-                "GET",
-                SEARCH_PATH,
-                creates=False,
-                params={
-                    "byAscending": "True",
-                    "lastUpdatedTime": format_dotnet_time(since),
-                    "orderBy": SEARCH_ORDER_BY_LAST_UPDATED,
-                    "skip": skip,
-                    "top": SEARCH_PAGE_SIZE,
-                },
-            )
-            try:
-                items = _search_items(response.json())
-            except ValueError as exc:
-                raise KraviaError(Failure.TRANSIENT, str(exc)) from None
+            items = await self._search_page(since, skip, retries=page_retries, base=retry_base)
             for item in items:
                 parsed = _search_item(item)
                 if parsed is not None:
-                    found[parsed.kravia_id] = parsed  # pages may overlap: de-duplicate by id
+                    found[parsed.kravia_id] = parsed
             if len(items) < SEARCH_PAGE_SIZE:
                 return list(found.values())
-            skip += len(items)
+            skip += len(items) - SEARCH_PAGE_OVERLAP
+
+    async def _search_page(
+        self, since: datetime, skip: int, *, retries: int, base: float
+    ) -> list[dict[str, Any]]:
+        attempt = 0
+        while True:
+            try:
+                response = await self._call(
+                    "search",
+                    "GET",
+                    SEARCH_PATH,
+                    creates=False,
+                    params={
+                        "byAscending": "True",
+                        "lastUpdatedTime": format_dotnet_time(since),
+                        "orderBy": SEARCH_ORDER_BY_LAST_UPDATED,
+                        "skip": skip,
+                        "top": SEARCH_PAGE_SIZE,
+                    },
+                )
+                return _search_items(response.json())
+            except (KraviaError, ValueError) as exc:
+                failure = exc.failure if isinstance(exc, KraviaError) else Failure.TRANSIENT
+                if failure is Failure.AUTH or attempt >= retries:
+                    if isinstance(exc, KraviaError):
+                        raise
+                    raise KraviaError(Failure.TRANSIENT, str(exc)) from None
+                hint = exc.retry_after if isinstance(exc, KraviaError) else None
+                await asyncio.sleep(hint or backoff_delay(attempt, base=base, cap=5.0))
+                attempt += 1
 
     async def check_token(self) -> None:
         """A cheap authenticated read; raises KraviaError(AUTH) for a bad token."""

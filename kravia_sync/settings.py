@@ -89,7 +89,7 @@ class RetrySettings(_Section):
     retries_per_pass: int = Field(default=4, ge=0)
     max_inline_wait_seconds: float = Field(default=30.0, ge=0)
     settle_seconds: float = Field(default=120.0, ge=0)
-    max_lookups: int = Field(default=8, ge=1)
+    max_lookups: int = Field(default=12, ge=1)
 
 
 class StateSettings(_Section):
@@ -133,6 +133,15 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     sources: list[SourceConfig] = Field(default_factory=list)
     base_dir: Path = Field(default=Path(), exclude=True)
+
+    @field_validator("kravia_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _sources_keep_ids_apart(self) -> Settings:

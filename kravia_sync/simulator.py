@@ -1,4 +1,3 @@
-# Copyright (c) 2026 the kravia-sync authors. MIT licence.
 """A strict local Kravia simulator: a real HTTP server with the same contract as the real API.
 
 Used by tests, benchmarks and the demo (`kravia-sync simulate`). It implements the calls
@@ -392,8 +391,8 @@ def _bool_field(errors: _Errors, key: str, value: object) -> bool | None:
         return None
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in {"true", "false"}:
-        return value.strip().lower() == "true"
+    if value in {"true", "false"}:  # the guide sends the flag as a lower-case string
+        return value == "true"
     errors.add(key, _CONVERT.format("System.Boolean"))
     return None
 

@@ -218,6 +218,7 @@ INVALID_BODIES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("debtor-name-empty", _set("", "debtorName"), "DebtorName"),
     ("private-flag-missing", _delete("isPrivateIndividual"), "IsPrivateIndividual"),
     ("private-flag-garbage", _set("yes", "isPrivateIndividual"), "IsPrivateIndividual"),
+    ("private-flag-capitalised", _set("True", "isPrivateIndividual"), "IsPrivateIndividual"),
     ("address-missing", _delete("postalAddress"), "PostalAddress"),
     ("address-not-object", _set("Karl Johan Gate 1, Oslo", "postalAddress"), "PostalAddress"),
     (

@@ -1,0 +1,257 @@
+"""End to end over real HTTP: a folder of invoices into the Kravia simulator, exactly once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from support import (
+    Sim,
+    cases_by_accounting_id,
+    invoice_record,
+    load,
+    run_pass,
+    write_config,
+    write_invoices,
+)
+
+from kravia_sync.lifecycle import Phase
+from kravia_sync.simulator import Faults
+from kravia_sync.store import StateStore
+from kravia_sync.testing import minimal_pdf
+
+
+def _phases(config: Path) -> dict[str, int]:
+    store = StateStore(load(config).state_path)
+    try:
+        return store.phase_counts()
+    finally:
+        store.close()
+
+
+class TestFirstSync:
+    def test_every_invoice_becomes_one_started_case_with_its_copy(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """N valid invoices end as exactly N started cases, each PDF uploaded byte for byte."""
+        records = write_invoices(tmp_path / "invoices", range(1, 41), pdf_every=2)
+        config = write_config(tmp_path, sim.base_url)
+
+        summary = run_pass(config)
+
+        assert summary.status == "done", summary.as_dict()
+        grouped = cases_by_accounting_id(sim.cases())
+        assert sorted(grouped) == sorted(r["invoice_number"] for r in records)
+        for number, cases in grouped.items():
+            assert len(cases) == 1, f"invoice {number} has {len(cases)} cases"
+            case = cases[0]
+            assert case["started"], f"invoice {number} was not started"
+            expected = minimal_pdf(f"Invoice {number}") if int(number) % 2 == 0 else None
+            documents = case["documents"]
+            if expected is None:
+                assert documents == []
+            else:
+                assert len(documents) == 1
+                assert documents[0]["sha256"] == hashlib.sha256(expected).hexdigest()
+        assert _phases(config) == {Phase.STARTED.value: 40}
+
+    def test_calls_per_invoice_are_three_with_a_copy_and_two_without(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Register, upload and start with a PDF; register and start without one."""
+        write_invoices(tmp_path / "invoices", range(1, 11), pdf_every=2)
+        config = write_config(tmp_path, sim.base_url)
+
+        run_pass(config)
+
+        calls = sim.simulator.calls()
+        assert calls["total"] == 5 * 3 + 5 * 2
+        assert calls["processed"] == {
+            "register": 10,
+            "document": 5,
+            "action": 10,
+            "search": 0,
+            "details": 0,
+        }
+
+    def test_the_register_body_carries_the_invoice_exactly(self, sim: Sim, tmp_path: Path) -> None:
+        """What Kravia receives is the source's data with exact amounts and the guide's types."""
+        record = invoice_record(7, amount="12 345,67", debtor_type="business")
+        record["organization_number"] = "923 609 016"
+        folder = tmp_path / "invoices"
+        folder.mkdir()
+        (folder / "one.json").write_text(json.dumps(record), encoding="utf-8")
+        config = write_config(tmp_path, sim.base_url)
+
+        run_pass(config)
+
+        (case,) = sim.cases()
+        body = case["body"]
+        assert str(body["originalAmount"]) == "12345.67"
+        assert body["isPrivateIndividual"] == "false"
+        assert body["organizationNumber"] == "923609016"
+        assert body["accountingInvoiceId"] == "7"
+        assert body["debtorName"] == "Kunde 7 Ødegård"
+        assert body["postalAddress"]["addressPostalCode"] == "0150"
+
+
+class TestSecondPass:
+    def test_a_second_pass_makes_no_remote_call(self, sim: Sim, tmp_path: Path) -> None:
+        """Once every case is started, a pass over the unchanged source calls Kravia zero times."""
+        write_invoices(tmp_path / "invoices", range(1, 31))
+        config = write_config(tmp_path, sim.base_url)
+        run_pass(config)
+        before = sim.calls_total()
+
+        summary = run_pass(config)
+
+        assert sim.calls_total() == before
+        assert sum(summary.remote_calls.values()) == 0
+        assert summary.counts["unchanged"] == 30
+        assert summary.status == "done"
+
+    def test_a_changed_invoice_is_recorded_not_registered_again(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """An amount changed after registration is shown as a change and never re-sent."""
+        folder = tmp_path / "invoices"
+        records = write_invoices(folder, range(1, 4), pdf_every=0, name="batch.json")
+        config = write_config(tmp_path, sim.base_url)
+        run_pass(config)
+        records[1]["amount"] = "10.00"
+        (folder / "batch.json").write_text(json.dumps(records), encoding="utf-8")
+        before = sim.calls_total()
+
+        summary = run_pass(config)
+
+        assert summary.counts["changed"] == 1
+        assert sim.calls_total() == before
+        assert len(sim.cases()) == 3
+        store = StateStore(load(config).state_path)
+        try:
+            (case,) = store.find_cases("2")
+        finally:
+            store.close()
+        assert case.changed_at is not None
+        assert case.fingerprint != case.registered_fingerprint
+
+    def test_a_new_invoice_in_the_folder_is_registered_next_pass(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Only what is new is sent on the next pass."""
+        folder = tmp_path / "invoices"
+        write_invoices(folder, range(1, 6))
+        config = write_config(tmp_path, sim.base_url)
+        run_pass(config)
+        write_invoices(folder, range(6, 8))
+        before = sim.simulator.calls()["processed"]["register"]
+
+        summary = run_pass(config)
+
+        assert sim.simulator.calls()["processed"]["register"] == before + 2
+        assert summary.counts["new"] == 2
+        assert summary.counts["unchanged"] == 5
+
+
+class TestPlan:
+    def test_plan_changes_nothing_and_lists_the_steps(self, sim: Sim, tmp_path: Path) -> None:
+        """A dry run calls nothing, writes no case, and says what a pass would do."""
+        write_invoices(tmp_path / "invoices", range(1, 4))
+        config = write_config(tmp_path, sim.base_url)
+
+        summary = run_pass(config, dry_run=True)
+
+        assert sim.calls_total() == 0
+        assert [action.step for action in summary.planned] == ["register"] * 3
+        assert _phases(config) == {}
+
+
+class TestManualStart:
+    def test_manual_start_registers_and_documents_then_waits(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """With start = "manual" nothing is started; a second pass does nothing more."""
+        write_invoices(tmp_path / "invoices", range(1, 5), pdf_every=2)
+        config = write_config(tmp_path, sim.base_url, extra="")
+        text = config.read_text(encoding="utf-8")
+        config.write_text(text.replace("[retry]", '[policy]\nstart = "manual"\n\n[retry]'))
+
+        summary = run_pass(config)
+        second = run_pass(config)
+
+        assert summary.counts["awaiting_approval"] == 4
+        assert not any(case["started"] for case in sim.cases())
+        assert sum(second.remote_calls.values()) == 0
+        assert _phases(config) == {"registered": 2, "documented": 2}
+
+
+class TestRejections:
+    def test_a_claim_kravia_refuses_is_quarantined_until_it_changes(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """A 400 from Kravia parks the case with Kravia's message; a corrected record is sent."""
+        folder = tmp_path / "invoices"
+        folder.mkdir()
+        record = invoice_record(1, description="x" * 10)
+        (folder / "a.json").write_text(json.dumps(record), encoding="utf-8")
+        config = write_config(tmp_path, sim.base_url, kravia="")
+        # Kravia refuses the creditor id: a terminal 4xx for this claim.
+        config.write_text(config.read_text().replace("creditor_id = 10759", "creditor_id = 99"))
+
+        first = run_pass(config)
+        again = run_pass(config)
+
+        assert first.status == "attention"
+        assert first.counts["rejected"] == 1
+        assert "CreditorId" in first.problems[0]["reason"]
+        assert sim.simulator.calls()["register"] == {"400": 1}, "a refused claim is not retried"
+        assert again.counts["rejected"] == 1
+        config.write_text(config.read_text().replace("creditor_id = 99", "creditor_id = 10759"))
+        record["amount"] = "999.00"
+        (folder / "a.json").write_text(json.dumps(record), encoding="utf-8")
+
+        fixed = run_pass(config)
+
+        assert fixed.status == "done", fixed.as_dict()
+        assert len(sim.cases()) == 1
+
+
+@pytest.mark.slow
+class TestFaults:
+    def test_300_invoices_under_faults_end_as_300_started_cases(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """20% 5xx, 10% 429 and 5% dropped-after-commit: no duplicate, all started, few passes."""
+        write_invoices(tmp_path / "invoices", range(1, 301), pdf_every=3)
+        config = write_config(
+            tmp_path,
+            sim.base_url,
+            retry=(
+                "backoff_base_seconds = 0.05\nbackoff_cap_seconds = 0.5\nsettle_seconds = 0.1\n"
+                "max_inline_wait_seconds = 2\nretries_per_pass = 6"
+            ),
+        )
+        sim.simulator.faults = Faults(error_5xx=0.2, rate_limit_429=0.1, drop_after_commit=0.05, seed=7)
+
+        passes = 0
+        while passes < 8:
+            passes += 1
+            summary = run_pass(config)
+            if summary.status == "done":
+                break
+
+        grouped = cases_by_accounting_id(sim.cases())
+        duplicates = {aid: len(cases) for aid, cases in grouped.items() if len(cases) > 1}
+        assert duplicates == {}
+        assert len(grouped) == 300
+        assert all(cases[0]["started"] for cases in grouped.values())
+        for aid, cases in grouped.items():
+            expected = 1 if int(aid) % 3 == 0 else 0
+            assert len(cases[0]["documents"]) == expected, f"invoice {aid}"
+        assert summary.status == "done", f"not settled after {passes} passes"
+        statuses = sim.simulator.calls()
+        assert any(status.startswith("5") for status in statuses["register"]), "no 5xx injected"
+        assert "0" in statuses["register"] or "0" in statuses["action"], "no drop injected"
+        assert _phases(config) == {"started": 300}
