@@ -22,6 +22,7 @@ from typing import Any, Self
 
 import httpx
 
+from kravia_sync._transport import SlotTransport
 from kravia_sync.model import DebtorKind, Invoice
 
 __all__ = [
@@ -328,7 +329,7 @@ class KraviaClient:
             base_url=base_url if base_url.endswith("/") else base_url + "/",
             headers={AUTH_HEADER: token, "Accept": "application/json"},
             timeout=timeout,
-            transport=transport,
+            transport=transport or SlotTransport(slots=max_in_flight),
             limits=httpx.Limits(
                 max_connections=max_in_flight, max_keepalive_connections=max_in_flight
             ),

@@ -46,6 +46,12 @@ __all__ = [
 SCHEMA_VERSION = 1
 
 
+def _utc_text(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("naive datetimes are not stored: time is timezone-aware")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC datetime, stored as ISO 8601 text (sortable)."""
 
@@ -54,11 +60,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> str | None:
         del dialect
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetimes are not stored: time is timezone-aware")
-        return value.astimezone(UTC).isoformat(timespec="microseconds")
+        return None if value is None else _utc_text(value)
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> datetime | None:
         del dialect
@@ -205,6 +207,29 @@ QUARANTINE = QuarantineRow.__table__  # type: ignore[attr-defined]
 LEASE = LeaseRow.__table__  # type: ignore[attr-defined]
 META = Meta.__table__  # type: ignore[attr-defined]
 WRITER_LEASE = "writer"
+
+
+_JOURNAL_FIELDS = tuple(f.name for f in fields(JournalEntry))
+# Column names come from our own dataclasses, never from input: the values are bound.
+_CASE_COLUMNS = ", ".join(_CASE_FIELDS)
+_CASE_UPDATES = ", ".join(f"{name} = excluded.{name}" for name in _CASE_FIELDS[1:])
+_UPSERT_CASE_SQL = (
+    f"INSERT INTO cases ({_CASE_COLUMNS}) VALUES ({', '.join('?' for _ in _CASE_FIELDS)}) "  # noqa: S608
+    f"ON CONFLICT (accounting_invoice_id) DO UPDATE SET {_CASE_UPDATES}"
+)
+_JOURNAL_COLUMNS = ", ".join(_JOURNAL_FIELDS)
+_INSERT_JOURNAL_SQL = (
+    f"INSERT INTO journal ({_JOURNAL_COLUMNS}) VALUES ({', '.join('?' for _ in _JOURNAL_FIELDS)})"  # noqa: S608
+)
+
+
+def _db_value(value: object) -> object:
+    """A value as the driver stores it: the same encoding `UTCDateTime` and the enums use."""
+    if isinstance(value, datetime):
+        return _utc_text(value)
+    if isinstance(value, Phase):
+        return value.value
+    return value
 
 
 def _case_from_row(row: Mapping[Any, Any]) -> CaseState:
@@ -354,29 +379,26 @@ class StateStore:
             return {str(phase): int(count) for phase, count in rows}
 
     def write_batch(self, cases: Iterable[CaseState], journal: Iterable[JournalEntry]) -> None:
-        """One transaction: upsert the cases (in order, last one wins) and append the journal."""
+        """One transaction: upsert the cases (in order, last one wins) and append the journal.
+
+        This is the hot path of a pass (every remote call writes here twice), so the rows go
+        to the driver as plain tuples through one prepared statement each.
+        """
         latest: dict[str, CaseState] = {}
         for case in cases:
             latest[case.accounting_invoice_id] = case
-        entries = [asdict(entry) for entry in journal]
+        case_rows = [
+            tuple(_db_value(getattr(case, name)) for name in _CASE_FIELDS)
+            for case in latest.values()
+        ]
+        journal_rows = [
+            tuple(_db_value(getattr(entry, name)) for name in _JOURNAL_FIELDS) for entry in journal
+        ]
         with self._write() as connection:
-            self._upsert_cases(connection, latest.values())
-            if entries:
-                connection.execute(sa_insert(JOURNAL), entries)
-
-    @staticmethod
-    def _upsert_cases(connection: Connection, cases: Iterable[CaseState]) -> None:
-        batch = [_case_values(case) for case in cases]
-        if not batch:
-            return
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert  # noqa: PLC0415
-
-        statement = sqlite_insert(CASES)
-        statement = statement.on_conflict_do_update(
-            index_elements=[CASES.c.accounting_invoice_id],
-            set_={name: statement.excluded[name] for name in _CASE_FIELDS},
-        )
-        connection.execute(statement, batch)
+            if case_rows:
+                connection.exec_driver_sql(_UPSERT_CASE_SQL, case_rows)
+            if journal_rows:
+                connection.exec_driver_sql(_INSERT_JOURNAL_SQL, journal_rows)
 
     def journal_for(self, accounting_invoice_id: str) -> list[dict[str, Any]]:
         with self._read() as connection:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -578,14 +579,14 @@ class TestClientErrors:
         assert info.value.retry_after == 3.0
 
     @pytest.mark.parametrize(
-        ("exc_type", "register", "search"),
+        ("exc_type", "register", "search_failure"),
         [
             (httpx.ConnectError, Failure.TRANSIENT, Failure.TRANSIENT),
             (httpx.ReadTimeout, Failure.AMBIGUOUS, Failure.TRANSIENT),
             (httpx.RemoteProtocolError, Failure.AMBIGUOUS, Failure.TRANSIENT),
         ],
     )
-    def test_transport_errors(self, exc_type, register, search):
+    def test_transport_errors(self, exc_type, register, search_failure):
         """Transport errors are classified per call: register creates, search does not."""
 
         def handler(request: httpx.Request) -> httpx.Response:
@@ -593,7 +594,7 @@ class TestClientErrors:
 
         for action, expected in [
             (lambda client: client.register(guide_invoice(), creditor_id=1), register),
-            (lambda client: client.search_updated_since(datetime(2025, 1, 1, tzinfo=UTC)), search),
+            (search(datetime(2025, 1, 1, tzinfo=UTC), page_retries=0), search_failure),
         ]:
             with pytest.raises(KraviaError) as info:
                 run_with(handler, action)
@@ -614,6 +615,20 @@ def search_handler(pages: dict[int, object]) -> Handler:
     return handler
 
 
+def table_handler(rows: list[dict[str, Any]]) -> Handler:
+    """A search endpoint serving `rows[skip:skip + top]`, as offset paging does."""
+    seen: list[dict[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        params = dict(request.url.params)
+        seen.append(params)
+        skip, top = int(params["skip"]), int(params["top"])
+        return httpx.Response(200, json=rows[skip : skip + top])
+
+    handler.seen = seen  # type: ignore[attr-defined]
+    return handler
+
+
 def items(ids: range | list[int]) -> list[dict[str, Any]]:
     return [
         {
@@ -627,6 +642,10 @@ def items(ids: range | list[int]) -> list[dict[str, Any]]:
     ]
 
 
+def search(since: datetime, **options: Any) -> Callable[[KraviaClient], Awaitable[Any]]:
+    return lambda client: client.search_updated_since(since, **options)
+
+
 class TestSearch:
     SINCE = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 
@@ -634,12 +653,13 @@ class TestSearch:
         """One short page is the whole answer; the query follows the guide's parameters."""
         handler = search_handler({0: items([11, 12])})
 
-        found = run_with(handler, lambda client: client.search_updated_since(self.SINCE))
+        found = run_with(handler, search(self.SINCE))
 
         assert [item.kravia_id for item in found] == [11, 12]
         assert found[0].accounting_invoice_id == "A-11"
         assert found[0].invoice_number == "11"
         assert found[0].status == "Registered"
+        assert found[0].updated == "2025-03-01T10:00:00.0000000"
         assert handler.seen == [  # type: ignore[attr-defined]
             {
                 "byAscending": "True",
@@ -650,44 +670,37 @@ class TestSearch:
             }
         ]
 
-    def test_paging_and_dedup(self):
-        """Full pages are followed until a short one; overlapping ids are reported once."""
-        size = SEARCH_PAGE_SIZE
-        handler = search_handler(
-            {
-                0: items(range(1, size + 1)),
-                size: items(range(size, 2 * size)),  # overlaps the first page by one id
-                2 * size: items(range(2 * size - 1, 2 * size + 20)),  # and by one again
-            }
-        )
+    @pytest.mark.parametrize("total", [0, 1, SEARCH_PAGE_SIZE - 1, SEARCH_PAGE_SIZE, 250, 1000])
+    def test_paging_to_the_end(self, total):
+        """Pages are followed until a short one; every case is reported exactly once."""
+        handler = table_handler(items(range(1, total + 1)))
 
-        found = run_with(handler, lambda client: client.search_updated_since(self.SINCE))
+        found = run_with(handler, search(self.SINCE))
 
         ids = [item.kravia_id for item in found]
-        assert len(ids) == len(set(ids))
-        assert set(ids) == set(range(1, 2 * size + 20))
-        assert [params["skip"] for params in handler.seen] == [  # type: ignore[attr-defined]
-            "0",
-            str(size),
-            str(2 * size),
-        ]
+        assert sorted(ids) == list(range(1, total + 1))
+        skips = [int(params["skip"]) for params in handler.seen]  # type: ignore[attr-defined]
+        assert skips[0] == 0
+        assert skips == sorted(set(skips))  # always forward
+        assert total - skips[-1] < SEARCH_PAGE_SIZE  # the last page was short
 
-    def test_exactly_full_then_empty(self):
-        """A full last page is followed by one more request that returns nothing."""
-        size = SEARCH_PAGE_SIZE
-        handler = search_handler({0: items(range(size)), size: []})
+    def test_overlapping_pages_deduplicated(self):
+        """A case the pages show twice (it moved while paging) is reported once."""
+        rows = items(range(1, 151))
+        rows.insert(120, items([50])[0])  # case 50 updated again: it shows up a second time
+        handler = table_handler(rows)
 
-        found = run_with(handler, lambda client: client.search_updated_since(self.SINCE))
+        found = run_with(handler, search(self.SINCE))
 
-        assert len(found) == size
-        assert len(handler.seen) == 2  # type: ignore[attr-defined]
+        ids = [item.kravia_id for item in found]
+        assert len(ids) == len(set(ids)) == 150
 
     @pytest.mark.parametrize("key", ["items", "Items", "value"])
     def test_envelope(self, key):
         """An object holding the items under a known key is accepted like a bare list."""
         handler = search_handler({0: {key: items([3]), "total": 1}})
 
-        found = run_with(handler, lambda client: client.search_updated_since(self.SINCE))
+        found = run_with(handler, search(self.SINCE))
 
         assert [item.kravia_id for item in found] == [3]
 
@@ -697,7 +710,7 @@ class TestSearch:
             {0: [{"Id": 4, "AccountingInvoiceId": "X"}, {"InvoiceId": 5}, {"id": "6"}, "junk"]}
         )
 
-        found = run_with(handler, lambda client: client.search_updated_since(self.SINCE))
+        found = run_with(handler, search(self.SINCE))
 
         assert [(item.kravia_id, item.accounting_invoice_id) for item in found] == [
             (4, "X"),
@@ -707,12 +720,29 @@ class TestSearch:
     def test_unrecognised_answer_is_transient(self):
         """A search answer in an unknown shape is a transient error, not an empty result."""
         with pytest.raises(KraviaError) as info:
-            run_with(
-                search_handler({0: {"unexpected": []}}),
-                lambda client: client.search_updated_since(self.SINCE),
-            )
+            run_with(search_handler({0: {"unexpected": []}}), search(self.SINCE, page_retries=0))
 
         assert info.value.failure is Failure.TRANSIENT
+
+    def test_failed_page_read_again(self):
+        """A page that fails transiently is read again; the result is complete."""
+        answers = iter([httpx.Response(503), httpx.Response(200, json=items([1, 2]))])
+
+        found = run_with(
+            lambda _request: next(answers), search(self.SINCE, page_retries=2, retry_base=0.001)
+        )
+
+        assert [item.kravia_id for item in found] == [1, 2]
+
+    def test_auth_failure_not_retried(self):
+        """A refused token is raised at once, not retried."""
+        handler = answer(401)
+
+        with pytest.raises(KraviaError) as info:
+            run_with(handler, search(self.SINCE, page_retries=3, retry_base=0.001))
+
+        assert info.value.failure is Failure.AUTH
+        assert len(handler.seen) == 1  # type: ignore[attr-defined]
 
 
 class TestStats:
@@ -794,7 +824,7 @@ class TestRateAndConcurrency:
 
         run_with(handler, calls, requests_per_second=25.0)  # 0.04 s apart
 
-        gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
         assert len(arrivals) == 5
         assert all(gap >= 0.03 for gap in gaps), gaps
         assert arrivals[-1] - arrivals[0] >= 0.15

@@ -1,0 +1,138 @@
+"""Shared pieces of the benchmarks: a simulator in its own process, data, timing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+TOKEN = "bench-token-6f1c2a"
+CREDITOR_ID = 10759
+FIELDS = [
+    "invoice_number", "invoice_date", "due_date", "amount", "currency", "debtor_name",
+    "debtor_number", "debtor_email", "address_line1", "postal_code", "city", "description",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class SimulatorProcess:
+    """`kravia-sync simulate` in its own process, so it does not share our GIL."""
+
+    def __init__(self, *, latency_ms: float = 0.0) -> None:
+        self.port = free_port()
+        self.latency_ms = latency_ms
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v2/"
+
+    def __enter__(self) -> SimulatorProcess:
+        env = dict(os.environ, KRAVIA_SIM_TOKEN=TOKEN)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kravia_sync", "simulate", "--port", str(self.port),
+             "--creditor-id", str(CREDITOR_ID), "--latency-ms", str(self.latency_ms)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                self.calls()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("the simulator did not start")
+
+    def __exit__(self, *_: object) -> None:
+        assert self.process is not None
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=60) as answer:
+            return json.loads(answer.read())
+
+    def calls(self) -> dict[str, Any]:
+        return dict(self._get("/_sim/calls"))
+
+    def cases(self) -> list[dict[str, Any]]:
+        return list(self._get("/_sim/cases"))
+
+
+def write_csv(path: Path, count: int) -> None:
+    """`count` overdue invoices as a Norwegian spreadsheet export (`;`, decimal comma)."""
+    due = date.today() - timedelta(days=40)
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.writer(handle, delimiter=";")
+        writer.writerow(FIELDS)
+        for number in range(1, count + 1):
+            writer.writerow([
+                str(100000 + number), (due - timedelta(days=14)).strftime("%d.%m.%Y"),
+                due.strftime("%d.%m.%Y"), f"{number % 9000 + 100},50", "NOK",
+                f"Kunde {number} Ødegård", f"K{number}", f"kunde{number}@example.com",
+                f"Storgata {number % 300 + 1}", "0150", "Oslo", f"Faktura {100000 + number}",
+            ])
+
+
+def write_config(directory: Path, base_url: str, *, max_in_flight: int = 16) -> Path:
+    config = directory / "kravia-sync.toml"
+    config.write_text(
+        f"""
+[kravia]
+base_url = "{base_url}"
+creditor_id = {CREDITOR_ID}
+max_in_flight = {max_in_flight}
+requests_per_second = 100000
+timeout_seconds = 30
+
+[state]
+path = "state/kravia-sync.db"
+
+[log]
+format = "json"
+level = "warning"
+
+[[sources]]
+name = "bench"
+connector = "folder"
+[sources.settings]
+path = "invoices"
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def run_reconcile(directory: Path) -> dict[str, Any]:
+    """`kravia-sync reconcile --json` as a process: its summary, wall time and peak RSS."""
+    env = dict(os.environ, KRAVIA_TOKEN=TOKEN)
+    script = (
+        "import resource, subprocess, sys, time, json;"
+        "t = time.perf_counter();"
+        "r = subprocess.run([sys.executable, '-m', 'kravia_sync', 'reconcile', '--json'],"
+        " capture_output=True, text=True);"
+        "wall = time.perf_counter() - t;"
+        "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;"
+        "print(json.dumps({'code': r.returncode, 'wall': wall, 'rss_kb': rss,"
+        " 'summary': r.stdout, 'stderr': r.stderr[-2000:]}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=directory, env=env, capture_output=True, text=True,
+        check=True,
+    )
+    measured = json.loads(result.stdout)
+    measured["summary"] = json.loads(measured["summary"]) if measured["summary"] else None
+    return dict(measured)

@@ -1,0 +1,104 @@
+"""SIGKILL at many moments of a run: every invoice still ends as exactly one started case."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from support import Sim, cases_by_accounting_id, cli_command, cli_env, write_config, write_invoices
+
+from kravia_sync.simulator import Faults
+from kravia_sync.store import JOURNAL, StateStore
+
+KILLS = 24
+NEW_PER_ROUND = 6
+
+
+def _unanswered_intents(state: Path) -> int:
+    """Journal intents that have no outcome: calls a kill left without an answer."""
+    from sqlalchemy import func, select  # noqa: PLC0415
+
+    store = StateStore(state)
+    try:
+        with store.engine.connect() as connection:
+            rows = connection.execute(
+                select(JOURNAL.c.attempt_id, func.count())
+                .group_by(JOURNAL.c.attempt_id)
+                .having(func.count() == 1)
+            ).all()
+        return len(rows)
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+class TestKilledRuns:
+    def test_sigkill_at_24_moments_leaves_exactly_one_started_case_each(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Kill `kravia-sync reconcile` mid-run again and again; re-runs settle every invoice."""
+        folder = tmp_path / "invoices"
+        config = write_config(
+            tmp_path,
+            sim.base_url,
+            retry="backoff_base_seconds = 0.05\nsettle_seconds = 0.3\nmax_inline_wait_seconds = 2",
+        )
+        config.write_text(config.read_text().replace("max_in_flight = 8", "max_in_flight = 3"))
+        # Each call takes a while, so a kill lands inside calls as well as between them.
+        sim.simulator.faults = Faults(latency_ms=60)
+        state = tmp_path / "state" / "kravia-sync.db"
+        kill_points: list[float] = []
+        left_unanswered = 0
+        next_number = 1
+        for round_number in range(KILLS):
+            write_invoices(
+                folder,
+                range(next_number, next_number + NEW_PER_ROUND),
+                pdf_every=2,
+                name=f"round-{round_number:02d}.json",
+            )
+            next_number += NEW_PER_ROUND
+            process = subprocess.Popen(
+                cli_command("reconcile"),
+                cwd=tmp_path,
+                env=cli_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            # The interpreter starts in ~0.6 s; spread the kills over the whole run after it.
+            delay = 0.5 + (round_number % 8) * 0.15 + (round_number // 8) * 0.04
+            time.sleep(delay)
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+            kill_points.append(delay)
+            if state.exists():
+                left_unanswered += _unanswered_intents(state) > 0
+        assert len(set(kill_points)) >= 20
+        assert left_unanswered > 0, "no kill ever landed between an intent and its outcome"
+
+        for _ in range(6):
+            final = subprocess.run(
+                cli_command("reconcile"),
+                cwd=tmp_path,
+                env=cli_env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            if final.returncode == 0:
+                break
+            time.sleep(0.3)
+        assert final.returncode == 0, final.stdout + final.stderr
+
+        grouped = cases_by_accounting_id(sim.cases())
+        assert len(grouped) == KILLS * NEW_PER_ROUND
+        duplicates = {aid: len(cases) for aid, cases in grouped.items() if len(cases) > 1}
+        assert duplicates == {}
+        for aid, (case,) in grouped.items():
+            assert case["started"], f"invoice {aid} not started"
+            assert len(case["documents"]) == (1 if int(aid) % 2 == 0 else 0), aid

@@ -1,0 +1,525 @@
+"""Tests of the case lifecycle (`kravia_sync.lifecycle`): pure decisions and transitions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kravia_sync.lifecycle import (
+    IN_KRAVIA_PHASES,
+    CaseState,
+    Decision,
+    Phase,
+    StartPolicy,
+    Step,
+    Timing,
+    after_failure,
+    after_lookup,
+    after_success,
+    after_verify,
+    begin,
+    next_step,
+)
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+SETTLE = timedelta(minutes=2)
+TIMING = Timing(
+    settle=SETTLE,
+    backoff_base=timedelta(seconds=2),
+    backoff_cap=timedelta(hours=1),
+    max_lookups=3,
+)
+RETRY = timedelta(seconds=30)
+SENDING = {Phase.REGISTERING, Phase.UPLOADING, Phase.STARTING}
+RESTING = {Phase.STARTED, Phase.REJECTED, Phase.NEEDS_REVIEW}
+
+
+def make_case(phase: Phase = Phase.NEW, **changes: object) -> CaseState:
+    """A case in `phase`; cases that are in Kravia carry a Kravia id."""
+    defaults: dict[str, object] = {
+        "accounting_invoice_id": "A-20003",
+        "source": "erp",
+        "record_key": "invoices.csv:2",
+        "invoice_number": "20003",
+        "phase": phase,
+        "fingerprint": "f" * 32,
+        "record_hash": "h" * 32,
+        "has_document": True,
+        "first_seen_at": T0 - timedelta(days=1),
+        "updated_at": T0 - timedelta(hours=1),
+    }
+    if phase in IN_KRAVIA_PHASES:
+        defaults["kravia_id"] = 501
+        defaults["registered_fingerprint"] = "f" * 32
+    if phase in SENDING:
+        defaults["pending_attempt"] = "att-1"
+        defaults["pending_since"] = T0
+    return CaseState(**{**defaults, **changes})  # type: ignore[arg-type]
+
+
+class TestNextStepResting:
+    @pytest.mark.parametrize("phase", sorted(RESTING))
+    @pytest.mark.parametrize("start", list(StartPolicy))
+    @pytest.mark.parametrize("backoff", [None, T0 + timedelta(hours=1)])
+    def test_nothing_to_do(self, phase, start, backoff):
+        """Started, rejected and needs-review cases have no next step, whatever else is set."""
+        case = make_case(phase, next_attempt_at=backoff)
+
+        assert next_step(case, start=start, now=T0, timing=TIMING) == Decision(
+            Step.NONE, reason=phase.value
+        )
+
+
+class TestNextStepSending:
+    @pytest.mark.parametrize(
+        ("phase", "step"),
+        [
+            (Phase.REGISTERING, Step.LOOKUP),
+            (Phase.UPLOADING, Step.VERIFY_UPLOAD),
+            (Phase.STARTING, Step.VERIFY_START),
+        ],
+    )
+    @pytest.mark.parametrize("start", list(StartPolicy))
+    def test_settle_window(self, phase, step, start):
+        """A lost answer is looked into only after the settle time; before that, wait."""
+        case = make_case(phase, pending_since=T0)
+
+        early = next_step(case, start=start, now=T0 + SETTLE / 2, timing=TIMING)
+        edge = next_step(case, start=start, now=T0 + SETTLE, timing=TIMING)
+        late = next_step(case, start=start, now=T0 + SETTLE * 5, timing=TIMING)
+
+        assert early.step is Step.WAIT
+        assert early.not_before == T0 + SETTLE
+        assert step.value in early.reason
+        assert edge == Decision(step)
+        assert late == Decision(step)
+
+    @pytest.mark.parametrize("phase", sorted(SENDING))
+    def test_backoff_after_settle(self, phase):
+        """A retry time later than the settle time delays the look further."""
+        later = T0 + SETTLE * 10
+        case = make_case(phase, pending_since=T0, next_attempt_at=later)
+
+        waiting = next_step(case, start=StartPolicy.AUTO, now=T0 + SETTLE * 2, timing=TIMING)
+        due = next_step(case, start=StartPolicy.AUTO, now=later, timing=TIMING)
+
+        assert waiting.step is Step.WAIT
+        assert waiting.not_before == later
+        assert due.step is not Step.WAIT
+
+    @pytest.mark.parametrize("phase", sorted(SENDING))
+    def test_stale_backoff_does_not_shorten_settle(self, phase):
+        """A retry time from before the attempt does not cut the settle time short."""
+        case = make_case(phase, pending_since=T0, next_attempt_at=T0 - timedelta(hours=1))
+
+        decision = next_step(case, start=StartPolicy.AUTO, now=T0 + SETTLE / 2, timing=TIMING)
+
+        assert decision == Decision(Step.WAIT, T0 + SETTLE, decision.reason)
+
+    def test_without_pending_since_uses_updated_at(self):
+        """Without a pending time, the case's last update starts the settle window."""
+        case = make_case(Phase.REGISTERING, pending_since=None, updated_at=T0)
+
+        decision = next_step(case, start=StartPolicy.AUTO, now=T0 + SETTLE / 2, timing=TIMING)
+
+        assert decision.step is Step.WAIT
+        assert decision.not_before == T0 + SETTLE
+
+
+class TestNextStepForward:
+    @pytest.mark.parametrize(
+        ("phase", "has_document", "start", "expected"),
+        [
+            (Phase.NEW, True, StartPolicy.AUTO, Step.REGISTER),
+            (Phase.NEW, True, StartPolicy.MANUAL, Step.REGISTER),
+            (Phase.NEW, False, StartPolicy.AUTO, Step.REGISTER),
+            (Phase.NEW, False, StartPolicy.MANUAL, Step.REGISTER),
+            (Phase.REGISTERED, True, StartPolicy.AUTO, Step.UPLOAD),
+            (Phase.REGISTERED, True, StartPolicy.MANUAL, Step.UPLOAD),
+            (Phase.REGISTERED, False, StartPolicy.AUTO, Step.START),
+            (Phase.REGISTERED, False, StartPolicy.MANUAL, Step.NONE),
+            (Phase.DOCUMENTED, True, StartPolicy.AUTO, Step.START),
+            (Phase.DOCUMENTED, True, StartPolicy.MANUAL, Step.NONE),
+            (Phase.DOCUMENTED, False, StartPolicy.AUTO, Step.START),
+            (Phase.DOCUMENTED, False, StartPolicy.MANUAL, Step.NONE),
+        ],
+    )
+    def test_table(self, phase, has_document, start, expected):
+        """Register new cases, upload a copy when there is one, then start unless manual."""
+        case = make_case(phase, has_document=has_document)
+
+        decision = next_step(case, start=start, now=T0, timing=TIMING)
+
+        assert decision.step is expected
+        assert decision.not_before is None
+        if expected is Step.NONE:
+            assert "manual" in decision.reason
+
+    @pytest.mark.parametrize("phase", [Phase.NEW, Phase.REGISTERED, Phase.DOCUMENTED])
+    @pytest.mark.parametrize("start", list(StartPolicy))
+    def test_backoff_window(self, phase, start):
+        """Inside the backoff window the case waits; at its end it goes on."""
+        until = T0 + RETRY
+        case = make_case(phase, next_attempt_at=until)
+
+        inside = next_step(case, start=start, now=T0, timing=TIMING)
+        at_end = next_step(case, start=start, now=until, timing=TIMING)
+
+        assert inside.step is Step.WAIT
+        assert inside.not_before == until
+        assert "backing off" in inside.reason
+        assert at_end.step is not Step.WAIT
+
+    def test_past_backoff_ignored(self):
+        """A retry time in the past does not hold the case back."""
+        case = make_case(Phase.NEW, next_attempt_at=T0 - RETRY)
+
+        assert next_step(case, start=StartPolicy.AUTO, now=T0, timing=TIMING).step is Step.REGISTER
+
+
+class TestBegin:
+    @pytest.mark.parametrize(
+        ("from_phase", "step", "sending"),
+        [
+            (Phase.NEW, Step.REGISTER, Phase.REGISTERING),
+            (Phase.REGISTERED, Step.UPLOAD, Phase.UPLOADING),
+            (Phase.DOCUMENTED, Step.START, Phase.STARTING),
+            (Phase.REGISTERED, Step.START, Phase.STARTING),
+        ],
+    )
+    def test_enters_sending_phase(self, from_phase, step, sending):
+        """begin records the sending phase, the attempt and when it was sent."""
+        case = make_case(from_phase, attempts=2)
+
+        begun = begin(case, step, attempt_id="att-9", now=T0)
+
+        assert begun.phase is sending
+        assert begun.pending_attempt == "att-9"
+        assert begun.pending_since == T0
+        assert begun.updated_at == T0
+        assert begun.attempts == 2
+        assert begun.kravia_id == case.kravia_id
+
+    @pytest.mark.parametrize("step", [Step.LOOKUP, Step.VERIFY_START, Step.NONE])
+    def test_only_sending_steps(self, step):
+        """Only steps that change Kravia are begun."""
+        with pytest.raises(KeyError):
+            begin(make_case(), step, attempt_id="x", now=T0)
+
+
+class TestAfterSuccess:
+    def test_register(self):
+        """A confirmed register records the Kravia id and the fingerprint it was sent with."""
+        case = begin(
+            make_case(Phase.NEW, attempts=3, lookups=1, last_error="503", next_attempt_at=T0),
+            Step.REGISTER,
+            attempt_id="att-1",
+            now=T0,
+        )
+
+        done = after_success(case, Step.REGISTER, now=T0 + RETRY, kravia_id=777)
+
+        assert done.phase is Phase.REGISTERED
+        assert done.kravia_id == 777
+        assert done.registered_fingerprint == case.fingerprint
+        assert (done.pending_attempt, done.pending_since) == (None, None)
+        assert (done.attempts, done.lookups) == (0, 0)
+        assert done.next_attempt_at is None
+        assert done.last_error is None
+        assert done.updated_at == T0 + RETRY
+
+    def test_register_needs_id(self):
+        """A register cannot succeed without the id Kravia gave."""
+        with pytest.raises(ValueError, match="Kravia id"):
+            after_success(make_case(Phase.REGISTERING), Step.REGISTER, now=T0)
+
+    @pytest.mark.parametrize(
+        ("phase", "step", "expected"),
+        [
+            (Phase.UPLOADING, Step.UPLOAD, Phase.DOCUMENTED),
+            (Phase.STARTING, Step.START, Phase.STARTED),
+        ],
+    )
+    def test_upload_and_start(self, phase, step, expected):
+        """A confirmed upload documents the case; a confirmed start starts it; the id stays."""
+        done = after_success(make_case(phase, attempts=1), step, now=T0)
+
+        assert done.phase is expected
+        assert done.kravia_id == 501
+        assert done.pending_attempt is None
+        assert done.attempts == 0
+
+    def test_not_a_sending_step(self):
+        """Success of a non-sending step is a programming error."""
+        with pytest.raises(ValueError, match="not a sending step"):
+            after_success(make_case(Phase.REGISTERING), Step.LOOKUP, now=T0)
+
+
+class TestAfterFailure:
+    @pytest.mark.parametrize(
+        ("sending", "step", "has_document", "back_to"),
+        [
+            (Phase.REGISTERING, Step.REGISTER, True, Phase.NEW),
+            (Phase.UPLOADING, Step.UPLOAD, True, Phase.REGISTERED),
+            (Phase.STARTING, Step.START, True, Phase.DOCUMENTED),
+            (Phase.STARTING, Step.START, False, Phase.REGISTERED),
+        ],
+    )
+    def test_transient(self, sending, step, has_document, back_to):
+        """A transient failure goes back to the phase before, one attempt more, backing off."""
+        case = make_case(sending, has_document=has_document, attempts=2)
+        if step is Step.REGISTER:
+            case = replace(case, kravia_id=None, registered_fingerprint=None)
+
+        failed = after_failure(
+            case, step, failure="transient", message="503 busy", now=T0, retry_in=RETRY
+        )
+
+        assert failed.phase is back_to
+        assert failed.attempts == 3
+        assert failed.next_attempt_at == T0 + RETRY
+        assert failed.last_error == "503 busy"
+        assert (failed.pending_attempt, failed.pending_since) == (None, None)
+        assert failed.kravia_id == case.kravia_id
+
+    def test_terminal_register_rejected(self):
+        """Kravia refusing a register rejects the case until the source changes it."""
+        case = make_case(Phase.REGISTERING)
+
+        failed = after_failure(
+            case, Step.REGISTER, failure="terminal", message="400 bad", now=T0, retry_in=RETRY
+        )
+
+        assert failed.phase is Phase.REJECTED
+        assert failed.last_error == "400 bad"
+        assert failed.pending_attempt is None
+        assert next_step(failed, start=StartPolicy.AUTO, now=T0, timing=TIMING).step is Step.NONE
+
+    @pytest.mark.parametrize(
+        ("sending", "step"), [(Phase.UPLOADING, Step.UPLOAD), (Phase.STARTING, Step.START)]
+    )
+    def test_terminal_after_register_needs_review(self, sending, step):
+        """Kravia refusing an upload or start of a registered case asks a person to look."""
+        case = make_case(sending)
+
+        failed = after_failure(
+            case, step, failure="terminal", message="400 nope", now=T0, retry_in=RETRY
+        )
+
+        assert failed.phase is Phase.NEEDS_REVIEW
+        assert failed.kravia_id == 501
+        assert step.value in failed.last_error
+        assert "400 nope" in failed.last_error
+        assert failed.pending_attempt is None
+
+    @pytest.mark.parametrize(
+        ("sending", "step"),
+        [
+            (Phase.REGISTERING, Step.REGISTER),
+            (Phase.UPLOADING, Step.UPLOAD),
+            (Phase.STARTING, Step.START),
+        ],
+    )
+    def test_ambiguous_keeps_sending_phase(self, sending, step):
+        """An ambiguous failure keeps the sending phase and attempt: the next step is to look."""
+        case = make_case(sending, pending_attempt="att-4", pending_since=T0, attempts=1)
+
+        failed = after_failure(
+            case, step, failure="ambiguous", message="read timeout", now=T0, retry_in=RETRY
+        )
+
+        assert failed.phase is sending
+        assert failed.pending_attempt == "att-4"
+        assert failed.pending_since == T0
+        assert failed.attempts == 1
+        assert failed.last_error == "read timeout"
+        assert next_step(failed, start=StartPolicy.AUTO, now=T0, timing=TIMING).step is Step.WAIT
+
+
+class TestAfterLookup:
+    def lookup(self, found: list[int], *, complete: bool = True, lookups: int = 0) -> CaseState:
+        case = make_case(Phase.REGISTERING, lookups=lookups, last_error="read timeout")
+        return after_lookup(
+            case, found, now=T0, complete=complete, retry_in=RETRY, max_lookups=TIMING.max_lookups
+        )
+
+    def test_one_found_adopted(self):
+        """Exactly one case found: it is adopted, the case is registered with its id."""
+        adopted = self.lookup([812])
+
+        assert adopted.phase is Phase.REGISTERED
+        assert adopted.kravia_id == 812
+        assert adopted.registered_fingerprint == adopted.fingerprint
+        assert adopted.pending_attempt is None
+        assert adopted.last_error is None
+
+    def test_none_found_registers_again(self):
+        """None found by a complete search: the case is new again, with a note why."""
+        again = self.lookup([], lookups=2)
+
+        assert again.phase is Phase.NEW
+        assert again.kravia_id is None
+        assert (again.pending_attempt, again.pending_since) == (None, None)
+        assert again.lookups == 0
+        assert again.next_attempt_at is None
+        assert "registering again" in again.last_error
+        assert next_step(again, start=StartPolicy.AUTO, now=T0, timing=TIMING).step is Step.REGISTER
+
+    def test_several_found_needs_review(self):
+        """Several found: a person must look; the message lists every id."""
+        review = self.lookup([903, 901, 902])
+
+        assert review.phase is Phase.NEEDS_REVIEW
+        assert review.kravia_id is None
+        assert "3 cases" in review.last_error
+        assert "901, 902, 903" in review.last_error
+
+    @pytest.mark.parametrize("found", [[], [812], [1, 2]])
+    def test_incomplete_retries(self, found):
+        """An incomplete search decides nothing: look again later, one lookup more."""
+        retry = self.lookup(found, complete=False, lookups=0)
+
+        assert retry.phase is Phase.REGISTERING
+        assert retry.kravia_id is None
+        assert retry.lookups == 1
+        assert retry.next_attempt_at == T0 + RETRY
+        assert retry.pending_attempt == "att-1"
+        decision = next_step(retry, start=StartPolicy.AUTO, now=T0 + RETRY / 2, timing=TIMING)
+        assert decision.step is Step.WAIT
+
+    def test_incomplete_too_often_needs_review(self):
+        """After max_lookups incomplete searches, a person must look."""
+        review = self.lookup([], complete=False, lookups=TIMING.max_lookups - 1)
+
+        assert review.phase is Phase.NEEDS_REVIEW
+        assert review.lookups == TIMING.max_lookups
+        assert "accountingInvoiceId" in review.last_error
+
+
+class TestAfterVerify:
+    @pytest.mark.parametrize(
+        ("sending", "step", "has_document", "done", "expected"),
+        [
+            (Phase.UPLOADING, Step.VERIFY_UPLOAD, True, True, Phase.DOCUMENTED),
+            (Phase.UPLOADING, Step.VERIFY_UPLOAD, True, False, Phase.REGISTERED),
+            (Phase.STARTING, Step.VERIFY_START, True, True, Phase.STARTED),
+            (Phase.STARTING, Step.VERIFY_START, True, False, Phase.DOCUMENTED),
+            (Phase.STARTING, Step.VERIFY_START, False, True, Phase.STARTED),
+            (Phase.STARTING, Step.VERIFY_START, False, False, Phase.REGISTERED),
+        ],
+    )
+    def test_table(self, sending, step, has_document, done, expected):
+        """Reading the case settles a lost answer: done moves on, not done goes back."""
+        case = make_case(sending, has_document=has_document, lookups=2, next_attempt_at=T0)
+
+        settled = after_verify(case, step, done=done, now=T0 + RETRY)
+
+        assert settled.phase is expected
+        assert settled.kravia_id == 501
+        assert (settled.pending_attempt, settled.pending_since) == (None, None)
+        assert settled.lookups == 0
+        assert settled.next_attempt_at is None
+        assert settled.updated_at == T0 + RETRY
+
+    @pytest.mark.parametrize("step", [Step.LOOKUP, Step.UPLOAD, Step.START])
+    def test_not_a_verify_step(self, step):
+        """Only verify steps are settled by after_verify."""
+        with pytest.raises(ValueError, match="not a verify step"):
+            after_verify(make_case(Phase.STARTING), step, done=True, now=T0)
+
+
+# --- properties -------------------------------------------------------------------------------
+
+FAILURES = st.sampled_from(["transient", "terminal", "ambiguous"])
+OUTCOME = st.one_of(
+    st.tuples(st.just("ok"), st.integers(1, 10**6)),
+    st.tuples(st.just("fail"), FAILURES),
+)
+LOOKUP_RESULT = st.tuples(st.lists(st.integers(1, 10**6), max_size=3, unique=True), st.booleans())
+
+
+def drive(case: CaseState, data: st.DataObject, start: StartPolicy, steps: int) -> list[CaseState]:
+    """Drive a case as the reconciler does, with outcomes drawn by hypothesis; the history."""
+    now = T0
+    history = [case]
+    for number in range(steps):
+        decision = next_step(case, start=start, now=now, timing=TIMING)
+        assert not (decision.step is Step.REGISTER and case.kravia_id is not None), case
+        if decision.step is Step.NONE:
+            if data.draw(st.booleans(), label="source toggles document"):
+                case = replace(case, has_document=not case.has_document)
+            else:
+                break
+        elif decision.step is Step.WAIT:
+            assert decision.not_before is not None
+            assert decision.not_before > now
+            now = decision.not_before
+        elif decision.step is Step.LOOKUP:
+            found, complete = data.draw(LOOKUP_RESULT, label="lookup")
+            case = after_lookup(
+                case,
+                found,
+                now=now,
+                complete=complete,
+                retry_in=RETRY,
+                max_lookups=TIMING.max_lookups,
+            )
+        elif decision.step in {Step.VERIFY_UPLOAD, Step.VERIFY_START}:
+            done = data.draw(st.booleans(), label="verified")
+            case = after_verify(case, decision.step, done=done, now=now)
+        else:
+            case = begin(case, decision.step, attempt_id=f"att-{number}", now=now)
+            history.append(case)
+            kind, value = data.draw(OUTCOME, label=f"{decision.step.value} outcome")
+            if kind == "ok":
+                case = after_success(case, decision.step, now=now, kravia_id=int(value))
+            else:
+                case = after_failure(
+                    case, decision.step, failure=str(value), message="x", now=now, retry_in=RETRY
+                )
+        history.append(case)
+        now += timedelta(seconds=1)
+    return history
+
+
+class TestLifecycleProperties:
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(data=st.data(), start=st.sampled_from(list(StartPolicy)), has_document=st.booleans())
+    def test_registered_case_never_new_again(self, data, start, has_document):
+        """Once a case has a Kravia id it never returns to NEW, and is never registered again."""
+        case = make_case(Phase.NEW, has_document=has_document, updated_at=T0)
+
+        history = drive(case, data, start, steps=40)
+
+        seen_id = None
+        for state in history:
+            if seen_id is not None:
+                assert state.kravia_id == seen_id
+                assert state.phase is not Phase.NEW
+            if state.kravia_id is not None:
+                seen_id = state.kravia_id
+
+    @settings(max_examples=200, deadline=None)
+    @given(data=st.data(), start=st.sampled_from(list(StartPolicy)))
+    def test_sending_phase_always_has_pending_attempt(self, data, start):
+        """Whenever a case is in a sending phase, it carries the attempt that is in flight."""
+        history = drive(make_case(Phase.NEW, updated_at=T0), data, start, steps=40)
+
+        for state in history:
+            if state.phase in SENDING:
+                assert state.pending_attempt is not None
+                assert state.pending_since is not None
+            else:
+                assert state.pending_attempt is None or state.phase is Phase.NEEDS_REVIEW
+
+    @settings(max_examples=200, deadline=None)
+    @given(data=st.data())
+    def test_manual_never_starts(self, data):
+        """With start = manual, a case is never sent a Start."""
+        history = drive(make_case(Phase.NEW, updated_at=T0), data, StartPolicy.MANUAL, steps=40)
+
+        assert all(state.phase not in {Phase.STARTING, Phase.STARTED} for state in history)

@@ -1,0 +1,505 @@
+"""Tests of the state store (`kravia_sync.store`) on a real SQLite file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.exc import StatementError
+
+from kravia_sync.lifecycle import CaseState, Phase
+from kravia_sync.store import (
+    JOURNAL,
+    LEASE,
+    SCHEMA_VERSION,
+    JournalEntry,
+    LeaseHeldError,
+    QuarantineEntry,
+    SchemaError,
+    StateStore,
+)
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+TTL = timedelta(minutes=2)
+OSLO = timezone(timedelta(hours=1), "CET")
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "kravia-sync.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[StateStore]:
+    opened = StateStore(db_path)
+    yield opened
+    opened.close()
+
+
+def raw_sql(path: Path, *statements: str) -> list[tuple[object, ...]]:
+    """Run SQL on the file with the stdlib driver (as another tool would); the last result."""
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        rows: list[tuple[object, ...]] = []
+        for statement in statements:
+            rows = connection.execute(statement).fetchall()
+        return rows
+
+
+def make_case(aid: str = "A-1", **changes: object) -> CaseState:
+    values: dict[str, object] = {
+        "accounting_invoice_id": aid,
+        "source": "erp",
+        "record_key": f"invoices.csv:{aid}",
+        "invoice_number": aid.removeprefix("A-"),
+        "phase": Phase.NEW,
+        "fingerprint": "f" * 32,
+        "record_hash": "h" * 32,
+        "has_document": False,
+        "first_seen_at": T0,
+        "updated_at": T0,
+    }
+    return CaseState(**{**values, **changes})  # type: ignore[arg-type]
+
+
+def intent(aid: str = "A-1", attempt: str = "att-1", **changes: object) -> JournalEntry:
+    values: dict[str, object] = {
+        "attempt_id": attempt,
+        "kind": "intent",
+        "operation": "register",
+        "accounting_invoice_id": aid,
+        "at": T0,
+    }
+    return JournalEntry(**{**values, **changes})  # type: ignore[arg-type]
+
+
+def put_lease(store: StateStore, *, host: str, pid: int, expires_at: datetime) -> None:
+    """A lease row as another process would have written it."""
+    with store.engine.begin() as connection:
+        connection.execute(
+            insert(LEASE).values(
+                name="writer",
+                holder=f"pid {pid} on {host}",
+                host=host,
+                pid=pid,
+                acquired_at=T0 - timedelta(minutes=1),
+                expires_at=expires_at,
+            )
+        )
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+class TestSchema:
+    def test_new_database(self, store, db_path):
+        """A new store creates its file, the tables and schema version 1."""
+        assert db_path.is_file()
+        assert store.schema_version() == SCHEMA_VERSION == 1
+        tables = {row[0] for row in raw_sql(db_path, "SELECT name FROM sqlite_master")}
+        assert {"meta", "cases", "journal", "runs", "quarantine", "lease"} <= tables
+
+    def test_wal_and_full_sync(self, store):
+        """Connections run in WAL mode with synchronous=FULL."""
+        with store.engine.connect() as connection:
+            journal_mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+            synchronous = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+
+        assert journal_mode == "wal"
+        assert synchronous == 2  # FULL
+
+    def test_reopen(self, store, db_path):
+        """Reopening an existing store keeps its data."""
+        store.write_batch([make_case()], [])
+        store.close()
+
+        again = StateStore(db_path)
+        try:
+            assert set(again.load_cases("erp")) == {"A-1"}
+            assert again.schema_version() == 1
+        finally:
+            again.close()
+
+    def test_newer_schema_refused(self, store, db_path):
+        """A database from a newer kravia-sync is refused naming both versions."""
+        store.close()
+        raw_sql(db_path, "UPDATE meta SET value = '7' WHERE key = 'schema_version'")
+
+        with pytest.raises(SchemaError) as info:
+            StateStore(db_path).close()
+
+        message = str(info.value)
+        assert "schema version 7" in message
+        assert f"({SCHEMA_VERSION})" in message
+        assert str(db_path) in message
+
+    @pytest.mark.parametrize("value", ["banana", None])
+    def test_unknown_schema_refused(self, store, db_path, value):
+        """A missing or non-numeric schema version is refused."""
+        store.close()
+        if value is None:
+            raw_sql(db_path, "DELETE FROM meta")
+        else:
+            raw_sql(db_path, f"UPDATE meta SET value = '{value}'")  # noqa: S608
+
+        with pytest.raises(SchemaError, match="unknown schema version"):
+            StateStore(db_path).close()
+
+    def test_foreign_database_refused(self, tmp_path):
+        """An SQLite file of something else (no meta table) is refused, and left untouched."""
+        path = tmp_path / "other.db"
+        raw_sql(path, "CREATE TABLE invoices (id INTEGER)", "INSERT INTO invoices VALUES (1)")
+
+        with pytest.raises(SchemaError, match="not a kravia-sync state database"):
+            StateStore(path).close()
+
+        tables = {row[0] for row in raw_sql(path, "SELECT name FROM sqlite_master")}
+        assert tables == {"invoices"}
+
+
+class TestCases:
+    def test_round_trip(self, store):
+        """Every field of a case comes back equal; datetimes stay timezone-aware."""
+        case = make_case(
+            phase=Phase.REGISTERING,
+            kravia_id=4711,
+            registered_fingerprint="r" * 32,
+            pending_attempt="att-3",
+            pending_since=T0.astimezone(OSLO) + timedelta(microseconds=123456),
+            attempts=2,
+            lookups=1,
+            next_attempt_at=T0 + timedelta(seconds=90),
+            last_error="read timeout ✓ æøå",
+            changed_at=T0 - timedelta(days=2),
+            first_seen_at=T0.astimezone(OSLO),
+            has_document=True,
+        )
+        store.write_batch([case], [])
+
+        loaded = store.load_cases("erp")["A-1"]
+
+        assert loaded == case
+        for name in ("first_seen_at", "updated_at", "pending_since", "next_attempt_at"):
+            value = getattr(loaded, name)
+            assert value.tzinfo is not None
+            assert value.utcoffset() == timedelta(0)
+        assert loaded.phase is Phase.REGISTERING
+
+    def test_naive_datetime_refused(self, store):
+        """A naive datetime is refused rather than stored with a guessed zone."""
+        naive = datetime(2025, 3, 1, 12, 0)  # noqa: DTZ001 - the point of the test
+
+        with pytest.raises(ValueError, match="naive"):
+            store.write_batch([make_case(updated_at=naive)], [])
+
+        assert store.load_cases("erp") == {}
+
+    def test_upsert_last_in_batch_wins(self, store):
+        """Within a batch the last version of a case wins; later batches update in place."""
+        first = make_case(phase=Phase.NEW)
+        second = replace(first, phase=Phase.REGISTERING, pending_attempt="att-1")
+        store.write_batch([first, make_case("A-2"), second], [])
+
+        assert store.load_cases("erp")["A-1"] == second
+        assert len(store.load_cases("erp")) == 2
+
+        third = replace(second, phase=Phase.REGISTERED, kravia_id=9, pending_attempt=None)
+        store.write_batch([third], [])
+
+        assert store.load_cases("erp")["A-1"] == third
+        assert store.phase_counts() == {"registered": 1, "new": 1}
+
+    def test_journal_appended(self, store):
+        """Journal rows are appended in order, never replaced."""
+        store.write_batch([make_case()], [intent()])
+        store.write_batch(
+            [],
+            [
+                intent(kind="outcome", outcome="ok", kravia_id=9, http_status=200),
+                intent(attempt="att-2", operation="document"),
+            ],
+        )
+
+        rows = store.journal_for("A-1")
+
+        assert [(row["attempt_id"], row["kind"], row["operation"]) for row in rows] == [
+            ("att-1", "intent", "register"),
+            ("att-1", "outcome", "register"),
+            ("att-2", "intent", "document"),
+        ]
+        assert rows[1]["outcome"] == "ok"
+        assert rows[1]["kravia_id"] == 9
+        assert rows[0]["at"] == T0
+
+    def test_batch_is_one_transaction(self, store):
+        """A batch that fails writes neither its cases nor its journal."""
+        bad = intent(operation=None)  # NOT NULL: fails inside the transaction, after the case
+
+        with pytest.raises(StatementError):
+            store.write_batch([make_case("A-9")], [bad])
+
+        assert store.load_cases("erp") == {}
+        with store.engine.connect() as connection:
+            assert connection.execute(select(JOURNAL)).all() == []
+
+    def test_sources_kept_apart(self, store):
+        """load_cases returns one source's cases; all_case_ids maps every id to its source."""
+        store.write_batch([make_case("A-1"), make_case("B-1", source="shop")], [])
+
+        assert set(store.load_cases("erp")) == {"A-1"}
+        assert set(store.load_cases("shop")) == {"B-1"}
+        assert store.all_case_ids() == {"A-1": "erp", "B-1": "shop"}
+
+    @pytest.mark.parametrize(("term", "found"), [("A-1", ["A-1"]), ("1", ["A-1"]), ("77", ["A-2"])])
+    def test_find_cases(self, store, term, found):
+        """find_cases matches the accountingInvoiceId, the invoice number or the Kravia id."""
+        store.write_batch([make_case("A-1"), make_case("A-2", kravia_id=77)], [])
+
+        assert [case.accounting_invoice_id for case in store.find_cases(term)] == found
+
+    def test_cases_in(self, store):
+        """cases_in lists the cases in the given phases, most recently updated first."""
+        store.write_batch(
+            [
+                make_case("A-1", phase=Phase.REJECTED, updated_at=T0),
+                make_case("A-2", phase=Phase.NEEDS_REVIEW, updated_at=T0 + TTL),
+                make_case("A-3", phase=Phase.STARTED),
+            ],
+            [],
+        )
+
+        found = store.cases_in([Phase.REJECTED, Phase.NEEDS_REVIEW])
+
+        assert [case.accounting_invoice_id for case in found] == ["A-2", "A-1"]
+
+
+class TestLease:
+    def test_acquire(self, store):
+        """acquire_lease records this process as holder until now + ttl."""
+        holder = store.acquire_lease(ttl=TTL, now=T0)
+
+        lease = store.current_lease()
+        assert lease is not None
+        assert holder == f"pid {os.getpid()} on {socket.gethostname()}"
+        assert lease["holder"] == holder
+        assert lease["pid"] == os.getpid()
+        assert lease["expires_at"] == T0 + TTL
+
+    def test_reacquire_own(self, store):
+        """This process may take its own lease again (it is renewed)."""
+        store.acquire_lease(ttl=TTL, now=T0)
+        store.acquire_lease(ttl=TTL, now=T0 + timedelta(seconds=10))
+
+        lease = store.current_lease()
+        assert lease is not None
+        assert lease["expires_at"] == T0 + timedelta(seconds=10) + TTL
+
+    @pytest.mark.parametrize(
+        ("host", "pid"),
+        [("other-host.example", os.getpid()), ("other-host.example", 1), (None, os.getppid())],
+    )
+    def test_held_by_another(self, store, host, pid):
+        """A live lease of another process raises LeaseHeldError naming the holder."""
+        host = host or socket.gethostname()
+        put_lease(store, host=host, pid=pid, expires_at=T0 + TTL)
+
+        with pytest.raises(LeaseHeldError) as info:
+            store.acquire_lease(ttl=TTL, now=T0)
+
+        assert info.value.holder == f"pid {pid} on {host}"
+        assert f"pid {pid} on {host}" in str(info.value)
+        assert "unlock --force" in str(info.value)
+        lease = store.current_lease()
+        assert lease is not None
+        assert lease["host"] == host
+
+    def test_expired_taken_over(self, store):
+        """An expired lease of another host is taken over."""
+        put_lease(store, host="other-host.example", pid=1, expires_at=T0 - timedelta(seconds=1))
+
+        holder = store.acquire_lease(ttl=TTL, now=T0)
+
+        lease = store.current_lease()
+        assert lease is not None
+        assert lease["holder"] == holder
+        assert lease["pid"] == os.getpid()
+
+    def test_dead_pid_on_this_host_taken_over(self, store):
+        """An unexpired lease of a process on this host that no longer exists is taken over."""
+        put_lease(store, host=socket.gethostname(), pid=dead_pid(), expires_at=T0 + TTL)
+
+        store.acquire_lease(ttl=TTL, now=T0)
+
+        lease = store.current_lease()
+        assert lease is not None
+        assert lease["pid"] == os.getpid()
+
+    def test_release(self, store):
+        """release_lease removes this process's lease."""
+        store.acquire_lease(ttl=TTL, now=T0)
+
+        store.release_lease()
+
+        assert store.current_lease() is None
+
+    def test_release_leaves_others(self, store):
+        """release_lease never removes a lease another process holds."""
+        put_lease(store, host="other-host.example", pid=1, expires_at=T0 + TTL)
+
+        store.release_lease()
+
+        assert store.current_lease() is not None
+
+    def test_renew_extends_own_only(self, store):
+        """renew_lease moves this process's expiry, not another's."""
+        store.acquire_lease(ttl=TTL, now=T0)
+        store.renew_lease(ttl=TTL, now=T0 + TTL)
+
+        lease = store.current_lease()
+        assert lease is not None
+        assert lease["expires_at"] == T0 + 2 * TTL
+
+    def test_force_unlock(self, store):
+        """force_unlock removes any lease and returns what it removed; None when there is none."""
+        put_lease(store, host="other-host.example", pid=42, expires_at=T0 + TTL)
+
+        removed = store.force_unlock()
+
+        assert removed is not None
+        assert removed["holder"] == "pid 42 on other-host.example"
+        assert store.current_lease() is None
+        assert store.force_unlock() is None
+        store.acquire_lease(ttl=TTL, now=T0)
+
+    def test_second_store_on_same_file(self, store, db_path):
+        """A second StateStore on the file sees the lease the first took."""
+        store.acquire_lease(ttl=TTL, now=T0)
+
+        other = StateStore(db_path)
+        try:
+            lease = other.current_lease()
+        finally:
+            other.close()
+
+        assert lease is not None
+        assert lease["pid"] == os.getpid()
+
+
+def entry(key: str, reason: str = "postal_code '12' is not…", **changes: str) -> QuarantineEntry:
+    values = {"record_key": key, "kind": "invalid", "field": "postal_code", "reason": reason}
+    return QuarantineEntry(**{**values, **changes})  # type: ignore[arg-type]
+
+
+class TestQuarantine:
+    def test_insert(self, store):
+        """New entries are stored with first and last seen time."""
+        store.sync_quarantine("erp", {"r1": entry("r1")}, complete=True, now=T0)
+
+        (row,) = store.quarantined()
+        assert row["source"] == "erp"
+        assert row["record_key"] == "r1"
+        assert row["field"] == "postal_code"
+        assert row["first_seen_at"] == T0
+        assert row["last_seen_at"] == T0
+        assert store.load_quarantine("erp") == {"r1": entry("r1")}
+
+    def test_update_keeps_first_seen(self, store):
+        """A changed entry is updated in place; its first-seen time stays."""
+        store.sync_quarantine("erp", {"r1": entry("r1")}, complete=True, now=T0)
+        changed = entry("r1", "amount: not an amount", field="amount")
+
+        store.sync_quarantine("erp", {"r1": changed}, complete=True, now=T0 + TTL)
+
+        (row,) = store.quarantined()
+        assert (row["field"], row["reason"]) == ("amount", "amount: not an amount")
+        assert row["first_seen_at"] == T0
+        assert row["last_seen_at"] == T0 + TTL
+
+    def test_complete_read_deletes_resolved(self, store):
+        """After a complete read, entries no longer quarantined are forgotten."""
+        store.sync_quarantine("erp", {"r1": entry("r1"), "r2": entry("r2")}, complete=True, now=T0)
+
+        store.sync_quarantine("erp", {"r2": entry("r2")}, complete=True, now=T0 + TTL)
+
+        assert set(store.load_quarantine("erp")) == {"r2"}
+
+    def test_incomplete_read_keeps_all(self, store):
+        """After an incomplete read, nothing is forgotten."""
+        store.sync_quarantine("erp", {"r1": entry("r1"), "r2": entry("r2")}, complete=True, now=T0)
+
+        store.sync_quarantine("erp", {}, complete=False, now=T0 + TTL)
+
+        assert set(store.load_quarantine("erp")) == {"r1", "r2"}
+
+    def test_sources_apart(self, store):
+        """One source's complete read never forgets another source's entries."""
+        store.sync_quarantine("erp", {"r1": entry("r1")}, complete=True, now=T0)
+        store.sync_quarantine("shop", {"r1": entry("r1")}, complete=True, now=T0)
+
+        store.sync_quarantine("erp", {}, complete=True, now=T0 + TTL)
+
+        assert store.load_quarantine("erp") == {}
+        assert set(store.load_quarantine("shop")) == {"r1"}
+
+    def test_filter_by_kind(self, store):
+        """quarantined(kind) lists only that kind."""
+        store.sync_quarantine(
+            "erp",
+            {"r1": entry("r1"), "r2": entry("r2", kind="waiting", field="due_date")},
+            complete=True,
+            now=T0,
+        )
+
+        assert [row["record_key"] for row in store.quarantined("waiting")] == ["r2"]
+        assert [row["record_key"] for row in store.quarantined("invalid")] == ["r1"]
+
+
+class TestRuns:
+    def test_start_and_finish(self, store):
+        """A run is recorded as running, then finished with its status and counts."""
+        run_id = store.start_run(holder="pid 1 on h", command="reconcile", now=T0)
+
+        (running,) = store.last_runs()
+        assert running["id"] == run_id
+        assert running["status"] == "running"
+        assert running["finished_at"] is None
+        assert running["counts"] == {}
+
+        store.finish_run(run_id, status="done", counts={"new": 3, "read": 10}, now=T0 + TTL)
+
+        (finished,) = store.last_runs()
+        assert finished["status"] == "done"
+        assert finished["counts"] == {"new": 3, "read": 10}
+        assert finished["started_at"] == T0
+        assert finished["finished_at"] == T0 + TTL
+        assert finished["error"] is None
+
+    def test_last_runs_newest_first(self, store):
+        """last_runs lists the newest runs first, up to the limit."""
+        ids = [store.start_run(holder="h", command=f"c{n}", now=T0) for n in range(4)]
+
+        runs = store.last_runs(limit=3)
+
+        assert [run["id"] for run in runs] == ids[::-1][:3]
+        assert len(set(ids)) == 4
+
+    def test_failed_run_error(self, store):
+        """A failed run keeps its error text."""
+        run_id = store.start_run(holder="h", command="reconcile", now=T0)
+
+        store.finish_run(run_id, status="failed", counts={}, now=T0, error="boom")
+
+        assert store.last_runs()[0]["error"] == "boom"
