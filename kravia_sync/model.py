@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 PDF_MAGIC = b"%PDF-"
+CENT = Decimal("0.01")
 
 # The flat record format: the field names connectors (and folder files) use.
 RECORD_FIELDS: tuple[str, ...] = (
@@ -176,8 +177,12 @@ def _parse_amount_text(text: str) -> Decimal:
             cleaned = cleaned.replace(",", "")
     elif "," in cleaned:
         cleaned = cleaned.replace(",", ".")
-    if not re.fullmatch(r"[+-]?\d+(\.\d+)?", cleaned):
+    match = re.fullmatch(r"[+-]?\d+(?:\.(\d+))?", cleaned)
+    if not match:
         raise ValueError(f"{text!r} is not an amount")
+    if match.group(1) is not None and len(match.group(1)) > 2:
+        # "234,500" could be 234.5 or, written the English way, 234500: refuse to guess.
+        raise ValueError(f"{text!r} has more than two decimals")
     try:
         return Decimal(cleaned)
     except InvalidOperation as exc:  # pragma: no cover - the regex guards this
@@ -320,12 +325,14 @@ class Invoice(BaseModel):
     @field_validator("amount")
     @classmethod
     def _amount_is_money(cls, value: Decimal) -> Decimal:
+        """Positive, in whole øre (cents); kept with exactly two decimals, so that 2250,
+        2250.00 and an SQL NUMERIC(18,4) 2250.0000 are one amount with one fingerprint."""
         if value <= 0:
             raise ValueError(f"the outstanding amount must be positive, got {value}")
-        exponent = value.as_tuple().exponent
-        if isinstance(exponent, int) and exponent < -2:
+        cents = value.quantize(CENT)
+        if cents != value:
             raise ValueError(f"{value} has more than two decimals")
-        return value
+        return cents
 
     @field_validator("currency", mode="before")
     @classmethod
@@ -361,7 +368,7 @@ class Invoice(BaseModel):
         for name in REQUIRED_FIELDS:
             if values.get(name) is None:
                 raise InvalidRecordError(name, "required field is missing or empty")
-        source_id = values.get("accounting_invoice_id") or values["invoice_number"]
+        accounting_invoice_id = record_accounting_id(values, id_prefix)
         organization_number = values.get("organization_number")
         kind = values.get("debtor_type")
         if kind is None:
@@ -372,7 +379,7 @@ class Invoice(BaseModel):
             raise InvalidRecordError("debtor_type", f"{kind!r} is neither private nor business")
         payload = {
             "invoice_number": _as_text(values["invoice_number"]),
-            "accounting_invoice_id": f"{id_prefix}{_as_text(source_id)}",
+            "accounting_invoice_id": accounting_invoice_id,
             "invoice_date": values["invoice_date"],
             "due_date": values["due_date"],
             "amount": values["amount"],
@@ -442,6 +449,17 @@ def _first_error(exc: ValidationError) -> InvalidRecordError:
     if error["type"] == "missing":
         message = "required field is missing or empty"
     return InvalidRecordError(field, message)
+
+
+def record_accounting_id(record: Mapping[str, object], id_prefix: str = "") -> str | None:
+    """The accountingInvoiceId a flat record carries: its own id, else its invoice number,
+    with the source's prefix; None when it has neither (blank counts as missing)."""
+    for name in ("accounting_invoice_id", "invoice_number"):
+        value = record.get(name)
+        text = value.strip() if isinstance(value, str) else None if value is None else str(value)
+        if text:
+            return f"{id_prefix}{text}"
+    return None
 
 
 def _as_text(value: object) -> str:

@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState, Phase
-from kravia_sync.model import Invoice
+from kravia_sync.model import Invoice, record_accounting_id
 from kravia_sync.settings import PolicySettings
 
 __all__ = ["Assessment", "Change", "assess", "ineligibility", "record_hash"]
@@ -41,11 +41,7 @@ def record_hash(fields: Mapping[str, object], has_document: bool) -> str:
 
 def source_id(fields: Mapping[str, object], id_prefix: str) -> str | None:
     """The accountingInvoiceId a record will carry, before validation (None if it has none)."""
-    raw = fields.get("accounting_invoice_id") or fields.get("invoice_number")
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return None
-    text = raw.strip() if isinstance(raw, str) else str(raw)
-    return f"{id_prefix}{text}"
+    return record_accounting_id(fields, id_prefix)
 
 
 def ineligibility(invoice: Invoice, policy: PolicySettings, today: date) -> str | None:

@@ -220,8 +220,12 @@ def load_settings(
         raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{config_path}: cannot be read: {exc}") from None
+    kravia_section = raw.get("kravia")
+    keys = {key.lower() for key in raw}
+    if isinstance(kravia_section, dict):
+        keys |= {key.lower() for key in kravia_section}
     for key in (TOKEN_SECRET_FILE, "token", TOKEN_ENV.lower()):
-        if key in raw or key in raw.get("kravia", {}):
+        if key in keys:
             raise ConfigError(
                 f"{config_path}: {key}: the Kravia token does not belong in the configuration "
                 f"file; set the environment variable {TOKEN_ENV} or put it in a file named "

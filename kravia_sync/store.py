@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -287,9 +288,20 @@ class StateStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.engine = _sqlite_engine(path)
-        self._check_schema()
+        # The hot write path keeps one driver connection (used by one thread at a time).
+        self._batch_lock = threading.Lock()
+        self._batch_connection: Any = None
+        try:
+            self._check_schema()
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
+        with self._batch_lock:
+            if self._batch_connection is not None:
+                self._batch_connection.close()
+                self._batch_connection = None
         self.engine.dispose()
 
     @contextmanager
@@ -394,11 +406,23 @@ class StateStore:
         journal_rows = [
             tuple(_db_value(getattr(entry, name)) for name in _JOURNAL_FIELDS) for entry in journal
         ]
-        with self._write() as connection:
-            if case_rows:
-                connection.exec_driver_sql(_UPSERT_CASE_SQL, case_rows)
-            if journal_rows:
-                connection.exec_driver_sql(_INSERT_JOURNAL_SQL, journal_rows)
+        with self._batch_lock:
+            if self._batch_connection is None:
+                self._batch_connection = self.engine.raw_connection()
+            cursor = self._batch_connection.cursor()
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                try:
+                    if case_rows:
+                        cursor.executemany(_UPSERT_CASE_SQL, case_rows)
+                    if journal_rows:
+                        cursor.executemany(_INSERT_JOURNAL_SQL, journal_rows)
+                except BaseException:
+                    cursor.execute("ROLLBACK")
+                    raise
+                cursor.execute("COMMIT")
+            finally:
+                cursor.close()
 
     def journal_for(self, accounting_invoice_id: str) -> list[dict[str, Any]]:
         with self._read() as connection:

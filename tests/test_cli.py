@@ -217,7 +217,9 @@ class TestSecrets:
         """With faults making every code path log, the token is nowhere to be read."""
         write_invoices(tmp_path / "invoices", range(1, 21))
         write_config(tmp_path, sim.base_url)
-        sim.simulator.faults = Faults(error_5xx=0.3, rate_limit_429=0.2, drop_after_commit=0.1, seed=3)
+        sim.simulator.faults = Faults(
+            error_5xx=0.3, rate_limit_429=0.2, drop_after_commit=0.1, seed=3
+        )
         outputs = []
         for args in (
             ("check",),

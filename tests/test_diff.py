@@ -254,15 +254,6 @@ class TestIdentity:
 
         assert len(diff.work) == 1
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason=(
-            "BUG: plan.source_id treats a blank accounting_invoice_id as the id (and so as "
-            "None) while Invoice.from_record falls back to invoice_number: the known case is "
-            "not found, and an invoice already in Kravia becomes NEW work (a duplicate case)"
-        ),
-    )
     def test_blank_accounting_id_matches_known_case(self):
         """A blank accounting_invoice_id falls back to the invoice number, also for matching."""
         started = stored(rec(), Phase.STARTED)

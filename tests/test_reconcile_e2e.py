@@ -233,7 +233,9 @@ class TestFaults:
                 "max_inline_wait_seconds = 2\nretries_per_pass = 6"
             ),
         )
-        sim.simulator.faults = Faults(error_5xx=0.2, rate_limit_429=0.1, drop_after_commit=0.05, seed=7)
+        sim.simulator.faults = Faults(
+            error_5xx=0.2, rate_limit_429=0.1, drop_after_commit=0.05, seed=7
+        )
 
         passes = 0
         while passes < 8:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select
-from sqlalchemy.exc import StatementError
 
 from kravia_sync.lifecycle import CaseState, Phase
 from kravia_sync.store import (
@@ -248,7 +247,7 @@ class TestCases:
         """A batch that fails writes neither its cases nor its journal."""
         bad = intent(operation=None)  # NOT NULL: fails inside the transaction, after the case
 
-        with pytest.raises(StatementError):
+        with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
             store.write_batch([make_case("A-9")], [bad])
 
         assert store.load_cases("erp") == {}
