@@ -10,15 +10,25 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import date, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 TOKEN = "bench-token-6f1c2a"
 CREDITOR_ID = 10759
 FIELDS = [
-    "invoice_number", "invoice_date", "due_date", "amount", "currency", "debtor_name",
-    "debtor_number", "debtor_email", "address_line1", "postal_code", "city", "description",
+    "invoice_number",
+    "invoice_date",
+    "due_date",
+    "amount",
+    "currency",
+    "debtor_name",
+    "debtor_number",
+    "debtor_email",
+    "address_line1",
+    "postal_code",
+    "city",
+    "description",
 ]
 
 
@@ -40,20 +50,33 @@ class SimulatorProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/v2/"
 
-    def __enter__(self) -> SimulatorProcess:
+    def __enter__(self) -> Self:
         env = dict(os.environ, KRAVIA_SIM_TOKEN=TOKEN)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kravia_sync", "simulate", "--port", str(self.port),
-             "--creditor-id", str(CREDITOR_ID), "--latency-ms", str(self.latency_ms)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "kravia_sync",
+                "simulate",
+                "--port",
+                str(self.port),
+                "--creditor-id",
+                str(CREDITOR_ID),
+                "--latency-ms",
+                str(self.latency_ms),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
                 self.calls()
-                return self
             except OSError:
                 time.sleep(0.1)
+            else:
+                return self
         raise RuntimeError("the simulator did not start")
 
     def __exit__(self, *_: object) -> None:
@@ -74,17 +97,27 @@ class SimulatorProcess:
 
 def write_csv(path: Path, count: int) -> None:
     """`count` overdue invoices as a Norwegian spreadsheet export (`;`, decimal comma)."""
-    due = date.today() - timedelta(days=40)
+    due = datetime.now(UTC).date() - timedelta(days=40)
     with path.open("w", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle, delimiter=";")
         writer.writerow(FIELDS)
         for number in range(1, count + 1):
-            writer.writerow([
-                str(100000 + number), (due - timedelta(days=14)).strftime("%d.%m.%Y"),
-                due.strftime("%d.%m.%Y"), f"{number % 9000 + 100},50", "NOK",
-                f"Kunde {number} Ødegård", f"K{number}", f"kunde{number}@example.com",
-                f"Storgata {number % 300 + 1}", "0150", "Oslo", f"Faktura {100000 + number}",
-            ])
+            writer.writerow(
+                [
+                    str(100000 + number),
+                    (due - timedelta(days=14)).strftime("%d.%m.%Y"),
+                    due.strftime("%d.%m.%Y"),
+                    f"{number % 9000 + 100},50",
+                    "NOK",
+                    f"Kunde {number} Ødegård",
+                    f"K{number}",
+                    f"kunde{number}@example.com",
+                    f"Storgata {number % 300 + 1}",
+                    "0150",
+                    "Oslo",
+                    f"Faktura {100000 + number}",
+                ]
+            )
 
 
 def write_config(directory: Path, base_url: str, *, max_in_flight: int = 16) -> Path:
@@ -130,7 +163,11 @@ def run_reconcile(directory: Path) -> dict[str, Any]:
         " 'summary': r.stdout, 'stderr': r.stderr[-2000:]}))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=directory, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", script],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
         check=True,
     )
     measured = json.loads(result.stdout)

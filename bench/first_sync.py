@@ -25,9 +25,10 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=25.0)
     parser.add_argument("--in-flight", type=int, default=16)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, SimulatorProcess(
-        latency_ms=args.latency_ms
-    ) as simulator:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        SimulatorProcess(latency_ms=args.latency_ms) as simulator,
+    ):
         directory = Path(tmp)
         folder = directory / "invoices"
         folder.mkdir()
@@ -38,7 +39,7 @@ def main() -> None:
         first = run_reconcile(directory)
         assert first["code"] == 0, first["stderr"]
         after_first = simulator.calls()
-        second = run_reconcile(directory)
+        run_reconcile(directory)
         after_second = simulator.calls()
         ideal = args.count * 3 * args.latency_ms / 1000 / args.in_flight
         cases = simulator.cases()

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from kravia_sync.connector import RecordError, SourceRecord
 from kravia_sync.lifecycle import CaseState, Phase, Step
@@ -175,7 +176,8 @@ class SourceDiff:
 
     def _may_register(self, invoice: Invoice, key: str) -> bool:
         """The policy and the invoice copy allow a new invoice to be sent."""
-        waiting = ineligibility(invoice, self.policy, self.now.date())
+        today = self.now.astimezone(ZoneInfo(self.policy.timezone)).date()
+        waiting = ineligibility(invoice, self.policy, today)
         if waiting is not None:
             field = "due_date" if waiting.startswith("due") else "amount"
             self._reject(

@@ -22,6 +22,7 @@ creditor_id = 10759              # your creditor id at Kravia
 min_days_overdue = 14            # Kravia takes invoices from 14 days after the due date
 min_amount = "0"                 # smaller outstanding amounts are not sent (NOK, incl. VAT)
 start = "auto"                   # "auto": start collection at once; "manual": register and wait
+# timezone = "Europe/Oslo"       # whose calendar counts the days overdue
 
 [state]
 path = "state/kravia-sync.db"    # SQLite; WAL mode, synchronous=FULL

@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AliasChoices,
@@ -81,6 +82,16 @@ class PolicySettings(_Section):
     min_days_overdue: int = Field(default=14, ge=0)
     min_amount: Decimal = Field(default=Decimal(0), ge=0)
     start: StartPolicy = StartPolicy.AUTO
+    timezone: str = "Europe/Oslo"  # whose calendar counts the days overdue
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a known time zone (e.g. Europe/Oslo)") from None
+        return value
 
 
 class RetrySettings(_Section):

@@ -8,9 +8,10 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from kravia_sync.kravia import KraviaClient
 from kravia_sync.reconcile import Reconciler, RunSummary
@@ -41,7 +42,7 @@ class Sim:
 
 def invoice_record(number: int, *, days_overdue: int = 30, **overrides: Any) -> dict[str, Any]:
     """A valid flat invoice record, due `days_overdue` days ago."""
-    due = date.today() - timedelta(days=days_overdue)
+    due = datetime.now(ZoneInfo("Europe/Oslo")).date() - timedelta(days=days_overdue)
     record: dict[str, Any] = {
         "invoice_number": str(number),
         "invoice_date": (due - timedelta(days=14)).isoformat(),

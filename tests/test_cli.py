@@ -163,9 +163,9 @@ class TestExitCodes:
         write_invoices(tmp_path / "invoices", range(1, 4))
         write_config(tmp_path, sim.base_url)
 
-        result = run_cli(
-            "reconcile", "--json", cwd=tmp_path, env=cli_env(KRAVIA_TOKEN="wrong-token-123")
-        )
+        wrong = cli_env(KRAVIA_TOKEN="wrong-token-123")  # noqa: S106 - wrong on purpose
+
+        result = run_cli("reconcile", "--json", cwd=tmp_path, env=wrong)
 
         assert result.returncode == 1
         assert "refused the token" in json.loads(result.stdout)["error"]
@@ -247,7 +247,8 @@ class TestSecrets:
         write_config(tmp_path, sim.base_url)
 
         good = run_cli("check", cwd=tmp_path)
-        bad = run_cli("check", cwd=tmp_path, env=cli_env(KRAVIA_TOKEN="nope-nope-nope"))
+        wrong = cli_env(KRAVIA_TOKEN="nope-nope-nope")  # noqa: S106 - wrong on purpose
+        bad = run_cli("check", cwd=tmp_path, env=wrong)
 
         assert good.returncode == 0, good.stdout + good.stderr
         assert "accepts the token" in good.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,31 @@ class TestFaults:
         assert any(status.startswith("5") for status in statuses["register"]), "no 5xx injected"
         assert "0" in statuses["register"] or "0" in statuses["action"], "no drop injected"
         assert _phases(config) == {"started": 300}
+
+    def test_a_register_that_times_out_is_looked_up_not_resent(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """A call that outlives the client's timeout and lands later is adopted once it settles."""
+        write_invoices(tmp_path / "invoices", range(1, 7), pdf_every=0)
+        config = write_config(
+            tmp_path,
+            sim.base_url,
+            retry=(
+                "backoff_base_seconds = 0.05\nsettle_seconds = 1.2\n"
+                "max_inline_wait_seconds = 3\nretries_per_pass = 6"
+            ),
+        )
+        config.write_text(config.read_text().replace("timeout_seconds = 5", "timeout_seconds = 0.3"))
+        # Every register stalls for 0.8 s and is then applied: the client gave up at 0.3 s.
+        sim.simulator.faults = Faults(timeout=1.0, timeout_delay_s=0.8, operations=("register",))
+
+        summary = run_pass(config)
+        time.sleep(1.0)  # let any register still stalled in the simulator land
+
+        grouped = cases_by_accounting_id(sim.cases())
+        assert sorted(grouped) == [str(n) for n in range(1, 7)]
+        duplicates = {aid: len(cases) for aid, cases in grouped.items() if len(cases) > 1}
+        assert duplicates == {}
+        assert summary.counts["register_ambiguous"] == 6
+        assert summary.counts["adopted"] == 6
+        assert all(cases[0]["started"] for cases in grouped.values())
