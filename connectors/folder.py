@@ -27,7 +27,7 @@ import os
 import stat
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 from pydantic import Field, field_validator
 
@@ -243,7 +243,7 @@ class FolderConnector(Connector):
                 )
                 yield RecordError(f"{name}:line {line}", _FILE, reason)
                 return
-            if all(not cell.strip() for cell in row):
+            if not "".join(row).strip():
                 continue  # blank lines and `;;;;` rows from spreadsheet exports
             yield _csv_record(row, columns, line, invoice_file)
 
@@ -453,14 +453,19 @@ def _csv_record(
     if len(row) != len(columns):
         reason = f"line {line} has {len(row)} cells, the header has {len(columns)}"
         return RecordError(line_key, "row", reason)
-    fields: dict[str, object] = {}
-    for position, (field, cell) in enumerate(zip(columns, row, strict=True), start=1):
-        if not cell.strip():
-            continue  # an empty cell: the field is not given
-        if field is None:
-            reason = f"line {line} has a value in column {position}, which has no known header"
-            return RecordError(line_key, "row", reason)
-        fields[field] = cell  # as text, exactly as in the file
+    # Empty cells leave the field out; non-empty ones are kept as text, exactly as in the file.
+    cells: dict[str | None, object] = {
+        field: cell for field, cell in zip(columns, row, strict=True) if cell and not cell.isspace()
+    }
+    if None in cells:
+        position = next(
+            index
+            for index, (field, cell) in enumerate(zip(columns, row, strict=True), start=1)
+            if field is None and cell.strip()
+        )
+        reason = f"line {line} has a value in column {position}, which has no known header"
+        return RecordError(line_key, "row", reason)
+    fields = cast("dict[str, object]", cells)  # no None key: checked just above
     number = _invoice_number(fields.get("invoice_number"))
     key = invoice_file.key(number, line_key, f"line {line}")
     return SourceRecord(key=key, fields=fields, document=invoice_file.document(number))

@@ -107,8 +107,7 @@ class _RichProgress:
 
 
 async def _reconcile(settings: Settings, *, show_progress: bool) -> RunSummary:
-    store = StateStore(settings.state_path)
-    try:
+    with StateStore(settings.state_path) as store:
         async with _client(settings) as client:
             if not show_progress:
                 return await Reconciler(settings, store, client=client).run()
@@ -123,8 +122,6 @@ async def _reconcile(settings: Settings, *, show_progress: bool) -> RunSummary:
                     settings, store, client=client, progress=_RichProgress(progress)
                 )
                 return await reconciler.run()
-    finally:
-        store.close()
 
 
 def _exit_code(summary: RunSummary) -> int:
@@ -210,11 +207,8 @@ def plan(
     1 error."""
     with _user_errors():
         settings = _settings(config, secrets_dir)
-        store = StateStore(settings.state_path)
-        try:
+        with StateStore(settings.state_path) as store:
             summary = asyncio.run(Reconciler(settings, store).run(dry_run=True))
-        finally:
-            store.close()
     actions = [a for a in summary.planned if a.step != "none"]
     if as_json:
         payload = summary.as_dict() | {"actions": [a.__dict__ for a in actions]}
@@ -253,11 +247,8 @@ def status(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = N
     """Counts per phase, quarantined records with reasons, cases that need review, last runs."""
     with _user_errors():
         settings = _settings(config, secrets_dir)
-        store = StateStore(settings.state_path)
-        try:
+        with StateStore(settings.state_path) as store:
             _print_status(store)
-        finally:
-            store.close()
 
 
 def _print_status(store: StateStore) -> None:
@@ -343,8 +334,7 @@ def cases(
     """Find a case and show its mapping, phase and journal."""
     with _user_errors():
         settings = _settings(config, secrets_dir)
-        store = StateStore(settings.state_path)
-        try:
+        with StateStore(settings.state_path) as store:
             found = store.find_cases(term)
             if not found:
                 quarantined = [
@@ -397,8 +387,6 @@ def cases(
                         entry["message"] or "",
                     )
                 out.print(journal)
-        finally:
-            store.close()
 
 
 @app.command()
@@ -410,12 +398,11 @@ def check(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = No
         for source in settings.sources:
             build_connector(settings, source)
             out.print(f"[green]ok[/] source {source.name} ({source.connector})", highlight=False)
-        store = StateStore(settings.state_path)
+        with StateStore(settings.state_path) as store:
+            version = store.schema_version()
         out.print(
-            f"[green]ok[/] state store {settings.state_path} (schema {store.schema_version()})",
-            highlight=False,
+            f"[green]ok[/] state store {settings.state_path} (schema {version})", highlight=False
         )
-        store.close()
 
         async def try_token() -> None:
             async with _client(settings) as client:
@@ -443,8 +430,7 @@ def unlock(
     """Show the writer lease; with --force, remove it (only when its holder is really gone)."""
     with _user_errors():
         settings = _settings(config, secrets_dir)
-        store = StateStore(settings.state_path)
-        try:
+        with StateStore(settings.state_path) as store:
             lease = store.current_lease()
             if lease is None:
                 out.print("no lease is held")
@@ -454,8 +440,6 @@ def unlock(
                 raise typer.Exit(EXIT_FAILED)
             store.force_unlock()
             out.print(f"removed the lease held by {lease['holder']}")
-        finally:
-            store.close()
 
 
 @app.command()

@@ -6,19 +6,26 @@ the one check that reads a file (is the invoice copy a PDF?) is passed in as a f
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from kravia_sync.connector import RecordError, SourceRecord
-from kravia_sync.lifecycle import CaseState, Phase, Step
+from kravia_sync.lifecycle import CaseState, CaseSummary, Phase, Step
 from kravia_sync.model import InvalidRecordError, Invoice
 from kravia_sync.plan import Change, assess, ineligibility, record_hash, source_id
 from kravia_sync.settings import PolicySettings, SourceConfig
 from kravia_sync.store import QuarantineEntry
 
-__all__ = ["ATTENTION_PHASES", "SETTLING_PHASES", "SETTLING_STEPS", "SourceDiff", "WorkItem"]
+__all__ = [
+    "ATTENTION_PHASES",
+    "SETTLING_PHASES",
+    "SETTLING_STEPS",
+    "CaseSummary",
+    "SourceDiff",
+    "WorkItem",
+]
 
 # Steps allowed for a case whose invoice is not in this read (gone, or now invalid): only
 # settling a call whose answer was lost. Never register, upload or start it.
@@ -37,22 +44,33 @@ class WorkItem:
     change: Change
 
 
+@dataclass(slots=True)
+class _Valid:
+    invoice: Invoice
+    key: str
+    hashed: str
+
+
 class SourceDiff:
-    """Feed it every record of one source read with `add`, then call `finish`."""
+    """Diff one source read in two steps, so an unchanged record costs a hash and a lookup.
+
+    1. `add` every record: with only a `CaseSummary` per stored case, records whose case is
+       finished and whose raw record is unchanged are passed over; the rest are validated.
+    2. `finish(known, owners)` with the full stored state of `wanted_cases()` and the owners
+       of `new_ids()`: assess what was kept, count what is gone, settle lost answers.
+    """
 
     def __init__(
         self,
         source: SourceConfig,
         *,
-        known: dict[str, CaseState],
-        owners: dict[str, str],
+        index: Mapping[str, CaseSummary],
         policy: PolicySettings,
         now: datetime,
         check_document: Callable[[Invoice], str | None] | None = None,
     ) -> None:
         self.source = source
-        self.known = known
-        self.owners = owners
+        self.index = index
         self.policy = policy
         self.now = now
         self.check_document = check_document
@@ -60,6 +78,7 @@ class SourceDiff:
         self.quarantine: dict[str, QuarantineEntry] = {}
         self.updates: list[CaseState] = []
         self._items: dict[str, WorkItem] = {}
+        self._valid: dict[str, _Valid] = {}  # validated, to assess in `finish`
         self._seen: dict[str, str] = {}  # accountingInvoiceId → record key
 
     @property
@@ -91,39 +110,19 @@ class SourceDiff:
         if aid is not None and self._is_duplicate(aid, record.key):
             return
         hashed = record_hash(record.fields, record.document is not None)
-        existing = self.known.get(aid) if aid is not None else None
-        if (
-            existing is not None
-            and existing.record_hash == hashed
-            and existing.phase in FINISHED_PHASES
-        ):
+        stored = self.index.get(aid) if aid is not None else None
+        if stored is not None and stored.record_hash == hashed and stored.phase in FINISHED_PHASES:
             # Finished and byte-for-byte the same record: nothing to validate or do.
             self.counts[Change.UNCHANGED.value] += 1
-            if existing.phase in ATTENTION_PHASES:
-                self.counts[existing.phase.value] += 1
+            if stored.phase in ATTENTION_PHASES:
+                self.counts[stored.phase.value] += 1
             return
         invoice = self._validate(record, aid)
         if invoice is None:
             return
-        if existing is None and not self._may_register(invoice, record.key):
+        if stored is None and not self._may_register(invoice, record.key):
             return
-        assessment = assess(
-            invoice,
-            source=self.source.name,
-            record_key=record.key,
-            hashed=hashed,
-            existing=existing,
-            now=self.now,
-        )
-        self.counts[assessment.change.value] += 1
-        if assessment.write:
-            self.updates.append(assessment.case)
-        if assessment.case.phase in ATTENTION_PHASES:
-            self.counts[assessment.case.phase.value] += 1
-        elif assessment.case.phase is not Phase.STARTED:
-            self._items[invoice.accounting_invoice_id] = WorkItem(
-                assessment.case, invoice, assessment.change
-            )
+        self._valid[invoice.accounting_invoice_id] = _Valid(invoice, record.key, hashed)
 
     def _is_duplicate(self, aid: str, key: str) -> bool:
         """Two records with one accountingInvoiceId: neither new one is sent."""
@@ -133,17 +132,15 @@ class SourceDiff:
             return False
         reason = f"accountingInvoiceId {aid!r} is used by both {first} and {key}"
         self._reject(QuarantineEntry(key, "invalid", "accounting_invoice_id", reason, aid))
-        item = self._items.get(aid)
-        if item is not None and item.change is Change.NEW:
-            del self._items[aid]
-            self.counts[Change.NEW.value] -= 1
+        if aid in self._valid and aid not in self.index:
+            del self._valid[aid]
             self._reject(QuarantineEntry(first, "invalid", "accounting_invoice_id", reason, aid))
         return True
 
     def _validate(self, record: SourceRecord, aid: str | None) -> Invoice | None:
         number = record.fields.get("invoice_number")
         try:
-            invoice = Invoice.from_record(
+            return Invoice.from_record(
                 record.fields, id_prefix=self.source.id_prefix, document=record.document
             )
         except InvalidRecordError as exc:
@@ -158,21 +155,6 @@ class SourceDiff:
                 )
             )
             return None
-        owner = self.owners.get(invoice.accounting_invoice_id)
-        if owner is not None and owner != self.source.name:
-            self._reject(
-                QuarantineEntry(
-                    record.key,
-                    "invalid",
-                    "accounting_invoice_id",
-                    f"accountingInvoiceId {invoice.accounting_invoice_id!r} already belongs to "
-                    f"source {owner!r}; set id_prefix to keep the sources apart",
-                    invoice.accounting_invoice_id,
-                    invoice.invoice_number,
-                )
-            )
-            return None
-        return invoice
 
     def _may_register(self, invoice: Invoice, key: str) -> bool:
         """The policy and the invoice copy allow a new invoice to be sent."""
@@ -207,11 +189,65 @@ class SourceDiff:
                 return False
         return True
 
-    def finish(self) -> None:
-        """After a complete read: count what is gone, and settle lost answers of cases whose
-        invoice is gone or invalid now (they are never sent anything else)."""
-        for aid, case in self.known.items():
+    def wanted_cases(self) -> list[str]:
+        """The stored cases `finish` needs in full: those of kept records, and those with a
+        lost answer to settle."""
+        wanted = [aid for aid in self._valid if aid in self.index]
+        wanted += [
+            aid
+            for aid, summary in self.index.items()
+            if summary.phase in SETTLING_PHASES and aid not in self._valid
+        ]
+        return wanted
+
+    def new_ids(self) -> list[str]:
+        """accountingInvoiceIds this source has not registered before (to check ownership)."""
+        return [aid for aid in self._valid if aid not in self.index]
+
+    def finish(self, known: Mapping[str, CaseState], owners: Mapping[str, str]) -> None:
+        """After a complete read: assess the kept records, count what is gone, and settle lost
+        answers of cases whose invoice is gone or invalid now (they are sent nothing else).
+
+        `known`: the stored cases of `wanted_cases()`; `owners`: the source that already owns
+        each of `new_ids()`, where one does.
+        """
+        for aid, valid in self._valid.items():
+            owner = owners.get(aid)
+            if aid not in self.index and owner is not None and owner != self.source.name:
+                self._reject(
+                    QuarantineEntry(
+                        valid.key,
+                        "invalid",
+                        "accounting_invoice_id",
+                        f"accountingInvoiceId {aid!r} already belongs to source {owner!r}; "
+                        "set id_prefix to keep the sources apart",
+                        aid,
+                        valid.invoice.invoice_number,
+                    )
+                )
+                continue
+            self._assess(valid, known.get(aid))
+        for aid, summary in self.index.items():
             if aid not in self._seen:
                 self.counts["gone"] += 1
-            if aid not in self._items and case.phase in SETTLING_PHASES:
-                self._items[aid] = WorkItem(case, None, Change.PENDING)
+            if aid not in self._items and summary.phase in SETTLING_PHASES and aid in known:
+                self._items[aid] = WorkItem(known[aid], None, Change.PENDING)
+
+    def _assess(self, valid: _Valid, existing: CaseState | None) -> None:
+        assessment = assess(
+            valid.invoice,
+            source=self.source.name,
+            record_key=valid.key,
+            hashed=valid.hashed,
+            existing=existing,
+            now=self.now,
+        )
+        self.counts[assessment.change.value] += 1
+        if assessment.write:
+            self.updates.append(assessment.case)
+        if assessment.case.phase in ATTENTION_PHASES:
+            self.counts[assessment.case.phase.value] += 1
+        elif assessment.case.phase is not Phase.STARTED:
+            self._items[valid.invoice.accounting_invoice_id] = WorkItem(
+                assessment.case, valid.invoice, assessment.change
+            )

@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import NamedTuple
 
 __all__ = [
     "CaseState",
+    "CaseSummary",
     "Decision",
     "Phase",
     "StartPolicy",
@@ -92,6 +94,13 @@ class CaseState:
     next_attempt_at: datetime | None = None
     last_error: str | None = None
     changed_at: datetime | None = None
+
+
+class CaseSummary(NamedTuple):
+    """What a diff needs of every stored case to pass over unchanged records cheaply."""
+
+    record_hash: str
+    phase: Phase
 
 
 @dataclass(frozen=True, slots=True)

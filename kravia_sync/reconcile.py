@@ -218,14 +218,14 @@ class Reconciler:
             await asyncio.to_thread(self.store.renew_lease, ttl=ttl, now=self.clock())
 
     async def _pass(self, summary: RunSummary, *, dry_run: bool) -> None:
-        owners = self.store.all_case_ids()
+        claimed: dict[str, str] = {}  # new ids taken by an earlier source of this pass
         work: list[WorkItem] = []
         for source in self.settings.sources:
             result = SourceResult(source.name)
             summary.sources.append(result)
             try:
                 connector = build_connector(self.settings, source)
-                diff = self._read_source(source, connector, owners, result, dry_run=dry_run)
+                diff = self._read_source(source, connector, claimed, result, dry_run=dry_run)
             except (ConnectorError, ConfigError, OSError) as exc:
                 result.status = "failed"
                 result.error = redact(f"{type(exc).__name__}: {exc}")
@@ -267,7 +267,7 @@ class Reconciler:
         self,
         source: SourceConfig,
         connector: Connector,
-        owners: dict[str, str],
+        claimed: dict[str, str],
         result: SourceResult,
         *,
         dry_run: bool,
@@ -276,15 +276,18 @@ class Reconciler:
         now = self.clock()
         diff = SourceDiff(
             source,
-            known=self.store.load_cases(source.name),
-            owners=owners,
+            index=self.store.load_index(source.name),
             policy=self.settings.policy,
             now=now,
             check_document=None if dry_run else _document_problem,
         )
         for record in connector.read():
             diff.add(record)
-        diff.finish()
+        new_ids = diff.new_ids()
+        owners = self.store.owners_of(new_ids)
+        owners.update((aid, claimed[aid]) for aid in new_ids if aid in claimed)
+        diff.finish(known=self.store.load_cases_by_id(diff.wanted_cases()), owners=owners)
+        claimed.update((aid, source.name) for aid in diff.new_ids() if aid not in owners)
         result.counts.update(diff.counts)
         if not dry_run:
             if diff.updates:
@@ -294,23 +297,50 @@ class Reconciler:
 
     # --- applying -----------------------------------------------------------------------------
     async def _apply(self, work: list[WorkItem], summary: RunSummary) -> None:
-        slots = asyncio.Semaphore(self.settings.kravia.max_in_flight * 2)
+        """Drive every case with a fixed pool of workers (twice the calls allowed in flight, so
+        the next intents are committed while calls are out). Memory does not grow with the
+        number of cases beyond the work list itself."""
+        pending = iter(work)
+        finals: list[CaseState] = []
 
-        async def drive(item: WorkItem) -> CaseState:
-            async with slots:
+        async def worker() -> None:
+            for item in pending:
                 try:
-                    return await self._drive(item, summary)
+                    finals.append(await self._drive(item, summary))
+                except (PassFailedError, StateWriteError):
+                    raise
+                except Exception as exc:  # one case's unexpected failure never stops the rest
+                    log.exception(
+                        "case failed unexpectedly",
+                        accounting_invoice_id=item.case.accounting_invoice_id,
+                    )
+                    summary.counts["errors"] += 1
+                    summary.problems.append(
+                        {
+                            "source": item.case.source,
+                            "record": item.case.record_key,
+                            "field": "engine",
+                            "reason": redact(f"{type(exc).__name__}: {exc}"),
+                        }
+                    )
                 finally:
                     self.progress.advance()
 
-        tasks = [asyncio.create_task(drive(item)) for item in work]
+        workers = [
+            asyncio.create_task(worker())
+            for _ in range(min(len(work), self.settings.kravia.max_in_flight * 2))
+        ]
         try:
-            finals = await asyncio.gather(*tasks)
+            await asyncio.gather(*workers)
         except BaseException:
-            for task in tasks:
+            for task in workers:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*workers, return_exceptions=True)
             raise
+        self._tally(finals, summary)
+
+    def _tally(self, finals: list[CaseState], summary: RunSummary) -> None:
+        """Count where the cases ended, and decide whether the run needs attention."""
         now = self.clock()
         for case in finals:
             if case.phase is Phase.STARTED:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import (
     Connection,
@@ -33,7 +33,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
-from kravia_sync.lifecycle import CaseState, Phase
+from kravia_sync.lifecycle import CaseState, CaseSummary, Phase
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -297,6 +297,12 @@ class StateStore:
             self.engine.dispose()
             raise
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def close(self) -> None:
         with self._batch_lock:
             if self._batch_connection is not None:
@@ -357,6 +363,50 @@ class StateStore:
         with self._read() as connection:
             rows = connection.execute(select(CASES).where(CASES.c.source == source)).mappings()
             return {row["accounting_invoice_id"]: _case_from_row(row) for row in rows}
+
+    def load_index(self, source: str) -> dict[str, CaseSummary]:
+        """Record hash and phase of every case of `source`: all a no-op pass needs."""
+        phases = {phase.value: phase for phase in Phase}
+        connection = self.engine.raw_connection()  # plain tuples: 100,000 rows in a blink
+        try:
+            cursor = connection.cursor()
+            cursor.execute(
+                "SELECT accounting_invoice_id, record_hash, phase FROM cases WHERE source = ?",
+                (source,),
+            )
+            rows = cursor.fetchall()
+            cursor.close()
+        finally:
+            connection.close()
+        return {aid: CaseSummary(hashed, phases[phase]) for aid, hashed, phase in rows}
+
+    def load_cases_by_id(self, ids: Iterable[str]) -> dict[str, CaseState]:
+        """The full stored state of the cases `ids` (in chunks, for SQLite's variable limit)."""
+        wanted = list(ids)
+        found: dict[str, CaseState] = {}
+        with self._read() as connection:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                rows = connection.execute(
+                    select(CASES).where(CASES.c.accounting_invoice_id.in_(chunk))
+                ).mappings()
+                found.update((row["accounting_invoice_id"], _case_from_row(row)) for row in rows)
+        return found
+
+    def owners_of(self, ids: Iterable[str]) -> dict[str, str]:
+        """accountingInvoiceId → the source holding it, for those of `ids` that exist."""
+        wanted = list(ids)
+        owners: dict[str, str] = {}
+        with self._read() as connection:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                rows = connection.execute(
+                    select(CASES.c.accounting_invoice_id, CASES.c.source).where(
+                        CASES.c.accounting_invoice_id.in_(chunk)
+                    )
+                )
+                owners.update((str(aid), str(source)) for aid, source in rows)
+        return owners
 
     def all_case_ids(self) -> dict[str, str]:
         """accountingInvoiceId → source, for every case (to catch ids shared across sources)."""

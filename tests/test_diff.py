@@ -11,7 +11,7 @@ import pytest
 
 from kravia_sync.connector import RecordError, SourceRecord
 from kravia_sync.diff import SourceDiff
-from kravia_sync.lifecycle import CaseState, Phase
+from kravia_sync.lifecycle import CaseState, CaseSummary, Phase
 from kravia_sync.model import CallableDocument, Invoice
 from kravia_sync.plan import Change, record_hash
 from kravia_sync.settings import PolicySettings, SourceConfig
@@ -76,17 +76,22 @@ def run(
     policy: PolicySettings = POLICY,
 ) -> SourceDiff:
     cases = {case.accounting_invoice_id: case for case in known}
+    owners = owners if owners is not None else dict.fromkeys(cases, SOURCE.name)
     diff = SourceDiff(
         SOURCE,
-        known=cases,
-        owners=owners if owners is not None else dict.fromkeys(cases, SOURCE.name),
+        index={aid: CaseSummary(case.record_hash, case.phase) for aid, case in cases.items()},
         policy=policy,
         now=NOW,
         check_document=check_document,
     )
     for record in records:
         diff.add(record)
-    diff.finish()
+    wanted = diff.wanted_cases()
+    new_ids = diff.new_ids()
+    diff.finish(
+        known={aid: cases[aid] for aid in wanted},
+        owners={aid: owners[aid] for aid in new_ids if aid in owners},
+    )
     return diff
 
 
