@@ -214,6 +214,8 @@ def plan(
         payload = summary.as_dict() | {"actions": [a.__dict__ for a in actions]}
         sys.stdout.write(redact(json.dumps(payload, indent=2)) + "\n")
     else:
+        if not actions:
+            out.print("plan: nothing to do")
         table = Table(title=f"plan: {len(actions)} case(s) with something to do")
         for column in ("source", "invoice", "accountingInvoiceId", "change", "next step", "detail"):
             table.add_column(column, overflow="fold")
@@ -226,7 +228,8 @@ def plan(
                 action.step,
                 action.detail,
             )
-        out.print(table)
+        if actions:
+            out.print(table)
         if summary.counts.get("changed"):
             out.print(
                 f"{summary.counts['changed']} case(s) changed after registration (not re-sent)"

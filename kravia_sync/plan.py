@@ -50,8 +50,9 @@ def ineligibility(invoice: Invoice, policy: PolicySettings, today: date) -> str 
     overdue = invoice.days_overdue(today)
     if overdue < policy.min_days_overdue:
         ready = invoice.due_date + timedelta(days=policy.min_days_overdue)
+        state = f"{overdue} days overdue" if overdue >= 0 else "not due yet"
         return (
-            f"due {invoice.due_date}, {max(overdue, 0)} days overdue; collection may start "
+            f"due {invoice.due_date}, {state}; collection may start "
             f"{policy.min_days_overdue} days after the due date, on {ready}"
         )
     if invoice.amount < policy.min_amount:
