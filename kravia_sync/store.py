@@ -224,6 +224,13 @@ _INSERT_JOURNAL_SQL = (
 )
 
 
+def _chunks(ids: Iterable[str], size: int = 500) -> Iterator[list[str]]:
+    """`ids` in lists of `size`, to stay below SQLite's limit on bound variables."""
+    wanted = list(ids)
+    for start in range(0, len(wanted), size):
+        yield wanted[start : start + size]
+
+
 def _db_value(value: object) -> object:
     """A value as the driver stores it: the same encoding `UTCDateTime` and the enums use."""
     if isinstance(value, datetime):
@@ -382,11 +389,9 @@ class StateStore:
 
     def load_cases_by_id(self, ids: Iterable[str]) -> dict[str, CaseState]:
         """The full stored state of the cases `ids` (in chunks, for SQLite's variable limit)."""
-        wanted = list(ids)
         found: dict[str, CaseState] = {}
         with self._read() as connection:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
+            for chunk in _chunks(ids):
                 rows = connection.execute(
                     select(CASES).where(CASES.c.accounting_invoice_id.in_(chunk))
                 ).mappings()
@@ -395,11 +400,9 @@ class StateStore:
 
     def owners_of(self, ids: Iterable[str]) -> dict[str, str]:
         """accountingInvoiceId → the source holding it, for those of `ids` that exist."""
-        wanted = list(ids)
         owners: dict[str, str] = {}
         with self._read() as connection:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
+            for chunk in _chunks(ids):
                 rows = connection.execute(
                     select(CASES.c.accounting_invoice_id, CASES.c.source).where(
                         CASES.c.accounting_invoice_id.in_(chunk)
