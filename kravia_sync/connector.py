@@ -94,6 +94,11 @@ class Connector(ABC):
     def read(self) -> Iterator[SourceRecord | RecordError]:
         """Yield every overdue invoice of the source, one at a time."""
 
+    def secret_values(self) -> list[str]:
+        """Secret values this connector holds (passwords, tokens): the engine redacts each of
+        them from every log line, error and output. Override when the settings hold any."""
+        return []
+
 
 def available_connectors() -> dict[str, str]:
     """Installed connectors: name → the entry point's value (module:Class)."""

@@ -6,7 +6,7 @@ the one check that reads a file (is the invoice copy a PDF?) is passed in as a f
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -23,6 +23,7 @@ __all__ = [
     "SETTLING_PHASES",
     "SETTLING_STEPS",
     "CaseSummary",
+    "Lookup",
     "SourceDiff",
     "WorkItem",
 ]
@@ -44,6 +45,19 @@ class WorkItem:
     change: Change
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What is known about one record's accountingInvoiceId, looked up in chunks by the caller:
+    its stored case (of any source), and the key of an earlier record of this read with the
+    same id."""
+
+    stored: CaseSummary | None = None
+    earlier_key: str | None = None
+
+
+NOTHING_KNOWN = Lookup()
+
+
 @dataclass(slots=True)
 class _Valid:
     invoice: Invoice
@@ -52,25 +66,24 @@ class _Valid:
 
 
 class SourceDiff:
-    """Diff one source read in two steps, so an unchanged record costs a hash and a lookup.
+    """Diff one source read; memory grows with what changed, not with the size of the source.
 
-    1. `add` every record: with only a `CaseSummary` per stored case, records whose case is
-       finished and whose raw record is unchanged are passed over; the rest are validated.
-    2. `finish(known, owners)` with the full stored state of `wanted_cases()` and the owners
-       of `new_ids()`: assess what was kept, count what is gone, settle lost answers.
+    1. `add` every record with its `Lookup`: a record whose case is finished and whose raw
+       record is unchanged costs a hash and a comparison; the rest are validated and kept.
+    2. `finish` with the full stored state of `wanted_cases()`, what the caller found gone,
+       and ids claimed by earlier sources of the pass: assess what was kept, settle lost
+       answers of cases whose invoice is gone or invalid now (they are sent nothing else).
     """
 
     def __init__(
         self,
         source: SourceConfig,
         *,
-        index: Mapping[str, CaseSummary],
         policy: PolicySettings,
         now: datetime,
         check_document: Callable[[Invoice], str | None] | None = None,
     ) -> None:
         self.source = source
-        self.index = index
         self.policy = policy
         self.now = now
         self.check_document = check_document
@@ -79,7 +92,8 @@ class SourceDiff:
         self.updates: list[CaseState] = []
         self._items: dict[str, WorkItem] = {}
         self._valid: dict[str, _Valid] = {}  # validated, to assess in `finish`
-        self._seen: dict[str, str] = {}  # accountingInvoiceId → record key
+        self._known: set[str] = set()  # ids of `_valid` (and `_settle`) stored for this source
+        self._settle: set[str] = set()  # seen, invalid now, with a lost answer to settle
 
     @property
     def work(self) -> list[WorkItem]:
@@ -101,16 +115,29 @@ class SourceDiff:
         self.quarantine[entry.record_key] = entry
         self.counts[entry.kind] += 1
 
-    def add(self, record: SourceRecord | RecordError) -> None:
+    def add(self, record: SourceRecord | RecordError, lookup: Lookup = NOTHING_KNOWN) -> None:
         self.counts["read"] += 1
         if isinstance(record, RecordError):
             self._reject(QuarantineEntry(record.key, "invalid", record.field, record.reason))
             return
         aid = source_id(record.fields, self.source.id_prefix)
-        if aid is not None and self._is_duplicate(aid, record.key):
+        if aid is not None and lookup.earlier_key is not None:
+            self._duplicate(aid, lookup.earlier_key, record.key)
+            return
+        stored = lookup.stored
+        if stored is not None and stored.source != self.source.name:
+            self._reject(
+                QuarantineEntry(
+                    record.key,
+                    "invalid",
+                    "accounting_invoice_id",
+                    f"accountingInvoiceId {aid!r} already belongs to source {stored.source!r}; "
+                    "set id_prefix to keep the sources apart",
+                    aid,
+                )
+            )
             return
         hashed = record_hash(record.fields, record.document is not None)
-        stored = self.index.get(aid) if aid is not None else None
         if stored is not None and stored.record_hash == hashed and stored.phase in FINISHED_PHASES:
             # Finished and byte-for-byte the same record: nothing to validate or do.
             self.counts[Change.UNCHANGED.value] += 1
@@ -119,23 +146,22 @@ class SourceDiff:
             return
         invoice = self._validate(record, aid)
         if invoice is None:
+            if aid is not None and stored is not None and stored.phase in SETTLING_PHASES:
+                self._settle.add(aid)
             return
         if stored is None and not self._may_register(invoice, record.key):
             return
         self._valid[invoice.accounting_invoice_id] = _Valid(invoice, record.key, hashed)
+        if stored is not None:
+            self._known.add(invoice.accounting_invoice_id)
 
-    def _is_duplicate(self, aid: str, key: str) -> bool:
+    def _duplicate(self, aid: str, first: str, key: str) -> None:
         """Two records with one accountingInvoiceId: neither new one is sent."""
-        first = self._seen.get(aid)
-        if first is None:
-            self._seen[aid] = key
-            return False
         reason = f"accountingInvoiceId {aid!r} is used by both {first} and {key}"
         self._reject(QuarantineEntry(key, "invalid", "accounting_invoice_id", reason, aid))
-        if aid in self._valid and aid not in self.index:
+        if aid in self._valid and aid not in self._known:
             del self._valid[aid]
             self._reject(QuarantineEntry(first, "invalid", "accounting_invoice_id", reason, aid))
-        return True
 
     def _validate(self, record: SourceRecord, aid: str | None) -> Invoice | None:
         number = record.fields.get("invoice_number")
@@ -190,30 +216,28 @@ class SourceDiff:
         return True
 
     def wanted_cases(self) -> list[str]:
-        """The stored cases `finish` needs in full: those of kept records, and those with a
-        lost answer to settle."""
-        wanted = [aid for aid in self._valid if aid in self.index]
-        wanted += [
-            aid
-            for aid, summary in self.index.items()
-            if summary.phase in SETTLING_PHASES and aid not in self._valid
-        ]
-        return wanted
+        """The stored cases `finish` needs in full: those of the kept records, and those of
+        records that are invalid now but have a lost answer to settle."""
+        return [*self._known, *self._settle]
 
-    def new_ids(self) -> list[str]:
-        """accountingInvoiceIds this source has not registered before (to check ownership)."""
-        return [aid for aid in self._valid if aid not in self.index]
+    def finish(
+        self,
+        known: Mapping[str, CaseState],
+        *,
+        gone: int = 0,
+        gone_settling: Iterable[CaseState] = (),
+        claimed: Mapping[str, str] | None = None,
+    ) -> None:
+        """After a complete read: assess the kept records and settle lost answers.
 
-    def finish(self, known: Mapping[str, CaseState], owners: Mapping[str, str]) -> None:
-        """After a complete read: assess the kept records, count what is gone, and settle lost
-        answers of cases whose invoice is gone or invalid now (they are sent nothing else).
-
-        `known`: the stored cases of `wanted_cases()`; `owners`: the source that already owns
-        each of `new_ids()`, where one does.
+        `known`: the stored cases of `wanted_cases()`; `gone`: how many stored cases of this
+        source the read did not have; `gone_settling`: those of them with a lost answer;
+        `claimed`: new ids already taken by another source earlier in this pass.
         """
+        taken = claimed or {}
         for aid, valid in self._valid.items():
-            owner = owners.get(aid)
-            if aid not in self.index and owner is not None and owner != self.source.name:
+            owner = taken.get(aid)
+            if aid not in self._known and owner is not None and owner != self.source.name:
                 self._reject(
                     QuarantineEntry(
                         valid.key,
@@ -227,11 +251,18 @@ class SourceDiff:
                 )
                 continue
             self._assess(valid, known.get(aid))
-        for aid, summary in self.index.items():
-            if aid not in self._seen:
-                self.counts["gone"] += 1
-            if aid not in self._items and summary.phase in SETTLING_PHASES and aid in known:
-                self._items[aid] = WorkItem(known[aid], None, Change.PENDING)
+        self.counts["gone"] += gone
+        for case in [*(known[aid] for aid in self._settle if aid in known), *gone_settling]:
+            if case.accounting_invoice_id not in self._items:
+                self._items[case.accounting_invoice_id] = WorkItem(case, None, Change.PENDING)
+
+    def new_ids(self) -> list[str]:
+        """The ids this read would register for the first time."""
+        return [
+            item.case.accounting_invoice_id
+            for item in self._items.values()
+            if item.change is Change.NEW
+        ]
 
     def _assess(self, valid: _Valid, existing: CaseState | None) -> None:
         assessment = assess(

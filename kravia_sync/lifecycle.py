@@ -97,10 +97,11 @@ class CaseState:
 
 
 class CaseSummary(NamedTuple):
-    """What a diff needs of every stored case to pass over unchanged records cheaply."""
+    """What a diff needs of a stored case to pass over an unchanged record cheaply."""
 
     record_hash: str
     phase: Phase
+    source: str
 
 
 @dataclass(frozen=True, slots=True)

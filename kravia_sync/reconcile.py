@@ -11,14 +11,20 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from kravia_sync.committer import GroupCommitter, StateWriteError
-from kravia_sync.connector import Connector, ConnectorError, load_connector
-from kravia_sync.diff import ATTENTION_PHASES, SETTLING_STEPS, SourceDiff, WorkItem
+from kravia_sync.connector import (
+    Connector,
+    ConnectorError,
+    RecordError,
+    SourceRecord,
+    load_connector,
+)
+from kravia_sync.diff import ATTENTION_PHASES, SETTLING_STEPS, Lookup, SourceDiff, WorkItem
 from kravia_sync.kravia import Failure, KraviaClient, KraviaError, backoff_delay
 from kravia_sync.lifecycle import (
     CaseState,
@@ -33,8 +39,9 @@ from kravia_sync.lifecycle import (
     begin,
     next_step,
 )
-from kravia_sync.logging import get_logger, redact
+from kravia_sync.logging import get_logger, redact, register_secrets
 from kravia_sync.model import InvalidRecordError, Invoice, check_pdf
+from kravia_sync.plan import source_id
 from kravia_sync.settings import ConfigError, Settings, SourceConfig
 from kravia_sync.store import JournalEntry, StateStore
 from kravia_sync.store import utc_now as store_now
@@ -125,13 +132,15 @@ def build_connector(settings: Settings, source: SourceConfig) -> Connector:
     except (LookupError, TypeError) as exc:
         raise ConfigError(f"sources.{source.name}.connector: {exc}") from None
     try:
-        return connector_class.from_settings(source.settings, base_dir=settings.base_dir)
+        connector = connector_class.from_settings(source.settings, base_dir=settings.base_dir)
     except ValidationError as exc:
         details = "; ".join(
             f"sources.{source.name}.settings.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
             for e in exc.errors(include_url=False, include_input=False)
         )
         raise ConfigError(details) from None
+    register_secrets(connector.secret_values())
+    return connector
 
 
 class Reconciler:
@@ -272,22 +281,42 @@ class Reconciler:
         *,
         dry_run: bool,
     ) -> SourceDiff:
-        """Read one source completely and diff it against the state store."""
+        """Read one source completely, a chunk at a time, and diff it against the state."""
         now = self.clock()
         diff = SourceDiff(
             source,
-            index=self.store.load_index(source.name),
             policy=self.settings.policy,
             now=now,
             check_document=None if dry_run else _document_problem,
         )
-        for record in connector.read():
-            diff.add(record)
-        new_ids = diff.new_ids()
-        owners = self.store.owners_of(new_ids)
-        owners.update((aid, claimed[aid]) for aid in new_ids if aid in claimed)
-        diff.finish(known=self.store.load_cases_by_id(diff.wanted_cases()), owners=owners)
-        claimed.update((aid, source.name) for aid in diff.new_ids() if aid not in owners)
+        with self.store.source_read(source.name) as state:
+            for chunk in _chunked(connector.read(), READ_CHUNK):
+                keyed = [
+                    (aid, record.key)
+                    for record in chunk
+                    if isinstance(record, SourceRecord)
+                    and (aid := source_id(record.fields, source.id_prefix)) is not None
+                ]
+                stored, earlier = state.lookup(keyed)
+                firsts = iter(earlier)
+                for record in chunk:
+                    aid = (
+                        source_id(record.fields, source.id_prefix)
+                        if isinstance(record, SourceRecord)
+                        else None
+                    )
+                    if aid is None:
+                        diff.add(record)
+                    else:
+                        diff.add(record, Lookup(stored.get(aid), next(firsts)))
+            gone, gone_settling = state.unseen()
+        diff.finish(
+            self.store.load_cases_by_id(diff.wanted_cases()),
+            gone=gone,
+            gone_settling=self.store.load_cases_by_id(gone_settling).values(),
+            claimed=claimed,
+        )
+        claimed.update((aid, source.name) for aid in diff.new_ids())
         result.counts.update(diff.counts)
         if not dry_run:
             if diff.updates:
@@ -640,6 +669,22 @@ class Reconciler:
         )
         summary.counts["verified"] += 1
         return after
+
+
+READ_CHUNK = 2000  # records looked up in the state store together
+
+
+def _chunked(
+    records: Iterator[SourceRecord | RecordError], size: int
+) -> Iterator[list[SourceRecord | RecordError]]:
+    chunk: list[SourceRecord | RecordError] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _document_problem(invoice: Invoice) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -224,6 +225,88 @@ _INSERT_JOURNAL_SQL = (
 )
 
 
+class SourceRead:
+    """Look-ups for one source read, a chunk of records at a time, in flat memory.
+
+    For each chunk: the stored summary of every accountingInvoiceId in it (of any source), and
+    the key of an earlier record of this read with the same id. The ids seen so far live in a
+    temporary table of this connection (SQLite spills it to a temporary file), not in Python
+    memory, so a read of a million rows needs no more memory than one of a thousand.
+    After the read: how many stored cases of the source it did not see.
+    """
+
+    CHUNK = 500  # ids per statement, below SQLite's limit on bound variables
+
+    def __init__(self, path: Path, source: str) -> None:
+        self._source = source
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA temp_store = FILE")
+        self._db.execute(
+            "CREATE TEMP TABLE seen_ids (aid TEXT PRIMARY KEY, record_key TEXT NOT NULL)"
+        )
+        self._phases = {phase.value: phase for phase in Phase}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._db.close()
+
+    def lookup(
+        self, records: list[tuple[str, str]]
+    ) -> tuple[dict[str, CaseSummary], list[str | None]]:
+        """For (accountingInvoiceId, record key) pairs, in read order: the stored summaries
+        by id, and per pair the key of an earlier record with its id (None for the first)."""
+        stored: dict[str, CaseSummary] = {}
+        earlier: list[str | None] = []
+        for start in range(0, len(records), self.CHUNK):
+            chunk = records[start : start + self.CHUNK]
+            ids = [aid for aid, _ in chunk]
+            marks = ",".join("?" * len(ids))
+            rows = self._db.execute(
+                "SELECT accounting_invoice_id, record_hash, phase, source FROM main.cases "  # noqa: S608 - placeholders only
+                f"WHERE accounting_invoice_id IN ({marks})",
+                ids,
+            )
+            for aid, hashed, phase, source in rows:
+                stored[aid] = CaseSummary(hashed, self._phases[phase], source)
+            seen = dict(
+                self._db.execute(
+                    f"SELECT aid, record_key FROM temp.seen_ids WHERE aid IN ({marks})",  # noqa: S608
+                    ids,
+                )
+            )
+            for aid, key in chunk:
+                first = seen.get(aid)
+                earlier.append(first)
+                if first is None:
+                    seen[aid] = key
+            self._db.executemany(
+                "INSERT OR IGNORE INTO temp.seen_ids (aid, record_key) VALUES (?, ?)", chunk
+            )
+        return stored, earlier
+
+    def unseen(self) -> tuple[int, list[str]]:
+        """How many stored cases of the source this read did not see, and the ids of those
+        with a call whose answer was lost (they still need settling)."""
+        query = (
+            "FROM main.cases WHERE source = ? AND accounting_invoice_id NOT IN "
+            "(SELECT aid FROM temp.seen_ids)"
+        )
+        (count,) = self._db.execute(f"SELECT count(*) {query}", (self._source,)).fetchone()
+        settling = [
+            aid
+            for (aid,) in self._db.execute(
+                f"SELECT accounting_invoice_id {query} AND phase IN (?, ?, ?)",
+                (self._source, *_SETTLING),
+            )
+        ]
+        return int(count), settling
+
+
+_SETTLING = (Phase.REGISTERING.value, Phase.UPLOADING.value, Phase.STARTING.value)
+
+
 def _chunks(ids: Iterable[str], size: int = 500) -> Iterator[list[str]]:
     """`ids` in lists of `size`, to stay below SQLite's limit on bound variables."""
     wanted = list(ids)
@@ -371,21 +454,9 @@ class StateStore:
             rows = connection.execute(select(CASES).where(CASES.c.source == source)).mappings()
             return {row["accounting_invoice_id"]: _case_from_row(row) for row in rows}
 
-    def load_index(self, source: str) -> dict[str, CaseSummary]:
-        """Record hash and phase of every case of `source`: all a no-op pass needs."""
-        phases = {phase.value: phase for phase in Phase}
-        connection = self.engine.raw_connection()  # plain tuples: 100,000 rows in a blink
-        try:
-            cursor = connection.cursor()
-            cursor.execute(
-                "SELECT accounting_invoice_id, record_hash, phase FROM cases WHERE source = ?",
-                (source,),
-            )
-            rows = cursor.fetchall()
-            cursor.close()
-        finally:
-            connection.close()
-        return {aid: CaseSummary(hashed, phases[phase]) for aid, hashed, phase in rows}
+    def source_read(self, source: str) -> SourceRead:
+        """The state side of reading `source` in chunks (see `SourceRead`)."""
+        return SourceRead(self.path, source)
 
     def load_cases_by_id(self, ids: Iterable[str]) -> dict[str, CaseState]:
         """The full stored state of the cases `ids` (in chunks, for SQLite's variable limit)."""
@@ -397,25 +468,6 @@ class StateStore:
                 ).mappings()
                 found.update((row["accounting_invoice_id"], _case_from_row(row)) for row in rows)
         return found
-
-    def owners_of(self, ids: Iterable[str]) -> dict[str, str]:
-        """accountingInvoiceId → the source holding it, for those of `ids` that exist."""
-        owners: dict[str, str] = {}
-        with self._read() as connection:
-            for chunk in _chunks(ids):
-                rows = connection.execute(
-                    select(CASES.c.accounting_invoice_id, CASES.c.source).where(
-                        CASES.c.accounting_invoice_id.in_(chunk)
-                    )
-                )
-                owners.update((str(aid), str(source)) for aid, source in rows)
-        return owners
-
-    def all_case_ids(self) -> dict[str, str]:
-        """accountingInvoiceId → source, for every case (to catch ids shared across sources)."""
-        with self._read() as connection:
-            rows = connection.execute(select(CASES.c.accounting_invoice_id, CASES.c.source))
-            return {str(aid): str(source) for aid, source in rows}
 
     def find_cases(self, term: str) -> list[CaseState]:
         """Cases whose invoice number, accountingInvoiceId or Kravia id is `term`."""

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from kravia_sync.connector import RecordError, SourceRecord
-from kravia_sync.diff import SourceDiff
+from kravia_sync.diff import SETTLING_PHASES, Lookup, SourceDiff
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase
 from kravia_sync.model import CallableDocument, Invoice
-from kravia_sync.plan import Change, record_hash
+from kravia_sync.plan import Change, record_hash, source_id
 from kravia_sync.settings import PolicySettings, SourceConfig
 from kravia_sync.testing import minimal_pdf
 
@@ -76,21 +76,28 @@ def run(
     policy: PolicySettings = POLICY,
 ) -> SourceDiff:
     cases = {case.accounting_invoice_id: case for case in known}
-    owners = owners if owners is not None else dict.fromkeys(cases, SOURCE.name)
-    diff = SourceDiff(
-        SOURCE,
-        index={aid: CaseSummary(case.record_hash, case.phase) for aid, case in cases.items()},
-        policy=policy,
-        now=NOW,
-        check_document=check_document,
-    )
+    summaries = {
+        aid: CaseSummary(case.record_hash, case.phase, case.source) for aid, case in cases.items()
+    }
+    for aid, owner in (owners or {}).items():  # ids another source holds
+        if owner != SOURCE.name:
+            summaries[aid] = CaseSummary("other", Phase.STARTED, owner)
+    diff = SourceDiff(SOURCE, policy=policy, now=NOW, check_document=check_document)
+    first_keys: dict[str, str] = {}
     for record in records:
-        diff.add(record)
-    wanted = diff.wanted_cases()
-    new_ids = diff.new_ids()
+        aid = (
+            source_id(record.fields, SOURCE.id_prefix) if isinstance(record, SourceRecord) else None
+        )
+        if aid is None:
+            diff.add(record)
+            continue
+        diff.add(record, Lookup(summaries.get(aid), first_keys.get(aid)))
+        first_keys.setdefault(aid, record.key)
+    unseen = [case for aid, case in cases.items() if aid not in first_keys]
     diff.finish(
-        known={aid: cases[aid] for aid in wanted},
-        owners={aid: owners[aid] for aid in new_ids if aid in owners},
+        {aid: cases[aid] for aid in diff.wanted_cases()},
+        gone=len(unseen),
+        gone_settling=[case for case in unseen if case.phase in SETTLING_PHASES],
     )
     return diff
 

@@ -255,12 +255,36 @@ class TestCases:
             assert connection.execute(select(JOURNAL)).all() == []
 
     def test_sources_kept_apart(self, store):
-        """load_cases returns one source's cases; all_case_ids maps every id to its source."""
+        """load_cases returns one source's cases; a source read sees every source's ids."""
         store.write_batch([make_case("A-1"), make_case("B-1", source="shop")], [])
 
         assert set(store.load_cases("erp")) == {"A-1"}
         assert set(store.load_cases("shop")) == {"B-1"}
-        assert store.all_case_ids() == {"A-1": "erp", "B-1": "shop"}
+        with store.source_read("erp") as read:
+            stored, _ = read.lookup([("A-1", "k1"), ("B-1", "k2")])
+        assert {aid: summary.source for aid, summary in stored.items()} == {
+            "A-1": "erp",
+            "B-1": "shop",
+        }
+
+    def test_source_read_finds_repeats_and_what_is_unseen(self, store):
+        """Ids repeated across chunks name their first record; unseen cases are counted."""
+        store.write_batch(
+            [
+                make_case("A-1"),
+                make_case("A-2"),
+                make_case("A-3", phase=Phase.REGISTERING, pending_attempt="att-9"),
+            ],
+            [],
+        )
+        with store.source_read("erp") as read:
+            _, first = read.lookup([("A-1", "k1"), ("N-1", "k2"), ("A-1", "k3")])
+            _, second = read.lookup([("N-1", "k4")])
+            gone, settling = read.unseen()
+
+        assert first == [None, None, "k1"]
+        assert second == ["k2"]
+        assert (gone, settling) == (2, ["A-3"])
 
     @pytest.mark.parametrize(("term", "found"), [("A-1", ["A-1"]), ("1", ["A-1"]), ("77", ["A-2"])])
     def test_find_cases(self, store, term, found):
