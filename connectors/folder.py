@@ -83,6 +83,19 @@ class FolderConnector(Connector):
     """Reads invoices from JSON and CSV files in a folder, pairing `<invoice_number>.pdf` copies."""
 
     settings_model: ClassVar[type[ConnectorSettings]] = FolderSettings
+    example_config: ClassVar[str] = """\
+[[sources]]
+name = "invoices"                # a short, stable name; it keys the state of this source
+connector = "folder"
+id_prefix = ""                   # prepended to each accountingInvoiceId; give every source
+                                 # its own when several sources could share invoice ids
+[sources.settings]
+path = "invoices"                # *.json and *.csv files; 20003.pdf is the copy of invoice 20003
+# recursive = false
+# max_file_bytes = 20971520
+# csv_delimiter = "auto"         # or "," or ";"
+# encoding = "utf-8-sig"         # "cp1252" for some older Excel exports
+"""
     settings: FolderSettings
 
     def __init__(self, settings: ConnectorSettings, *, base_dir: Path) -> None:

@@ -448,15 +448,26 @@ def unlock(
 @app.command()
 def init(
     config: ConfigOption = DEFAULT_CONFIG,
+    source: Annotated[
+        str, typer.Option("--source", help="The connector of the example source: folder, sql, …")
+    ] = "folder",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented example configuration."""
+    from kravia_sync.connector import load_connector  # noqa: PLC0415
     from kravia_sync.example import EXAMPLE_CONFIG  # noqa: PLC0415
 
     if config.exists() and not force:
         err.print(f"[red]error:[/] {config} exists; use --force to overwrite it")
         raise typer.Exit(EXIT_FAILED)
-    config.write_text(EXAMPLE_CONFIG, encoding="utf-8")
+    try:
+        example = load_connector(source).example_config
+    except (LookupError, TypeError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    if not example:
+        example = f'[[sources]]\nname = "{source}"\nconnector = "{source}"\n[sources.settings]\n'
+    config.write_text(EXAMPLE_CONFIG + "\n" + example, encoding="utf-8")
     out.print(f"wrote {config}: edit creditor_id and the source, then run `kravia-sync check`")
 
 

@@ -80,6 +80,8 @@ class Connector(ABC):
     """
 
     settings_model: ClassVar[type[ConnectorSettings]] = ConnectorSettings
+    # A commented `[[sources]]` block for `kravia-sync init --source NAME`.
+    example_config: ClassVar[str] = ""
 
     def __init__(self, settings: ConnectorSettings, *, base_dir: Path) -> None:
         self.settings = settings

@@ -40,12 +40,4 @@ path = "state/kravia-sync.db"    # SQLite; WAL mode, synchronous=FULL
 format = "auto"                  # "auto": readable on a terminal, JSON otherwise
 level = "info"
 
-[[sources]]
-name = "invoices"                # a short, stable name; it keys the state of this source
-connector = "folder"
-id_prefix = ""                   # prepended to each accountingInvoiceId; give every source
-                                 # its own when several sources could share invoice ids
-[sources.settings]
-path = "invoices"                # *.json and *.csv files; 20003.pdf is the copy of invoice 20003
-# recursive = false
 """
