@@ -51,6 +51,7 @@ class Lookup:
     its stored case (of any source), and the key of an earlier record of this read with the
     same id."""
 
+    aid: str | None = None  # the record's accountingInvoiceId, when the caller computed it
     stored: CaseSummary | None = None
     earlier_key: str | None = None
 
@@ -120,7 +121,7 @@ class SourceDiff:
         if isinstance(record, RecordError):
             self._reject(QuarantineEntry(record.key, "invalid", record.field, record.reason))
             return
-        aid = source_id(record.fields, self.source.id_prefix)
+        aid = lookup.aid or source_id(record.fields, self.source.id_prefix)
         if aid is not None and lookup.earlier_key is not None:
             self._duplicate(aid, lookup.earlier_key, record.key)
             return

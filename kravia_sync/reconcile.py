@@ -291,24 +291,21 @@ class Reconciler:
         )
         with self.store.source_read(source.name) as state:
             for chunk in _chunked(connector.read(), READ_CHUNK):
-                keyed = [
-                    (aid, record.key)
-                    for record in chunk
+                ids = [
+                    source_id(record.fields, source.id_prefix)
                     if isinstance(record, SourceRecord)
-                    and (aid := source_id(record.fields, source.id_prefix)) is not None
+                    else None
+                    for record in chunk
                 ]
-                stored, earlier = state.lookup(keyed)
+                stored, earlier = state.lookup(
+                    [(aid, record.key) for aid, record in zip(ids, chunk, strict=True) if aid]
+                )
                 firsts = iter(earlier)
-                for record in chunk:
-                    aid = (
-                        source_id(record.fields, source.id_prefix)
-                        if isinstance(record, SourceRecord)
-                        else None
-                    )
+                for aid, record in zip(ids, chunk, strict=True):
                     if aid is None:
                         diff.add(record)
                     else:
-                        diff.add(record, Lookup(stored.get(aid), next(firsts)))
+                        diff.add(record, Lookup(aid, stored.get(aid), next(firsts)))
             gone, gone_settling = state.unseen()
         diff.finish(
             self.store.load_cases_by_id(diff.wanted_cases()),

@@ -242,7 +242,8 @@ class SourceRead:
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
         self._db.execute("PRAGMA temp_store = FILE")
         self._db.execute(
-            "CREATE TEMP TABLE seen_ids (aid TEXT PRIMARY KEY, record_key TEXT NOT NULL)"
+            "CREATE TEMP TABLE seen_ids (aid TEXT PRIMARY KEY, record_key TEXT NOT NULL) "
+            "WITHOUT ROWID"
         )
         self._phases = {phase.value: phase for phase in Phase}
 

@@ -91,7 +91,7 @@ def run(
         if aid is None:
             diff.add(record)
             continue
-        diff.add(record, Lookup(summaries.get(aid), first_keys.get(aid)))
+        diff.add(record, Lookup(aid, summaries.get(aid), first_keys.get(aid)))
         first_keys.setdefault(aid, record.key)
     unseen = [case for aid, case in cases.items() if aid not in first_keys]
     diff.finish(
