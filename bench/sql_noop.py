@@ -155,12 +155,17 @@ def main() -> None:
                     }
                 )
     smallest, largest = results[0], results[-1]
-    print(json.dumps({
-        "runs": results,
-        "memory_ratio_largest_to_smallest": round(
-            largest["peak_rss_mb"] / smallest["peak_rss_mb"], 2
-        ),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "runs": results,
+                "memory_ratio_largest_to_smallest": round(
+                    largest["peak_rss_mb"] / smallest["peak_rss_mb"], 2
+                ),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -272,7 +272,9 @@ class TestFaults:
                 "max_inline_wait_seconds = 3\nretries_per_pass = 6"
             ),
         )
-        config.write_text(config.read_text().replace("timeout_seconds = 5", "timeout_seconds = 0.3"))
+        config.write_text(
+            config.read_text().replace("timeout_seconds = 5", "timeout_seconds = 0.3")
+        )
         # Every register stalls for 0.8 s and is then applied: the client gave up at 0.3 s.
         sim.simulator.faults = Faults(timeout=1.0, timeout_delay_s=0.8, operations=("register",))
 

@@ -1,0 +1,704 @@
+# (the project has no copyright header convention; every module trips CPY001)
+"""The SQL connector: overdue invoices from any database SQLAlchemy speaks to.
+
+`query` returns one row per overdue invoice. Its columns are matched to the canonical record
+fields (`kravia_sync.model.RECORD_FIELDS`): a field listed in `columns` is read from the column
+named there; any other field from a column with the field's own name, so aliasing in the query
+(`c.name AS debtor_name`) is all most schemas need. Column names match exactly, else ignoring
+case (PostgreSQL folds unquoted aliases to lower case). Columns that are neither mapped nor
+named like a field are ignored, so the query may return helper columns; one of them has a
+meaning: `has_document` (see below).
+
+Reading is safe by construction:
+
+* **Read only.** Every connection is made read-only at session level before it is used:
+  PostgreSQL `SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY`, MariaDB/MySQL
+  `SET SESSION TRANSACTION READ ONLY`, SQLite `PRAGMA query_only = ON`. A query that tries to
+  write is refused by the database. MS SQL Server has no such session setting: there the
+  connector relies on the database user's permissions (give it a login with `db_datareader`
+  only). The connector never commits, so even there a write is rolled back when the
+  connection closes.
+* **Bound parameters only.** The query may use `:today` (today's date in Europe/Oslo), the
+  document query `:invoice_number` and/or `:accounting_invoice_id` (the record's values).
+  Values are always bound by the driver, never formatted into SQL. Another bind name is a
+  settings error (a literal colon followed by a word can be written `\\:`).
+* **Streamed.** Rows come through a server-side cursor where the driver has one
+  (`stream_results`, fetched `fetch_size` at a time): memory does not grow with the table.
+* **Exact types.** NUMERIC/DECIMAL (and MONEY: SQL Server's arrives as `Decimal`,
+  PostgreSQL's locale-formatted text is parsed into one) stay `Decimal`; a `float` is passed
+  on and refused by the model (use NUMERIC), except from SQLite, whose NUMERIC affinity stores
+  REAL, where it is converted through its shortest `repr`. DATE, DATETIME/TIMESTAMP and ISO
+  text dates are parsed by the model; NULL leaves the field out.
+* **Secrets.** The password comes from the URL, `password_env` or `password_file`; it is
+  redacted from every message (connection errors included) and never shown by `repr`.
+
+Failures: a query that lacks a column for a required field fails before any row is yielded,
+naming the field and the column looked for. A connection failure, a query the database
+refuses, or a query that fails half-way raises `ConnectorError`: the engine marks the source
+failed and takes nothing it did not read as gone. A bad row is an ordinary invalid record (the
+engine quarantines it).
+
+Documents: with `document_query`, each record gets a lazily loaded copy
+(`<invoice_number>.pdf`), fetched over its own read-only connection when the engine needs it;
+the query returns one row with one column, the file's bytes. When the main query returns a
+`has_document` column, rows where it is false or NULL get no document; without it, a record
+whose document query returns no row is quarantined (field `document`) with that reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import uuid
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+from urllib.parse import quote, quote_plus
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator, model_validator
+from sqlalchemy import Date, NullPool, bindparam, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from kravia_sync.connector import (
+    Connector,
+    ConnectorError,
+    ConnectorSettings,
+    RecordError,
+    SourceRecord,
+)
+from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS, CallableDocument, InvalidRecordError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping, Sequence
+
+    from sqlalchemy.engine import Connection, CursorResult, Engine, Row
+
+__all__ = [
+    "EXAMPLE_SETTINGS",
+    "SqlConnector",
+    "SqlDocumentError",
+    "SqlSettings",
+    "parse_money_text",
+]
+
+TIMEZONE: Final = "Europe/Oslo"
+QUERY_BINDS: Final = frozenset({"today"})
+DOCUMENT_BINDS: Final = frozenset({"accounting_invoice_id", "invoice_number"})
+HAS_DOCUMENT: Final = "has_document"
+_HIDDEN = "***"
+
+# backend → (name for people, extra providing its driver, the extra's driver)
+_BACKENDS: Final[dict[str, tuple[str, str | None, str]]] = {
+    "postgresql": ("PostgreSQL", "postgres", "psycopg"),
+    "mysql": ("MySQL", "mysql", "pymysql"),
+    "mariadb": ("MariaDB", "mysql", "pymysql"),
+    "mssql": ("MS SQL Server", "mssql", "pymssql"),
+    "sqlite": ("SQLite", None, "pysqlite"),
+}
+# Session settings that make every transaction of a connection read-only.
+_READ_ONLY: Final[dict[str, str]] = {
+    "postgresql": "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+    "mysql": "SET SESSION TRANSACTION READ ONLY",
+    "mariadb": "SET SESSION TRANSACTION READ ONLY",
+    "sqlite": "PRAGMA query_only = ON",
+}
+_FALSE_TEXT: Final = frozenset({"", "0", "f", "false", "n", "no"})
+_AS_IS: Final = frozenset({Decimal, int, date, datetime})  # values the record takes unchanged
+
+EXAMPLE_SETTINGS: Final = '''\
+[[sources]]
+name = "erp"                     # a short, stable name; it keys the state of this source
+connector = "sql"
+id_prefix = ""                   # prepended to each accountingInvoiceId
+[sources.settings]
+# Any SQLAlchemy URL. Drivers are extras: pip install 'kravia-sync[postgres]' (psycopg),
+# 'kravia-sync[mysql]' (PyMySQL, also for MariaDB) or 'kravia-sync[mssql]' (pymssql);
+# SQLite needs none. Without a driver in the URL, the extra's driver is used:
+#   postgresql://kravia_reader@db.example.com:5432/erp
+#   mariadb://kravia_reader@db.example.com:3306/erp      (charset utf8mb4 by default)
+#   mssql://kravia_reader@db.example.com:1433/erp        (read-only by permissions only)
+#   sqlite:///erp.sqlite                                 (relative to this file)
+url = "postgresql://kravia_reader@db.example.com:5432/erp"
+# The password does not belong here: name an environment variable holding it, or a file
+# (relative to this file; a trailing newline is ignored). It is redacted everywhere.
+password_env = "KRAVIA_DB_PASSWORD"
+# password_file = "/run/secrets/erp_db_password"
+#
+# The unpaid invoices past their due date, one row each, in a read-only transaction.
+# Columns named like the record fields (see the README) are used as they are: alias yours.
+# Amounts must be NUMERIC/DECIMAL (on PostgreSQL MONEY works too), never FLOAT/REAL.
+# :today is today's date in Europe/Oslo, bound by the driver. min_days_overdue in [policy]
+# decides when an invoice may go to collection (younger ones are listed as waiting), so the
+# query need not count days; if it must, per database:
+#   PostgreSQL  i.due_date <= :today - 14
+#   MariaDB     i.due_date <= :today - INTERVAL 14 DAY
+#   SQLite      i.due_date <= date(:today, '-14 days')
+#   SQL Server  i.due_date <= DATEADD(day, -14, :today)
+query = """
+SELECT i.id           AS accounting_invoice_id,
+       i.invoice_no   AS invoice_number,
+       i.invoice_date,
+       i.due_date,
+       i.balance      AS amount,
+       i.currency,
+       i.description,
+       c.name         AS debtor_name,
+       c.customer_no  AS debtor_number,
+       c.email        AS debtor_email,
+       c.kind         AS debtor_type,
+       c.org_no       AS organization_number,
+       c.street       AS address_line1,
+       c.zip          AS postal_code,
+       c.city,
+       c.country_code AS country,
+       CASE WHEN EXISTS (SELECT 1 FROM invoice_pdfs p WHERE p.invoice_id = i.id)
+            THEN 1 ELSE 0 END AS has_document
+FROM invoices i
+JOIN customers c ON c.id = i.customer_id
+WHERE i.balance > 0
+  AND i.due_date < :today
+ORDER BY i.id
+"""
+# The invoice's PDF: one row, one column of bytes. Binds :accounting_invoice_id and/or
+# :invoice_number (the record's values). The has_document column above says which invoices
+# have one; without it, an invoice whose query returns no row is quarantined.
+document_query = "SELECT pdf FROM invoice_pdfs WHERE invoice_id = :accounting_invoice_id"
+# fetch_size = 1000              # rows per round trip of the server-side cursor
+#
+# Instead of aliases, map record fields to the query's columns:
+# [sources.settings.columns]
+# invoice_number = "invoice_no"
+# amount = "balance"
+'''
+
+
+class SqlDocumentError(ConnectorError, OSError):
+    """An invoice copy could not be fetched because the database failed.
+
+    An `OSError` as well, so that the engine treats it like any unreadable copy: a new invoice
+    waits (quarantined with this reason), an upload is retried with backoff.
+    """
+
+
+class SqlSettings(ConnectorSettings):
+    """Settings of the SQL connector (`[sources.settings]` of an `sql` source)."""
+
+    url: str
+    """A SQLAlchemy URL. A password in it is a secret (better: `password_env`)."""
+    password_env: str | None = None
+    """The name of an environment variable holding the database password."""
+    password_file: Path | None = None
+    """A file holding the password (relative to the configuration file; one trailing newline
+    is dropped)."""
+    query: str
+    """The overdue invoices, one row each; may bind `:today`."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Canonical field → the query's column; unlisted fields are read from their own name."""
+    document_query: str | None = None
+    """The invoice's PDF bytes; binds `:accounting_invoice_id` and/or `:invoice_number`."""
+    fetch_size: int = Field(default=1000, gt=0)
+    """Rows fetched per round trip."""
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_sqlalchemy(cls, value: str) -> str:
+        try:
+            url = _with_default_driver(make_url(value))
+        except (ArgumentError, ValueError):
+            # never echo the text: it may hold a password
+            raise ValueError(
+                "not a SQLAlchemy URL such as postgresql://user@host:5432/database"
+            ) from None
+        try:
+            url.get_dialect()
+        except NoSuchModuleError:
+            raise ValueError(
+                f"SQLAlchemy knows no database {url.drivername!r} (e.g. postgresql, mariadb, "
+                "mysql, mssql, sqlite)"
+            ) from None
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _query_binds(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the query is empty")
+        _check_binds(value, QUERY_BINDS)
+        return value
+
+    @field_validator("document_query")
+    @classmethod
+    def _document_query_binds(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _check_binds(value, DOCUMENT_BINDS):
+            raise ValueError(
+                "the document query must bind :accounting_invoice_id or :invoice_number, "
+                "or every invoice would get the same document"
+            )
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_are_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        for field, column in value.items():
+            if field not in RECORD_FIELDS:
+                raise ValueError(
+                    f"{field!r} is not a record field; known fields: {', '.join(RECORD_FIELDS)}"
+                )
+            if not column.strip():
+                raise ValueError(f"{field!r}: the column name is empty")
+        return value
+
+    @model_validator(mode="after")
+    def _one_password(self) -> SqlSettings:
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("give password_env or password_file, not both")
+        if (self.password_env or self.password_file) and make_url(self.url).password:
+            raise ValueError(
+                "the url already holds a password; remove it from the url, or drop "
+                "password_env/password_file"
+            )
+        if self.password_env is not None and not self.password_env.strip():
+            raise ValueError("password_env is empty: give the name of an environment variable")
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """The fields for `repr`, with a password in the URL hidden."""
+        for name, value in super().__repr_args__():
+            yield name, (_display(self.url) if name == "url" else value)
+
+
+def _check_binds(query: str, allowed: frozenset[str]) -> set[str]:
+    """The bind names `query` uses; a `ValueError` naming any that is not in `allowed`."""
+    used = set(text(query).compile().params)
+    unknown = sorted(used - allowed)
+    if unknown:
+        names = ", ".join(f":{name}" for name in unknown)
+        known = ", ".join(f":{name}" for name in sorted(allowed))
+        plural = "s" if len(unknown) > 1 else ""
+        raise ValueError(f"unknown bound parameter{plural} {names}; available: {known}")
+    return used
+
+
+def _with_default_driver(url: URL) -> URL:
+    """`url` with the driver of our extra when it names none (`mariadb://` → `+pymysql`)."""
+    if "+" in url.drivername:
+        return url
+    backend = _BACKENDS.get(url.drivername)
+    if backend is None or url.drivername == "sqlite":
+        return url
+    return url.set(drivername=f"{url.drivername}+{backend[2]}")
+
+
+def _display(url_text: str) -> str:
+    """The URL for people: the password hidden (unparseable text is not shown at all)."""
+    try:
+        return make_url(url_text).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "(an invalid URL)"
+
+
+class SqlConnector(Connector):
+    """Reads overdue invoices with one read-only, streamed SQL query."""
+
+    settings_model: ClassVar[type[ConnectorSettings]] = SqlSettings
+    example_config: ClassVar[str] = EXAMPLE_SETTINGS
+    settings: SqlSettings
+
+    def __init__(self, settings: ConnectorSettings, *, base_dir: Path) -> None:
+        if not isinstance(settings, SqlSettings):
+            raise TypeError(f"SqlConnector needs SqlSettings, not {type(settings).__name__}")
+        super().__init__(settings, base_dir=base_dir)
+        self.settings = settings
+        url = _with_default_driver(make_url(settings.url))
+        self._password = url.password if url.password is not None else self._read_password()
+        if self._password is not None:
+            url = url.set(password=self._password)
+        self.url = self._complete(url)
+        self.backend = url.get_backend_name()
+        self._engine: Engine | None = None
+
+    # -- settings ------------------------------------------------------------------------
+
+    def _read_password(self) -> str | None:
+        settings = self.settings
+        if settings.password_env is not None:
+            value = os.environ.get(settings.password_env)
+            if value is None:
+                raise ConnectorError(
+                    f"the environment variable {settings.password_env} (password_env) is not set"
+                )
+            return value
+        if settings.password_file is not None:
+            path = self.base_dir / settings.password_file.expanduser()
+            try:
+                content = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise ConnectorError(
+                    f"cannot read the password file {path} (password_file): {reason}"
+                ) from None
+            return content.removesuffix("\n").removesuffix("\r")
+        return None
+
+    def _complete(self, url: URL) -> URL:
+        """Defaults that keep text intact, and SQLite paths relative to the config file."""
+        backend = url.get_backend_name()
+        if backend in {"mysql", "mariadb"} and "charset" not in url.query:
+            url = url.update_query_dict({"charset": "utf8mb4"})
+        if url.get_driver_name() == "psycopg" and "client_encoding" not in url.query:
+            url = url.update_query_dict({"client_encoding": "utf8"})
+        database = url.database
+        if (
+            backend == "sqlite"
+            and database
+            and database != ":memory:"
+            and not database.startswith("file:")
+            and not Path(database).expanduser().is_absolute()
+        ):
+            url = url.set(database=str(self.base_dir / Path(database).expanduser()))
+        return url
+
+    def secret_values(self) -> list[str]:
+        """The database password, as it is and as it is written inside a URL."""
+        if not self._password:
+            return []
+        return sorted({self._password, quote(self._password, safe=""), quote_plus(self._password)})
+
+    @property
+    def display_url(self) -> str:
+        """The database for messages (password hidden)."""
+        return self.url.render_as_string(hide_password=True)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read(self) -> Iterator[SourceRecord | RecordError]:
+        """Yield one record per row of `query`, streamed; fail before any row when a required
+        column is missing, and raise `ConnectorError` when the database fails at any point."""
+        settings = self.settings
+        statement = text(settings.query)
+        params: dict[str, object] = {}
+        if "today" in _check_binds(settings.query, QUERY_BINDS):
+            statement = statement.bindparams(bindparam("today", type_=Date()))
+            params["today"] = datetime.now(ZoneInfo(TIMEZONE)).date()
+        connection: Connection | None = None
+        result: CursorResult[Any] | None = None
+        try:
+            connection = self._connect()
+            with self._failure("the query failed on"):
+                result = connection.execution_options(
+                    stream_results=True, yield_per=settings.fetch_size
+                ).execute(statement, params)
+                columns = self._columns(list(result.keys()) if result.returns_rows else [])
+            fields = [(f, position) for f, position in columns.items() if f != HAS_DOCUMENT]
+            partitions = result.partitions(settings.fetch_size)
+            number = 0
+            while True:
+                with self._failure(f"the query failed after {number} rows on"):
+                    rows = next(partitions, None)
+                if rows is None:
+                    return
+                for row in rows:
+                    number += 1
+                    yield self._record(row, fields, columns, number)
+        finally:
+            # The result first: an unbuffered MySQL result must be finished on its connection.
+            # Errors while closing are not errors of the read (the rows are read, or it failed).
+            for closable in (result, connection):
+                if closable is not None:
+                    with contextlib.suppress(SQLAlchemyError, OSError):
+                        closable.close()
+            if self._engine is not None:
+                self._engine.dispose()
+
+    def _columns(self, keys: Sequence[str]) -> dict[str, int]:
+        """Field (and `has_document`) → position in the row; every required field present."""
+        if not keys:
+            raise ConnectorError(
+                f"the query on {self.display_url} returns no rows: it must be a SELECT"
+            )
+        exact: dict[str, list[int]] = {}
+        folded: dict[str, list[int]] = {}
+        for position, key in enumerate(keys):
+            exact.setdefault(key, []).append(position)
+            folded.setdefault(key.casefold(), []).append(position)
+        positions: dict[str, int] = {}
+        missing: list[str] = []
+        wanted = [*RECORD_FIELDS, HAS_DOCUMENT]
+        for field in wanted:
+            column = self.settings.columns.get(field, field)
+            found = exact.get(column) or folded.get(column.casefold())
+            if found is None:
+                if field in REQUIRED_FIELDS or field in self.settings.columns:
+                    missing.append(field)
+                continue
+            if len(found) > 1:
+                raise ConnectorError(
+                    f"the query returns {len(found)} columns named {column!r} (for the field "
+                    f"{field!r}); give them distinct aliases"
+                )
+            positions[field] = found[0]
+        if missing:
+            wanted_columns = ", ".join(
+                f"{field!r} (column {self.settings.columns.get(field, field)!r})"
+                for field in missing
+            )
+            plural = "s" if len(missing) > 1 else ""
+            raise ConnectorError(
+                f"the query returns no column for the field{plural} {wanted_columns}; "
+                f"its columns: {', '.join(keys)}. Alias them in the query or map them in "
+                "[sources.settings.columns]; no row was read"
+            )
+        if self.settings.document_query is not None:
+            needed = _check_binds(self.settings.document_query, DOCUMENT_BINDS)
+            absent = sorted(name for name in needed if name not in positions)
+            if absent:
+                raise ConnectorError(
+                    f"the document query binds :{absent[0]}, but the query returns no "
+                    f"{absent[0]!r} column; no row was read"
+                )
+        return positions
+
+    def _record(
+        self,
+        row: Row[Any],
+        wanted: Sequence[tuple[str, int]],
+        columns: Mapping[str, int],
+        number: int,
+    ) -> SourceRecord:
+        """The record of one row (this runs for every row: the common types go straight)."""
+        sqlite = self.backend == "sqlite"
+        fields: dict[str, object] = {}
+        for field, position in wanted:
+            value = row[position]
+            kind = type(value)
+            if kind is str:
+                if value and not value.isspace():
+                    fields[field] = value
+            elif kind in _AS_IS:
+                fields[field] = value
+            elif value is not None:
+                value = _value(value, sqlite=sqlite)
+                if value is not None:
+                    fields[field] = value
+        invoice_number = _text(fields.get("invoice_number"))
+        key = f"row {number}" if invoice_number is None else f"invoice {invoice_number}"
+        own_id = _text(fields.get("accounting_invoice_id"))
+        if invoice_number is not None and own_id is not None and own_id != invoice_number:
+            key = f"{key} (id {own_id})"
+        return SourceRecord(key=key, fields=fields, document=self._document(row, columns))
+
+    # -- documents -----------------------------------------------------------------------
+
+    def _document(self, row: Row[Any], columns: Mapping[str, int]) -> CallableDocument | None:
+        query = self.settings.document_query
+        if query is None:
+            return None
+        if HAS_DOCUMENT in columns and not _truthy(row[columns[HAS_DOCUMENT]]):
+            return None
+        binds = {
+            name: row[columns[name]]
+            for name in _check_binds(query, DOCUMENT_BINDS)
+            if name in columns
+        }
+        number = _text(_value(row[columns["invoice_number"]], sqlite=False)) or "invoice"
+        loader = functools.partial(self._load_document, binds, number)
+        return CallableDocument(f"{number}.pdf", loader)
+
+    def _load_document(self, binds: Mapping[str, object], number: str) -> bytes:
+        """The bytes `document_query` returns for one invoice (its own read-only connection)."""
+        query = self.settings.document_query
+        if query is None:  # pragma: no cover - only documents of a document query exist
+            raise RuntimeError("no document query")
+        action = f"the document query for invoice {number} failed on"
+        try:
+            with self._connect() as connection, self._failure(action):
+                result = connection.execute(text(query), dict(binds))
+                width = len(result.keys()) if result.returns_rows else 0
+                rows = result.fetchmany(2) if width else []
+        except ConnectorError as exc:
+            raise SqlDocumentError(str(exc)) from None
+        if width != 1:
+            raise InvalidRecordError(
+                "document",
+                f"document_query returns {width} columns; it must return one: the PDF's bytes",
+            )
+        if not rows or rows[0][0] is None:
+            raise InvalidRecordError(
+                "document", f"document_query returned no document for invoice {number}"
+            )
+        if len(rows) > 1:
+            raise InvalidRecordError(
+                "document", f"document_query returned several rows for invoice {number}"
+            )
+        content = rows[0][0]
+        if isinstance(content, memoryview | bytearray):
+            content = bytes(content)
+        if not isinstance(content, bytes):
+            raise InvalidRecordError(
+                "document",
+                f"document_query returned {type(content).__name__} for invoice {number}, "
+                "not bytes (select a BLOB/BYTEA/VARBINARY column)",
+            )
+        return content
+
+    # -- the engine ----------------------------------------------------------------------
+
+    def _connect(self) -> Connection:
+        """A new read-only connection (an SQLite file must exist: it is never created)."""
+        database = self.url.database
+        if (
+            self.backend == "sqlite"
+            and database
+            and database != ":memory:"
+            and not database.startswith("file:")
+            and not Path(database).is_file()
+        ):
+            raise ConnectorError(f"the SQLite database {database} does not exist")
+        engine = self._get_engine()
+        with self._failure("cannot connect to"):
+            return engine.connect()
+
+    def _get_engine(self) -> Engine:
+        """The engine (no pool: every `connect` is a new read-only connection)."""
+        if self._engine is None:
+            with self._failure("cannot use"):
+                engine = create_engine(self.url, poolclass=NullPool)
+            statement = _READ_ONLY.get(self.backend)
+            money = self.url.get_driver_name() == "psycopg"
+
+            def _on_connect(dbapi_connection: Any, _record: object) -> None:  # noqa: ANN401
+                if statement is not None:
+                    cursor = dbapi_connection.cursor()
+                    try:
+                        cursor.execute(statement)
+                    finally:
+                        cursor.close()
+                    if self.backend == "postgresql":
+                        dbapi_connection.commit()  # SET … CHARACTERISTICS is transactional
+                if money:
+                    _register_money_loader(dbapi_connection)
+
+            event.listen(engine, "connect", _on_connect)
+            self._engine = engine
+        return self._engine
+
+    @contextlib.contextmanager
+    def _failure(self, action: str) -> Iterator[None]:
+        """Turn database and driver exceptions into a `ConnectorError` that names the database
+        (password hidden) and never carries the password."""
+        try:
+            yield
+        except ConnectorError:
+            raise
+        except (ImportError, NoSuchModuleError) as exc:
+            raise ConnectorError(self._redact(_missing_driver(self.url, exc))) from None
+        except (SQLAlchemyError, OSError, UnicodeError) as exc:
+            reason = exc.orig if isinstance(exc, DBAPIError) else exc
+            detail = " ".join(str(reason).split()) or type(reason).__name__
+            message = f"{action} {self.display_url}: {detail}"
+            raise ConnectorError(self._redact(message)) from None
+
+    def _redact(self, message: str) -> str:
+        for secret in sorted(self.secret_values(), key=len, reverse=True):
+            message = message.replace(secret, _HIDDEN)
+        return message
+
+
+def _missing_driver(url: URL, exc: BaseException) -> str:
+    backend = url.get_backend_name()
+    driver = url.get_driver_name()
+    label, extra, extra_driver = _BACKENDS.get(backend, (backend, None, driver))
+    if extra is None:
+        module = getattr(exc, "name", None) or driver
+        return f"the {label} driver {driver!r} is not installed: pip install {module} ({exc})"
+    message = f"the {label} driver is not installed: pip install 'kravia-sync[{extra}]'"
+    if driver != extra_driver:
+        message = (
+            f"the {label} driver {driver!r} is not installed ({exc}): "
+            f"pip install 'kravia-sync[{extra}]' and write the URL as {backend}+{extra_driver}://…"
+            f", or install {driver} yourself"
+        )
+    return message
+
+
+def _value(value: object, *, sqlite: bool) -> object:
+    """A column value as the record carries it (None: the field is left out)."""
+    if isinstance(value, float):
+        # SQLite's NUMERIC affinity stores 12480.50 as the REAL 12480.5: its shortest repr is
+        # the decimal written. Elsewhere a float column is a schema error the model reports.
+        return Decimal(repr(value)) if sqlite else value
+    if isinstance(value, memoryview | bytearray | bytes):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw  # the model says it is not text
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None
+    text_ = str(value).strip()
+    return text_ or None
+
+
+def _truthy(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().casefold() not in _FALSE_TEXT
+    return bool(value)
+
+
+# -- PostgreSQL MONEY ----------------------------------------------------------------------
+
+_MONEY_NOISE = re.compile(r"[^\d.,\-()]")
+
+
+def parse_money_text(raw: str) -> Decimal | str:
+    """PostgreSQL's MONEY text (`$12,480.50`, `kr 12 480,50`, `12.480,50 €`) as a `Decimal`.
+
+    The text depends on the server's `lc_monetary`; the decimal separator is the last `.` or
+    `,` when one or two digits follow it. Anything ambiguous is returned as text for the model
+    to refuse with its reason.
+    """
+    negative = "-" in raw or "(" in raw
+    digits = _MONEY_NOISE.sub("", raw).replace("-", "").replace("(", "").replace(")", "")
+    position = max(digits.rfind("."), digits.rfind(","))
+    if position >= 0 and len(digits) - position - 1 in {1, 2}:
+        whole, fraction = digits[:position], digits[position + 1 :]
+    else:
+        whole, fraction = digits, ""
+        if position >= 0 and len(digits) - position - 1 != 3:
+            return raw
+        if position >= 0 and "." in digits and "," in digits:
+            return raw
+    whole = whole.replace(".", "").replace(",", "")
+    if not whole.isdigit() or (fraction and not fraction.isdigit()):
+        return raw
+    try:
+        amount = Decimal(f"{whole}.{fraction}" if fraction else whole)
+    except InvalidOperation:  # pragma: no cover - guarded by the checks above
+        return raw
+    return -amount if negative else amount
+
+
+def _register_money_loader(dbapi_connection: Any) -> None:  # noqa: ANN401 - the driver's
+    """Load PostgreSQL MONEY as `Decimal` on this psycopg connection."""
+    from psycopg.adapt import Loader  # noqa: PLC0415 - psycopg is an optional extra
+
+    class MoneyLoader(Loader):
+        def load(self, data: Any) -> Decimal | str:  # noqa: ANN401 - psycopg's Buffer
+            return parse_money_text(bytes(data).decode("utf-8"))
+
+    dbapi_connection.adapters.register_loader("money", MoneyLoader)

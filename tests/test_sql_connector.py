@@ -1,0 +1,812 @@
+# ruff: noqa: S608 - the tests build SQL from their own table names and constants only
+"""The sql connector against real PostgreSQL and MariaDB servers and SQLite.
+
+Every backend gets the same schema and rows (`sql_fixture`); the end-to-end tests run passes of
+the engine into the Kravia simulator over HTTP. An unreachable server skips its tests, except
+under CI (`CI=true`), where it fails them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tomllib
+import tracemalloc
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import sqlalchemy as sa
+import structlog
+from sql_fixture import (
+    BACKENDS,
+    BAD_INVOICE,
+    COLUMNS,
+    CUSTOMERS,
+    DOCUMENT_QUERY,
+    INVOICES,
+    PAID_INVOICE,
+    PDFS,
+    QUERY,
+    SENT_INVOICES,
+    SERVER_BACKENDS,
+    WAITING_INVOICE,
+    Backend,
+    expected_cases,
+    open_backend,
+)
+from support import Sim, cli_env, load, run_cli, run_pass, write_config
+
+from connectors.sql import EXAMPLE_SETTINGS, SqlConnector, SqlSettings, parse_money_text
+from kravia_sync.connector import ConnectorError, SourceRecord
+from kravia_sync.model import Invoice, parse_date
+from kravia_sync.store import StateStore
+
+# A password that is easy to find in any output, with characters a URL must escape.
+PASSWORD = "Hemmelig-Æ@pw/7%Zq"
+PASSWORD_IN_URL = quote(PASSWORD, safe="")
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The fixture schema and rows in each backend in turn."""
+    with open_backend(request.param, tmp_path) as backend:
+        yield backend
+
+
+@pytest.fixture(params=SERVER_BACKENDS)
+def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    with open_backend(request.param, tmp_path) as backend:
+        yield backend
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Backend]:
+    with open_backend("sqlite", tmp_path) as backend:
+        yield backend
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(str(value))  # a JSON string is a TOML basic string
+
+
+def sql_config(tmp_path: Path, sim: Sim, settings: dict[str, object]) -> Path:
+    """A configuration (see `support.write_config`) whose one source is an `sql` source."""
+    config = write_config(tmp_path, sim.base_url)
+    head = config.read_text(encoding="utf-8").split("[[sources]]")[0]
+    lines = ["[[sources]]", 'name = "erp"', 'connector = "sql"', "[sources.settings]"]
+    columns = settings.get("columns")
+    lines += [
+        f"{key} = {toml_value(value)}"
+        for key, value in settings.items()
+        if key != "columns" and value is not None
+    ]
+    if isinstance(columns, dict):
+        lines.append("[sources.settings.columns]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in columns.items()]
+    config.write_text(head + "\n".join(lines) + "\n", encoding="utf-8")
+    return config
+
+
+def fixture_settings(backend: Backend, **overrides: object) -> dict[str, object]:
+    """The settings of the end-to-end tests: `QUERY`, `COLUMNS`, `DOCUMENT_QUERY`."""
+    settings: dict[str, object] = {
+        "url": backend.url,
+        "query": backend.sql(QUERY, extra=""),
+        "document_query": backend.sql(DOCUMENT_QUERY),
+        "fetch_size": 3,
+        "columns": COLUMNS,
+    }
+    settings.update(overrides)
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+def connector(backend: Backend, base_dir: Path, **overrides: object) -> SqlConnector:
+    made = SqlConnector.from_settings(fixture_settings(backend, **overrides), base_dir=base_dir)
+    assert isinstance(made, SqlConnector)
+    return made
+
+
+def records(made: SqlConnector) -> list[SourceRecord]:
+    result = []
+    for item in made.read():
+        assert isinstance(item, SourceRecord), item
+        result.append(item)
+    return result
+
+
+def quarantined(config: Path) -> dict[str, dict[str, Any]]:
+    store = StateStore(load(config).state_path)
+    try:
+        return {entry["record_key"]: entry for entry in store.quarantined()}
+    finally:
+        store.close()
+
+
+def files_text(directory: Path) -> str:
+    """Everything under `directory` (the state store with its WAL), as text."""
+    return "".join(
+        path.read_bytes().decode("utf-8", "replace")
+        for path in directory.rglob("*")
+        if path.is_file()
+    )
+
+
+def assert_no_password(*texts: str) -> None:
+    for text in texts:
+        for secret in (PASSWORD, PASSWORD_IN_URL):
+            assert secret not in text, f"the password appears in: {text[:2000]}"
+
+
+# -- end to end, the same in every backend -------------------------------------------------
+
+
+class TestSameCasesEverywhere:
+    def test_every_backend_registers_the_same_cases_with_their_copies(
+        self, db: Backend, sim: Sim, tmp_path: Path
+    ) -> None:
+        """The fixture rows become the same Kravia cases (exact amounts, dates, æøå) in each
+        database; PDFs arrive byte for byte; the bad row is quarantined naming its field."""
+        config = sql_config(tmp_path, sim, fixture_settings(db))
+
+        summary = run_pass(config)
+
+        assert summary.sources[0].status == "ok", summary.as_dict()
+        cases = sorted(sim.cases(), key=lambda case: case["invoiceNo"])
+        got = [
+            {
+                "invoiceNo": case["body"]["invoiceNo"],
+                "accountingInvoiceId": case["body"]["accountingInvoiceId"],
+                "originalAmount": Decimal(str(case["body"]["originalAmount"])),
+                "debtorName": case["body"]["debtorName"],
+                "invoiceDate": case["body"]["invoiceDate"],
+                "dueDate": case["body"]["dueDate"],
+            }
+            for case in cases
+        ]
+        assert got == expected_cases()
+        assert all(case["started"] for case in cases)
+        by_number = {case["invoiceNo"]: case for case in cases}
+        assert by_number["20003"]["body"]["email"] is None  # NULL email passes
+        assert by_number["20002"]["body"]["organizationNumber"] == "923609016"
+        assert by_number["20002"]["body"]["postalAddress"]["addressAddressLine2"] == "Postboks 7"
+        assert by_number["20008"]["body"]["description"] == "Øl, æbler og ål"
+        for number, case in by_number.items():
+            if number in PDFS:
+                (document,) = case["documents"]
+                assert document["sha256"] == hashlib.sha256(PDFS[number]).hexdigest()
+                assert sim.simulator.document_bytes(case["id"], 0) == PDFS[number]
+            else:
+                assert case["documents"] == []
+        problems = {problem["record"]: problem for problem in summary.problems}
+        assert problems[f"invoice {BAD_INVOICE}"]["field"] == "organization_number"
+        stored = quarantined(config)
+        assert stored[f"invoice {BAD_INVOICE}"]["field"] == "organization_number"
+        assert stored[f"invoice {WAITING_INVOICE}"]["kind"] == "waiting"
+        assert f"invoice {PAID_INVOICE}" not in stored
+        assert summary.counts["read"] == len(INVOICES) - 1  # the paid one is not returned
+
+    def test_a_second_pass_is_silent_and_an_updated_amount_is_a_change(
+        self, db: Backend, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Nothing changed: zero remote calls. One row's amount updated in the database: one
+        `changed`, no new case, still no call."""
+        config = sql_config(tmp_path, sim, fixture_settings(db))
+        run_pass(config)
+        before = sim.calls_total()
+
+        second = run_pass(config)
+
+        assert sim.calls_total() == before
+        assert sum(second.remote_calls.values()) == 0
+        assert second.counts["unchanged"] == len(SENT_INVOICES)
+
+        db.set_balance("20001", Decimal("13000.00"))
+        third = run_pass(config)
+
+        assert third.counts["changed"] == 1
+        assert third.counts.get("new", 0) == 0
+        assert sim.calls_total() == before
+        assert len(sim.cases()) == len(SENT_INVOICES)
+
+
+# -- failures of the source ----------------------------------------------------------------
+
+
+class TestFailures:
+    def test_a_query_missing_a_required_column_fails_before_any_row(
+        self, db: Backend, sim: Sim, tmp_path: Path
+    ) -> None:
+        query = db.sql(QUERY, extra="").replace("c.city,", "")
+        config = sql_config(tmp_path, sim, fixture_settings(db, query=query))
+
+        summary = run_pass(config)
+
+        assert summary.status == "failed"
+        (source,) = summary.sources
+        assert source.status == "failed"
+        assert source.error is not None
+        assert "'city'" in source.error
+        assert "no row was read" in source.error
+        assert summary.counts.get("read", 0) == 0
+        assert sim.calls_total() == 0
+        assert quarantined(config) == {}
+
+    def test_a_mapped_column_that_is_absent_is_named(
+        self, sqlite_db: Backend, tmp_path: Path
+    ) -> None:
+        made = connector(sqlite_db, tmp_path, columns={**COLUMNS, "amount": "beløp"})
+        with pytest.raises(ConnectorError, match=r"'amount' \(column 'beløp'\)"):
+            next(made.read())
+
+    def test_a_query_failing_half_way_fails_the_source_and_nothing_is_gone(
+        self, db: Backend, sim: Sim, tmp_path: Path
+    ) -> None:
+        """The database fails after some rows were read: the source is failed, no case is
+        taken as gone, and the next good read finds everything unchanged."""
+        boom = {
+            "postgresql": ", CASE WHEN i.id = 7 THEN 1 / (i.id - 7) ELSE 0 END AS boom",
+            "mariadb": ", CASE WHEN i.id = 7 THEN (SELECT 1 UNION ALL SELECT 2) ELSE 0 END AS boom",
+            "sqlite": ", CASE WHEN i.id = 7 THEN json_extract('not json', '$') ELSE 0 END AS boom",
+        }[db.name]
+        failing = db.sql(QUERY, extra=boom)
+        if db.name == "mariadb":  # MariaDB evaluates before sorting: let rows flow first
+            failing = failing.replace("JOIN", "STRAIGHT_JOIN", 1).replace("ORDER BY i.id", "")
+        config = sql_config(tmp_path, sim, fixture_settings(db))
+        run_pass(config)
+        before = sim.calls_total()
+        reading = connector(db, tmp_path, query=failing, fetch_size=2).read()
+        assert next(reading) is not None  # rows come before the failure: it is half-way
+        with pytest.raises(ConnectorError, match=r"the query failed after [1-9][0-9]* rows"):
+            list(reading)
+
+        failed = run_pass(sql_config(tmp_path, sim, fixture_settings(db, query=failing)))
+
+        assert failed.status == "failed"
+        assert failed.sources[0].status == "failed"
+        assert failed.counts.get("gone", 0) == 0
+        assert sim.calls_total() == before
+        again = run_pass(sql_config(tmp_path, sim, fixture_settings(db)))
+        assert again.counts["unchanged"] == len(SENT_INVOICES)
+        assert again.counts.get("gone", 0) == 0
+        assert sim.calls_total() == before
+
+    def test_a_write_through_the_query_is_refused_by_the_database(
+        self, db: Backend, sim: Sim, tmp_path: Path
+    ) -> None:
+        """The session is read-only: an UPDATE in the configured query fails the source with
+        the database's own refusal, and the row is unchanged."""
+        original = db.balance("20001")
+        columns = (
+            "invoice_no, invoice_date, due_date, balance, 'Kunde' AS debtor_name, "
+            "'Gate 1' AS address_line1, '0150' AS postal_code, 'Oslo' AS city"
+        )
+        if db.name == "postgresql":
+            bump = db.sql("ks_bump_{invoices}")
+            db.execute(
+                db.sql(
+                    f"CREATE FUNCTION {bump}(n VARCHAR) RETURNS INTEGER LANGUAGE sql AS $$ "
+                    "UPDATE {invoices} SET balance = 1 WHERE invoice_no = n; SELECT 1 $$"
+                )
+            )
+            db.cleanup.append(f"DROP FUNCTION IF EXISTS {bump}(VARCHAR)")
+            queries = {
+                # a write inside a SELECT: refused by the read-only transaction
+                "read-only transaction": db.sql(
+                    f"SELECT {columns}, {bump}(invoice_no) AS bumped FROM {{invoices}}"
+                ),
+                # a data-modifying WITH: refused too (streaming cursors cannot hold one)
+                "data-modifying": db.sql(
+                    "WITH u AS (UPDATE {invoices} SET balance = 1 WHERE invoice_no = '20001' "
+                    f"RETURNING *) SELECT {columns} FROM u"
+                ),
+            }
+        elif db.name == "mariadb":
+            queries = {
+                "READ ONLY transaction": db.sql(
+                    "UPDATE {invoices} SET balance = 1 WHERE invoice_no = '20001'"
+                )
+            }
+        else:
+            queries = {
+                "readonly database": db.sql(
+                    "UPDATE {invoices} SET balance = 1 WHERE invoice_no = '20001' "
+                    f"RETURNING {columns}"
+                )
+            }
+        for refusal, query in queries.items():
+            settings = fixture_settings(db, query=query, document_query=None, columns=None)
+            summary = run_pass(sql_config(tmp_path, sim, settings))
+
+            assert summary.status == "failed", query
+            error = summary.sources[0].error
+            assert error is not None
+            assert refusal in error, error
+            assert db.balance("20001") == original
+        assert sim.calls_total() == 0
+
+
+# -- streaming -----------------------------------------------------------------------------
+
+
+class TestStreaming:
+    def test_rows_are_streamed_through_a_server_side_cursor(
+        self, db: Backend, tmp_path: Path
+    ) -> None:
+        """read() is a generator; the query runs with stream_results (PostgreSQL: a named
+        cursor, MariaDB: an unbuffered one) and a small fetch_size still reads every row."""
+        executed: list[tuple[str, object, Any]] = []
+
+        def spy(*args: Any) -> None:
+            _conn, cursor, statement, _params, context, _many = args
+            options = context.execution_options if context is not None else {}
+            executed.append((statement, options.get("stream_results"), cursor))
+
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", spy)
+        try:
+            made = connector(db, tmp_path, fetch_size=2)
+            reading = made.read()
+            assert isinstance(reading, Iterator)
+            assert executed == []  # nothing runs before the first record is asked for
+            count = sum(1 for _ in reading)
+        finally:
+            sa.event.remove(sa.engine.Engine, "before_cursor_execute", spy)
+
+        assert count == len(INVOICES) - 1
+        (query,) = [item for item in executed if "has_document" in item[0]]
+        assert query[1] is True
+        cursor = query[2]
+        if db.name == "postgresql":
+            assert getattr(cursor, "name", None), "not a server-side (named) cursor"
+        elif db.name == "mariadb":
+            assert type(cursor).__name__ == "SSCursor"
+
+    def test_memory_does_not_grow_with_the_rows(self, db: Backend, tmp_path: Path) -> None:
+        """30 000 generated rows are read with a small, bounded amount of Python memory."""
+        digits = " UNION ALL ".join(f"SELECT {n} AS n" for n in range(10))
+        query = f"""
+            WITH d AS ({digits})
+            SELECT a.n + 10 * b.n + 100 * c.n + 1000 * e.n + 10000 * f.n + 1 AS invoice_number,
+                   '2025-01-01' AS invoice_date, '2025-01-15' AS due_date,
+                   CAST('1234.50' AS DECIMAL(12, 2)) AS amount,
+                   'Kunde Ødegård med et langt navn for å bruke litt minne' AS debtor_name,
+                   'Storgata 1' AS address_line1, '0150' AS postal_code, 'Oslo' AS city
+            FROM d a CROSS JOIN d b CROSS JOIN d c CROSS JOIN d e
+            CROSS JOIN (SELECT n FROM d WHERE n < 3) f
+        """
+        made = connector(
+            db, tmp_path, query=query, columns=None, document_query=None, fetch_size=500
+        )
+        tracemalloc.start()
+        try:
+            count = 0
+            for item in made.read():
+                count += 1
+                del item
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+
+        assert count == 30_000
+        assert peak < 8 * 1024 * 1024, f"peak {peak} bytes while reading {count} rows"
+
+
+# -- types ---------------------------------------------------------------------------------
+
+
+class TestTypes:
+    def test_values_arrive_exactly(self, db: Backend, tmp_path: Path) -> None:
+        """NUMERIC → exact Decimal; DATE, DATETIME and ISO text → the same dates; æøå intact;
+        NULL leaves the field out; :today is bound (the future invoice is filtered out)."""
+        query = db.sql(QUERY, extra=", i.due_text").replace(
+            "WHERE i.balance > 0", "WHERE i.balance > 0 AND i.due_date < :today"
+        )
+        made = connector(db, tmp_path, query=query, columns={**COLUMNS, "due_date": "due_text"})
+
+        got = {str(record.fields["invoice_number"]): record for record in records(made)}
+
+        assert WAITING_INVOICE not in got
+        assert PAID_INVOICE not in got
+        customers = {row[0]: row for row in CUSTOMERS}
+        for fixture in INVOICES:
+            if fixture.invoice_no in {WAITING_INVOICE, PAID_INVOICE}:
+                continue
+            fields = got[fixture.invoice_no].fields
+            amount = fields["amount"]
+            assert isinstance(amount, Decimal | int), type(amount)
+            assert Decimal(amount) == fixture.balance
+            assert isinstance(fields["due_date"], str)  # the ISO text column
+            assert parse_date(fields["due_date"]) == fixture.due_date
+            assert parse_date(fields["invoice_date"]) == fixture.invoice_date.date()
+            assert fields["debtor_name"] == customers[fixture.customer_id][2]
+            assert fields.get("debtor_email") == customers[fixture.customer_id][3]
+            if fixture.invoice_no != BAD_INVOICE:
+                invoice = Invoice.from_record(fields)
+                assert invoice.amount == fixture.balance
+                assert str(invoice.amount) == str(fixture.balance)
+        assert "debtor_email" not in got["20003"].fields  # NULL
+        if db.name != "sqlite":
+            assert isinstance(got["20001"].fields["amount"], Decimal)
+            assert type(got["20001"].fields["invoice_date"]).__name__ == "datetime"
+
+    @pytest.mark.parametrize("backend", SERVER_BACKENDS)
+    def test_a_float_column_quarantines_the_row(
+        self, backend: str, sim: Sim, tmp_path: Path
+    ) -> None:
+        """FLOAT/DOUBLE is never money: the row is quarantined with a reason about floats."""
+        cast = {"postgresql": "DOUBLE PRECISION", "mariadb": "DOUBLE"}[backend]
+        with open_backend(backend, tmp_path) as db:
+            query = db.sql(QUERY, extra=f", CAST(i.balance AS {cast}) AS float_amount")
+            query = query.replace("WHERE i.balance > 0", "WHERE i.invoice_no = '20001'")
+            settings = fixture_settings(
+                db, query=query, columns={**COLUMNS, "amount": "float_amount"}
+            )
+            config = sql_config(tmp_path, sim, settings)
+
+            summary = run_pass(config)
+
+        (problem,) = summary.problems
+        assert problem["record"] == "invoice 20001"
+        assert problem["field"] == "amount"
+        assert "float" in problem["reason"]
+        assert quarantined(config)["invoice 20001"]["field"] == "amount"
+        assert sim.calls_total() == 0
+
+    def test_sqlite_real_becomes_the_exact_decimal(self, tmp_path: Path) -> None:
+        """SQLite stores NUMERIC(12,2) 87.05 as a REAL: it comes back as Decimal('87.05')."""
+        path = tmp_path / "real.sqlite"
+        engine = sa.create_engine(f"sqlite:///{path}")
+        with engine.begin() as connection:
+            connection.execute(sa.text("CREATE TABLE t (amount REAL, price NUMERIC(12,2))"))
+            connection.execute(sa.text("INSERT INTO t VALUES (87.05, '12480.50')"))
+        engine.dispose()
+        query = (
+            "SELECT 1 AS invoice_number, '2025-01-01' AS invoice_date, '2025-01-15' AS due_date,"
+            " amount, price, 'Åse' AS debtor_name, 'Gate 1' AS address_line1,"
+            " '0150' AS postal_code, 'Oslo' AS city FROM t"
+        )
+        made = SqlConnector.from_settings(
+            {"url": f"sqlite:///{path}", "query": query}, base_dir=tmp_path
+        )
+        (record,) = made.read()
+        assert isinstance(record, SourceRecord)
+        assert record.fields["amount"] == Decimal("87.05")
+        assert str(record.fields["amount"]) == "87.05"
+
+    def test_postgresql_money_becomes_a_decimal(self, tmp_path: Path) -> None:
+        with open_backend("postgresql", tmp_path) as db:
+            query = (
+                "SELECT '1' AS invoice_number, DATE '2025-01-01' AS invoice_date,"
+                " DATE '2025-01-15' AS due_date, CAST('12480.50' AS MONEY) AS amount,"
+                " 'Åse' AS debtor_name, 'Gate 1' AS address_line1, '0150' AS postal_code,"
+                " 'Oslo' AS city"
+            )
+            made = connector(db, tmp_path, query=query, columns=None, document_query=None)
+            (record,) = records(made)
+        assert record.fields["amount"] == Decimal("12480.50")
+        assert isinstance(record.fields["amount"], Decimal)
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("$12,480.50", Decimal("12480.50")),
+            ("kr 12 480,50", Decimal("12480.50")),
+            ("12.480,50 €", Decimal("12480.50")),
+            ("-$3.10", Decimal("-3.10")),
+            ("($3.10)", Decimal("-3.10")),
+            ("¥12,480", Decimal(12480)),
+            ("$0.05", Decimal("0.05")),
+        ],
+    )
+    def test_money_text_in_any_locale(self, text: str, expected: Decimal) -> None:
+        assert parse_money_text(text) == expected
+
+    def test_ambiguous_money_text_is_left_for_the_model(self) -> None:
+        assert parse_money_text("12.480,500") == "12.480,500"
+        assert parse_money_text("abc") == "abc"
+
+
+# -- documents -----------------------------------------------------------------------------
+
+
+class TestDocuments:
+    def test_without_a_has_document_column_a_missing_pdf_is_named(
+        self, sqlite_db: Backend, sim: Sim, tmp_path: Path
+    ) -> None:
+        query = sqlite_db.sql(QUERY, extra="").replace(
+            "EXISTS (SELECT 1 FROM invoice_pdfs p WHERE p.invoice_id = i.id) AS has_document",
+            "1 AS helper",
+        )
+        config = sql_config(tmp_path, sim, fixture_settings(sqlite_db, query=query))
+
+        summary = run_pass(config)
+
+        problems = {problem["record"]: problem for problem in summary.problems}
+        assert problems["invoice 20003"]["field"] == "document"
+        assert "no document for invoice 20003" in problems["invoice 20003"]["reason"]
+        registered = {case["invoiceNo"] for case in sim.cases()}
+        assert registered == {number for number in SENT_INVOICES if number in PDFS}
+
+    def test_a_document_query_must_not_return_several_columns(
+        self, sqlite_db: Backend, tmp_path: Path
+    ) -> None:
+        made = connector(
+            sqlite_db,
+            tmp_path,
+            document_query="SELECT pdf, invoice_id FROM invoice_pdfs p "
+            "JOIN invoices i ON i.id = p.invoice_id WHERE i.invoice_no = :invoice_number",
+        )
+        first = records(made)[0]
+        assert first.document is not None
+        with pytest.raises(ValueError, match="returns 2 columns"):
+            first.document.load()
+
+    def test_a_database_failure_while_loading_a_copy_is_an_os_error(
+        self, sqlite_db: Backend, tmp_path: Path
+    ) -> None:
+        made = connector(sqlite_db, tmp_path)
+        first = records(made)[0]
+        assert first.document is not None
+        sqlite_db.execute("DROP TABLE invoice_pdfs")
+        with pytest.raises(OSError, match="the document query for invoice 20001 failed on"):
+            first.document.load()
+
+
+# -- secrets -------------------------------------------------------------------------------
+
+
+class TestSecrets:
+    @pytest.mark.parametrize(
+        "url",
+        [
+            f"postgresql://kravia:{PASSWORD_IN_URL}@127.0.0.1:1/test",
+            f"mariadb://kravia:{PASSWORD_IN_URL}@127.0.0.1:1/test",
+        ],
+    )
+    def test_a_password_in_the_url_is_never_printed_when_the_connection_fails(
+        self, url: str, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Nothing listens on port 1: the source fails, and neither stdout, stderr nor the
+        state store holds the password (raw or URL-encoded)."""
+        config = sql_config(tmp_path, sim, {"url": url, "query": "SELECT 1 AS x"})
+
+        result = run_cli("reconcile", "--json", "--config", str(config), cwd=tmp_path)
+
+        assert result.returncode == 1, result.stdout + result.stderr
+        summary = json.loads(result.stdout)
+        error = summary["sources"][0]["error"]
+        assert summary["sources"][0]["status"] == "failed"
+        assert "cannot connect to" in error
+        assert "127.0.0.1:1" in error
+        assert "***" in error
+        assert_no_password(result.stdout, result.stderr, files_text(tmp_path / "state"))
+
+    def test_a_refused_password_from_the_environment_is_never_printed(
+        self, sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """MariaDB refuses root with a wrong password: the source fails, the password appears
+        in no log line, summary or state."""
+        with open_backend("mariadb", tmp_path):  # skips (or fails under CI) when unreachable
+            pass
+        monkeypatch.setenv("KS_TEST_DB_PASSWORD", PASSWORD)
+        settings = {
+            "url": "mariadb://root@127.0.0.1:3306/test",
+            "password_env": "KS_TEST_DB_PASSWORD",
+            "query": "SELECT 1 AS x",
+        }
+        config = sql_config(tmp_path, sim, settings)
+
+        with structlog.testing.capture_logs() as logs:
+            summary = run_pass(config)
+
+        error = summary.sources[0].error
+        assert summary.status == "failed"
+        assert error is not None
+        assert "Access denied" in error
+        assert logs, "the failure was not logged"
+        assert_no_password(
+            json.dumps(summary.as_dict()),
+            json.dumps(logs, default=str),
+            files_text(tmp_path / "state"),
+        )
+        result = run_cli(
+            "reconcile",
+            "--config",
+            str(config),
+            cwd=tmp_path,
+            env=cli_env(KS_TEST_DB_PASSWORD=PASSWORD),
+        )
+        assert result.returncode == 1
+        assert "Access denied" in result.stdout + result.stderr
+        assert_no_password(result.stdout, result.stderr)
+
+    def test_repr_never_shows_the_password(self, tmp_path: Path) -> None:
+        settings = SqlSettings.model_validate(
+            {"url": f"postgresql://kravia:{PASSWORD_IN_URL}@db/erp", "query": "SELECT 1"}
+        )
+        made = SqlConnector(settings, base_dir=tmp_path)
+        assert_no_password(repr(settings), str(settings), repr(made.settings), made.display_url)
+        assert "postgresql://kravia:***@db/erp" in repr(settings)
+        assert PASSWORD in made.secret_values()
+        assert PASSWORD_IN_URL in made.secret_values()
+
+    def test_a_password_file_is_read_and_kept_secret(self, tmp_path: Path) -> None:
+        (tmp_path / "db_password").write_text(PASSWORD + "\n", encoding="utf-8")
+        made = SqlConnector.from_settings(
+            {
+                "url": "postgresql://kravia@db/erp",
+                "password_file": "db_password",
+                "query": "SELECT 1",
+            },
+            base_dir=tmp_path,
+        )
+        assert isinstance(made, SqlConnector)
+        assert made.url.password == PASSWORD
+        assert PASSWORD in made.secret_values()
+        assert_no_password(made.display_url, repr(made.settings))
+
+    def test_a_password_from_a_file_reaches_the_server(self, tmp_path: Path) -> None:
+        """PostgreSQL here trusts local connections, so any password gets in: the read works
+        through the injected URL."""
+        with open_backend("postgresql", tmp_path / "pg") as db:
+            (tmp_path / "pw").write_text("anything\n", encoding="utf-8")
+            made = connector(db, tmp_path, password_file="pw")  # noqa: S106 - a file name
+            assert len(records(made)) == len(INVOICES) - 1
+
+    def test_an_unset_password_variable_fails_the_source_naming_it(
+        self, sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("KS_TEST_UNSET", raising=False)
+        settings = {
+            "url": "postgresql://kravia@127.0.0.1:1/test",
+            "password_env": "KS_TEST_UNSET",
+            "query": "SELECT 1",
+        }
+        summary = run_pass(sql_config(tmp_path, sim, settings))
+        assert summary.status == "failed"
+        assert "KS_TEST_UNSET" in (summary.sources[0].error or "")
+
+
+# -- drivers -------------------------------------------------------------------------------
+
+
+class TestDrivers:
+    def test_a_missing_driver_names_the_extra(
+        self, sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "pyodbc", None)  # absent, whatever is installed
+        url = f"mssql+pyodbc://sa:{PASSWORD_IN_URL}@127.0.0.1:1433/erp"
+        summary = run_pass(sql_config(tmp_path, sim, {"url": url, "query": "SELECT 1"}))
+
+        error = summary.sources[0].error or ""
+        assert summary.status == "failed"
+        assert "pip install 'kravia-sync[mssql]'" in error
+        assert "mssql+pymssql://" in error
+        assert_no_password(error)
+
+    def test_a_missing_postgresql_driver_names_the_extra(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` now fails
+        made = SqlConnector.from_settings(
+            {"url": "postgresql://kravia@127.0.0.1:1/test", "query": "SELECT 1"},
+            base_dir=tmp_path,
+        )
+        with pytest.raises(ConnectorError) as raised:
+            next(made.read())
+        assert str(raised.value) == (
+            "the PostgreSQL driver is not installed: pip install 'kravia-sync[postgres]'"
+        )
+
+    def test_a_missing_sqlite_file_is_not_created(self, sim: Sim, tmp_path: Path) -> None:
+        settings = {"url": "sqlite:///nowhere.sqlite", "query": "SELECT 1"}
+        summary = run_pass(sql_config(tmp_path, sim, settings))
+        assert summary.status == "failed"
+        assert "does not exist" in (summary.sources[0].error or "")
+        assert not (tmp_path / "nowhere.sqlite").exists()
+
+    def test_urls_without_a_driver_get_the_extras_driver(self, tmp_path: Path) -> None:
+        def url_of(url: str) -> sa.URL:
+            made = SqlConnector.from_settings({"url": url, "query": "SELECT 1"}, base_dir=tmp_path)
+            assert isinstance(made, SqlConnector)
+            return made.url
+
+        assert url_of("postgresql://h/db").drivername == "postgresql+psycopg"
+        assert url_of("mariadb://h/db").drivername == "mariadb+pymysql"
+        assert url_of("mysql://h/db").query["charset"] == "utf8mb4"
+        assert url_of("mysql://h/db?charset=latin1").query["charset"] == "latin1"
+        assert url_of("mssql://h/db").drivername == "mssql+pymssql"
+        assert url_of("sqlite:///erp.sqlite").database == str(tmp_path / "erp.sqlite")
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+class TestSettings:
+    @pytest.mark.parametrize(
+        ("changes", "message"),
+        [
+            ({"columns": {"belop": "amount"}}, "'belop' is not a record field"),
+            ({"query": "SELECT * FROM t WHERE d < :todya"}, "unknown bound parameter :todya"),
+            ({"document_query": "SELECT pdf FROM p"}, "must bind :accounting_invoice_id"),
+            (
+                {"document_query": "SELECT pdf FROM p WHERE id = :id"},
+                "unknown bound parameter :id",
+            ),
+            ({"password_env": "A", "password_file": "b"}, "not both"),
+            ({"url": "postgresql://u:pw@h/db", "password_env": "A"}, "already holds a password"),
+            ({"url": "foo://u@h/db"}, "SQLAlchemy knows no database 'foo'"),
+            ({"fetch_size": 0}, "greater than 0"),
+        ],
+    )
+    def test_bad_settings_are_named(self, changes: dict[str, object], message: str) -> None:
+        raw: dict[str, object] = {"url": "sqlite:///x.sqlite", "query": "SELECT 1"} | changes
+        with pytest.raises(ValueError, match=message):
+            SqlSettings.model_validate(raw)
+
+    def test_an_invalid_url_is_not_echoed(self) -> None:
+        from pydantic import ValidationError  # noqa: PLC0415
+
+        url = f"postgresql://u:{PASSWORD_IN_URL}@h:notaport/db"
+        with pytest.raises(ValidationError) as raised:
+            SqlSettings.model_validate({"url": url, "query": "SELECT 1"})
+        details = raised.value.errors(include_input=False, include_url=False)
+        assert_no_password(json.dumps(details, default=str))
+
+    def test_an_unknown_setting_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="extra"):
+            SqlSettings.model_validate({"url": "sqlite://", "query": "SELECT 1", "table": "x"})
+
+
+# -- the example ---------------------------------------------------------------------------
+
+
+class TestExample:
+    def test_the_example_settings_read_the_fixture_schema(
+        self, sqlite_db: Backend, tmp_path: Path
+    ) -> None:
+        """`kravia-sync init --source sql` writes EXAMPLE_SETTINGS: its query runs unchanged on
+        the fixture schema (SQLite, the example's table names)."""
+        (source,) = tomllib.loads(EXAMPLE_SETTINGS)["sources"]
+        assert source["connector"] == "sql"
+        raw = dict(source["settings"])
+        SqlSettings.model_validate(raw)  # valid as written
+        raw["url"] = sqlite_db.url
+        del raw["password_env"]
+
+        made = SqlConnector.from_settings(raw, base_dir=tmp_path)
+        assert isinstance(made, SqlConnector)
+        got = {record.fields["invoice_number"]: record for record in records(made)}
+
+        assert WAITING_INVOICE not in got  # due_date < :today
+        assert PAID_INVOICE not in got
+        assert got["20001"].key == "invoice 20001 (id 1)"
+        assert got["20001"].fields["accounting_invoice_id"] == 1
+        assert got["20003"].document is None
+        document = got["20001"].document
+        assert document is not None
+        assert document.name == "20001.pdf"
+        assert document.load() == PDFS["20001"]
+
+    def test_init_writes_the_sql_example(self, tmp_path: Path) -> None:
+        """`kravia-sync init --source sql` writes a configuration that loads, with the sql
+        source's settings valid as written."""
+        config = tmp_path / "kravia-sync.toml"
+
+        result = run_cli("init", "--source", "sql", "--config", str(config), cwd=tmp_path)
+
+        assert result.returncode == 0, result.stdout + result.stderr
+        settings = load(config)
+        (source,) = [source for source in settings.sources if source.connector == "sql"]
+        assert SqlSettings.model_validate(source.settings).password_env == "KRAVIA_DB_PASSWORD"
