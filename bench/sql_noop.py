@@ -55,8 +55,8 @@ def fill_table(count: int) -> None:
         db.execute(
             f"""INSERT INTO {TABLE}
                 SELECT (100000 + n)::text, current_date - 60, current_date - 40,
-                       (n % 9000 + 100) + 0.50, 'NOK', 'Kunde ' || n || ' Ødegård',
-                       'K' || n, 'kunde' || n || '@example.com', 'Storgata ' || (n % 300 + 1),
+                       (n %% 9000 + 100) + 0.50, 'NOK', 'Kunde ' || n || ' Ødegård',
+                       'K' || n, 'kunde' || n || '@example.com', 'Storgata ' || (n %% 300 + 1),
                        '0150', 'Oslo'
                 FROM generate_series(1, %s) AS n""",
             (count,),

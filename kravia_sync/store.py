@@ -271,20 +271,36 @@ class SourceRead:
             )
             for aid, hashed, phase, source in rows:
                 stored[aid] = CaseSummary(hashed, self._phases[phase], source)
-            seen = dict(
-                self._db.execute(
-                    f"SELECT aid, record_key FROM temp.seen_ids WHERE aid IN ({marks})",  # noqa: S608
-                    ids,
+            firsts: dict[str, str] = {}
+            for aid, key in chunk:
+                firsts.setdefault(aid, key)
+            # One statement records the chunk's ids and says which were new to this read.
+            values = ", ".join(["(?, ?)"] * len(firsts))
+            new = {
+                aid
+                for (aid,) in self._db.execute(
+                    f"INSERT INTO temp.seen_ids (aid, record_key) VALUES {values} "  # noqa: S608
+                    "ON CONFLICT DO NOTHING RETURNING aid",
+                    [part for pair in firsts.items() for part in pair],
                 )
+            }
+            before = {aid for aid in firsts if aid not in new}
+            seen = (
+                dict(
+                    self._db.execute(
+                        "SELECT aid, record_key FROM temp.seen_ids "  # noqa: S608
+                        f"WHERE aid IN ({','.join('?' * len(before))})",
+                        list(before),
+                    )
+                )
+                if before
+                else {}
             )
             for aid, key in chunk:
                 first = seen.get(aid)
                 earlier.append(first)
                 if first is None:
                     seen[aid] = key
-            self._db.executemany(
-                "INSERT OR IGNORE INTO temp.seen_ids (aid, record_key) VALUES (?, ?)", chunk
-            )
         return stored, earlier
 
     def unseen(self) -> tuple[int, list[str]]:
