@@ -1,0 +1,3 @@
+"""kravia-sync: forward overdue invoices into Kravia debt collection, exactly once."""
+
+__version__ = "0.1.0"

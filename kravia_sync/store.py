@@ -77,6 +77,8 @@ class Meta(SQLModel, table=True):
 
 class CaseRow(SQLModel, table=True):
     __tablename__ = "cases"
+    # Clustered on the primary key: a look-up by accountingInvoiceId is one B-tree descent.
+    __table_args__ = {"sqlite_with_rowid": False}
     accounting_invoice_id: str = Field(primary_key=True)
     source: str = Field(index=True)
     record_key: str

@@ -268,7 +268,7 @@ class TestFaults:
             tmp_path,
             sim.base_url,
             retry=(
-                "backoff_base_seconds = 0.05\nsettle_seconds = 1.2\n"
+                "backoff_base_seconds = 0.05\nsettle_seconds = 2.0\n"
                 "max_inline_wait_seconds = 3\nretries_per_pass = 6"
             ),
         )
