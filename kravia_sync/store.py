@@ -231,23 +231,20 @@ class SourceRead:
     """Look-ups for one source read, a chunk of records at a time, in flat memory.
 
     For each chunk: the stored summary of every accountingInvoiceId in it (of any source), and
-    the key of an earlier record of this read with the same id. The ids seen so far live in a
-    temporary table of this connection (SQLite spills it to a temporary file), not in Python
-    memory, so a read of a million rows needs no more memory than one of a thousand.
-    After the read: how many stored cases of the source it did not see.
+    the key of an earlier record of this read with the same id. The ids seen so far are kept
+    in a dict up to IN_MEMORY_IDS, and beyond that in a temporary table of this connection
+    (SQLite spills it to a temporary file), so a read of ten million rows needs no more
+    memory than one of a quarter million. After the read: the stored cases it did not see.
     """
 
     CHUNK = 500  # ids per statement, below SQLite's limit on bound variables
+    IN_MEMORY_IDS = 250_000
 
     def __init__(self, path: Path, source: str) -> None:
         self._source = source
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA temp_store = FILE")
-        self._db.execute(
-            "CREATE TEMP TABLE seen_ids (aid TEXT PRIMARY KEY, record_key TEXT NOT NULL) "
-            "WITHOUT ROWID"
-        )
         self._phases = {phase.value: phase for phase in Phase}
+        self._in_memory: dict[str, str] | None = {}  # None once moved to the table
 
     def __enter__(self) -> Self:
         return self
@@ -265,39 +262,14 @@ class SourceRead:
         for start in range(0, len(records), self.CHUNK):
             chunk = records[start : start + self.CHUNK]
             ids = [aid for aid, _ in chunk]
-            marks = ",".join("?" * len(ids))
             rows = self._db.execute(
                 "SELECT accounting_invoice_id, record_hash, phase, source FROM main.cases "  # noqa: S608 - placeholders only
-                f"WHERE accounting_invoice_id IN ({marks})",
+                f"WHERE accounting_invoice_id IN ({','.join('?' * len(ids))})",
                 ids,
             )
             for aid, hashed, phase, source in rows:
                 stored[aid] = CaseSummary(hashed, self._phases[phase], source)
-            firsts: dict[str, str] = {}
-            for aid, key in chunk:
-                firsts.setdefault(aid, key)
-            # One statement records the chunk's ids and says which were new to this read.
-            values = ", ".join(["(?, ?)"] * len(firsts))
-            new = {
-                aid
-                for (aid,) in self._db.execute(
-                    f"INSERT INTO temp.seen_ids (aid, record_key) VALUES {values} "  # noqa: S608
-                    "ON CONFLICT DO NOTHING RETURNING aid",
-                    [part for pair in firsts.items() for part in pair],
-                )
-            }
-            before = {aid for aid in firsts if aid not in new}
-            seen = (
-                dict(
-                    self._db.execute(
-                        "SELECT aid, record_key FROM temp.seen_ids "  # noqa: S608
-                        f"WHERE aid IN ({','.join('?' * len(before))})",
-                        list(before),
-                    )
-                )
-                if before
-                else {}
-            )
+            seen = self._seen_before(chunk)
             for aid, key in chunk:
                 first = seen.get(aid)
                 earlier.append(first)
@@ -305,22 +277,76 @@ class SourceRead:
                     seen[aid] = key
         return stored, earlier
 
+    def _seen_before(self, chunk: list[tuple[str, str]]) -> dict[str, str]:
+        """Record the chunk's ids as seen; the first keys of those seen in earlier chunks.
+        The dict returned may be the in-memory record itself (the caller adds to it)."""
+        seen = self._in_memory
+        if seen is not None and len(seen) + len(chunk) > self.IN_MEMORY_IDS:
+            self._move_to_table(seen)
+            seen = None
+        if seen is not None:
+            return seen
+        firsts: dict[str, str] = {}
+        for aid, key in chunk:
+            firsts.setdefault(aid, key)
+        # One statement records the chunk's ids and says which were new to this read.
+        values = ", ".join(["(?, ?)"] * len(firsts))
+        new = {
+            aid
+            for (aid,) in self._db.execute(
+                f"INSERT INTO temp.seen_ids (aid, record_key) VALUES {values} "  # noqa: S608
+                "ON CONFLICT DO NOTHING RETURNING aid",
+                [part for pair in firsts.items() for part in pair],
+            )
+        }
+        before = [aid for aid in firsts if aid not in new]
+        if not before:
+            return {}
+        return dict(
+            self._db.execute(
+                "SELECT aid, record_key FROM temp.seen_ids "  # noqa: S608
+                f"WHERE aid IN ({','.join('?' * len(before))})",
+                before,
+            )
+        )
+
+    def _move_to_table(self, seen: dict[str, str]) -> None:
+        self._db.execute("PRAGMA temp_store = FILE")
+        self._db.execute(
+            "CREATE TEMP TABLE seen_ids (aid TEXT PRIMARY KEY, record_key TEXT NOT NULL) "
+            "WITHOUT ROWID"
+        )
+        self._db.executemany(
+            "INSERT INTO temp.seen_ids (aid, record_key) VALUES (?, ?)", seen.items()
+        )
+        self._in_memory = None
+
     def unseen(self) -> tuple[int, list[str]]:
         """How many stored cases of the source this read did not see, and the ids of those
         with a call whose answer was lost (they still need settling)."""
+        seen = self._in_memory
+        if seen is not None:
+            count, settling = 0, []
+            cases = self._db.execute(
+                "SELECT accounting_invoice_id, phase FROM main.cases WHERE source = ?",
+                (self._source,),
+            )
+            for aid, phase in cases:
+                if aid not in seen:
+                    count += 1
+                    if phase in _SETTLING:
+                        settling.append(aid)
+            return count, settling
         query = (
             "FROM main.cases WHERE source = ? AND accounting_invoice_id NOT IN "
             "(SELECT aid FROM temp.seen_ids)"
         )
-        (count,) = self._db.execute(f"SELECT count(*) {query}", (self._source,)).fetchone()
-        settling = [
-            aid
-            for (aid,) in self._db.execute(
-                f"SELECT accounting_invoice_id {query} AND phase IN (?, ?, ?)",
-                (self._source, *_SETTLING),
-            )
-        ]
-        return int(count), settling
+        (total,) = self._db.execute(f"SELECT count(*) {query}", (self._source,)).fetchone()
+        in_doubt = self._db.execute(
+            f"SELECT accounting_invoice_id {query} AND phase IN (?, ?, ?)",
+            (self._source, *_SETTLING),
+        )
+        return int(total), [aid for (aid,) in in_doubt]
 
 
 _SETTLING = (Phase.REGISTERING.value, Phase.UPLOADING.value, Phase.STARTING.value)

@@ -25,6 +25,7 @@ from kravia_sync.store import (
     LeaseHeldError,
     QuarantineEntry,
     SchemaError,
+    SourceRead,
     StateStore,
 )
 
@@ -267,8 +268,11 @@ class TestCases:
             "B-1": "shop",
         }
 
-    def test_source_read_finds_repeats_and_what_is_unseen(self, store):
-        """Ids repeated across chunks name their first record; unseen cases are counted."""
+    @pytest.mark.parametrize("in_memory", [250_000, 3, 0])
+    def test_source_read_finds_repeats_and_what_is_unseen(self, store, monkeypatch, in_memory):
+        """Ids repeated across chunks name their first record; unseen cases are counted,
+        whether the seen ids are kept in memory, move to SQLite midway, or start there."""
+        monkeypatch.setattr(SourceRead, "IN_MEMORY_IDS", in_memory)
         store.write_batch(
             [
                 make_case("A-1"),
@@ -279,11 +283,11 @@ class TestCases:
         )
         with store.source_read("erp") as read:
             _, first = read.lookup([("A-1", "k1"), ("N-1", "k2"), ("A-1", "k3")])
-            _, second = read.lookup([("N-1", "k4")])
+            _, second = read.lookup([("N-1", "k4"), ("N-2", "k5")])
             gone, settling = read.unseen()
 
         assert first == [None, None, "k1"]
-        assert second == ["k2"]
+        assert second == ["k2", None]
         assert (gone, settling) == (2, ["A-3"])
 
     @pytest.mark.parametrize(("term", "found"), [("A-1", ["A-1"]), ("1", ["A-1"]), ("77", ["A-2"])])
