@@ -234,11 +234,11 @@ class SourceRead:
     the key of an earlier record of this read with the same id. The ids seen so far are kept
     in a dict up to IN_MEMORY_IDS, and beyond that in a temporary table of this connection
     (SQLite spills it to a temporary file), so a read of ten million rows needs no more
-    memory than one of a quarter million. After the read: the stored cases it did not see.
+    memory than one of a hundred thousand. After the read: the stored cases it did not see.
     """
 
     CHUNK = 500  # ids per statement, below SQLite's limit on bound variables
-    IN_MEMORY_IDS = 250_000
+    IN_MEMORY_IDS = 100_000  # about 10 MB
 
     def __init__(self, path: Path, source: str) -> None:
         self._source = source
