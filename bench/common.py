@@ -120,7 +120,19 @@ def write_csv(path: Path, count: int) -> None:
             )
 
 
-def write_config(directory: Path, base_url: str, *, max_in_flight: int = 16) -> Path:
+FOLDER_SOURCE = """
+[[sources]]
+name = "bench"
+connector = "folder"
+[sources.settings]
+path = "invoices"
+"""
+
+
+def write_config(
+    directory: Path, base_url: str, *, max_in_flight: int = 16, source: str = FOLDER_SOURCE
+) -> Path:
+    """A configuration for a benchmark run: no rate limit, quiet logs, one source."""
     config = directory / "kravia-sync.toml"
     config.write_text(
         f"""
@@ -137,13 +149,7 @@ path = "state/kravia-sync.db"
 [log]
 format = "json"
 level = "warning"
-
-[[sources]]
-name = "bench"
-connector = "folder"
-[sources.settings]
-path = "invoices"
-""",
+{source}""",
         encoding="utf-8",
     )
     return config

@@ -21,7 +21,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common import CREDITOR_ID, SimulatorProcess, run_reconcile
+from common import SimulatorProcess, run_reconcile, write_config
 
 from connectors.sql import SqlConnector
 from kravia_sync.connector import SourceRecord
@@ -98,30 +98,16 @@ def record_first_sync(directory: Path) -> int:
     return stored
 
 
-def write_config(directory: Path, base_url: str) -> None:
+def sql_source() -> str:
     query = QUERY.replace('"', '\\"').strip().replace("\n", " ")
-    (directory / "kravia-sync.toml").write_text(
-        f"""
-[kravia]
-base_url = "{base_url}"
-creditor_id = {CREDITOR_ID}
-
-[state]
-path = "state/kravia-sync.db"
-
-[log]
-format = "json"
-level = "warning"
-
+    return f"""
 [[sources]]
 name = "erp"
 connector = "sql"
 [sources.settings]
 url = "{URL}"
 query = "{query}"
-""",
-        encoding="utf-8",
-    )
+"""
 
 
 def main() -> None:
@@ -136,7 +122,7 @@ def main() -> None:
                 directory = Path(tmp)
                 fill_table(count)
                 stored = record_first_sync(directory)
-                write_config(directory, simulator.base_url)
+                write_config(directory, simulator.base_url, source=sql_source())
                 before = simulator.calls()["total"]
                 runs = [run_reconcile(directory) for _ in range(args.repeat)]
                 for run in runs:
