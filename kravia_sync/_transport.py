@@ -115,10 +115,12 @@ class SlotTransport(httpx.AsyncBaseTransport):
             )
             core_response = await connection.handle_async_request(core_request)
         except BaseException as exc:
-            if connection is not None:
-                await connection.aclose()
-                self._all.discard(connection)
-            self._idle.put_nowait(None)
+            try:
+                if connection is not None:
+                    self._all.discard(connection)
+                    await connection.aclose()
+            finally:
+                self._idle.put_nowait(None)  # the slot is returned whatever happens
             if isinstance(exc, Exception):
                 raise _as_httpx_error(exc, request) from exc
             raise

@@ -127,16 +127,7 @@ class SourceDiff:
             return
         stored = lookup.stored
         if stored is not None and stored.source != self.source.name:
-            self._reject(
-                QuarantineEntry(
-                    record.key,
-                    "invalid",
-                    "accounting_invoice_id",
-                    f"accountingInvoiceId {aid!r} already belongs to source {stored.source!r}; "
-                    "set id_prefix to keep the sources apart",
-                    aid,
-                )
-            )
+            self._owned_elsewhere(record.key, aid, stored.source)
             return
         hashed = record_hash(record.fields, record.document is not None)
         if stored is not None and stored.record_hash == hashed and stored.phase in FINISHED_PHASES:
@@ -156,6 +147,18 @@ class SourceDiff:
         if stored is not None:
             self._known.add(invoice.accounting_invoice_id)
 
+    def _owned_elsewhere(self, key: str, aid: str | None, owner: str) -> None:
+        self._reject(
+            QuarantineEntry(
+                key,
+                "invalid",
+                "accounting_invoice_id",
+                f"accountingInvoiceId {aid!r} already belongs to source {owner!r}; "
+                "set id_prefix to keep the sources apart",
+                aid,
+            )
+        )
+
     def _duplicate(self, aid: str, first: str, key: str) -> None:
         """Two records with one accountingInvoiceId: neither new one is sent."""
         reason = f"accountingInvoiceId {aid!r} is used by both {first} and {key}"
@@ -167,9 +170,16 @@ class SourceDiff:
     def _validate(self, record: SourceRecord, aid: str | None) -> Invoice | None:
         number = record.fields.get("invoice_number")
         try:
-            return Invoice.from_record(
+            invoice = Invoice.from_record(
                 record.fields, id_prefix=self.source.id_prefix, document=record.document
             )
+            if invoice.accounting_invoice_id != aid:
+                # Never diff under one id and register under another.
+                raise InvalidRecordError(  # noqa: TRY301 - reported like any invalid field
+                    "accounting_invoice_id",
+                    f"the id {aid!r} becomes {invoice.accounting_invoice_id!r} when validated; "
+                    "correct it in the source",
+                )
         except InvalidRecordError as exc:
             self._reject(
                 QuarantineEntry(
@@ -182,6 +192,7 @@ class SourceDiff:
                 )
             )
             return None
+        return invoice
 
     def _may_register(self, invoice: Invoice, key: str) -> bool:
         """The policy and the invoice copy allow a new invoice to be sent."""

@@ -440,21 +440,46 @@ class KraviaClient:
     ) -> list[SearchItem]:
         """Every case updated at or after `since`, following the offset paging to the end.
 
-        Consecutive pages overlap by SEARCH_PAGE_OVERLAP items, and results are de-duplicated
-        by id: a case updated while we page moves to the end of the ordering, and without the
-        overlap would shift another case past a page edge unseen. A page that fails
-        transiently is read again (reads change nothing) up to `page_retries` times.
+        Offset paging over a list ordered by update time shifts when a case is updated while
+        we page (it moves to the end), which could carry an unseen case past a page edge. So
+        consecutive pages overlap by SEARCH_PAGE_OVERLAP items, and the overlap must match:
+        when it does not, the search starts again (up to `page_retries` times) and then fails
+        as transient — never returning an incomplete list as if it were complete. The end is
+        a page that brings nothing beyond the overlap, so a server that caps `top` lower than
+        we ask still pages to the end. A page that fails transiently is read again.
         """
+        for _ in range(page_retries + 1):
+            found = await self._search_once(since, page_retries=page_retries, base=retry_base)
+            if found is not None:
+                return found
+        raise KraviaError(
+            Failure.TRANSIENT, "cases kept moving while Kravia's search was paged; try later"
+        )
+
+    async def _search_once(
+        self, since: datetime, *, page_retries: int, base: float
+    ) -> list[SearchItem] | None:
+        """One full paging, or None when the pages shifted under us."""
         found: dict[int, SearchItem] = {}
         skip = 0
+        tail: list[int] = []
         while True:
-            items = await self._search_page(since, skip, retries=page_retries, base=retry_base)
-            for item in items:
-                parsed = _search_item(item)
-                if parsed is not None:
-                    found[parsed.kravia_id] = parsed
-            if len(items) < SEARCH_PAGE_SIZE:
+            items = await self._search_page(since, skip, retries=page_retries, base=base)
+            parsed_items = [parsed for item in items if (parsed := _search_item(item)) is not None]
+            if items and not any(p.accounting_invoice_id for p in parsed_items):
+                # An answer we cannot read must never be taken for "no such case".
+                raise KraviaError(
+                    Failure.TRANSIENT,
+                    f"Kravia's search answer carries no ids we can read: {str(items[0])[:200]}",
+                )
+            ids = [parsed.kravia_id for parsed in parsed_items]
+            if tail and ids[: len(tail)] != tail:
+                return None
+            for parsed in parsed_items:
+                found[parsed.kravia_id] = parsed
+            if len(items) <= SEARCH_PAGE_OVERLAP:
                 return list(found.values())
+            tail = ids[-SEARCH_PAGE_OVERLAP:]
             skip += len(items) - SEARCH_PAGE_OVERLAP
 
     async def _search_page(
@@ -507,6 +532,8 @@ def _search_item(item: Mapping[str, Any]) -> SearchItem | None:
     raw_id = _get_ci(item, "id")
     if raw_id is None:
         raw_id = _get_ci(item, "invoiceId")
+    if isinstance(raw_id, str) and raw_id.isdigit():
+        raw_id = int(raw_id)
     if not isinstance(raw_id, int) or isinstance(raw_id, bool):
         return None
     aid = _get_ci(item, "accountingInvoiceId")
@@ -529,18 +556,22 @@ def documents_of(details: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
     )
 
 
-def has_invoice_document(details: Mapping[str, Any]) -> bool:
+def has_invoice_document(details: Mapping[str, Any]) -> bool | None:
+    """Whether the case has an invoice copy; None when the details do not say."""
+    if not isinstance(_get_ci(details, DETAILS_DOCUMENTS_KEY), list):
+        return None
     return any(
         str(_get_ci(doc, "type")).lower() == DOCUMENT_TYPE_INVOICE.lower()
         for doc in documents_of(details)
     )
 
 
-def can_start(details: Mapping[str, Any]) -> bool:
+def can_start(details: Mapping[str, Any]) -> bool | None:
+    """Whether Start is still available; None when the details do not say."""
     actions = _get_ci(details, DETAILS_ACTIONS_KEY)
-    return isinstance(actions, list) and any(
-        str(action).lower() == ACTION_START.lower() for action in actions
-    )
+    if not isinstance(actions, list):
+        return None
+    return any(str(action).lower() == ACTION_START.lower() for action in actions)
 
 
 def backoff_delay(

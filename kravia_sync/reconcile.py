@@ -169,6 +169,8 @@ class Reconciler:
         )
         self._committer: GroupCommitter | None = None
         self._run_id: int | None = None
+        self._pass_task: asyncio.Task[None] | None = None
+        self._lease_lost = False
 
     # --- the pass -----------------------------------------------------------------------------
     async def run(self, *, dry_run: bool = False, command: str = "reconcile") -> RunSummary:
@@ -184,6 +186,7 @@ class Reconciler:
             raise ValueError("a client is needed to apply a plan")
         lease_ttl = timedelta(seconds=self.settings.state.lease_seconds)
         holder = self.store.acquire_lease(ttl=lease_ttl, now=self.clock())
+        self._lease_lost = False
         heartbeat = asyncio.create_task(self._heartbeat(lease_ttl))
         try:
             self._run_id = self.store.start_run(holder=holder, command=command, now=started)
@@ -191,21 +194,18 @@ class Reconciler:
             try:
                 async with GroupCommitter(self.store) as committer:
                     self._committer = committer
-                    await self._pass(summary, dry_run=False)
+                    await self._guarded_pass(summary)
             except (PassFailedError, StateWriteError) as exc:
                 summary.status = "failed"
                 summary.error = redact(str(exc))
+            except BaseException as exc:  # interrupted or a bug: the run row still says so
+                summary.status = "failed"
+                summary.error = redact(f"{type(exc).__name__}: {exc}")
+                self._finish_run(summary, clock_start)
+                raise
             finally:
                 self._committer = None
-            summary.duration_seconds = time.monotonic() - clock_start
-            summary.remote_calls = dict(self.client.stats.counts)
-            self.store.finish_run(
-                self._run_id,
-                status=summary.status,
-                counts=summary.as_dict()["counts"] | {"remote_calls": self.client.stats.total()},
-                now=self.clock(),
-                error=summary.error,
-            )
+            self._finish_run(summary, clock_start)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -221,10 +221,49 @@ class Reconciler:
         )
         return summary
 
+    def _finish_run(self, summary: RunSummary, clock_start: float) -> None:
+        assert self.client is not None  # noqa: S101 - run() checks
+        assert self._run_id is not None  # noqa: S101 - started before
+        summary.duration_seconds = time.monotonic() - clock_start
+        summary.remote_calls = dict(self.client.stats.counts)
+        self.store.finish_run(
+            self._run_id,
+            status=summary.status,
+            counts=summary.as_dict()["counts"] | {"remote_calls": self.client.stats.total()},
+            now=self.clock(),
+            error=summary.error,
+        )
+
+    async def _guarded_pass(self, summary: RunSummary) -> None:
+        """The pass, stopped if the heartbeat finds the writer lease taken by another."""
+        self._pass_task = asyncio.create_task(self._pass(summary, dry_run=False))
+        try:
+            await self._pass_task
+        except asyncio.CancelledError:
+            if not self._lease_lost:
+                raise
+            raise PassFailedError(
+                "the writer lease expired and another process took it; this pass stopped. "
+                "Raise state.lease_seconds if passes are this slow"
+            ) from None
+        finally:
+            self._pass_task = None
+
     async def _heartbeat(self, ttl: timedelta) -> None:
+        """Renew the lease every third of its time; stop the pass if it is no longer ours."""
         while True:
             await asyncio.sleep(ttl.total_seconds() / 3)
-            await asyncio.to_thread(self.store.renew_lease, ttl=ttl, now=self.clock())
+            try:
+                ours = await asyncio.to_thread(self.store.renew_lease, ttl=ttl, now=self.clock())
+            except Exception as exc:  # a busy store: try again at the next beat
+                log.warning("could not renew the writer lease", error=redact(str(exc)))
+                continue
+            if not ours:
+                log.error("the writer lease was taken by another process: stopping the pass")
+                self._lease_lost = True
+                if self._pass_task is not None:
+                    self._pass_task.cancel()
+                return
 
     async def _pass(self, summary: RunSummary, *, dry_run: bool) -> None:
         claimed: dict[str, str] = {}  # new ids taken by an earlier source of this pass
@@ -234,7 +273,10 @@ class Reconciler:
             summary.sources.append(result)
             try:
                 connector = build_connector(self.settings, source)
-                diff = self._read_source(source, connector, claimed, result, dry_run=dry_run)
+                # In a thread: a long read must not stop the lease's heartbeat.
+                diff = await asyncio.to_thread(
+                    self._read_source, source, connector, claimed, result, dry_run=dry_run
+                )
             except (ConnectorError, ConfigError, OSError) as exc:
                 result.status = "failed"
                 result.error = redact(f"{type(exc).__name__}: {exc}")
@@ -656,10 +698,24 @@ class Reconciler:
                 ),
             )
             return after
-        done = (
-            has_invoice_document(details) if step is Step.VERIFY_UPLOAD else not can_start(details)
-        )
-        after = after_verify(case, step, done=done, now=self.clock())
+        if step is Step.VERIFY_UPLOAD:
+            done = has_invoice_document(details)
+        else:
+            startable = can_start(details)
+            done = None if startable is None else not startable
+        if done is None:
+            # The answer does not say: a person decides, the engine does not guess.
+            after = replace(
+                case,
+                phase=Phase.NEEDS_REVIEW,
+                updated_at=self.clock(),
+                last_error=(
+                    f"the answer to {step.value.removeprefix('verify_')} was lost and Kravia's "
+                    "case details do not show whether it took effect; check the case in Kravia"
+                ),
+            )
+        else:
+            after = after_verify(case, step, done=done, now=self.clock())
         self.committer.submit(
             after,
             self._outcome(after, "details", attempt_id, started, outcome="ok", status=200),

@@ -116,7 +116,7 @@ class LogSettings(_Section):
 class SourceConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     connector: str
-    id_prefix: str = ""
+    id_prefix: str = Field(default="", pattern=r"^\S*$")  # no spaces: ids are compared as is
     settings: dict[str, Any] = Field(default_factory=dict)
 
 

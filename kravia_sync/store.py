@@ -567,10 +567,11 @@ class StateStore:
                         cursor.executemany(_UPSERT_CASE_SQL, case_rows)
                     if journal_rows:
                         cursor.executemany(_INSERT_JOURNAL_SQL, journal_rows)
+                    cursor.execute("COMMIT")
                 except BaseException:
-                    cursor.execute("ROLLBACK")
+                    if self._batch_connection.in_transaction:
+                        cursor.execute("ROLLBACK")
                     raise
-                cursor.execute("COMMIT")
             finally:
                 cursor.close()
 
@@ -713,16 +714,18 @@ class StateStore:
             )
         return holder
 
-    def renew_lease(self, *, ttl: timedelta, now: datetime) -> None:
+    def renew_lease(self, *, ttl: timedelta, now: datetime) -> bool:
+        """Extend our lease; False when it is no longer ours (it expired and was taken)."""
         host, pid = this_process()
         with self._write() as connection:
-            connection.execute(
+            result = connection.execute(
                 update(LEASE)
                 .where(
                     (LEASE.c.name == WRITER_LEASE) & (LEASE.c.host == host) & (LEASE.c.pid == pid)
                 )
                 .values(expires_at=now + ttl)
             )
+            return bool(result.rowcount == 1)
 
     def release_lease(self) -> None:
         host, pid = this_process()

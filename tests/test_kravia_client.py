@@ -649,6 +649,38 @@ def search(since: datetime, **options: Any) -> Callable[[KraviaClient], Awaitabl
 class TestSearch:
     SINCE = datetime(2025, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 
+    def test_a_server_with_smaller_pages_is_paged_to_the_end(self):
+        """A server that caps `top` below what we ask still yields every case."""
+        rows = [{"id": n, "accountingInvoiceId": f"A-{n}"} for n in range(1, 251)]
+
+        def capped(request: httpx.Request) -> httpx.Response:
+            skip = int(request.url.params["skip"])
+            return httpx.Response(200, json=rows[skip : skip + 50])
+
+        found = run_with(capped, search(self.SINCE))
+
+        assert sorted(item.kravia_id for item in found) == list(range(1, 251))
+
+    def test_pages_that_shift_while_paged_are_never_taken_as_complete(self):
+        """When cases move between page reads, the search fails as transient instead of
+        returning a list that could miss the case being looked for."""
+        rows = [{"id": n, "accountingInvoiceId": f"A-{n}"} for n in range(1, 251)]
+        reads = 0
+
+        def shifting(request: httpx.Request) -> httpx.Response:
+            nonlocal reads
+            reads += 1
+            skip, top = int(request.url.params["skip"]), int(request.url.params["top"])
+            if skip > 0:  # one earlier case was updated: it moved to the end
+                rows.append(rows.pop(0))
+            return httpx.Response(200, json=rows[skip : skip + top])
+
+        with pytest.raises(KraviaError) as info:
+            run_with(shifting, search(self.SINCE, page_retries=1, retry_base=0.001))
+
+        assert info.value.failure is Failure.TRANSIENT
+        assert "moving" in str(info.value)
+
     def test_single_short_page(self):
         """One short page is the whole answer; the query follows the guide's parameters."""
         handler = search_handler({0: items([11, 12])})
@@ -705,7 +737,8 @@ class TestSearch:
         assert [item.kravia_id for item in found] == [3]
 
     def test_case_insensitive_properties(self):
-        """Item properties are matched case-insensitively; items without an int id are skipped."""
+        """Item properties are matched case-insensitively; digit-text ids are read; items
+        without a usable id are skipped."""
         handler = search_handler(
             {0: [{"Id": 4, "AccountingInvoiceId": "X"}, {"InvoiceId": 5}, {"id": "6"}, "junk"]}
         )
@@ -715,6 +748,7 @@ class TestSearch:
         assert [(item.kravia_id, item.accounting_invoice_id) for item in found] == [
             (4, "X"),
             (5, None),
+            (6, None),
         ]
 
     def test_unrecognised_answer_is_transient(self):
