@@ -288,3 +288,52 @@ class TestFaults:
         assert summary.counts["register_ambiguous"] == 6
         assert summary.counts["adopted"] == 6
         assert all(cases[0]["started"] for cases in grouped.values())
+
+
+class TestLease:
+    def test_a_pass_whose_lease_is_taken_stops_and_says_so(self, sim: Sim, tmp_path: Path) -> None:
+        """If another process takes the writer lease mid-pass, this pass stops sending."""
+        import threading  # noqa: PLC0415
+        from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+
+        from sqlalchemy import delete, insert  # noqa: PLC0415
+
+        from kravia_sync.store import LEASE  # noqa: PLC0415
+
+        write_invoices(tmp_path / "invoices", range(1, 41), pdf_every=0)
+        config = write_config(tmp_path, sim.base_url)
+        text = config.read_text().replace(
+            'path = "state/kravia-sync.db"', 'path = "state/kravia-sync.db"\nlease_seconds = 0.6'
+        )
+        config.write_text(text.replace("max_in_flight = 8", "max_in_flight = 1"))
+        sim.simulator.faults = Faults(latency_ms=50)
+        state = load(config).state_path
+
+        def take_the_lease() -> None:
+            time.sleep(0.8)
+            store = StateStore(state)
+            try:
+                with store.engine.begin() as connection:
+                    connection.execute(delete(LEASE))
+                    connection.execute(
+                        insert(LEASE).values(
+                            name="writer",
+                            holder="pid 1 on elsewhere",
+                            host="elsewhere",
+                            pid=1,
+                            acquired_at=datetime.now(UTC),
+                            expires_at=datetime.now(UTC) + timedelta(minutes=5),
+                        )
+                    )
+            finally:
+                store.close()
+
+        thief = threading.Thread(target=take_the_lease)
+        thief.start()
+        summary = run_pass(config)
+        thief.join()
+
+        assert summary.status == "failed"
+        assert "lease" in (summary.error or "")
+        started = sum(1 for case in sim.cases() if case["started"])
+        assert 0 < started < 40, "the pass neither ran nor stopped"
