@@ -62,6 +62,8 @@ SEARCH_ITEMS_KEYS = ("items", "Items", "data", "result", "results", "value")
 # ASSUMED: `lastUpdatedTime` is UTC (the guide's example carries no zone).
 SEARCH_PAGE_SIZE = 100
 SEARCH_PAGE_OVERLAP = 10  # consecutive pages overlap by this many items (see search)
+# A lookup searches from this long before the attempt: our clock and Kravia's may differ.
+SEARCH_CLOCK_SKEW = timedelta(minutes=5)
 # ASSUMED: details report documents under `documents` (each with a `type`) and what can still
 # be done under `availableActions`; `Start` disappears from it once collection has started.
 DETAILS_DOCUMENTS_KEY = "documents"
@@ -581,10 +583,3 @@ def backoff_delay(
     ceiling = min(cap, base * (2 ** max(0, attempt)))
     chooser = rng or random
     return chooser.uniform(min(base / 2, ceiling), ceiling)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-SEARCH_CLOCK_SKEW = timedelta(minutes=5)  # search from this long before the attempt

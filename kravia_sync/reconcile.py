@@ -25,7 +25,13 @@ from kravia_sync.connector import (
     load_connector,
 )
 from kravia_sync.diff import ATTENTION_PHASES, SETTLING_STEPS, Lookup, SourceDiff, WorkItem
-from kravia_sync.kravia import Failure, KraviaClient, KraviaError, backoff_delay
+from kravia_sync.kravia import (
+    SEARCH_CLOCK_SKEW,
+    Failure,
+    KraviaClient,
+    KraviaError,
+    backoff_delay,
+)
 from kravia_sync.lifecycle import (
     CaseState,
     Decision,
@@ -613,7 +619,7 @@ class Reconciler:
         """Settle a register whose answer was lost by searching Kravia for the case."""
         assert self.client is not None  # noqa: S101
         attempt_id = uuid.uuid4().hex
-        since = (case.pending_since or case.updated_at) - timedelta(minutes=5)
+        since = (case.pending_since or case.updated_at) - SEARCH_CLOCK_SKEW
         await self.committer.commit(None, self._intent(case, "lookup", attempt_id))
         started = time.monotonic()
         error: KraviaError | None = None
