@@ -82,7 +82,7 @@ def record_first_sync(directory: Path) -> int:
                     invoice_number=invoice.invoice_number,
                     phase=Phase.STARTED,
                     fingerprint=invoice.fingerprint(),
-                    record_hash=record_hash(record.fields, record.document is not None),
+                    record_hash=record_hash(record),
                     has_document=False,
                     first_seen_at=now,
                     updated_at=now,

@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import operator
 import os
 import re
 import uuid
@@ -74,9 +76,9 @@ from kravia_sync.connector import (
 from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS, CallableDocument, InvalidRecordError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
-    from sqlalchemy.engine import Connection, CursorResult, Engine, Row
+    from sqlalchemy.engine import Connection, CursorResult, Engine
 
 __all__ = [
     "EXAMPLE_SETTINGS",
@@ -108,7 +110,11 @@ _READ_ONLY: Final[dict[str, str]] = {
     "sqlite": "PRAGMA query_only = ON",
 }
 _FALSE_TEXT: Final = frozenset({"", "0", "f", "false", "n", "no"})
-_AS_IS: Final = frozenset({Decimal, int, date, datetime})  # values the record takes unchanged
+# Values the record takes unchanged (the model reads blank text as missing).
+_PLAIN: Final = frozenset({str, Decimal, int, date, datetime, type(None)})
+# Values whose repr is exact and stable across processes, so a row of them digests as it is.
+_REPR_EXACT: Final = _PLAIN | {bool, float, bytes, uuid.UUID}
+_DIGEST_FORMAT: Final = "sql/1"
 
 EXAMPLE_SETTINGS: Final = '''\
 [[sources]]
@@ -396,7 +402,7 @@ class SqlConnector(Connector):
                     stream_results=True, yield_per=settings.fetch_size
                 ).execute(statement, params)
                 columns = self._columns(list(result.keys()) if result.returns_rows else [])
-            fields = [(f, position) for f, position in columns.items() if f != HAS_DOCUMENT]
+            layout = _Layout(self, list(result.keys()), columns)
             partitions = result.partitions(settings.fetch_size)
             number = 0
             while True:
@@ -406,7 +412,7 @@ class SqlConnector(Connector):
                     return
                 for row in rows:
                     number += 1
-                    yield self._record(row, fields, columns, number)
+                    yield self._record(tuple(row), layout, number)
         finally:
             # The result first: an unbuffered MySQL result must be finished on its connection.
             # Errors while closing are not errors of the read (the rows are read, or it failed).
@@ -465,38 +471,34 @@ class SqlConnector(Connector):
                 )
         return positions
 
-    def _record(
-        self,
-        row: Row[Any],
-        wanted: Sequence[tuple[str, int]],
-        columns: Mapping[str, int],
-        number: int,
-    ) -> SourceRecord:
+    def _record(self, row: tuple[Any, ...], layout: _Layout, number: int) -> SourceRecord:
         """The record of one row (this runs for every row: the common types go straight)."""
-        sqlite = self.backend == "sqlite"
-        fields: dict[str, object] = {}
-        for field, position in wanted:
-            value = row[position]
-            kind = type(value)
-            if kind is str:
-                if value and not value.isspace():
-                    fields[field] = value
-            elif kind in _AS_IS:
-                fields[field] = value
-            elif value is not None:
-                value = _value(value, sqlite=sqlite)
-                if value is not None:
-                    fields[field] = value
+        picked = layout.pick(row)
+        if _PLAIN.issuperset(map(type, picked)):
+            fields: dict[str, object] = dict(zip(layout.names, picked, strict=True))
+        else:
+            sqlite = self.backend == "sqlite"
+            fields = {
+                name: _value(value, sqlite=sqlite)
+                for name, value in zip(layout.names, picked, strict=True)
+            }
         invoice_number = _text(fields.get("invoice_number"))
         key = f"row {number}" if invoice_number is None else f"invoice {invoice_number}"
         own_id = _text(fields.get("accounting_invoice_id"))
         if invoice_number is not None and own_id is not None and own_id != invoice_number:
             key = f"{key} (id {own_id})"
-        return SourceRecord(key=key, fields=fields, document=self._document(row, columns))
+        return SourceRecord(
+            key=key,
+            fields=fields,
+            document=self._document(row, layout.columns),
+            digest=layout.digest(row),
+        )
 
     # -- documents -----------------------------------------------------------------------
 
-    def _document(self, row: Row[Any], columns: Mapping[str, int]) -> CallableDocument | None:
+    def _document(
+        self, row: tuple[Any, ...], columns: Mapping[str, int]
+    ) -> CallableDocument | None:
         query = self.settings.document_query
         if query is None:
             return None
@@ -626,6 +628,42 @@ def _missing_driver(url: URL, exc: BaseException) -> str:
             f", or install {driver} yourself"
         )
     return message
+
+
+class _Layout:
+    """How one query's rows become records: which columns are which fields, and the digest
+    of a whole row, which covers every column and the way they are mapped."""
+
+    def __init__(
+        self, connector: SqlConnector, keys: Sequence[str], columns: dict[str, int]
+    ) -> None:
+        self.columns = columns
+        wanted = [(field, position) for field, position in columns.items() if field != HAS_DOCUMENT]
+        self.names = tuple(field for field, _ in wanted)
+        positions = [position for _, position in wanted]
+        # The required fields make at least two columns, so itemgetter returns a tuple.
+        self.pick: Callable[[tuple[Any, ...]], tuple[Any, ...]] = operator.itemgetter(*positions)
+        layout = (
+            _DIGEST_FORMAT,
+            list(keys),
+            sorted(columns.items()),
+            connector.backend,
+            connector.settings.document_query is not None,
+        )
+        self._seed = hashlib.blake2b(repr(layout).encode(), digest_size=16)
+
+    def digest(self, row: tuple[Any, ...]) -> str:
+        """A hash of the layout and the whole row, every column by its exact repr (bytes, not
+        a memoryview's address); a type with an unstable repr costs a revalidation, never a
+        missed change."""
+        if not _REPR_EXACT.issuperset(map(type, row)):
+            row = tuple(
+                bytes(value) if isinstance(value, memoryview | bytearray) else value
+                for value in row
+            )
+        digest = self._seed.copy()
+        digest.update(repr(row).encode(errors="surrogatepass"))
+        return digest.hexdigest()
 
 
 def _value(value: object, *, sqlite: bool) -> object:

@@ -54,12 +54,20 @@ class SourceRecord:
 
     `key` names the record for people and must be stable across reads: a file and line, or
     the source's own id. `fields` uses the canonical record field names; values may be text
-    (as read from a file) or typed (`date`, `Decimal`, `int`).
+    (as read from a file) or typed (`date`, `Decimal`, `int`); blank text and None both mean
+    "not given".
+
+    `digest` is optional: a text that changes whenever anything the record carries changes
+    (e.g. a hash of the raw row, with the column layout), for a connector that can compute one
+    more cheaply than the engine can hash `fields`. The engine skips revalidating a record whose
+    case is finished and whose digest is the one stored, so a digest that stays the same across
+    a change would hide that change. Leave it None unless reads are too slow.
     """
 
     key: str
     fields: Mapping[str, object]
     document: Document | None = None
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ the one check that reads a file (is the invoice copy a PDF?) is passed in as a f
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -20,6 +20,7 @@ from kravia_sync.store import QuarantineEntry
 
 __all__ = [
     "ATTENTION_PHASES",
+    "QUIET_PHASES",
     "SETTLING_PHASES",
     "SETTLING_STEPS",
     "CaseSummary",
@@ -34,6 +35,8 @@ SETTLING_STEPS = frozenset({Step.LOOKUP, Step.VERIFY_UPLOAD, Step.VERIFY_START})
 SETTLING_PHASES = frozenset({Phase.REGISTERING, Phase.UPLOADING, Phase.STARTING})
 ATTENTION_PHASES = frozenset({Phase.REJECTED, Phase.NEEDS_REVIEW})
 FINISHED_PHASES = ATTENTION_PHASES | {Phase.STARTED}
+# Finished and needing nobody: an unchanged record of a case in one of these is only counted.
+QUIET_PHASES = FINISHED_PHASES - ATTENTION_PHASES
 
 
 @dataclass(slots=True)
@@ -54,6 +57,7 @@ class Lookup:
     aid: str | None = None  # the record's accountingInvoiceId, when the caller computed it
     stored: CaseSummary | None = None
     earlier_key: str | None = None
+    hashed: str | None = None  # the record's hash, when the caller computed it
 
 
 NOTHING_KNOWN = Lookup()
@@ -116,6 +120,39 @@ class SourceDiff:
         self.quarantine[entry.record_key] = entry
         self.counts[entry.kind] += 1
 
+    def identify(self, record: SourceRecord | RecordError) -> tuple[str, str] | None:
+        """A record's accountingInvoiceId and hash, for looking it up (None: nothing to look
+        up, the record is bad)."""
+        if isinstance(record, RecordError):
+            return None
+        aid = source_id(record.fields, self.source.id_prefix)
+        return None if aid is None else (aid, record_hash(record))
+
+    def add_chunk(
+        self,
+        records: Sequence[SourceRecord | RecordError],
+        identities: Sequence[tuple[str, str] | None],
+        looked_at: Mapping[str, CaseSummary | None],
+        earlier: Iterable[str | None],
+    ) -> None:
+        """Add records in read order with what the state store said of them (see
+        `StateStore.source_read().triage`): an identified record whose id it did not single
+        out, met for the first time in this read, is unchanged in a quiet phase."""
+        firsts = iter(earlier)
+        quiet = 0
+        for record, identity in zip(records, identities, strict=True):
+            if identity is None:
+                self.add(record)
+                continue
+            aid, hashed = identity
+            first = next(firsts)
+            if first is None and aid not in looked_at:
+                quiet += 1
+                continue
+            self.add(record, Lookup(aid, looked_at.get(aid), first, hashed))
+        self.counts["read"] += quiet
+        self.counts[Change.UNCHANGED.value] += quiet
+
     def add(self, record: SourceRecord | RecordError, lookup: Lookup = NOTHING_KNOWN) -> None:
         self.counts["read"] += 1
         if isinstance(record, RecordError):
@@ -129,7 +166,7 @@ class SourceDiff:
         if stored is not None and stored.source != self.source.name:
             self._owned_elsewhere(record.key, aid, stored.source)
             return
-        hashed = record_hash(record.fields, record.document is not None)
+        hashed = lookup.hashed or record_hash(record)
         if stored is not None and stored.record_hash == hashed and stored.phase in FINISHED_PHASES:
             # Finished and byte-for-byte the same record: nothing to validate or do.
             self.counts[Change.UNCHANGED.value] += 1

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
+from kravia_sync.connector import SourceRecord
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState, Phase
 from kravia_sync.model import Invoice, record_accounting_id
 from kravia_sync.settings import PolicySettings
@@ -30,14 +31,19 @@ class Assessment:
     write: bool  # the case row differs from what is stored
 
 
-def record_hash(fields: Mapping[str, object], has_document: bool) -> str:
-    """A cheap hash of a raw record, to skip revalidating records whose case is finished."""
+def record_hash(record: SourceRecord) -> str:
+    """What the state keeps of a raw record, to skip revalidating it while it stays the same:
+    the connector's digest where it gives one, else a hash of the fields; both with whether
+    the record comes with a document."""
+    if record.digest is not None:
+        return ("d:" if record.document is not None else "n:") + record.digest
+    fields = record.fields
     # Field names and values as text (exact for str, Decimal, int and date): this runs for every
     # record on every pass, so it is kept cheap. It follows the fields' order, so a source that
     # reorders its columns costs one revalidation per record, never a missed change.
     text = "\x1f".join(fields) + "\x1d" + "\x1f".join(map(str, fields.values()))
     digest = hashlib.blake2b(text.encode(), digest_size=16)
-    digest.update(b"\x01" if has_document else b"\x00")
+    digest.update(b"\x01" if record.document is not None else b"\x00")
     return digest.hexdigest()
 
 

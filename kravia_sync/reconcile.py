@@ -24,7 +24,13 @@ from kravia_sync.connector import (
     SourceRecord,
     load_connector,
 )
-from kravia_sync.diff import ATTENTION_PHASES, SETTLING_STEPS, Lookup, SourceDiff, WorkItem
+from kravia_sync.diff import (
+    ATTENTION_PHASES,
+    QUIET_PHASES,
+    SETTLING_STEPS,
+    SourceDiff,
+    WorkItem,
+)
 from kravia_sync.kravia import (
     SEARCH_CLOCK_SKEW,
     Failure,
@@ -47,7 +53,6 @@ from kravia_sync.lifecycle import (
 )
 from kravia_sync.logging import get_logger, redact, register_secrets
 from kravia_sync.model import InvalidRecordError, Invoice, check_pdf
-from kravia_sync.plan import source_id
 from kravia_sync.settings import ConfigError, Settings, SourceConfig
 from kravia_sync.store import JournalEntry, StateStore
 from kravia_sync.store import utc_now as store_now
@@ -339,21 +344,16 @@ class Reconciler:
         )
         with self.store.source_read(source.name) as state:
             for chunk in _chunked(connector.read(), READ_CHUNK):
-                ids = [
-                    source_id(record.fields, source.id_prefix)
-                    if isinstance(record, SourceRecord)
-                    else None
-                    for record in chunk
-                ]
-                stored, earlier = state.lookup(
-                    [(aid, record.key) for aid, record in zip(ids, chunk, strict=True) if aid]
+                identities = [diff.identify(record) for record in chunk]
+                looked_at, earlier = state.triage(
+                    [
+                        (identity[0], record.key, identity[1])
+                        for record, identity in zip(chunk, identities, strict=True)
+                        if identity is not None
+                    ],
+                    quiet=QUIET_PHASES,
                 )
-                firsts = iter(earlier)
-                for aid, record in zip(ids, chunk, strict=True):
-                    if aid is None:
-                        diff.add(record)
-                    else:
-                        diff.add(record, Lookup(aid, stored.get(aid), next(firsts)))
+                diff.add_chunk(chunk, identities, looked_at, earlier)
             gone, gone_settling = state.unseen()
         diff.finish(
             self.store.load_cases_by_id(diff.wanted_cases()),

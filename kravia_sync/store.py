@@ -6,12 +6,13 @@ models; the hot paths use SQLAlchemy Core on them, so a 100,000-case load is a p
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -237,14 +238,19 @@ class SourceRead:
     memory than one of a hundred thousand. After the read: the stored cases it did not see.
     """
 
-    CHUNK = 500  # ids per statement, below SQLite's limit on bound variables
+    CHUNK = 2000  # ids per statement (fewer where SQLite allows fewer bound variables)
     IN_MEMORY_IDS = 100_000  # about 10 MB
 
     def __init__(self, path: Path, source: str) -> None:
         self._source = source
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        variables = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._chunk = max(1, min(self.CHUNK, (variables - 32) // 2))
         self._phases = {phase.value: phase for phase in Phase}
         self._in_memory: dict[str, str] | None = {}  # None once moved to the table
+        self._triage_statements: dict[tuple[int, int], str] = {}
+        self._seen_here = 0  # ids seen in this read whose stored case is of this source
+        self._quiet = CaseSummary("", Phase.STARTED, source)
 
     def __enter__(self) -> Self:
         return self
@@ -252,30 +258,59 @@ class SourceRead:
     def __exit__(self, *_: object) -> None:
         self._db.close()
 
-    def lookup(
-        self, records: list[tuple[str, str]]
-    ) -> tuple[dict[str, CaseSummary], list[str | None]]:
-        """For (accountingInvoiceId, record key) pairs, in read order: the stored summaries
-        by id, and per pair the key of an earlier record with its id (None for the first)."""
-        stored: dict[str, CaseSummary] = {}
+    def triage(
+        self, records: list[tuple[str, str, str]], *, quiet: Collection[str]
+    ) -> tuple[dict[str, CaseSummary | None], list[str | None]]:
+        """For (accountingInvoiceId, record key, record hash) triples in read order: which ids
+        need a closer look, and per triple the key of an earlier record of this read with its
+        id (None for the first).
+
+        An id needs a closer look unless its stored case belongs to this source, is in one of
+        the `quiet` phases and has this very record hash; the dict maps each such id to its
+        stored summary, or to None when nothing is stored. The comparison runs inside SQLite,
+        so an unchanged record costs no Python object at all."""
+        looked_at: dict[str, CaseSummary | None] = {}
         earlier: list[str | None] = []
-        for start in range(0, len(records), self.CHUNK):
-            chunk = records[start : start + self.CHUNK]
-            ids = [aid for aid, _ in chunk]
+        phases = sorted(quiet)
+        for start in range(0, len(records), self._chunk):
+            chunk = records[start : start + self._chunk]
+            statement = self._triage_statements.get((len(chunk), len(phases)))
+            if statement is None:
+                statement = self._triage_statement(len(chunk), len(phases))
             rows = self._db.execute(
-                "SELECT accounting_invoice_id, record_hash, phase, source FROM main.cases "  # noqa: S608 - placeholders only
-                f"WHERE accounting_invoice_id IN ({','.join('?' * len(ids))})",
-                ids,
+                statement,
+                [
+                    *itertools.chain.from_iterable((aid, hashed) for aid, _, hashed in chunk),
+                    self._source,
+                    *phases,
+                ],
             )
             for aid, hashed, phase, source in rows:
-                stored[aid] = CaseSummary(hashed, self._phases[phase], source)
-            seen = self._seen_before(chunk)
-            for aid, key in chunk:
+                looked_at[aid] = (
+                    None if phase is None else CaseSummary(hashed, self._phases[phase], source)
+                )
+            seen = self._seen_before([(aid, key) for aid, key, _ in chunk])
+            for aid, key, _ in chunk:
                 first = seen.get(aid)
                 earlier.append(first)
                 if first is None:
                     seen[aid] = key
-        return stored, earlier
+                    # Not singled out means stored, quiet and of this source.
+                    stored = looked_at.get(aid, self._quiet)
+                    if stored is not None and stored.source == self._source:
+                        self._seen_here += 1
+        return looked_at, earlier
+
+    def _triage_statement(self, size: int, phases: int) -> str:
+        statement = (
+            f"WITH given(aid, hash) AS (VALUES {','.join(['(?, ?)'] * size)}) "  # noqa: S608 - placeholders only
+            "SELECT given.aid, c.record_hash, c.phase, c.source FROM given "
+            "LEFT JOIN main.cases AS c ON c.accounting_invoice_id = given.aid "
+            "WHERE c.accounting_invoice_id IS NULL OR c.record_hash IS NOT given.hash "
+            f"OR c.source IS NOT ? OR c.phase NOT IN ({','.join('?' * phases)})"
+        )
+        self._triage_statements[size, phases] = statement
+        return statement
 
     def _seen_before(self, chunk: list[tuple[str, str]]) -> dict[str, str]:
         """Record the chunk's ids as seen; the first keys of those seen in earlier chunks.
@@ -324,32 +359,27 @@ class SourceRead:
     def unseen(self) -> tuple[int, list[str]]:
         """How many stored cases of the source this read did not see, and the ids of those
         with a call whose answer was lost (they still need settling)."""
+        (stored,) = self._db.execute(
+            "SELECT count(*) FROM main.cases WHERE source = ?", (self._source,)
+        ).fetchone()
         seen = self._in_memory
         if seen is not None:
-            count, settling = 0, []
-            cases = self._db.execute(
-                "SELECT accounting_invoice_id, phase FROM main.cases WHERE source = ?",
-                (self._source,),
-            )
-            for aid, phase in cases:
-                if aid not in seen:
-                    count += 1
-                    if phase in _SETTLING:
-                        settling.append(aid)
-            return count, settling
-        query = (
-            "FROM main.cases WHERE source = ? AND accounting_invoice_id NOT IN "
-            "(SELECT aid FROM temp.seen_ids)"
-        )
-        (total,) = self._db.execute(f"SELECT count(*) {query}", (self._source,)).fetchone()
-        in_doubt = self._db.execute(
-            f"SELECT accounting_invoice_id {query} AND phase IN (?, ?, ?)",
-            (self._source, *_SETTLING),
-        )
-        return int(total), [aid for (aid,) in in_doubt]
+            rows = self._db.execute(_SETTLING_SQL, (self._source, *_SETTLING))
+            in_doubt = [aid for (aid,) in rows if aid not in seen]
+        else:
+            rows = self._db.execute(_SETTLING_UNSEEN_SQL, (self._source, *_SETTLING))
+            in_doubt = [aid for (aid,) in rows]
+        return int(stored) - self._seen_here, in_doubt
 
 
 _SETTLING = (Phase.REGISTERING.value, Phase.UPLOADING.value, Phase.STARTING.value)
+_SETTLING_SQL = (
+    "SELECT accounting_invoice_id FROM main.cases WHERE source = ? AND phase IN (?, ?, ?)"
+)
+_SETTLING_UNSEEN_SQL = (
+    "SELECT accounting_invoice_id FROM main.cases WHERE source = ? AND phase IN (?, ?, ?) "
+    "AND accounting_invoice_id NOT IN (SELECT aid FROM temp.seen_ids)"
+)
 
 
 def _chunks(ids: Iterable[str], size: int = 500) -> Iterator[list[str]]:

@@ -57,7 +57,7 @@ def stored(record: SourceRecord, phase: Phase, **changes: Any) -> CaseState:
         "invoice_number": invoice.invoice_number,
         "phase": phase,
         "fingerprint": invoice.fingerprint(),
-        "record_hash": record_hash(record.fields, record.document is not None),
+        "record_hash": record_hash(record),
         "has_document": record.document is not None,
         "first_seen_at": NOW - timedelta(days=3),
         "updated_at": NOW - timedelta(days=3),
@@ -280,9 +280,7 @@ class TestKnownCases:
     def test_unchanged_finished_case_not_validated(self):
         """A finished case whose raw record is byte-for-byte the same is not even validated."""
         broken = rec(postal_code="12", amount="lots")  # would fail validation
-        started = replace(
-            stored(rec(), Phase.STARTED), record_hash=record_hash(broken.fields, has_document=False)
-        )
+        started = replace(stored(rec(), Phase.STARTED), record_hash=record_hash(broken))
 
         diff = run(broken, known=[started])
 
@@ -318,14 +316,14 @@ class TestKnownCases:
         assert update.kravia_id == 9001
         assert update.fingerprint == Invoice.from_record(new.fields, id_prefix="E-").fingerprint()
         assert update.fingerprint != started.fingerprint
-        assert update.record_hash == record_hash(new.fields, has_document=False)
+        assert update.record_hash == record_hash(new)
         assert update.changed_at == NOW
 
     def test_started_case_new_hash_same_invoice(self):
         """A started case whose raw record changed but not its invoice is unchanged."""
         started = stored(rec(), Phase.STARTED)
         reformatted = rec(invoice_number=20003, amount="2 250")  # same invoice, other text
-        assert record_hash(reformatted.fields, has_document=False) != started.record_hash
+        assert record_hash(reformatted) != started.record_hash
 
         diff = run(reformatted, known=[started])
 
@@ -333,7 +331,7 @@ class TestKnownCases:
         assert diff.counts["changed"] == 0
         assert diff.work == []
         (update,) = diff.updates  # only the new raw hash is remembered
-        assert update.record_hash == record_hash(reformatted.fields, has_document=False)
+        assert update.record_hash == record_hash(reformatted)
         assert update.fingerprint == started.fingerprint
 
     def test_rejected_case_changed_retried(self):
@@ -372,6 +370,70 @@ class TestKnownCases:
         assert item.case == registered
         assert item.invoice is not None
         assert diff.updates == []
+
+
+class TestAddChunk:
+    """`add_chunk`: records in read order with what the state store singled out."""
+
+    def test_quiet_record_only_counted(self):
+        """An id the store did not single out is unchanged and quiet: not even validated."""
+        broken = rec("20003", postal_code="12", amount="lots")
+        fresh = rec("20004")
+        diff = SourceDiff(SOURCE, policy=POLICY, now=NOW)
+        records = [broken, fresh]
+        identities = [diff.identify(record) for record in records]
+
+        diff.add_chunk(records, identities, {"E-20004": None}, [None, None])
+        diff.finish({})
+
+        assert diff.counts["unchanged"] == 1
+        assert diff.counts["read"] == 2
+        assert diff.quarantine == {}
+        assert [item.case.accounting_invoice_id for item in diff.work] == ["E-20004"]
+
+    def test_singled_out_record_assessed_with_its_summary(self):
+        """A record the store singled out (here: changed since) is validated and assessed."""
+        record = rec("20003", amount="2300")
+        case = stored(rec("20003"), Phase.STARTED)
+        diff = SourceDiff(SOURCE, policy=POLICY, now=NOW)
+        identity = diff.identify(record)
+        assert identity is not None
+        summary = CaseSummary(case.record_hash, case.phase, case.source)
+
+        diff.add_chunk([record], [identity], {"E-20003": summary}, [None])
+        diff.finish({"E-20003": case})
+
+        assert diff.counts["changed"] == 1
+        assert diff.updates[0].record_hash == identity[1]
+
+    def test_repeat_of_quiet_id_quarantined(self):
+        """A second record with a quiet case's id is a duplicate, even though the first
+        record needed no look."""
+        first, second = rec("20003"), rec("20003", key="other.csv:20003")
+        diff = SourceDiff(SOURCE, policy=POLICY, now=NOW)
+        records = [first, second]
+
+        diff.add_chunk(
+            records, [diff.identify(r) for r in records], {}, [None, "invoices.csv:20003"]
+        )
+
+        assert diff.counts["unchanged"] == 1
+        assert list(diff.quarantine) == ["other.csv:20003"]
+        assert "used by both" in diff.quarantine["other.csv:20003"].reason
+
+    def test_record_errors_and_records_without_id_pass_through(self):
+        """Records without an identity are added one by one and quarantined."""
+        error = RecordError("bad.csv", "file", "not valid CSV")
+        nameless = rec("20003", invoice_number=None, key="x.csv:2")
+        diff = SourceDiff(SOURCE, policy=POLICY, now=NOW)
+        records = [error, nameless]
+        identities = [diff.identify(r) for r in records]
+        assert identities == [None, None]
+
+        diff.add_chunk(records, identities, {}, [])
+
+        assert sorted(diff.quarantine) == ["bad.csv", "x.csv:2"]
+        assert diff.counts["read"] == 2
 
 
 class TestGone:

@@ -262,8 +262,8 @@ class TestCases:
         assert set(store.load_cases("erp")) == {"A-1"}
         assert set(store.load_cases("shop")) == {"B-1"}
         with store.source_read("erp") as read:
-            stored, _ = read.lookup([("A-1", "k1"), ("B-1", "k2")])
-        assert {aid: summary.source for aid, summary in stored.items()} == {
+            stored, _ = read.triage([("A-1", "k1", "h"), ("B-1", "k2", "h")], quiet={"none"})
+        assert {aid: summary.source for aid, summary in stored.items() if summary} == {
             "A-1": "erp",
             "B-1": "shop",
         }
@@ -282,12 +282,74 @@ class TestCases:
             [],
         )
         with store.source_read("erp") as read:
-            _, first = read.lookup([("A-1", "k1"), ("N-1", "k2"), ("A-1", "k3")])
-            _, second = read.lookup([("N-1", "k4"), ("N-2", "k5")])
+            _, first = read.triage(
+                [("A-1", "k1", "h"), ("N-1", "k2", "h"), ("A-1", "k3", "h")], quiet=set()
+            )
+            _, second = read.triage([("N-1", "k4", "h"), ("N-2", "k5", "h")], quiet=set())
             gone, settling = read.unseen()
 
         assert first == [None, None, "k1"]
         assert second == ["k2", None]
+        assert (gone, settling) == (2, ["A-3"])
+
+    def test_triage_singles_out_all_but_quiet_identical_cases(self, store):
+        """Only a stored case of this source, in a quiet phase, with the very same record hash
+        goes unmentioned; everything else comes back with its summary (None: not stored)."""
+        store.write_batch(
+            [
+                make_case("A-1", phase=Phase.STARTED),
+                make_case("A-2", phase=Phase.STARTED),
+                make_case("A-3", phase=Phase.NEEDS_REVIEW),
+                make_case("A-4", phase=Phase.REGISTERED),
+                make_case("B-1", phase=Phase.STARTED, source="shop"),
+            ],
+            [],
+        )
+        same, other = "h" * 32, "x" * 32
+        with store.source_read("erp") as read:
+            looked_at, earlier = read.triage(
+                [
+                    ("A-1", "k1", same),
+                    ("A-2", "k2", other),
+                    ("A-3", "k3", same),
+                    ("A-4", "k4", same),
+                    ("B-1", "k5", same),
+                    ("N-1", "k6", same),
+                ],
+                quiet={Phase.STARTED.value},
+            )
+
+        assert "A-1" not in looked_at
+        assert {aid: (s.phase, s.source) for aid, s in looked_at.items() if s} == {
+            "A-2": (Phase.STARTED, "erp"),
+            "A-3": (Phase.NEEDS_REVIEW, "erp"),
+            "A-4": (Phase.REGISTERED, "erp"),
+            "B-1": (Phase.STARTED, "shop"),
+        }
+        assert looked_at["N-1"] is None
+        assert earlier == [None] * 6
+
+    @pytest.mark.parametrize("in_memory", [250_000, 0])
+    def test_unseen_counts_only_this_sources_cases_once(self, store, monkeypatch, in_memory):
+        """A repeated id, an id of another source and a new id do not hide a gone case."""
+        monkeypatch.setattr(SourceRead, "IN_MEMORY_IDS", in_memory)
+        store.write_batch(
+            [
+                make_case("A-1", phase=Phase.STARTED),
+                make_case("A-2", phase=Phase.STARTED),
+                make_case("A-3", phase=Phase.STARTING, pending_attempt="att-3"),
+                make_case("B-1", phase=Phase.STARTED, source="shop"),
+            ],
+            [],
+        )
+        with store.source_read("erp") as read:
+            read.triage(
+                [("A-1", "k1", "h" * 32), ("A-1", "k2", "h" * 32), ("B-1", "k3", "h" * 32)],
+                quiet={Phase.STARTED.value},
+            )
+            read.triage([("N-1", "k4", "h" * 32), ("A-1", "k5", "x")], quiet={"started"})
+            gone, settling = read.unseen()
+
         assert (gone, settling) == (2, ["A-3"])
 
     @pytest.mark.parametrize(("term", "found"), [("A-1", ["A-1"]), ("1", ["A-1"]), ("77", ["A-2"])])
