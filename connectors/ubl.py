@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import re
 from dataclasses import dataclass, field
 from datetime import date
@@ -244,31 +245,35 @@ def _billing_references(root: Element) -> tuple[str, ...]:
 
 
 def _due_date(root: Element) -> date:
+    """`cbc:DueDate`, else the first `cac:PaymentMeans/cbc:PaymentDueDate` (EHF 2 put it there)."""
     due = _date(root, "cbc:DueDate", "due_date")
-    for means in root.findall("cac:PaymentMeans", NS):
-        if due is not None:
-            return due
-        due = _date(means, "cbc:PaymentDueDate", "due_date", "cac:PaymentMeans/")
-    if due is not None:
-        return due
-    reason = (
-        "the invoice has no due date: neither cbc:DueDate nor "
-        "cac:PaymentMeans/cbc:PaymentDueDate is given"
-    )
-    raise UblError("due_date", reason)
+    if due is None:
+        for means in root.findall("cac:PaymentMeans", NS):
+            due = _date(means, "cbc:PaymentDueDate", "due_date", "cac:PaymentMeans/")
+            if due is not None:
+                break
+    if due is None:
+        reason = (
+            "the invoice has no due date: neither cbc:DueDate nor "
+            "cac:PaymentMeans/cbc:PaymentDueDate is given"
+        )
+        raise UblError("due_date", reason)
+    return due
 
 
 def _date(parent: Element, path: str, field: str, prefix: str = "") -> date | None:
+    """The xs:date at `path` (a time zone suffix is dropped), None if absent."""
     text = _text(parent, path)
     if text is None:
         return None
     match = _XS_DATE.fullmatch(text)
-    try:
-        if match is None:
-            raise ValueError("not YYYY-MM-DD")  # noqa: TRY301 - one message for both cases
-        return date.fromisoformat(match.group(1))
-    except ValueError:
-        raise UblError(field, f"{prefix}{path} {text!r} is not a date (YYYY-MM-DD)") from None
+    parsed = None
+    if match is not None:
+        with contextlib.suppress(ValueError):  # 2025-02-30
+            parsed = date.fromisoformat(match.group(1))
+    if parsed is None:
+        raise UblError(field, f"{prefix}{path} {text!r} is not a date (YYYY-MM-DD)")
+    return parsed
 
 
 def _buyer(root: Element) -> dict[str, object]:

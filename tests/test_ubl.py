@@ -349,6 +349,25 @@ class TestNorwegianInvoice:
         problem = parse_error(swap(ehf_invoice("10001"), "<cbc:ID>10001</cbc:ID>", ""))
         assert problem.field == "invoice_number"
 
+    def test_negative_invoice_without_reference_stays_an_invoice(self) -> None:
+        """A negative amount due naming no invoice is not a credit; validation refuses it."""
+        fields = parsed_invoice(ehf_invoice(amount="-100.00")).fields
+        assert fields["amount"] == Decimal("-100.00")
+        with pytest.raises(InvalidRecordError) as caught:
+            Invoice.from_record(fields)
+        assert caught.value.field == "amount"
+
+    def test_positive_invoice_with_reference_stays_an_invoice(self) -> None:
+        """An invoice naming an earlier one but with an amount due is collected as usual."""
+        document = ubl.parse(ehf_invoice("2", billing_reference="1"))
+        assert isinstance(document, ubl.UblInvoice)
+
+    def test_additional_street_alone_is_line1(self) -> None:
+        """Without cbc:StreetName (a PO box in AdditionalStreetName) that line is line 1."""
+        fields = parsed_invoice(ehf_invoice(buyer=buyer_party(street=None))).fields
+        assert fields["address_line1"] == "2. etasje"
+        assert "address_line2" not in fields
+
     def test_only_pdf_attachments_count(self) -> None:
         """A CSV attachment is not the invoice copy; the PDF after it is (index among PDFs)."""
         pdf = minimal_pdf("copy")
