@@ -18,6 +18,23 @@ NAMESPACES = (
 )
 ORGNR = "923609016"  # a valid Norwegian organisation number (MOD11)
 SELLER_ORGNR = "974760673"
+MIB = 1024 * 1024
+
+# Hostile documents: an external entity reading a local file, and entity expansion.
+XXE_TEMPLATE = """<?xml version="1.0"?>
+<!DOCTYPE Invoice [<!ENTITY secret SYSTEM "file://{path}">]>
+<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"
+ xmlns:cbc="urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2">
+<cbc:ID>&secret;</cbc:ID></Invoice>
+"""
+BILLION_LAUGHS = (
+    '<?xml version="1.0"?>\n<!DOCTYPE Invoice [\n<!ENTITY lol "lol">\n'
+    + "".join(
+        f'<!ENTITY lol{n} "{("&lol" + (str(n - 1) if n > 1 else "") + ";") * 10}">\n'
+        for n in range(1, 10)
+    )
+    + ']>\n<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2">&lol9;</Invoice>\n'
+)
 
 
 def today_in_oslo() -> date:

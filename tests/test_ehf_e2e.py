@@ -6,9 +6,16 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
-from ehf_support import ORGNR, ehf_credit_note, ehf_invoice, write
+from ehf_support import (
+    BILLION_LAUGHS,
+    MIB,
+    ORGNR,
+    XXE_TEMPLATE,
+    ehf_credit_note,
+    ehf_invoice,
+    write,
+)
 from support import Sim, load, run_cli, run_pass, write_config
-from test_folder_ehf import BILLION_LAUGHS, MIB, XXE_TEMPLATE
 
 from kravia_sync.lifecycle import Phase
 from kravia_sync.store import StateStore

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ehf_support import ehf_credit_note, ehf_invoice, write
+from ehf_support import BILLION_LAUGHS, MIB, XXE_TEMPLATE, ehf_credit_note, ehf_invoice, write
 
 from connectors import folder as folder_module
 from connectors.folder import EmbeddedPdfDocument, FolderConnector
@@ -17,7 +17,6 @@ from kravia_sync.model import FileDocument, InvalidRecordError, Invoice
 from kravia_sync.testing import minimal_pdf
 
 PEPPOL = Path(__file__).parent / "data" / "peppol"
-MIB = 1024 * 1024
 
 
 def read_all(folder: Path, **settings: Any) -> list[SourceRecord | RecordError]:
@@ -221,22 +220,6 @@ class TestCreditNotes:
         items = read_all(tmp_path)
         assert record(items, "1.json:1").fields["amount"] == "300"
         assert error(items, "K.xml:K").field == "credit_note"
-
-
-XXE_TEMPLATE = """<?xml version="1.0"?>
-<!DOCTYPE Invoice [<!ENTITY secret SYSTEM "file://{path}">]>
-<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"
- xmlns:cbc="urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2">
-<cbc:ID>&secret;</cbc:ID></Invoice>
-"""
-BILLION_LAUGHS = (
-    '<?xml version="1.0"?>\n<!DOCTYPE Invoice [\n<!ENTITY lol "lol">\n'
-    + "".join(
-        f'<!ENTITY lol{n} "{("&lol" + (str(n - 1) if n > 1 else "") + ";") * 10}">\n'
-        for n in range(1, 10)
-    )
-    + ']>\n<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2">&lol9;</Invoice>\n'
-)
 
 
 class TestHostileFiles:
