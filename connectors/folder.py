@@ -1,5 +1,5 @@
 # (the project has no copyright header convention; every module trips CPY001)
-"""The folder connector: invoices dropped as JSON or CSV files into a directory.
+"""The folder connector: invoices dropped as JSON, CSV or EHF (UBL XML) files into a directory.
 
 Files are read in name order (subdirectories too when `recursive` is set; hidden files and
 directories, and Office lock files `~$…`, are skipped):
@@ -9,11 +9,19 @@ directories, and Office lock files `~$…`, are skipped):
 * `*.csv` has a header row naming canonical fields (case and surrounding spaces do not
   matter), `,` or `;` as separator, and values as text exactly as in the file (the model
   parses decimal commas and `DD.MM.YYYY` dates).
-* `<invoice_number>.pdf` beside an invoice file is that invoice's copy, loaded only when needed.
+* `*.xml` is one EHF / PEPPOL BIS Billing 3.0 document (UBL 2.1 `Invoice` or `CreditNote`),
+  parsed safely by `connectors.ubl`. Its embedded PDF is the invoice copy, decoded only when
+  needed. Credit notes (and corrective invoices with a negative amount due) are netted against
+  the EHF invoice they name, so EHF records are yielded after the directory walk, once every
+  credit is known; the parsed invoices (small: fields and a reference to their file) are held
+  until then.
+* `<invoice_number>.pdf` beside an invoice file is that invoice's copy, loaded only when needed
+  (for an EHF invoice without an embedded PDF, `<file stem>.pdf` also counts).
 
 Everything else is ignored. A problem with one file (unreadable, too big, not valid text, not
-valid JSON, a CSV header that does not fit) becomes a `RecordError` for that file and the read
-goes on; a folder that cannot be listed raises `ConnectorError`.
+valid JSON, a CSV header that does not fit, XML that is unsafe or not UBL) becomes a
+`RecordError` for that file and the read goes on; a folder that cannot be listed raises
+`ConnectorError`.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 from pydantic import Field, field_validator
 
+from connectors import ubl
 from kravia_sync.connector import (
     Connector,
     ConnectorError,
@@ -38,16 +47,18 @@ from kravia_sync.connector import (
     RecordError,
     SourceRecord,
 )
-from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS, FileDocument
+from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS, FileDocument, InvalidRecordError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
     from typing import TypeAlias
 
+    from kravia_sync.model import Document
+
     _Item: TypeAlias = SourceRecord | RecordError
     _PdfIndex: TypeAlias = Mapping[str, Path]
 
-__all__ = ["FolderConnector", "FolderSettings"]
+__all__ = ["EmbeddedPdfDocument", "FolderConnector", "FolderSettings"]
 
 MIB = 1024 * 1024
 _CHUNK_BYTES = 64 * 1024
@@ -63,11 +74,12 @@ class FolderSettings(ConnectorSettings):
     recursive: bool = False
     """Also read subdirectories (not hidden ones, nor symbolic links to directories)."""
     max_file_bytes: int = Field(default=20 * MIB, gt=0)
-    """A JSON or CSV file bigger than this is reported as an error and not read."""
+    """A JSON, CSV or XML file bigger than this is reported as an error and not read."""
     csv_delimiter: Literal["auto", ",", ";"] = "auto"
     """`auto` takes whichever of `;` and `,` occurs more often in the header line."""
     encoding: str = "utf-8-sig"
-    """Text encoding of JSON and CSV files; the default reads UTF-8 with or without a BOM."""
+    """Text encoding of JSON and CSV files; the default reads UTF-8 with or without a BOM.
+    XML files declare their own encoding."""
 
     @field_validator("encoding")
     @classmethod
@@ -80,7 +92,7 @@ class FolderSettings(ConnectorSettings):
 
 
 class FolderConnector(Connector):
-    """Reads invoices from JSON and CSV files in a folder, pairing `<invoice_number>.pdf` copies."""
+    """Reads invoices from JSON, CSV and EHF files in a folder, with their PDF copies."""
 
     settings_model: ClassVar[type[ConnectorSettings]] = FolderSettings
     example_config: ClassVar[str] = """\
@@ -90,7 +102,8 @@ connector = "folder"
 id_prefix = ""                   # prepended to each accountingInvoiceId; give every source
                                  # its own when several sources could share invoice ids
 [sources.settings]
-path = "invoices"                # *.json and *.csv files; 20003.pdf is the copy of invoice 20003
+path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf is the copy of
+                                 # invoice 20003 (a PDF embedded in an EHF file comes first)
 # recursive = false
 # max_file_bytes = 20971520
 # csv_delimiter = "auto"         # or "," or ";"
@@ -110,20 +123,23 @@ path = "invoices"                # *.json and *.csv files; 20003.pdf is the copy
         return self.base_dir / self.settings.path.expanduser()
 
     def read(self) -> Iterator[SourceRecord | RecordError]:
-        """Yield the invoices of every JSON and CSV file, file by file in name order."""
+        """Yield the invoices of every JSON and CSV file, file by file in name order, then
+        those of the EHF files, netted with their credit notes."""
         root = self.folder
-        yield from self._read_directory(root, root)
+        ehf = _EhfFiles()
+        yield from self._read_directory(root, root, ehf)
+        yield from ehf.records()
 
     # -- directories ---------------------------------------------------------------------
 
-    def _read_directory(self, root: Path, directory: Path) -> Iterator[_Item]:
+    def _read_directory(self, root: Path, directory: Path, ehf: _EhfFiles) -> Iterator[_Item]:
         entries = _list_directory(directory)
         pdfs = _pdf_index(entries)  # once per directory and read, not per record
         for entry in entries:
             path = Path(entry.path)
             if _is_directory(entry):
                 if self.settings.recursive:
-                    yield from self._read_directory(root, path)
+                    yield from self._read_directory(root, path, ehf)
                 continue
             name = path.relative_to(root).as_posix()
             suffix = path.suffix.lower()
@@ -131,7 +147,11 @@ path = "invoices"                # *.json and *.csv files; 20003.pdf is the copy
                 yield from self._read_json(path, name, pdfs)
             elif suffix == ".csv":
                 yield from self._read_csv(path, name, pdfs)
-            # anything else (PDFs, `*.xml`, notes) is not an invoice file
+            elif suffix == ".xml":
+                problem = self._read_ehf(path, name, pdfs, ehf)
+                if problem is not None:
+                    yield problem
+            # anything else (PDFs, notes) is not an invoice file
 
     def _file_problem(self, path: Path, name: str) -> RecordError | None:
         """Why `path` must not be read (not a regular file, too big), or None."""
@@ -170,22 +190,56 @@ path = "invoices"                # *.json and *.csv files; 20003.pdf is the copy
 
     def _json_text(self, path: Path, name: str) -> str | RecordError:
         """The whole file as text (it is at most `max_file_bytes`), or why not."""
-        problem = self._file_problem(path, name)
-        if problem is not None:
-            return problem
-        limit = self.settings.max_file_bytes
-        try:
-            with path.open("rb") as handle:
-                data = handle.read(limit + 1)  # the file may have grown since stat()
-        except OSError as exc:
-            return RecordError(name, _FILE, f"cannot read the file: {_os_reason(exc)}")
-        if len(data) > limit:
-            return _too_big(name, len(data), limit)
+        data = self._file_bytes(path, name)
+        if isinstance(data, RecordError):
+            return data
         try:
             return data.decode(self.settings.encoding)
         except UnicodeDecodeError as exc:
             line = data.count(b"\n", 0, exc.start) + 1
             return RecordError(name, _FILE, _decode_reason(exc, line, self.settings.encoding))
+
+    def _file_bytes(self, path: Path, name: str) -> bytes | RecordError:
+        """The whole file (it is at most `max_file_bytes`), or why not."""
+        problem = self._file_problem(path, name)
+        if problem is not None:
+            return problem
+        limit = self.settings.max_file_bytes
+        try:
+            data = _read_at_most(path, limit)
+        except OSError as exc:
+            return RecordError(name, _FILE, f"cannot read the file: {_os_reason(exc)}")
+        if len(data) > limit:
+            return _too_big(name, len(data), limit)
+        return data
+
+    # -- EHF -----------------------------------------------------------------------------
+
+    def _read_ehf(
+        self, path: Path, name: str, pdfs: _PdfIndex, ehf: _EhfFiles
+    ) -> RecordError | None:
+        """Parse one EHF file into `ehf`; a file that cannot be used is the error returned."""
+        data = self._file_bytes(path, name)
+        if isinstance(data, RecordError):
+            return data
+        try:
+            document = ubl.parse(data, source=name)
+        except ubl.UblError as exc:
+            return RecordError(name, exc.problem.field, exc.problem.reason)
+        if isinstance(document, ubl.Credit):
+            ehf.credits.append(document)
+            return None
+        copy: Document | None
+        if document.pdf is not None:
+            pdf_name = document.pdf.filename or f"{document.number}.pdf"
+            copy = EmbeddedPdfDocument(
+                path, document.pdf.index, pdf_name, max_bytes=self.settings.max_file_bytes
+            )
+        else:
+            beside = pdfs.get(document.number) or pdfs.get(path.stem)
+            copy = None if beside is None else FileDocument(beside)
+        ehf.invoices.append((document, copy))
+        return None
 
     # -- CSV -----------------------------------------------------------------------------
 
@@ -301,6 +355,61 @@ def _pdf_index(entries: Iterable[os.DirEntry[str]]) -> dict[str, Path]:
         if path.suffix.lower() == ".pdf" and not _is_directory(entry):
             index.setdefault(path.stem, path)
     return index
+
+
+class _EhfFiles:
+    """The EHF documents of one read: invoices with their copies, and credits to net."""
+
+    def __init__(self) -> None:
+        self.invoices: list[tuple[ubl.UblInvoice, Document | None]] = []
+        self.credits: list[ubl.Credit] = []
+
+    def records(self) -> Iterator[_Item]:
+        """Every invoice, netted with the credits that name it; then the credits that could
+        not be netted."""
+        netted, credit_problems = ubl.apply_credits(
+            [invoice for invoice, _ in self.invoices], self.credits
+        )
+        for (invoice, copy), outcome in zip(self.invoices, netted, strict=True):
+            key = f"{invoice.source}:{invoice.number}"  # one document per file
+            if isinstance(outcome, ubl.Problem):
+                yield RecordError(key, outcome.field, outcome.reason)
+            else:
+                yield SourceRecord(key=key, fields=dict(outcome), document=copy)
+        for credit, problem in zip(self.credits, credit_problems, strict=True):
+            if problem is not None:
+                yield RecordError(f"{credit.source}:{credit.number}", problem.field, problem.reason)
+
+
+class EmbeddedPdfDocument:
+    """The PDF embedded in an EHF file: the file is read and parsed again, and the attachment
+    decoded, only when the copy is needed, so a read holds no attachment in memory."""
+
+    def __init__(self, path: Path, index: int, name: str, *, max_bytes: int) -> None:
+        self._path = path
+        self._index = index
+        self._name = name
+        self._max_bytes = max_bytes
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def load(self) -> bytes:
+        """The PDF's bytes; `InvalidRecordError` when the file no longer holds a usable one."""
+        data = _read_at_most(self._path, self._max_bytes)  # OSError: the engine retries
+        if len(data) > self._max_bytes:
+            reason = f"{self._path.name} has grown beyond max_file_bytes ({self._max_bytes})"
+            raise InvalidRecordError("document", reason)
+        try:
+            return ubl.embedded_pdf(data, self._index)
+        except ubl.UblError as exc:
+            raise InvalidRecordError(
+                "document", f"{self._path.name}: {exc.problem.reason}"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"EmbeddedPdfDocument({str(self._path)!r}, {self._index})"
 
 
 class _InvoiceFile:
@@ -490,6 +599,13 @@ def _decode_reason(exc: UnicodeDecodeError, line: int, encoding: str) -> str:
     if codecs.lookup(encoding).name.startswith("utf-8"):
         reason += "; if a Windows program such as Excel saved it, set encoding = 'cp1252'"
     return reason
+
+
+def _read_at_most(path: Path, limit: int) -> bytes:
+    """The file's first `limit + 1` bytes: more than `limit` means it is too big (it may have
+    grown since it was measured)."""
+    with path.open("rb") as handle:
+        return handle.read(limit + 1)
 
 
 def _too_big(name: str, size: int, limit: int) -> RecordError:

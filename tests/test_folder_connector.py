@@ -663,9 +663,9 @@ class TestFolder:
         assert read_all(tmp_path) == []
 
     def test_other_files_are_ignored(self, tmp_path: Path) -> None:
-        """PDFs, XML, text, hidden files, Office lock files and (non-recursive) subdirs are ignored."""
+        """PDFs, text, hidden files, Office lock files and (non-recursive) subdirs are ignored."""
         (tmp_path / "notes.txt").write_text("hei", encoding="utf-8")
-        (tmp_path / "ehf.xml").write_text("<Invoice/>", encoding="utf-8")
+        (tmp_path / ".hidden.xml").write_text("<Invoice/>", encoding="utf-8")
         (tmp_path / "1.pdf").write_bytes(b"%PDF-1.7")
         (tmp_path / ".hidden.json").write_text("{broken", encoding="utf-8")
         (tmp_path / "~$x.csv").write_bytes(b"\x00\xff lock")
