@@ -105,13 +105,15 @@ def demo_company(
     today: date | None = None,
     seed: int = 7,
     pdf_every: int = 1,
+    with_settled: bool = True,
 ) -> FikenCompany:
     """`invoices` invoices of `customers` customers, every tenth one of each kind:
 
     settled (paid); not due yet; 5 days overdue (too young for collection); and 20 to 140 days
     overdue, some partly paid. Every other customer is a business (a valid organisation
     number); countries are written as Fiken users do, as names ("Norge") or codes ("NO").
-    Every `pdf_every`-th invoice has a PDF (0: none).
+    Every `pdf_every`-th invoice has a PDF (0: none). Without `with_settled`, the tenth that
+    would be settled is overdue and unpaid like most.
     """
     rng = random.Random(seed)
     today = today or _oslo_today()
@@ -160,7 +162,7 @@ def demo_company(
         net = rng.randrange(50_000, 5_000_000)
         vat = net // 4
         gross = net + vat
-        settled = kind == 0
+        settled = kind == 0 and with_settled
         paid = gross if settled else (gross // 3 if kind == 5 else 0)
         contact = contacts[contact_ids[index % len(contact_ids)]]
         invoice: dict[str, Any] = {
