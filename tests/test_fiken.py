@@ -251,6 +251,7 @@ class TestFikenIntoKravia:
         assert len(views[0]) == len(expected_ids(company)) == 210
         assert views[0] == views[1]
 
+    @pytest.mark.slow
     def test_an_outage_mid_read_fails_the_read_closes_nothing_and_the_next_pass_completes(
         self, sim: Sim, fiken: FikenSimulator, company: FikenCompany, tmp_path: Path
     ) -> None:
@@ -289,6 +290,7 @@ class TestFikenIntoKravia:
 
 
 class TestRateLimit:
+    @pytest.mark.slow
     def test_at_fikens_limit_the_read_is_paced_and_never_refused(self, tmp_path: Path) -> None:
         """4 requests per second, one at a time: no 429, and the time the limit implies."""
         company = demo_company(invoices=20, customers=4, slug=SLUG, pdf_every=0)
@@ -315,6 +317,7 @@ class TestRateLimit:
         assert elapsed >= (requests - 1) / 4 - 0.05
         assert elapsed < (requests - 1) / 4 + 1.0
 
+    @pytest.mark.slow
     def test_a_client_too_fast_for_the_limit_is_refused_with_429_and_recovers(
         self, tmp_path: Path
     ) -> None:
@@ -362,6 +365,7 @@ class TestRateLimit:
 
 
 class TestSecrets:
+    @pytest.mark.slow
     def test_the_token_is_in_no_log_line_or_output(
         self, sim: Sim, fiken: FikenSimulator, tmp_path: Path
     ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import tomllib
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -444,6 +445,21 @@ class TestRead:
         connector, _ = make(raw, handler, tmp_path)
 
         with pytest.raises(ConnectorError, match="not on the API's host"):
+            list(connector.read())
+
+    def test_a_malformed_next_link_fails_the_read_cleanly(self, tmp_path: Path) -> None:
+        """A link that is not a URL is a ConnectorError, not a crash of the pass."""
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/v1/invoices":
+                link = '<http://[::1/x>; rel="next"'
+                return httpx.Response(200, json=[invoice(1)], headers={"Link": link})
+            return Api([])(request)
+
+        raw = settings(invoices={"path": "invoices", "paging": {"type": "link_header"}})
+        connector, _ = make(raw, handler, tmp_path)
+
+        with pytest.raises(ConnectorError, match=r"next page's address .* is not a URL"):
             list(connector.read())
 
     def test_link_header_parsing(self) -> None:
@@ -976,3 +992,16 @@ class TestPlugin:
         """The entry point and `init --source rest` example."""
         assert load_connector("rest") is RestConnector
         assert "[sources.settings.invoices.paging]" in EXAMPLE_SETTINGS
+
+    def test_the_readme_shows_the_example_init_writes(self) -> None:
+        """The README's worked example and `init --source rest` are the same settings."""
+        readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+        section = readme.split("## The REST source", 1)[1]
+        block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+        shown = tomllib.loads(block)["sources"][0]
+        written = tomllib.loads(EXAMPLE_SETTINGS)["sources"][0]
+
+        assert shown["connector"] == written["connector"] == "rest"
+        assert RestSettings.model_validate(shown["settings"]) == RestSettings.model_validate(
+            written["settings"]
+        )

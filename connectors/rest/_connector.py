@@ -320,6 +320,8 @@ class RestConnector(Connector):
             if exc.status in _GONE:
                 raise InvalidRecordError("document", str(exc)) from None
             raise RestDocumentError(str(exc)) from None
+        except ConnectorError as exc:  # e.g. the OAuth2 token endpoint failed
+            raise RestDocumentError(str(exc)) from None
         return response.content
 
 

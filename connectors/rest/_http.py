@@ -214,7 +214,10 @@ class Session:
         attempts run out; its message names `what` and the URL, never a credential.
         """
         source = self.source
-        target = self.client.base_url.join(url) if "://" not in url else httpx.URL(url)
+        try:
+            target = self.client.base_url.join(url) if "://" not in url else httpx.URL(url)
+        except (httpx.InvalidURL, ValueError, TypeError):
+            raise HttpError(source.redact(f"{what}: {url!r} is not a URL"), None) from None
         if credentials and not same_origin(target, source.base_url):
             raise HttpError(
                 f"{what}: {_display(target)} is not on the API's host "
@@ -271,6 +274,9 @@ class Session:
                 response = self._send(target, params, headers)
         except httpx.TransportError as exc:
             return _transport_failure(exc), None, None
+        except (httpx.RequestError, httpx.InvalidURL) as exc:  # not transient: a bad answer
+            message = f"GET {_display(target)} failed ({type(exc).__name__}: {exc})"
+            raise HttpError(source.redact(message), None) from None
         status = response.status_code
         if 200 <= status < 300:
             return response

@@ -332,7 +332,7 @@ class _Cursors(Pager):
             raise PagingError(f"the cursor {text!r} came back: the pages would never end")
         self.seen.add(text)
         if s.cursor_is_url:
-            return PageRequest(urljoin(response.url, text), {})
+            return PageRequest(_join(response.url, text), {})
         return PageRequest(request.url, {**request.params, s.cursor_param: text})
 
 
@@ -357,11 +357,18 @@ class _Links(Pager):
         found = next_link(response.headers.get("link", ""))
         if found is None:
             return None
-        link = urljoin(response.url, found)
+        link = _join(response.url, found)
         if link in self.seen:
             raise PagingError(f"the next link {link!r} came back: the pages would never end")
         self.seen.add(link)
         return PageRequest(link, {})
+
+
+def _join(base: str, link: str) -> str:
+    try:
+        return urljoin(base, link)
+    except ValueError as exc:
+        raise PagingError(f"the next page's address {link!r} is not a URL ({exc})") from None
 
 
 def next_link(header: str) -> str | None:
