@@ -148,11 +148,12 @@ class RestConnector(Connector):
                 response, body = session.get_json(request.url, what=what, params=request.params)
                 records = self._records_path.find(body)
                 if not isinstance(records, list):
-                    where = f"at {self._records_path.text!r}" if self._records_path.text else ""
+                    path = self._records_path.text
+                    where = f" at {path!r}" if path else ""
                     found = "nothing" if records is MISSING else type(records).__name__
                     raise ConnectorError(
-                        f"{what}: expected a list of invoices {where} in the answer, found "
-                        f"{found} (check invoices.records_path)".replace("  ", " ")
+                        f"{what}: expected a list of invoices{where} in the answer, found "
+                        f"{found} (check invoices.records_path)"
                     )
                 self.stats.pages = page
                 try:
