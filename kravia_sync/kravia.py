@@ -27,13 +27,23 @@ from kravia_sync.model import DebtorKind, Invoice
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "CaseStanding",
     "Failure",
     "KraviaClient",
     "KraviaError",
+    "MoneyLine",
+    "PaymentKind",
+    "RecordedPayment",
     "SearchItem",
+    "Settlement",
+    "build_credit_note_body",
+    "build_payment_body",
     "build_register_body",
+    "case_standing",
     "classify_response",
     "parse_retry_after",
+    "parse_settlements",
+    "payment_recorded",
 ]
 
 # --- documented -------------------------------------------------------------------------------
@@ -43,6 +53,10 @@ DOCUMENT_PATH = "invoice/{id}/document"
 ACTION_PATH = "invoice/{id}/action"
 SEARCH_PATH = "invoice/search"
 DETAILS_PATH = "invoice/{id}/details"
+PAYMENT_PATH = "invoice/payment"
+CREDIT_NOTE_PATH = "invoice/creditnote"
+SETTLEMENTS_PATH = "settlements"
+BOOKKEEP_PATH = "settlements/{id}/bookkeep"
 CLAIM_TYPE = "CollectionCase"
 DOCUMENT_TYPE_INVOICE = "Invoice"
 ACTION_START = "Start"
@@ -68,6 +82,39 @@ SEARCH_CLOCK_SKEW = timedelta(minutes=5)
 # be done under `availableActions`; `Start` disappears from it once collection has started.
 DETAILS_DOCUMENTS_KEY = "documents"
 DETAILS_ACTIONS_KEY = "availableActions"
+# ASSUMED: details and search items give the case's status under `status`, the remaining
+# capital (what payments and credit notes can still reduce) under `remainingAmount`, and what
+# the debtor still owes (capital plus any fees and interest) under `outstandingAmount`.
+DETAILS_STATUS_KEY = "status"
+DETAILS_REMAINING_CAPITAL_KEY = "remainingAmount"
+DETAILS_OUTSTANDING_KEY = "outstandingAmount"
+# ASSUMED: status names. Only these are read as open or closed; any other status leaves
+# "closed" unknown (None) rather than guessed.
+OPEN_STATUSES = frozenset({"registered", "collectionstarted", "paused"})
+CLOSED_STATUSES = frozenset({"closed"})
+# ASSUMED: details list the money recorded on the case under `payments`, each entry with
+# `type`, `accountingPaymentId` (the id we sent; none on Kravia's own collections), `date`,
+# `amount` (negative for a credit note) and `appliedAmount` (what reduced the capital).
+DETAILS_PAYMENTS_KEY = "payments"
+PAYMENT_ID_KEY = "accountingPaymentId"
+PAYMENT_TYPE_KEY = "type"
+PAYMENT_DATE_KEY = "date"
+PAYMENT_AMOUNT_KEY = "amount"
+PAYMENT_APPLIED_KEY = "appliedAmount"
+# ASSUMED: the payment type names in details (compared case-insensitively).
+PAYMENT_TYPES = {"payment": "payment", "creditnote": "credit_note", "collected": "collected"}
+# ASSUMED: `GET settlements` answers a list, or an object with the list under one of these
+# keys, all in one answer (no paging). Each settlement has an integer `id`, `settlementDate`,
+# `amount`, `isBooked` and `invoices` (lines of `invoiceId` and a positive `amount`).
+SETTLEMENT_ITEMS_KEYS = ("items", "Items", "data", "result", "results", "value")
+SETTLEMENT_DATE_KEY = "settlementDate"
+SETTLEMENT_BOOKED_KEY = "isBooked"
+SETTLEMENT_LINES_KEY = "invoices"
+# ASSUMED: booking a settlement twice under the same internal id does no harm, so a lost
+# bookkeep answer is simply retried (not treated as ambiguous).
+BOOKKEEP_CREATES = False
+# ASSUMED: the credit note's `Date` is sent as midnight without zone, as in the guide.
+CREDIT_NOTE_TIME_SUFFIX = "T00:00:00"
 # ASSUMED: 429 and 503 mean "not applied, try later". Any other 5xx on a call that creates
 # something may have been applied before the failure, so it is treated as ambiguous.
 NOT_APPLIED_STATUSES = frozenset({429, 503})
@@ -108,6 +155,67 @@ class SearchItem:
     invoice_number: str | None
     status: str | None
     updated: str | None
+    remaining_capital: Decimal | None = None  # None when the item does not say
+    outstanding: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyLine:
+    """An amount on one Kravia case. Positive in our model, whatever sign Kravia wants."""
+
+    kravia_id: int
+    amount: Decimal
+
+    def __post_init__(self) -> None:
+        if isinstance(self.kravia_id, bool) or not isinstance(self.kravia_id, int):
+            raise TypeError(f"a Kravia id is an integer, not {self.kravia_id!r}")
+        if not isinstance(self.amount, Decimal):
+            raise TypeError(f"an amount is a Decimal, not {type(self.amount).__name__}")
+        if not self.amount.is_finite() or self.amount <= 0:
+            raise ValueError(f"an amount on case {self.kravia_id} must be above 0: {self.amount}")
+
+
+class PaymentKind(StrEnum):
+    """What kind of money a case's details record."""
+
+    PAYMENT = "payment"  # the debtor paid the creditor directly (we sent it)
+    CREDIT_NOTE = "credit_note"  # the creditor credited the claim (we sent it)
+    COLLECTED = "collected"  # the debtor paid Kravia (Kravia's own; never ours to send)
+    UNKNOWN = "unknown"  # a type we do not recognise
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedPayment:
+    """Money Kravia lists on a case. `amount` is positive (a credit note's sign is dropped);
+    `applied` is the part that reduced the capital, None when the details do not say."""
+
+    accounting_payment_id: str | None
+    amount: Decimal
+    paid_on: date | None
+    kind: PaymentKind
+    applied: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseStanding:
+    """Where a case stands, as its details say. Every field is None when they do not say."""
+
+    status: str | None
+    remaining_capital: Decimal | None
+    outstanding: Decimal | None
+    closed: bool | None
+    payments: list[RecordedPayment] | None  # None: no readable list of payments
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A payout from Kravia to the creditor."""
+
+    id: int
+    settled_on: date | None
+    amount: Decimal
+    lines: list[MoneyLine]
+    booked: bool | None
 
 
 @dataclass(slots=True)
@@ -156,6 +264,45 @@ def build_register_body(invoice: Invoice, creditor_id: int) -> dict[str, Any]:
         "originalAmount": invoice.amount,
         "currencyCode": invoice.currency,
         "description": invoice.description,
+    }
+
+
+def _checked_lines(accounting_payment_id: str, lines: Sequence[MoneyLine]) -> list[MoneyLine]:
+    if not accounting_payment_id.strip():
+        raise ValueError("a payment or credit note needs a non-blank accounting payment id")
+    if not lines:
+        raise ValueError(f"payment {accounting_payment_id} covers no case")
+    ids = [line.kravia_id for line in lines]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"payment {accounting_payment_id} lists a case more than once: {ids}")
+    return list(lines)
+
+
+def build_payment_body(
+    *, accounting_payment_id: str, paid_on: date, description: str, lines: Sequence[MoneyLine]
+) -> dict[str, Any]:
+    """The `invoice/payment` body, with the guide's mixed casing; `amount` is the lines' sum."""
+    checked = _checked_lines(accounting_payment_id, lines)
+    return {
+        "date": paid_on.isoformat(),
+        "description": description,
+        "AccountingPaymentId": accounting_payment_id,
+        "amount": sum((line.amount for line in checked), Decimal(0)),
+        "invoices": [{"invoiceId": line.kravia_id, "amount": line.amount} for line in checked],
+    }
+
+
+def build_credit_note_body(
+    *, accounting_payment_id: str, credited_on: date, description: str, lines: Sequence[MoneyLine]
+) -> dict[str, Any]:
+    """The `invoice/creditnote` body, PascalCase as in the guide, every amount negative."""
+    checked = _checked_lines(accounting_payment_id, lines)
+    return {
+        "Date": credited_on.isoformat() + CREDIT_NOTE_TIME_SUFFIX,
+        "Amount": -sum((line.amount for line in checked), Decimal(0)),
+        "AccountingPaymentId": accounting_payment_id,
+        "Description": description,
+        "Invoices": [{"InvoiceId": line.kravia_id, "Amount": -line.amount} for line in checked],
     }
 
 
@@ -274,16 +421,39 @@ def format_dotnet_time(moment: datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond:06d}0"
 
 
-def _search_items(body: object) -> list[dict[str, Any]]:
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number Kravia can mean")
+
+
+def loads_exact(content: bytes | str) -> Any:  # noqa: ANN401 - JSON value
+    """Parse JSON with every fractional number as an exact Decimal (never through a float)."""
+    return json.loads(content, parse_float=Decimal, parse_constant=_reject_constant)
+
+
+def _json_exact(response: httpx.Response) -> Any:  # noqa: ANN401 - JSON value
+    try:
+        return loads_exact(response.content)
+    except ValueError as exc:
+        raise KraviaError(
+            Failure.TRANSIENT, f"Kravia's answer is not JSON: {response.text[:200]}"
+        ) from exc
+
+
+def _listed(body: object, keys: Sequence[str], what: str) -> list[Any]:
+    """The list an answer carries: the answer itself, or under one of `keys`."""
     if isinstance(body, list):
         items: object = body
     elif isinstance(body, dict):
-        items = next((body[key] for key in SEARCH_ITEMS_KEYS if key in body), None)
+        items = next((body[key] for key in keys if key in body), None)
     else:
         items = None
     if not isinstance(items, list):
-        raise ValueError(f"unrecognised search answer: {str(body)[:200]}")
-    return [item for item in items if isinstance(item, dict)]
+        raise ValueError(f"unrecognised {what} answer: {str(body)[:200]}")
+    return items
+
+
+def _search_items(body: object) -> list[dict[str, Any]]:
+    return [item for item in _listed(body, SEARCH_ITEMS_KEYS, "search") if isinstance(item, dict)]
 
 
 def _get_ci(item: Mapping[str, Any], name: str) -> Any:  # noqa: ANN401 - JSON value
@@ -418,21 +588,102 @@ class KraviaClient:
 
     async def start(self, kravia_id: int, *, message: str) -> None:
         """Start the collection process for a registered case."""
+        await self.send_action(kravia_id, ACTION_START, message=message)
+
+    async def send_action(self, kravia_id: int, action: str, *, message: str) -> None:
+        """Send a case action by name (`Start`; others, such as a pause, are configured: their
+        names are unpublished). Changes the case, so a lost answer is ambiguous."""
         await self._call(
             "action",
             "POST",
             ACTION_PATH.format(id=kravia_id),
             creates=True,
-            params={"action": ACTION_START},
+            params={"action": action},
             content=dumps_exact({"Message": message}),
             headers={"Content-Type": "application/json"},
         )
 
+    async def register_payment(
+        self,
+        *,
+        accounting_payment_id: str,
+        paid_on: date,
+        description: str,
+        lines: Sequence[MoneyLine],
+    ) -> None:
+        """Forward a payment the debtor made to the creditor. Kravia does not de-duplicate
+        payments, so a lost answer is AMBIGUOUS: look (`payment_recorded`), never resend."""
+        body = build_payment_body(
+            accounting_payment_id=accounting_payment_id,
+            paid_on=paid_on,
+            description=description,
+            lines=lines,
+        )
+        await self._call(
+            "payment",
+            "POST",
+            PAYMENT_PATH,
+            creates=True,
+            content=dumps_exact(body),
+            headers={"Content-Type": "application/json"},
+        )
+
+    async def register_credit_note(
+        self,
+        *,
+        accounting_payment_id: str,
+        credited_on: date,
+        description: str,
+        lines: Sequence[MoneyLine],
+    ) -> None:
+        """Forward a credit note (sent with negative amounts). A lost answer is AMBIGUOUS."""
+        body = build_credit_note_body(
+            accounting_payment_id=accounting_payment_id,
+            credited_on=credited_on,
+            description=description,
+            lines=lines,
+        )
+        await self._call(
+            "creditnote",
+            "POST",
+            CREDIT_NOTE_PATH,
+            creates=True,
+            content=dumps_exact(body),
+            headers={"Content-Type": "application/json"},
+        )
+
+    async def settlements(self, *, exclude_closed: bool = True) -> list[Settlement]:
+        """Kravia's payouts to the creditor; with `exclude_closed`, only those not yet booked.
+        An answer we cannot read in full fails (TRANSIENT): a payout we cannot see could be
+        echoed back as a payment."""
+        response = await self._call(
+            "settlements",
+            "GET",
+            SETTLEMENTS_PATH,
+            creates=False,
+            params={"ExcludeClosed": "true" if exclude_closed else "false"},
+        )
+        try:
+            return parse_settlements(_json_exact(response))
+        except ValueError as exc:
+            raise KraviaError(Failure.TRANSIENT, str(exc), status=response.status_code) from None
+
+    async def bookkeep_settlement(self, settlement_id: int, *, internal_accounting_id: str) -> None:
+        """Mark a settlement booked in the creditor's accounts under `internal_accounting_id`."""
+        await self._call(
+            "bookkeep",
+            "PATCH",
+            BOOKKEEP_PATH.format(id=settlement_id),
+            creates=BOOKKEEP_CREATES,
+            params={"internalAccountingId": internal_accounting_id},
+        )
+
     async def details(self, kravia_id: int) -> dict[str, Any]:
+        """The case's details, numbers parsed exactly (see `case_standing`)."""
         response = await self._call(
             "details", "GET", DETAILS_PATH.format(id=kravia_id), creates=False
         )
-        body = response.json()
+        body = _json_exact(response)
         if not isinstance(body, dict):
             raise KraviaError(Failure.TRANSIENT, f"unrecognised details answer: {str(body)[:200]}")
         return body
@@ -503,7 +754,7 @@ class KraviaClient:
                         "top": SEARCH_PAGE_SIZE,
                     },
                 )
-                return _search_items(response.json())
+                return _search_items(_json_exact(response))
             except (KraviaError, ValueError) as exc:
                 failure = exc.failure if isinstance(exc, KraviaError) else Failure.TRANSIENT
                 if failure is Failure.AUTH or attempt >= retries:
@@ -540,7 +791,7 @@ def _search_item(item: Mapping[str, Any]) -> SearchItem | None:
         return None
     aid = _get_ci(item, "accountingInvoiceId")
     number = _get_ci(item, "invoiceNo")
-    status = _get_ci(item, "status")
+    status = _get_ci(item, DETAILS_STATUS_KEY)
     updated = _get_ci(item, "lastUpdatedTime")
     return SearchItem(
         kravia_id=raw_id,
@@ -548,7 +799,168 @@ def _search_item(item: Mapping[str, Any]) -> SearchItem | None:
         invoice_number=None if number is None else str(number),
         status=None if status is None else str(status),
         updated=None if updated is None else str(updated),
+        remaining_capital=_decimal(_get_ci(item, DETAILS_REMAINING_CAPITAL_KEY)),
+        outstanding=_decimal(_get_ci(item, DETAILS_OUTSTANDING_KEY)),
     )
+
+
+# --- reading money back: pure parsers ---------------------------------------------------------
+
+
+def _decimal(value: object) -> Decimal | None:
+    """An exact amount from a JSON value; None when it is not one.
+
+    A float means the answer was parsed lossily (use `loads_exact`): that is a bug, not data.
+    """
+    if isinstance(value, float):
+        raise TypeError("amounts must be parsed exactly (json.loads(..., parse_float=Decimal))")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None
+    if isinstance(value, str):
+        try:
+            parsed = Decimal(value.strip())
+        except ArithmeticError:
+            return None
+        return parsed if parsed.is_finite() else None
+    return None
+
+
+def _date_of(value: object) -> date | None:
+    """The calendar date of `2024-07-16` or `2024-07-16T00:00:00[...]`; None otherwise."""
+    if not isinstance(value, str) or len(value) < 10 or value[10:11] not in {"", "T", " "}:
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def _int_id(value: object) -> int | None:
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def _closed(status: str | None) -> bool | None:
+    if status is None:
+        return None
+    lowered = status.lower()
+    if lowered in CLOSED_STATUSES:
+        return True
+    return False if lowered in OPEN_STATUSES else None
+
+
+def _recorded_payment(entry: object) -> RecordedPayment | None:
+    """One entry of the details' payments; None when it cannot be read."""
+    if not isinstance(entry, dict):
+        return None
+    raw_type = _get_ci(entry, PAYMENT_TYPE_KEY)
+    kind = PaymentKind(PAYMENT_TYPES.get(str(raw_type).lower(), PaymentKind.UNKNOWN))
+    amount = _decimal(_get_ci(entry, PAYMENT_AMOUNT_KEY))
+    applied = _decimal(_get_ci(entry, PAYMENT_APPLIED_KEY))
+    if amount is None:
+        return None
+    if kind is PaymentKind.CREDIT_NOTE:  # Kravia takes credit notes as negative amounts
+        amount, applied = abs(amount), None if applied is None else abs(applied)
+    elif amount < 0 or (applied is not None and applied < 0):
+        return None  # a negative payment (a reversal?) is not something we can interpret
+    raw_id = _get_ci(entry, PAYMENT_ID_KEY)
+    return RecordedPayment(
+        accounting_payment_id=None if raw_id is None or raw_id == "" else str(raw_id),
+        amount=amount,
+        paid_on=_date_of(_get_ci(entry, PAYMENT_DATE_KEY)),
+        kind=kind,
+        applied=applied,
+    )
+
+
+def _recorded_payments(value: object) -> list[RecordedPayment] | None:
+    """The payments, or None when there is no list or any entry cannot be read: a partial
+    list could hide the very payment someone is looking for."""
+    if not isinstance(value, list):
+        return None
+    payments = [_recorded_payment(entry) for entry in value]
+    return None if None in payments else [p for p in payments if p is not None]
+
+
+def case_standing(details: Mapping[str, Any]) -> CaseStanding:
+    """Where a case stands according to its details (`KraviaClient.details`). What the
+    details do not say is None, never a guess."""
+    raw_status = _get_ci(details, DETAILS_STATUS_KEY)
+    status = None if raw_status is None else str(raw_status)
+    return CaseStanding(
+        status=status,
+        remaining_capital=_decimal(_get_ci(details, DETAILS_REMAINING_CAPITAL_KEY)),
+        outstanding=_decimal(_get_ci(details, DETAILS_OUTSTANDING_KEY)),
+        closed=_closed(status),
+        payments=_recorded_payments(_get_ci(details, DETAILS_PAYMENTS_KEY)),
+    )
+
+
+def payment_recorded(
+    standing: CaseStanding, accounting_payment_id: str, *, kind: PaymentKind | None = None
+) -> bool | None:
+    """Whether Kravia lists our payment or credit note `accounting_payment_id` on the case.
+
+    None when that cannot be told: the details list no payments, or an entry that could be
+    ours carries no id (or, with `kind`, carries our id but no recognisable type). False only
+    when every entry that could be ours is listed with another id. Give `kind` when payment
+    and credit note ids may coincide in the source.
+    """
+    if standing.payments is None:
+        return None
+    could_be_ours = [
+        p
+        for p in standing.payments
+        if p.kind is not PaymentKind.COLLECTED
+        and (kind is None or p.kind in {kind, PaymentKind.UNKNOWN})
+    ]
+    same_id = [p for p in could_be_ours if p.accounting_payment_id == accounting_payment_id]
+    if any(kind is None or p.kind is kind for p in same_id):
+        return True
+    if same_id or any(p.accounting_payment_id is None for p in could_be_ours):
+        return None
+    return False
+
+
+def _settlement_line(item: object) -> MoneyLine:
+    if not isinstance(item, dict):
+        raise ValueError(f"unrecognised settlement line: {str(item)[:200]}")
+    kravia_id = _int_id(_get_ci(item, "invoiceId"))
+    amount = _decimal(_get_ci(item, "amount"))
+    if kravia_id is None or amount is None or amount <= 0:
+        raise ValueError(f"unrecognised settlement line: {str(item)[:200]}")
+    return MoneyLine(kravia_id, amount)
+
+
+def _settlement(item: object) -> Settlement:
+    if not isinstance(item, dict):
+        raise ValueError(f"unrecognised settlement: {str(item)[:200]}")
+    settlement_id = _int_id(_get_ci(item, "id"))
+    amount = _decimal(_get_ci(item, "amount"))
+    lines = _get_ci(item, SETTLEMENT_LINES_KEY)
+    if settlement_id is None or amount is None or not isinstance(lines, list):
+        raise ValueError(f"unrecognised settlement: {str(item)[:200]}")
+    booked = _get_ci(item, SETTLEMENT_BOOKED_KEY)
+    return Settlement(
+        id=settlement_id,
+        settled_on=_date_of(_get_ci(item, SETTLEMENT_DATE_KEY)),
+        amount=amount,
+        lines=[_settlement_line(line) for line in lines],
+        booked=booked if isinstance(booked, bool) else None,
+    )
+
+
+def parse_settlements(body: object) -> list[Settlement]:
+    """Settlements from a `GET settlements` answer (parsed with `loads_exact`). ValueError
+    when any of it cannot be read: a payout we cannot see must not pass unnoticed."""
+    return [_settlement(item) for item in _listed(body, SETTLEMENT_ITEMS_KEYS, "settlements")]
 
 
 def documents_of(details: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:

@@ -11,19 +11,52 @@ API (all under `/api/v2/`, header `Authorization: <token>`):
   "status"}`; 400 ASP.NET validation problem. NOT idempotent: the same body twice makes two
   cases (so tests can detect duplicates).
 - `POST invoice/{id}/document?type=Invoice` - multipart part `file` (or JSON `{"file": b64}`).
-- `POST invoice/{id}/action?action=Start` - JSON `{"Message": "..."}`.
-- `GET invoice/search?byAscending=&lastUpdatedTime=&orderBy=11&skip=&top=`.
-- `GET invoice/{id}/details`.
+- `POST invoice/{id}/action?action=Start|Pause|Resume` - JSON `{"Message": "..."}`. Start
+  needs a registered case, Pause a started one, Resume a paused one (Pause and Resume are
+  ASSUMED names).
+- `GET invoice/search?byAscending=&lastUpdatedTime=&orderBy=11&skip=&top=` - `{"totalCount",
+  "items": [{"id", "invoiceNo", "accountingInvoiceId", "status", "currencyCode",
+  "originalAmount", "remainingAmount", "outstandingAmount", "lastUpdatedTime"}]}`.
+- `GET invoice/{id}/details` - the summary plus `debtorName`, `documents`, `payments`
+  (`[{"id", "type": "Payment"|"CreditNote"|"Collected", "accountingPaymentId", "date",
+  "amount", "appliedAmount", "settlementId", "registeredTime"}]`, credit notes negative),
+  `availableActions` and `timeline`.
+- `POST invoice/payment` - `{"date", "description", "AccountingPaymentId", "amount",
+  "invoices": [{"invoiceId", "amount"}]}`, amounts > 0 and the lines summing to `amount`.
+- `POST invoice/creditnote` - `{"Date", "Amount", "AccountingPaymentId", "Description",
+  "Invoices": [{"InvoiceId", "Amount"}]}`, amounts < 0.
+  Both take each line off its case's capital, at most what remains (the excess is ignored);
+  a case whose capital reaches 0 is `Closed`. Neither is de-duplicated by
+  AccountingPaymentId: the same payment sent twice counts twice.
+- `GET settlements?ExcludeClosed=true` - `{"totalCount", "items": [{"id", "settlementDate",
+  "amount", "currencyCode", "isBooked", "internalAccountingId", "invoices": [{"invoiceId",
+  "invoiceNo", "accountingInvoiceId", "amount"}]}]}`; ExcludeClosed leaves out booked ones.
+- `PATCH settlements/{id}/bookkeep?internalAccountingId=...` - marks a settlement booked
+  (again under the same id: no change; under another id: 400).
+
+Status names (ASSUMED): Registered -> CollectionStarted (<-> Paused) and Closed once nothing
+remains of the capital. No fees or interest are simulated: outstanding = remaining capital.
 
 Control endpoints (no auth) under `/_sim/`: `GET cases`, `GET cases/{id}/documents/{n}`
 (n is the 0-based position in the case's document list), `GET calls`, `GET faults`,
-`PUT faults`, `POST reset`.
+`PUT faults`, `POST reset`, and for money:
+
+- `GET payments` - every payment, credit note and payout accepted, in order:
+  `[{"seq", "type", "accountingPaymentId", "date", "description", "amount", "invoices":
+  [{"invoiceId", "amount", "appliedAmount"}], "settlementId", "received"}]`.
+- `POST payout` - `{"invoiceId", "amount"}` or `{"invoices": [{"invoiceId", "amount"}]}`,
+  optional `"date"`: the debtor paid Kravia and Kravia paid the creditor out. Each amount
+  comes off the case's capital as a `Collected` payment and one unbooked settlement covers
+  them; answers the settlement. 400 `{"error"}` for an unknown or closed case or an amount
+  not in (0, remaining capital].
+- `GET settlements` - every settlement, booked or not.
 
 `calls()` / `GET /_sim/calls` answers::
 
     {"total": 7,
      "register": {"200": 3, "0": 1}, "document": {...}, "action": {...},
-     "search": {...}, "details": {...},          # counts by HTTP status (0: dropped)
+     "search": {...}, "details": {...}, "payment": {...}, "creditnote": {...},
+     "settlements": {...}, "bookkeep": {...},    # counts by HTTP status (0: dropped)
      "processed": {"register": 4, "document": 0, ...}}   # calls whose effect was applied
 """
 
@@ -44,7 +77,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -74,21 +107,52 @@ __all__ = [
     "serve",
 ]
 
-OPERATIONS: Final[tuple[str, ...]] = ("register", "document", "action", "search", "details")
-MUTATING_OPERATIONS: Final[frozenset[str]] = frozenset({"register", "document", "action"})
+OPERATIONS: Final[tuple[str, ...]] = (
+    "register",
+    "document",
+    "action",
+    "search",
+    "details",
+    "payment",
+    "creditnote",
+    "settlements",
+    "bookkeep",
+)
+MUTATING_OPERATIONS: Final[frozenset[str]] = frozenset(
+    {"register", "document", "action", "payment", "creditnote", "bookkeep"}
+)
 
 FIRST_CASE_ID: Final = 1_000_001
 FIRST_DOCUMENT_ID: Final = 500_001
+FIRST_PAYMENT_ID: Final = 700_001
+FIRST_SETTLEMENT_ID: Final = 90_001
 CLAIM_TYPE: Final = "CollectionCase"
 DOCUMENT_TYPES: Final = frozenset({"Invoice"})
 ACTION_START: Final = "Start"
+# ASSUMED (unpublished in Kravia's guides): the names of the pause and resume actions.
+ACTION_PAUSE: Final = "Pause"
+ACTION_RESUME: Final = "Resume"
+# ASSUMED: how a payment is typed in a case's details.
+PAYMENT_TYPE: Final = "Payment"  # the debtor paid the creditor directly (invoice/payment)
+CREDIT_NOTE_TYPE: Final = "CreditNote"  # the creditor credited the claim (invoice/creditnote)
+COLLECTED_TYPE: Final = "Collected"  # the debtor paid Kravia, which paid the creditor out
 ORDER_BY_LAST_UPDATED: Final = 11
 DEFAULT_TOP: Final = 20
 MAX_TOP: Final = 100
 MAX_BODY_BYTES: Final = 25 * 1024 * 1024
+# ASSUMED: case status names. Registered until Start; Closed once the capital reaches 0.
 STATUS_REGISTERED: Final = "Registered"
 STATUS_STARTED: Final = "CollectionStarted"
-DATA_FILE_FORMAT: Final = "kravia-sync-simulator/1"
+STATUS_PAUSED: Final = "Paused"
+STATUS_CLOSED: Final = "Closed"
+# action -> (the status it needs, the status it leads to)
+_ACTIONS: Final[Mapping[str, tuple[str, str]]] = {
+    ACTION_START: (STATUS_REGISTERED, STATUS_STARTED),
+    ACTION_PAUSE: (STATUS_STARTED, STATUS_PAUSED),
+    ACTION_RESUME: (STATUS_PAUSED, STATUS_STARTED),
+}
+DATA_FILE_FORMAT: Final = "kravia-sync-simulator/2"
+_OLDER_DATA_FILE_FORMATS: Final = frozenset({"kravia-sync-simulator/1"})
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _TICKS_PER_SECOND: Final = 10_000_000
@@ -503,6 +567,130 @@ def validate_register(
     )
 
 
+def _int32_field(errors: _Errors, key: str, value: object) -> int | None:
+    if value is _ABSENT or value is None:
+        errors.add(key, f"The {_leaf(key)} field is required.")
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not _INT32_MIN <= value <= _INT32_MAX
+    ):
+        errors.add(key, _CONVERT.format("System.Int32"))
+        return None
+    return value
+
+
+def _signed_amount(errors: _Errors, key: str, value: object, *, negative: bool) -> Decimal | None:
+    """A decimal amount that must be below 0 (`negative`) or above 0."""
+    if value is _ABSENT or value is None:
+        errors.add(key, f"The {_leaf(key)} field is required.")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        errors.add(key, _CONVERT.format("System.Decimal"))
+        return None
+    amount = Decimal(value)
+    if not amount.is_finite() or abs(amount) > _MAX_DECIMAL:
+        errors.add(key, _CONVERT.format("System.Decimal"))
+        return None
+    if negative and amount >= 0:
+        errors.add(key, f"The field {_leaf(key)} must be less than 0.")
+        return None
+    if not negative and amount <= 0:
+        errors.add(key, f"The field {_leaf(key)} must be greater than 0.")
+        return None
+    return amount
+
+
+@dataclass(frozen=True)
+class _MoneyLine:
+    invoice_id: int
+    amount: Decimal  # as sent: negative on a credit note
+
+
+@dataclass(frozen=True)
+class _MoneyRequest:
+    """A validated `invoice/payment` or `invoice/creditnote` body."""
+
+    type: str  # PAYMENT_TYPE or CREDIT_NOTE_TYPE
+    accounting_payment_id: str
+    on: date
+    description: str | None
+    amount: Decimal
+    lines: tuple[_MoneyLine, ...]
+
+
+def _money_lines(errors: _Errors, value: object, *, negative: bool) -> list[_MoneyLine] | None:
+    key = "Invoices"
+    if value is _ABSENT or value is None:
+        errors.add(key, "The Invoices field is required.")
+        return None
+    if not isinstance(value, list):
+        errors.add(key, _CONVERT.format("System.Collections.Generic.List`1[InvoiceAmount]"))
+        return None
+    if not value:
+        errors.add(key, "The Invoices field must list at least one invoice.")
+        return None
+    lines: list[_MoneyLine] = []
+    seen: set[int] = set()
+    for index, item in enumerate(value):
+        prefix = f"{key}[{index}]"
+        if not isinstance(item, dict):
+            errors.add(prefix, _CONVERT.format("InvoiceAmount"))
+            continue
+        line = _ci(item)
+        invoice_id = _int32_field(errors, f"{prefix}.InvoiceId", line.get("invoiceid", _ABSENT))
+        amount = _signed_amount(
+            errors, f"{prefix}.Amount", line.get("amount", _ABSENT), negative=negative
+        )
+        if invoice_id is not None and invoice_id in seen:
+            errors.add(f"{prefix}.InvoiceId", f"Invoice {invoice_id} is listed more than once.")
+            continue
+        if invoice_id is not None:
+            seen.add(invoice_id)
+        if invoice_id is not None and amount is not None:
+            lines.append(_MoneyLine(invoice_id, amount))
+    return lines
+
+
+def validate_money(
+    body: object, *, credit_note: bool
+) -> tuple[dict[str, list[str]], _MoneyRequest | None]:
+    """ASP.NET-style validation of an `invoice/payment` (or, with `credit_note`, an
+    `invoice/creditnote`) body: (errors by field, the request). Whether the invoices exist is
+    checked by the caller, against the cases held."""
+    errors = _Errors()
+    what = "credit note" if credit_note else "payment"
+    if not isinstance(body, dict):
+        errors.add("$", _CONVERT.format(f"the {what} request (a JSON object)"))
+        return errors.items, None
+    data = _ci(body)
+    accounting_id = _required_string(
+        errors, "AccountingPaymentId", data.get("accountingpaymentid", _ABSENT)
+    )
+    on = _date_field(errors, "Date", data.get("date", _ABSENT))
+    description = _optional_string(errors, "Description", data.get("description", _ABSENT))
+    amount = _signed_amount(errors, "Amount", data.get("amount", _ABSENT), negative=credit_note)
+    lines = _money_lines(errors, data.get("invoices", _ABSENT), negative=credit_note)
+    if amount is not None and lines is not None and not errors.items:
+        total = sum((line.amount for line in lines), Decimal(0))
+        if total != amount:
+            errors.add(
+                "Amount",
+                f"The field Amount ({amount}) must equal the sum of the Invoices ({total}).",
+            )
+    if errors.items or accounting_id is None or on is None or amount is None or not lines:
+        return errors.items, None
+    return errors.items, _MoneyRequest(
+        type=CREDIT_NOTE_TYPE if credit_note else PAYMENT_TYPE,
+        accounting_payment_id=accounting_id,
+        on=on,
+        description=description,
+        amount=amount,
+        lines=tuple(lines),
+    )
+
+
 # --- state ------------------------------------------------------------------------------------
 
 
@@ -520,6 +708,112 @@ class _Document:
 
 
 @dataclass
+class _Payment:
+    """Money recorded against one case: a payment, a credit note or a Kravia payout."""
+
+    id: int
+    type: str
+    accounting_payment_id: str | None
+    on: date
+    amount: Decimal  # as received: negative for a credit note
+    applied: Decimal  # what reduced the capital, with the same sign
+    registered: datetime
+    settlement_id: int | None = None
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "accountingPaymentId": self.accounting_payment_id,
+            "date": self.on.isoformat(),
+            "amount": self.amount,
+            "appliedAmount": self.applied,
+            "settlementId": self.settlement_id,
+            "registeredTime": format_dotnet_time(self.registered),
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        return self.view() | {"registeredTime": _iso(self.registered)}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> _Payment:
+        settlement = record.get("settlementId")
+        return cls(
+            id=int(record["id"]),
+            type=str(record["type"]),
+            accounting_payment_id=record["accountingPaymentId"],
+            on=date.fromisoformat(record["date"]),
+            amount=Decimal(record["amount"]),
+            applied=Decimal(record["appliedAmount"]),
+            registered=datetime.fromisoformat(record["registeredTime"]),
+            settlement_id=None if settlement is None else int(settlement),
+        )
+
+
+@dataclass
+class _Settlement:
+    """A payout from Kravia to the creditor, covering money collected on one or more cases."""
+
+    id: int
+    on: date
+    lines: list[tuple[int, Decimal]]  # (case id, amount)
+    created: datetime
+    internal_accounting_id: str | None = None
+
+    @property
+    def amount(self) -> Decimal:
+        return sum((amount for _, amount in self.lines), Decimal(0))
+
+    @property
+    def booked(self) -> bool:
+        return self.internal_accounting_id is not None
+
+    def view(self, cases: Mapping[int, _Case]) -> dict[str, Any]:
+        """The ASSUMED wire shape of one item of `GET settlements`."""
+        return {
+            "id": self.id,
+            "settlementDate": self.on.isoformat(),
+            "amount": self.amount,
+            "currencyCode": next(
+                (cases[case_id].currency_code for case_id, _ in self.lines if case_id in cases),
+                "NOK",
+            ),
+            "isBooked": self.booked,
+            "internalAccountingId": self.internal_accounting_id,
+            "invoices": [
+                {
+                    "invoiceId": case_id,
+                    "invoiceNo": cases[case_id].invoice_no if case_id in cases else None,
+                    "accountingInvoiceId": (
+                        cases[case_id].accounting_invoice_id if case_id in cases else None
+                    ),
+                    "amount": amount,
+                }
+                for case_id, amount in self.lines
+            ],
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "date": self.on.isoformat(),
+            "lines": [{"invoiceId": case_id, "amount": amount} for case_id, amount in self.lines],
+            "created": _iso(self.created),
+            "internalAccountingId": self.internal_accounting_id,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> _Settlement:
+        return cls(
+            id=int(record["id"]),
+            on=date.fromisoformat(record["date"]),
+            lines=[(int(line["invoiceId"]), Decimal(line["amount"])) for line in record["lines"]],
+            created=datetime.fromisoformat(record["created"]),
+            internal_accounting_id=record["internalAccountingId"],
+        )
+
+
+@dataclass
 class _Case:
     id: int
     invoice_no: str
@@ -534,10 +828,32 @@ class _Case:
     updated: datetime
     documents: list[_Document] = field(default_factory=list)
     timeline: list[tuple[datetime, str]] = field(default_factory=list)
+    payments: list[_Payment] = field(default_factory=list)
+    started: datetime | None = None  # when collection was started, whatever came after
 
     @property
     def available_actions(self) -> list[str]:
-        return [ACTION_START] if self.status == STATUS_REGISTERED else []
+        return [name for name, (needs, _) in _ACTIONS.items() if self.status == needs]
+
+    @property
+    def outstanding_amount(self) -> Decimal:
+        """What the debtor still owes. The simulator charges no fees or interest, so this is
+        the remaining capital; in Kravia it also holds fees and interest."""
+        return self.remaining_amount
+
+    def touch(self, now: datetime, event: str) -> None:
+        self.updated = now
+        self.timeline.append((now, event))
+
+    def record(self, payment: _Payment, event: str) -> None:
+        """Book money against the capital: `payment.applied` is already clamped (see
+        `Simulator._apply_money`). A case whose capital reaches 0 is closed."""
+        self.remaining_amount -= abs(payment.applied)
+        self.payments.append(payment)
+        self.touch(payment.registered, event)
+        if self.remaining_amount == 0 and self.status != STATUS_CLOSED:
+            self.status = STATUS_CLOSED
+            self.touch(payment.registered, "Closed: nothing remains of the capital")
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -548,6 +864,7 @@ class _Case:
             "currencyCode": self.currency_code,
             "originalAmount": self.original_amount,
             "remainingAmount": self.remaining_amount,
+            "outstandingAmount": self.outstanding_amount,
             "lastUpdatedTime": format_dotnet_time(self.updated),
         }
 
@@ -559,12 +876,14 @@ class _Case:
             "status": self.status,
             "originalAmount": self.original_amount,
             "remainingAmount": self.remaining_amount,
+            "outstandingAmount": self.outstanding_amount,
             "currencyCode": self.currency_code,
             "debtorName": self.debtor_name,
             "documents": [
                 {"id": d.id, "type": d.type, "fileName": d.file_name, "size": len(d.content)}
                 for d in self.documents
             ],
+            "payments": [payment.view() for payment in self.payments],
             "availableActions": self.available_actions,
             "lastUpdatedTime": format_dotnet_time(self.updated),
             "timeline": [
@@ -579,12 +898,14 @@ class _Case:
             "invoiceNo": self.invoice_no,
             "accountingInvoiceId": self.accounting_invoice_id,
             "status": self.status,
-            "started": self.status == STATUS_STARTED,
+            "started": self.started is not None,
             "currencyCode": self.currency_code,
             "originalAmount": self.original_amount,
             "remainingAmount": self.remaining_amount,
+            "outstandingAmount": self.outstanding_amount,
             "debtorName": self.debtor_name,
             "body": copy.deepcopy(self.body),
+            "payments": [payment.view() for payment in self.payments],
             "documents": [
                 {
                     "id": d.id,
@@ -625,6 +946,8 @@ class _Case:
                 for d in self.documents
             ],
             "timeline": [{"time": _iso(moment), "event": event} for moment, event in self.timeline],
+            "payments": [payment.to_record() for payment in self.payments],
+            "started": None if self.started is None else _iso(self.started),
         }
 
     @classmethod
@@ -655,7 +978,16 @@ class _Case:
                 (datetime.fromisoformat(item["time"]), str(item["event"]))
                 for item in record["timeline"]
             ],
+            payments=[_Payment.from_record(item) for item in record.get("payments", [])],
+            started=_started_from_record(record),
         )
+
+
+def _started_from_record(record: Mapping[str, Any]) -> datetime | None:
+    """When collection started; older data files only tell it by the status."""
+    if "started" in record:
+        return None if record["started"] is None else datetime.fromisoformat(record["started"])
+    return datetime.fromisoformat(record["updated"]) if record["status"] == STATUS_STARTED else None
 
 
 @dataclass
@@ -782,8 +1114,12 @@ class Simulator:
         self._rng = random.Random(self._faults.seed)
         self._rng_key: tuple[int, int | None] = (id(self._faults), self._faults.seed)
         self._cases: dict[int, _Case] = {}
+        self._ledger: list[dict[str, Any]] = []  # every payment, credit note and payout, in order
+        self._settlements: dict[int, _Settlement] = {}
         self._next_id = FIRST_CASE_ID
         self._next_document_id = FIRST_DOCUMENT_ID
+        self._next_payment_id = FIRST_PAYMENT_ID
+        self._next_settlement_id = FIRST_SETTLEMENT_ID
         self._last_time = datetime.fromtimestamp(0, UTC)
         self._total_calls = 0
         self._statuses: dict[str, dict[int, int]] = {name: {} for name in OPERATIONS}
@@ -798,6 +1134,22 @@ class Simulator:
                     f"{api}/register", self._endpoint("register", self._register), methods=["POST"]
                 ),
                 Route(f"{api}/search", self._endpoint("search", self._search), methods=["GET"]),
+                Route(f"{api}/payment", self._endpoint("payment", self._payment), methods=["POST"]),
+                Route(
+                    f"{api}/creditnote",
+                    self._endpoint("creditnote", self._credit_note),
+                    methods=["POST"],
+                ),
+                Route(
+                    "/api/v2/settlements",
+                    self._endpoint("settlements", self._list_settlements),
+                    methods=["GET"],
+                ),
+                Route(
+                    "/api/v2/settlements/{id:int}/bookkeep",
+                    self._endpoint("bookkeep", self._bookkeep),
+                    methods=["PATCH"],
+                ),
                 Route(
                     f"{api}/{{id:int}}/document",
                     self._endpoint("document", self._document),
@@ -820,6 +1172,9 @@ class Simulator:
                     methods=["GET"],
                 ),
                 Route("/_sim/calls", self._control_calls, methods=["GET"]),
+                Route("/_sim/payments", self._control_payments, methods=["GET"]),
+                Route("/_sim/payout", self._control_payout, methods=["POST"]),
+                Route("/_sim/settlements", self._control_settlements, methods=["GET"]),
                 Route("/_sim/faults", self._control_faults, methods=["GET", "PUT"]),
                 Route("/_sim/reset", self._control_reset, methods=["POST"]),
             ]
@@ -850,6 +1205,82 @@ class Simulator:
                 raise KeyError((case_id, index))
             return case.documents[index].content
 
+    def payments(self) -> list[dict[str, Any]]:
+        """Every payment, credit note and payout accepted, in order (`GET /_sim/payments`).
+
+        Nothing is de-duplicated: the same AccountingPaymentId sent twice is listed twice.
+        """
+        with self._lock:
+            return copy.deepcopy(self._ledger)
+
+    def settlements(self) -> list[dict[str, Any]]:
+        """Every settlement, booked or not, in id order (`GET /_sim/settlements`)."""
+        with self._lock:
+            return [self._settlements[key].view(self._cases) for key in sorted(self._settlements)]
+
+    def payout(
+        self, lines: Sequence[tuple[int, Decimal]], *, on: date | None = None
+    ) -> dict[str, Any]:
+        """The debtor paid Kravia and Kravia paid the creditor out: each (case id, amount)
+        comes off that case's capital as a `Collected` payment, and one settlement covers them
+        all. ValueError when a case is unknown or closed or an amount is not in (0, capital].
+        """
+        with self._lock:
+            problems = self._payout_problems(lines)
+            if problems:
+                raise ValueError("; ".join(problems))
+            now = self._tick()
+            settlement = _Settlement(
+                id=self._next_settlement_id,
+                on=on or now.date(),
+                lines=[(case_id, amount) for case_id, amount in lines],
+                created=now,
+            )
+            self._next_settlement_id += 1
+            self._settlements[settlement.id] = settlement
+            applied_lines = []
+            for case_id, amount in lines:
+                payment = self._new_payment(
+                    COLLECTED_TYPE,
+                    None,
+                    on=settlement.on,
+                    amount=amount,
+                    applied=amount,
+                    now=now,
+                    settlement_id=settlement.id,
+                )
+                self._cases[case_id].record(payment, f"Payment collected by Kravia: {amount}")
+                applied_lines.append((case_id, amount, amount))
+            self._log_money(
+                COLLECTED_TYPE,
+                None,
+                on=settlement.on,
+                description=None,
+                lines=applied_lines,
+                now=now,
+                settlement_id=settlement.id,
+            )
+            self._save()
+            return settlement.view(self._cases)
+
+    def _payout_problems(self, lines: Sequence[tuple[int, Decimal]]) -> list[str]:
+        problems: list[str] = []
+        if not lines:
+            problems.append("a payout needs at least one invoice")
+        if len({case_id for case_id, _ in lines}) != len(lines):
+            problems.append("an invoice is listed more than once")
+        for case_id, amount in lines:
+            case = self._cases.get(case_id)
+            if case is None:
+                problems.append(f"invoice {case_id} does not exist")
+            elif case.status == STATUS_CLOSED:
+                problems.append(f"invoice {case_id} is closed")
+            elif not isinstance(amount, Decimal) or not 0 < amount <= case.remaining_amount:
+                problems.append(
+                    f"invoice {case_id}: the amount {amount} is not in (0, {case.remaining_amount}]"
+                )
+        return problems
+
     def calls(self) -> dict[str, Any]:
         """Counts of API calls received (the same as `GET /_sim/calls`)."""
         with self._lock:
@@ -865,6 +1296,8 @@ class Simulator:
         """Forget every case, call count and fault (ids keep increasing: they are never reused)."""
         with self._lock:
             self._cases.clear()
+            self._ledger.clear()
+            self._settlements.clear()
             self._total_calls = 0
             self._statuses = {name: {} for name in OPERATIONS}
             self._processed = dict.fromkeys(OPERATIONS, 0)
@@ -885,6 +1318,59 @@ class Simulator:
             now = self._last_time + timedelta(microseconds=1)
         self._last_time = now
         return now
+
+    def _new_payment(
+        self,
+        kind: str,
+        accounting_payment_id: str | None,
+        *,
+        on: date,
+        amount: Decimal,
+        applied: Decimal,
+        now: datetime,
+        settlement_id: int | None = None,
+    ) -> _Payment:
+        payment = _Payment(
+            id=self._next_payment_id,
+            type=kind,
+            accounting_payment_id=accounting_payment_id,
+            on=on,
+            amount=amount,
+            applied=applied,
+            registered=now,
+            settlement_id=settlement_id,
+        )
+        self._next_payment_id += 1
+        return payment
+
+    def _log_money(
+        self,
+        kind: str,
+        accounting_payment_id: str | None,
+        *,
+        on: date,
+        description: str | None,
+        lines: Sequence[tuple[int, Decimal, Decimal]],
+        now: datetime,
+        settlement_id: int | None = None,
+    ) -> None:
+        """Append to the ledger `GET /_sim/payments` shows: (case id, amount, applied) lines."""
+        self._ledger.append(
+            {
+                "seq": len(self._ledger) + 1,
+                "type": kind,
+                "accountingPaymentId": accounting_payment_id,
+                "date": on.isoformat(),
+                "description": description,
+                "amount": sum((amount for _, amount, _ in lines), Decimal(0)),
+                "invoices": [
+                    {"invoiceId": case_id, "amount": amount, "appliedAmount": applied}
+                    for case_id, amount, applied in lines
+                ],
+                "settlementId": settlement_id,
+                "received": _iso(now),
+            }
+        )
 
     def _record(self, operation: str, status: int, *, processed: bool) -> None:
         with self._lock:
@@ -930,7 +1416,13 @@ class Simulator:
             "format": DATA_FILE_FORMAT,
             "nextId": self._next_id,
             "nextDocumentId": self._next_document_id,
+            "nextPaymentId": self._next_payment_id,
+            "nextSettlementId": self._next_settlement_id,
             "cases": [self._cases[key].to_record() for key in sorted(self._cases)],
+            "ledger": self._ledger,
+            "settlements": [
+                self._settlements[key].to_record() for key in sorted(self._settlements)
+            ],
         }
 
     def _save(self) -> None:
@@ -959,7 +1451,8 @@ class Simulator:
             return
         except ValueError as exc:
             raise ValueError(f"{path}: not a simulator data file ({exc})") from exc
-        if not isinstance(raw, dict) or raw.get("format") != DATA_FILE_FORMAT:
+        known = {DATA_FILE_FORMAT, *_OLDER_DATA_FILE_FORMATS}
+        if not isinstance(raw, dict) or raw.get("format") not in known:
             raise ValueError(
                 f"{path}: not a simulator data file (format is not {DATA_FILE_FORMAT})"
             )
@@ -967,13 +1460,23 @@ class Simulator:
             cases = [_Case.from_record(record) for record in raw["cases"]]
             next_id = int(raw["nextId"])
             next_document_id = int(raw["nextDocumentId"])
+            next_payment_id = int(raw.get("nextPaymentId", FIRST_PAYMENT_ID))
+            next_settlement_id = int(raw.get("nextSettlementId", FIRST_SETTLEMENT_ID))
+            ledger = [dict(entry) for entry in raw.get("ledger", [])]
+            settlements = [_Settlement.from_record(item) for item in raw.get("settlements", [])]
         except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise ValueError(f"{path}: not a simulator data file ({exc})") from exc
         self._cases = {case.id: case for case in cases}
+        self._ledger = ledger
+        self._settlements = {settlement.id: settlement for settlement in settlements}
         self._next_id = max([next_id, *(case.id + 1 for case in cases)])
         self._next_document_id = max(
             [next_document_id, *(d.id + 1 for case in cases for d in case.documents)]
         )
+        self._next_payment_id = max(
+            [next_payment_id, *(pay.id + 1 for case in cases for pay in case.payments)]
+        )
+        self._next_settlement_id = max([next_settlement_id, *(item.id + 1 for item in settlements)])
         times = [case.updated for case in cases]
         if times:
             self._last_time = max(times)
@@ -1038,13 +1541,9 @@ class Simulator:
     # --- internals: the operations ---
 
     async def _register(self, request: Request, body: bytes) -> _Outcome:
-        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media_type != "application/json" and not media_type.endswith("+json"):
-            return _problem(415)
-        try:
-            parsed = _loads(body)
-        except ValueError:
-            return _problem(400, _body_error(body))
+        parsed = _json_body(request, body)
+        if isinstance(parsed, _Outcome):
+            return parsed
         errors, registration = validate_register(parsed, self._creditor_id)
         if registration is None or not isinstance(parsed, dict):
             return _problem(400, errors)
@@ -1115,7 +1614,7 @@ class Simulator:
         action = _query(request, "action")
         if action is None:
             errors.add("Action", "The Action field is required.")
-        elif action != ACTION_START:
+        elif action not in _ACTIONS:
             errors.add("Action", f"The value '{action}' is not valid for Action.")
         message: str | None = None
         if body.strip():
@@ -1127,21 +1626,119 @@ class Simulator:
                 errors.add("$", _CONVERT.format("the action request (a JSON object)"))
             else:
                 message = _optional_string(errors, "Message", _ci(parsed).get("message", _ABSENT))
-        if errors.items:
+        if errors.items or action is None:
             return _problem(400, errors.items)
         with self._lock:
             case = self._cases.get(case_id)
             if case is None:
                 return _problem(404)
-            if ACTION_START not in case.available_actions:
+            if action not in case.available_actions:
                 return _problem(
-                    400, {"Action": ["Action Start is not available for this invoice."]}
+                    400, {"Action": [f"Action {action} is not available for this invoice."]}
                 )
             now = self._tick()
-            case.status = STATUS_STARTED
-            case.updated = now
-            event = "Collection started" + (f": {message}" if message else "")
-            case.timeline.append((now, event))
+            _, case.status = _ACTIONS[action]
+            if action == ACTION_START:
+                case.started = now
+            event = _ACTION_EVENTS[action] + (f": {message}" if message else "")
+            case.touch(now, event)
+            self._save()
+        return _Outcome(200, {"success": True}, processed=True)
+
+    async def _payment(self, request: Request, body: bytes) -> _Outcome:
+        return await self._money(request, body, credit_note=False)
+
+    async def _credit_note(self, request: Request, body: bytes) -> _Outcome:
+        return await self._money(request, body, credit_note=True)
+
+    async def _money(self, request: Request, body: bytes, *, credit_note: bool) -> _Outcome:
+        """`invoice/payment` and `invoice/creditnote`: validate, then take each line off its
+        case's capital (at most what remains). NOT de-duplicated by AccountingPaymentId."""
+        parsed = _json_body(request, body)
+        if isinstance(parsed, _Outcome):
+            return parsed
+        errors, money = validate_money(parsed, credit_note=credit_note)
+        if money is None:
+            return _problem(400, errors)
+        with self._lock:
+            unknown = {
+                f"Invoices[{index}].InvoiceId": [f"Invoice {line.invoice_id} was not found."]
+                for index, line in enumerate(money.lines)
+                if line.invoice_id not in self._cases
+            }
+            if unknown:
+                return _problem(400, unknown)
+            self._apply_money(money)
+            self._save()
+        return _Outcome(200, {"success": True}, processed=True)
+
+    def _apply_money(self, money: _MoneyRequest) -> None:
+        now = self._tick()
+        sign = Decimal(-1) if money.type == CREDIT_NOTE_TYPE else Decimal(1)
+        label = "Credit note" if money.type == CREDIT_NOTE_TYPE else "Direct payment"
+        applied_lines: list[tuple[int, Decimal, Decimal]] = []
+        for line in money.lines:
+            case = self._cases[line.invoice_id]
+            applied = sign * min(abs(line.amount), case.remaining_amount)
+            payment = self._new_payment(
+                money.type,
+                money.accounting_payment_id,
+                on=money.on,
+                amount=line.amount,
+                applied=applied,
+                now=now,
+            )
+            case.record(
+                payment,
+                f"{label} {money.accounting_payment_id}: {line.amount} (applied {applied})",
+            )
+            applied_lines.append((line.invoice_id, line.amount, applied))
+        self._log_money(
+            money.type,
+            money.accounting_payment_id,
+            on=money.on,
+            description=money.description,
+            lines=applied_lines,
+            now=now,
+        )
+
+    async def _list_settlements(self, request: Request, _body: bytes) -> _Outcome:
+        """`GET settlements?ExcludeClosed=true`: payouts, without the booked ones if asked."""
+        exclude_closed = False
+        text = _query(request, "ExcludeClosed")
+        if text is not None:
+            parsed = _parse_bool(text)
+            if parsed is None:
+                return _problem(
+                    400, {"ExcludeClosed": [f"The value '{text}' is not valid for ExcludeClosed."]}
+                )
+            exclude_closed = parsed
+        with self._lock:
+            items = [
+                self._settlements[key].view(self._cases)
+                for key in sorted(self._settlements)
+                if not (exclude_closed and self._settlements[key].booked)
+            ]
+        return _Outcome(200, {"totalCount": len(items), "items": items}, processed=True)
+
+    async def _bookkeep(self, request: Request, _body: bytes) -> _Outcome:
+        """`PATCH settlements/{id}/bookkeep?internalAccountingId=`: mark a settlement booked.
+        Booking it again under the same id is a no-op; under another id it is refused."""
+        settlement_id: int = request.path_params["id"]
+        accounting_id = _query(request, "internalAccountingId")
+        if accounting_id is None or not accounting_id.strip():
+            return _problem(
+                400, {"InternalAccountingId": ["The InternalAccountingId field is required."]}
+            )
+        with self._lock:
+            settlement = self._settlements.get(settlement_id)
+            if settlement is None:
+                return _problem(404)
+            if settlement.booked and settlement.internal_accounting_id != accounting_id:
+                booked_as = settlement.internal_accounting_id
+                message = f"Settlement {settlement_id} is already booked as {booked_as}."
+                return _problem(400, {"InternalAccountingId": [message]})
+            settlement.internal_accounting_id = accounting_id
             self._save()
         return _Outcome(200, {"success": True}, processed=True)
 
@@ -1236,9 +1833,69 @@ class Simulator:
                 return Response(error, 400, media_type=_JSON_TYPE)
         return Response(_dump(self.faults.to_dict()).encode("utf-8"), media_type=_JSON_TYPE)
 
+    async def _control_payments(self, _request: Request) -> Response:
+        return Response(_dump(self.payments()).encode("utf-8"), media_type=_JSON_TYPE)
+
+    async def _control_settlements(self, _request: Request) -> Response:
+        return Response(_dump(self.settlements()).encode("utf-8"), media_type=_JSON_TYPE)
+
+    async def _control_payout(self, request: Request) -> Response:
+        """`POST /_sim/payout` {"invoiceId", "amount"} or {"invoices": [...]}, optional "date"."""
+        try:
+            data = _require_object(_loads(await request.body()), "the payout")
+            lines, on = _payout_request(data)
+            settlement = self.payout(lines, on=on)
+        except (TypeError, ValueError) as exc:
+            error = _dump({"error": str(exc)}).encode("utf-8")
+            return Response(error, 400, media_type=_JSON_TYPE)
+        return Response(_dump(settlement).encode("utf-8"), media_type=_JSON_TYPE)
+
     async def _control_reset(self, _request: Request) -> Response:
         self.reset()
         return Response(b'{"reset": true}', media_type=_JSON_TYPE)
+
+
+_ACTION_EVENTS: Final[Mapping[str, str]] = {
+    ACTION_START: "Collection started",
+    ACTION_PAUSE: "Collection paused",
+    ACTION_RESUME: "Collection resumed",
+}
+
+
+def _json_body(request: Request, body: bytes) -> object:
+    """The parsed JSON body, or the problem to answer (415 for another media type, 400)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        return _problem(415)
+    try:
+        return _loads(body)
+    except ValueError:
+        return _problem(400, _body_error(body))
+
+
+def _payout_request(data: Mapping[str, object]) -> tuple[list[tuple[int, Decimal]], date | None]:
+    """The lines and date of a `/_sim/payout` body (keys case-insensitive)."""
+    folded = _ci(data)
+    items = folded.get("invoices")
+    if items is None:
+        items = [{"invoiceId": folded.get("invoiceid"), "amount": folded.get("amount")}]
+    if not isinstance(items, list):
+        raise TypeError("invoices must be a list of {invoiceId, amount}")
+    lines: list[tuple[int, Decimal]] = []
+    for item in items:
+        line = _ci(_require_object(item, "each payout line"))
+        case_id, amount = line.get("invoiceid"), line.get("amount")
+        if isinstance(case_id, bool) or not isinstance(case_id, int):
+            raise TypeError(f"invoiceId must be an integer, not {case_id!r}")
+        if isinstance(amount, bool) or not isinstance(amount, int | Decimal):
+            raise TypeError(f"amount must be a number, not {amount!r}")
+        lines.append((case_id, Decimal(amount)))
+    raw_date = folded.get("date")
+    if raw_date is None:
+        return lines, None
+    if not isinstance(raw_date, str):
+        raise TypeError("date must be a YYYY-MM-DD string")
+    return lines, date.fromisoformat(raw_date)
 
 
 def _server_error(status: int) -> _Outcome:

@@ -10,29 +10,44 @@ import itertools
 import json
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from email.utils import format_datetime
 from typing import Any
 
 import httpx
 import pytest
+from support import CREDITOR_ID, Sim
+from support import TOKEN as SIM_TOKEN
 
 from kravia_sync.kravia import (
     DEFAULT_BASE_URL,
     MAX_RETRY_AFTER_SECONDS,
     SEARCH_PAGE_SIZE,
+    CaseStanding,
     Failure,
     KraviaClient,
     KraviaError,
+    MoneyLine,
+    PaymentKind,
     RateLimiter,
+    RecordedPayment,
+    Settlement,
+    build_credit_note_body,
+    build_payment_body,
     build_register_body,
+    can_start,
+    case_standing,
     classify_exception,
     classify_response,
     dumps_exact,
+    loads_exact,
     parse_retry_after,
+    parse_settlements,
+    payment_recorded,
 )
 from kravia_sync.model import Invoice
+from kravia_sync.simulator import Faults
 from kravia_sync.testing import minimal_pdf
 
 BASE = "https://kravia.test/api/v2/"
@@ -881,3 +896,660 @@ class TestRateAndConcurrency:
 
         assert state["peak"] == 3
         assert state["now"] == 0
+
+
+# --- payments, credit notes, standing, settlements ---------------------------------------------
+
+# The request bodies of Kravia's guide for a direct payment and a credit note.
+GUIDE_PAYMENT_JSON = """{"date": "2024-07-16", "description": "Paid directly",
+  "AccountingPaymentId": "286519", "amount": 3000,
+  "invoices": [{"invoiceId": 1553199, "amount": 2000}, {"invoiceId": 1553198, "amount": 1000}]}"""
+GUIDE_CREDIT_NOTE_JSON = """{"Date": "2024-09-16T00:00:00", "Amount": -2500,
+  "AccountingPaymentId": "4564654465", "Description": "Credited",
+  "Invoices": [{"InvoiceId": 308457, "Amount": -2500.0}]}"""
+
+
+def lines(*pairs: tuple[int, str]) -> list[MoneyLine]:
+    return [MoneyLine(kravia_id, Decimal(amount)) for kravia_id, amount in pairs]
+
+
+def entry(**fields: Any) -> dict[str, Any]:
+    """One payment entry as the simulator lists it in a case's details."""
+    base: dict[str, Any] = {
+        "id": 700001,
+        "type": "Payment",
+        "accountingPaymentId": "P-1",
+        "date": "2026-11-02",
+        "amount": Decimal("100.50"),
+        "appliedAmount": Decimal("100.50"),
+        "settlementId": None,
+        "registeredTime": "2026-11-27T06:24:01.1234560",
+    }
+    base.update(fields)
+    return base
+
+
+def standing_with(*payments: dict[str, Any]) -> CaseStanding:
+    return case_standing({"status": "CollectionStarted", "payments": list(payments)})
+
+
+class TestMoneyLine:
+    @pytest.mark.parametrize(
+        ("kravia_id", "amount", "error"),
+        [
+            (1, Decimal(0), ValueError),
+            (1, Decimal(-5), ValueError),
+            (1, Decimal("NaN"), ValueError),
+            (1, 5.5, TypeError),
+            (1, 5, TypeError),
+            (True, Decimal(1), TypeError),
+            ("1", Decimal(1), TypeError),
+        ],
+    )
+    def test_refuses_what_is_not_a_positive_decimal_on_a_case(self, kravia_id, amount, error):
+        """A line is an integer case id and a positive Decimal; anything else is refused."""
+        with pytest.raises(error):
+            MoneyLine(kravia_id, amount)
+
+
+class TestPaymentBodies:
+    def test_payment_matches_the_guide(self):
+        """Our payment body for the guide's example is the guide's JSON, names and types."""
+        body = build_payment_body(
+            accounting_payment_id="286519",
+            paid_on=date(2024, 7, 16),
+            description="Paid directly",
+            lines=lines((1553199, "2000"), (1553198, "1000")),
+        )
+        sent = json.loads(dumps_exact(body), parse_float=Decimal)
+        guide = json.loads(GUIDE_PAYMENT_JSON, parse_float=Decimal)
+        assert sent == guide
+        assert json_types(sent) == json_types(guide)
+
+    def test_credit_note_matches_the_guide(self):
+        """Our credit note body is the guide's: PascalCase, midnight date, negative amounts."""
+        body = build_credit_note_body(
+            accounting_payment_id="4564654465",
+            credited_on=date(2024, 9, 16),
+            description="Credited",
+            lines=lines((308457, "2500")),
+        )
+        sent = json.loads(dumps_exact(body), parse_float=Decimal)
+        assert sent == json.loads(GUIDE_CREDIT_NOTE_JSON, parse_float=Decimal)
+        assert list(sent) == ["Date", "Amount", "AccountingPaymentId", "Description", "Invoices"]
+
+    def test_amounts_exact(self):
+        """The total is the exact decimal sum of the lines, written without a float."""
+        body = build_payment_body(
+            accounting_payment_id="p",
+            paid_on=date(2026, 1, 2),
+            description="",
+            lines=lines((1, "0.10"), (2, "0.20"), (3, "1234567890123.45")),
+        )
+        text = dumps_exact(body).decode()
+        assert '"amount": 1234567890123.75' in text
+        assert '"amount": 0.10' in text
+
+    @pytest.mark.parametrize(
+        ("payment_id", "money"),
+        [("p", []), ("  ", lines((1, "1"))), ("p", lines((1, "1"), (1, "2")))],
+        ids=["no-lines", "blank-id", "case-twice"],
+    )
+    def test_refused_before_sending(self, payment_id, money):
+        """No lines, a blank id or a case listed twice is a programming error, never sent."""
+        with pytest.raises(ValueError, match=r"covers no case|non-blank|more than once"):
+            build_payment_body(
+                accounting_payment_id=payment_id,
+                paid_on=date(2026, 1, 2),
+                description="",
+                lines=money,
+            )
+        with pytest.raises(ValueError, match=r"covers no case|non-blank|more than once"):
+            build_credit_note_body(
+                accounting_payment_id=payment_id,
+                credited_on=date(2026, 1, 2),
+                description="",
+                lines=money,
+            )
+
+    def test_requests(self):
+        """register_payment and register_credit_note POST their bodies as JSON."""
+        handler = answer(200, {"success": True})
+
+        async def both(client: KraviaClient) -> None:
+            await client.register_payment(
+                accounting_payment_id="P-1",
+                paid_on=date(2026, 3, 1),
+                description="d",
+                lines=lines((7, "10.5")),
+            )
+            await client.register_credit_note(
+                accounting_payment_id="C-1",
+                credited_on=date(2026, 3, 2),
+                description="c",
+                lines=lines((7, "1.25")),
+            )
+
+        run_with(handler, both)
+
+        payment, credit = handler.seen  # type: ignore[attr-defined]
+        assert (payment.method, payment.url.path) == ("POST", "/api/v2/invoice/payment")
+        assert (credit.method, credit.url.path) == ("POST", "/api/v2/invoice/creditnote")
+        for request in (payment, credit):
+            assert request.headers["Content-Type"] == "application/json"
+            assert request.headers["Authorization"] == TOKEN
+        assert json.loads(payment.content, parse_float=Decimal)["amount"] == Decimal("10.5")
+        assert json.loads(credit.content, parse_float=Decimal)["Invoices"] == [
+            {"InvoiceId": 7, "Amount": Decimal("-1.25")}
+        ]
+
+    @pytest.mark.parametrize(
+        ("fault", "failure"),
+        [
+            (httpx.ReadTimeout, Failure.AMBIGUOUS),
+            (httpx.RemoteProtocolError, Failure.AMBIGUOUS),
+            (httpx.ConnectError, Failure.TRANSIENT),
+        ],
+    )
+    def test_lost_answer_is_ambiguous(self, fault, failure):
+        """A payment whose answer is lost after sending is ambiguous, never retried blindly."""
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            raise fault("lost", request=request)
+
+        with pytest.raises(KraviaError) as info:
+            run_with(
+                handler,
+                lambda client: client.register_payment(
+                    accounting_payment_id="P",
+                    paid_on=date(2026, 1, 1),
+                    description="",
+                    lines=lines((1, "1")),
+                ),
+            )
+        assert info.value.failure is failure
+
+
+class TestCaseStanding:
+    def test_full_details(self):
+        """Status, capital, outstanding and every kind of payment are read exactly."""
+        details = loads_exact(
+            """{"status": "CollectionStarted", "remainingAmount": 1249.45,
+                "outstandingAmount": 1319.45, "payments": [
+                {"type": "Payment", "accountingPaymentId": "P-1", "date": "2026-11-02",
+                 "amount": 1000.55, "appliedAmount": 1000.55},
+                {"type": "CreditNote", "accountingPaymentId": 77, "date": "2026-11-03T00:00:00",
+                 "amount": -300, "appliedAmount": -0.30},
+                {"type": "Collected", "accountingPaymentId": null, "date": "2026-11-04",
+                 "amount": 12.10, "appliedAmount": 12.10, "settlementId": 90001},
+                {"type": "Interest", "amount": 3}]}"""
+        )
+
+        standing = case_standing(details)
+
+        assert standing.status == "CollectionStarted"
+        assert standing.remaining_capital == Decimal("1249.45")
+        assert standing.outstanding == Decimal("1319.45")
+        assert standing.closed is False
+        assert standing.payments == [
+            RecordedPayment(
+                "P-1",
+                Decimal("1000.55"),
+                date(2026, 11, 2),
+                PaymentKind.PAYMENT,
+                Decimal("1000.55"),
+            ),
+            RecordedPayment(
+                "77", Decimal(300), date(2026, 11, 3), PaymentKind.CREDIT_NOTE, Decimal("0.30")
+            ),
+            RecordedPayment(
+                None, Decimal("12.10"), date(2026, 11, 4), PaymentKind.COLLECTED, Decimal("12.10")
+            ),
+            RecordedPayment(None, Decimal(3), None, PaymentKind.UNKNOWN, None),
+        ]
+        assert standing.payments[0].kind == "payment"
+
+    def test_details_that_say_nothing(self):
+        """Details without status, amounts or payments give None everywhere, not a guess."""
+        standing = case_standing({"id": 5, "documents": []})
+
+        assert standing == CaseStanding(None, None, None, None, None)
+        assert payment_recorded(standing, "P-1") is None
+
+    @pytest.mark.parametrize(
+        ("status", "closed"),
+        [
+            ("Closed", True),
+            ("closed", True),
+            ("Registered", False),
+            ("CollectionStarted", False),
+            ("Paused", False),
+            ("Settled", None),
+            ("", None),
+        ],
+    )
+    def test_closed_only_for_known_statuses(self, status, closed):
+        """Only the assumed status names are read as open or closed; others leave it unknown."""
+        assert case_standing({"Status": status}).closed is closed
+
+    @pytest.mark.parametrize(
+        "payments",
+        [
+            "none",
+            {"type": "Payment"},
+            [entry(), "oops"],
+            [entry(), entry(amount=None)],
+            [entry(amount="a lot")],
+            [entry(type="Payment", amount=Decimal(-5))],
+            [entry(type="Collected", appliedAmount=Decimal(-5))],
+        ],
+        ids=[
+            "string",
+            "object",
+            "entry-not-object",
+            "no-amount",
+            "bad-amount",
+            "negative",
+            "negative-applied",
+        ],
+    )
+    def test_unreadable_payments_are_unknown(self, payments):
+        """A payments list with anything we cannot read is None as a whole: a partial list
+        could hide the payment being looked for."""
+        standing = case_standing({"payments": payments})
+
+        assert standing.payments is None
+        assert payment_recorded(standing, "P-1") is None
+
+    def test_amounts_as_strings_and_integers(self):
+        """String and integer amounts are read exactly; other types are not amounts."""
+        standing = case_standing(
+            {"remainingAmount": " 10.10 ", "outstandingAmount": 11, "payments": []}
+        )
+        assert standing.remaining_capital == Decimal("10.10")
+        assert standing.outstanding == Decimal(11)
+        assert case_standing({"remainingAmount": True}).remaining_capital is None
+        assert case_standing({"remainingAmount": [1]}).remaining_capital is None
+        assert case_standing({"remainingAmount": "NaN"}).remaining_capital is None
+
+    def test_float_amounts_are_a_bug(self):
+        """Details parsed through float are refused loudly: the exact amount is already lost."""
+        with pytest.raises(TypeError, match="parse_float=Decimal"):
+            case_standing({"remainingAmount": 0.1})
+
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            ("2026-11-02", date(2026, 11, 2)),
+            ("2026-11-02T23:59:59.1234567", date(2026, 11, 2)),
+            ("2026-11-02 10:00", date(2026, 11, 2)),
+            ("02.11.2026", None),
+            ("2026-11-31", None),
+            ("2026-11-0212", None),
+            (20261102, None),
+        ],
+    )
+    def test_payment_dates(self, value, expected):
+        """The date of a payment is its calendar date, or None when it is not one."""
+        (payment,) = case_standing({"payments": [entry(date=value)]}).payments or []
+        assert payment.paid_on == expected
+
+
+class TestPaymentRecorded:
+    def test_found_by_id(self):
+        """Our id among the payments: recorded."""
+        standing = standing_with(entry(accountingPaymentId="X"), entry(accountingPaymentId="P-1"))
+        assert payment_recorded(standing, "P-1") is True
+
+    def test_absent_when_every_entry_has_another_id(self):
+        """Every entry that could be ours carries another id: not recorded."""
+        standing = standing_with(
+            entry(accountingPaymentId="X"), entry(type="Collected", accountingPaymentId=None)
+        )
+        assert payment_recorded(standing, "P-1") is False
+        assert payment_recorded(standing_with(), "P-1") is False
+
+    def test_an_entry_without_id_leaves_it_open(self):
+        """A direct payment or credit note listed without an id could be ours: unknown."""
+        standing = standing_with(entry(accountingPaymentId=None))
+        assert payment_recorded(standing, "P-1") is None
+
+    def test_kravia_collections_never_count_as_ours(self):
+        """A Collected entry carrying our id does not make our payment recorded."""
+        standing = standing_with(entry(type="Collected", accountingPaymentId="P-1"))
+        assert payment_recorded(standing, "P-1") is False
+
+    def test_kind_tells_payment_and_credit_note_apart(self):
+        """With a kind, a payment and a credit note that share an id are told apart."""
+        standing = standing_with(
+            entry(
+                type="CreditNote",
+                accountingPaymentId="7",
+                amount=Decimal(-1),
+                appliedAmount=Decimal(-1),
+            )
+        )
+        assert payment_recorded(standing, "7", kind=PaymentKind.CREDIT_NOTE) is True
+        assert payment_recorded(standing, "7", kind=PaymentKind.PAYMENT) is False
+        unknown = standing_with(entry(type="Refund", accountingPaymentId="7"))
+        assert payment_recorded(unknown, "7", kind=PaymentKind.PAYMENT) is None
+        assert payment_recorded(unknown, "7") is True
+
+
+SETTLEMENT = {
+    "id": 90001,
+    "settlementDate": "2026-11-20",
+    "amount": Decimal("750.25"),
+    "currencyCode": "NOK",
+    "isBooked": False,
+    "internalAccountingId": None,
+    "invoices": [{"invoiceId": 1000001, "invoiceNo": "1", "amount": Decimal("750.25")}],
+}
+
+
+class TestSettlements:
+    @pytest.mark.parametrize("wrap", [lambda s: [s], lambda s: {"totalCount": 1, "items": [s]}])
+    def test_parse(self, wrap):
+        """A settlement is read with its date, amount, lines and booked flag, list or envelope."""
+        (settlement,) = parse_settlements(wrap(SETTLEMENT))
+
+        assert settlement == Settlement(
+            id=90001,
+            settled_on=date(2026, 11, 20),
+            amount=Decimal("750.25"),
+            lines=[MoneyLine(1000001, Decimal("750.25"))],
+            booked=False,
+        )
+
+    def test_unstated_date_and_flag_are_none(self):
+        """A settlement without a date or booked flag has them as None."""
+        bare = {"Id": "5", "Amount": 10, "Invoices": [{"InvoiceId": 1, "Amount": 10}]}
+        (settlement,) = parse_settlements([bare])
+        assert (settlement.id, settlement.settled_on, settlement.booked) == (5, None, None)
+
+    @pytest.mark.parametrize(
+        "item",
+        [
+            {k: v for k, v in SETTLEMENT.items() if k != "invoices"},
+            {k: v for k, v in SETTLEMENT.items() if k != "amount"},
+            SETTLEMENT | {"id": "x"},
+            SETTLEMENT | {"invoices": [{"invoiceId": 1}]},
+            SETTLEMENT | {"invoices": [{"invoiceId": 1, "amount": Decimal(-1)}]},
+            SETTLEMENT | {"invoices": ["x"]},
+            "settlement",
+        ],
+        ids=[
+            "no-lines",
+            "no-amount",
+            "bad-id",
+            "line-without-amount",
+            "negative-line",
+            "line-not-object",
+            "not-object",
+        ],
+    )
+    def test_anything_unreadable_fails_the_whole_answer(self, item):
+        """One settlement we cannot read fails the answer: a hidden payout could be echoed."""
+        with pytest.raises(ValueError, match="unrecognised settlement"):
+            parse_settlements([SETTLEMENT, item])
+
+    def test_not_a_list(self):
+        """An answer without a list of settlements is refused."""
+        with pytest.raises(ValueError, match="unrecognised settlements answer"):
+            parse_settlements({"count": 0})
+
+    def test_requests(self):
+        """settlements GETs with ExcludeClosed; bookkeep PATCHes with internalAccountingId."""
+        handler = answer(200, {"items": []})
+
+        async def both(client: KraviaClient) -> list[Settlement]:
+            found = await client.settlements()
+            await client.settlements(exclude_closed=False)
+            await client.bookkeep_settlement(90001, internal_accounting_id="BILAG 7")
+            return found
+
+        assert run_with(handler, both) == []
+        first, second, book = handler.seen  # type: ignore[attr-defined]
+        assert (first.method, first.url.path) == ("GET", "/api/v2/settlements")
+        assert dict(first.url.params) == {"ExcludeClosed": "true"}
+        assert dict(second.url.params) == {"ExcludeClosed": "false"}
+        assert (book.method, book.url.path) == ("PATCH", "/api/v2/settlements/90001/bookkeep")
+        assert dict(book.url.params) == {"internalAccountingId": "BILAG 7"}
+
+    def test_unreadable_answer_is_transient(self):
+        """An unreadable settlements answer fails as transient, never as an empty list."""
+        with pytest.raises(KraviaError) as info:
+            run_with(answer(200, [{"id": 1}]), lambda client: client.settlements())
+        assert info.value.failure is Failure.TRANSIENT
+
+
+class TestSearchMoney:
+    def test_search_items_carry_capital_exactly(self):
+        """Search items carry status, remaining capital and outstanding, parsed exactly."""
+        row = b'[{"id": 4, "accountingInvoiceId": "A-4", "status": "Closed", "remainingAmount": 0.10, "outstandingAmount": 1e2}]'
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, content=row, headers={"Content-Type": "application/json"})
+
+        (item,) = run_with(handler, lambda client: client.search_updated_since(TestSearch.SINCE))
+
+        assert item.status == "Closed"
+        assert item.remaining_capital == Decimal("0.10")
+        assert str(item.remaining_capital) == "0.10"
+        assert item.outstanding == Decimal(100)
+
+    def test_missing_amounts_are_none(self):
+        """A search item without amounts says nothing about them."""
+        (item,) = run_with(
+            answer(200, [{"id": 4, "accountingInvoiceId": "A-4"}]),
+            lambda client: client.search_updated_since(TestSearch.SINCE),
+        )
+        assert (item.remaining_capital, item.outstanding) == (None, None)
+
+
+# --- against the running simulator ------------------------------------------------------------
+
+
+def on_sim(sim: Sim, action: Callable[[KraviaClient], Awaitable[Any]], **options: Any) -> Any:
+    """Run `action` with a real client against the running simulator."""
+
+    async def go() -> Any:
+        async with KraviaClient(base_url=sim.base_url, token=SIM_TOKEN, **options) as client:
+            return await action(client)
+
+    return asyncio.run(go())
+
+
+def registered(sim: Sim, count: int = 1) -> list[int]:
+    async def go(client: KraviaClient) -> list[int]:
+        return [
+            await client.register(guide_invoice(), creditor_id=CREDITOR_ID) for _ in range(count)
+        ]
+
+    return on_sim(sim, go)
+
+
+def standing_of(sim: Sim, kravia_id: int) -> CaseStanding:
+    async def go(client: KraviaClient) -> CaseStanding:
+        return case_standing(await client.details(kravia_id))
+
+    return on_sim(sim, go)
+
+
+def pay(client: KraviaClient, payment_id: str, *pairs: tuple[int, str]) -> Awaitable[None]:
+    return client.register_payment(
+        accounting_payment_id=payment_id,
+        paid_on=date(2026, 11, 2),
+        description="Paid to the creditor",
+        lines=lines(*pairs),
+    )
+
+
+def credit(client: KraviaClient, payment_id: str, *pairs: tuple[int, str]) -> Awaitable[None]:
+    return client.register_credit_note(
+        accounting_payment_id=payment_id,
+        credited_on=date(2026, 11, 3),
+        description="Credit note",
+        lines=lines(*pairs),
+    )
+
+
+class TestAgainstSimulator:
+    def test_payments_and_credit_notes_bring_the_capital_exactly_down(self, sim: Sim):
+        """A direct payment, a partial and a full credit note, and a payout leave the capital
+        exactly right and the case closed; each is recorded once under its id."""
+        first, second = registered(sim, 2)
+        amount = Decimal(guide_invoice().amount)
+
+        async def go(client: KraviaClient) -> None:
+            await pay(client, "P-1", (first, "1000.55"), (second, "0.45"))
+            await credit(client, "C-1", (first, "249.45"))
+
+        on_sim(sim, go)
+        sim.simulator.payout([(first, Decimal("500.00"))])
+        rest = amount - Decimal("1750.00")  # 2250 - 1000.55 - 249.45 - 500
+        on_sim(sim, lambda client: credit(client, "C-2", (first, str(rest))))
+
+        standing = standing_of(sim, first)
+        assert standing.remaining_capital == Decimal(0)
+        assert standing.outstanding == Decimal(0)
+        assert standing.status == "Closed"
+        assert standing.closed is True
+        assert [(p.kind, p.accounting_payment_id, p.amount) for p in standing.payments or []] == [
+            (PaymentKind.PAYMENT, "P-1", Decimal("1000.55")),
+            (PaymentKind.CREDIT_NOTE, "C-1", Decimal("249.45")),
+            (PaymentKind.COLLECTED, None, Decimal("500.00")),
+            (PaymentKind.CREDIT_NOTE, "C-2", rest),
+        ]
+        assert payment_recorded(standing, "P-1") is True
+        assert payment_recorded(standing, "C-2", kind=PaymentKind.CREDIT_NOTE) is True
+        assert payment_recorded(standing, "P-2") is False
+        assert standing_of(sim, second).remaining_capital == amount - Decimal("0.45")
+        sent = [
+            e["accountingPaymentId"] for e in sim.simulator.payments() if e["type"] != "Collected"
+        ]
+        assert sent == ["P-1", "C-1", "C-2"]
+
+    def test_excess_is_clamped_by_kravia(self, sim: Sim):
+        """A payment above the remaining capital is applied up to it; the details say so."""
+        (case,) = registered(sim)
+        on_sim(sim, lambda client: pay(client, "P-9", (case, "99999")))
+        (payment,) = standing_of(sim, case).payments or []
+        assert payment.amount == Decimal(99999)
+        assert payment.applied == Decimal(guide_invoice().amount)
+
+    def test_refused_payment_is_terminal_and_names_the_field(self, sim: Sim):
+        """A payment for an unknown case is refused (TERMINAL) with Kravia's field message."""
+        with pytest.raises(KraviaError) as info:
+            on_sim(sim, lambda client: pay(client, "P-1", (4242, "1")))
+        assert info.value.failure is Failure.TERMINAL
+        assert info.value.status == 400
+        assert "Invoices[0].InvoiceId" in str(info.value)
+        assert sim.simulator.payments() == []
+
+    @pytest.mark.parametrize("operation", ["payment", "creditnote"])
+    def test_dropped_after_apply_is_ambiguous_and_applied_once(self, sim: Sim, operation: str):
+        """When the answer is dropped after Kravia applied it, the client reports AMBIGUOUS;
+        the money is applied once and the details show it under our id."""
+        (case,) = registered(sim)
+        sim.simulator.faults = Faults(drop_after_commit=1.0, operations=(operation,))
+        send = pay if operation == "payment" else credit
+
+        with pytest.raises(KraviaError) as info:
+            on_sim(sim, lambda client: send(client, "X-1", (case, "10")))
+
+        assert info.value.failure is Failure.AMBIGUOUS
+        sim.simulator.faults = Faults()
+        assert len(sim.simulator.payments()) == 1
+        standing = standing_of(sim, case)
+        assert standing.remaining_capital == Decimal(guide_invoice().amount) - 10
+        assert payment_recorded(standing, "X-1") is True
+
+    def test_timeout_is_ambiguous_and_applied_once(self, sim: Sim):
+        """A payment that times out is AMBIGUOUS; Kravia applies it once all the same."""
+        (case,) = registered(sim)
+        sim.simulator.faults = Faults(timeout=1.0, timeout_delay_s=0.5, operations=("payment",))
+
+        with pytest.raises(KraviaError) as info:
+            on_sim(sim, lambda client: pay(client, "T-1", (case, "5")), timeout=0.1)
+
+        assert info.value.failure is Failure.AMBIGUOUS
+        deadline = time.monotonic() + 3
+        while not sim.simulator.payments() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sim.simulator.faults = Faults()
+        assert len(sim.simulator.payments()) == 1
+        assert payment_recorded(standing_of(sim, case), "T-1") is True
+
+    def test_server_error_on_payment_is_not_applied(self, sim: Sim):
+        """A 5xx fault answers before applying; the client calls a 500 ambiguous (it cannot
+        know) and 503 transient, and a look shows nothing was recorded."""
+        (case,) = registered(sim)
+        sim.simulator.faults = Faults(error_5xx=1.0, seed=1, operations=("payment",))
+        failures = set()
+        for n in range(8):
+            with pytest.raises(KraviaError) as info:
+                on_sim(sim, lambda client, n=n: pay(client, f"E-{n}", (case, "1")))
+            failures.add((info.value.status, info.value.failure))
+        sim.simulator.faults = Faults()
+        assert failures <= {
+            (500, Failure.AMBIGUOUS),
+            (502, Failure.AMBIGUOUS),
+            (503, Failure.TRANSIENT),
+        }
+        assert payment_recorded(standing_of(sim, case), "E-0") is False
+
+    def test_settlements_and_bookkeeping(self, sim: Sim):
+        """A payout is listed as an unbooked settlement until it is booked."""
+        first, second = registered(sim, 2)
+        made = sim.simulator.payout(
+            [(first, Decimal("100.10")), (second, Decimal("0.90"))], on=date(2026, 11, 20)
+        )
+
+        (settlement,) = on_sim(sim, lambda client: client.settlements())
+        assert settlement == Settlement(
+            id=made["id"],
+            settled_on=date(2026, 11, 20),
+            amount=Decimal("101.00"),
+            lines=lines((first, "100.10"), (second, "0.90")),
+            booked=False,
+        )
+
+        async def book(client: KraviaClient) -> tuple[list[Settlement], list[Settlement]]:
+            await client.bookkeep_settlement(settlement.id, internal_accounting_id="B-1")
+            await client.bookkeep_settlement(settlement.id, internal_accounting_id="B-1")
+            return await client.settlements(), await client.settlements(exclude_closed=False)
+
+        open_ones, every_one = on_sim(sim, book)
+        assert open_ones == []
+        assert [(s.id, s.booked) for s in every_one] == [(settlement.id, True)]
+
+    def test_search_shows_changes(self, sim: Sim):
+        """After a payment the search feed shows the case again, with its new capital."""
+        first, second = registered(sim, 2)
+        since = datetime.now(UTC) - timedelta(minutes=1)
+        before = {i.kravia_id: i for i in on_sim(sim, lambda c: c.search_updated_since(since))}
+        on_sim(sim, lambda client: pay(client, "S-1", (second, "2250")))
+        after = {i.kravia_id: i for i in on_sim(sim, lambda c: c.search_updated_since(since))}
+
+        assert set(before) == set(after) == {first, second}
+        assert after[second].remaining_capital == Decimal(0)
+        assert after[second].status == "Closed"
+        assert after[second].updated is not None
+        assert before[second].updated is not None
+        assert after[second].updated > before[second].updated
+        assert after[first] == before[first]
+
+    def test_send_action_pause(self, sim: Sim):
+        """send_action sends a named action; a started case can be paused (simulator names)."""
+        (case,) = registered(sim)
+
+        async def go(client: KraviaClient) -> dict[str, Any]:
+            await client.start(case, message="Go")
+            await client.send_action(case, "Pause", message="Disputed")
+            return await client.details(case)
+
+        details = on_sim(sim, go)
+        assert case_standing(details).status == "Paused"
+        assert case_standing(details).closed is False
+        assert can_start(details) is False

@@ -503,9 +503,9 @@ class TestActions:
         )
         assert response.status_code == 200, response.text
 
-    @pytest.mark.parametrize("action", ["Pause", "start"])
+    @pytest.mark.parametrize("action", ["Pause", "Resume", "start", "Withdraw"])
     def test_unknown_action_400(self, api: httpx.Client, action: str) -> None:
-        """Actions other than Start answer 400 (Action)."""
+        """On a registered case, actions other than Start (and unknown names) answer 400."""
         case_id = register(api)
         assert_validation_problem(start(api, case_id, action), "Action")
 
@@ -572,10 +572,11 @@ class TestSearch:
             "currencyCode",
             "originalAmount",
             "remainingAmount",
+            "outstandingAmount",
             "lastUpdatedTime",
         }
         assert item["originalAmount"] == Decimal(2250)
-        assert item["remainingAmount"] == Decimal(2250)
+        assert item["remainingAmount"] == item["outstandingAmount"] == Decimal(2250)
         assert item["status"] == "Registered"
 
     def test_top_is_capped_at_100(self, api: httpx.Client) -> None:
@@ -624,9 +625,11 @@ class TestDetails:
             "status",
             "originalAmount",
             "remainingAmount",
+            "outstandingAmount",
             "currencyCode",
             "debtorName",
             "documents",
+            "payments",
             "availableActions",
             "lastUpdatedTime",
             "timeline",
@@ -634,7 +637,8 @@ class TestDetails:
         assert details["id"] == case_id
         assert details["accountingInvoiceId"] == "ACC-9"
         assert details["status"] == "CollectionStarted"
-        assert details["availableActions"] == []
+        assert details["availableActions"] == ["Pause"]
+        assert details["payments"] == []
         assert details["debtorName"] == "John Doe"
         assert details["originalAmount"] == details["remainingAmount"] == Decimal(2250)
         (document,) = details["documents"]
@@ -773,6 +777,501 @@ class TestFaults:
             Faults.from_dict({"timeout": True})
 
 
+def pay(api: httpx.Client, body: dict[str, Any], path: str = "invoice/payment") -> httpx.Response:
+    return api.post(path, content=exact_json(body), headers={"Content-Type": "application/json"})
+
+
+def payment_body(*lines: tuple[int, Any], payment_id: str = "286519", **overrides: Any) -> Any:
+    """A body shaped like the guide's `invoice/payment` example."""
+    amounts = [Decimal(str(amount)) for _, amount in lines]
+    body: dict[str, Any] = {
+        "date": "2024-07-16",
+        "description": "Paid to our account",
+        "AccountingPaymentId": payment_id,
+        "amount": sum(amounts, Decimal(0)),
+        "invoices": [
+            {"invoiceId": case_id, "amount": amount}
+            for (case_id, _), amount in zip(lines, amounts, strict=True)
+        ],
+    }
+    body.update(overrides)
+    return body
+
+
+def credit_body(*lines: tuple[int, Any], payment_id: str = "4564654465", **overrides: Any) -> Any:
+    """A body shaped like the guide's `invoice/creditnote` example (negative amounts)."""
+    amounts = [Decimal(str(amount)) for _, amount in lines]
+    body: dict[str, Any] = {
+        "Date": "2024-09-16T00:00:00",
+        "Amount": sum(amounts, Decimal(0)),
+        "AccountingPaymentId": payment_id,
+        "Description": "Credit note",
+        "Invoices": [
+            {"InvoiceId": case_id, "Amount": amount}
+            for (case_id, _), amount in zip(lines, amounts, strict=True)
+        ],
+    }
+    body.update(overrides)
+    return body
+
+
+def details(api: httpx.Client, case_id: int) -> dict[str, Any]:
+    response = api.get(f"invoice/{case_id}/details")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = loads(response)
+    return body
+
+
+def _line(key: str, value: Any, index: int = 0) -> Callable[[dict[str, Any]], None]:
+    def mutate(body: dict[str, Any]) -> None:
+        lines = body.get("invoices", body.get("Invoices"))
+        lines[index][key] = value
+
+    return mutate
+
+
+def _drop_line_key(key: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(body: dict[str, Any]) -> None:
+        del body["invoices"][0][key]
+
+    return mutate
+
+
+INVALID_PAYMENTS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    ("payment-id-missing", _delete("AccountingPaymentId"), "AccountingPaymentId"),
+    ("payment-id-blank", _set(" ", "AccountingPaymentId"), "AccountingPaymentId"),
+    ("payment-id-number", _set(286519, "AccountingPaymentId"), "AccountingPaymentId"),
+    ("date-missing", _delete("date"), "Date"),
+    ("date-norwegian", _set("16.07.2024", "date"), "Date"),
+    ("amount-missing", _delete("amount"), "Amount"),
+    ("amount-string", _set("3000", "amount"), "Amount"),
+    ("amount-zero", _set(0, "amount"), "Amount"),
+    ("amount-negative", _set(-3000, "amount"), "Amount"),
+    ("amount-not-the-sum", _set(Decimal("2999.99"), "amount"), "Amount"),
+    ("invoices-missing", _delete("invoices"), "Invoices"),
+    ("invoices-empty", _set([], "invoices"), "Invoices"),
+    ("invoices-object", _set({"invoiceId": 1}, "invoices"), "Invoices"),
+    ("line-not-object", _set([5], "invoices"), "Invoices[0]"),
+    ("line-id-missing", _drop_line_key("invoiceId"), "Invoices[0].InvoiceId"),
+    ("line-id-string", _line("invoiceId", "1000001"), "Invoices[0].InvoiceId"),
+    ("line-amount-zero", _line("amount", 0), "Invoices[0].Amount"),
+    ("line-amount-missing", _drop_line_key("amount"), "Invoices[0].Amount"),
+    ("description-number", _set(5, "description"), "Description"),
+]
+
+
+class TestPayments:
+    def test_guide_example_split_over_two_cases(self, api: httpx.Client, sim: Simulator) -> None:
+        """The guide's payment of 3000 split 2000/1000 comes off two cases' capital exactly."""
+        first, second = register(api), register(api)
+        response = pay(api, payment_body((first, 2000), (second, 1000)))
+        assert response.status_code == 200, response.text
+        assert response.json() == {"success": True}
+        assert details(api, first)["remainingAmount"] == Decimal(250)
+        assert details(api, second)["remainingAmount"] == Decimal(1250)
+        (entry,) = sim.payments()
+        assert entry["type"] == "Payment"
+        assert entry["accountingPaymentId"] == "286519"
+        assert entry["date"] == "2024-07-16"
+        assert entry["amount"] == Decimal(3000)
+        assert entry["invoices"] == [
+            {"invoiceId": first, "amount": Decimal(2000), "appliedAmount": Decimal(2000)},
+            {"invoiceId": second, "amount": Decimal(1000), "appliedAmount": Decimal(1000)},
+        ]
+        assert sim.calls()["processed"]["payment"] == 1
+
+    def test_payment_recorded_in_details(self, api: httpx.Client) -> None:
+        """Details list the payment with its id, date, amount and what was applied."""
+        case_id = register(api)
+        assert pay(api, payment_body((case_id, "1000.55"))).status_code == 200
+        found = details(api, case_id)
+        (payment,) = found["payments"]
+        assert set(payment) == {
+            "id",
+            "type",
+            "accountingPaymentId",
+            "date",
+            "amount",
+            "appliedAmount",
+            "settlementId",
+            "registeredTime",
+        }
+        assert payment["type"] == "Payment"
+        assert payment["accountingPaymentId"] == "286519"
+        assert payment["date"] == "2024-07-16"
+        assert payment["amount"] == payment["appliedAmount"] == Decimal("1000.55")
+        assert payment["settlementId"] is None
+        assert DOTNET_TIME.fullmatch(payment["registeredTime"])
+        assert found["remainingAmount"] == found["outstandingAmount"] == Decimal("1249.45")
+        assert found["originalAmount"] == Decimal(2250)
+        assert found["status"] == "Registered"
+
+    def test_amounts_exact_on_the_wire(self, api: httpx.Client) -> None:
+        """Capital arithmetic is decimal: 2250.10 - 0.20 - 0.10 leaves exactly 2249.80."""
+        case_id = register(api, originalAmount=Decimal("2250.10"))
+        assert pay(api, payment_body((case_id, "0.20"), payment_id="a")).status_code == 200
+        assert pay(api, payment_body((case_id, "0.10"), payment_id="b")).status_code == 200
+        raw = api.get(f"invoice/{case_id}/details").text
+        assert '"remainingAmount":2249.80' in raw
+
+    def test_excess_ignored_and_case_closed(self, api: httpx.Client, sim: Simulator) -> None:
+        """A payment above the remaining capital applies only what remains and closes the case."""
+        case_id = register(api)
+        assert pay(api, payment_body((case_id, 3000))).status_code == 200
+        found = details(api, case_id)
+        assert found["remainingAmount"] == Decimal(0)
+        assert found["status"] == "Closed"
+        assert found["availableActions"] == []
+        (payment,) = found["payments"]
+        assert payment["amount"] == Decimal(3000)
+        assert payment["appliedAmount"] == Decimal(2250)
+        assert found["timeline"][-1]["event"] == "Closed: nothing remains of the capital"
+        assert sim.payments()[0]["invoices"][0]["appliedAmount"] == Decimal(2250)
+
+    def test_payment_on_a_closed_case_applies_nothing(self, api: httpx.Client) -> None:
+        """Once the capital is 0, a further payment is accepted and recorded, applying 0."""
+        case_id = register(api)
+        assert pay(api, payment_body((case_id, 2250), payment_id="1")).status_code == 200
+        assert pay(api, payment_body((case_id, 10), payment_id="2")).status_code == 200
+        found = details(api, case_id)
+        assert [p["appliedAmount"] for p in found["payments"]] == [Decimal(2250), Decimal(0)]
+        assert found["remainingAmount"] == Decimal(0)
+
+    def test_same_payment_twice_is_applied_twice(self, api: httpx.Client, sim: Simulator) -> None:
+        """Kravia documents no idempotency: the same AccountingPaymentId twice counts twice."""
+        case_id = register(api)
+        body = payment_body((case_id, 500))
+        assert pay(api, body).status_code == 200
+        assert pay(api, body).status_code == 200
+        assert details(api, case_id)["remainingAmount"] == Decimal(1250)
+        assert [entry["accountingPaymentId"] for entry in sim.payments()] == ["286519"] * 2
+        assert [entry["seq"] for entry in sim.payments()] == [1, 2]
+
+    @pytest.mark.parametrize(
+        ("mutate", "key"),
+        [(mutate, key) for _, mutate, key in INVALID_PAYMENTS],
+        ids=[name for name, _, _ in INVALID_PAYMENTS],
+    )
+    def test_validation_rule(
+        self,
+        api: httpx.Client,
+        sim: Simulator,
+        mutate: Callable[[dict[str, Any]], None],
+        key: str,
+    ) -> None:
+        """Each invalid payment body answers 400 naming the field, and changes nothing."""
+        case_id = register(api)
+        body = payment_body((case_id, 2000), (register(api), 1000))
+        mutate(body)
+        assert_validation_problem(pay(api, body), key)
+        assert sim.payments() == []
+        assert {case["remainingAmount"] for case in sim.cases()} == {Decimal(2250)}
+
+    def test_unknown_invoice_refused_whole(self, api: httpx.Client, sim: Simulator) -> None:
+        """A line for an invoice that does not exist refuses the whole payment."""
+        case_id = register(api)
+        response = pay(api, payment_body((case_id, 100), (4242, 100)))
+        errors = assert_validation_problem(response, "Invoices[1].InvoiceId")
+        assert errors["Invoices[1].InvoiceId"] == ["Invoice 4242 was not found."]
+        assert sim.payments() == []
+        assert details(api, case_id)["payments"] == []
+
+    def test_same_invoice_twice_refused(self, api: httpx.Client) -> None:
+        """One payment may not list the same invoice twice."""
+        case_id = register(api)
+        response = pay(api, payment_body((case_id, 100), (case_id, 100)))
+        assert_validation_problem(response, "Invoices[1].InvoiceId")
+
+    def test_property_names_case_insensitive(self, api: httpx.Client) -> None:
+        """All-lower-case and PascalCase property names bind alike."""
+        case_id = register(api)
+        lower = {
+            "date": "2024-07-16",
+            "accountingpaymentid": "x1",
+            "amount": 10,
+            "invoices": [{"invoiceid": case_id, "amount": 10}],
+        }
+        assert pay(api, lower).status_code == 200
+        assert pay(api, pascal_keys(lower | {"accountingpaymentid": "x2"})).status_code == 200
+        assert details(api, case_id)["remainingAmount"] == Decimal(2230)
+
+    def test_not_json_refused(self, api: httpx.Client) -> None:
+        """A payment that is not JSON answers 415; malformed JSON answers 400."""
+        case_id = register(api)
+        form = api.post("invoice/payment", data={"amount": "10", "invoiceId": str(case_id)})
+        assert form.status_code == 415
+        broken = api.post(
+            "invoice/payment", content=b"{", headers={"Content-Type": "application/json"}
+        )
+        assert_validation_problem(broken, "$")
+
+
+class TestCreditNotes:
+    def test_partial_credit_note(self, api: httpx.Client, sim: Simulator) -> None:
+        """The guide's credit note shape, with negative amounts, reduces the capital."""
+        case_id = register(api)
+        response = pay(api, credit_body((case_id, "-250.50")), "invoice/creditnote")
+        assert response.status_code == 200, response.text
+        found = details(api, case_id)
+        assert found["remainingAmount"] == Decimal("1999.50")
+        assert found["status"] == "Registered"
+        (credit,) = found["payments"]
+        assert credit["type"] == "CreditNote"
+        assert credit["accountingPaymentId"] == "4564654465"
+        assert credit["date"] == "2024-09-16"
+        assert credit["amount"] == credit["appliedAmount"] == Decimal("-250.50")
+        (entry,) = sim.payments()
+        assert entry["type"] == "CreditNote"
+        assert entry["amount"] == Decimal("-250.50")
+        assert entry["description"] == "Credit note"
+
+    def test_full_credit_closes_the_case(self, api: httpx.Client) -> None:
+        """Crediting all that remains closes a started case; no action is left."""
+        case_id = register(api)
+        assert start(api, case_id).status_code == 200
+        assert pay(api, payment_body((case_id, 1000))).status_code == 200
+        assert pay(api, credit_body((case_id, -1250)), "invoice/creditnote").status_code == 200
+        found = details(api, case_id)
+        assert found["status"] == "Closed"
+        assert found["remainingAmount"] == found["outstandingAmount"] == Decimal(0)
+        assert found["availableActions"] == []
+        assert_validation_problem(start(api, case_id, "Pause"), "Action")
+
+    def test_excess_credit_ignored(self, api: httpx.Client) -> None:
+        """A credit note above the remaining capital applies only what remains."""
+        case_id = register(api)
+        assert pay(api, credit_body((case_id, -9999)), "invoice/creditnote").status_code == 200
+        (credit,) = details(api, case_id)["payments"]
+        assert credit["amount"] == Decimal(-9999)
+        assert credit["appliedAmount"] == Decimal(-2250)
+        assert details(api, case_id)["remainingAmount"] == Decimal(0)
+
+    @pytest.mark.parametrize(
+        ("mutate", "key"),
+        [
+            (_set(2500, "Amount"), "Amount"),
+            (_set(0, "Amount"), "Amount"),
+            (_line("Amount", Decimal("2500.0")), "Invoices[0].Amount"),
+            (_set("2024-09-31T00:00:00", "Date"), "Date"),
+            (_delete("AccountingPaymentId"), "AccountingPaymentId"),
+        ],
+        ids=["positive-total", "zero-total", "positive-line", "bad-date", "no-payment-id"],
+    )
+    def test_validation_rule(
+        self, api: httpx.Client, mutate: Callable[[dict[str, Any]], None], key: str
+    ) -> None:
+        """Positive amounts and other bad credit notes answer 400 naming the field."""
+        case_id = register(api)
+        body = credit_body((case_id, -2500))
+        mutate(body)
+        assert_validation_problem(pay(api, body, "invoice/creditnote"), key)
+        assert details(api, case_id)["payments"] == []
+
+
+class TestPayouts:
+    def test_payout_reduces_capital_and_makes_a_settlement(
+        self, api: httpx.Client, control: httpx.Client, sim: Simulator
+    ) -> None:
+        """A simulated payout is a Collected payment on the case and an unbooked settlement."""
+        case_id = register(api, accountingInvoiceId="ACC-1")
+        assert start(api, case_id).status_code == 200
+        response = control.post(
+            "/_sim/payout", json={"invoiceId": case_id, "amount": 750.25, "date": "2026-11-20"}
+        )
+        assert response.status_code == 200, response.text
+        settlement = loads(response)
+        found = details(api, case_id)
+        assert found["remainingAmount"] == Decimal("1499.75")
+        assert found["status"] == "CollectionStarted"
+        (collected,) = found["payments"]
+        assert collected["type"] == "Collected"
+        assert collected["accountingPaymentId"] is None
+        assert collected["amount"] == collected["appliedAmount"] == Decimal("750.25")
+        assert collected["date"] == "2026-11-20"
+        assert collected["settlementId"] == settlement["id"]
+
+        listed = api.get("settlements", params={"ExcludeClosed": "true"})
+        assert listed.status_code == 200
+        assert loads(listed) == {"totalCount": 1, "items": [settlement]}
+        assert settlement == {
+            "id": settlement["id"],
+            "settlementDate": "2026-11-20",
+            "amount": Decimal("750.25"),
+            "currencyCode": "NOK",
+            "isBooked": False,
+            "internalAccountingId": None,
+            "invoices": [
+                {
+                    "invoiceId": case_id,
+                    "invoiceNo": "20003",
+                    "accountingInvoiceId": "ACC-1",
+                    "amount": Decimal("750.25"),
+                }
+            ],
+        }
+        assert sim.payments()[-1]["type"] == "Collected"
+        assert sim.payments()[-1]["settlementId"] == settlement["id"]
+
+    def test_payout_of_several_invoices(self, api: httpx.Client, sim: Simulator) -> None:
+        """One settlement may cover several cases; paying one in full closes it."""
+        first, second = register(api), register(api)
+        settlement = sim.payout([(first, Decimal(2250)), (second, Decimal("0.01"))])
+        assert settlement["amount"] == Decimal("2250.01")
+        assert [line["invoiceId"] for line in settlement["invoices"]] == [first, second]
+        assert details(api, first)["status"] == "Closed"
+        assert details(api, second)["remainingAmount"] == Decimal("2249.99")
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"invoiceId": 1, "amount": 10},
+            {"invoiceId": "CASE", "amount": 0},
+            {"invoiceId": "CASE", "amount": 2250.01},
+            {"invoiceId": "CASE", "amount": "10"},
+            {"invoices": [{"invoiceId": "CASE", "amount": 1}, {"invoiceId": "CASE", "amount": 1}]},
+            {"invoices": []},
+            [1],
+        ],
+        ids=["unknown-case", "zero", "above-capital", "string", "twice", "empty", "not-object"],
+    )
+    def test_payout_refused(self, api: httpx.Client, control: httpx.Client, body: Any) -> None:
+        """A payout of an unknown case, of nothing or of more than the capital is refused."""
+        case_id = register(api)
+        text = json.dumps(body).replace('"CASE"', str(case_id))
+        response = control.post("/_sim/payout", content=text)
+        assert response.status_code == 400
+        assert response.json()["error"]
+        assert details(api, case_id)["payments"] == []
+
+    def test_payout_of_a_closed_case_refused(self, api: httpx.Client, sim: Simulator) -> None:
+        """Kravia collects nothing on a closed case."""
+        case_id = register(api)
+        assert pay(api, payment_body((case_id, 2250))).status_code == 200
+        with pytest.raises(ValueError, match="closed"):
+            sim.payout([(case_id, Decimal(1))])
+
+    def test_bookkeep(self, api: httpx.Client, sim: Simulator) -> None:
+        """A booked settlement leaves the ExcludeClosed list; booking is repeatable, not
+        changeable."""
+        case_id = register(api)
+        settlement_id = sim.payout([(case_id, Decimal(100))])["id"]
+        path = f"settlements/{settlement_id}/bookkeep"
+        booked = api.patch(path, params={"internalAccountingId": "BILAG-77"})
+        assert booked.status_code == 200, booked.text
+        assert api.patch(path, params={"internalAccountingId": "BILAG-77"}).status_code == 200
+        assert_validation_problem(
+            api.patch(path, params={"internalAccountingId": "OTHER"}), "InternalAccountingId"
+        )
+        assert_validation_problem(api.patch(path), "InternalAccountingId")
+        unknown = api.patch("settlements/1/bookkeep", params={"internalAccountingId": "x"})
+        assert unknown.status_code == 404
+        assert loads(api.get("settlements", params={"ExcludeClosed": "true"}))["items"] == []
+        (everything,) = loads(api.get("settlements", params={"ExcludeClosed": "false"}))["items"]
+        assert everything["isBooked"] is True
+        assert everything["internalAccountingId"] == "BILAG-77"
+        assert loads(api.get("settlements"))["totalCount"] == 1
+        assert sim.calls()["processed"]["bookkeep"] == 2
+
+    def test_bad_exclude_closed_400(self, api: httpx.Client) -> None:
+        """ExcludeClosed must be a boolean."""
+        response = api.get("settlements", params={"ExcludeClosed": "perhaps"})
+        assert_validation_problem(response, "ExcludeClosed")
+
+    @pytest.mark.usefixtures("sim")
+    def test_settlements_need_the_token(self, running: RunningSimulator) -> None:
+        """Settlements and bookkeeping answer 401 without the token."""
+        with httpx.Client(base_url=running.base_url) as client:
+            assert client.get("settlements").status_code == 401
+            assert client.patch("settlements/1/bookkeep").status_code == 401
+
+
+class TestCaseFeed:
+    def test_every_change_moves_the_case_in_search(self, api: httpx.Client, sim: Simulator) -> None:
+        """Upload, Start, payment, credit note and payout each bump lastUpdatedTime, and the
+        search feed shows the new status and remaining capital."""
+        case_id = register(api)
+        other = register(api)
+        changes: list[Callable[[], object]] = [
+            lambda: upload(api, case_id),
+            lambda: start(api, case_id),
+            lambda: pay(api, payment_body((case_id, 250))),
+            lambda: pay(api, credit_body((case_id, -500)), "invoice/creditnote"),
+            lambda: sim.payout([(case_id, Decimal(1500))]),
+        ]
+        expected = [
+            ("Registered", Decimal(2250)),
+            ("CollectionStarted", Decimal(2250)),
+            ("CollectionStarted", Decimal(2000)),
+            ("CollectionStarted", Decimal(1500)),
+            ("Closed", Decimal(0)),
+        ]
+        stamp = search(api)["items"][-1]["lastUpdatedTime"]
+        for change, (status, remaining) in zip(changes, expected, strict=True):
+            change()
+            items = search(api, lastUpdatedTime=stamp)["items"]
+            assert items[-1]["id"] == case_id
+            assert other not in [item["id"] for item in items[1:]]
+            assert items[-1]["lastUpdatedTime"] > stamp
+            assert (items[-1]["status"], items[-1]["remainingAmount"]) == (status, remaining)
+            stamp = items[-1]["lastUpdatedTime"]
+            assert details(api, case_id)["lastUpdatedTime"] == stamp
+
+    def test_pause_and_resume(self, api: httpx.Client) -> None:
+        """A started case offers Pause; a paused one offers Resume (assumed action names)."""
+        case_id = register(api)
+        assert start(api, case_id).status_code == 200
+        assert start(api, case_id, "Pause").status_code == 200
+        paused = details(api, case_id)
+        assert (paused["status"], paused["availableActions"]) == ("Paused", ["Resume"])
+        assert start(api, case_id, "Resume").status_code == 200
+        resumed = details(api, case_id)
+        assert (resumed["status"], resumed["availableActions"]) == ("CollectionStarted", ["Pause"])
+        events = [entry["event"] for entry in resumed["timeline"]]
+        assert events[-2:] == ["Collection paused: Go ahead", "Collection resumed: Go ahead"]
+
+
+class TestMoneyFaults:
+    def test_dropped_payment_is_applied_once(self, api: httpx.Client, sim: Simulator) -> None:
+        """A payment applied and then dropped unanswered is recorded exactly once."""
+        case_id = register(api)
+        sim.faults = Faults(drop_after_commit=1.0, operations=("payment", "creditnote"))
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            pay(api, payment_body((case_id, 100)))
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            pay(api, credit_body((case_id, -100)), "invoice/creditnote")
+        assert [entry["type"] for entry in sim.payments()] == ["Payment", "CreditNote"]
+        assert details(api, case_id)["remainingAmount"] == Decimal(2050)
+        assert sim.calls()["payment"] == {"0": 1}
+        assert sim.calls()["processed"]["creditnote"] == 1
+
+    @pytest.mark.parametrize("fault", ["error_5xx", "rate_limit_429"])
+    def test_refused_payment_applies_nothing(
+        self, api: httpx.Client, sim: Simulator, fault: str
+    ) -> None:
+        """A payment answered 5xx or 429 by a fault is not applied."""
+        case_id = register(api)
+        sim.faults = Faults(**{fault: 1.0}, operations=("payment", "creditnote", "bookkeep"))
+        assert pay(api, payment_body((case_id, 100))).status_code >= 429
+        assert pay(api, credit_body((case_id, -1)), "invoice/creditnote").status_code >= 429
+        assert sim.payments() == []
+        assert details(api, case_id)["remainingAmount"] == Decimal(2250)
+
+    def test_dropped_bookkeep_still_books(self, api: httpx.Client, sim: Simulator) -> None:
+        """Bookkeeping is mutating: a drop after it still leaves the settlement booked."""
+        settlement_id = sim.payout([(register(api), Decimal(1))])["id"]
+        sim.faults = Faults(drop_after_commit=1.0, operations=("bookkeep", "settlements"))
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            api.patch(f"settlements/{settlement_id}/bookkeep", params={"internalAccountingId": "B"})
+        assert api.get("settlements", params={"ExcludeClosed": "true"}).json()["items"] == []
+
+    def test_latency_on_settlements(self, api: httpx.Client, sim: Simulator) -> None:
+        """Latency applies to the new reads too."""
+        sim.faults = Faults(latency_ms=120, operations=("settlements",))
+        began = time.monotonic()
+        assert api.get("settlements").status_code == 200
+        assert time.monotonic() - began >= 0.12
+
+
 class TestControl:
     def test_cases_endpoint(self, api: httpx.Client, control: httpx.Client, sim: Simulator) -> None:
         """/_sim/cases shows every case with the body as received and document hashes."""
@@ -817,7 +1316,21 @@ class TestControl:
             "action": {"200": 1},
             "search": {"200": 1},
             "details": {"200": 1, "404": 1},
-            "processed": {"register": 1, "document": 1, "action": 1, "search": 1, "details": 1},
+            "payment": {},
+            "creditnote": {},
+            "settlements": {},
+            "bookkeep": {},
+            "processed": {
+                "register": 1,
+                "document": 1,
+                "action": 1,
+                "search": 1,
+                "details": 1,
+                "payment": 0,
+                "creditnote": 0,
+                "settlements": 0,
+                "bookkeep": 0,
+            },
         }
 
     def test_reset(self, api: httpx.Client, control: httpx.Client, sim: Simulator) -> None:
@@ -859,6 +1372,49 @@ class TestPersistence:
             assert items[0]["originalAmount"] == Decimal("99.90")
             assert items[0]["status"] == "CollectionStarted"
             assert start(client, case_id).status_code == 400
+
+    def test_money_survives_restart(self, tmp_path: Path) -> None:
+        """Payments, the ledger and settlements (booked or not) are kept in the data file."""
+        data_file = tmp_path / "simulator.json"
+        first_sim = Simulator(token=TOKEN, data_file=data_file)
+        with (
+            RunningSimulator(first_sim) as served,
+            httpx.Client(base_url=served.base_url, headers={"Authorization": TOKEN}) as client,
+        ):
+            case_id = register(client)
+            assert pay(client, payment_body((case_id, "10.05"))).status_code == 200
+            booked = first_sim.payout([(case_id, Decimal(20))])["id"]
+            client.patch(f"settlements/{booked}/bookkeep", params={"internalAccountingId": "B1"})
+            first_sim.payout([(case_id, Decimal(30))])
+        second_sim = Simulator(token=TOKEN, data_file=data_file)
+        assert second_sim.cases() == first_sim.cases()
+        assert second_sim.payments() == first_sim.payments()
+        assert second_sim.settlements() == first_sim.settlements()
+        later = second_sim.payout([(case_id, Decimal(1))])
+        assert later["id"] == booked + 2
+        payment_ids = [p["id"] for p in second_sim.cases()[0]["payments"]]
+        assert payment_ids == sorted(set(payment_ids))
+
+    def test_first_format_still_loads(self, tmp_path: Path) -> None:
+        """A data file written before payments existed loads, with no payments."""
+        data_file = tmp_path / "old.json"
+        first_sim = Simulator(token=TOKEN, data_file=data_file)
+        with (
+            RunningSimulator(first_sim) as served,
+            httpx.Client(base_url=served.base_url, headers={"Authorization": TOKEN}) as client,
+        ):
+            case_id = register(client)
+            assert start(client, case_id).status_code == 200
+        old = json.loads(data_file.read_text())
+        old["format"] = "kravia-sync-simulator/1"
+        for key in ("nextPaymentId", "nextSettlementId", "ledger", "settlements"):
+            del old[key]
+        for case in old["cases"]:
+            del case["payments"], case["started"]
+        data_file.write_text(json.dumps(old))
+        (case,) = Simulator(token=TOKEN, data_file=data_file).cases()
+        assert case["payments"] == []
+        assert case["started"] is True
 
     def test_missing_file_starts_empty(self, tmp_path: Path) -> None:
         """A data file that does not exist yet means an empty simulator."""
