@@ -41,6 +41,7 @@ __all__ = [
     "build_register_body",
     "case_standing",
     "classify_response",
+    "loads_exact",
     "parse_retry_after",
     "parse_settlements",
     "payment_recorded",

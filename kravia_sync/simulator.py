@@ -1225,6 +1225,10 @@ class Simulator:
         comes off that case's capital as a `Collected` payment, and one settlement covers them
         all. ValueError when a case is unknown or closed or an amount is not in (0, capital].
         """
+        for _, amount in lines:
+            if isinstance(amount, bool) or not isinstance(amount, int | Decimal):
+                raise TypeError(f"a payout amount is a Decimal, not {amount!r}")
+        lines = [(case_id, Decimal(amount)) for case_id, amount in lines]
         with self._lock:
             problems = self._payout_problems(lines)
             if problems:
@@ -1275,7 +1279,7 @@ class Simulator:
                 problems.append(f"invoice {case_id} does not exist")
             elif case.status == STATUS_CLOSED:
                 problems.append(f"invoice {case_id} is closed")
-            elif not isinstance(amount, Decimal) or not 0 < amount <= case.remaining_amount:
+            elif not 0 < amount <= case.remaining_amount:
                 problems.append(
                     f"invoice {case_id}: the amount {amount} is not in (0, {case.remaining_amount}]"
                 )

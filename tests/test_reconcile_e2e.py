@@ -75,6 +75,10 @@ class TestFirstSync:
             "action": 10,
             "search": 0,
             "details": 0,
+            "payment": 0,
+            "creditnote": 0,
+            "settlements": 0,
+            "bookkeep": 0,
         }
 
     def test_the_register_body_carries_the_invoice_exactly(self, sim: Sim, tmp_path: Path) -> None:
