@@ -44,10 +44,12 @@ from kravia_sync.connector import (
     Connector,
     ConnectorError,
     ConnectorSettings,
+    PaymentRecord,
     RecordError,
     SourceRecord,
 )
 from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS, FileDocument, InvalidRecordError
+from kravia_sync.payments import PAYMENT_FIELDS, REQUIRED_PAYMENT_FIELDS, is_payment_record
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
 
     from kravia_sync.model import Document
 
-    _Item: TypeAlias = SourceRecord | RecordError
+    _Item: TypeAlias = SourceRecord | PaymentRecord | RecordError
     _PdfIndex: TypeAlias = Mapping[str, Path]
 
 __all__ = ["EmbeddedPdfDocument", "FolderConnector", "FolderSettings"]
@@ -64,6 +66,7 @@ MIB = 1024 * 1024
 _CHUNK_BYTES = 64 * 1024
 _FILE = "file"  # the RecordError field for a problem with a whole file
 _KNOWN_COLUMNS = {name.casefold(): name for name in RECORD_FIELDS}
+_PAYMENT_COLUMNS = {name.casefold(): name for name in PAYMENT_FIELDS}
 
 
 class FolderSettings(ConnectorSettings):
@@ -95,6 +98,9 @@ class FolderConnector(Connector):
     """Reads invoices from JSON, CSV and EHF files in a folder, with their PDF copies."""
 
     settings_model: ClassVar[type[ConnectorSettings]] = FolderSettings
+    # Payment and credit-note files (and EHF credit notes) say what was paid; amounts in
+    # invoice files are taken as what is owed now.
+    payments_default: ClassVar[Literal["amount_drops", "records"]] = "records"
     example_config: ClassVar[str] = """\
 [[sources]]
 name = "invoices"                # a short, stable name; it keys the state of this source
@@ -122,7 +128,7 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
         """The directory this connector reads (`path` resolved against `base_dir`)."""
         return self.base_dir / self.settings.path.expanduser()
 
-    def read(self) -> Iterator[SourceRecord | RecordError]:
+    def read(self) -> Iterator[SourceRecord | PaymentRecord | RecordError]:
         """Yield the invoices of every JSON and CSV file, file by file in name order, then
         those of the EHF files, netted with their credit notes."""
         root = self.folder
@@ -379,6 +385,19 @@ class _EhfFiles:
         for credit, problem in zip(self.credits, credit_problems, strict=True):
             if problem is not None:
                 yield RecordError(f"{credit.source}:{credit.number}", problem.field, problem.reason)
+            elif credit.issued is not None:
+                # Netted above for an invoice not yet sent; forwarded for one already in Kravia.
+                yield PaymentRecord(
+                    key=f"{credit.source}:{credit.number}",
+                    fields={
+                        "payment_id": credit.number,
+                        "kind": "credit_note",
+                        "date": credit.issued,
+                        "amount": credit.amount,
+                        "invoice_number": credit.invoices[0],
+                        "description": f"{credit.kind} {credit.number}",
+                    },
+                )
 
 
 class EmbeddedPdfDocument:
@@ -458,6 +477,12 @@ def _json_record(item: object, index: int | None, invoice_file: _InvoiceFile) ->
         where = "the file" if index is None else f"item {index}"
         reason = f"{where} is {_json_type(item)}, not an invoice object"
         return RecordError(fallback, "record", reason)
+    if is_payment_record(item):
+        key = f"{fallback} (payment {item.get('payment_id')})"
+        unknown = [field for field in item if field not in PAYMENT_FIELDS]
+        if unknown:
+            return RecordError(key, unknown[0], _unknown_reason("field", unknown, PAYMENT_FIELDS))
+        return PaymentRecord(key=key, fields=dict(item))
     number = _invoice_number(item.get("invoice_number"))
     key = invoice_file.key(number, fallback, f"#{index}")
     unknown = [field for field in item if field not in RECORD_FIELDS]
@@ -527,9 +552,15 @@ def _map_header(header: list[str], name: str) -> tuple[list[str | None], RecordE
     columns: list[str | None] = []
     unknown: list[str] = []
     duplicates: list[str] = []
-    for cell in header:
-        label = cell.replace("\ufeff", "").strip()
-        field = _KNOWN_COLUMNS.get(label.casefold())
+    labels = [cell.replace("\ufeff", "").strip() for cell in header]
+    payments = any(label.casefold() == "payment_id" for label in labels)
+    known, required, names = (
+        (_PAYMENT_COLUMNS, REQUIRED_PAYMENT_FIELDS, PAYMENT_FIELDS)
+        if payments
+        else (_KNOWN_COLUMNS, REQUIRED_FIELDS, RECORD_FIELDS)
+    )
+    for label in labels:
+        field = known.get(label.casefold())
         if not label:
             columns.append(None)
         elif field is None:
@@ -541,7 +572,7 @@ def _map_header(header: list[str], name: str) -> tuple[list[str | None], RecordE
         else:
             columns.append(field)
     problems: list[tuple[str, str]] = []  # (field, reason)
-    missing = [field for field in REQUIRED_FIELDS if field not in columns]
+    missing = [field for field in required if field not in columns]
     if missing:
         listed = ", ".join(repr(field) for field in missing)
         plural = "s" if len(missing) > 1 else ""
@@ -549,22 +580,22 @@ def _map_header(header: list[str], name: str) -> tuple[list[str | None], RecordE
     if duplicates:
         problems.append((duplicates[0], f"duplicate column {duplicates[0]!r}"))
     if unknown:  # last: its reason ends with the long list of known columns
-        problems.append((unknown[0], _unknown_reason("column", unknown)))
+        problems.append((unknown[0], _unknown_reason("column", unknown, names)))
     if not problems:
         return columns, None
     return columns, RecordError(name, problems[0][0], "; ".join(reason for _, reason in problems))
 
 
-def _unknown_reason(kind: str, unknown: list[str]) -> str:
+def _unknown_reason(kind: str, unknown: list[str], names: tuple[str, ...] = RECORD_FIELDS) -> str:
     listed = ", ".join(repr(label) for label in unknown)
     plural = "s" if len(unknown) > 1 else ""
     hints = [
         f"{label!r} → {match[0]!r}"
         for label in unknown
-        if (match := difflib.get_close_matches(label.casefold(), RECORD_FIELDS, n=1))
+        if (match := difflib.get_close_matches(label.casefold(), names, n=1))
     ]
     hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
-    return f"unknown {kind}{plural} {listed}{hint}; known {kind}s: {', '.join(RECORD_FIELDS)}"
+    return f"unknown {kind}{plural} {listed}{hint}; known {kind}s: {', '.join(names)}"
 
 
 def _csv_record(
@@ -588,6 +619,8 @@ def _csv_record(
         reason = f"line {line} has a value in column {position}, which has no known header"
         return RecordError(line_key, "row", reason)
     fields = cast("dict[str, object]", cells)  # no None key: checked just above
+    if "payment_id" in columns:
+        return PaymentRecord(key=f"{line_key} (payment {fields.get('payment_id')})", fields=fields)
     number = _invoice_number(fields.get("invoice_number"))
     key = invoice_file.key(number, line_key, f"line {line}")
     return SourceRecord(key=key, fields=fields, document=invoice_file.document(number))

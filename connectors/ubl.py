@@ -119,6 +119,7 @@ class Credit:
     amount: Decimal
     currency: str
     source: str = ""
+    issued: date | None = None
 
     @property
     def label(self) -> str:
@@ -181,7 +182,8 @@ def _invoice(root: Element, source: str) -> UblInvoice | Credit:
     amount, currency = _amount_due(root)
     references = _billing_references(root)
     if amount < 0 and references:
-        return Credit("corrective invoice", number, references, -amount, currency, source)
+        issued = _date(root, "cbc:IssueDate", "invoice_date")
+        return Credit("corrective invoice", number, references, -amount, currency, source, issued)
     fields: dict[str, object] = {
         "invoice_number": number,
         "invoice_date": _date(root, "cbc:IssueDate", "invoice_date"),
@@ -202,7 +204,9 @@ def _invoice(root: Element, source: str) -> UblInvoice | Credit:
 def _credit_note(root: Element, source: str) -> Credit:
     number = _number(root)
     amount, currency = _amount_due(root)
-    return Credit("credit note", number, _billing_references(root), amount, currency, source)
+    issued = _date(root, "cbc:IssueDate", "invoice_date")
+    references = _billing_references(root)
+    return Credit("credit note", number, references, amount, currency, source, issued)
 
 
 def _number(root: Element) -> str:

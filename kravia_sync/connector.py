@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -31,6 +31,7 @@ __all__ = [
     "Connector",
     "ConnectorError",
     "ConnectorSettings",
+    "PaymentRecord",
     "RecordError",
     "SourceRecord",
     "available_connectors",
@@ -71,6 +72,16 @@ class SourceRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    """One payment or credit note as the source has it: the flat payment fields
+    (`kravia_sync.payments.PAYMENT_FIELDS`) covering one invoice. A payment spread over several
+    invoices is one record per invoice, all with the same `payment_id`."""
+
+    key: str
+    fields: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
 class RecordError:
     """Something in the source that could not be parsed into a record at all."""
 
@@ -88,6 +99,9 @@ class Connector(ABC):
     """
 
     settings_model: ClassVar[type[ConnectorSettings]] = ConnectorSettings
+    # How this kind of source tells of money paid, unless a source sets `payments`:
+    # `amount_drops` (outstanding amounts drop) or `records` (it yields `PaymentRecord`s).
+    payments_default: ClassVar[Literal["amount_drops", "records"]] = "amount_drops"
     # A commented `[[sources]]` block for `kravia-sync init --source NAME`.
     example_config: ClassVar[str] = ""
 
@@ -101,8 +115,9 @@ class Connector(ABC):
         return cls(cls.settings_model.model_validate(dict(raw)), base_dir=base_dir)
 
     @abstractmethod
-    def read(self) -> Iterator[SourceRecord | RecordError]:
-        """Yield every overdue invoice of the source, one at a time."""
+    def read(self) -> Iterator[SourceRecord | PaymentRecord | RecordError]:
+        """Yield every overdue invoice of the source, one at a time, and the payments and
+        credit notes the source knows for them."""
 
     def secret_values(self) -> list[str]:
         """Secret values this connector holds (passwords, tokens): the engine redacts each of

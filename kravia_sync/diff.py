@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from kravia_sync.connector import RecordError, SourceRecord
+from kravia_sync.connector import PaymentRecord, RecordError, SourceRecord
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase, Step
 from kravia_sync.model import InvalidRecordError, Invoice
+from kravia_sync.payments import Payment, derived_payment
 from kravia_sync.plan import Change, assess, ineligibility, record_hash, source_id
 from kravia_sync.settings import PolicySettings, SourceConfig
 from kravia_sync.store import QuarantineEntry
@@ -87,8 +88,11 @@ class SourceDiff:
         policy: PolicySettings,
         now: datetime,
         check_document: Callable[[Invoice], str | None] | None = None,
+        payments: str | None = None,
     ) -> None:
         self.source = source
+        # How the source tells of money paid (see `SourceConfig.payments`).
+        self.payments_mode = payments or source.payments or "amount_drops"
         self.policy = policy
         self.now = now
         self.check_document = check_document
@@ -99,6 +103,8 @@ class SourceDiff:
         self._valid: dict[str, _Valid] = {}  # validated, to assess in `finish`
         self._known: set[str] = set()  # ids of `_valid` (and `_settle`) stored for this source
         self._settle: set[str] = set()  # seen, invalid now, with a lost answer to settle
+        # Payments and credit notes: reported by the source, or derived from amount drops.
+        self.payments: list[tuple[str, Payment]] = []
 
     @property
     def work(self) -> list[WorkItem]:
@@ -120,17 +126,19 @@ class SourceDiff:
         self.quarantine[entry.record_key] = entry
         self.counts[entry.kind] += 1
 
-    def identify(self, record: SourceRecord | RecordError) -> tuple[str, str] | None:
+    def identify(
+        self, record: SourceRecord | PaymentRecord | RecordError
+    ) -> tuple[str, str] | None:
         """A record's accountingInvoiceId and hash, for looking it up (None: nothing to look
-        up, the record is bad)."""
-        if isinstance(record, RecordError):
+        up: the record is bad, or a payment)."""
+        if not isinstance(record, SourceRecord):
             return None
         aid = source_id(record.fields, self.source.id_prefix)
         return None if aid is None else (aid, record_hash(record))
 
     def add_chunk(
         self,
-        records: Sequence[SourceRecord | RecordError],
+        records: Sequence[SourceRecord | PaymentRecord | RecordError],
         identities: Sequence[tuple[str, str] | None],
         looked_at: Mapping[str, CaseSummary | None],
         earlier: Iterable[str | None],
@@ -153,11 +161,19 @@ class SourceDiff:
         self.counts["read"] += quiet
         self.counts[Change.UNCHANGED.value] += quiet
 
-    def add(self, record: SourceRecord | RecordError, lookup: Lookup = NOTHING_KNOWN) -> None:
-        self.counts["read"] += 1
-        if isinstance(record, RecordError):
+    def add(
+        self, record: SourceRecord | PaymentRecord | RecordError, lookup: Lookup = NOTHING_KNOWN
+    ) -> None:
+        if isinstance(record, PaymentRecord):
+            self._add_payment(record)
+        elif isinstance(record, RecordError):
+            self.counts["read"] += 1
             self._reject(QuarantineEntry(record.key, "invalid", record.field, record.reason))
-            return
+        else:
+            self.counts["read"] += 1
+            self._add_invoice(record, lookup)
+
+    def _add_invoice(self, record: SourceRecord, lookup: Lookup) -> None:
         aid = lookup.aid or source_id(record.fields, self.source.id_prefix)
         if aid is not None and lookup.earlier_key is not None:
             self._duplicate(aid, lookup.earlier_key, record.key)
@@ -183,6 +199,20 @@ class SourceDiff:
         self._valid[invoice.accounting_invoice_id] = _Valid(invoice, record.key, hashed)
         if stored is not None:
             self._known.add(invoice.accounting_invoice_id)
+
+    def _add_payment(self, record: PaymentRecord) -> None:
+        """A payment or credit note the source reports: validated and kept for `payments`."""
+        self.counts["payments_read"] += 1
+        if self.payments_mode != "records":
+            # The amounts tell of money paid (or nothing should): counted, not forwarded.
+            self.counts["payments_ignored"] += 1
+            return
+        try:
+            payment = Payment.from_record(record.fields, id_prefix=self.source.id_prefix)
+        except InvalidRecordError as exc:
+            self._reject(QuarantineEntry(record.key, "invalid", exc.field, exc.reason))
+            return
+        self.payments.append((record.key, payment))
 
     def _owned_elsewhere(self, key: str, aid: str | None, owner: str) -> None:
         self._reject(
@@ -325,6 +355,16 @@ class SourceDiff:
         self.counts[assessment.change.value] += 1
         if assessment.write:
             self.updates.append(assessment.case)
+        if assessment.dropped_from is not None and self.payments_mode == "amount_drops":
+            today = self.now.astimezone(ZoneInfo(self.policy.timezone)).date()
+            drop = derived_payment(
+                valid.invoice.accounting_invoice_id,
+                assessment.dropped_from,
+                valid.invoice.amount,
+                on=today,
+            )
+            self.payments.append((valid.key, drop))
+            self.counts["amount_drops"] += 1
         if assessment.case.phase in ATTENTION_PHASES:
             self.counts[assessment.case.phase.value] += 1
         elif assessment.case.phase is not Phase.STARTED:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -94,6 +95,13 @@ class CaseState:
     next_attempt_at: datetime | None = None
     last_error: str | None = None
     changed_at: datetime | None = None
+    amount: Decimal | None = None  # the source's outstanding amount when last validated
+    payouts_accounted: Decimal | None = None  # Kravia payouts already matched to amount drops
+    attention: str | None = None  # a change in the source a person must act on in Kravia
+    approved_at: datetime | None = None  # start = manual: when an operator approved the start
+    kravia_status: str | None = None  # as Kravia last reported it
+    kravia_remaining: Decimal | None = None  # capital left, as Kravia last reported it
+    status_at: datetime | None = None
 
 
 class CaseSummary(NamedTuple):

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 
 from kravia_sync.connector import SourceRecord
@@ -29,6 +30,8 @@ class Assessment:
     change: Change
     case: CaseState
     write: bool  # the case row differs from what is stored
+    # For a case already sent to Kravia whose outstanding amount dropped: the amount before.
+    dropped_from: Decimal | None = None
 
 
 def record_hash(record: SourceRecord) -> str:
@@ -91,10 +94,11 @@ def assess(
             has_document=has_document,
             first_seen_at=now,
             updated_at=now,
+            amount=invoice.amount,
         )
         return Assessment(Change.NEW, case, write=False)  # written with its first intent
     moved = existing.fingerprint != fingerprint
-    case = replace(existing, record_hash=hashed, record_key=record_key)
+    case = replace(existing, record_hash=hashed, record_key=record_key, amount=invoice.amount)
     if moved and existing.phase is Phase.NEW:
         case = replace(
             case,
@@ -117,18 +121,50 @@ def assess(
         )
         return Assessment(Change.RETRY, case, write=True)
     if moved and existing.phase in IN_KRAVIA_PHASES | {Phase.REGISTERING, Phase.NEEDS_REVIEW}:
-        # Kravia documents no way to edit a registered invoice: record the change, show it,
-        # never register again. (Payments and credit notes are forwarded by a later stage.)
+        # Kravia documents no way to edit a registered invoice: never register again. A drop
+        # of the amount is money paid (see `kravia_sync.payments`); anything else is shown as a
+        # change a person must make in Kravia.
         keeps_document = existing.has_document or existing.phase is not Phase.REGISTERED
+        attention, dropped_from = _change_after_registration(invoice, existing)
         case = replace(
             case,
             fingerprint=fingerprint,
             has_document=existing.has_document if keeps_document else has_document,
             changed_at=now,
             updated_at=now,
+            attention=attention or existing.attention,
         )
-        return Assessment(Change.CHANGED, case, write=True)
+        return Assessment(Change.CHANGED, case, write=True, dropped_from=dropped_from)
     change = Change.UNCHANGED if existing.phase is Phase.STARTED else Change.PENDING
     if existing.phase in {Phase.REJECTED, Phase.NEEDS_REVIEW}:
         change = Change.UNCHANGED
-    return Assessment(change, case, write=existing.record_hash != hashed)
+    write = existing.record_hash != hashed or existing.amount != invoice.amount
+    return Assessment(change, case, write=write)
+
+
+def _change_after_registration(
+    invoice: Invoice, existing: CaseState
+) -> tuple[str | None, Decimal | None]:
+    """What a change to an invoice already sent to Kravia means: a note for a person (None
+    when there is nothing to do by hand), and the earlier amount when the amount dropped."""
+    before = existing.amount
+    if before is None:
+        unknown = (
+            "the invoice changed in the source after it was sent to Kravia, and the amount it "
+            "was sent with is not known (state from an older version): check the case in Kravia"
+        )
+        return unknown, None
+    only_amount = invoice.model_copy(update={"amount": before}).fingerprint()
+    notes: list[str] = []
+    if only_amount != existing.fingerprint:
+        notes.append(
+            "the invoice's details (debtor, address, e-mail, dates or description) changed in "
+            "the source after it was sent; Kravia documents no update call: change them in Kravia"
+        )
+    if invoice.amount > before:
+        notes.append(
+            f"the amount rose from {before} to {invoice.amount} after it was sent; Kravia "
+            "documents no way to raise a claim: settle the difference in Kravia"
+        )
+    dropped_from = before if invoice.amount < before else None
+    return ("; ".join(notes) or None), dropped_from

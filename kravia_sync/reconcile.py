@@ -20,6 +20,7 @@ from kravia_sync.committer import GroupCommitter, StateWriteError
 from kravia_sync.connector import (
     Connector,
     ConnectorError,
+    PaymentRecord,
     RecordError,
     SourceRecord,
     load_connector,
@@ -31,6 +32,7 @@ from kravia_sync.diff import (
     SourceDiff,
     WorkItem,
 )
+from kravia_sync.forwarding import AuthRefusedError, PaymentForwarder
 from kravia_sync.kravia import (
     SEARCH_CLOCK_SKEW,
     Failure,
@@ -53,6 +55,7 @@ from kravia_sync.lifecycle import (
 )
 from kravia_sync.logging import get_logger, redact, register_secrets
 from kravia_sync.model import InvalidRecordError, Invoice, check_pdf
+from kravia_sync.payments import PaymentPlan, PaymentState, PayoutRule, plan_payments
 from kravia_sync.settings import ConfigError, Settings, SourceConfig
 from kravia_sync.store import JournalEntry, StateStore
 from kravia_sync.store import utc_now as store_now
@@ -182,6 +185,7 @@ class Reconciler:
         self._run_id: int | None = None
         self._pass_task: asyncio.Task[None] | None = None
         self._lease_lost = False
+        self._payment_work: list[PaymentState] = []
 
     # --- the pass -----------------------------------------------------------------------------
     async def run(self, *, dry_run: bool = False, command: str = "reconcile") -> RunSummary:
@@ -279,6 +283,7 @@ class Reconciler:
     async def _pass(self, summary: RunSummary, *, dry_run: bool) -> None:
         claimed: dict[str, str] = {}  # new ids taken by an earlier source of this pass
         work: list[WorkItem] = []
+        self._payment_work = []
         for source in self.settings.sources:
             result = SourceResult(source.name)
             summary.sources.append(result)
@@ -304,9 +309,41 @@ class Reconciler:
                     item.case, start=self.settings.policy.start, now=now, timing=self.timing
                 )
                 summary.planned.append(self._planned(item, decision))
+            summary.counts["payments_to_forward"] += len(self._payment_work)
+            self._payment_work = []
             return
         self.progress.start(len(work))
         await self._apply(work, summary)
+        await self._forward_payments(summary)
+
+    async def _forward_payments(self, summary: RunSummary) -> None:
+        """Payments and credit notes, after the cases they cover had their turn."""
+        work, self._payment_work = self._payment_work, []
+        if not work:
+            return
+        assert self.client is not None  # noqa: S101 - run() checks
+        forwarder = PaymentForwarder(
+            self.store,
+            self.client,
+            clock=self.clock,
+            settle=self.timing.settle,
+            retry_in=lambda attempts: timedelta(
+                seconds=backoff_delay(
+                    attempts,
+                    base=self.timing.backoff_base.total_seconds(),
+                    cap=self.timing.backoff_cap.total_seconds(),
+                )
+            ),
+            run_id=self._run_id,
+            max_inline_wait=self.settings.retry.max_inline_wait_seconds,
+            max_waits=self.settings.retry.retries_per_pass,
+        )
+        try:
+            outcome = await forwarder.forward(work)
+        except AuthRefusedError as exc:
+            raise PassFailedError(str(exc)) from None
+        summary.counts.update(outcome.counts)
+        summary.problems.extend(outcome.problems)
 
     def _planned(self, item: WorkItem, decision: Decision) -> PlannedAction:
         step = decision.step.value
@@ -341,6 +378,7 @@ class Reconciler:
             policy=self.settings.policy,
             now=now,
             check_document=None if dry_run else _document_problem,
+            payments=source.payments or connector.payments_default,
         )
         with self.store.source_read(source.name) as state:
             for chunk in _chunked(connector.read(), READ_CHUNK):
@@ -362,12 +400,43 @@ class Reconciler:
             claimed=claimed,
         )
         claimed.update((aid, source.name) for aid in diff.new_ids())
+        plan = self._plan_payments(source, diff, now)
         result.counts.update(diff.counts)
+        result.counts.update(
+            f"payments_{state.phase.value}" for state in plan.writes if state.phase.value != "new"
+        )
         if not dry_run:
-            if diff.updates:
-                self.store.write_batch(diff.updates, [])
+            if diff.updates or plan.writes:
+                # One transaction: a drop in an amount is never stored without its payment.
+                self.store.write_payments(plan.writes, [], diff.updates)
             self.store.sync_quarantine(source.name, diff.quarantine, complete=True, now=now)
+        self._payment_work.extend(plan.work)
         return diff
+
+    def _plan_payments(self, source: SourceConfig, diff: SourceDiff, now: datetime) -> PaymentPlan:
+        """The payments of this read against the stored ones (see `kravia_sync.payments`)."""
+        ids = {payment.payment_id for _, payment in diff.payments}
+        stored = self.store.load_payments(source.name, ids, unfinished=True)
+        invoices = {payment.accounting_invoice_id for _, payment in diff.payments}
+        updated = {case.accounting_invoice_id: case for case in diff.updates}
+        cases = self.store.load_cases_by_id(invoices - updated.keys()) | {
+            aid: case for aid, case in updated.items() if aid in invoices
+        }
+        payouts = self.settings.policy.payouts
+        rule = PayoutRule(
+            payers=frozenset(name.casefold() for name in payouts.payers),
+            references=tuple(prefix.casefold() for prefix in payouts.reference_prefixes),
+            kids=frozenset(payouts.kids),
+            accounts=frozenset(payouts.accounts),
+        )
+        return plan_payments(
+            diff.payments,
+            stored,
+            {aid: case.phase not in {Phase.NEW, Phase.REJECTED} for aid, case in cases.items()},
+            source=source.name,
+            rule=rule,
+            now=now,
+        )
 
     # --- applying -----------------------------------------------------------------------------
     async def _apply(self, work: list[WorkItem], summary: RunSummary) -> None:
@@ -734,9 +803,9 @@ READ_CHUNK = 2000  # records looked up in the state store together
 
 
 def _chunked(
-    records: Iterator[SourceRecord | RecordError], size: int
-) -> Iterator[list[SourceRecord | RecordError]]:
-    chunk: list[SourceRecord | RecordError] = []
+    records: Iterator[SourceRecord | PaymentRecord | RecordError], size: int
+) -> Iterator[list[SourceRecord | PaymentRecord | RecordError]]:
+    chunk: list[SourceRecord | PaymentRecord | RecordError] = []
     for record in records:
         chunk.append(record)
         if len(chunk) == size:

@@ -78,11 +78,25 @@ class KraviaSettings(_Section):
         return value if value.endswith("/") else value + "/"
 
 
+class PayoutSettings(_Section):
+    """How Kravia's payouts to the creditor look in the creditor's books. A payment record
+    that matches any of these is a payout and is never sent back to Kravia."""
+
+    payers: list[str] = Field(default_factory=list)  # payer names, case does not matter
+    reference_prefixes: list[str] = Field(default_factory=list)  # start of the reference text
+    kids: list[str] = Field(default_factory=list)
+    accounts: list[str] = Field(default_factory=list)  # the account Kravia pays from
+
+
 class PolicySettings(_Section):
     min_days_overdue: int = Field(default=14, ge=0)
     min_amount: Decimal = Field(default=Decimal(0), ge=0)
     start: StartPolicy = StartPolicy.AUTO
     timezone: str = "Europe/Oslo"  # whose calendar counts the days overdue
+    payouts: PayoutSettings = PayoutSettings()
+    # Hold-up for a complete read that misses many known cases at once: above this share of a
+    # source's cases gone in one pass, the pass stops and asks for confirmation.
+    max_gone_share: float = Field(default=0.5, gt=0, le=1)
 
     @field_validator("timezone")
     @classmethod
@@ -117,6 +131,10 @@ class SourceConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     connector: str
     id_prefix: str = Field(default="", pattern=r"^\S*$")  # no spaces: ids are compared as is
+    # How the source tells of money paid: `amount_drops` (an invoice's outstanding amount
+    # drops), `records` (it yields payment and credit-note records), or `off`. Unset: the
+    # connector's default (folder: records; sql, rest, fiken: amount_drops).
+    payments: Literal["amount_drops", "records", "off"] | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -15,7 +15,8 @@ import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Self
 
@@ -27,15 +28,24 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     select,
     update,
 )
 from sqlalchemy import insert as sa_insert
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase
+from kravia_sync.payments import (
+    FINAL_PAYMENT_PHASES,
+    PaymentKind,
+    PaymentLine,
+    PaymentPhase,
+    PaymentState,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -46,7 +56,7 @@ __all__ = [
     "StateStore",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _utc_text(value: datetime) -> str:
@@ -68,6 +78,21 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: str | None, dialect: Dialect) -> datetime | None:
         del dialect
         return None if value is None else datetime.fromisoformat(value)
+
+
+class DecimalText(TypeDecorator[Decimal]):
+    """An exact amount, stored as text (SQLite's NUMERIC would round it through a float)."""
+
+    impl = String(40)
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> str | None:
+        del dialect
+        return None if value is None else str(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Decimal | None:
+        del dialect
+        return None if value is None else Decimal(value)
 
 
 class Meta(SQLModel, table=True):
@@ -99,6 +124,58 @@ class CaseRow(SQLModel, table=True):
     next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str | None = None
     changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Schema 2: keeping cases in step after registration.
+    amount: Decimal | None = Field(default=None, sa_type=DecimalText)
+    payouts_accounted: Decimal | None = Field(default=None, sa_type=DecimalText)
+    attention: str | None = None
+    approved_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    kravia_status: str | None = None
+    kravia_remaining: Decimal | None = Field(default=None, sa_type=DecimalText)
+    status_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# Columns schema 2 added to `cases`, for the migration from schema 1.
+_CASES_V2_COLUMNS = (
+    "amount VARCHAR(40)",
+    "payouts_accounted VARCHAR(40)",
+    "attention VARCHAR",
+    "approved_at VARCHAR(40)",
+    "kravia_status VARCHAR",
+    "kravia_remaining VARCHAR(40)",
+    "status_at VARCHAR(40)",
+)
+
+
+class PaymentRow(SQLModel, table=True):
+    """A payment or credit note of a source, and how far it got (schema 2)."""
+
+    __tablename__ = "payments"
+    source: str = Field(primary_key=True)
+    payment_id: str = Field(primary_key=True)
+    kind: str
+    paid_on: str  # ISO date
+    lines: str  # JSON: [{"accounting_invoice_id", "amount", "sent"}]
+    phase: str = Field(index=True)
+    fingerprint: str
+    first_seen_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+    description: str | None = None
+    derived: bool = False
+    pending_attempt: str | None = None
+    pending_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    note: str | None = None
+
+
+class HoldRow(SQLModel, table=True):
+    """An operator's hold on an invoice, by accountingInvoiceId or invoice number (schema 2)."""
+
+    __tablename__ = "holds"
+    invoice: str = Field(primary_key=True)
+    reason: str
+    held_at: datetime = Field(sa_type=UTCDateTime)
+    held_by: str
 
 
 class JournalRow(SQLModel, table=True):
@@ -117,6 +194,7 @@ class JournalRow(SQLModel, table=True):
     http_status: int | None = None
     duration_ms: int | None = None
     message: str | None = None
+    payment_id: str | None = Field(default=None, index=True)  # schema 2: payment calls
 
 
 class RunRow(SQLModel, table=True):
@@ -184,6 +262,7 @@ class JournalEntry:
     http_status: int | None = None
     duration_ms: int | None = None
     message: str | None = None
+    payment_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +283,8 @@ _TABLES = [
     RunRow.__table__,  # type: ignore[attr-defined]
     QuarantineRow.__table__,  # type: ignore[attr-defined]
     LeaseRow.__table__,  # type: ignore[attr-defined]
+    PaymentRow.__table__,  # type: ignore[attr-defined]
+    HoldRow.__table__,  # type: ignore[attr-defined]
 ]
 CASES = CaseRow.__table__  # type: ignore[attr-defined]
 JOURNAL = JournalRow.__table__  # type: ignore[attr-defined]
@@ -211,6 +292,8 @@ RUNS = RunRow.__table__  # type: ignore[attr-defined]
 QUARANTINE = QuarantineRow.__table__  # type: ignore[attr-defined]
 LEASE = LeaseRow.__table__  # type: ignore[attr-defined]
 META = Meta.__table__  # type: ignore[attr-defined]
+PAYMENTS = PaymentRow.__table__  # type: ignore[attr-defined]
+HOLDS = HoldRow.__table__  # type: ignore[attr-defined]
 WRITER_LEASE = "writer"
 
 
@@ -395,6 +478,8 @@ def _db_value(value: object) -> object:
         return _utc_text(value)
     if isinstance(value, Phase):
         return value.value
+    if isinstance(value, Decimal):
+        return str(value)
     return value
 
 
@@ -402,6 +487,65 @@ def _case_from_row(row: Mapping[Any, Any]) -> CaseState:
     values = {name: row[name] for name in _CASE_FIELDS}
     values["phase"] = Phase(values["phase"])
     return CaseState(**values)
+
+
+def _payment_from_row(row: Mapping[Any, Any]) -> PaymentState:
+    lines = tuple(
+        PaymentLine(
+            line["accounting_invoice_id"],
+            Decimal(line["amount"]),
+            None if line.get("sent") is None else Decimal(line["sent"]),
+        )
+        for line in json.loads(row["lines"])
+    )
+    return PaymentState(
+        source=row["source"],
+        payment_id=row["payment_id"],
+        kind=PaymentKind(row["kind"]),
+        paid_on=date.fromisoformat(row["paid_on"]),
+        lines=lines,
+        phase=PaymentPhase(row["phase"]),
+        fingerprint=row["fingerprint"],
+        first_seen_at=row["first_seen_at"],
+        updated_at=row["updated_at"],
+        description=row["description"],
+        derived=bool(row["derived"]),
+        pending_attempt=row["pending_attempt"],
+        pending_since=row["pending_since"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        note=row["note"],
+    )
+
+
+def _payment_values(payment: PaymentState) -> dict[str, Any]:
+    return {
+        "source": payment.source,
+        "payment_id": payment.payment_id,
+        "kind": payment.kind.value,
+        "paid_on": payment.paid_on.isoformat(),
+        "lines": json.dumps(
+            [
+                {
+                    "accounting_invoice_id": line.accounting_invoice_id,
+                    "amount": str(line.amount),
+                    "sent": None if line.sent is None else str(line.sent),
+                }
+                for line in payment.lines
+            ]
+        ),
+        "phase": payment.phase.value,
+        "fingerprint": payment.fingerprint,
+        "first_seen_at": payment.first_seen_at,
+        "updated_at": payment.updated_at,
+        "description": payment.description,
+        "derived": payment.derived,
+        "pending_attempt": payment.pending_attempt,
+        "pending_since": payment.pending_since,
+        "attempts": payment.attempts,
+        "next_attempt_at": payment.next_attempt_at,
+        "note": payment.note,
+    }
 
 
 def _case_values(case: CaseState) -> dict[str, Any]:
@@ -513,8 +657,20 @@ class StateStore:
                     f"{self.path} has schema version {version}, newer than this kravia-sync "
                     f"understands ({SCHEMA_VERSION}): upgrade kravia-sync, do not downgrade"
                 )
-            if version < SCHEMA_VERSION:  # pragma: no cover - no migrations exist yet
-                raise SchemaError(f"{self.path} has schema version {version}: no migration known")
+            if version == 1:
+                self._migrate_1_to_2(connection)
+
+    @staticmethod
+    def _migrate_1_to_2(connection: Connection) -> None:
+        """Schema 2 keeps cases in step after registration: new case columns, payments and
+        holds. Existing rows keep their values; the new columns start empty."""
+        for column in _CASES_V2_COLUMNS:
+            connection.exec_driver_sql(f"ALTER TABLE cases ADD COLUMN {column}")
+        connection.exec_driver_sql("ALTER TABLE journal ADD COLUMN payment_id VARCHAR")
+        connection.exec_driver_sql("CREATE INDEX ix_journal_payment_id ON journal (payment_id)")
+        PAYMENTS.create(connection)
+        HOLDS.create(connection)
+        connection.execute(update(META).where(META.c.key == "schema_version").values(value="2"))
 
     def schema_version(self) -> int:
         with self._read() as connection:
@@ -604,6 +760,103 @@ class StateStore:
                     raise
             finally:
                 cursor.close()
+
+    # --- payments -----------------------------------------------------------------------------
+    def load_payments(
+        self, source: str, payment_ids: Iterable[str] = (), *, unfinished: bool = False
+    ) -> dict[str, PaymentState]:
+        """The source's payments with these ids, and with `unfinished` all not yet final."""
+        found: dict[str, PaymentState] = {}
+        with self._read() as connection:
+            for chunk in _chunks(payment_ids):
+                rows = connection.execute(
+                    select(PAYMENTS).where(
+                        PAYMENTS.c.source == source, PAYMENTS.c.payment_id.in_(chunk)
+                    )
+                ).mappings()
+                found.update((row["payment_id"], _payment_from_row(row)) for row in rows)
+            if unfinished:
+                final = [phase.value for phase in FINAL_PAYMENT_PHASES]
+                rows = connection.execute(
+                    select(PAYMENTS).where(
+                        PAYMENTS.c.source == source, PAYMENTS.c.phase.not_in(final)
+                    )
+                ).mappings()
+                found.update((row["payment_id"], _payment_from_row(row)) for row in rows)
+        return found
+
+    def all_payments(self, limit: int = 200) -> list[PaymentState]:
+        """Payments of every source, the most recently changed first."""
+        with self._read() as connection:
+            rows = connection.execute(
+                select(PAYMENTS).order_by(PAYMENTS.c.updated_at.desc()).limit(limit)
+            ).mappings()
+            return [_payment_from_row(row) for row in rows]
+
+    def payment_counts(self) -> dict[str, int]:
+        with self._read() as connection:
+            rows = connection.execute(
+                select(PAYMENTS.c.phase, func.count()).group_by(PAYMENTS.c.phase)
+            )
+            return {str(phase): int(count) for phase, count in rows.tuples()}
+
+    def write_payments(
+        self,
+        payments: Iterable[PaymentState],
+        journal: Iterable[JournalEntry] = (),
+        cases: Iterable[CaseState] = (),
+    ) -> None:
+        """One transaction: upsert the payments and the cases, append the journal (a case
+        whose amount drop a derived payment stands for is never stored without it)."""
+        case_rows = [
+            tuple(_db_value(getattr(case, name)) for name in _CASE_FIELDS) for case in cases
+        ]
+        with self._write() as connection:
+            for payment in payments:
+                values = _payment_values(payment)
+                statement = sqlite_insert(PAYMENTS).values(**values)
+                connection.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["source", "payment_id"],
+                        set_={k: v for k, v in values.items() if k not in {"source", "payment_id"}},
+                    )
+                )
+            if case_rows:
+                connection.exec_driver_sql(_UPSERT_CASE_SQL, case_rows)
+            entries = [asdict(entry) for entry in journal]
+            if entries:
+                connection.execute(sa_insert(JOURNAL), entries)
+
+    def payment_journal(self, payment_id: str) -> list[dict[str, Any]]:
+        with self._read() as connection:
+            rows = connection.execute(
+                select(JOURNAL).where(JOURNAL.c.payment_id == payment_id).order_by(JOURNAL.c.id)
+            ).mappings()
+            return [dict(row) for row in rows]
+
+    # --- holds --------------------------------------------------------------------------------
+    def hold(self, invoice: str, *, reason: str, by: str, now: datetime) -> None:
+        with self._write() as connection:
+            statement = sqlite_insert(HOLDS).values(
+                invoice=invoice, reason=reason, held_at=now, held_by=by
+            )
+            connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["invoice"],
+                    set_={"reason": reason, "held_at": now, "held_by": by},
+                )
+            )
+
+    def release(self, invoice: str) -> bool:
+        with self._write() as connection:
+            result = connection.execute(delete(HOLDS).where(HOLDS.c.invoice == invoice))
+            return bool(result.rowcount)
+
+    def holds(self) -> dict[str, dict[str, Any]]:
+        """Every hold, by the accountingInvoiceId or invoice number it was placed on."""
+        with self._read() as connection:
+            rows = connection.execute(select(HOLDS).order_by(HOLDS.c.held_at)).mappings()
+            return {row["invoice"]: dict(row) for row in rows}
 
     def journal_for(self, accounting_invoice_id: str) -> list[dict[str, Any]]:
         with self._read() as connection:

@@ -85,6 +85,8 @@ def write_config(
     extra: str = "",
     retry: str = "backoff_base_seconds = 0.05\nsettle_seconds = 0.2\nmax_inline_wait_seconds = 3",
     kravia: str = "",
+    source: str = "",
+    policy: str = "",
 ) -> Path:
     config = directory / "kravia-sync.toml"
     config.write_text(
@@ -107,9 +109,13 @@ path = "state/kravia-sync.db"
 format = "json"
 level = "info"
 
+{"[policy]" if policy else ""}
+{policy}
+
 [[sources]]
 name = "files"
 connector = "folder"
+{source}
 [sources.settings]
 path = "{invoices}"
 {extra}

@@ -61,6 +61,7 @@ def stored(record: SourceRecord, phase: Phase, **changes: Any) -> CaseState:
         "has_document": record.document is not None,
         "first_seen_at": NOW - timedelta(days=3),
         "updated_at": NOW - timedelta(days=3),
+        "amount": invoice.amount,
     }
     if phase not in {Phase.NEW, Phase.REGISTERING, Phase.REJECTED}:
         values["kravia_id"] = 9001

@@ -78,51 +78,49 @@ class TestEhfIntoKravia:
             "12500.00 NOK less credit note K-1 (2500.00) = 10000.00 NOK"
         )
 
-    def test_credit_note_after_registration_is_recorded_and_shown(
+    def test_credit_note_after_registration_is_forwarded_once(
         self, sim: Sim, tmp_path: Path
     ) -> None:
-        """A credit note for an invoice already in Kravia: shown by plan and the run summary as
-        a change recorded but not re-sent; nothing is sent to Kravia."""
+        """A credit note for an invoice already in Kravia goes to Kravia as a credit note,
+        under its own number, exactly once; the lower amount in the source is recorded as a
+        change, not registered again; plan says what a pass would do first."""
         folder = tmp_path / "invoices"
         write(folder, "10001.xml", ehf_invoice("10001", amount="12500.00", pdf=minimal_pdf()))
         config = write_config(tmp_path, sim.base_url)
         run_pass(config)
-        calls_before = sim.calls_total()
         assert _case_row(config, "10001")["changed_at"] is None
 
         write(folder, "K-1.xml", ehf_credit_note("K-1", "10001", amount="2500.00"))
-        plan = run_cli("plan", cwd=tmp_path)
         plan_json = run_cli("plan", "--json", cwd=tmp_path)
         summary = run_pass(config)
 
-        assert plan.returncode == 0, plan.stdout + plan.stderr
-        assert "1 case(s) changed after registration (not re-sent)" in plan.stdout
         assert json.loads(plan_json.stdout)["counts"]["changed"] == 1
+        assert json.loads(plan_json.stdout)["counts"]["payments_to_forward"] == 1
         assert summary.counts["changed"] == 1
+        assert summary.counts["payments_sent"] == 1
         assert summary.problems == []
-        assert sim.calls_total() == calls_before  # no remote call: Kravia is not told yet
+        (sent,) = [p for p in sim.simulator.payments() if p["accountingPaymentId"]]
+        assert (sent["type"], sent["accountingPaymentId"]) == ("CreditNote", "K-1")
         (case,) = sim.cases()
         assert Decimal(str(case["originalAmount"])) == Decimal("12500.00")
+        assert Decimal(str(case["remainingAmount"])) == Decimal("10000.00")
         row = _case_row(config, "10001")
         assert row["phase"] is Phase.STARTED
         assert row["changed_at"] is not None
-        shown = run_cli("cases", "10001", cwd=tmp_path)
-        assert "changed_at" in shown.stdout
 
-        again = run_pass(config)  # recorded once: the next pass sees nothing new
+        calls_before = sim.calls_total()
+        again = run_pass(config)  # forwarded once: the next pass sees nothing new
         assert again.counts.get("changed", 0) == 0
         assert again.counts["unchanged"] == 1
         assert sim.calls_total() == calls_before
 
-    def test_full_credit_after_registration_is_shown_as_a_problem(
-        self, sim: Sim, tmp_path: Path
-    ) -> None:
-        """Credited in full after it was sent: quarantined with the reason, Kravia untouched."""
+    def test_full_credit_after_registration_closes_the_case(self, sim: Sim, tmp_path: Path) -> None:
+        """Credited in full after it was sent: the credit note goes to Kravia (which closes
+        the case), and the invoice, with nothing left to collect, is quarantined."""
         folder = tmp_path / "invoices"
         write(folder, "10001.xml", ehf_invoice("10001", amount="12500.00"))
         config = write_config(tmp_path, sim.base_url)
         run_pass(config)
-        calls_before = sim.calls_total()
 
         write(folder, "K-1.xml", ehf_credit_note("K-1", "10001", amount="12500.00"))
         summary = run_pass(config)
@@ -131,7 +129,9 @@ class TestEhfIntoKravia:
         (problem,) = summary.problems
         assert problem["record"] == "10001.xml:10001"
         assert problem["reason"].startswith("credited in full, nothing to collect")
-        assert sim.calls_total() == calls_before
+        (case,) = sim.cases()
+        assert Decimal(str(case["remainingAmount"])) == 0
+        assert case["status"] == "Closed"
         assert _case_row(config, "10001")["phase"] is Phase.STARTED
 
     def test_hostile_files_are_quarantined_and_valid_ones_registered(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,16 +13,25 @@ from ehf_support import BILLION_LAUGHS, MIB, XXE_TEMPLATE, ehf_credit_note, ehf_
 
 from connectors import folder as folder_module
 from connectors.folder import EmbeddedPdfDocument, FolderConnector
-from kravia_sync.connector import RecordError, SourceRecord
+from kravia_sync.connector import PaymentRecord, RecordError, SourceRecord
 from kravia_sync.model import FileDocument, InvalidRecordError, Invoice
 from kravia_sync.testing import minimal_pdf
 
 PEPPOL = Path(__file__).parent / "data" / "peppol"
 
 
-def read_all(folder: Path, **settings: Any) -> list[SourceRecord | RecordError]:
+def read_everything(
+    folder: Path, **settings: Any
+) -> list[SourceRecord | PaymentRecord | RecordError]:
     made = FolderConnector.from_settings({"path": str(folder), **settings}, base_dir=folder.parent)
     return list(made.read())
+
+
+def read_all(folder: Path, **settings: Any) -> list[SourceRecord | RecordError]:
+    """The invoices and errors of a read (the credit notes' payment records left out)."""
+    return [
+        item for item in read_everything(folder, **settings) if not isinstance(item, PaymentRecord)
+    ]
 
 
 def by_key(items: list[SourceRecord | RecordError]) -> dict[str, SourceRecord | RecordError]:
@@ -161,6 +171,24 @@ class TestCreditNotes:
         assert fields["description"] == (
             "12500.00 NOK less credit note K-1 (2500.00) = 10000.00 NOK"
         )
+
+    def test_a_netted_credit_note_is_also_a_credit_note_record(self, tmp_path: Path) -> None:
+        """For an invoice already in Kravia the engine forwards it; for one not yet sent it
+        is netted (the amount above already leaves it out)."""
+        write(tmp_path, "10001.xml", ehf_invoice("10001", amount="12500.00"))
+        write(tmp_path, "K-1.xml", ehf_credit_note("K-1", "10001", amount="2500.00"))
+
+        (credit,) = [i for i in read_everything(tmp_path) if isinstance(i, PaymentRecord)]
+
+        assert credit.key == "K-1.xml:K-1"
+        fields = dict(credit.fields)
+        assert (fields["payment_id"], fields["kind"], fields["invoice_number"]) == (
+            "K-1",
+            "credit_note",
+            "10001",
+        )
+        assert fields["amount"] == Decimal("2500.00")
+        assert isinstance(fields["date"], date)
 
     def test_credit_note_read_before_its_invoice(self, tmp_path: Path) -> None:
         """File order does not matter: a credit note sorting first is still netted."""

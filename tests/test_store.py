@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -106,11 +107,44 @@ def dead_pid() -> int:
 
 class TestSchema:
     def test_new_database(self, store, db_path):
-        """A new store creates its file, the tables and schema version 1."""
+        """A new store creates its file, the tables and schema version 2."""
         assert db_path.is_file()
-        assert store.schema_version() == SCHEMA_VERSION == 1
+        assert store.schema_version() == SCHEMA_VERSION == 2
         tables = {row[0] for row in raw_sql(db_path, "SELECT name FROM sqlite_master")}
         assert {"meta", "cases", "journal", "runs", "quarantine", "lease"} <= tables
+        assert {"payments", "holds"} <= tables
+
+    def test_schema_1_is_migrated(self, store, db_path):
+        """A state database of schema 1 (before payments and holds) is migrated in place:
+        its cases keep their values and gain the new columns, empty."""
+        store.write_batch([make_case("A-1", phase=Phase.STARTED, kravia_id=5)], [])
+        store.close()
+        added = ["amount", "payouts_accounted", "attention", "approved_at", "kravia_status"]
+        added += ["kravia_remaining", "status_at"]
+        raw_sql(
+            db_path,
+            "DROP TABLE payments",
+            "DROP TABLE holds",
+            "DROP INDEX ix_journal_payment_id",
+            "ALTER TABLE journal DROP COLUMN payment_id",
+            *(f"ALTER TABLE cases DROP COLUMN {column}" for column in added),
+            "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+        )
+
+        again = StateStore(db_path)
+        try:
+            assert again.schema_version() == 2
+            case = again.load_cases("erp")["A-1"]
+            assert (case.phase, case.kravia_id, case.amount, case.attention) == (
+                Phase.STARTED,
+                5,
+                None,
+                None,
+            )
+            again.write_batch([replace(case, amount=Decimal("12.30"))], [])
+            assert again.load_cases("erp")["A-1"].amount == Decimal("12.30")
+        finally:
+            again.close()
 
     def test_wal_and_full_sync(self, store):
         """Connections run in WAL mode with synchronous=FULL."""
@@ -129,7 +163,7 @@ class TestSchema:
         again = StateStore(db_path)
         try:
             assert set(again.load_cases("erp")) == {"A-1"}
-            assert again.schema_version() == 1
+            assert again.schema_version() == SCHEMA_VERSION
         finally:
             again.close()
 

@@ -149,6 +149,7 @@ class TestOfficialExamples:
             amount=Decimal("1656.25"),
             currency="EUR",
             source="cn.xml",
+            issued=date(2017, 11, 13),
         )
 
     def test_negative_invoice_correction_is_a_credit(self) -> None:
@@ -160,6 +161,7 @@ class TestOfficialExamples:
             invoices=("Snippet1",),
             amount=Decimal("1656.25"),
             currency="EUR",
+            issued=date(2017, 11, 13),
         )
 
     @pytest.mark.parametrize(

@@ -1,0 +1,397 @@
+"""Forward payments and credit notes to Kravia, each at most once, journaled before and after.
+
+The rules are in `kravia_sync.payments` (pure); this module is the thin I/O around them: read
+the cases' details (capital left, Kravia's own payouts), commit the intent, send, commit the
+outcome. A lost answer is settled by reading the case's details for the payment's id, never
+by sending again on a guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import structlog
+
+from kravia_sync.kravia import (
+    CaseStanding,
+    Failure,
+    KraviaClient,
+    KraviaError,
+    MoneyLine,
+    case_standing,
+    payment_recorded,
+)
+from kravia_sync.kravia import PaymentKind as RecordedKind
+from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState
+from kravia_sync.logging import redact
+from kravia_sync.payments import (
+    PaymentKind,
+    PaymentLine,
+    PaymentPhase,
+    PaymentState,
+    PaymentStep,
+    clamp_lines,
+    explain_by_payouts,
+    next_payment_step,
+)
+from kravia_sync.store import JournalEntry, StateStore
+
+__all__ = ["PaymentForwarder", "PaymentOutcome"]
+
+log = structlog.get_logger("kravia_sync.forwarding")
+
+
+class AuthRefusedError(RuntimeError):
+    """Kravia refused the token: the pass stops."""
+
+
+@dataclass(slots=True)
+class PaymentOutcome:
+    counts: Counter[str] = field(default_factory=Counter)
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+
+class PaymentForwarder:
+    """Drive each payment of a pass as far as it goes, one at a time (payments are few)."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        client: KraviaClient,
+        *,
+        clock: Callable[[], datetime],
+        settle: timedelta,
+        retry_in: Callable[[int], timedelta],
+        run_id: int | None,
+        max_inline_wait: float = 0.0,
+        max_waits: int = 0,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.clock = clock
+        self.settle = settle
+        self.retry_in = retry_in
+        self.run_id = run_id
+        self.max_inline_wait = max_inline_wait
+        self.max_waits = max_waits
+
+    async def forward(self, payments: list[PaymentState]) -> PaymentOutcome:
+        outcome = PaymentOutcome()
+        for payment in payments:
+            try:
+                final = await self._drive(payment, outcome)
+            except KraviaError as error:  # a details read failed: try again next pass
+                if error.failure is Failure.AUTH:
+                    raise AuthRefusedError(f"Kravia refused the token: {error}") from None
+                outcome.counts["payments_deferred"] += 1
+                log.warning(
+                    "payment deferred", payment_id=payment.payment_id, error=redact(str(error))
+                )
+                continue
+            outcome.counts[f"payments_{final.phase.value}"] += 1
+            if final.phase is PaymentPhase.NEEDS_REVIEW or (
+                final.note and final.phase is PaymentPhase.SENT and final.note.startswith("changed")
+            ):
+                outcome.problems.append(
+                    {
+                        "source": final.source,
+                        "record": f"payment {final.payment_id}",
+                        "field": "payment",
+                        "reason": final.note or final.phase.value,
+                    }
+                )
+        return outcome
+
+    def _cases(self, payment: PaymentState) -> dict[str, CaseState]:
+        return self.store.load_cases_by_id(payment.invoices)
+
+    async def _drive(self, payment: PaymentState, outcome: PaymentOutcome) -> PaymentState:
+        """One step, after a short wait where the next one is due soon (a lost answer
+        settling, a short back-off), as the cases do."""
+        for _ in range(self.max_waits + 1):
+            cases = self._cases(payment)
+            in_kravia = {
+                aid: case.kravia_id if case.phase in IN_KRAVIA_PHASES else None
+                for aid, case in cases.items()
+            }
+            now = self.clock()
+            decision = next_payment_step(payment, in_kravia=in_kravia, now=now, settle=self.settle)
+            if decision.step is PaymentStep.VERIFY:
+                return await self._verify(payment, cases)
+            if decision.step is PaymentStep.SEND:
+                return await self._send(payment, cases, outcome)
+            if decision.step is not PaymentStep.WAIT or decision.not_before is None:
+                return payment
+            delay = (decision.not_before - now).total_seconds()
+            if delay > self.max_inline_wait:
+                return payment
+            await asyncio.sleep(max(delay, 0.0))
+        return payment
+
+    async def _send(
+        self, payment: PaymentState, cases: Mapping[str, CaseState], outcome: PaymentOutcome
+    ) -> PaymentState:
+        standings = {}
+        for aid in payment.invoices:
+            kravia_id = cases[aid].kravia_id
+            assert kravia_id is not None  # noqa: S101 - next_payment_step checked
+            standings[aid] = case_standing(await self.client.details(kravia_id))
+        now = self.clock()
+        lines = payment.lines
+        case_updates: list[CaseState] = []
+        notes: list[str] = []
+        if payment.derived:
+            lines, case_updates, notes = self._explain(payment, cases, standings)
+        remaining = {aid: standing.remaining_capital for aid, standing in standings.items()}
+        clamped, clamp_notes = clamp_lines(lines, remaining)
+        notes += clamp_notes
+        for note in clamp_notes:
+            log.warning("payment clamped", payment_id=payment.payment_id, detail=note)
+            outcome.counts["payments_clamped"] += 1
+        if not any(line.sent for line in clamped):
+            phase = (
+                PaymentPhase.PAYOUT
+                if payment.derived and not any(line.amount for line in lines)
+                else PaymentPhase.NOTHING_LEFT
+            )
+            final = replace(
+                payment, lines=clamped, phase=phase, updated_at=now, note="; ".join(notes) or None
+            )
+            self.store.write_payments([final], [], case_updates)
+            return final
+        attempt_id = uuid.uuid4().hex
+        operation = payment.kind.value
+        pending = replace(
+            payment,
+            lines=clamped,
+            phase=PaymentPhase.SENDING,
+            pending_attempt=attempt_id,
+            pending_since=now,
+            updated_at=now,
+            note="; ".join(notes) or payment.note,
+        )
+        amounts = ", ".join(f"{line.sent} on {line.accounting_invoice_id}" for line in clamped)
+        self.store.write_payments(
+            [pending],
+            [self._journal(pending, operation, attempt_id, "intent", message=amounts)],
+            case_updates,
+        )
+        started = time.monotonic()
+        money = [
+            MoneyLine(kravia_id=_kravia_id(cases, line), amount=line.sent)
+            for line in clamped
+            if line.sent
+        ]
+        description = payment.description or f"{operation} {payment.payment_id}"
+        try:
+            if payment.kind is PaymentKind.CREDIT_NOTE:
+                await self.client.register_credit_note(
+                    accounting_payment_id=payment.payment_id,
+                    credited_on=payment.paid_on,
+                    description=description,
+                    lines=money,
+                )
+            else:
+                await self.client.register_payment(
+                    accounting_payment_id=payment.payment_id,
+                    paid_on=payment.paid_on,
+                    description=description,
+                    lines=money,
+                )
+        except KraviaError as error:
+            after = self._after_failure(pending, error)
+            self.store.write_payments(
+                [after],
+                [
+                    self._journal(
+                        after,
+                        operation,
+                        attempt_id,
+                        "outcome",
+                        outcome=error.failure.value,
+                        status=error.status,
+                        message=str(error),
+                        started=started,
+                    )
+                ],
+            )
+            if error.failure is Failure.AUTH:
+                raise AuthRefusedError(f"Kravia refused the token: {error}") from None
+            return after
+        sent = replace(
+            pending,
+            phase=PaymentPhase.SENT,
+            pending_attempt=None,
+            pending_since=None,
+            attempts=0,
+            next_attempt_at=None,
+            updated_at=self.clock(),
+        )
+        self.store.write_payments(
+            [sent],
+            [
+                self._journal(
+                    sent,
+                    operation,
+                    attempt_id,
+                    "outcome",
+                    outcome="ok",
+                    status=200,
+                    started=started,
+                )
+            ],
+        )
+        return sent
+
+    def _explain(
+        self,
+        payment: PaymentState,
+        cases: Mapping[str, CaseState],
+        standings: Mapping[str, CaseStanding],
+    ) -> tuple[tuple[PaymentLine, ...], list[CaseState], list[str]]:
+        """The part of a derived payment (an amount drop) that Kravia's own payouts do not
+        explain; the cases with the payouts now accounted for; notes."""
+        lines: list[PaymentLine] = []
+        updates: list[CaseState] = []
+        notes: list[str] = []
+        for line in payment.lines:
+            case = cases[line.accounting_invoice_id]
+            standing = standings[line.accounting_invoice_id]
+            collected = sum(
+                (p.amount for p in standing.payments or () if p.kind is RecordedKind.COLLECTED),
+                Decimal(0),
+            )
+            explained, accounted = explain_by_payouts(
+                line.amount, collected=collected, accounted=case.payouts_accounted or Decimal(0)
+            )
+            if explained:
+                notes.append(
+                    f"{explained} of the drop on {line.accounting_invoice_id} is Kravia's own "
+                    "payout: not sent back"
+                )
+                updates.append(replace(case, payouts_accounted=accounted))
+            lines.append(replace(line, amount=line.amount - explained))
+        return tuple(lines), updates, notes
+
+    async def _verify(self, payment: PaymentState, cases: Mapping[str, CaseState]) -> PaymentState:
+        """After a lost answer: does Kravia list the payment on the case? Never guess."""
+        first = payment.lines[0]
+        kravia_id = _kravia_id(cases, first)
+        attempt_id = uuid.uuid4().hex
+        started = time.monotonic()
+        standing = case_standing(await self.client.details(kravia_id))
+        kind = (
+            RecordedKind.CREDIT_NOTE
+            if payment.kind is PaymentKind.CREDIT_NOTE
+            else RecordedKind.PAYMENT
+        )
+        recorded = payment_recorded(standing, payment.payment_id, kind=kind)
+        now = self.clock()
+        if recorded is True:
+            after = replace(
+                payment,
+                phase=PaymentPhase.SENT,
+                pending_attempt=None,
+                pending_since=None,
+                updated_at=now,
+            )
+        elif recorded is False:
+            after = replace(
+                payment,
+                phase=PaymentPhase.NEW,
+                pending_attempt=None,
+                pending_since=None,
+                updated_at=now,
+                note="the answer was lost and Kravia does not list the payment: sending again",
+            )
+        else:
+            after = replace(
+                payment,
+                phase=PaymentPhase.NEEDS_REVIEW,
+                updated_at=now,
+                note=(
+                    "the answer was lost and Kravia's case details do not list payments: check "
+                    f"in Kravia whether {payment.payment_id} arrived"
+                ),
+            )
+        self.store.write_payments(
+            [after],
+            [
+                self._journal(
+                    after,
+                    "payment_verify",
+                    attempt_id,
+                    "outcome",
+                    outcome="ok",
+                    status=200,
+                    started=started,
+                    message=f"recorded: {recorded}",
+                )
+            ],
+        )
+        if after.phase is PaymentPhase.NEW:
+            return await self._drive(after, PaymentOutcome())
+        return after
+
+    def _after_failure(self, pending: PaymentState, error: KraviaError) -> PaymentState:
+        now = self.clock()
+        message = redact(str(error))
+        if error.failure is Failure.AMBIGUOUS:
+            return replace(pending, updated_at=now, note=message)
+        cleared = replace(pending, pending_attempt=None, pending_since=None, updated_at=now)
+        if error.failure is Failure.TERMINAL:
+            return replace(
+                cleared, phase=PaymentPhase.NEEDS_REVIEW, note=f"Kravia refused it: {message}"
+            )
+        wait = (
+            timedelta(seconds=error.retry_after)
+            if error.retry_after is not None
+            else self.retry_in(pending.attempts)
+        )
+        return replace(
+            cleared,
+            phase=PaymentPhase.NEW,
+            attempts=pending.attempts + 1,
+            next_attempt_at=now + wait,
+            note=message,
+        )
+
+    def _journal(
+        self,
+        payment: PaymentState,
+        operation: str,
+        attempt_id: str,
+        kind: str,
+        *,
+        outcome: str | None = None,
+        status: int | None = None,
+        message: str | None = None,
+        started: float | None = None,
+    ) -> JournalEntry:
+        return JournalEntry(
+            attempt_id=attempt_id,
+            kind=kind,
+            operation=operation,
+            accounting_invoice_id=payment.lines[0].accounting_invoice_id,
+            at=self.clock(),
+            run_id=self.run_id,
+            outcome=outcome,
+            http_status=status,
+            duration_ms=None if started is None else round((time.monotonic() - started) * 1000),
+            message=None if message is None else redact(message)[:1000],
+            payment_id=payment.payment_id,
+        )
+
+
+def _kravia_id(cases: Mapping[str, CaseState], line: PaymentLine) -> int:
+    kravia_id = cases[line.accounting_invoice_id].kravia_id
+    if kravia_id is None:
+        raise ValueError(f"{line.accounting_invoice_id} is not in Kravia")
+    return kravia_id

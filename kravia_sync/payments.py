@@ -1,0 +1,492 @@
+"""Payments and credit notes after registration: the canonical model and its lifecycle.
+
+A source reports money that reduced what a debtor owes in one of two ways:
+
+* as **payment records** (`PaymentRecord`, flat fields `PAYMENT_FIELDS`): a payment or credit
+  note with the source's own id, date, amount and the invoice it covers. One payment spread
+  over several invoices is several records with one `payment_id`;
+* only through **outstanding amounts**: the invoice's amount drops. The drop becomes a
+  payment whose id is derived from the invoice and the two amounts (`derived_payment`).
+
+Each is forwarded to Kravia at most once, journaled like a register. The decisions here are
+pure: no I/O. The rules, in order:
+
+1. A payment first seen while an invoice it covers is not yet sent to Kravia is *netted*: the
+   invoice's amount, which is what the debtor owes now, already leaves it out. Never sent.
+2. A payment the configured payout rule recognises (Kravia's own payouts to the creditor, as
+   booked in the creditor's books) is a *payout*: never sent back to Kravia.
+3. Otherwise it waits until every invoice it covers is in Kravia, is clamped to the capital
+   Kravia says is left, and is sent. A lost answer is settled by reading the case's details,
+   never by sending again blindly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from kravia_sync.model import (
+    CENT,
+    InvalidRecordError,
+    parse_amount,
+    parse_date,
+    record_accounting_id,
+)
+
+__all__ = [
+    "PAYMENT_FIELDS",
+    "REQUIRED_PAYMENT_FIELDS",
+    "Payment",
+    "PaymentKind",
+    "PaymentLine",
+    "PaymentPhase",
+    "PaymentState",
+    "PaymentStep",
+    "PayoutRule",
+    "clamp_lines",
+    "derived_payment",
+    "group_payments",
+    "is_payment_record",
+]
+
+# The flat payment record format: field names connectors (and folder files) use.
+PAYMENT_FIELDS: tuple[str, ...] = (
+    "payment_id",
+    "kind",
+    "date",
+    "amount",
+    "invoice_number",
+    "accounting_invoice_id",
+    "description",
+    "payer",
+    "reference",
+    "kid",
+    "account",
+)
+REQUIRED_PAYMENT_FIELDS: tuple[str, ...] = ("payment_id", "date", "amount")
+# An id that marks a record as a payment rather than an invoice.
+PAYMENT_MARKER = "payment_id"
+DERIVED_PREFIX = "ks-drop-"
+
+
+def is_payment_record(fields: Mapping[str, object]) -> bool:
+    """A flat record is a payment record when it carries a `payment_id`."""
+    return PAYMENT_MARKER in fields
+
+
+class PaymentKind(StrEnum):
+    PAYMENT = "payment"  # paid directly to the creditor
+    CREDIT_NOTE = "credit_note"  # the creditor credited (part of) the invoice
+
+
+def _kind(value: object) -> PaymentKind:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return PaymentKind.PAYMENT
+    text = str(value).strip().lower().replace("-", "_").replace(" ", "_")
+    aliases = {"creditnote": "credit_note", "credit": "credit_note", "kreditnota": "credit_note"}
+    text = aliases.get(text, text)
+    if text not in PaymentKind.__members__.values():
+        raise ValueError(f"{value!r} is neither payment nor credit_note")
+    return PaymentKind(text)
+
+
+class Payment(BaseModel):
+    """One payment or credit note's share of one invoice, validated."""
+
+    model_config = ConfigDict(frozen=True, str_strip_whitespace=True, extra="forbid")
+
+    payment_id: str = Field(min_length=1)
+    kind: Annotated[PaymentKind, BeforeValidator(_kind)] = PaymentKind.PAYMENT
+    paid_on: Annotated[date, BeforeValidator(parse_date)]
+    amount: Annotated[Decimal, BeforeValidator(parse_amount)]
+    accounting_invoice_id: str = Field(min_length=1)
+    description: str | None = None
+    payer: str | None = None
+    reference: str | None = None
+    kid: str | None = None
+    account: str | None = None
+
+    @field_validator("amount")
+    @classmethod
+    def _positive_money(cls, value: Decimal) -> Decimal:
+        value = abs(value)  # a credit note may come as a negative amount; its size counts
+        if value == 0:
+            raise ValueError("the amount must not be zero")
+        cents = value.quantize(CENT)
+        if cents != value:
+            raise ValueError(f"{value} has more than two decimals")
+        return cents
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object], *, id_prefix: str = "") -> Payment:
+        """Validate one flat payment record; `InvalidRecordError` names the first bad field."""
+        unknown = sorted(set(record) - set(PAYMENT_FIELDS))
+        if unknown:
+            raise InvalidRecordError(unknown[0], "unknown field (see the payment record format)")
+        values = {
+            key: None if isinstance(value, str) and not value.strip() else value
+            for key, value in record.items()
+        }
+        for name in REQUIRED_PAYMENT_FIELDS:
+            if values.get(name) is None:
+                raise InvalidRecordError(name, "required field is missing or empty")
+        invoice = record_accounting_id(values, id_prefix)
+        if invoice is None:
+            raise InvalidRecordError("invoice_number", "a payment must name the invoice it covers")
+        payload = {
+            "payment_id": f"{id_prefix}{str(values['payment_id']).strip()}",
+            "kind": values.get("kind"),
+            "paid_on": values["date"],
+            "amount": values["amount"],
+            "accounting_invoice_id": invoice,
+            **{
+                name: None if values.get(name) is None else str(values[name])
+                for name in ("description", "payer", "reference", "kid", "account")
+            },
+        }
+        try:
+            return cls.model_validate(payload)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = str(error["loc"][0]) if error["loc"] else "payment"
+            field = {"paid_on": "date"}.get(field, field)
+            message = str(error["msg"]).removeprefix("Value error, ")
+            raise InvalidRecordError(field, message) from None
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutRule:
+    """How Kravia's payouts look in the creditor's books (any match makes a payout)."""
+
+    payers: frozenset[str] = frozenset()
+    references: tuple[str, ...] = ()  # prefixes of the reference text
+    kids: frozenset[str] = frozenset()
+    accounts: frozenset[str] = frozenset()
+
+    def matches(self, payment: Payment) -> str | None:
+        """Why `payment` is a payout by Kravia, or None."""
+        if payment.payer is not None and payment.payer.casefold() in self.payers:
+            return f"payer {payment.payer!r}"
+        if payment.reference is not None and payment.reference.casefold().startswith(
+            self.references
+        ):
+            return f"reference {payment.reference!r}"
+        if payment.kid is not None and payment.kid in self.kids:
+            return f"KID {payment.kid}"
+        if payment.account is not None and payment.account in self.accounts:
+            return f"account {payment.account}"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentLine:
+    """One invoice's share of a payment. `sent` is what went to Kravia after the clamp."""
+
+    accounting_invoice_id: str
+    amount: Decimal
+    sent: Decimal | None = None
+
+
+class PaymentPhase(StrEnum):
+    NEW = "new"  # to send once its invoices are in Kravia
+    SENDING = "sending"  # sent, answer unknown
+    SENT = "sent"  # Kravia has it
+    NETTED = "netted"  # first seen before its invoice went to Kravia: already in the amount
+    PAYOUT = "payout"  # Kravia's own payout in the creditor's books: never echoed
+    NOTHING_LEFT = "nothing_left"  # Kravia reports no capital left to reduce
+    NEEDS_REVIEW = "needs_review"  # a person must look
+
+
+FINAL_PAYMENT_PHASES = frozenset(
+    {
+        PaymentPhase.SENT,
+        PaymentPhase.NETTED,
+        PaymentPhase.PAYOUT,
+        PaymentPhase.NOTHING_LEFT,
+        PaymentPhase.NEEDS_REVIEW,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentState:
+    """One payment (or credit note) as the state store knows it; keyed by source and id."""
+
+    source: str
+    payment_id: str
+    kind: PaymentKind
+    paid_on: date
+    lines: tuple[PaymentLine, ...]
+    phase: PaymentPhase
+    fingerprint: str
+    first_seen_at: datetime
+    updated_at: datetime
+    description: str | None = None
+    derived: bool = False
+    pending_attempt: str | None = None
+    pending_since: datetime | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    note: str | None = None  # why it is netted, a payout, clamped, or needs review
+
+    @property
+    def amount(self) -> Decimal:
+        return sum((line.amount for line in self.lines), Decimal(0))
+
+    @property
+    def invoices(self) -> list[str]:
+        return [line.accounting_invoice_id for line in self.lines]
+
+
+def group_payments(payments: Iterable[Payment]) -> dict[str, list[Payment]]:
+    """Records of one payment id together (a payment spread over several invoices)."""
+    grouped: dict[str, list[Payment]] = {}
+    for payment in payments:
+        grouped.setdefault(payment.payment_id, []).append(payment)
+    return grouped
+
+
+def payment_fingerprint(parts: Sequence[Payment]) -> str:
+    """What identifies a payment's content: a changed fingerprint on a sent one is flagged."""
+    text = "\x1e".join(
+        f"{p.kind}\x1f{p.paid_on}\x1f{p.amount}\x1f{p.accounting_invoice_id}"
+        for p in sorted(parts, key=lambda p: p.accounting_invoice_id)
+    )
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def derived_payment(
+    accounting_invoice_id: str, before: Decimal, after: Decimal, *, on: date
+) -> Payment:
+    """The payment a drop of an invoice's outstanding amount from `before` to `after` stands
+    for; its id depends only on the invoice and the two amounts, so a pass that sees the same
+    drop again derives the same id and sends nothing twice."""
+    if after >= before:
+        raise ValueError(f"{before} to {after} is not a drop")
+    key = f"{accounting_invoice_id}\x1f{before}\x1f{after}"
+    digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+    return Payment(
+        payment_id=f"{DERIVED_PREFIX}{digest}",
+        paid_on=on,
+        amount=before - after,
+        accounting_invoice_id=accounting_invoice_id,
+        description=f"outstanding amount went from {before} to {after}",
+    )
+
+
+def clamp_lines(
+    lines: Sequence[PaymentLine], remaining: Mapping[str, Decimal | None]
+) -> tuple[tuple[PaymentLine, ...], list[str]]:
+    """Each line limited to the capital Kravia reports left on its case (Kravia would ignore
+    the excess silently); and a note per clamped line. Unknown capital: sent as it is."""
+    clamped: list[PaymentLine] = []
+    notes: list[str] = []
+    for line in lines:
+        left = remaining.get(line.accounting_invoice_id)
+        sent = line.amount if left is None else max(Decimal(0), min(line.amount, left))
+        if sent != line.amount:
+            notes.append(
+                f"{line.accounting_invoice_id}: {line.amount} clamped to {sent}, the capital "
+                "Kravia reports left"
+            )
+        clamped.append(replace(line, sent=sent))
+    return tuple(clamped), notes
+
+
+class PaymentStep(StrEnum):
+    SEND = "send"
+    VERIFY = "verify"  # read the details after a lost answer
+    WAIT = "wait"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentDecision:
+    step: PaymentStep
+    not_before: datetime | None = None
+    reason: str = ""
+
+
+def next_payment_step(
+    payment: PaymentState,
+    *,
+    in_kravia: Mapping[str, int | None],
+    now: datetime,
+    settle: timedelta,
+) -> PaymentDecision:
+    """The next remote step for `payment`; `in_kravia` maps each invoice it covers to its
+    Kravia id (None: not in Kravia yet)."""
+    if payment.phase in FINAL_PAYMENT_PHASES:
+        return PaymentDecision(PaymentStep.NONE, reason=payment.phase.value)
+    if payment.phase is PaymentPhase.SENDING:
+        since = payment.pending_since or payment.updated_at
+        not_before = max(since + settle, payment.next_attempt_at or since)
+        if now < not_before:
+            return PaymentDecision(PaymentStep.WAIT, not_before, "verify after the answer was lost")
+        return PaymentDecision(PaymentStep.VERIFY)
+    if payment.next_attempt_at is not None and now < payment.next_attempt_at:
+        return PaymentDecision(
+            PaymentStep.WAIT, payment.next_attempt_at, "backing off after a failed attempt"
+        )
+    missing = [aid for aid in payment.invoices if in_kravia.get(aid) is None]
+    if missing:
+        return PaymentDecision(
+            PaymentStep.NONE, reason=f"waiting for {', '.join(missing)} to be in Kravia"
+        )
+    return PaymentDecision(PaymentStep.SEND)
+
+
+@dataclass(slots=True)
+class PaymentPlan:
+    """What one read means for the source's payments: states to store now, and the payments
+    with a step to take (in the order they were first seen)."""
+
+    writes: list[PaymentState]
+    work: list[PaymentState]
+
+
+def plan_payments(
+    seen: Sequence[tuple[str, Payment]],
+    stored: Mapping[str, PaymentState],
+    sent_to_kravia: Mapping[str, bool],
+    *,
+    source: str,
+    rule: PayoutRule,
+    now: datetime,
+) -> PaymentPlan:
+    """Apply the rules of this module to one complete read.
+
+    `seen`: (record key, payment) in read order, derived ones included; `stored`: the
+    source's stored payments with these ids and every unfinished one; `sent_to_kravia`: for
+    each invoice the payments cover that has a case, whether that case was sent to Kravia
+    (register sent or done). An invoice without a case counts as not sent.
+    """
+    writes: list[PaymentState] = []
+    work: dict[str, PaymentState] = {}
+    grouped: dict[str, list[Payment]] = {}
+    for _, payment in seen:
+        grouped.setdefault(payment.payment_id, []).append(payment)
+    for payment_id, parts in grouped.items():
+        fingerprint = payment_fingerprint(parts)
+        existing = stored.get(payment_id)
+        if existing is None:
+            state = _first_seen(
+                parts, fingerprint, sent_to_kravia, source=source, rule=rule, now=now
+            )
+        else:
+            state = _seen_again(existing, parts, fingerprint, now=now)
+        if state is not existing:
+            writes.append(state)
+        if state.phase in {PaymentPhase.NEW, PaymentPhase.SENDING}:
+            work[payment_id] = state
+    for payment_id, state in stored.items():
+        # Unfinished from earlier passes: a lost answer is always settled; a derived payment
+        # is sent even though its drop is not seen again; a reported one only while the
+        # source still reports it (a payment the source took back is not sent).
+        if payment_id in work or payment_id in grouped:
+            continue
+        if state.phase is PaymentPhase.SENDING or (
+            state.phase is PaymentPhase.NEW and state.derived
+        ):
+            work[payment_id] = state
+    return PaymentPlan(writes, list(work.values()))
+
+
+def _seen_again(
+    existing: PaymentState, parts: Sequence[Payment], fingerprint: str, *, now: datetime
+) -> PaymentState:
+    """A known payment read again: a change before it is sent is taken, after it is shown."""
+    if existing.fingerprint == fingerprint:
+        return existing
+    if existing.phase is PaymentPhase.NEW:
+        return replace(
+            existing,
+            lines=_lines(parts),
+            fingerprint=fingerprint,
+            paid_on=parts[0].paid_on,
+            updated_at=now,
+        )
+    if existing.phase in {PaymentPhase.SENT, PaymentPhase.SENDING}:
+        return replace(
+            existing,
+            fingerprint=fingerprint,
+            updated_at=now,
+            note=(
+                f"changed in the source after it was sent to Kravia (now {_describe(parts)}); "
+                "Kravia keeps what was sent: check it there"
+            ),
+        )
+    return existing
+
+
+def _lines(parts: Sequence[Payment]) -> tuple[PaymentLine, ...]:
+    amounts: dict[str, Decimal] = {}
+    for part in parts:
+        amounts[part.accounting_invoice_id] = (
+            amounts.get(part.accounting_invoice_id, Decimal(0)) + part.amount
+        )
+    return tuple(PaymentLine(aid, amount) for aid, amount in amounts.items())
+
+
+def _describe(parts: Sequence[Payment]) -> str:
+    return ", ".join(f"{p.amount} on {p.accounting_invoice_id}" for p in parts)
+
+
+def _first_seen(
+    parts: Sequence[Payment],
+    fingerprint: str,
+    sent_to_kravia: Mapping[str, bool],
+    *,
+    source: str,
+    rule: PayoutRule,
+    now: datetime,
+) -> PaymentState:
+    first = parts[0]
+    derived = first.payment_id.startswith(DERIVED_PREFIX)
+    phase = PaymentPhase.NEW
+    note: str | None = None
+    unsent = sorted(
+        {p.accounting_invoice_id for p in parts if not sent_to_kravia.get(p.accounting_invoice_id)}
+    )
+    payout = next((why for p in parts if (why := rule.matches(p)) is not None), None)
+    if unsent:
+        phase = PaymentPhase.NETTED
+        note = (
+            f"first seen before {', '.join(unsent)} went to Kravia: the amount sent (what is "
+            "owed now) already leaves it out"
+        )
+    elif payout is not None and not derived:
+        phase = PaymentPhase.PAYOUT
+        note = f"Kravia's own payout ({payout} matches the payout rule): not sent back"
+    return PaymentState(
+        source=source,
+        payment_id=first.payment_id,
+        kind=first.kind,
+        paid_on=first.paid_on,
+        lines=_lines(parts),
+        phase=phase,
+        fingerprint=fingerprint,
+        first_seen_at=now,
+        updated_at=now,
+        description=first.description,
+        derived=derived,
+        note=note,
+    )
+
+
+def explain_by_payouts(
+    drop: Decimal, *, collected: Decimal, accounted: Decimal
+) -> tuple[Decimal, Decimal]:
+    """How much of an amount drop Kravia's own payouts explain, and the payouts accounted
+    for afterwards. `collected`: what Kravia reports it collected on the case in all;
+    `accounted`: what earlier drops already took of that."""
+    available = max(Decimal(0), collected - accounted)
+    explained = min(drop, available)
+    return explained, accounted + explained
