@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import getpass
 import json
 import secrets
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,8 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from kravia_sync.kravia import Failure, KraviaClient, KraviaError
+from kravia_sync.lifecycle import IN_KRAVIA_PHASES
 from kravia_sync.logging import configure_logging, redact, register_secrets
-from kravia_sync.reconcile import Reconciler, RunSummary, build_connector
+from kravia_sync.reconcile import PlannedAction, Reconciler, RunSummary, build_connector
 from kravia_sync.settings import (
     DEFAULT_CONFIG,
     TOKEN_ENV,
@@ -210,39 +215,61 @@ def plan(
         with StateStore(settings.state_path) as store:
             summary = asyncio.run(Reconciler(settings, store).run(dry_run=True))
     actions = [a for a in summary.planned if a.step != "none"]
+    awaiting = [a for a in summary.planned if a.step == "none" and "awaiting approval" in a.detail]
     if as_json:
-        payload = summary.as_dict() | {"actions": [a.__dict__ for a in actions]}
+        payload = summary.as_dict() | {
+            "actions": [dataclasses.asdict(a) for a in actions],
+            "awaiting_approval": [dataclasses.asdict(a) for a in awaiting],
+        }
         sys.stdout.write(redact(json.dumps(payload, indent=2)) + "\n")
     else:
-        if not actions:
-            out.print("plan: nothing to do")
-        table = Table(title=f"plan: {len(actions)} case(s) with something to do")
-        for column in ("source", "invoice", "accountingInvoiceId", "change", "next step", "detail"):
-            table.add_column(column, overflow="fold")
-        for action in actions:
-            table.add_row(
-                action.source,
-                action.invoice_number,
-                action.accounting_invoice_id,
-                action.change,
-                action.step,
-                action.detail,
-            )
-        if actions:
-            out.print(table)
-        if summary.counts.get("changed"):
-            out.print(
-                f"{summary.counts['changed']} case(s) changed after registration (not re-sent)"
-            )
-        for problem in summary.problems:
-            out.print(
-                f"[yellow]quarantined[/] {problem['source']} {problem['record']}: "
-                f"{problem['field']}: {problem['reason']}",
-                highlight=False,
-            )
+        _print_plan(summary, actions, awaiting)
     if summary.status == "failed":
         raise typer.Exit(EXIT_FAILED)
-    raise typer.Exit(EXIT_PENDING if actions else EXIT_DONE)
+    pending = actions or summary.counts.get("payments_to_forward")
+    raise typer.Exit(EXIT_PENDING if pending else EXIT_DONE)
+
+
+def _print_plan(
+    summary: RunSummary, actions: list[PlannedAction], awaiting: list[PlannedAction]
+) -> None:
+    if not actions:
+        out.print("plan: nothing to do")
+    table = Table(title=f"plan: {len(actions)} case(s) with something to do")
+    for column in ("source", "invoice", "accountingInvoiceId", "change", "next step", "detail"):
+        table.add_column(column, overflow="fold")
+    for action in actions:
+        table.add_row(
+            action.source,
+            action.invoice_number,
+            action.accounting_invoice_id,
+            action.change,
+            action.step,
+            action.detail,
+        )
+    if actions:
+        out.print(table)
+    if awaiting:
+        out.print(
+            f"{len(awaiting)} case(s) awaiting approval (start = manual): "
+            + ", ".join(a.invoice_number for a in awaiting[:20])
+            + (" …" if len(awaiting) > 20 else "")
+            + "; approve with kravia-sync start",
+            highlight=False,
+        )
+    if summary.counts.get("changed"):
+        out.print(f"{summary.counts['changed']} case(s) changed after registration (not re-sent)")
+    if summary.counts.get("payments_to_forward"):
+        out.print(
+            f"{summary.counts['payments_to_forward']} payment(s) or credit note(s) to "
+            "forward to Kravia"
+        )
+    for problem in summary.problems:
+        out.print(
+            f"[yellow]quarantined[/] {problem['source']} {problem['record']}: "
+            f"{problem['field']}: {problem['reason']}",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -263,6 +290,8 @@ def _print_status(store: StateStore) -> None:
     out.print(phases)
     _print_quarantine(store)
     _print_attention(store)
+    _print_holds(store)
+    _print_payments(store)
     _print_runs(store)
 
 
@@ -311,6 +340,58 @@ def _print_attention(store: StateStore) -> None:
                 case.last_error or "",
             )
         out.print(table)
+
+
+def _print_holds(store: StateStore) -> None:
+    holds = store.holds()
+    if holds:
+        table = Table(title=f"on hold ({len(holds)}): never sent")
+        for column in ("invoice", "reason", "since", "by"):
+            table.add_column(column, overflow="fold")
+        for invoice, row in holds.items():
+            table.add_row(
+                invoice, row["reason"], f"{row['held_at']:%Y-%m-%d %H:%M}", row["held_by"]
+            )
+        out.print(table)
+    noted = store.cases_with_attention()
+    if noted:
+        table = Table(title=f"changes to make in Kravia by hand ({len(noted)})")
+        for column in ("invoice", "kravia id", "what"):
+            table.add_column(column, overflow="fold")
+        for case in noted:
+            table.add_row(case.invoice_number, str(case.kravia_id or ""), case.attention or "")
+        out.print(table)
+
+
+def _print_payments(store: StateStore) -> None:
+    counts = store.payment_counts()
+    if not counts:
+        return
+    out.print(
+        "payments and credit notes: "
+        + ", ".join(f"{phase}={count}" for phase, count in sorted(counts.items())),
+        highlight=False,
+    )
+    table = Table(title="latest payments and credit notes")
+    for column in ("source", "id", "kind", "date", "amounts", "phase", "note"):
+        table.add_column(column, overflow="fold")
+    for payment in store.all_payments(limit=20):
+        amounts = ", ".join(
+            f"{line.amount}"
+            + (f" (sent {line.sent})" if line.sent is not None and line.sent != line.amount else "")
+            + f" on {line.accounting_invoice_id}"
+            for line in payment.lines
+        )
+        table.add_row(
+            payment.source,
+            payment.payment_id,
+            payment.kind.value,
+            payment.paid_on.isoformat(),
+            amounts,
+            payment.phase.value,
+            payment.note or "",
+        )
+    out.print(table)
 
 
 def _print_runs(store: StateStore) -> None:
@@ -370,6 +451,12 @@ def cases(
                     "next_attempt_at",
                     "last_error",
                     "changed_at",
+                    "attention",
+                    "amount",
+                    "kravia_status",
+                    "kravia_remaining",
+                    "status_at",
+                    "approved_at",
                     "first_seen_at",
                     "updated_at",
                 ):
@@ -390,6 +477,89 @@ def cases(
                         entry["message"] or "",
                     )
                 out.print(journal)
+
+
+@app.command()
+def hold(
+    invoice: Annotated[str, typer.Argument(help="Invoice number or accountingInvoiceId.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (shown wherever it is held).")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    secrets_dir: SecretsOption = None,
+) -> None:
+    """Hold an invoice: it is never sent to Kravia; one already in collection is flagged so
+    you pause it in Kravia."""
+    with _user_errors():
+        settings = _settings(config, secrets_dir)
+        if not reason.strip():
+            err.print('a hold needs a reason: --reason "…"')
+            raise typer.Exit(EXIT_FAILED)
+        with StateStore(settings.state_path) as store:
+            store.hold(invoice, reason=reason.strip(), by=_operator(), now=datetime.now(UTC))
+            known = [
+                case
+                for case in store.find_cases(invoice)
+                if invoice in {case.invoice_number, case.accounting_invoice_id}
+            ]
+    out.print(f"{invoice} is on hold: {reason.strip()}", highlight=False)
+    for case in known:
+        if case.phase in IN_KRAVIA_PHASES:
+            out.print(
+                f"[yellow]{case.accounting_invoice_id} is already in Kravia ({case.phase}, "
+                f"Kravia id {case.kravia_id}): pause it in Kravia[/]",
+                highlight=False,
+            )
+
+
+@app.command()
+def release(
+    invoice: Annotated[str, typer.Argument(help="Invoice number or accountingInvoiceId.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    secrets_dir: SecretsOption = None,
+) -> None:
+    """Release a hold: the invoice is handled again from the next pass."""
+    with _user_errors():
+        settings = _settings(config, secrets_dir)
+        with StateStore(settings.state_path) as store:
+            released = store.release(invoice)
+    if not released:
+        err.print(f"{invoice} is not on hold (holds are kept as given: number or id)")
+        raise typer.Exit(EXIT_FAILED)
+    out.print(f"{invoice} released")
+
+
+@app.command()
+def start(
+    invoices: Annotated[
+        list[str] | None, typer.Argument(help="Invoice numbers or accountingInvoiceIds.")
+    ] = None,
+    start_all: Annotated[
+        bool, typer.Option("--all", help="Approve every case awaiting approval.")
+    ] = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+    secrets_dir: SecretsOption = None,
+) -> None:
+    """Approve cases awaiting approval (start = "manual") and run a pass that starts them."""
+    with _user_errors():
+        settings = _settings(config, secrets_dir)
+        if not invoices and not start_all:
+            err.print("name the invoices to start, or give --all")
+            raise typer.Exit(EXIT_FAILED)
+        with StateStore(settings.state_path) as store:
+            approved, refused = store.approve(
+                None if start_all else invoices or [], now=datetime.now(UTC)
+            )
+        for line in refused:
+            err.print(line, highlight=False)
+        out.print(f"approved {len(approved)} case(s): {', '.join(approved) or '-'}")
+        if not approved:
+            raise typer.Exit(EXIT_FAILED if refused else EXIT_DONE)
+        summary = asyncio.run(_reconcile(settings, show_progress=err.is_terminal))
+    print_summary(summary)
+    raise typer.Exit(_exit_code(summary))
+
+
+def _operator() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 @app.command()

@@ -89,8 +89,11 @@ class SourceDiff:
         now: datetime,
         check_document: Callable[[Invoice], str | None] | None = None,
         payments: str | None = None,
+        holds: Mapping[str, str] | None = None,
     ) -> None:
         self.source = source
+        # Operator holds: accountingInvoiceId or invoice number → reason. Never sent.
+        self.holds = holds or {}
         # How the source tells of money paid (see `SourceConfig.payments`).
         self.payments_mode = payments or source.payments or "amount_drops"
         self.policy = policy
@@ -261,8 +264,28 @@ class SourceDiff:
             return None
         return invoice
 
+    def _hold(self, invoice: Invoice) -> str | None:
+        """The reason an operator holds `invoice`, or None."""
+        if not self.holds:
+            return None
+        reason = self.holds.get(invoice.accounting_invoice_id)
+        return reason if reason is not None else self.holds.get(invoice.invoice_number)
+
     def _may_register(self, invoice: Invoice, key: str) -> bool:
-        """The policy and the invoice copy allow a new invoice to be sent."""
+        """The policy, holds and the invoice copy allow a new invoice to be sent."""
+        held = self._hold(invoice)
+        if held is not None:
+            self._reject(
+                QuarantineEntry(
+                    key,
+                    "held",
+                    "hold",
+                    f"on hold: {held} (kravia-sync release to let it go)",
+                    invoice.accounting_invoice_id,
+                    invoice.invoice_number,
+                )
+            )
+            return False
         today = self.now.astimezone(ZoneInfo(self.policy.timezone)).date()
         waiting = ineligibility(invoice, self.policy, today)
         if waiting is not None:
@@ -367,6 +390,8 @@ class SourceDiff:
             self.counts["amount_drops"] += 1
         if assessment.case.phase in ATTENTION_PHASES:
             self.counts[assessment.case.phase.value] += 1
+        elif assessment.case.phase not in SETTLING_PHASES and self._hold(valid.invoice) is not None:
+            self.counts["held"] += 1  # no register, upload or start while on hold
         elif assessment.case.phase is not Phase.STARTED:
             self._items[valid.invoice.accounting_invoice_id] = WorkItem(
                 assessment.case, valid.invoice, assessment.change

@@ -152,8 +152,8 @@ def next_step(  # noqa: PLR0911 - one return per phase reads best
         return Decision(Step.REGISTER)
     if case.phase is Phase.REGISTERED and case.has_document:
         return Decision(Step.UPLOAD)
-    if start is StartPolicy.MANUAL:
-        return Decision(Step.NONE, reason="awaiting approval (start = manual)")
+    if start is StartPolicy.MANUAL and case.approved_at is None:
+        return Decision(Step.NONE, reason="awaiting approval (start = manual): kravia-sync start")
     return Decision(Step.START)
 
 

@@ -41,6 +41,7 @@ from kravia_sync.kravia import (
     backoff_delay,
 )
 from kravia_sync.lifecycle import (
+    IN_KRAVIA_PHASES,
     CaseState,
     Decision,
     Phase,
@@ -186,6 +187,7 @@ class Reconciler:
         self._pass_task: asyncio.Task[None] | None = None
         self._lease_lost = False
         self._payment_work: list[PaymentState] = []
+        self._holds: dict[str, str] = {}
 
     # --- the pass -----------------------------------------------------------------------------
     async def run(self, *, dry_run: bool = False, command: str = "reconcile") -> RunSummary:
@@ -284,6 +286,7 @@ class Reconciler:
         claimed: dict[str, str] = {}  # new ids taken by an earlier source of this pass
         work: list[WorkItem] = []
         self._payment_work = []
+        self._holds = {invoice: row["reason"] for invoice, row in self.store.holds().items()}
         for source in self.settings.sources:
             result = SourceResult(source.name)
             summary.sources.append(result)
@@ -302,6 +305,7 @@ class Reconciler:
                 work.extend(diff.work)
                 summary.problems.extend(diff.problems())
             summary.counts.update(result.counts)
+        self._flag_holds_in_collection(summary, dry_run=dry_run)
         if dry_run:
             now = self.clock()
             for item in work:
@@ -345,6 +349,31 @@ class Reconciler:
         summary.counts.update(outcome.counts)
         summary.problems.extend(outcome.problems)
 
+    def _flag_holds_in_collection(self, summary: RunSummary, *, dry_run: bool) -> None:
+        """A held invoice already in Kravia cannot be taken back by us: say so on the case and
+        in the run, every pass, until it is released."""
+        flagged: list[CaseState] = []
+        for invoice, reason in self._holds.items():
+            for case in self.store.find_cases(invoice):
+                if invoice not in {case.accounting_invoice_id, case.invoice_number}:
+                    continue
+                if case.phase not in IN_KRAVIA_PHASES:
+                    continue
+                note = f"on hold ({reason}) but already in Kravia: pause it in Kravia"
+                summary.counts["held_in_kravia"] += 1
+                summary.problems.append(
+                    {
+                        "source": case.source,
+                        "record": case.record_key,
+                        "field": "hold",
+                        "reason": f"{note} (Kravia id {case.kravia_id})",
+                    }
+                )
+                if case.attention != note:
+                    flagged.append(replace(case, attention=note, updated_at=self.clock()))
+        if flagged and not dry_run:
+            self.store.write_batch(flagged, [])
+
     def _planned(self, item: WorkItem, decision: Decision) -> PlannedAction:
         step = decision.step.value
         if item.invoice is None and decision.step not in SETTLING_STEPS | {Step.NONE, Step.WAIT}:
@@ -379,6 +408,7 @@ class Reconciler:
             now=now,
             check_document=None if dry_run else _document_problem,
             payments=source.payments or connector.payments_default,
+            holds=self._holds,
         )
         with self.store.source_read(source.name) as state:
             for chunk in _chunked(connector.read(), READ_CHUNK):

@@ -719,6 +719,17 @@ class StateStore:
             ).mappings()
             return [_case_from_row(row) for row in rows]
 
+    def cases_with_attention(self, limit: int = 50) -> list[CaseState]:
+        """Cases with a change a person must make in Kravia, the most recent first."""
+        with self._read() as connection:
+            rows = connection.execute(
+                select(CASES)
+                .where(CASES.c.attention.is_not(None))
+                .order_by(CASES.c.updated_at.desc())
+                .limit(limit)
+            ).mappings()
+            return [_case_from_row(row) for row in rows]
+
     def phase_counts(self) -> dict[str, int]:
         from sqlalchemy import func  # noqa: PLC0415
 
@@ -851,6 +862,46 @@ class StateStore:
         with self._write() as connection:
             result = connection.execute(delete(HOLDS).where(HOLDS.c.invoice == invoice))
             return bool(result.rowcount)
+
+    def approve(self, invoices: list[str] | None, *, now: datetime) -> tuple[list[str], list[str]]:
+        """Mark cases awaiting approval (registered, not started) as approved to start: these
+        invoices (number or accountingInvoiceId), or with None every one. The ids approved,
+        and a line for each invoice that could not be."""
+        waiting = (Phase.REGISTERED.value, Phase.DOCUMENTED.value)
+        approved: list[str] = []
+        refused: list[str] = []
+        with self._write() as connection:
+            if invoices is None:
+                rows = connection.execute(
+                    select(CASES.c.accounting_invoice_id).where(
+                        CASES.c.phase.in_(waiting), CASES.c.approved_at.is_(None)
+                    )
+                ).scalars()
+                targets = list(rows)
+            else:
+                targets = []
+                for invoice in invoices:
+                    found = connection.execute(
+                        select(CASES.c.accounting_invoice_id, CASES.c.phase).where(
+                            (CASES.c.accounting_invoice_id == invoice)
+                            | (CASES.c.invoice_number == invoice)
+                        )
+                    ).all()
+                    if not found:
+                        refused.append(f"{invoice}: no such case")
+                    for aid, phase in found:
+                        if phase in waiting:
+                            targets.append(aid)
+                        else:
+                            refused.append(f"{invoice}: {aid} is {phase}, not awaiting approval")
+            for aid in targets:
+                connection.execute(
+                    update(CASES)
+                    .where(CASES.c.accounting_invoice_id == aid)
+                    .values(approved_at=now)
+                )
+                approved.append(aid)
+        return approved, refused
 
     def holds(self) -> dict[str, dict[str, Any]]:
         """Every hold, by the accountingInvoiceId or invoice number it was placed on."""

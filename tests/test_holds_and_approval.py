@@ -1,0 +1,111 @@
+"""Holds and manual approval, through the CLI against the Kravia simulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from support import Sim, run_cli, run_pass, write_config, write_invoices
+
+from kravia_sync.store import StateStore
+
+MANUAL = 'start = "manual"'
+
+
+def started(sim: Sim) -> set[str]:
+    return {case["invoiceNo"] for case in sim.cases() if case["started"]}
+
+
+def registered(sim: Sim) -> set[str]:
+    return {case["invoiceNo"] for case in sim.cases()}
+
+
+class TestHolds:
+    def test_a_held_invoice_is_never_sent_until_released(self, sim: Sim, tmp_path: Path) -> None:
+        write_invoices(tmp_path / "invoices", range(1, 4), pdf_every=0)
+        write_config(tmp_path, sim.base_url)
+
+        held = run_cli("hold", "2", "--reason", "disputed by the customer", cwd=tmp_path)
+        first = run_cli("reconcile", cwd=tmp_path)
+        status = run_cli("status", cwd=tmp_path)
+
+        assert held.returncode == 0, held.stderr
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert registered(sim) == {"1", "3"}
+        assert "disputed by the customer" in status.stdout
+        plan = run_cli("plan", cwd=tmp_path)
+        assert plan.returncode == 0  # nothing to do while held
+
+        released = run_cli("release", "2", cwd=tmp_path)
+        second = run_cli("reconcile", cwd=tmp_path)
+
+        assert released.returncode == 0, released.stderr
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert started(sim) == {"1", "2", "3"}
+
+    def test_a_hold_on_a_case_in_collection_is_flagged(self, sim: Sim, tmp_path: Path) -> None:
+        """Nothing we can send takes it back: the case and every run say to pause it."""
+        write_invoices(tmp_path / "invoices", range(1, 3), pdf_every=0)
+        config = write_config(tmp_path, sim.base_url)
+        run_pass(config)
+        calls = sim.calls_total()
+
+        held = run_cli("hold", "1", "--reason", "paid in cash", cwd=tmp_path)
+        summary = run_pass(config)
+
+        assert "already in Kravia" in held.stdout
+        assert sim.calls_total() == calls
+        assert summary.status == "attention"
+        (problem,) = summary.problems
+        assert problem["field"] == "hold"
+        assert "pause it in Kravia" in problem["reason"]
+        with StateStore(tmp_path / "state" / "kravia-sync.db") as store:
+            (case,) = [c for c in store.load_cases("files").values() if c.invoice_number == "1"]
+        assert case.attention is not None
+        assert "paid in cash" in case.attention
+
+    def test_release_of_what_is_not_held_fails(self, sim: Sim, tmp_path: Path) -> None:
+        write_config(tmp_path, sim.base_url)
+
+        result = run_cli("release", "77", cwd=tmp_path)
+
+        assert result.returncode == 1
+        assert "not on hold" in result.stderr
+
+
+class TestManualApproval:
+    def test_only_what_is_approved_starts(self, sim: Sim, tmp_path: Path) -> None:
+        write_invoices(tmp_path / "invoices", range(1, 5), pdf_every=2)
+        write_config(tmp_path, sim.base_url, policy=MANUAL)
+
+        first = run_cli("reconcile", cwd=tmp_path)
+        plan = run_cli("plan", "--json", cwd=tmp_path)
+
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert registered(sim) == {"1", "2", "3", "4"}
+        assert started(sim) == set()
+        assert '"awaiting_approval": 4' in first.stdout or "awaiting approval" in first.stdout
+        assert "awaiting approval" in plan.stdout
+
+        approve = run_cli("start", "2", "3", cwd=tmp_path)
+
+        assert approve.returncode == 0, approve.stdout + approve.stderr
+        assert started(sim) == {"2", "3"}
+        again = run_cli("reconcile", cwd=tmp_path)
+        assert again.returncode == 0
+        assert started(sim) == {"2", "3"}
+
+        everything = run_cli("start", "--all", cwd=tmp_path)
+
+        assert everything.returncode == 0, everything.stdout + everything.stderr
+        assert started(sim) == {"1", "2", "3", "4"}
+
+    def test_start_refuses_what_is_not_awaiting(self, sim: Sim, tmp_path: Path) -> None:
+        write_invoices(tmp_path / "invoices", range(1, 2), pdf_every=0)
+        write_config(tmp_path, sim.base_url)
+        run_cli("reconcile", cwd=tmp_path)
+
+        result = run_cli("start", "1", "404", cwd=tmp_path)
+
+        assert result.returncode == 1
+        assert "1 is started, not awaiting approval" in result.stderr
+        assert "404: no such case" in result.stderr
