@@ -9,7 +9,7 @@ import json
 import secrets
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,11 +111,14 @@ class _RichProgress:
             self._progress.advance(self._task)
 
 
-async def _reconcile(settings: Settings, *, show_progress: bool) -> RunSummary:
+async def _reconcile(
+    settings: Settings, *, show_progress: bool, confirm_gone: Collection[str] = ()
+) -> RunSummary:
     with StateStore(settings.state_path) as store:
         async with _client(settings) as client:
             if not show_progress:
-                return await Reconciler(settings, store, client=client).run()
+                reconciler = Reconciler(settings, store, client=client, confirm_gone=confirm_gone)
+                return await reconciler.run()
             columns = (
                 TextColumn("[progress.description]{task.description}"),
                 BarColumn(),
@@ -124,7 +127,11 @@ async def _reconcile(settings: Settings, *, show_progress: bool) -> RunSummary:
             )
             with Progress(*columns, console=err, transient=True) as progress:
                 reconciler = Reconciler(
-                    settings, store, client=client, progress=_RichProgress(progress)
+                    settings,
+                    store,
+                    client=client,
+                    progress=_RichProgress(progress),
+                    confirm_gone=confirm_gone,
                 )
                 return await reconciler.run()
 
@@ -188,13 +195,23 @@ def reconcile(
     config: ConfigOption = DEFAULT_CONFIG,
     secrets_dir: SecretsOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+    confirm_gone: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--confirm-gone",
+            metavar="SOURCE",
+            help="Confirm that many cases really left this source (lifts the breaker once).",
+        ),
+    ] = None,
 ) -> None:
     """Run one pass: register, document and start what is new; exit 0 done, 3 done with
     records needing attention, 1 failed."""
     with _user_errors():
         settings = _settings(config, secrets_dir)
         show_progress = not as_json and err.is_terminal
-        summary = asyncio.run(_reconcile(settings, show_progress=show_progress))
+        summary = asyncio.run(
+            _reconcile(settings, show_progress=show_progress, confirm_gone=confirm_gone or ())
+        )
     if as_json:
         sys.stdout.write(redact(json.dumps(summary.as_dict(), indent=2)) + "\n")
     else:
@@ -477,6 +494,28 @@ def cases(
                         entry["message"] or "",
                     )
                 out.print(journal)
+
+
+@app.command()
+def refresh(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = None) -> None:
+    """Pull back the status and capital left of Kravia's cases now (passes do it every
+    kravia.status_every_seconds)."""
+    with _user_errors():
+        settings = _settings(config, secrets_dir)
+
+        async def go() -> RunSummary:
+            with StateStore(settings.state_path) as store:
+                async with _client(settings) as client:
+                    return await Reconciler(settings, store, client=client).refresh()
+
+        summary = asyncio.run(go())
+    if summary.status == "failed":
+        err.print(f"refresh failed: {summary.error}", highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+    out.print(
+        f"read {summary.counts['status_read']} case(s) from Kravia, "
+        f"{summary.counts['status_changed']} changed"
+    )
 
 
 @app.command()

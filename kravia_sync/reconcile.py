@@ -11,7 +11,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -88,6 +88,10 @@ class _NoProgress:
 
 class PassFailedError(Exception):
     """The whole pass must stop (a bad token, a state store that cannot be written)."""
+
+
+class GoneBreakerError(PassFailedError):
+    """Too many known cases are missing from one complete read: a person must confirm."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +173,11 @@ class Reconciler:
         client: KraviaClient | None = None,
         clock: Callable[[], datetime] = store_now,
         progress: Progress | None = None,
+        confirm_gone: Collection[str] = (),
     ) -> None:
         self.settings = settings
+        # Sources whose large disappearance an operator confirmed for this pass.
+        self.confirm_gone = frozenset(confirm_gone)
         self.store = store
         self.client = client
         self.clock = clock
@@ -188,6 +195,7 @@ class Reconciler:
         self._lease_lost = False
         self._payment_work: list[PaymentState] = []
         self._holds: dict[str, str] = {}
+        self._gone_in_kravia: list[str] = []
 
     # --- the pass -----------------------------------------------------------------------------
     async def run(self, *, dry_run: bool = False, command: str = "reconcile") -> RunSummary:
@@ -196,7 +204,11 @@ class Reconciler:
         clock_start = time.monotonic()
         summary = RunSummary(run_id=None, started_at=started)
         if dry_run:
-            await self._pass(summary, dry_run=True)
+            try:
+                await self._pass(summary, dry_run=True)
+            except PassFailedError as exc:
+                summary.status = "failed"
+                summary.error = redact(str(exc))
             summary.duration_seconds = time.monotonic() - clock_start
             return summary
         if self.client is None:
@@ -287,6 +299,7 @@ class Reconciler:
         work: list[WorkItem] = []
         self._payment_work = []
         self._holds = {invoice: row["reason"] for invoice, row in self.store.holds().items()}
+        self._gone_in_kravia = []
         for source in self.settings.sources:
             result = SourceResult(source.name)
             summary.sources.append(result)
@@ -319,6 +332,8 @@ class Reconciler:
         self.progress.start(len(work))
         await self._apply(work, summary)
         await self._forward_payments(summary)
+        await self.refresh_status(summary)
+        await self._flag_gone(summary)
 
     async def _forward_payments(self, summary: RunSummary) -> None:
         """Payments and credit notes, after the cases they cover had their turn."""
@@ -423,6 +438,9 @@ class Reconciler:
                 )
                 diff.add_chunk(chunk, identities, looked_at, earlier)
             gone, gone_settling = state.unseen()
+            self._check_gone(source, gone, state.known())
+            if gone:
+                self._gone_in_kravia.extend(state.unseen_in(_IN_KRAVIA_VALUES))
         diff.finish(
             self.store.load_cases_by_id(diff.wanted_cases()),
             gone=gone,
@@ -442,6 +460,111 @@ class Reconciler:
             self.store.sync_quarantine(source.name, diff.quarantine, complete=True, now=now)
         self._payment_work.extend(plan.work)
         return diff
+
+    def _check_gone(self, source: SourceConfig, gone: int, known: int) -> None:
+        """The circuit breaker: a complete read that misses more than `max_gone_share` of a
+        source's known cases stops the pass before anything is written or sent."""
+        policy = self.settings.policy
+        if known < policy.gone_breaker_min_cases or gone <= policy.max_gone_share * known:
+            return
+        if source.name in self.confirm_gone:
+            log.warning("large disappearance confirmed", source=source.name, gone=gone, known=known)
+            return
+        raise GoneBreakerError(
+            f"{gone} of the {known} cases known from source {source.name!r} "
+            f"({gone / known:.0%}) are not in its read, more than max_gone_share "
+            f"({policy.max_gone_share:.0%}); the pass stopped and changed nothing. Check the "
+            f"source; if they really are gone, run: kravia-sync reconcile --confirm-gone "
+            f"{source.name}"
+        )
+
+    async def refresh_status(self, summary: RunSummary, *, force: bool = False) -> None:
+        """Pull back what Kravia reports of its cases (status, capital left) from the stored
+        cursor: every case updated since, the window overlapping the last one by the clock
+        skew, each case stored by its id (so an overlap is harmless). A failed search leaves
+        the cursor where it was. Unless `force`d, only once `status_every_seconds` passed
+        since the last (the first pass only sets the clock), so a no-op pass calls nothing."""
+        assert self.client is not None  # noqa: S101 - run() and refresh check
+        started = self.clock()
+        every = timedelta(seconds=self.settings.kravia.status_every_seconds)
+        if not force and every:
+            due = await asyncio.to_thread(self.store.meta, STATUS_DUE)
+            if due is None:
+                await asyncio.to_thread(
+                    self.store.set_meta, STATUS_DUE, (started + every).isoformat()
+                )
+                return
+            if started < datetime.fromisoformat(due):
+                return
+        stored = await asyncio.to_thread(self.store.meta, STATUS_CURSOR)
+        if stored is not None:
+            since = datetime.fromisoformat(stored) - SEARCH_CLOCK_SKEW
+        else:
+            first = await asyncio.to_thread(self.store.earliest_first_seen)
+            if first is None:
+                return  # nothing in Kravia yet
+            since = first - SEARCH_CLOCK_SKEW
+        try:
+            items = await self.client.search_updated_since(since)
+        except KraviaError as exc:
+            if exc.failure is Failure.AUTH:
+                raise PassFailedError(f"Kravia refused the token: {exc}") from None
+            summary.counts["status_refresh_failed"] += 1
+            log.warning("status pull-back failed", error=redact(str(exc)))
+            return
+        changed = await asyncio.to_thread(
+            self.store.record_statuses,
+            [(item.kravia_id, item.status, item.remaining_capital) for item in items],
+            now=self.clock(),
+        )
+        await asyncio.to_thread(self.store.set_meta, STATUS_CURSOR, started.isoformat())
+        await asyncio.to_thread(self.store.set_meta, STATUS_DUE, (started + every).isoformat())
+        summary.counts["status_read"] += len(items)
+        summary.counts["status_changed"] += changed
+
+    async def refresh(self) -> RunSummary:
+        """Only the status pull-back (`kravia-sync refresh`), under the writer lease."""
+        if self.client is None:
+            raise ValueError("a client is needed to refresh")
+        summary = RunSummary(run_id=None, started_at=self.clock())
+        clock_start = time.monotonic()
+        lease_ttl = timedelta(seconds=self.settings.state.lease_seconds)
+        self.store.acquire_lease(ttl=lease_ttl, now=self.clock())
+        try:
+            await self.refresh_status(summary, force=True)
+        except PassFailedError as exc:
+            summary.status = "failed"
+            summary.error = redact(str(exc))
+        finally:
+            self.store.release_lease()
+        summary.duration_seconds = time.monotonic() - clock_start
+        summary.remote_calls = dict(self.client.stats.counts)
+        return summary
+
+    async def _flag_gone(self, summary: RunSummary) -> None:
+        """Cases in Kravia that left a complete read: explained when Kravia reports nothing
+        left to collect (paid, credited), else noted for a person. Nothing is closed."""
+        ids, self._gone_in_kravia = self._gone_in_kravia, []
+        flagged: list[CaseState] = []
+        for start in range(0, len(ids), 500):
+            cases = self.store.load_cases_by_id(ids[start : start + 500])
+            for case in cases.values():
+                if case.kravia_remaining is not None and case.kravia_remaining <= 0:
+                    summary.counts["gone_settled"] += 1
+                    continue
+                summary.counts["gone_unexplained"] += 1
+                left = "" if case.kravia_remaining is None else f" ({case.kravia_remaining} left)"
+                note = (
+                    "no longer in the source, and no payment or credit note forwarded explains "
+                    f"it: Kravia still collects{left}. Was it paid? Forward the payment, or "
+                    "stop the case in Kravia"
+                )
+                if case.attention != note:
+                    flagged.append(replace(case, attention=note, updated_at=self.clock()))
+        if flagged:
+            await asyncio.to_thread(self.store.write_batch, flagged, [])
+        if summary.counts["gone_unexplained"] and summary.status == "done":
+            summary.status = "attention"
 
     def _plan_payments(self, source: SourceConfig, diff: SourceDiff, now: datetime) -> PaymentPlan:
         """The payments of this read against the stored ones (see `kravia_sync.payments`)."""
@@ -830,6 +953,9 @@ class Reconciler:
 
 
 READ_CHUNK = 2000  # records looked up in the state store together
+STATUS_CURSOR = "status_cursor"  # meta key: when the last status pull-back began
+STATUS_DUE = "status_due"  # meta key: when the next pull-back in a pass is due
+_IN_KRAVIA_VALUES = frozenset(phase.value for phase in IN_KRAVIA_PHASES)
 
 
 def _chunked(

@@ -69,6 +69,9 @@ class KraviaSettings(_Section):
     max_in_flight: int = Field(default=8, ge=1, le=64)
     requests_per_second: float | None = Field(default=20.0, gt=0)
     start_message: str = "Collection started by kravia-sync"
+    # How often a pass pulls back the status of Kravia's cases (0: every pass). Passes in
+    # between make no call when nothing changed; `kravia-sync refresh` pulls back at once.
+    status_every_seconds: float = Field(default=900.0, ge=0)
 
     @field_validator("base_url")
     @classmethod
@@ -97,6 +100,7 @@ class PolicySettings(_Section):
     # Hold-up for a complete read that misses many known cases at once: above this share of a
     # source's cases gone in one pass, the pass stops and asks for confirmation.
     max_gone_share: float = Field(default=0.5, gt=0, le=1)
+    gone_breaker_min_cases: int = Field(default=10, ge=1)  # smaller sources never trip it
 
     @field_validator("timezone")
     @classmethod

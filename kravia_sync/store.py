@@ -439,30 +439,38 @@ class SourceRead:
         )
         self._in_memory = None
 
-    def unseen(self) -> tuple[int, list[str]]:
-        """How many stored cases of the source this read did not see, and the ids of those
-        with a call whose answer was lost (they still need settling)."""
+    def known(self) -> int:
+        """How many cases of the source the state holds."""
         (stored,) = self._db.execute(
             "SELECT count(*) FROM main.cases WHERE source = ?", (self._source,)
         ).fetchone()
+        return int(stored)
+
+    def unseen(self) -> tuple[int, list[str]]:
+        """How many stored cases of the source this read did not see, and the ids of those
+        with a call whose answer was lost (they still need settling)."""
+        return self.known() - self._seen_here, self.unseen_in(_SETTLING)
+
+    def unseen_in(self, phases: Collection[str]) -> list[str]:
+        """The ids of the source's stored cases in these phases that this read did not see."""
+        listed = sorted(phases)
+        marks = ", ".join("?" * len(listed))
+        query = (
+            "SELECT accounting_invoice_id FROM main.cases "  # noqa: S608 - placeholders only
+            f"WHERE source = ? AND phase IN ({marks})"
+        )
         seen = self._in_memory
         if seen is not None:
-            rows = self._db.execute(_SETTLING_SQL, (self._source, *_SETTLING))
-            in_doubt = [aid for (aid,) in rows if aid not in seen]
-        else:
-            rows = self._db.execute(_SETTLING_UNSEEN_SQL, (self._source, *_SETTLING))
-            in_doubt = [aid for (aid,) in rows]
-        return int(stored) - self._seen_here, in_doubt
+            return [
+                aid
+                for (aid,) in self._db.execute(query, (self._source, *listed))
+                if aid not in seen
+            ]
+        query += " AND accounting_invoice_id NOT IN (SELECT aid FROM temp.seen_ids)"
+        return [aid for (aid,) in self._db.execute(query, (self._source, *listed))]
 
 
 _SETTLING = (Phase.REGISTERING.value, Phase.UPLOADING.value, Phase.STARTING.value)
-_SETTLING_SQL = (
-    "SELECT accounting_invoice_id FROM main.cases WHERE source = ? AND phase IN (?, ?, ?)"
-)
-_SETTLING_UNSEEN_SQL = (
-    "SELECT accounting_invoice_id FROM main.cases WHERE source = ? AND phase IN (?, ?, ?) "
-    "AND accounting_invoice_id NOT IN (SELECT aid FROM temp.seen_ids)"
-)
 
 
 def _chunks(ids: Iterable[str], size: int = 500) -> Iterator[list[str]]:
@@ -902,6 +910,48 @@ class StateStore:
                 )
                 approved.append(aid)
         return approved, refused
+
+    # --- status pulled back from Kravia --------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        with self._read() as connection:
+            value: str | None = connection.execute(
+                select(META.c.value).where(META.c.key == key)
+            ).scalar_one_or_none()
+            return value
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as connection:
+            statement = sqlite_insert(META).values(key=key, value=value)
+            connection.execute(
+                statement.on_conflict_do_update(index_elements=["key"], set_={"value": value})
+            )
+
+    def earliest_first_seen(self) -> datetime | None:
+        with self._read() as connection:
+            value = connection.execute(
+                select(func.min(CASES.c.first_seen_at)).where(CASES.c.kravia_id.is_not(None))
+            ).scalar_one_or_none()
+        return None if value is None else datetime.fromisoformat(str(value))
+
+    def record_statuses(
+        self, statuses: Iterable[tuple[int, str | None, Decimal | None]], *, now: datetime
+    ) -> int:
+        """Store what Kravia reports of its cases (Kravia id, status, capital left); cases we
+        do not know are ignored. How many of ours changed."""
+        changed = 0
+        with self._write() as connection:
+            for kravia_id, status, remaining in statuses:
+                result = connection.execute(
+                    update(CASES)
+                    .where(
+                        CASES.c.kravia_id == kravia_id,
+                        (CASES.c.kravia_status.is_distinct_from(status))
+                        | (CASES.c.kravia_remaining.is_distinct_from(remaining)),
+                    )
+                    .values(kravia_status=status, kravia_remaining=remaining, status_at=now)
+                )
+                changed += result.rowcount
+        return changed
 
     def holds(self) -> dict[str, dict[str, Any]]:
         """Every hold, by the accountingInvoiceId or invoice number it was placed on."""
