@@ -57,7 +57,7 @@ import uuid
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 from urllib.parse import quote, quote_plus
 from zoneinfo import ZoneInfo
 
@@ -70,14 +70,17 @@ from kravia_sync.connector import (
     Connector,
     ConnectorError,
     ConnectorSettings,
+    PaymentRecord,
     RecordError,
     SourceRecord,
 )
 from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS, CallableDocument, InvalidRecordError
+from kravia_sync.payments import PAYMENT_FIELDS, REQUIRED_PAYMENT_FIELDS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
+    from sqlalchemy import TextClause
     from sqlalchemy.engine import Connection, CursorResult, Engine
 
 __all__ = [
@@ -176,6 +179,15 @@ ORDER BY i.id
 document_query = "SELECT pdf FROM invoice_pdfs WHERE invoice_id = :accounting_invoice_id"
 # fetch_size = 1000              # rows per round trip of the server-side cursor
 #
+# Money paid: without a payments query, a drop in an invoice's balance is forwarded to
+# Kravia as a payment. With one, the source reports each payment and credit note itself,
+# one row per payment and invoice (then drops alone are not forwarded):
+# payments_query = """
+# SELECT p.id AS payment_id, p.kind, p.paid_on AS date, p.amount, i.invoice_no AS invoice_number
+# FROM payments p JOIN invoices i ON i.id = p.invoice_id
+# WHERE p.paid_on >= :today - 90
+# """
+#
 # Instead of aliases, map record fields to the query's columns:
 # [sources.settings.columns]
 # invoice_number = "invoice_no"
@@ -209,6 +221,12 @@ class SqlSettings(ConnectorSettings):
     """The invoice's PDF bytes; binds `:accounting_invoice_id` and/or `:invoice_number`."""
     fetch_size: int = Field(default=1000, gt=0)
     """Rows fetched per round trip."""
+    payments_query: str | None = None
+    """Payments and credit notes of the invoices, one row per payment and invoice, with
+    columns named like the payment record fields (`payment_id`, `kind`, `date`, `amount`,
+    `invoice_number` or `accounting_invoice_id`, optional `description`, `payer`,
+    `reference`, `kid`, `account`); may bind `:today`. With it, the source reports payments
+    as records (`payments = "records"`)."""
 
     @field_validator("url")
     @classmethod
@@ -235,6 +253,15 @@ class SqlSettings(ConnectorSettings):
         if not value.strip():
             raise ValueError("the query is empty")
         _check_binds(value, QUERY_BINDS)
+        return value
+
+    @field_validator("payments_query")
+    @classmethod
+    def _payments_query_binds(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value.strip():
+                raise ValueError("the payments query is empty")
+            _check_binds(value, QUERY_BINDS)
         return value
 
     @field_validator("document_query")
@@ -384,19 +411,41 @@ class SqlConnector(Connector):
 
     # -- reading -------------------------------------------------------------------------
 
-    def read(self) -> Iterator[SourceRecord | RecordError]:
-        """Yield one record per row of `query`, streamed; fail before any row when a required
-        column is missing, and raise `ConnectorError` when the database fails at any point."""
-        settings = self.settings
-        statement = text(settings.query)
-        params: dict[str, object] = {}
-        if "today" in _check_binds(settings.query, QUERY_BINDS):
-            statement = statement.bindparams(bindparam("today", type_=Date()))
-            params["today"] = datetime.now(ZoneInfo(TIMEZONE)).date()
+    def payments_source(self) -> Literal["amount_drops", "records"]:
+        """Records when a payments query is configured, else amount drops."""
+        return "records" if self.settings.payments_query is not None else "amount_drops"
+
+    def read(self) -> Iterator[SourceRecord | PaymentRecord | RecordError]:
+        """Yield one record per row of `query`, streamed, then one payment record per row of
+        `payments_query`; fail before any row when a required column is missing, and raise
+        `ConnectorError` when the database fails at any point."""
         connection: Connection | None = None
-        result: CursorResult[Any] | None = None
         try:
             connection = self._connect()
+            yield from self._read_invoices(connection)
+            if self.settings.payments_query is not None:
+                yield from self._read_payments(connection, self.settings.payments_query)
+        finally:
+            # Errors while closing are not errors of the read (the rows are read, or it failed).
+            if connection is not None:
+                with contextlib.suppress(SQLAlchemyError, OSError):
+                    connection.close()
+            if self._engine is not None:
+                self._engine.dispose()
+
+    def _bound(self, query: str) -> tuple[TextClause, dict[str, object]]:
+        statement = text(query)
+        params: dict[str, object] = {}
+        if "today" in _check_binds(query, QUERY_BINDS):
+            statement = statement.bindparams(bindparam("today", type_=Date()))
+            params["today"] = datetime.now(ZoneInfo(TIMEZONE)).date()
+        return statement, params
+
+    def _read_invoices(self, connection: Connection) -> Iterator[SourceRecord | RecordError]:
+        settings = self.settings
+        statement, params = self._bound(settings.query)
+        result: CursorResult[Any] | None = None
+        try:
             with self._failure("the query failed on"):
                 result = connection.execution_options(
                     stream_results=True, yield_per=settings.fetch_size
@@ -414,14 +463,43 @@ class SqlConnector(Connector):
                     number += 1
                     yield self._record(tuple(row), layout, number)
         finally:
-            # The result first: an unbuffered MySQL result must be finished on its connection.
-            # Errors while closing are not errors of the read (the rows are read, or it failed).
-            for closable in (result, connection):
-                if closable is not None:
-                    with contextlib.suppress(SQLAlchemyError, OSError):
-                        closable.close()
-            if self._engine is not None:
-                self._engine.dispose()
+            # An unbuffered MySQL result must be finished before the connection runs more.
+            if result is not None:
+                with contextlib.suppress(SQLAlchemyError, OSError):
+                    result.close()
+
+    def _read_payments(self, connection: Connection, query: str) -> Iterator[PaymentRecord]:
+        statement, params = self._bound(query)
+        result: CursorResult[Any] | None = None
+        try:
+            with self._failure("the payments query failed on"):
+                result = connection.execution_options(
+                    stream_results=True, yield_per=self.settings.fetch_size
+                ).execute(statement, params)
+                keys = list(result.keys()) if result.returns_rows else []
+                positions = _payment_columns(keys, self.display_url)
+            sqlite = self.backend == "sqlite"
+            number = 0
+            while True:
+                with self._failure(f"the payments query failed after {number} rows on"):
+                    rows = result.fetchmany(self.settings.fetch_size)
+                if not rows:
+                    return
+                for row in rows:
+                    number += 1
+                    fields = {
+                        name: _value(row[position], sqlite=sqlite)
+                        for name, position in positions.items()
+                    }
+                    invoice = _text(fields.get("invoice_number")) or _text(
+                        fields.get("accounting_invoice_id")
+                    )
+                    key = f"payment {_text(fields.get('payment_id'))} (invoice {invoice})"
+                    yield PaymentRecord(key=key, fields=fields)
+        finally:
+            if result is not None:
+                with contextlib.suppress(SQLAlchemyError, OSError):
+                    result.close()
 
     def _columns(self, keys: Sequence[str]) -> dict[str, int]:
         """Field (and `has_document`) → position in the row; every required field present."""
@@ -611,6 +689,23 @@ class SqlConnector(Connector):
         for secret in sorted(self.secret_values(), key=len, reverse=True):
             message = message.replace(secret, _HIDDEN)
         return message
+
+
+def _payment_columns(keys: Sequence[str], where: str) -> dict[str, int]:
+    """Payment field → position in the payments query's rows; the required ones present."""
+    if not keys:
+        raise ConnectorError(f"the payments query on {where} returns no rows: it must be a SELECT")
+    folded = {key.casefold(): position for position, key in enumerate(keys)}
+    positions = {field: folded[field] for field in PAYMENT_FIELDS if field in folded}
+    missing = [field for field in REQUIRED_PAYMENT_FIELDS if field not in positions]
+    if "invoice_number" not in positions and "accounting_invoice_id" not in positions:
+        missing.append("invoice_number (or accounting_invoice_id)")
+    if missing:
+        raise ConnectorError(
+            f"the payments query returns no column {', '.join(repr(m) for m in missing)}; its "
+            f"columns: {', '.join(keys)}. Alias them in the query; no payment was read"
+        )
+    return positions
 
 
 def _missing_driver(url: URL, exc: BaseException) -> str:

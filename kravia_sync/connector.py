@@ -119,6 +119,11 @@ class Connector(ABC):
         """Yield every overdue invoice of the source, one at a time, and the payments and
         credit notes the source knows for them."""
 
+    def payments_source(self) -> Literal["amount_drops", "records"]:
+        """How this source tells of money paid when its `payments` setting is unset: the
+        class's `payments_default`, or what this instance's settings say."""
+        return self.payments_default
+
     def secret_values(self) -> list[str]:
         """Secret values this connector holds (passwords, tokens): the engine redacts each of
         them from every log line, error and output. Override when the settings hold any."""

@@ -422,7 +422,7 @@ class Reconciler:
             policy=self.settings.policy,
             now=now,
             check_document=None if dry_run else _document_problem,
-            payments=source.payments or connector.payments_default,
+            payments=source.payments or connector.payments_source(),
             holds=self._holds,
         )
         with self.store.source_read(source.name) as state:

@@ -14,6 +14,7 @@ import sys
 import tomllib
 import tracemalloc
 from collections.abc import Iterator
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,72 @@ class TestSameCasesEverywhere:
         assert third.counts.get("new", 0) == 0
         assert sim.calls_total() == before
         assert len(sim.cases()) == len(SENT_INVOICES)
+
+
+# -- payments ------------------------------------------------------------------------------
+
+
+PAYMENTS_QUERY = """
+SELECT p.payment_no AS payment_id, p.kind, p.paid_on AS date, p.amount,
+       i.invoice_no AS invoice_number
+FROM {payments} p JOIN {invoices} i ON i.id = p.invoice_id
+"""
+
+
+class TestPaymentsQuery:
+    def test_payments_and_credit_notes_reach_kravia_once(
+        self, db: Backend, sim: Sim, tmp_path: Path
+    ) -> None:
+        """With a payments query the source reports payments as records: one paid after the
+        invoice went to Kravia is forwarded once, exact to the øre; later passes send none."""
+        payments = db.tables["invoices"].replace("invoices", "payments")
+        amount = "DECIMAL(12,2)" if db.name != "sqlite" else "NUMERIC"
+        db.execute(
+            f"CREATE TABLE {payments} (payment_no VARCHAR(20) PRIMARY KEY, invoice_id INTEGER "
+            f"NOT NULL, kind VARCHAR(20) NOT NULL, paid_on DATE NOT NULL, amount {amount} NOT NULL)"
+        )
+        db.cleanup.append(f"DROP TABLE IF EXISTS {payments}")
+        query = PAYMENTS_QUERY.format(payments=payments, invoices=db.tables["invoices"])
+        config = sql_config(tmp_path, sim, fixture_settings(db, payments_query=query))
+        run_pass(config)
+        capital = {case["invoiceNo"]: Decimal(str(case["remainingAmount"])) for case in sim.cases()}
+        db.execute(
+            f"INSERT INTO {payments} VALUES ('INN-1', 1, 'payment', :d, :a)",
+            {"d": date(2026, 11, 20), "a": Decimal("1000.10")},
+        )
+        db.execute(
+            f"INSERT INTO {payments} VALUES ('KN-2', 2, 'credit_note', :d, :a)",
+            {"d": date(2026, 11, 21), "a": Decimal("250.00")},
+        )
+
+        second = run_pass(config)
+        third = run_pass(config)
+
+        sent = sorted(
+            (p["accountingPaymentId"], p["type"])
+            for p in sim.simulator.payments()
+            if p["accountingPaymentId"]
+        )
+        assert sent == [("INN-1", "Payment"), ("KN-2", "CreditNote")]
+        after = {case["invoiceNo"]: Decimal(str(case["remainingAmount"])) for case in sim.cases()}
+        assert after["20001"] == capital["20001"] - Decimal("1000.10")
+        assert after["20002"] == capital["20002"] - Decimal("250.00")
+        assert second.counts["payments_sent"] == 2
+        assert sum(third.remote_calls.values()) == 0
+
+    def test_a_payments_query_missing_a_column_fails_the_read(
+        self, sqlite_db: Backend, sim: Sim, tmp_path: Path
+    ) -> None:
+        query = "SELECT invoice_no AS payment_id, invoice_no AS invoice_number FROM invoices"
+        config = sql_config(tmp_path, sim, fixture_settings(sqlite_db, payments_query=query))
+
+        summary = run_pass(config)
+
+        assert summary.status == "failed"
+        error = summary.sources[0].error or ""
+        assert "'date'" in error
+        assert "'amount'" in error
+        assert summary.counts["gone"] == 0
 
 
 # -- failures of the source ----------------------------------------------------------------
