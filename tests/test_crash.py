@@ -102,3 +102,76 @@ class TestKilledRuns:
         for aid, (case,) in grouped.items():
             assert case["started"], f"invoice {aid} not started"
             assert len(case["documents"]) == (1 if int(aid) % 2 == 0 else 0), aid
+
+
+PAYMENT_ROUNDS = 10
+PAYMENTS_PER_ROUND = 4
+
+
+def _write_payments(folder: Path, numbers: range) -> None:
+    lines = ["payment_id;kind;date;amount;invoice_number"]
+    lines += [
+        f"P-{n};{'credit_note' if n % 3 == 0 else 'payment'};2026-11-20;{n}.25;{n}" for n in numbers
+    ]
+    (folder / "payments.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.mark.slow
+class TestKilledPayments:
+    def test_sigkill_while_forwarding_payments_sends_each_exactly_once(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Payments and credit notes forwarded while `reconcile` is killed again and again:
+        in the end each one is in Kravia exactly once (the simulator does not de-duplicate)."""
+        folder = tmp_path / "invoices"
+        total = PAYMENT_ROUNDS * PAYMENTS_PER_ROUND
+        write_invoices(folder, range(1, total + 1), pdf_every=0)
+        write_config(
+            tmp_path,
+            sim.base_url,
+            retry="backoff_base_seconds = 0.05\nsettle_seconds = 0.3\nmax_inline_wait_seconds = 2",
+        )
+        first = subprocess.run(
+            cli_command("reconcile"), cwd=tmp_path, env=cli_env(), capture_output=True, check=False
+        )
+        assert first.returncode == 0, first.stdout + first.stderr
+        sim.simulator.faults = Faults(
+            latency_ms=60, operations=("payment", "creditnote", "details")
+        )
+        state = tmp_path / "state" / "kravia-sync.db"
+        left_unanswered = 0
+        for round_number in range(PAYMENT_ROUNDS):
+            _write_payments(folder, range(1, (round_number + 1) * PAYMENTS_PER_ROUND + 1))
+            process = subprocess.Popen(
+                cli_command("reconcile"),
+                cwd=tmp_path,
+                env=cli_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(0.7 + (round_number % 5) * 0.13)
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+            left_unanswered += _unanswered_intents(state) > 0
+        assert left_unanswered > 0, "no kill ever landed between an intent and its outcome"
+        sim.simulator.faults = Faults()
+
+        for _ in range(4):
+            final = subprocess.run(
+                cli_command("reconcile"),
+                cwd=tmp_path,
+                env=cli_env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            if final.returncode == 0:
+                break
+            time.sleep(0.4)
+        assert final.returncode == 0, final.stdout + final.stderr
+
+        received = [p["accountingPaymentId"] for p in sim.simulator.payments()]
+        assert sorted(received) == sorted(f"P-{n}" for n in range(1, total + 1))
+        with StateStore(state) as store:
+            assert {p.phase.value for p in store.all_payments(limit=1000)} == {"sent"}
