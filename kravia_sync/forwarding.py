@@ -25,6 +25,7 @@ from kravia_sync.kravia import (
     KraviaClient,
     KraviaError,
     MoneyLine,
+    Settlement,
     case_standing,
     payment_recorded,
 )
@@ -81,6 +82,7 @@ class PaymentForwarder:
         self.run_id = run_id
         self.max_inline_wait = max_inline_wait
         self.max_waits = max_waits
+        self._settlements: list[Settlement] | None = None  # read once, when first needed
 
     async def forward(self, payments: list[PaymentState]) -> PaymentOutcome:
         outcome = PaymentOutcome()
@@ -148,7 +150,7 @@ class PaymentForwarder:
         case_updates: list[CaseState] = []
         notes: list[str] = []
         if payment.derived:
-            lines, case_updates, notes = self._explain(payment, cases, standings)
+            lines, case_updates, notes = await self._explain(payment, cases, standings)
         remaining = {aid: standing.remaining_capital for aid, standing in standings.items()}
         clamped, clamp_notes = clamp_lines(lines, remaining)
         notes += clamp_notes
@@ -250,24 +252,30 @@ class PaymentForwarder:
         )
         return sent
 
-    def _explain(
+    async def _explain(
         self,
         payment: PaymentState,
         cases: Mapping[str, CaseState],
         standings: Mapping[str, CaseStanding],
     ) -> tuple[tuple[PaymentLine, ...], list[CaseState], list[str]]:
         """The part of a derived payment (an amount drop) that Kravia's own payouts do not
-        explain; the cases with the payouts now accounted for; notes."""
+        explain; the cases with the payouts now accounted for; notes. Kravia's payouts on a
+        case are those its details list as collected; where the details list no payments,
+        those of `GET settlements` (booked or not). Neither readable: the call fails and the
+        payment waits, since a payout we cannot see could be echoed back."""
         lines: list[PaymentLine] = []
         updates: list[CaseState] = []
         notes: list[str] = []
         for line in payment.lines:
             case = cases[line.accounting_invoice_id]
             standing = standings[line.accounting_invoice_id]
-            collected = sum(
-                (p.amount for p in standing.payments or () if p.kind is RecordedKind.COLLECTED),
-                Decimal(0),
-            )
+            if standing.payments is not None:
+                collected = sum(
+                    (p.amount for p in standing.payments if p.kind is RecordedKind.COLLECTED),
+                    Decimal(0),
+                )
+            else:
+                collected = await self._settled(case.kravia_id)
             explained, accounted = explain_by_payouts(
                 line.amount, collected=collected, accounted=case.payouts_accounted or Decimal(0)
             )
@@ -279,6 +287,20 @@ class PaymentForwarder:
                 updates.append(replace(case, payouts_accounted=accounted))
             lines.append(replace(line, amount=line.amount - explained))
         return tuple(lines), updates, notes
+
+    async def _settled(self, kravia_id: int | None) -> Decimal:
+        """What Kravia's settlements say it paid out on one case."""
+        if self._settlements is None:
+            self._settlements = await self.client.settlements(exclude_closed=False)
+        return sum(
+            (
+                line.amount
+                for settlement in self._settlements
+                for line in settlement.lines
+                if line.kravia_id == kravia_id
+            ),
+            Decimal(0),
+        )
 
     async def _verify(self, payment: PaymentState, cases: Mapping[str, CaseState]) -> PaymentState:
         """After a lost answer: does Kravia list the payment on the case? Never guess."""

@@ -1,0 +1,89 @@
+"""The payment forwarder's reading of Kravia's payouts when case details list no payments."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from kravia_sync.forwarding import PaymentForwarder
+from kravia_sync.kravia import CaseStanding, KraviaClient, MoneyLine, Settlement
+from kravia_sync.lifecycle import CaseState, Phase
+from kravia_sync.payments import PayoutRule, derived_payment, plan_payments
+from kravia_sync.store import StateStore
+
+NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+
+class SettlementsOnly(KraviaClient):
+    """A client whose only answer is a fixed list of settlements (no HTTP)."""
+
+    def __init__(self, settlements: list[Settlement]) -> None:
+        super().__init__(base_url="http://127.0.0.1:9/", token="t")  # noqa: S106
+        self.answer = settlements
+        self.asked = 0
+
+    async def settlements(self, *, exclude_closed: bool = True) -> list[Settlement]:
+        assert exclude_closed is False  # every payout on the case counts, booked or not
+        self.asked += 1
+        return self.answer
+
+
+def case(aid: str, kravia_id: int) -> CaseState:
+    return CaseState(
+        accounting_invoice_id=aid,
+        source="erp",
+        record_key=aid,
+        invoice_number=aid,
+        phase=Phase.STARTED,
+        fingerprint="f",
+        record_hash="h",
+        has_document=False,
+        first_seen_at=NOW,
+        updated_at=NOW,
+        kravia_id=kravia_id,
+        amount=Decimal("600.00"),
+    )
+
+
+def test_without_payments_in_the_details_settlements_explain_a_drop(tmp_path: Path) -> None:
+    """Kravia paid out 300.00 on case 77 (and 50.00 on another); the source's amount dropped
+    by 400.00: only 100.00 is the debtor's own payment, and the payout is accounted once."""
+    drop = derived_payment("A-1", Decimal("1000.00"), Decimal("600.00"), on=date(2026, 11, 27))
+    state = plan_payments(
+        [("k", drop)], {}, {"A-1": True}, source="erp", rule=PayoutRule(), now=NOW
+    )
+    client = SettlementsOnly(
+        [
+            Settlement(1, None, Decimal("300.00"), [MoneyLine(77, Decimal("300.00"))], booked=True),
+            Settlement(2, None, Decimal("50.00"), [MoneyLine(78, Decimal("50.00"))], booked=False),
+        ]
+    )
+    with StateStore(tmp_path / "state.db") as store:
+        forwarder = PaymentForwarder(
+            store,
+            client,
+            clock=lambda: NOW,
+            settle=timedelta(0),
+            retry_in=lambda _: timedelta(0),
+            run_id=None,
+        )
+        unknown = CaseStanding(None, Decimal("700.00"), None, None, None)
+        lines, updates, notes = asyncio.run(
+            forwarder._explain(state.writes[0], {"A-1": case("A-1", 77)}, {"A-1": unknown})
+        )
+        again, _, _ = asyncio.run(
+            forwarder._explain(
+                state.writes[0],
+                {"A-1": replace(case("A-1", 77), payouts_accounted=Decimal("300.00"))},
+                {"A-1": unknown},
+            )
+        )
+
+    assert [line.amount for line in lines] == [Decimal("100.00")]
+    assert [u.payouts_accounted for u in updates] == [Decimal("300.00")]
+    assert "300.00 of the drop" in notes[0]
+    assert [line.amount for line in again] == [Decimal("400.00")]  # that payout is used up
+    assert client.asked == 1  # read once per forwarding run
