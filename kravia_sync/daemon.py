@@ -114,7 +114,12 @@ class Daemon:
             readiness=self.readiness,
             metrics=self.metrics.exposition,
         )
-        await self.http.start()
+        try:
+            await self.http.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"daemon.host/daemon.port: cannot listen on {daemon.host}:{daemon.port}: {exc}"
+            ) from None
         scheduler = Scheduler(self._due, timezone=self.settings.policy.timezone)
         self._scheduler = scheduler
         log.info(

@@ -41,11 +41,13 @@ def daemon_config(
 class DaemonProcess:
     """`kravia-sync daemon` as a real process; its stdout lines parsed as JSON as they come."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(
+        self, cwd: Path, *, args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> None:
         self.process = subprocess.Popen(
-            cli_command("daemon"),
+            cli_command("daemon", *args),
             cwd=cwd,
-            env=cli_env(),
+            env=env or cli_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -15,7 +15,7 @@ import pytest
 from daemon_support import DaemonProcess, daemon_config
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, insert, select
-from support import Sim, cases_by_accounting_id, write_invoices
+from support import TOKEN, Sim, cases_by_accounting_id, cli_env, write_invoices
 
 from kravia_sync.simulator import Faults
 from kravia_sync.store import JOURNAL, LEASE, StateStore, utc_now
@@ -32,8 +32,14 @@ def daemons() -> Iterator[list[DaemonProcess]]:
         process.kill()
 
 
-def start(daemons: list[DaemonProcess], cwd: Path) -> DaemonProcess:
-    process = DaemonProcess(cwd)
+def start(
+    daemons: list[DaemonProcess],
+    cwd: Path,
+    *,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> DaemonProcess:
+    process = DaemonProcess(cwd, args=args, env=env)
     daemons.append(process)
     return process
 
@@ -295,6 +301,33 @@ class TestLease:
         assert parse_time(acquired) >= expires
         daemon.wait_for(lambda: started_cases(sim) == 2, what="the invoices started")
         assert daemon.stop() == 0
+
+
+class TestAsSystemdRunsIt:
+    def test_token_from_the_credentials_directory_and_state_from_the_environment(
+        self, sim: Sim, tmp_path: Path, daemons: list[DaemonProcess]
+    ) -> None:
+        """What deploy/kravia-sync.service relies on: the token read from
+        $CREDENTIALS_DIRECTORY/kravia_token, the state path from KRAVIA_SYNC_STATE__PATH, a
+        configuration elsewhere than the working directory."""
+        etc = tmp_path / "etc"
+        etc.mkdir()
+        write_invoices(etc / "invoices", range(1, 3), pdf_every=0)
+        daemon_config(etc, sim.base_url, schedule="1h")
+        credentials = tmp_path / "credentials"
+        credentials.mkdir()
+        (credentials / "kravia_token").write_text(TOKEN + "\n", encoding="utf-8")
+        state = tmp_path / "var" / "lib" / "kravia-sync" / "kravia-sync.db"
+        env = cli_env(CREDENTIALS_DIRECTORY=str(credentials), KRAVIA_SYNC_STATE__PATH=str(state))
+        del env["KRAVIA_TOKEN"]
+        work = tmp_path / "work"
+        work.mkdir()
+        daemon = start(daemons, work, args=("--config", str(etc / "kravia-sync.toml")), env=env)
+        daemon.wait_for(lambda: started_cases(sim) == 2, what="the invoices started")
+        assert daemon.stop() == 0
+        assert state.exists()
+        assert not (etc / STATE).exists()
+        daemon.assert_no_secret()
 
 
 class TestReload:

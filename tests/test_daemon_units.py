@@ -83,6 +83,21 @@ class TestDaemonSettings:
         with pytest.raises(ConfigError, match=r"sources\.0\.schedule: .*'hourly'"):
             load_settings(config)
 
+    def test_the_readme_example_is_valid(self, tmp_path: Path) -> None:
+        """The [daemon] and source example in the README's "Running as a service" loads."""
+        readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+        section = readme.split("## Running as a service", 1)[1]
+        example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+        config = tmp_path / "kravia-sync.toml"
+        config.write_text(
+            "[kravia]\ncreditor_id = 1\n"
+            + example.replace('connector = "sql"', 'connector = "sql"\nsettings = {}'),
+            encoding="utf-8",
+        )
+        settings = load_settings(config)
+        assert settings.daemon.port == 9464
+        assert settings.sources[0].schedule == "*/10 7-18 * * mon-fri"
+
 
 class TestScheduler:
     def test_due_jobs_call_back_and_a_retry_runs_once(self) -> None:
