@@ -162,6 +162,7 @@ class TestSchedule:
         assert len(cases_by_accounting_id(sim.cases())) == 6
 
 
+@pytest.mark.slow
 class TestGracefulStop:
     def test_sigterm_mid_pass_journals_the_calls_in_flight_and_a_restart_finishes(
         self, sim: Sim, tmp_path: Path, daemons: list[DaemonProcess]
