@@ -655,6 +655,26 @@ def unlock(
 
 
 @app.command()
+def daemon(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = None) -> None:
+    """Run as a service: each source on its schedule, /healthz, /readyz and /metrics over HTTP,
+    JSON log lines on stdout. SIGTERM stops cleanly, SIGHUP reloads the configuration."""
+    from kravia_sync.daemon import Daemon, run_daemon  # noqa: PLC0415
+
+    def settings_for_daemon() -> Settings:
+        settings = load_settings(config, secrets_dir=secrets_dir)
+        register_secrets(settings.secret_values())
+        configure_logging(level=settings.log.level, fmt=settings.log.format, stream=sys.stdout)
+        return settings
+
+    with _user_errors():
+        settings = settings_for_daemon()
+        if settings.kravia_token is None:
+            _client(settings)  # raises the message that says where the token goes
+        code = run_daemon(Daemon(settings, client_factory=_client, reload=settings_for_daemon))
+    raise typer.Exit(code)
+
+
+@app.command()
 def init(
     config: ConfigOption = DEFAULT_CONFIG,
     source: Annotated[

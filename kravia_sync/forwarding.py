@@ -73,6 +73,7 @@ class PaymentForwarder:
         run_id: int | None,
         max_inline_wait: float = 0.0,
         max_waits: int = 0,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.client = client
@@ -83,10 +84,13 @@ class PaymentForwarder:
         self.max_inline_wait = max_inline_wait
         self.max_waits = max_waits
         self._settlements: list[Settlement] | None = None  # read once, when first needed
+        self.should_stop = should_stop  # checked before each payment and each step
 
     async def forward(self, payments: list[PaymentState]) -> PaymentOutcome:
         outcome = PaymentOutcome()
         for payment in payments:
+            if self.should_stop():
+                break
             try:
                 final = await self._drive(payment, outcome)
             except KraviaError as error:  # a details read failed: try again next pass
@@ -118,6 +122,8 @@ class PaymentForwarder:
         """One step, after a short wait where the next one is due soon (a lost answer
         settling, a short back-off), as the cases do."""
         for _ in range(self.max_waits + 1):
+            if self.should_stop():
+                return payment
             cases = self._cases(payment)
             in_kravia = {
                 aid: case.kravia_id if case.phase in IN_KRAVIA_PHASES else None

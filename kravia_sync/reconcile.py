@@ -196,10 +196,37 @@ class Reconciler:
         self._payment_work: list[PaymentState] = []
         self._holds: dict[str, str] = {}
         self._gone_in_kravia: list[str] = []
+        self._stop = asyncio.Event()
+        self._only: frozenset[str] | None = None  # the sources of this pass; None: all
+
+    def request_stop(self) -> None:
+        """Finish what is in flight, start nothing new: workers take no new case, a case takes
+        no next step and no payment is sent after this. Each call already sent still has its
+        outcome journaled; the pass then ends with status `stopped`. Safe to call at any time
+        from the event loop's thread (a signal handler)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     # --- the pass -----------------------------------------------------------------------------
-    async def run(self, *, dry_run: bool = False, command: str = "reconcile") -> RunSummary:
-        """One pass over every source. `dry_run` plans without writing or calling anything."""
+    async def run(
+        self,
+        *,
+        dry_run: bool = False,
+        command: str = "reconcile",
+        sources: Collection[str] | None = None,
+        keep_lease: bool = False,
+    ) -> RunSummary:
+        """One pass over every source, or over the named `sources` only. `dry_run` plans
+        without writing or calling anything. `keep_lease`: the writer lease is left held at
+        the end (the daemon holds it between passes and releases it itself)."""
+        if sources is not None:
+            unknown = set(sources) - {source.name for source in self.settings.sources}
+            if unknown:
+                raise ValueError(f"no such source: {', '.join(sorted(unknown))}")
+        self._only = None if sources is None else frozenset(sources)
         started = self.clock()
         clock_start = time.monotonic()
         summary = RunSummary(run_id=None, started_at=started)
@@ -239,7 +266,8 @@ class Reconciler:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            self.store.release_lease()
+            if not keep_lease:
+                self.store.release_lease()
         log.info(
             "run finished",
             run_id=summary.run_id,
@@ -301,6 +329,10 @@ class Reconciler:
         self._holds = {invoice: row["reason"] for invoice, row in self.store.holds().items()}
         self._gone_in_kravia = []
         for source in self.settings.sources:
+            if self._only is not None and source.name not in self._only:
+                continue
+            if self.stopping:
+                break
             result = SourceResult(source.name)
             summary.sources.append(result)
             try:
@@ -332,8 +364,11 @@ class Reconciler:
         self.progress.start(len(work))
         await self._apply(work, summary)
         await self._forward_payments(summary)
-        await self.refresh_status(summary)
-        await self._flag_gone(summary)
+        if not self.stopping:
+            await self.refresh_status(summary)
+            await self._flag_gone(summary)
+        if self.stopping and summary.status != "failed":
+            summary.status = "stopped"
 
     async def _forward_payments(self, summary: RunSummary) -> None:
         """Payments and credit notes, after the cases they cover had their turn."""
@@ -356,6 +391,7 @@ class Reconciler:
             run_id=self._run_id,
             max_inline_wait=self.settings.retry.max_inline_wait_seconds,
             max_waits=self.settings.retry.retries_per_pass,
+            should_stop=lambda: self.stopping,
         )
         try:
             outcome = await forwarder.forward(work)
@@ -601,6 +637,8 @@ class Reconciler:
 
         async def worker() -> None:
             for item in pending:
+                if self.stopping:
+                    return
                 try:
                     finals.append(await self._drive(item, summary))
                 except (PassFailedError, StateWriteError):
@@ -668,6 +706,8 @@ class Reconciler:
         waits = 0
         retry = self.settings.retry
         while True:
+            if self.stopping:
+                return case
             now = self.clock()
             decision = next_step(
                 case, start=self.settings.policy.start, now=now, timing=self.timing
@@ -680,7 +720,8 @@ class Reconciler:
                 if waits >= retry.retries_per_pass or delay > retry.max_inline_wait_seconds:
                     return case
                 waits += 1
-                await asyncio.sleep(max(delay, 0.0))
+                with contextlib.suppress(TimeoutError):  # a stop request ends the wait
+                    await asyncio.wait_for(self._stop.wait(), timeout=max(delay, 0.0))
                 continue
             if item.invoice is None and decision.step not in SETTLING_STEPS:
                 return case

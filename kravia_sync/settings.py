@@ -41,6 +41,7 @@ from kravia_sync.lifecycle import StartPolicy
 __all__ = [
     "DEFAULT_CONFIG",
     "ConfigError",
+    "DaemonSettings",
     "KraviaSettings",
     "PolicySettings",
     "RetrySettings",
@@ -131,15 +132,51 @@ class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+def _check_schedule(value: str | None) -> str | None:
+    from kravia_sync.scheduling import parse_schedule  # noqa: PLC0415
+
+    return None if value is None else parse_schedule(value).text
+
+
+class DaemonSettings(_Section):
+    """`kravia-sync daemon`: when sources run, how failures back off, where HTTP listens."""
+
+    # Each source's schedule unless it sets its own: an interval (30s, 15m, 1h30m) or a cron
+    # expression (minute hour day month weekday) read in `policy.timezone`.
+    schedule: str = "15m"
+    host: str = "127.0.0.1"  # /healthz, /readyz and /metrics; localhost unless you mean it
+    port: int = Field(default=9464, ge=0, le=65535)  # 0: any free port (logged at start)
+    # A failed pass of a source is retried after a back-off that doubles from `backoff_seconds`
+    # up to `backoff_cap_seconds`; scheduled runs inside the back-off are skipped.
+    backoff_seconds: float = Field(default=60.0, gt=0)
+    backoff_cap_seconds: float = Field(default=3600.0, gt=0)
+    # After this many failed passes in a row, an error line an operator can alert on, and
+    # /readyz answers 503.
+    alert_after_failures: int = Field(default=3, ge=1)
+    # SIGTERM: calls in flight are allowed this long to finish before the pass is cut off.
+    stop_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str | None) -> str | None:
+        return _check_schedule(value)
+
+
 class SourceConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     connector: str
+    schedule: str | None = None  # the daemon's schedule for this source; unset: daemon.schedule
     id_prefix: str = Field(default="", pattern=r"^\S*$")  # no spaces: ids are compared as is
     # How the source tells of money paid: `amount_drops` (an invoice's outstanding amount
     # drops), `records` (it yields payment and credit-note records), or `off`. Unset: the
     # connector's default (folder: records; sql, rest, fiken: amount_drops).
     payments: Literal["amount_drops", "records", "off"] | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str | None) -> str | None:
+        return _check_schedule(value)
 
 
 _toml_file: ContextVar[Path | None] = ContextVar("_toml_file", default=None)
@@ -164,6 +201,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
+    daemon: DaemonSettings = DaemonSettings()
     sources: list[SourceConfig] = Field(default_factory=list)
     base_dir: Path = Field(default=Path(), exclude=True)
 

@@ -1,0 +1,227 @@
+"""The daemon's parts in-process: schedules, settings, back-off and alerting, readiness, and the
+Reconciler's stop request and one-source passes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+from support import TOKEN, Sim, load, write_config, write_invoices
+
+from kravia_sync.daemon import Daemon
+from kravia_sync.kravia import KraviaClient
+from kravia_sync.reconcile import Reconciler
+from kravia_sync.scheduling import Scheduler, parse_schedule
+from kravia_sync.settings import ConfigError, Settings, load_settings
+from kravia_sync.simulator import Faults
+from kravia_sync.store import StateStore
+
+
+def client_for(settings: Settings) -> KraviaClient:
+    return KraviaClient(
+        base_url=settings.kravia.base_url,
+        token=TOKEN,
+        timeout=settings.kravia.timeout_seconds,
+        max_in_flight=settings.kravia.max_in_flight,
+        requests_per_second=settings.kravia.requests_per_second,
+    )
+
+
+async def until(check: Callable[[], Any], *, within: float = 15.0, what: str = "") -> Any:
+    """Poll `check` on the event loop until it is truthy."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        result = check()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class TestParseSchedule:
+    @pytest.mark.parametrize(
+        ("text", "seconds"),
+        [("30s", 30), ("15m", 900), ("1h30m", 5400), ("1d", 86400), ("2H", 7200)],
+    )
+    def test_intervals(self, text: str, seconds: int) -> None:
+        """Intervals combine days, hours, minutes and seconds."""
+        assert parse_schedule(text).interval == timedelta(seconds=seconds)
+
+    def test_cron_expressions_are_kept_as_written(self) -> None:
+        """A five-field cron expression is accepted and normalised for spaces only."""
+        schedule = parse_schedule("*/10  7-18 * * mon-fri")
+        assert schedule.cron == "*/10 7-18 * * mon-fri"
+        assert schedule.interval is None
+
+    @pytest.mark.parametrize("text", ["", "0s", "15", "15 minutes", "61 * * * *", "* * * *"])
+    def test_nonsense_is_refused_with_a_reason(self, text: str) -> None:
+        """Empty, zero, unit-less and malformed cron schedules raise ValueError."""
+        with pytest.raises(ValueError, match=r"interval|cron"):
+            parse_schedule(text)
+
+
+class TestDaemonSettings:
+    def test_defaults_and_per_source_schedules(self, tmp_path: Path) -> None:
+        """[daemon] has safe defaults (localhost, 15m); a source may set its own schedule."""
+        config = write_config(tmp_path, "http://127.0.0.1:1/", source='schedule = "0 6 * * *"')
+        settings = load_settings(config)
+        assert settings.daemon.host == "127.0.0.1"
+        assert settings.daemon.schedule == "15m"
+        assert settings.sources[0].schedule == "0 6 * * *"
+
+    def test_a_bad_schedule_names_the_key(self, tmp_path: Path) -> None:
+        """A schedule that is neither interval nor cron is a ConfigError naming the source."""
+        config = write_config(tmp_path, "http://127.0.0.1:1/", source='schedule = "hourly"')
+        with pytest.raises(ConfigError, match=r"sources\.0\.schedule: .*'hourly'"):
+            load_settings(config)
+
+    def test_the_readme_example_is_valid(self, tmp_path: Path) -> None:
+        """The [daemon] and source example in the README's "Running as a service" loads."""
+        readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+        section = readme.split("## Running as a service", 1)[1]
+        example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+        config = tmp_path / "kravia-sync.toml"
+        config.write_text(
+            "[kravia]\ncreditor_id = 1\n"
+            + example.replace('connector = "sql"', 'connector = "sql"\nsettings = {}'),
+            encoding="utf-8",
+        )
+        settings = load_settings(config)
+        assert settings.daemon.port == 9464
+        assert settings.sources[0].schedule == "*/10 7-18 * * mon-fri"
+
+
+class TestScheduler:
+    def test_due_jobs_call_back_and_a_retry_runs_once(self) -> None:
+        """An interval job fires on time; `once` adds a single extra run."""
+        fired: list[str] = []
+
+        async def due(name: str) -> None:
+            fired.append(name)
+
+        async def go() -> None:
+            scheduler = Scheduler(due, timezone="Europe/Oslo")
+            scheduler.start()
+            scheduler.set_jobs({"a": parse_schedule("1s")})
+            assert scheduler.next_run("a") is not None
+            scheduler.once("b", scheduler.next_run("a") - timedelta(seconds=0.5))  # type: ignore[operator]
+            await until(lambda: fired.count("a") >= 2, what="two runs of a", within=5)
+            scheduler.set_jobs({})
+            assert scheduler.next_run("a") is None
+            scheduler.shutdown()
+            await asyncio.sleep(0)
+
+        asyncio.run(go())
+        assert fired.count("b") == 1
+
+
+class TestBackoffAndAlerts:
+    def test_a_failing_source_backs_off_alerts_and_leaves_the_others_alone(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """A source that cannot be read fails, backs off, logs `source failing` after the
+        threshold and makes /readyz answer 503; the good source keeps passing."""
+        write_invoices(tmp_path / "invoices", range(1, 3), pdf_every=0)
+        config = write_config(tmp_path, sim.base_url, source='schedule = "1s"')
+        config.write_text(
+            config.read_text()
+            + '\n[[sources]]\nname = "broken"\nconnector = "folder"\nid_prefix = "B"\n'
+            'schedule = "1s"\n[sources.settings]\npath = "missing"\n'
+            "\n[daemon]\nport = 0\nbackoff_seconds = 0.2\nbackoff_cap_seconds = 0.4\n"
+            "alert_after_failures = 2\nstop_timeout_seconds = 5\n"
+        )
+        settings = load(config)
+        daemon = Daemon(settings, client_factory=client_for, handle_signals=False)
+
+        async def go() -> dict[str, Any]:
+            task = asyncio.create_task(daemon.run())
+            await until(lambda: daemon.sources["broken"].failures >= 3, what="three failures")
+            await until(lambda: daemon.sources["files"].last_status == "done", what="files")
+            assert daemon.http is not None
+            async with httpx.AsyncClient() as http:
+                ready = await http.get(f"http://127.0.0.1:{daemon.http.port}/readyz")
+                metrics = await http.get(f"http://127.0.0.1:{daemon.http.port}/metrics")
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, timeout=10) == 0
+            return {"ready": ready, "metrics": metrics.text}
+
+        with capture_logs() as logs:
+            result = asyncio.run(go())
+
+        assert result["ready"].status_code == 503
+        body = result["ready"].json()
+        assert body["sources"]["broken"]["failing"] is True
+        assert body["sources"]["files"]["failing"] is False
+        assert "missing" in body["sources"]["broken"]["last_error"]
+        alerts = [line for line in logs if line["event"] == "source failing"]
+        assert alerts, logs
+        assert alerts[0]["source"] == "broken"
+        assert alerts[0]["consecutive_failures"] == 2
+        assert alerts[0]["log_level"] == "error"
+        broken = [
+            line for line in logs if line["event"] == "pass finished" and line["source"] == "broken"
+        ]
+        assert [line["consecutive_failures"] for line in broken[:3]] == [1, 2, 3]
+        assert all(line["retry_at"] is not None for line in broken)
+        assert 'kravia_sync_passes_total{outcome="failed",source="broken"}' in result["metrics"]
+        assert 'kravia_sync_source_consecutive_failures{source="broken"}' in result["metrics"]
+        assert len(sim.cases()) == 2  # the good source did its work
+
+
+class TestReconcilerStop:
+    def test_a_stop_request_lets_calls_in_flight_finish_and_starts_nothing_new(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """request_stop() during a pass: the pass ends `stopped`, every call sent has its
+        outcome journaled, and no call starts after it."""
+        write_invoices(tmp_path / "invoices", range(1, 21), pdf_every=0)
+        config = write_config(tmp_path, sim.base_url)
+        config.write_text(config.read_text().replace("max_in_flight = 8", "max_in_flight = 2"))
+        settings = load(config)
+        sim.simulator.faults = Faults(latency_ms=150)
+
+        async def go() -> tuple[str, int]:
+            with StateStore(settings.state_path) as store:
+                async with client_for(settings) as client:
+                    reconciler = Reconciler(settings, store, client=client)
+                    task = asyncio.create_task(reconciler.run())
+                    await until(lambda: client.stats.total() >= 3, what="some calls")
+                    reconciler.request_stop()
+                    summary = await task
+                    return summary.status, client.stats.total()
+
+        status, calls = asyncio.run(go())
+        assert status == "stopped"
+        assert calls == sim.calls_total()
+        assert 3 <= calls < 40
+
+    def test_a_pass_can_be_limited_to_named_sources(self, sim: Sim, tmp_path: Path) -> None:
+        """run(sources=[...]) reads only those sources; an unknown name is refused."""
+        write_invoices(tmp_path / "invoices", range(1, 3), pdf_every=0)
+        write_invoices(tmp_path / "other", [7], pdf_every=0)
+        config = write_config(tmp_path, sim.base_url)
+        config.write_text(
+            config.read_text()
+            + '\n[[sources]]\nname = "other"\nconnector = "folder"\nid_prefix = "O"\n'
+            '[sources.settings]\npath = "other"\n'
+        )
+        settings = load(config)
+
+        async def go(sources: list[str]) -> list[str]:
+            with StateStore(settings.state_path) as store:
+                async with client_for(settings) as client:
+                    summary = await Reconciler(settings, store, client=client).run(sources=sources)
+                    return [source.name for source in summary.sources]
+
+        assert asyncio.run(go(["other"])) == ["other"]
+        assert sorted(c["accountingInvoiceId"] for c in sim.cases()) == ["O7"]
+        with pytest.raises(ValueError, match="no such source: nope"):
+            asyncio.run(go(["nope"]))
