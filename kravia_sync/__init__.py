@@ -1,3 +1,46 @@
-"""kravia-sync: forward overdue invoices into Kravia debt collection, exactly once."""
+"""kravia-sync: forward overdue invoices into Kravia debt collection, exactly once.
+
+The public API, for writing a connector (see docs/writing-a-connector.md), is what this module
+exports and lists in `__all__`; everything else is private to kravia-sync and may change. The
+conformance kit for connector authors is `kravia_sync.testing`.
+"""
+
+from kravia_sync.connector import (
+    Connector,
+    ConnectorError,
+    ConnectorSettings,
+    PaymentRecord,
+    RecordError,
+    SourceRecord,
+)
+from kravia_sync.model import (
+    RECORD_FIELDS,
+    REQUIRED_FIELDS,
+    CallableDocument,
+    Document,
+    FileDocument,
+    InvalidRecordError,
+    Invoice,
+)
+from kravia_sync.payments import PAYMENT_FIELDS, Payment
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "PAYMENT_FIELDS",
+    "RECORD_FIELDS",
+    "REQUIRED_FIELDS",
+    "CallableDocument",
+    "Connector",
+    "ConnectorError",
+    "ConnectorSettings",
+    "Document",
+    "FileDocument",
+    "InvalidRecordError",
+    "Invoice",
+    "Payment",
+    "PaymentRecord",
+    "RecordError",
+    "SourceRecord",
+    "__version__",
+]

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from kravia_sync.kravia import Failure, KraviaClient, KraviaError
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES
@@ -698,6 +699,60 @@ def init(
         example = f'[[sources]]\nname = "{source}"\nconnector = "{source}"\n[sources.settings]\n'
     config.write_text(EXAMPLE_CONFIG + "\n" + example, encoding="utf-8")
     out.print(f"wrote {config}: edit creditor_id and the source, then run `kravia-sync check`")
+
+
+@app.command("connectors")
+def connectors_command(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print them as JSON, with each settings JSON Schema.")
+    ] = False,
+) -> None:
+    """List the installed connectors (built-in and third-party): package, version, settings."""
+    from kravia_sync.plugins import installed_connectors  # noqa: PLC0415
+
+    found = installed_connectors()
+    if as_json:
+        sys.stdout.write(json.dumps([info.as_json() for info in found], indent=2) + "\n")
+    else:
+        table = Table("connector", "package", "version", "settings (* required)")
+        for info in found:
+            settings = (
+                Text(f"cannot load: {info.error}", style="red")
+                if info.error
+                else Text(", ".join(info.settings_keys()))
+            )
+            table.add_row(info.name, info.package, info.version, settings)
+        out.print(table)
+        out.print("JSON Schema of each connector's settings: kravia-sync connectors --json")
+    if any(info.error for info in found):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("new-connector")
+def new_connector(
+    name: Annotated[str, typer.Argument(help="The connector's name, e.g. my-erp.")],
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where to create the package's directory.")
+    ] = Path(),
+) -> None:
+    """Create a connector package: pyproject with the entry point, settings, connector, a test
+    running the conformance kit, README."""
+    from kravia_sync.scaffold import ConnectorNames, scaffold  # noqa: PLC0415
+
+    try:
+        target = scaffold(name, directory)
+    except (ValueError, FileExistsError) as exc:
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    names = ConnectorNames.of(name)
+    out.print(
+        f"created {target} (package {names.dist}, module {names.module})",
+        markup=False,
+        soft_wrap=True,
+    )
+    out.print(
+        f"next: cd {target} && pip install -e '.[test]' && pytest", markup=False, soft_wrap=True
+    )
 
 
 @app.command()

@@ -457,13 +457,10 @@ class FikenSimulator:
         if size < 1 or size > MAX_PAGE_SIZE or page < 0:
             return _Answer(400, _json({"error": f"pageSize must be 1 to {MAX_PAGE_SIZE}"}))
         with self._lock:
-            selected = [
-                self._shown(invoice)
-                for invoice in self.company.invoices
-                if _matches(invoice, query)
-            ]
+            selected = [invoice for invoice in self.company.invoices if _matches(invoice, query)]
+            # only the page is shown (copied, with its PDF's URL), not every match
+            body = [self._shown(invoice) for invoice in selected[page * size : (page + 1) * size]]
         total = len(selected)
-        body = selected[page * size : (page + 1) * size]
         headers = {
             "Fiken-Api-Page": str(page),
             "Fiken-Api-Page-Size": str(size),

@@ -1,0 +1,89 @@
+"""The public API is exactly what `__all__` lists, so it cannot drift by accident."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import types
+from importlib.metadata import version
+
+import pytest
+
+import kravia_sync
+import kravia_sync.testing
+
+PUBLIC_API = [
+    "PAYMENT_FIELDS",
+    "RECORD_FIELDS",
+    "REQUIRED_FIELDS",
+    "CallableDocument",
+    "Connector",
+    "ConnectorError",
+    "ConnectorSettings",
+    "Document",
+    "FileDocument",
+    "InvalidRecordError",
+    "Invoice",
+    "Payment",
+    "PaymentRecord",
+    "RecordError",
+    "SourceRecord",
+    "__version__",
+]
+TESTING_API = [
+    "ConformanceError",
+    "ConformanceKit",
+    "ConnectorConformance",
+    "minimal_pdf",
+    "sample_invoices",
+]
+
+
+def package_surface() -> list[str]:
+    """Names a user can import from kravia_sync: not private, not a submodule (kravia_sync.cli
+    and the others become attributes of the package once imported)."""
+    return sorted(
+        name
+        for name, value in vars(kravia_sync).items()
+        if (not name.startswith("_") or name == "__version__")
+        and not isinstance(value, types.ModuleType)
+    )
+
+
+def defined_in(module: types.ModuleType) -> list[str]:
+    """Public names of the classes and functions `module` defines itself."""
+    return sorted(
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
+    )
+
+
+class TestPublicApi:
+    def test_the_package_exports_exactly_all(self) -> None:
+        """Every public name of kravia_sync is in __all__, and __all__ is the documented list."""
+        assert sorted(kravia_sync.__all__) == sorted(PUBLIC_API)
+        assert package_surface() == sorted(kravia_sync.__all__)
+
+    def test_the_kit_exports_exactly_all(self) -> None:
+        """kravia_sync.testing's public names are its __all__."""
+        assert sorted(kravia_sync.testing.__all__) == TESTING_API
+        assert defined_in(kravia_sync.testing) == TESTING_API
+
+    @pytest.mark.parametrize("name", PUBLIC_API)
+    def test_every_export_is_documented(self, name: str) -> None:
+        """Each exported class and function has a docstring of its own."""
+        value = getattr(kravia_sync, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert inspect.getdoc(value), f"{name} has no docstring"
+
+    def test_exports_are_the_engines_own_objects(self) -> None:
+        """Re-exported, not copied: the engine and a connector see the same classes."""
+        connector = importlib.import_module("kravia_sync.connector")
+        model = importlib.import_module("kravia_sync.model")
+        assert kravia_sync.Connector is connector.Connector
+        assert kravia_sync.Invoice is model.Invoice
+
+    def test_the_version_is_the_distributions(self) -> None:
+        """__version__ matches the installed package's metadata."""
+        assert kravia_sync.__version__ == version("kravia-sync")
