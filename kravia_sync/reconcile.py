@@ -803,7 +803,8 @@ class Reconciler:
             if document is None:
                 return replace(case, has_document=False)
             try:
-                content = document.load()
+                # Off the event loop: a copy may come over the network (a REST source).
+                content = await asyncio.to_thread(document.load)
                 check_pdf(content, document.name)
             except (OSError, InvalidRecordError) as exc:
                 message = f"the invoice copy cannot be read: {exc}"
