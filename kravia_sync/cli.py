@@ -306,6 +306,13 @@ def _print_status(store: StateStore) -> None:
     for phase, count in sorted(store.phase_counts().items()):
         phases.add_row(phase, str(count))
     out.print(phases)
+    statuses = store.kravia_status_counts()
+    if statuses:
+        out.print(
+            "as Kravia last reported (kravia-sync refresh): "
+            + ", ".join(f"{status}={count}" for status, count in sorted(statuses.items())),
+            highlight=False,
+        )
     _print_quarantine(store)
     _print_attention(store)
     _print_holds(store)

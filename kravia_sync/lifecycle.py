@@ -102,6 +102,7 @@ class CaseState:
     kravia_status: str | None = None  # as Kravia last reported it
     kravia_remaining: Decimal | None = None  # capital left, as Kravia last reported it
     status_at: datetime | None = None
+    hold_action_at: datetime | None = None  # when policy.hold_action was sent for a hold
 
 
 class CaseSummary(NamedTuple):

@@ -350,7 +350,7 @@ class Reconciler:
                 work.extend(diff.work)
                 summary.problems.extend(diff.problems())
             summary.counts.update(result.counts)
-        self._flag_holds_in_collection(summary, dry_run=dry_run)
+        await self._flag_holds_in_collection(summary, dry_run=dry_run)
         if dry_run:
             now = self.clock()
             for item in work:
@@ -400,30 +400,97 @@ class Reconciler:
         summary.counts.update(outcome.counts)
         summary.problems.extend(outcome.problems)
 
-    def _flag_holds_in_collection(self, summary: RunSummary, *, dry_run: bool) -> None:
-        """A held invoice already in Kravia cannot be taken back by us: say so on the case and
-        in the run, every pass, until it is released."""
-        flagged: list[CaseState] = []
-        for invoice, reason in self._holds.items():
-            for case in self.store.find_cases(invoice):
-                if invoice not in {case.accounting_invoice_id, case.invoice_number}:
+    async def _flag_holds_in_collection(self, summary: RunSummary, *, dry_run: bool) -> None:
+        """A held invoice already in Kravia cannot be taken back: it is flagged on the case and
+        in every run until released; with `policy.hold_action`, a started case is also sent
+        that action once (journaled; a lost answer is left to a person, never resent)."""
+        action = self.settings.policy.hold_action
+        for case, reason in self._held_in_kravia():
+            summary.counts["held_in_kravia"] += 1
+            flagged = case
+            if action and case.phase is Phase.STARTED and case.hold_action_at is None:
+                if dry_run:
+                    summary.counts["hold_actions_to_send"] += 1
                     continue
-                if case.phase not in IN_KRAVIA_PHASES:
-                    continue
+                flagged = await self._send_hold_action(case, action, reason, summary)
+            paused = flagged.attention == _paused_note(reason, action)
+            if flagged.hold_action_at is None:  # no action configured, or it waits
                 note = f"on hold ({reason}) but already in Kravia: pause it in Kravia"
-                summary.counts["held_in_kravia"] += 1
+                if flagged.attention != note:
+                    flagged = replace(flagged, attention=note, updated_at=self.clock())
+            if not paused:
                 summary.problems.append(
                     {
                         "source": case.source,
                         "record": case.record_key,
                         "field": "hold",
-                        "reason": f"{note} (Kravia id {case.kravia_id})",
+                        "reason": f"{flagged.attention} (Kravia id {case.kravia_id})",
                     }
                 )
-                if case.attention != note:
-                    flagged.append(replace(case, attention=note, updated_at=self.clock()))
-        if flagged and not dry_run:
-            self.store.write_batch(flagged, [])
+            if flagged != case and not dry_run:
+                await asyncio.to_thread(self.store.write_batch, [flagged], [])
+
+    def _held_in_kravia(self) -> list[tuple[CaseState, str]]:
+        """Cases already in Kravia whose invoice is on hold, with the hold's reason."""
+        found: list[tuple[CaseState, str]] = []
+        for invoice, reason in self._holds.items():
+            found.extend(
+                (case, reason)
+                for case in self.store.find_cases(invoice)
+                if invoice in {case.accounting_invoice_id, case.invoice_number}
+                and case.phase in IN_KRAVIA_PHASES
+            )
+        return found
+
+    async def _send_hold_action(
+        self, case: CaseState, action: str, reason: str, summary: RunSummary
+    ) -> CaseState:
+        """Send the configured pause action for a held case, journaled before and after."""
+        assert self.client is not None  # noqa: S101 - run() checks
+        assert case.kravia_id is not None  # noqa: S101 - started cases have one
+        attempt_id = uuid.uuid4().hex
+        await asyncio.to_thread(
+            self.store.write_batch, [], [self._intent(case, "hold_action", attempt_id)]
+        )
+        started = time.monotonic()
+        now = self.clock()
+        try:
+            await self.client.send_action(case.kravia_id, action, message=f"On hold: {reason}")
+        except KraviaError as error:
+            outcome = self._outcome(
+                case,
+                "hold_action",
+                attempt_id,
+                started,
+                outcome=error.failure.value,
+                status=error.status,
+                message=str(error),
+            )
+            await asyncio.to_thread(self.store.write_batch, [], [outcome])
+            if error.failure is Failure.AUTH:
+                raise PassFailedError(f"Kravia refused the token: {error}") from None
+            if error.failure is Failure.TRANSIENT:
+                summary.counts["hold_action_deferred"] += 1
+                return case  # tried again next pass
+            summary.counts["hold_action_failed"] += 1
+            lost = error.failure is Failure.AMBIGUOUS
+            note = (
+                f"the hold action {action!r} was sent but its answer was lost: check in Kravia "
+                "that the case is paused"
+                if lost
+                else f"the hold action {action!r} was refused by Kravia ({redact(str(error))}): "
+                "pause the case in Kravia"
+            )
+            return replace(case, hold_action_at=now, attention=note, updated_at=now)
+        await asyncio.to_thread(
+            self.store.write_batch,
+            [],
+            [self._outcome(case, "hold_action", attempt_id, started, outcome="ok", status=200)],
+        )
+        summary.counts["hold_actions_sent"] += 1
+        return replace(
+            case, hold_action_at=now, attention=_paused_note(reason, action), updated_at=now
+        )
 
     def _planned(self, item: WorkItem, decision: Decision) -> PlannedAction:
         step = decision.step.value
@@ -1011,6 +1078,10 @@ def _chunked(
             chunk = []
     if chunk:
         yield chunk
+
+
+def _paused_note(reason: str, action: str | None) -> str:
+    return f"on hold ({reason}): {action} sent to Kravia"
 
 
 def _document_problem(invoice: Invoice) -> str | None:

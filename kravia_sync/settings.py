@@ -102,6 +102,9 @@ class PolicySettings(_Section):
     # source's cases gone in one pass, the pass stops and asks for confirmation.
     max_gone_share: float = Field(default=0.5, gt=0, le=1)
     gone_breaker_min_cases: int = Field(default=10, ge=1)  # smaller sources never trip it
+    # A held invoice already in collection: the Kravia action that pauses it (its name is
+    # unpublished; e.g. "Pause"), sent once per hold. Unset: the case is only flagged.
+    hold_action: str | None = Field(default=None, min_length=1)
 
     @field_validator("timezone")
     @classmethod

@@ -132,6 +132,7 @@ class CaseRow(SQLModel, table=True):
     kravia_status: str | None = None
     kravia_remaining: Decimal | None = Field(default=None, sa_type=DecimalText)
     status_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    hold_action_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 # Columns schema 2 added to `cases`, for the migration from schema 1.
@@ -143,6 +144,7 @@ _CASES_V2_COLUMNS = (
     "kravia_status VARCHAR",
     "kravia_remaining VARCHAR(40)",
     "status_at VARCHAR(40)",
+    "hold_action_at VARCHAR(40)",
 )
 
 
@@ -738,6 +740,16 @@ class StateStore:
             ).mappings()
             return [_case_from_row(row) for row in rows]
 
+    def kravia_status_counts(self) -> dict[str, int]:
+        """Cases by the status Kravia last reported (pulled back; unknown ones left out)."""
+        with self._read() as connection:
+            rows = connection.execute(
+                select(CASES.c.kravia_status, func.count())
+                .where(CASES.c.kravia_status.is_not(None))
+                .group_by(CASES.c.kravia_status)
+            )
+            return {str(status): int(count) for status, count in rows.tuples()}
+
     def phase_counts(self) -> dict[str, int]:
         from sqlalchemy import func  # noqa: PLC0415
 
@@ -867,8 +879,19 @@ class StateStore:
             )
 
     def release(self, invoice: str) -> bool:
+        """Remove a hold; the cases it flagged lose the flag (a pause sent is undone in
+        Kravia by a person)."""
         with self._write() as connection:
             result = connection.execute(delete(HOLDS).where(HOLDS.c.invoice == invoice))
+            connection.execute(
+                update(CASES)
+                .where(
+                    (CASES.c.accounting_invoice_id == invoice)
+                    | (CASES.c.invoice_number == invoice),
+                    CASES.c.attention.like("on hold (%"),
+                )
+                .values(attention=None, hold_action_at=None)
+            )
             return bool(result.rowcount)
 
     def approve(self, invoices: list[str] | None, *, now: datetime) -> tuple[list[str], list[str]]:

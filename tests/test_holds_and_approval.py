@@ -63,6 +63,35 @@ class TestHolds:
         assert case.attention is not None
         assert "paid in cash" in case.attention
 
+    def test_the_configured_pause_action_is_sent_once(self, sim: Sim, tmp_path: Path) -> None:
+        """With policy.hold_action, a held case in collection is paused in Kravia, once."""
+        write_invoices(tmp_path / "invoices", range(1, 3), pdf_every=0)
+        config = write_config(tmp_path, sim.base_url, policy='hold_action = "Pause"')
+        run_pass(config)
+        run_cli("hold", "1", "--reason", "disputed", cwd=tmp_path)
+
+        first = run_pass(config)
+        second = run_pass(config)
+
+        statuses = {case["invoiceNo"]: case["status"] for case in sim.cases()}
+        assert statuses == {"1": "Paused", "2": "CollectionStarted"}
+        assert first.counts["hold_actions_sent"] == 1
+        assert first.problems == []
+        assert second.counts.get("hold_actions_sent", 0) == 0
+        assert sum(second.remote_calls.values()) == 0
+        with StateStore(tmp_path / "state" / "kravia-sync.db") as store:
+            (case,) = [c for c in store.load_cases("files").values() if c.invoice_number == "1"]
+            operations = [
+                entry["operation"] for entry in store.journal_for(case.accounting_invoice_id)
+            ]
+        assert operations.count("hold_action") == 2  # intent and outcome
+        assert case.hold_action_at is not None
+
+        assert run_cli("release", "1", cwd=tmp_path).returncode == 0
+        with StateStore(tmp_path / "state" / "kravia-sync.db") as store:
+            (case,) = [c for c in store.load_cases("files").values() if c.invoice_number == "1"]
+        assert (case.attention, case.hold_action_at) == (None, None)
+
     def test_release_of_what_is_not_held_fails(self, sim: Sim, tmp_path: Path) -> None:
         write_config(tmp_path, sim.base_url)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Sim, invoice_record, run_pass, write_config
+from support import Sim, invoice_record, run_cli, run_pass, write_config
 
 from kravia_sync.simulator import Faults
 from kravia_sync.store import StateStore
@@ -36,6 +36,12 @@ def write_payments(folder: Path, rows: list[dict[str, str]]) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({column: row.get(column, "") for column in columns})
+
+
+def write_invoices_and_return(folder: Path, numbers: list[int]) -> list[dict[str, Any]]:
+    records = [invoice_record(n) for n in numbers]
+    write_invoices(folder, records)
+    return records
 
 
 def by_invoice(sim: Sim) -> dict[str, dict[str, Any]]:
@@ -174,6 +180,38 @@ class TestReportedPayments:
         assert money_calls(sim) == []
         assert summary.counts["payments_ignored"] == 1
         assert payment_phases(tmp_path) == {}
+
+
+class TestClamp:
+    def test_a_payment_above_the_capital_left_is_clamped_and_shown(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Kravia would ignore the excess silently: only the capital left is sent, and the
+        clamp is noted on the payment and counted in the run."""
+        folder = tmp_path / "invoices"
+        records = write_invoices_and_return(folder, [10001])
+        config = write_config(tmp_path, sim.base_url)
+        run_pass(config)
+        owed = Decimal(records[0]["amount"])
+        row = {
+            "payment_id": "P-9",
+            "date": "2026-11-20",
+            "amount": str(owed + 500),
+            "invoice_number": "10001",
+        }
+        write_payments(folder, [row])
+
+        summary = run_pass(config)
+
+        (sent,) = money_calls(sim)
+        assert Decimal(str(sent["amount"])) == owed
+        assert summary.counts["payments_clamped"] == 1
+        with StateStore(tmp_path / "state" / "kravia-sync.db") as store:
+            (payment,) = store.all_payments()
+        assert payment.lines[0].sent == owed
+        assert "clamped" in (payment.note or "")
+        status = run_cli("status", cwd=tmp_path)
+        assert "clamped" in status.stdout
 
 
 class TestAmountDrops:

@@ -120,7 +120,7 @@ class TestSchema:
         store.write_batch([make_case("A-1", phase=Phase.STARTED, kravia_id=5)], [])
         store.close()
         added = ["amount", "payouts_accounted", "attention", "approved_at", "kravia_status"]
-        added += ["kravia_remaining", "status_at"]
+        added += ["kravia_remaining", "status_at", "hold_action_at"]
         raw_sql(
             db_path,
             "DROP TABLE payments",
