@@ -385,6 +385,9 @@ class SourceDiff:
                 assessment.dropped_from,
                 valid.invoice.amount,
                 on=today,
+                since=""
+                if existing is None or existing.changed_at is None
+                else existing.changed_at.isoformat(),
             )
             self.payments.append((valid.key, drop))
             self.counts["amount_drops"] += 1

@@ -30,7 +30,7 @@ from kravia_sync.kravia import (
     payment_recorded,
 )
 from kravia_sync.kravia import PaymentKind as RecordedKind
-from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState
+from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState, Phase
 from kravia_sync.logging import redact
 from kravia_sync.payments import (
     PaymentKind,
@@ -47,6 +47,9 @@ from kravia_sync.store import JournalEntry, StateStore
 __all__ = ["PaymentForwarder", "PaymentOutcome"]
 
 log = structlog.get_logger("kravia_sync.forwarding")
+# Phases in which a case with a Kravia id exists in Kravia (needs_review: a person looks at
+# it, but it may be collecting all the same, so money paid must still reach it).
+_HAS_KRAVIA_CASE = IN_KRAVIA_PHASES | {Phase.NEEDS_REVIEW}
 
 
 class AuthRefusedError(RuntimeError):
@@ -102,9 +105,7 @@ class PaymentForwarder:
                 )
                 continue
             outcome.counts[f"payments_{final.phase.value}"] += 1
-            if final.phase is PaymentPhase.NEEDS_REVIEW or (
-                final.note and final.phase is PaymentPhase.SENT and final.note.startswith("changed")
-            ):
+            if final.phase is PaymentPhase.NEEDS_REVIEW:
                 outcome.problems.append(
                     {
                         "source": final.source,
@@ -126,7 +127,7 @@ class PaymentForwarder:
                 return payment
             cases = self._cases(payment)
             in_kravia = {
-                aid: case.kravia_id if case.phase in IN_KRAVIA_PHASES else None
+                aid: case.kravia_id if case.phase in _HAS_KRAVIA_CASE else None
                 for aid, case in cases.items()
             }
             now = self.clock()
@@ -146,6 +147,10 @@ class PaymentForwarder:
     async def _send(
         self, payment: PaymentState, cases: Mapping[str, CaseState], outcome: PaymentOutcome
     ) -> PaymentState:
+        payment = self._net_late_registers(payment, cases)
+        if payment.phase is PaymentPhase.NETTED:
+            self.store.write_payments([payment], [])
+            return payment
         standings = {}
         for aid in payment.invoices:
             kravia_id = cases[aid].kravia_id
@@ -172,7 +177,7 @@ class PaymentForwarder:
             final = replace(
                 payment, lines=clamped, phase=phase, updated_at=now, note="; ".join(notes) or None
             )
-            self.store.write_payments([final], [], case_updates)
+            self.store.write_payments([final], [], case_notes=_payouts(case_updates))
             return final
         attempt_id = uuid.uuid4().hex
         operation = payment.kind.value
@@ -186,11 +191,10 @@ class PaymentForwarder:
             note="; ".join(notes) or payment.note,
         )
         amounts = ", ".join(f"{line.sent} on {line.accounting_invoice_id}" for line in clamped)
-        self.store.write_payments(
-            [pending],
-            [self._journal(pending, operation, attempt_id, "intent", message=amounts)],
-            case_updates,
-        )
+        intent = self._journal(pending, operation, attempt_id, "intent", message=amounts)
+        if not self.store.begin_payment(pending, intent, _payouts(case_updates)):
+            log.warning("payment taken by another writer", payment_id=payment.payment_id)
+            return payment
         started = time.monotonic()
         money = [
             MoneyLine(kravia_id=_kravia_id(cases, line), amount=line.sent)
@@ -294,6 +298,31 @@ class PaymentForwarder:
             lines.append(replace(line, amount=line.amount - explained))
         return tuple(lines), updates, notes
 
+    def _net_late_registers(
+        self, payment: PaymentState, cases: Mapping[str, CaseState]
+    ) -> PaymentState:
+        """A case whose register's answer was lost when the payment was first seen may have
+        been registered again since, with the source's amount of then, which already left
+        the payment out: such lines are netted, not sent."""
+        late = [
+            line
+            for line in payment.lines
+            if (registered := cases[line.accounting_invoice_id].registered_at) is not None
+            and payment.first_seen_at <= registered
+        ]
+        if not late:
+            return payment
+        netted = ", ".join(f"{line.amount} on {line.accounting_invoice_id}" for line in late)
+        note = (
+            f"netted {netted}: the register that created the case was sent after this was "
+            "first seen, with an amount that already left it out"
+        )
+        kept = tuple(line for line in payment.lines if line not in late)
+        if not kept:
+            return replace(payment, phase=PaymentPhase.NETTED, note=note, updated_at=self.clock())
+        joined = f"{payment.note}; {note}" if payment.note else note
+        return replace(payment, lines=kept, note=joined, updated_at=self.clock())
+
     async def _settled(self, kravia_id: int | None) -> Decimal:
         """What Kravia's settlements say it paid out on one case."""
         if self._settlements is None:
@@ -309,18 +338,27 @@ class PaymentForwarder:
         )
 
     async def _verify(self, payment: PaymentState, cases: Mapping[str, CaseState]) -> PaymentState:
-        """After a lost answer: does Kravia list the payment on the case? Never guess."""
-        first = payment.lines[0]
-        kravia_id = _kravia_id(cases, first)
+        """After a lost answer: does Kravia list the payment on the cases it was sent to (the
+        lines that carried an amount)? On any of them: it arrived. On none, while every one
+        lists its payments: it did not. Otherwise a person looks; never a guess."""
         attempt_id = uuid.uuid4().hex
         started = time.monotonic()
-        standing = case_standing(await self.client.details(kravia_id))
         kind = (
             RecordedKind.CREDIT_NOTE
             if payment.kind is PaymentKind.CREDIT_NOTE
             else RecordedKind.PAYMENT
         )
-        recorded = payment_recorded(standing, payment.payment_id, kind=kind)
+        answers: list[bool | None] = []
+        for line in payment.lines:
+            if line.sent is not None and line.sent <= 0:
+                continue  # not in the body: Kravia cannot list it there
+            standing = case_standing(await self.client.details(_kravia_id(cases, line)))
+            answers.append(payment_recorded(standing, payment.payment_id, kind=kind))
+        recorded: bool | None = None
+        if True in answers:
+            recorded = True
+        elif answers and all(answer is False for answer in answers):
+            recorded = False
         now = self.clock()
         if recorded is True:
             after = replace(
@@ -416,6 +454,14 @@ class PaymentForwarder:
             message=None if message is None else redact(message)[:1000],
             payment_id=payment.payment_id,
         )
+
+
+def _payouts(cases: list[CaseState]) -> list[tuple[str, dict[str, Decimal | None]]]:
+    """Only the payouts accounted for: the rest of each case row is not ours to write."""
+    return [
+        (case.accounting_invoice_id, {"payouts_accounted": case.payouts_accounted})
+        for case in cases
+    ]
 
 
 def _kravia_id(cases: Mapping[str, CaseState], line: PaymentLine) -> int:

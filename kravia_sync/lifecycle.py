@@ -103,6 +103,9 @@ class CaseState:
     kravia_remaining: Decimal | None = None  # capital left, as Kravia last reported it
     status_at: datetime | None = None
     hold_action_at: datetime | None = None  # when policy.hold_action was sent for a hold
+    # When the register that created the Kravia case was sent: its amount was the source's
+    # then, so a payment first seen before it is already left out of it.
+    registered_at: datetime | None = None
 
 
 class CaseSummary(NamedTuple):
@@ -191,6 +194,7 @@ def after_success(
             phase=Phase.REGISTERED,
             kravia_id=kravia_id,
             registered_fingerprint=case.fingerprint,
+            registered_at=case.pending_since or now,
         )
     if step is Step.UPLOAD:
         return replace(settled, phase=Phase.DOCUMENTED)

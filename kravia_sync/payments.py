@@ -74,6 +74,7 @@ REQUIRED_PAYMENT_FIELDS: tuple[str, ...] = ("payment_id", "date", "amount")
 # An id that marks a record as a payment rather than an invoice.
 PAYMENT_MARKER = "payment_id"
 DERIVED_PREFIX = "ks-drop-"
+CHANGED_AFTER_SENT = "changed in the source after it was sent to Kravia"
 
 
 def is_payment_record(fields: Mapping[str, object]) -> bool:
@@ -140,6 +141,18 @@ class Payment(BaseModel):
         invoice = record_accounting_id(values, id_prefix)
         if invoice is None:
             raise InvalidRecordError("invoice_number", "a payment must name the invoice it covers")
+        try:
+            kind = _kind(values.get("kind"))
+            signed = parse_amount(values["amount"])
+        except ValueError:
+            pass  # reported below, naming the field
+        else:
+            if kind is PaymentKind.PAYMENT and signed < 0:
+                raise InvalidRecordError(
+                    "amount",
+                    f"a payment of {signed} is negative: a reversal or a refund is not "
+                    "forwarded (a credit note may be negative)",
+                )
         payload = {
             "payment_id": f"{id_prefix}{str(values['payment_id']).strip()}",
             "kind": values.get("kind"),
@@ -263,14 +276,15 @@ def payment_fingerprint(parts: Sequence[Payment]) -> str:
 
 
 def derived_payment(
-    accounting_invoice_id: str, before: Decimal, after: Decimal, *, on: date
+    accounting_invoice_id: str, before: Decimal, after: Decimal, *, on: date, since: str = ""
 ) -> Payment:
     """The payment a drop of an invoice's outstanding amount from `before` to `after` stands
-    for; its id depends only on the invoice and the two amounts, so a pass that sees the same
-    drop again derives the same id and sends nothing twice."""
+    for. Its id depends on the invoice, the two amounts and `since` (when the amount last
+    changed before, so the same drop happening again later is a new payment); a drop is
+    derived once, stored with the case's new amount in one transaction."""
     if after >= before:
         raise ValueError(f"{before} to {after} is not a drop")
-    key = f"{accounting_invoice_id}\x1f{before}\x1f{after}"
+    key = f"{accounting_invoice_id}\x1f{before}\x1f{after}\x1f{since}"
     digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
     return Payment(
         payment_id=f"{DERIVED_PREFIX}{digest}",
@@ -419,7 +433,7 @@ def _seen_again(
             fingerprint=fingerprint,
             updated_at=now,
             note=(
-                f"changed in the source after it was sent to Kravia (now {_describe(parts)}); "
+                f"{CHANGED_AFTER_SENT} (now {_describe(parts)}); "
                 "Kravia keeps what was sent: check it there"
             ),
         )
@@ -451,33 +465,39 @@ def _first_seen(
     first = parts[0]
     derived = first.payment_id.startswith(DERIVED_PREFIX)
     phase = PaymentPhase.NEW
-    note: str | None = None
-    unsent = sorted(
-        {p.accounting_invoice_id for p in parts if not sent_to_kravia.get(p.accounting_invoice_id)}
-    )
+    notes: list[str] = []
+    lines = _lines(parts)
+    unsent = [line for line in lines if not sent_to_kravia.get(line.accounting_invoice_id)]
     payout = next((why for p in parts if (why := rule.matches(p)) is not None), None)
     if unsent:
-        phase = PaymentPhase.NETTED
-        note = (
-            f"first seen before {', '.join(unsent)} went to Kravia: the amount sent (what is "
-            "owed now) already leaves it out"
+        # Netted line by line: an invoice not yet in Kravia is registered for what is owed
+        # now; the rest of the payment still goes to the cases already there.
+        netted = ", ".join(f"{line.amount} on {line.accounting_invoice_id}" for line in unsent)
+        notes.append(
+            f"netted {netted}: first seen before that invoice went to Kravia, whose amount "
+            "(what is owed now) already leaves it out"
         )
-    elif payout is not None and not derived:
+        kept = tuple(line for line in lines if line not in unsent)
+        if kept:
+            lines = kept
+        else:
+            phase = PaymentPhase.NETTED
+    if phase is PaymentPhase.NEW and payout is not None and not derived:
         phase = PaymentPhase.PAYOUT
-        note = f"Kravia's own payout ({payout} matches the payout rule): not sent back"
+        notes.append(f"Kravia's own payout ({payout} matches the payout rule): not sent back")
     return PaymentState(
         source=source,
         payment_id=first.payment_id,
         kind=first.kind,
         paid_on=first.paid_on,
-        lines=_lines(parts),
+        lines=lines,
         phase=phase,
         fingerprint=fingerprint,
         first_seen_at=now,
         updated_at=now,
         description=first.description,
         derived=derived,
-        note=note,
+        note="; ".join(notes) or None,
     )
 
 

@@ -56,7 +56,14 @@ from kravia_sync.lifecycle import (
 )
 from kravia_sync.logging import get_logger, redact, register_secrets
 from kravia_sync.model import InvalidRecordError, Invoice, check_pdf
-from kravia_sync.payments import PaymentPlan, PaymentState, PayoutRule, plan_payments
+from kravia_sync.payments import (
+    CHANGED_AFTER_SENT,
+    PaymentPhase,
+    PaymentPlan,
+    PaymentState,
+    PayoutRule,
+    plan_payments,
+)
 from kravia_sync.settings import ConfigError, Settings, SourceConfig
 from kravia_sync.store import JournalEntry, StateStore
 from kravia_sync.store import utc_now as store_now
@@ -194,6 +201,7 @@ class Reconciler:
         self._pass_task: asyncio.Task[None] | None = None
         self._lease_lost = False
         self._payment_work: list[PaymentState] = []
+        self._payment_problems: list[dict[str, str]] = []
         self._holds: dict[str, str] = {}
         self._gone_in_kravia: list[str] = []
         self._stop = asyncio.Event()
@@ -349,6 +357,8 @@ class Reconciler:
             else:
                 work.extend(diff.work)
                 summary.problems.extend(diff.problems())
+                summary.problems.extend(self._payment_problems)
+            self._payment_problems = []
             summary.counts.update(result.counts)
         await self._flag_holds_in_collection(summary, dry_run=dry_run)
         if dry_run:
@@ -376,6 +386,7 @@ class Reconciler:
         if not work:
             return
         assert self.client is not None  # noqa: S101 - run() checks
+        await self.committer.commit()  # every case outcome written before payments read cases
         forwarder = PaymentForwarder(
             self.store,
             self.client,
@@ -428,7 +439,8 @@ class Reconciler:
                     }
                 )
             if flagged != case and not dry_run:
-                await asyncio.to_thread(self.store.write_batch, [flagged], [])
+                notes = [(flagged.accounting_invoice_id, _notes_of(flagged))]
+                await asyncio.to_thread(self.store.set_case_notes, notes)
 
     def _held_in_kravia(self) -> list[tuple[CaseState, str]]:
         """Cases already in Kravia whose invoice is on hold, with the hold's reason."""
@@ -438,7 +450,7 @@ class Reconciler:
                 (case, reason)
                 for case in self.store.find_cases(invoice)
                 if invoice in {case.accounting_invoice_id, case.invoice_number}
-                and case.phase in IN_KRAVIA_PHASES
+                and (case.phase in IN_KRAVIA_PHASES or case.kravia_id is not None)
             )
         return found
 
@@ -553,9 +565,19 @@ class Reconciler:
         claimed.update((aid, source.name) for aid in diff.new_ids())
         plan = self._plan_payments(source, diff, now)
         result.counts.update(diff.counts)
-        result.counts.update(
-            f"payments_{state.phase.value}" for state in plan.writes if state.phase.value != "new"
-        )
+        for written in plan.writes:
+            if written.note is not None and written.note.startswith(CHANGED_AFTER_SENT):
+                result.counts["payments_changed_after_sent"] += 1
+                self._payment_problems.append(
+                    {
+                        "source": source.name,
+                        "record": f"payment {written.payment_id}",
+                        "field": "payment",
+                        "reason": written.note,
+                    }
+                )
+            elif written.phase is not PaymentPhase.NEW:
+                result.counts[f"payments_{written.phase.value}"] += 1
         if not dry_run:
             if diff.updates or plan.writes:
                 # One transaction: a drop in an amount is never stored without its payment.
@@ -652,6 +674,8 @@ class Reconciler:
         for start in range(0, len(ids), 500):
             cases = self.store.load_cases_by_id(ids[start : start + 500])
             for case in cases.values():
+                if case.kravia_id is None:
+                    continue  # never confirmed in Kravia: its review note says why
                 if case.kravia_remaining is not None and case.kravia_remaining <= 0:
                     summary.counts["gone_settled"] += 1
                     continue
@@ -665,7 +689,8 @@ class Reconciler:
                 if case.attention != note:
                     flagged.append(replace(case, attention=note, updated_at=self.clock()))
         if flagged:
-            await asyncio.to_thread(self.store.write_batch, flagged, [])
+            notes = [(c.accounting_invoice_id, _notes_of(c)) for c in flagged]
+            await asyncio.to_thread(self.store.set_case_notes, notes)
         if summary.counts["gone_unexplained"] and summary.status == "done":
             summary.status = "attention"
 
@@ -1064,7 +1089,8 @@ class Reconciler:
 READ_CHUNK = 2000  # records looked up in the state store together
 STATUS_CURSOR = "status_cursor"  # meta key: when the last status pull-back began
 STATUS_DUE = "status_due"  # meta key: when the next pull-back in a pass is due
-_IN_KRAVIA_VALUES = frozenset(phase.value for phase in IN_KRAVIA_PHASES)
+# Phases of a case in Kravia, for the gone check (needs_review ones may be collecting too).
+_IN_KRAVIA_VALUES = frozenset(phase.value for phase in IN_KRAVIA_PHASES | {Phase.NEEDS_REVIEW})
 
 
 def _chunked(
@@ -1078,6 +1104,15 @@ def _chunked(
             chunk = []
     if chunk:
         yield chunk
+
+
+def _notes_of(case: CaseState) -> dict[str, object]:
+    """The columns a note on a case owns; the rest of the row is not rewritten."""
+    return {
+        "attention": case.attention,
+        "hold_action_at": case.hold_action_at,
+        "updated_at": case.updated_at,
+    }
 
 
 def _paused_note(reason: str, action: str | None) -> str:

@@ -133,6 +133,7 @@ class CaseRow(SQLModel, table=True):
     kravia_remaining: Decimal | None = Field(default=None, sa_type=DecimalText)
     status_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     hold_action_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    registered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 # Columns schema 2 added to `cases`, for the migration from schema 1.
@@ -145,6 +146,7 @@ _CASES_V2_COLUMNS = (
     "kravia_remaining VARCHAR(40)",
     "status_at VARCHAR(40)",
     "hold_action_at VARCHAR(40)",
+    "registered_at VARCHAR(40)",
 )
 
 
@@ -232,6 +234,10 @@ class LeaseRow(SQLModel, table=True):
     pid: int
     acquired_at: datetime = Field(sa_type=UTCDateTime)
     expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class _NotNewError(Exception):
+    """The payment is no longer new: another writer began it."""
 
 
 class SchemaError(RuntimeError):
@@ -676,6 +682,9 @@ class StateStore:
         holds. Existing rows keep their values; the new columns start empty."""
         for column in _CASES_V2_COLUMNS:
             connection.exec_driver_sql(f"ALTER TABLE cases ADD COLUMN {column}")
+        # Every record is validated once more, so each case learns its amount (a later drop
+        # in it is money paid) instead of waiting for its first change.
+        connection.exec_driver_sql("UPDATE cases SET record_hash = ''")
         connection.exec_driver_sql("ALTER TABLE journal ADD COLUMN payment_id VARCHAR")
         connection.exec_driver_sql("CREATE INDEX ix_journal_payment_id ON journal (payment_id)")
         PAYMENTS.create(connection)
@@ -836,6 +845,7 @@ class StateStore:
         payments: Iterable[PaymentState],
         journal: Iterable[JournalEntry] = (),
         cases: Iterable[CaseState] = (),
+        case_notes: Iterable[tuple[str, Mapping[str, Any]]] = (),
     ) -> None:
         """One transaction: upsert the payments and the cases, append the journal (a case
         whose amount drop a derived payment stands for is never stored without it)."""
@@ -854,9 +864,49 @@ class StateStore:
                 )
             if case_rows:
                 connection.exec_driver_sql(_UPSERT_CASE_SQL, case_rows)
+            for aid, note in case_notes:
+                if set(note) - self._NOTE_COLUMNS:
+                    raise ValueError(f"not a note column: {sorted(note)}")
+                connection.execute(
+                    update(CASES).where(CASES.c.accounting_invoice_id == aid).values(**note)
+                )
             entries = [asdict(entry) for entry in journal]
             if entries:
                 connection.execute(sa_insert(JOURNAL), entries)
+
+    def begin_payment(
+        self,
+        pending: PaymentState,
+        intent: JournalEntry,
+        case_notes: Iterable[tuple[str, Mapping[str, Any]]] = (),
+    ) -> bool:
+        """Commit a payment's move to `sending` with its intent, only if it is still `new`
+        and not in flight (so two writers can never both send it); False if it is not."""
+        values = _payment_values(pending)
+        try:
+            with self._write() as connection:
+                result = connection.execute(
+                    update(PAYMENTS)
+                    .where(
+                        PAYMENTS.c.source == pending.source,
+                        PAYMENTS.c.payment_id == pending.payment_id,
+                        PAYMENTS.c.phase == PaymentPhase.NEW.value,
+                        PAYMENTS.c.pending_attempt.is_(None),
+                    )
+                    .values({k: v for k, v in values.items() if k not in {"source", "payment_id"}})
+                )
+                if result.rowcount != 1:
+                    raise _NotNewError  # noqa: TRY301 - leaving the block rolls back
+                for aid, note in case_notes:
+                    if set(note) - self._NOTE_COLUMNS:
+                        raise ValueError(f"not a note column: {sorted(note)}")
+                    connection.execute(
+                        update(CASES).where(CASES.c.accounting_invoice_id == aid).values(**note)
+                    )
+                connection.execute(sa_insert(JOURNAL), [asdict(intent)])
+        except _NotNewError:
+            return False
+        return True
 
     def payment_journal(self, payment_id: str) -> list[dict[str, Any]]:
         with self._read() as connection:
@@ -864,6 +914,20 @@ class StateStore:
                 select(JOURNAL).where(JOURNAL.c.payment_id == payment_id).order_by(JOURNAL.c.id)
             ).mappings()
             return [dict(row) for row in rows]
+
+    _NOTE_COLUMNS = frozenset({"attention", "hold_action_at", "payouts_accounted", "updated_at"})
+
+    def set_case_notes(self, updates: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        """Set only these columns of these cases (accountingInvoiceId → values), leaving the
+        rest of each row (its phase, its attempts) as the pass's other writes left it."""
+        with self._write() as connection:
+            for aid, values in updates:
+                unknown = set(values) - self._NOTE_COLUMNS
+                if unknown:
+                    raise ValueError(f"not a note column: {sorted(unknown)}")
+                connection.execute(
+                    update(CASES).where(CASES.c.accounting_invoice_id == aid).values(**values)
+                )
 
     # --- holds --------------------------------------------------------------------------------
     def hold(self, invoice: str, *, reason: str, by: str, now: datetime) -> None:
@@ -883,14 +947,16 @@ class StateStore:
         Kravia by a person)."""
         with self._write() as connection:
             result = connection.execute(delete(HOLDS).where(HOLDS.c.invoice == invoice))
+            held = (CASES.c.accounting_invoice_id == invoice) | (CASES.c.invoice_number == invoice)
+            connection.execute(update(CASES).where(held).values(hold_action_at=None))
             connection.execute(
                 update(CASES)
                 .where(
-                    (CASES.c.accounting_invoice_id == invoice)
-                    | (CASES.c.invoice_number == invoice),
-                    CASES.c.attention.like("on hold (%"),
+                    held,
+                    CASES.c.attention.like("on hold (%")
+                    | CASES.c.attention.like("the hold action %"),
                 )
-                .values(attention=None, hold_action_at=None)
+                .values(attention=None)
             )
             return bool(result.rowcount)
 

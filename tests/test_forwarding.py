@@ -1,4 +1,5 @@
-"""The payment forwarder's reading of Kravia's payouts when case details list no payments."""
+"""The payment forwarder: Kravia's payouts when case details list no payments, and lines netted
+because their case was registered again after the payment was first seen."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from kravia_sync.forwarding import PaymentForwarder
 from kravia_sync.kravia import CaseStanding, KraviaClient, MoneyLine, Settlement
 from kravia_sync.lifecycle import CaseState, Phase
-from kravia_sync.payments import PayoutRule, derived_payment, plan_payments
+from kravia_sync.payments import Payment, PayoutRule, derived_payment, plan_payments
 from kravia_sync.store import StateStore
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -87,3 +88,44 @@ def test_without_payments_in_the_details_settlements_explain_a_drop(tmp_path: Pa
     assert "300.00 of the drop" in notes[0]
     assert [line.amount for line in again] == [Decimal("400.00")]  # that payout is used up
     assert client.asked == 1  # read once per forwarding run
+
+
+def test_a_line_registered_again_after_the_payment_was_seen_is_netted(tmp_path: Path) -> None:
+    """The register's answer was lost when the payment was first seen; the lookup found no
+    case and it was registered again, with the amount of then (already without the payment):
+    that line is netted, the other is still sent."""
+    seen = NOW
+    parts = [
+        (
+            "a",
+            Payment.from_record(
+                {"payment_id": "P", "date": "2026-11-20", "amount": "300", "invoice_number": "A-1"}
+            ),
+        ),
+        (
+            "b",
+            Payment.from_record(
+                {"payment_id": "P", "date": "2026-11-20", "amount": "200", "invoice_number": "A-2"}
+            ),
+        ),
+    ]
+    state = plan_payments(
+        parts, {}, {"A-1": True, "A-2": True}, source="erp", rule=PayoutRule(), now=seen
+    ).writes[0]
+    again = replace(case("A-1", 77), registered_at=seen + timedelta(minutes=3))
+    before = replace(case("A-2", 78), registered_at=seen - timedelta(days=2))
+    with StateStore(tmp_path / "state.db") as store:
+        forwarder = PaymentForwarder(
+            store,
+            SettlementsOnly([]),
+            clock=lambda: NOW,
+            settle=timedelta(0),
+            retry_in=lambda _: timedelta(0),
+            run_id=None,
+        )
+        kept = forwarder._net_late_registers(state, {"A-1": again, "A-2": before})
+        alone = forwarder._net_late_registers(replace(state, lines=state.lines[:1]), {"A-1": again})
+
+    assert [line.accounting_invoice_id for line in kept.lines] == ["A-2"]
+    assert "netted 300.00 on A-1" in (kept.note or "")
+    assert alone.phase.value == "netted"

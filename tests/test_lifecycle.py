@@ -226,6 +226,7 @@ class TestAfterSuccess:
         assert done.phase is Phase.REGISTERED
         assert done.kravia_id == 777
         assert done.registered_fingerprint == case.fingerprint
+        assert done.registered_at == T0  # when the register was sent, not when it was answered
         assert (done.pending_attempt, done.pending_since) == (None, None)
         assert (done.attempts, done.lookups) == (0, 0)
         assert done.next_attempt_at is None

@@ -77,7 +77,26 @@ class TestRecord:
         assert reason in info.value.reason
 
 
+class TestSigns:
+    def test_a_negative_payment_is_refused(self):
+        """A reversal exported as a negative payment must not become a positive one."""
+        with pytest.raises(InvalidRecordError) as info:
+            payment(amount="-500.00")
+
+        assert info.value.field == "amount"
+        assert "negative" in info.value.reason
+
+
 class TestDerived:
+    def test_the_same_drop_again_later_is_a_new_payment(self):
+        """1000 → 800, back to 1000 by a correction, then 800 again: two payments."""
+        first = derived_payment("A-1", Decimal(1000), Decimal(800), on=date(2026, 11, 1))
+        again = derived_payment(
+            "A-1", Decimal(1000), Decimal(800), on=date(2026, 11, 9), since="2026-11-05T10:00"
+        )
+
+        assert first.payment_id != again.payment_id
+
     def test_same_drop_same_id(self):
         first = derived_payment("A-1", Decimal("1000.00"), Decimal("600.00"), on=date(2026, 11, 1))
         again = derived_payment("A-1", Decimal("1000.00"), Decimal("600.00"), on=date(2026, 12, 1))
@@ -143,6 +162,20 @@ class TestPlan:
         assert state.phase is PaymentPhase.NETTED
         assert "10001" in (state.note or "")
         assert plan.work == []
+
+    def test_a_split_payment_is_netted_line_by_line(self):
+        """Only the line of the invoice not yet in Kravia is netted; the rest is sent."""
+        parts = [("a", payment("10001", amount="300")), ("b", payment("10002", amount="200"))]
+
+        plan = plan_payments(
+            parts, {}, {"10001": True, "10002": False}, source="erp", rule=RULE, now=NOW
+        )
+
+        (state,) = plan.writes
+        assert state.phase is PaymentPhase.NEW
+        assert state.lines == (PaymentLine("10001", Decimal("300.00")),)
+        assert "netted 200.00 on 10002" in (state.note or "")
+        assert plan.work == [state]
 
     @pytest.mark.parametrize(
         "changes", [{"payer": "KRAVIA AS"}, {"reference": "Kravia utbetaling 2026-11"}]

@@ -214,6 +214,40 @@ class TestClamp:
         assert "clamped" in status.stdout
 
 
+class TestLostAnswers:
+    def test_a_lost_answer_is_checked_where_the_payment_went(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """A payment over two invoices, the first with no capital left (clamped to nothing,
+        so not in the body): after a lost answer the check looks where it was sent, finds it,
+        and never sends it again."""
+        folder = tmp_path / "invoices"
+        records = write_invoices_and_return(folder, [10001, 10002])
+        config = write_config(tmp_path, sim.base_url)
+        run_pass(config)
+        full = {"payment_id": "CN-1", "kind": "credit_note", "date": "2026-11-19"}
+        full |= {"amount": records[0]["amount"], "invoice_number": "10001"}
+        write_payments(folder, [full])
+        run_pass(config)
+        split = [
+            {"payment_id": "P-2", "date": "2026-11-20", "amount": "100", "invoice_number": n}
+            for n in ("10001", "10002")
+        ]
+        write_payments(folder, [full, *split])
+        sim.simulator.faults = Faults(drop_after_commit=1.0, operations=("payment",))
+
+        lost = run_pass(config)
+        sim.simulator.faults = Faults()
+        settled = run_pass(config)
+
+        posts = [p for p in sim.simulator.payments() if p["accountingPaymentId"] == "P-2"]
+        assert len(posts) == 1
+        assert [i["amount"] for i in posts[0]["invoices"]] == [Decimal("100.00")]
+        assert lost.counts["payments_sending"] == 1
+        assert payment_phases(tmp_path)["P-2"] == "sent"
+        assert settled.counts["payments_sent"] == 1
+
+
 class TestAmountDrops:
     def test_a_drop_is_forwarded_once_and_a_payout_is_not_echoed(
         self, sim: Sim, tmp_path: Path

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from kravia_sync.lifecycle import CaseState, Phase
+from kravia_sync.payments import PaymentKind, PaymentLine, PaymentPhase, PaymentState
 from kravia_sync.store import (
     JOURNAL,
     LEASE,
@@ -120,7 +121,7 @@ class TestSchema:
         store.write_batch([make_case("A-1", phase=Phase.STARTED, kravia_id=5)], [])
         store.close()
         added = ["amount", "payouts_accounted", "attention", "approved_at", "kravia_status"]
-        added += ["kravia_remaining", "status_at", "hold_action_at"]
+        added += ["kravia_remaining", "status_at", "hold_action_at", "registered_at"]
         raw_sql(
             db_path,
             "DROP TABLE payments",
@@ -141,6 +142,7 @@ class TestSchema:
                 None,
                 None,
             )
+            assert case.record_hash == ""  # validated once more: the case learns its amount
             again.write_batch([replace(case, amount=Decimal("12.30"))], [])
             assert again.load_cases("erp")["A-1"].amount == Decimal("12.30")
         finally:
@@ -386,6 +388,21 @@ class TestCases:
 
         assert (gone, settling) == (2, ["A-3"])
 
+    def test_release_clears_every_hold_note(self, store):
+        """A hold whose pause action was refused leaves a note and a time; release clears
+        both, so a later hold sends the action again."""
+        note = "the hold action 'Pause' was refused by Kravia (400): pause the case in Kravia"
+        store.write_batch(
+            [make_case("A-1", phase=Phase.STARTED, attention=note, hold_action_at=T0)], []
+        )
+        store.hold("A-1", reason="disputed", by="ops", now=T0)
+
+        assert store.release("A-1")
+
+        case = store.load_cases("erp")["A-1"]
+        assert (case.attention, case.hold_action_at) == (None, None)
+        assert store.holds() == {}
+
     @pytest.mark.parametrize(("term", "found"), [("A-1", ["A-1"]), ("1", ["A-1"]), ("77", ["A-2"])])
     def test_find_cases(self, store, term, found):
         """find_cases matches the accountingInvoiceId, the invoice number or the Kravia id."""
@@ -626,3 +643,31 @@ class TestRuns:
         store.finish_run(run_id, status="failed", counts={}, now=T0, error="boom")
 
         assert store.last_runs()[0]["error"] == "boom"
+
+
+class TestPayments:
+    def test_a_payment_is_begun_once(self, store):
+        """Two writers racing to send one payment: only the first moves it to `sending`
+        (with its intent); the second is told no and writes nothing."""
+        new = PaymentState(
+            source="erp",
+            payment_id="P-1",
+            kind=PaymentKind.PAYMENT,
+            paid_on=T0.date(),
+            lines=(PaymentLine("A-1", Decimal("10.00")),),
+            phase=PaymentPhase.NEW,
+            fingerprint="f",
+            first_seen_at=T0,
+            updated_at=T0,
+        )
+        store.write_payments([new], [])
+        sending = replace(new, phase=PaymentPhase.SENDING, pending_attempt="att-1")
+
+        first = store.begin_payment(sending, intent(attempt="att-1", payment_id="P-1"))
+        second = store.begin_payment(
+            replace(sending, pending_attempt="att-2"), intent(attempt="att-2", payment_id="P-1")
+        )
+
+        assert (first, second) == (True, False)
+        assert store.load_payments("erp", ["P-1"])["P-1"].pending_attempt == "att-1"
+        assert [e["attempt_id"] for e in store.payment_journal("P-1")] == ["att-1"]
