@@ -129,6 +129,13 @@ class DaemonProcess:
     def signal(self, sig: signal.Signals) -> None:
         os.kill(self.pid, sig)
 
+    def wait(self, *, timeout: float = 20.0) -> int:
+        """The exit code of a process already told to stop (no signal of our own: a second
+        signal would make it exit at once)."""
+        code = self.process.wait(timeout=timeout)
+        self._close()
+        return code
+
     def stop(self, *, timeout: float = 20.0) -> int:
         """SIGTERM, then the exit code (within `timeout`)."""
         if self.process.poll() is None:

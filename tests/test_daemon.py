@@ -177,7 +177,7 @@ class TestGracefulStop:
         daemon.wait_for(lambda: sim.calls_total() >= 6, what="calls in flight")
         daemon.signal(signal.SIGTERM)
         signalled = time.monotonic()
-        assert daemon.stop(timeout=15) == 0, daemon.output()
+        assert daemon.wait(timeout=15) == 0, daemon.output()
         assert time.monotonic() - signalled < 10
 
         (stopped_pass,) = daemon.events("pass finished")
@@ -225,7 +225,7 @@ class TestGracefulStop:
         daemon.wait_event("stopping: the calls in flight finish, nothing new starts")
         signalled = time.monotonic()
         daemon.signal(signal.SIGTERM)
-        code = daemon.stop(timeout=10)
+        code = daemon.wait(timeout=10)
         assert time.monotonic() - signalled < 2.5
         assert code == 128 + signal.SIGTERM
         assert daemon.events("second signal: exiting at once")
