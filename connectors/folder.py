@@ -638,7 +638,12 @@ def _read_at_most(path: Path, limit: int) -> bytes:
     """The file's first `limit + 1` bytes: more than `limit` means it is too big (it may have
     grown since it was measured)."""
     with path.open("rb") as handle:
-        return handle.read(limit + 1)
+        # Sized from the file, so a small file does not allocate `limit` bytes to read it.
+        expected = min(os.fstat(handle.fileno()).st_size, limit) + 1
+        data = handle.read(expected)
+        if len(data) == expected <= limit:  # it grew since: read on, up to the limit
+            data += handle.read(limit + 1 - expected)
+        return data
 
 
 def _too_big(name: str, size: int, limit: int) -> RecordError:

@@ -69,7 +69,6 @@ import contextlib
 import copy
 import hashlib
 import json
-import logging
 import random
 import re
 import secrets
@@ -93,10 +92,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kravia_sync._dropped import DroppedResponse, quiet_dropped_connections
+
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from starlette.types import Receive, Scope, Send
 
 __all__ = [
     "MUTATING_OPERATIONS",
@@ -1038,55 +1038,6 @@ def _body_error(body: bytes) -> dict[str, list[str]]:
     return {"$": ["The request body is not valid JSON."]}
 
 
-# --- the dropped connection -------------------------------------------------------------------
-
-
-class _ConnectionDroppedError(Exception):
-    """Raised after a partial response so uvicorn closes the connection (a deliberate fault)."""
-
-
-class _DroppedResponse(Response):
-    """Announces the full answer (status, content-length), sends half of it, then fails."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        await send(
-            {
-                "type": "http.response.body",
-                "body": self.body[: len(self.body) // 2],
-                "more_body": True,
-            }
-        )
-        raise _ConnectionDroppedError
-
-
-def _is_drop(exc: BaseException | None) -> bool:
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, _ConnectionDroppedError):
-            return True
-        if isinstance(exc, BaseExceptionGroup):
-            return any(_is_drop(inner) for inner in exc.exceptions)
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-class _DropLogFilter(logging.Filter):
-    """Keeps uvicorn from logging a traceback for the deliberately dropped connections."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and _is_drop(record.exc_info[1]))
-
-
-def _install_drop_filter() -> None:
-    logger = logging.getLogger("uvicorn.error")
-    if not any(isinstance(existing, _DropLogFilter) for existing in logger.filters):
-        logger.addFilter(_DropLogFilter())
-
-
 # --- the simulator ----------------------------------------------------------------------------
 
 
@@ -1126,7 +1077,7 @@ class Simulator:
         self._processed: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
         if data_file is not None:
             self._load(data_file)
-        _install_drop_filter()
+        quiet_dropped_connections()
         api = "/api/v2/invoice"
         self.app = Starlette(
             routes=[
@@ -1521,7 +1472,7 @@ class Simulator:
                 outcome = await handler(request, body)
             if roll.drop and operation in MUTATING_OPERATIONS and outcome.processed:
                 self._record(operation, 0, processed=True)
-                return _DroppedResponse(
+                return DroppedResponse(
                     content=_dump(outcome.payload).encode("utf-8"),
                     status_code=outcome.status,
                     media_type=outcome.media_type,
@@ -2014,7 +1965,7 @@ class RunningSimulator:
         except BaseException:
             sock.close()
             raise
-        _install_drop_filter()
+        quiet_dropped_connections()
         self._server = server
         self._thread = threading.Thread(
             target=self._run, args=(server, sock), name=f"kravia-simulator-{port}", daemon=True
@@ -2074,6 +2025,6 @@ def serve(
         lifespan="off",
         timeout_graceful_shutdown=5,
     )
-    _install_drop_filter()
+    quiet_dropped_connections()
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises SIGINT after shutdown
         uvicorn.Server(config).run()

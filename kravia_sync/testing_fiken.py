@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 import operator
 import random
@@ -48,9 +47,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 from stdnum.no import orgnr
 
+from kravia_sync._dropped import DroppedResponse, quiet_dropped_connections
 from kravia_sync.testing import minimal_pdf
 
 __all__ = [
@@ -235,46 +234,6 @@ def _oslo_today() -> date:
     return datetime.now(ZoneInfo("Europe/Oslo")).date()
 
 
-# -- the dropped connection --------------------------------------------------------------------
-
-
-class _DroppedError(Exception):
-    """Raised after half an answer, so the server closes the connection (a scripted fault)."""
-
-
-class _DroppedResponse(Response):
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        await send(
-            {
-                "type": "http.response.body",
-                "body": self.body[: len(self.body) // 2],
-                "more_body": True,
-            }
-        )
-        raise _DroppedError
-
-
-class _QuietDrops(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        while error is not None:
-            if isinstance(error, _DroppedError):
-                return False
-            if isinstance(error, BaseExceptionGroup):
-                return not any(isinstance(inner, _DroppedError) for inner in error.exceptions)
-            error = error.__cause__ or error.__context__
-        return True
-
-
-def _quiet_drops() -> None:
-    logger = logging.getLogger("uvicorn.error")
-    if not any(isinstance(existing, _QuietDrops) for existing in logger.filters):
-        logger.addFilter(_QuietDrops())
-
-
 # -- the simulator ---------------------------------------------------------------------------
 
 
@@ -423,7 +382,7 @@ class FikenSimulator:
             answer = await handler(request)
             with self._lock:
                 self.statuses[0] += 1
-            return _DroppedResponse(content=answer.body, status_code=answer.status)
+            return DroppedResponse(content=answer.body, status_code=answer.status)
         if fault is not None:
             headers = {"Retry-After": "1"} if fault == "429" else {}
             return self._respond(_Answer(int(fault), _json({"error": "Simulated fault"}), headers))
@@ -579,7 +538,7 @@ class RunningFiken:
             timeout_graceful_shutdown=int(self.STOP_TIMEOUT_S / 2),
         )
         server = uvicorn.Server(config)
-        _quiet_drops()
+        quiet_dropped_connections()
         self._server = server
         self._thread = threading.Thread(
             target=lambda: asyncio.run(server.serve(sockets=[sock])),

@@ -791,3 +791,18 @@ class TestLaziness:
         next(reader)
         assert len(parsed) == 1
         assert sum(1 for _ in reader) == 999
+
+
+def test_read_at_most_reads_the_file_and_one_byte_past_the_limit(tmp_path: Path) -> None:
+    """Small files come back whole; a bigger one comes back as limit + 1 bytes, so the caller
+    sees it is too big without reading (or allocating) more."""
+    from connectors.folder import _read_at_most  # noqa: PLC0415 - a private helper, tested alone
+
+    small = tmp_path / "small.json"
+    small.write_bytes(b"[1, 2]")
+    big = tmp_path / "big.json"
+    big.write_bytes(b"x" * 100)
+
+    assert _read_at_most(small, 10) == b"[1, 2]"
+    assert _read_at_most(big, 10) == b"x" * 11
+    assert _read_at_most(big, 100) == b"x" * 100
