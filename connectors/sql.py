@@ -62,7 +62,17 @@ from urllib.parse import quote, quote_plus
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
-from sqlalchemy import Date, NullPool, bindparam, create_engine, event, text
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Date,
+    NullPool,
+    Text,
+    bindparam,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
@@ -72,7 +82,9 @@ from kravia_sync.connector import (
     ConnectorSettings,
     PaymentRecord,
     RecordError,
+    RecordStamp,
     SourceRecord,
+    StampedRead,
 )
 from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS, CallableDocument, InvalidRecordError
 from kravia_sync.payments import PAYMENT_FIELDS, REQUIRED_PAYMENT_FIELDS
@@ -80,7 +92,7 @@ from kravia_sync.payments import PAYMENT_FIELDS, REQUIRED_PAYMENT_FIELDS
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
-    from sqlalchemy import TextClause
+    from sqlalchemy import BindParameter, TextClause
     from sqlalchemy.engine import Connection, CursorResult, Engine
 
 __all__ = [
@@ -118,6 +130,28 @@ _PLAIN: Final = frozenset({str, Decimal, int, date, datetime, type(None)})
 # Values whose repr is exact and stable across processes, so a row of them digests as it is.
 _REPR_EXACT: Final = _PLAIN | {bool, float, bytes, uuid.UUID}
 _DIGEST_FORMAT: Final = "sql/1"
+# PostgreSQL hashes whole rows itself (hash_record_extended, from version 14) when every
+# column's type is one of these, whose hash follows equality exactly: bool, bytea, "char",
+# name, int8, int2, int4, text, oid, float4, float8, bpchar, varchar, date, time, timestamp,
+# timestamptz, interval, numeric, uuid (a domain reports its base type). Equal values hash
+# alike (12480.5 and 12480.50, as the Decimals are equal). One caveat: a text column with a
+# nondeterministic (case-insensitive ICU) collation hashes case-insensitively, so a change of
+# case only would go unseen.
+_PG_HASHABLE_TYPES: Final = frozenset(
+    {16, 17, 18, 19, 20, 21, 23, 25, 26, 700, 701, 1042, 1043, 1082, 1083, 1114, 1184, 1186}
+    | {1700, 2950}
+)
+_PG_ROW_HASH_SINCE: Final = (14,)
+_ROW_HASH: Final = "kravia_sync_row_hash"
+# The hash, seeded with the layout's (so another column mapping hashes differently), as the
+# hexadecimal text that is the record's digest (at most 16 digits: never mistaken for the
+# 32 of a digest computed here).
+_ROW_HASH_EXPRESSION: Final = (
+    f"to_hex(hash_record_extended(q, CAST(:kravia_sync_seed AS BIGINT))) AS {_ROW_HASH}"
+)
+_WITH_ROW_HASH: Final = f"q.*, {_ROW_HASH_EXPRESSION}"
+_SERVER_DIGEST_FORMAT: Final = "sql/postgresql-row-hash/1"
+_ID_FIELDS: Final = ("accounting_invoice_id", "invoice_number")
 
 EXAMPLE_SETTINGS: Final = '''\
 [[sources]]
@@ -411,6 +445,32 @@ class SqlConnector(Connector):
 
     # -- reading -------------------------------------------------------------------------
 
+    def stamped_read(self) -> StampedRead | None:
+        """On PostgreSQL 14 and later, when the server can hash every column of the query's
+        rows: a two-phase read in one read-only REPEATABLE READ transaction (see
+        `_PostgresStampedRead`). Elsewhere None: the engine reads every row in full."""
+        if self.backend != "postgresql":
+            return None
+        connection = self._connect()
+        try:
+            with self._failure("cannot start a read on"):
+                connection.execution_options(isolation_level="REPEATABLE READ")
+            layout = self._probe(connection)
+        except BaseException:
+            self._close_connection(connection)
+            raise
+        if not layout.server_hash:
+            self._close_connection(connection)
+            return None
+        return _PostgresStampedRead(self, connection, layout)
+
+    def _close_connection(self, connection: Connection) -> None:
+        # Errors while closing are not errors of the read (the rows are read, or it failed).
+        with contextlib.suppress(SQLAlchemyError, OSError):
+            connection.close()
+        if self._engine is not None:
+            self._engine.dispose()
+
     def payments_source(self) -> Literal["amount_drops", "records"]:
         """Records when a payments query is configured, else amount drops."""
         return "records" if self.settings.payments_query is not None else "amount_drops"
@@ -419,74 +479,113 @@ class SqlConnector(Connector):
         """Yield one record per row of `query`, streamed, then one payment record per row of
         `payments_query`; fail before any row when a required column is missing, and raise
         `ConnectorError` when the database fails at any point."""
-        connection: Connection | None = None
+        connection = self._connect()
         try:
-            connection = self._connect()
             yield from self._read_invoices(connection)
             if self.settings.payments_query is not None:
                 yield from self._read_payments(connection, self.settings.payments_query)
         finally:
-            # Errors while closing are not errors of the read (the rows are read, or it failed).
-            if connection is not None:
-                with contextlib.suppress(SQLAlchemyError, OSError):
-                    connection.close()
-            if self._engine is not None:
-                self._engine.dispose()
+            self._close_connection(connection)
 
-    def _bound(self, query: str) -> tuple[TextClause, dict[str, object]]:
-        statement = text(query)
+    def _bound(
+        self,
+        query: str,
+        *,
+        select: str | None = None,
+        seed: int | None = None,
+        hashes: list[str] | None = None,
+        no_rows: bool = False,
+    ) -> tuple[TextClause, dict[str, object]]:
+        """`query` ready to run, with its parameters. With `select`, wrapped as a subquery `q`
+        of `SELECT <select> FROM (query) AS q`, where `seed` seeds the server's row hash (when
+        `select` computes it): with `hashes` too, only the rows whose row hash is one of them;
+        with `no_rows`, none (`LIMIT 0`, for the columns alone)."""
+        sql = query if select is None else _wrapped(query, select)
+        if no_rows:
+            sql = f"{sql} LIMIT 0"
         params: dict[str, object] = {}
+        binds: list[BindParameter[Any]] = []
+        if hashes is not None:
+            sql = f"SELECT * FROM ({sql}) AS s WHERE s.{_ROW_HASH} = ANY(:hashes)"  # noqa: S608 - no value in it
+            binds.append(bindparam("hashes", type_=ARRAY(Text())))
+            params["hashes"] = hashes
+        if seed is not None:
+            binds.append(bindparam("kravia_sync_seed", type_=BigInteger()))
+            params["kravia_sync_seed"] = seed
         if "today" in _check_binds(query, QUERY_BINDS):
-            statement = statement.bindparams(bindparam("today", type_=Date()))
+            binds.append(bindparam("today", type_=Date()))
             params["today"] = datetime.now(ZoneInfo(TIMEZONE)).date()
-        return statement, params
+        return text(sql).bindparams(*binds), params
 
     def _read_invoices(self, connection: Connection) -> Iterator[SourceRecord | RecordError]:
-        settings = self.settings
-        statement, params = self._bound(settings.query)
+        layout = self._probe(connection) if self.backend == "postgresql" else None
+        if layout is not None and layout.server_hash:
+            statement, params = self._bound(
+                self.settings.query, select=_WITH_ROW_HASH, seed=layout.seed
+            )
+        else:
+            statement, params = self._bound(self.settings.query)
         result: CursorResult[Any] | None = None
         try:
-            with self._failure("the query failed on"):
-                result = connection.execution_options(
-                    stream_results=True, yield_per=settings.fetch_size
-                ).execute(statement, params)
-                columns = self._columns(list(result.keys()) if result.returns_rows else [])
-            layout = _Layout(self, list(result.keys()), columns)
-            partitions = result.partitions(settings.fetch_size)
+            result = self._execute(connection, statement, params, "the query")
+            if layout is None:
+                keys = list(result.keys()) if result.returns_rows else []
+                layout = _Layout(self, keys, self._columns(keys))
             number = 0
-            while True:
-                with self._failure(f"the query failed after {number} rows on"):
-                    rows = next(partitions, None)
-                if rows is None:
-                    return
+            for rows in self._batches(result, "the query"):
                 for row in rows:
                     number += 1
                     yield self._record(tuple(row), layout, number)
         finally:
-            # An unbuffered MySQL result must be finished before the connection runs more.
-            if result is not None:
-                with contextlib.suppress(SQLAlchemyError, OSError):
-                    result.close()
+            _close(result)
+
+    def _probe(self, connection: Connection) -> _Layout:
+        """PostgreSQL: the layout of the query's rows without running it (a `LIMIT 0` of it),
+        hashed by the server when every column's type can be; fails naming a missing field
+        before any row is read."""
+        statement, params = self._bound(self.settings.query, select="*", no_rows=True)
+        with self._failure("the query failed on"):
+            result = connection.execute(statement, params)
+            keys = list(result.keys()) if result.returns_rows else []
+            types = {column[1] for column in result.cursor.description or ()}
+            result.close()
+            version = connection.dialect.server_version_info or (0,)
+        server_hash = version >= _PG_ROW_HASH_SINCE and types <= _PG_HASHABLE_TYPES
+        return _Layout(self, keys, self._columns(keys), server_hash=server_hash)
+
+    def _execute(
+        self, connection: Connection, statement: TextClause, params: dict[str, object], what: str
+    ) -> CursorResult[Any]:
+        """Run `statement` for streaming: rows come `fetch_size` at a time through a
+        server-side cursor where the driver has one."""
+        with self._failure(f"{what} failed on"):
+            return connection.execution_options(
+                stream_results=True, yield_per=self.settings.fetch_size
+            ).execute(statement, params)
+
+    def _batches(self, result: CursorResult[Any], what: str) -> Iterator[Sequence[Any]]:
+        """The rows of `result` a batch at a time; a failure at any point is a
+        `ConnectorError` saying how many rows came before it."""
+        partitions = result.partitions(self.settings.fetch_size)
+        count = 0
+        while True:
+            with self._failure(f"{what} failed after {count} rows on"):
+                rows = next(partitions, None)
+            if rows is None:
+                return
+            count += len(rows)
+            yield rows
 
     def _read_payments(self, connection: Connection, query: str) -> Iterator[PaymentRecord]:
         statement, params = self._bound(query)
         result: CursorResult[Any] | None = None
         try:
-            with self._failure("the payments query failed on"):
-                result = connection.execution_options(
-                    stream_results=True, yield_per=self.settings.fetch_size
-                ).execute(statement, params)
-                keys = list(result.keys()) if result.returns_rows else []
-                positions = _payment_columns(keys, self.display_url)
+            result = self._execute(connection, statement, params, "the payments query")
+            keys = list(result.keys()) if result.returns_rows else []
+            positions = _payment_columns(keys, self.display_url)
             sqlite = self.backend == "sqlite"
-            number = 0
-            while True:
-                with self._failure(f"the payments query failed after {number} rows on"):
-                    rows = result.fetchmany(self.settings.fetch_size)
-                if not rows:
-                    return
+            for rows in self._batches(result, "the payments query"):
                 for row in rows:
-                    number += 1
                     fields = {
                         name: _value(row[position], sqlite=sqlite)
                         for name, position in positions.items()
@@ -497,9 +596,7 @@ class SqlConnector(Connector):
                     key = f"payment {_text(fields.get('payment_id'))} (invoice {invoice})"
                     yield PaymentRecord(key=key, fields=fields)
         finally:
-            if result is not None:
-                with contextlib.suppress(SQLAlchemyError, OSError):
-                    result.close()
+            _close(result)
 
     def _columns(self, keys: Sequence[str]) -> dict[str, int]:
         """Field (and `has_document`) → position in the row; every required field present."""
@@ -560,17 +657,18 @@ class SqlConnector(Connector):
                 name: _value(value, sqlite=sqlite)
                 for name, value in zip(layout.names, picked, strict=True)
             }
-        invoice_number = _text(fields.get("invoice_number"))
-        key = f"row {number}" if invoice_number is None else f"invoice {invoice_number}"
-        own_id = _text(fields.get("accounting_invoice_id"))
-        if invoice_number is not None and own_id is not None and own_id != invoice_number:
-            key = f"{key} (id {own_id})"
         return SourceRecord(
-            key=key,
+            key=_record_key(fields, number),
             fields=fields,
             document=self._document(row, layout.columns),
             digest=layout.digest(row),
         )
+
+    def _has_document(self, row: tuple[Any, ...], columns: Mapping[str, int]) -> bool:
+        """Whether the record of `row` comes with a document (see `_document`)."""
+        if self.settings.document_query is None:
+            return False
+        return HAS_DOCUMENT not in columns or _truthy(row[columns[HAS_DOCUMENT]])
 
     # -- documents -----------------------------------------------------------------------
 
@@ -578,9 +676,7 @@ class SqlConnector(Connector):
         self, row: tuple[Any, ...], columns: Mapping[str, int]
     ) -> CallableDocument | None:
         query = self.settings.document_query
-        if query is None:
-            return None
-        if HAS_DOCUMENT in columns and not _truthy(row[columns[HAS_DOCUMENT]]):
+        if query is None or not self._has_document(row, columns):
             return None
         binds = {
             name: row[columns[name]]
@@ -673,17 +769,30 @@ class SqlConnector(Connector):
     def _failure(self, action: str) -> Iterator[None]:
         """Turn database and driver exceptions into a `ConnectorError` that names the database
         (password hidden) and never carries the password."""
+        failures: tuple[type[Exception], ...] = (
+            SQLAlchemyError,
+            OSError,
+            UnicodeError,
+            *self._driver_errors(),
+        )
         try:
             yield
         except ConnectorError:
             raise
         except (ImportError, NoSuchModuleError) as exc:
             raise ConnectorError(self._redact(_missing_driver(self.url, exc))) from None
-        except (SQLAlchemyError, OSError, UnicodeError) as exc:
+        except failures as exc:
             reason = exc.orig if isinstance(exc, DBAPIError) else exc
             detail = " ".join(str(reason).split()) or type(reason).__name__
             message = f"{action} {self.display_url}: {detail}"
             raise ConnectorError(self._redact(message)) from None
+
+    def _driver_errors(self) -> tuple[type[Exception], ...]:
+        """The driver's own exception base (raised where SQLAlchemy is bypassed)."""
+        if self._engine is None:
+            return ()
+        error = getattr(self._engine.dialect.loaded_dbapi, "Error", None)
+        return (error,) if isinstance(error, type) and issubclass(error, Exception) else ()
 
     def _redact(self, message: str) -> str:
         for secret in sorted(self.secret_values(), key=len, reverse=True):
@@ -727,27 +836,42 @@ def _missing_driver(url: URL, exc: BaseException) -> str:
 
 class _Layout:
     """How one query's rows become records: which columns are which fields, and the digest
-    of a whole row, which covers every column and the way they are mapped."""
+    of a whole row, which covers every column and the way they are mapped.
+
+    The digest is computed here from each column's exact repr, or, with `server_hash`, read
+    from the row's last column, where PostgreSQL put a hash of the whole row (`_WITH_ROW_HASH`).
+    """
 
     def __init__(
-        self, connector: SqlConnector, keys: Sequence[str], columns: dict[str, int]
+        self,
+        connector: SqlConnector,
+        keys: Sequence[str],
+        columns: dict[str, int],
+        *,
+        server_hash: bool = False,
     ) -> None:
         self.columns = columns
+        self.keys = list(keys)
+        self.server_hash = server_hash
         wanted = [(field, position) for field, position in columns.items() if field != HAS_DOCUMENT]
         self.names = tuple(field for field, _ in wanted)
         positions = [position for _, position in wanted]
         # The required fields make at least two columns, so itemgetter returns a tuple.
         self.pick: Callable[[tuple[Any, ...]], tuple[Any, ...]] = operator.itemgetter(*positions)
         layout = (
-            _DIGEST_FORMAT,
-            list(keys),
+            _SERVER_DIGEST_FORMAT if server_hash else _DIGEST_FORMAT,
+            self.keys,
             sorted(columns.items()),
             connector.backend,
             connector.settings.document_query is not None,
         )
         self._seed = hashlib.blake2b(repr(layout).encode(), digest_size=16)
+        self.seed = int.from_bytes(self._seed.digest()[:8], "big", signed=True)
+        self.digest: Callable[[tuple[Any, ...]], str] = (
+            self._server_digest if server_hash else self._row_digest
+        )
 
-    def digest(self, row: tuple[Any, ...]) -> str:
+    def _row_digest(self, row: tuple[Any, ...]) -> str:
         """A hash of the layout and the whole row, every column by its exact repr (bytes, not
         a memoryview's address); a type with an unstable repr costs a revalidation, never a
         missed change."""
@@ -759,6 +883,152 @@ class _Layout:
         digest = self._seed.copy()
         digest.update(repr(row).encode(errors="surrogatepass"))
         return digest.hexdigest()
+
+    @staticmethod
+    def _server_digest(row: Sequence[Any]) -> str:
+        """The server's hash of the row, seeded with the layout's (its last column)."""
+        return str(row[-1])
+
+
+class _PostgresStampedRead(StampedRead):
+    """A two-phase read of the query inside one read-only REPEATABLE READ transaction, so
+    both phases see the same snapshot of the database.
+
+    Phase one fetches per row only its id columns, `has_document` and the server's hash of
+    the whole row (`hash_record_extended`); phase two fetches the full rows whose hashes the
+    engine asks for (`= ANY(:hashes)`, one statement). The query runs once per phase on the
+    server; the rows of unchanged invoices never become Python objects beyond their stamp.
+    """
+
+    def __init__(self, connector: SqlConnector, connection: Connection, layout: _Layout) -> None:
+        self._connector = connector
+        self._connection = connection
+        self._layout = layout
+
+    def stamps(self) -> Iterator[RecordStamp | PaymentRecord | RecordError]:
+        connector, layout = self._connector, self._layout
+        quote = self._connection.dialect.identifier_preparer.quote
+        ids: list[str] = [field for field in _ID_FIELDS if field in layout.columns]
+        picked = [*ids, *([HAS_DOCUMENT] if HAS_DOCUMENT in layout.columns else [])]
+        select = ", ".join(
+            [f"q.{quote(layout.keys[layout.columns[field]])}" for field in picked]
+            + [_ROW_HASH_EXPRESSION]
+        )
+        statement, params = connector._bound(  # noqa: SLF001
+            connector.settings.query, select=select, seed=layout.seed
+        )
+        # Where the stamp rows keep what `_has_document` looks for.
+        columns = {field: position for position, field in enumerate(picked)}
+        with_document = connector.settings.document_query is not None
+        # This loop runs for every row of the source on every pass: it is written for speed.
+        # The one-id case (the invoice number) is the common one.
+        new_stamp = functools.partial(tuple.__new__, RecordStamp)
+        only_number = ids == ["invoice_number"]
+        plain = _PLAIN
+        number = 0
+        for rows in self._driver_batches(statement, params):
+            for row in rows:
+                number += 1
+                value = row[0]
+                if only_number and type(value) is str:
+                    # As `_record_key` names it (the record carries the value unchanged).
+                    fields: dict[str, object] = {"invoice_number": value}
+                    text_ = value.strip()
+                    key = f"invoice {text_}" if text_ else f"row {number}"
+                else:
+                    # The id values as the full record carries them (see `_record`).
+                    fields = dict(zip(ids, row))  # noqa: B905 - the row has more columns
+                    if not all(type(value) in plain for value in fields.values()):
+                        fields = {
+                            name: _value(value, sqlite=False) for name, value in fields.items()
+                        }
+                    key = _record_key(fields, number)
+                yield new_stamp(
+                    (
+                        key,
+                        fields,
+                        row[-1],
+                        with_document and connector._has_document(row, columns),  # noqa: SLF001
+                    )
+                )
+        if connector.settings.payments_query is not None:
+            yield from connector._read_payments(  # noqa: SLF001
+                self._connection, connector.settings.payments_query
+            )
+
+    def _driver_batches(
+        self, statement: TextClause, params: dict[str, object]
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of `statement` straight from a psycopg server-side cursor in this read's
+        transaction, `fetch_size` at a time: plain tuples, without SQLAlchemy's row objects
+        (this phase reads every row of the source, so each microsecond counts)."""
+        connector = self._connector
+        size = connector.settings.fetch_size
+        compiled = statement.compile(dialect=self._connection.dialect)
+        with connector._failure("the query failed on"):  # noqa: SLF001
+            driver = self._connection.connection.driver_connection
+            cursor = driver.cursor(name="kravia_sync_stamps")  # type: ignore[union-attr]
+        try:
+            with connector._failure("the query failed on"):  # noqa: SLF001
+                cursor.execute(str(compiled), params)
+            count = 0
+            while True:
+                with connector._failure(f"the query failed after {count} rows on"):  # noqa: SLF001
+                    rows = cursor.fetchmany(size)
+                if not rows:
+                    return
+                count += len(rows)
+                yield rows
+        finally:
+            with contextlib.suppress(Exception):
+                cursor.close()
+
+    def records(self, stamps: Sequence[RecordStamp]) -> Iterator[SourceRecord]:
+        connector, layout = self._connector, self._layout
+        hashes = sorted({stamp.digest for stamp in stamps})
+        if not hashes:
+            return
+        statement, params = connector._bound(  # noqa: SLF001
+            connector.settings.query, select=_WITH_ROW_HASH, seed=layout.seed, hashes=hashes
+        )
+        result: CursorResult[Any] | None = None
+        try:
+            result = connector._execute(self._connection, statement, params, "the query")  # noqa: SLF001
+            number = 0
+            for rows in connector._batches(result, "the query"):  # noqa: SLF001
+                for row in rows:
+                    number += 1
+                    yield connector._record(tuple(row), layout, number)  # noqa: SLF001
+        finally:
+            _close(result)
+
+    def close(self) -> None:
+        self._connector._close_connection(self._connection)  # noqa: SLF001
+
+
+def _wrapped(query: str, select: str) -> str:
+    """`SELECT <select> FROM (query) AS q`, on lines of their own so that a comment ending
+    the query cannot swallow the parenthesis; a final semicolon is dropped."""
+    return f"SELECT {select} FROM (\n{query.strip().removesuffix(';')}\n) AS q"  # noqa: S608 - the configured query itself
+
+
+def _close(result: CursorResult[Any] | None) -> None:
+    """Close a result (an unbuffered MySQL result must be finished before the connection runs
+    more); errors while closing are not errors of the read."""
+    if result is not None:
+        with contextlib.suppress(SQLAlchemyError, OSError):
+            result.close()
+
+
+def _record_key(fields: Mapping[str, object], number: int) -> str:
+    """The record's name for people: its invoice number (and its own id when that differs),
+    else its row number."""
+    invoice_number = _text(fields.get("invoice_number"))
+    key = f"row {number}" if invoice_number is None else f"invoice {invoice_number}"
+    own_id = _text(fields.get("accounting_invoice_id"))
+    if invoice_number is not None and own_id is not None and own_id != invoice_number:
+        key = f"{key} (id {own_id})"
+    return key
 
 
 def _value(value: object, *, sqlite: bool) -> object:

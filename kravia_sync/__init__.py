@@ -11,7 +11,9 @@ from kravia_sync.connector import (
     ConnectorSettings,
     PaymentRecord,
     RecordError,
+    RecordStamp,
     SourceRecord,
+    StampedRead,
 )
 from kravia_sync.model import (
     RECORD_FIELDS,
@@ -41,6 +43,8 @@ __all__ = [
     "Payment",
     "PaymentRecord",
     "RecordError",
+    "RecordStamp",
     "SourceRecord",
+    "StampedRead",
     "__version__",
 ]

@@ -9,16 +9,21 @@ store. A failure of the source as a whole (unreadable folder, lost connection) i
 
 Built-in and third-party connectors are found the same way, through the entry-point group
 `kravia_sync.connectors`.
+
+A connector whose source can compute digests where the data lives (a database) may also offer
+a *stamped read* (`Connector.stamped_read`): first a `RecordStamp` per record (its ids and
+digest, without the record), then full records only for the stamps the engine asks for, both
+from one consistent snapshot. A pass with little to do then never builds most records.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict
 
@@ -33,7 +38,9 @@ __all__ = [
     "ConnectorSettings",
     "PaymentRecord",
     "RecordError",
+    "RecordStamp",
     "SourceRecord",
+    "StampedRead",
     "available_connectors",
     "load_connector",
 ]
@@ -90,6 +97,50 @@ class RecordError:
     reason: str
 
 
+class RecordStamp(NamedTuple):
+    """One invoice record without its content: the first phase of a `StampedRead`.
+
+    `key` is the key the full record will have. `fields` holds only the record's id fields
+    (`accounting_invoice_id` and/or `invoice_number`), with the values the full record will
+    carry. `digest` is the digest the full record will carry (see `SourceRecord.digest`), and
+    `has_document` whether it will come with a document. (A named tuple: a read makes one per
+    row of the source, so it is made as cheaply as Python allows.)
+    """
+
+    key: str
+    fields: Mapping[str, object]
+    digest: str
+    has_document: bool
+
+
+class StampedRead(ABC):
+    """A read in two phases over one consistent snapshot of the source (a context manager).
+
+    `stamps()` yields a `RecordStamp` per invoice record, in read order, and the source's
+    `PaymentRecord`s and `RecordError`s as a plain read would. Then `records(stamps)` yields
+    the full `SourceRecord` of every record with the digest of one of the given stamps (the
+    engine asks only for what it must look at), in any order. Both raise `ConnectorError` when
+    the source fails.
+    """
+
+    @abstractmethod
+    def stamps(self) -> Iterator[RecordStamp | PaymentRecord | RecordError]:
+        """Every invoice record's stamp, and the payments and errors of a plain read."""
+
+    @abstractmethod
+    def records(self, stamps: Sequence[RecordStamp]) -> Iterator[SourceRecord]:
+        """The full records whose digests are among those of `stamps`."""
+
+    def close(self) -> None:  # noqa: B027 - nothing to release unless a subclass holds something
+        """Release what the read holds (a connection, a snapshot)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
 class Connector(ABC):
     """Base class of every connector.
 
@@ -118,6 +169,12 @@ class Connector(ABC):
     def read(self) -> Iterator[SourceRecord | PaymentRecord | RecordError]:
         """Yield every overdue invoice of the source, one at a time, and the payments and
         credit notes the source knows for them."""
+
+    def stamped_read(self) -> StampedRead | None:
+        """A two-phase read of this source (see `StampedRead`), or None when it has none (the
+        default): the engine then uses `read()`. Its records and stamps must carry the same
+        digests as those of `read()`."""
+        return None
 
     def payments_source(self) -> Literal["amount_drops", "records"]:
         """How this source tells of money paid when its `payments` setting is unset: the

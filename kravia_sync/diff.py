@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from kravia_sync.connector import PaymentRecord, RecordError, SourceRecord
+from kravia_sync.connector import PaymentRecord, RecordError, RecordStamp, SourceRecord
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase, Step
 from kravia_sync.model import InvalidRecordError, Invoice
 from kravia_sync.payments import Payment, derived_payment
@@ -130,11 +130,11 @@ class SourceDiff:
         self.counts[entry.kind] += 1
 
     def identify(
-        self, record: SourceRecord | PaymentRecord | RecordError
+        self, record: SourceRecord | RecordStamp | PaymentRecord | RecordError
     ) -> tuple[str, str] | None:
-        """A record's accountingInvoiceId and hash, for looking it up (None: nothing to look
-        up: the record is bad, or a payment)."""
-        if not isinstance(record, SourceRecord):
+        """A record's (or stamp's) accountingInvoiceId and hash, for looking it up (None:
+        nothing to look up: the record is bad, or a payment)."""
+        if not isinstance(record, SourceRecord | RecordStamp):
             return None
         aid = source_id(record.fields, self.source.id_prefix)
         return None if aid is None else (aid, record_hash(record))
@@ -163,6 +163,35 @@ class SourceDiff:
             self.add(record, Lookup(aid, looked_at.get(aid), first, hashed))
         self.counts["read"] += quiet
         self.counts[Change.UNCHANGED.value] += quiet
+
+    def add_stamps(
+        self,
+        stamps: Sequence[RecordStamp | PaymentRecord | RecordError],
+        identities: Sequence[tuple[str, str] | None],
+        looked_at: Mapping[str, CaseSummary | None],
+        earlier: Iterable[str | None],
+    ) -> list[tuple[RecordStamp, Lookup]]:
+        """The first phase of a stamped read, like `add_chunk`: count the stamps of unchanged
+        records in a quiet phase, add payments and errors, and return the other stamps with
+        their look-ups: their full records are to be `add`ed with them, in this order."""
+        firsts = iter(earlier)
+        wanted: list[tuple[RecordStamp, Lookup]] = []
+        quiet = 0
+        for stamp, identity in zip(stamps, identities, strict=True):
+            if not isinstance(stamp, RecordStamp):
+                self.add(stamp)
+            elif identity is None:
+                wanted.append((stamp, NOTHING_KNOWN))
+            else:
+                aid, hashed = identity
+                first = next(firsts)
+                if first is None and aid not in looked_at:
+                    quiet += 1
+                else:
+                    wanted.append((stamp, Lookup(aid, looked_at.get(aid), first, hashed)))
+        self.counts["read"] += quiet
+        self.counts[Change.UNCHANGED.value] += quiet
+        return wanted
 
     def add(
         self, record: SourceRecord | PaymentRecord | RecordError, lookup: Lookup = NOTHING_KNOWN

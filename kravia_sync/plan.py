@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from kravia_sync.connector import SourceRecord
+from kravia_sync.connector import RecordStamp, SourceRecord
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState, Phase
 from kravia_sync.model import Invoice, record_accounting_id
 from kravia_sync.settings import PolicySettings
@@ -34,10 +34,12 @@ class Assessment:
     dropped_from: Decimal | None = None
 
 
-def record_hash(record: SourceRecord) -> str:
+def record_hash(record: SourceRecord | RecordStamp) -> str:
     """What the state keeps of a raw record, to skip revalidating it while it stays the same:
     the connector's digest where it gives one, else a hash of the fields; both with whether
-    the record comes with a document."""
+    the record comes with a document. A stamp hashes as its full record will."""
+    if isinstance(record, RecordStamp):
+        return ("d:" if record.has_document else "n:") + record.digest
     if record.digest is not None:
         return ("d:" if record.document is not None else "n:") + record.digest
     fields = record.fields

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from kravia_sync.committer import GroupCommitter, StateWriteError
 from kravia_sync.connector import (
     Connector,
     ConnectorError,
-    PaymentRecord,
-    RecordError,
+    RecordStamp,
     SourceRecord,
     load_connector,
 )
@@ -29,6 +29,7 @@ from kravia_sync.diff import (
     ATTENTION_PHASES,
     QUIET_PHASES,
     SETTLING_STEPS,
+    Lookup,
     SourceDiff,
     WorkItem,
 )
@@ -65,7 +66,7 @@ from kravia_sync.payments import (
     plan_payments,
 )
 from kravia_sync.settings import ConfigError, Settings, SourceConfig
-from kravia_sync.store import JournalEntry, StateStore
+from kravia_sync.store import JournalEntry, SourceRead, StateStore
 from kravia_sync.store import utc_now as store_now
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
 ]
 
 log = get_logger("kravia_sync.reconcile")
+_T = TypeVar("_T")
 
 
 class Progress(Protocol):
@@ -532,30 +534,22 @@ class Reconciler:
     ) -> SourceDiff:
         """Read one source completely, a chunk at a time, and diff it against the state."""
         now = self.clock()
-        diff = SourceDiff(
-            source,
-            policy=self.settings.policy,
-            now=now,
-            check_document=None if dry_run else _document_problem,
-            payments=source.payments or connector.payments_source(),
-            holds=self._holds,
-        )
-        with self.store.source_read(source.name) as state:
-            for chunk in _chunked(connector.read(), READ_CHUNK):
-                identities = [diff.identify(record) for record in chunk]
-                looked_at, earlier = state.triage(
-                    [
-                        (identity[0], record.key, identity[1])
-                        for record, identity in zip(chunk, identities, strict=True)
-                        if identity is not None
-                    ],
-                    quiet=QUIET_PHASES,
-                )
-                diff.add_chunk(chunk, identities, looked_at, earlier)
-            gone, gone_settling = state.unseen()
-            self._check_gone(source, gone, state.known())
-            if gone:
-                self._gone_in_kravia.extend(state.unseen_in(_IN_KRAVIA_VALUES))
+
+        def new_diff() -> SourceDiff:
+            return SourceDiff(
+                source,
+                policy=self.settings.policy,
+                now=now,
+                check_document=None if dry_run else _document_problem,
+                payments=source.payments or connector.payments_source(),
+                holds=self._holds,
+            )
+
+        with _bulk_reading():
+            read = self._read_stamped(source, connector, new_diff())
+            if read is None:
+                read = self._read_whole(source, connector, new_diff())
+        diff, gone, gone_settling = read
         diff.finish(
             self.store.load_cases_by_id(diff.wanted_cases()),
             gone=gone,
@@ -585,6 +579,81 @@ class Reconciler:
             self.store.sync_quarantine(source.name, diff.quarantine, complete=True, now=now)
         self._payment_work.extend(plan.work)
         return diff
+
+    def _read_whole(
+        self, source: SourceConfig, connector: Connector, diff: SourceDiff
+    ) -> tuple[SourceDiff, int, list[str]]:
+        """The plain read: every record built, looked up in the state a chunk at a time."""
+        with self.store.source_read(source.name) as state:
+            for chunk in _chunked(connector.read(), READ_CHUNK):
+                identities = [diff.identify(record) for record in chunk]
+                looked_at, earlier = state.triage(
+                    [
+                        (identity[0], record.key, identity[1])
+                        for record, identity in zip(chunk, identities, strict=True)
+                        if identity is not None
+                    ],
+                    quiet=QUIET_PHASES,
+                )
+                diff.add_chunk(chunk, identities, looked_at, earlier)
+            gone, gone_settling = self._unseen(source, state)
+        return diff, gone, gone_settling
+
+    def _read_stamped(
+        self, source: SourceConfig, connector: Connector, diff: SourceDiff
+    ) -> tuple[SourceDiff, int, list[str]] | None:
+        """The two-phase read where the connector offers one: stamps looked up in the state a
+        chunk at a time, then the full records of only those that need a look, added in read
+        order. None when the connector has none, when more than STAMPED_MAX_WANTED records
+        need a look (a first sync), or when the second phase misses a record of the first:
+        then the caller reads the source whole."""
+        stamped = connector.stamped_read()
+        if stamped is None:
+            return None
+        wanted: list[tuple[RecordStamp, Lookup]] = []
+        with stamped, self.store.source_read(source.name) as state:
+            for chunk in _chunked(stamped.stamps(), READ_CHUNK):
+                identities = [diff.identify(stamp) for stamp in chunk]
+                looked_at, earlier = state.triage(
+                    [
+                        (identity[0], stamp.key, identity[1])
+                        for stamp, identity in zip(chunk, identities, strict=True)
+                        if identity is not None
+                    ],
+                    quiet=QUIET_PHASES,
+                )
+                wanted.extend(diff.add_stamps(chunk, identities, looked_at, earlier))
+                if len(wanted) > STAMPED_MAX_WANTED:
+                    log.info(
+                        "many records changed: reading the source whole",
+                        source=source.name,
+                        changed_at_least=len(wanted),
+                    )
+                    return None
+            if wanted:
+                matched = _matched(wanted, stamped.records(_distinct(wanted)))
+                if isinstance(matched, str):
+                    log.warning(
+                        "a record of the first phase was not read again in the second (a "
+                        "volatile function such as random() or clock_timestamp() in the "
+                        "query?): reading the source whole",
+                        source=source.name,
+                        record=matched,
+                    )
+                    return None
+                for stamp, record, lookup in matched:
+                    diff.add(replace(record, key=stamp.key), lookup)
+            gone, gone_settling = self._unseen(source, state)
+        return diff, gone, gone_settling
+
+    def _unseen(self, source: SourceConfig, state: SourceRead) -> tuple[int, list[str]]:
+        """After a complete read: how many stored cases of the source it did not have, and
+        those with a lost answer to settle; the circuit breaker first."""
+        gone, gone_settling = state.unseen()
+        self._check_gone(source, gone, state.known())
+        if gone:
+            self._gone_in_kravia.extend(state.unseen_in(_IN_KRAVIA_VALUES))
+        return gone, gone_settling
 
     def _check_gone(self, source: SourceConfig, gone: int, known: int) -> None:
         """The circuit breaker: a complete read that misses more than `max_gone_share` of a
@@ -1087,23 +1156,69 @@ class Reconciler:
 
 
 READ_CHUNK = 2000  # records looked up in the state store together
+# A stamped read builds the full records of at most this many changed records (kept in
+# memory until matched); with more, the source is read whole instead.
+STAMPED_MAX_WANTED = 10_000
 STATUS_CURSOR = "status_cursor"  # meta key: when the last status pull-back began
 STATUS_DUE = "status_due"  # meta key: when the next pull-back in a pass is due
 # Phases of a case in Kravia, for the gone check (needs_review ones may be collecting too).
 _IN_KRAVIA_VALUES = frozenset(phase.value for phase in IN_KRAVIA_PHASES | {Phase.NEEDS_REVIEW})
 
 
-def _chunked(
-    records: Iterator[SourceRecord | PaymentRecord | RecordError], size: int
-) -> Iterator[list[SourceRecord | PaymentRecord | RecordError]]:
-    chunk: list[SourceRecord | PaymentRecord | RecordError] = []
-    for record in records:
-        chunk.append(record)
+def _chunked(items: Iterator[_T], size: int) -> Iterator[list[_T]]:
+    chunk: list[_T] = []
+    for item in items:
+        chunk.append(item)
         if len(chunk) == size:
             yield chunk
             chunk = []
     if chunk:
         yield chunk
+
+
+@contextlib.contextmanager
+def _bulk_reading() -> Iterator[None]:
+    """While a source is read, the cyclic garbage collector leaves alone the objects that
+    existed before (kravia-sync's and its libraries' own) and runs less often: a read makes
+    a few short-lived objects per row, freed as it goes, and a read of a million rows would
+    otherwise spend a fifth of its time rescanning everything else. Restored afterwards."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
+def _distinct(wanted: list[tuple[RecordStamp, Lookup]]) -> list[RecordStamp]:
+    """The stamps to ask full records for: one per digest."""
+    return list({stamp.digest: stamp for stamp, _ in wanted}.values())
+
+
+def _matched(
+    wanted: list[tuple[RecordStamp, Lookup]], records: Iterator[SourceRecord]
+) -> list[tuple[RecordStamp, SourceRecord, Lookup]] | str:
+    """Each wanted stamp with its full record and look-up, in the stamps' (read) order, so
+    that duplicates are judged as in a plain read. Records with the same digest are the same
+    row content, so any of them serves any of those stamps; a record nobody asked for is
+    passed over. A stamp left without a record (the source changed between the phases, which
+    one snapshot should prevent) is returned instead: its key."""
+    records_by_digest: dict[str, list[SourceRecord]] = {}
+    need = Counter(stamp.digest for stamp, _ in wanted)
+    for record in records:
+        digest = record.digest or ""
+        found = records_by_digest.setdefault(digest, [])
+        if len(found) < need[digest]:
+            found.append(record)
+    matched: list[tuple[RecordStamp, SourceRecord, Lookup]] = []
+    for stamp, lookup in wanted:
+        candidates = records_by_digest.get(stamp.digest)
+        if not candidates:
+            return stamp.key
+        matched.append((stamp, candidates.pop(), lookup))
+    return matched
 
 
 def _notes_of(case: CaseState) -> dict[str, object]:

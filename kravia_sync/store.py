@@ -336,12 +336,13 @@ class SourceRead:
         self._source = source
         self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
         variables = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        self._chunk = max(1, min(self.CHUNK, (variables - 32) // 2))
+        self._chunk = max(1, min(self.CHUNK, (variables - 32) // 3))
         self._phases = {phase.value: phase for phase in Phase}
         self._in_memory: dict[str, str] | None = {}  # None once moved to the table
         self._triage_statements: dict[tuple[int, int], str] = {}
         self._seen_here = 0  # ids seen in this read whose stored case is of this source
         self._quiet = CaseSummary("", Phase.STARTED, source)
+        self._chunks_seen = 0  # chunks recorded in the temporary table
 
     def __enter__(self) -> Self:
         return self
@@ -415,36 +416,41 @@ class SourceRead:
         firsts: dict[str, str] = {}
         for aid, key in chunk:
             firsts.setdefault(aid, key)
-        # One statement records the chunk's ids and says which were new to this read.
-        values = ", ".join(["(?, ?)"] * len(firsts))
-        new = {
-            aid
-            for (aid,) in self._db.execute(
-                f"INSERT INTO temp.seen_ids (aid, record_key) VALUES {values} "  # noqa: S608
-                "ON CONFLICT DO NOTHING RETURNING aid",
-                [part for pair in firsts.items() for part in pair],
-            )
-        }
-        before = [aid for aid in firsts if aid not in new]
-        if not before:
+        # One statement records the chunk's ids (numbered by chunk); only when fewer were new
+        # than given does a second one fetch the first keys of the others.
+        self._chunks_seen += 1
+        number = self._chunks_seen
+        values = ", ".join(["(?, ?, ?)"] * len(firsts))
+        inserted = self._db.execute(
+            f"INSERT INTO temp.seen_ids (aid, record_key, chunk) VALUES {values} "  # noqa: S608
+            "ON CONFLICT DO NOTHING",
+            [part for aid, key in firsts.items() for part in (aid, key, number)],
+        ).rowcount
+        if inserted == len(firsts):
             return {}
         return dict(
             self._db.execute(
                 "SELECT aid, record_key FROM temp.seen_ids "  # noqa: S608
-                f"WHERE aid IN ({','.join('?' * len(before))})",
-                before,
+                f"WHERE chunk < ? AND aid IN ({','.join('?' * len(firsts))})",
+                [number, *firsts],
             )
         )
 
     def _move_to_table(self, seen: dict[str, str]) -> None:
         self._db.execute("PRAGMA temp_store = FILE")
         self._db.execute(
-            "CREATE TEMP TABLE seen_ids (aid TEXT PRIMARY KEY, record_key TEXT NOT NULL) "
-            "WITHOUT ROWID"
+            "CREATE TEMP TABLE seen_ids (aid TEXT PRIMARY KEY, record_key TEXT NOT NULL, "
+            "chunk INTEGER NOT NULL) WITHOUT ROWID"
         )
-        self._db.executemany(
-            "INSERT INTO temp.seen_ids (aid, record_key) VALUES (?, ?)", seen.items()
-        )
+        # In statements of a chunk's size (much faster than one row at a time).
+        items = list(seen.items())
+        for start in range(0, len(items), self._chunk):
+            part = items[start : start + self._chunk]
+            self._db.execute(
+                "INSERT INTO temp.seen_ids (aid, record_key, chunk) "  # noqa: S608 - placeholders
+                f"VALUES {', '.join(['(?, ?, 0)'] * len(part))}",
+                [value for pair in part for value in pair],
+            )
         self._in_memory = None
 
     def known(self) -> int:
@@ -463,9 +469,10 @@ class SourceRead:
         """The ids of the source's stored cases in these phases that this read did not see."""
         listed = sorted(phases)
         marks = ", ".join("?" * len(listed))
+        # `+source`: look cases up by phase (few are in these), not by source (all are).
         query = (
             "SELECT accounting_invoice_id FROM main.cases "  # noqa: S608 - placeholders only
-            f"WHERE source = ? AND phase IN ({marks})"
+            f"WHERE +source = ? AND phase IN ({marks})"
         )
         seen = self._in_memory
         if seen is not None:

@@ -27,7 +27,9 @@ PUBLIC_API = [
     "Payment",
     "PaymentRecord",
     "RecordError",
+    "RecordStamp",
     "SourceRecord",
+    "StampedRead",
     "__version__",
 ]
 TESTING_API = [
