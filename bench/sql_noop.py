@@ -4,8 +4,9 @@
 
 For each count: fills a PostgreSQL table (database `test` on 127.0.0.1) with that many overdue
 invoices, records a first sync in the state store, then times `kravia-sync reconcile --json`
-(a process of its own) with nothing to do. Targets: >= 100,000 rows/s, and the peak memory of
-the largest run within 1.2 x that of the smallest (flat).
+(a process of its own) with nothing to do, then once more after one row changed. Targets:
+>= 100,000 rows/s, and the peak memory of the largest run within 1.2 x that of the smallest
+(flat).
 
 The first sync is recorded through the engine's own code (the sql connector reads every row,
 the engine computes each record's hash and fingerprint and stores a started case) rather than
@@ -62,6 +63,14 @@ def fill_table(count: int) -> None:
             (count,),
         )
         db.execute(f"ANALYZE {TABLE}")
+
+
+def change_one_row() -> None:
+    """Raise one invoice's amount (a change noted for a person: no remote call)."""
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as db:
+        db.execute(f"UPDATE {TABLE} SET amount = amount + 1 WHERE invoice_number = '100001'")
 
 
 def record_first_sync(directory: Path) -> int:
@@ -129,6 +138,11 @@ def main() -> None:
                     assert run["code"] == 0, run["stderr"]
                     assert run["summary"]["counts"]["unchanged"] == count, run["summary"]
                 best = min(runs, key=lambda run: run["summary"]["duration_seconds"])
+                # One row changed: the second phase reads just that row back in full.
+                change_one_row()
+                changed = run_reconcile(directory)
+                assert changed["code"] == 0, changed["stderr"]
+                assert changed["summary"]["counts"]["changed"] == 1, changed["summary"]
                 results.append(
                     {
                         "rows": count,
@@ -137,6 +151,7 @@ def main() -> None:
                         "process_seconds": [round(run["wall"], 2) for run in runs],
                         "rows_per_second": round(count / best["summary"]["duration_seconds"]),
                         "peak_rss_mb": round(max(run["rss_kb"] for run in runs) / 1024, 1),
+                        "one_row_changed_pass_seconds": changed["summary"]["duration_seconds"],
                         "remote_calls": simulator.calls()["total"] - before,
                     }
                 )

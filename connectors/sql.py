@@ -38,6 +38,14 @@ refuses, or a query that fails half-way raises `ConnectorError`: the engine mark
 failed and takes nothing it did not read as gone. A bad row is an ordinary invalid record (the
 engine quarantines it).
 
+Two phases on PostgreSQL 14 and later (`stamped_read`): when the server can hash every column
+of the query's rows (`_PG_HASHABLE_TYPES`), a pass first reads per row only its id columns,
+`has_document` and the server's hash of the whole row (`hash_record_extended`, seeded with the
+column layout), and then reads in full only the rows the engine asks for (new, changed, or to
+be judged again), both in one read-only REPEATABLE READ transaction, so both phases see one
+snapshot. A plain read there carries the same server hash as each record's digest. A query
+with another column type (MONEY, json, ...) is read and digested here, in one phase.
+
 Documents: with `document_query`, each record gets a lazily loaded copy
 (`<invoice_number>.pdf`), fetched over its own read-only connection when the engine needs it;
 the query returns one row with one column, the file's bytes. When the main query returns a

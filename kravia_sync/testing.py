@@ -57,9 +57,16 @@ from kravia_sync.connector import (
     ConnectorSettings,
     PaymentRecord,
     RecordError,
+    RecordStamp,
     SourceRecord,
 )
-from kravia_sync.model import PDF_MAGIC, Document, InvalidRecordError, Invoice
+from kravia_sync.model import (
+    PDF_MAGIC,
+    Document,
+    InvalidRecordError,
+    Invoice,
+    record_accounting_id,
+)
 from kravia_sync.payments import Payment
 
 __all__ = [
@@ -150,6 +157,7 @@ class ConformanceKit:
         self.check_secrets()
         self.check_source_failure()
         self.check_streams()
+        self.check_stamped_read()
 
     # -- settings ------------------------------------------------------------------------
 
@@ -502,6 +510,60 @@ class ConformanceKit:
                 "make sample() return settings the connector accepts",
             )
 
+    # -- the two-phase read -------------------------------------------------------------
+
+    def check_stamped_read(self) -> bool:
+        """Where the connector offers `stamped_read()`: its stamps are those of the plain
+        read's records (keys in order, ids, digests, documents), its payments the same, and
+        `records(stamps)` gives back exactly the records of those stamps. Returns whether
+        there was a stamped read to check."""
+        check = "stamped read"
+        plain = self._read(self.count, check)
+        raw, base_dir = self._source(self.count)
+        stamped = self._build(raw, base_dir, check).stamped_read()
+        if stamped is None:
+            return False
+        fix = "stamps must describe the records read() yields: same key, ids, digest"
+        try:
+            with stamped:
+                items = list(stamped.stamps())
+                stamps = [item for item in items if isinstance(item, RecordStamp)]
+                asked = stamps[::2]
+                again = list(stamped.records(asked))
+        except ConnectorError as exc:
+            _fail(check, f"the sample's stamped read failed: {exc}", "check stamped_read()")
+        records = plain.records
+        if [stamp.key for stamp in stamps] != [record.key for record in records]:
+            _fail(check, "the stamps' keys are not the plain read's record keys, in order", fix)
+        for stamp, record in zip(stamps, records, strict=True):
+            if stamp.digest != record.digest or not stamp.digest:
+                _fail(
+                    check,
+                    f"record {record.key}: the stamp's digest {stamp.digest!r} is not the "
+                    f"record's {record.digest!r}",
+                    f"{fix}; a stamped read needs digests on its records",
+                )
+            if stamp.has_document != (record.document is not None):
+                _fail(check, f"record {record.key}: has_document is {stamp.has_document}", fix)
+            if record_accounting_id(stamp.fields) != record_accounting_id(record.fields):
+                _fail(check, f"record {record.key}: the stamp carries other ids", fix)
+        payments = [item.key for item in items if isinstance(item, PaymentRecord)]
+        if payments != [item.key for item in plain.items if isinstance(item, PaymentRecord)]:
+            _fail(check, "the stamps phase yields other payments than read()", fix)
+        wanted = {stamp.digest for stamp in asked}
+        expected = sorted(
+            (record.key, record.digest or "") for record in records if record.digest in wanted
+        )
+        got = sorted((record.key, record.digest or "") for record in again)
+        if got != expected:
+            _fail(
+                check,
+                f"records() of {len(asked)} stamps gave {len(got)} records, not the "
+                f"{len(expected)} with their digests",
+                "yield every record whose digest is one of the stamps' (and no other)",
+            )
+        return True
+
     def _read(self, count: int, check: str) -> _Read:
         raw, base_dir = self._source(count)
         connector = self._build(raw, base_dir, check)
@@ -792,6 +854,26 @@ class ConnectorConformance:
     def test_the_read_streams(self, tmp_path: Path) -> None:
         """The read yields its first record before it has read the whole source."""
         self.conformance_kit(tmp_path).check_streams()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """A connector that overrides `stamped_read()` gets one more test: its two-phase read
+        must match its plain read."""
+        super().__init_subclass__(**kwargs)
+        connector = getattr(cls, "connector", None)
+        if (
+            isinstance(connector, type)
+            and issubclass(connector, Connector)
+            and connector.stamped_read is not Connector.stamped_read
+        ):
+            cls.test_a_stamped_read_matches_the_plain_read = _stamped_read_test  # type: ignore[attr-defined]
+
+
+def _stamped_read_test(self: ConnectorConformance, tmp_path: Path) -> None:
+    """The two-phase read's stamps and records are those of the plain read."""
+    import pytest  # noqa: PLC0415 - pytest is only there when tests run
+
+    if not self.conformance_kit(tmp_path).check_stamped_read():
+        pytest.skip("the sample's source offers no stamped read (the connector declines it)")
 
 
 # -- sample data -------------------------------------------------------------------------

@@ -1,20 +1,25 @@
 """The built-in connectors pass the conformance kit that third-party connectors run.
 
 Each class below is what a connector author writes: a sample source of `count` invoices and a
-source that fails. `folder` reads JSON files, `sql` an SQLite database, `fiken` and `rest` the
+source that fails. `folder` reads JSON files, `sql` an SQLite and a PostgreSQL database, `fiken` and `rest` the
 Fiken simulator over real HTTP.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import tomllib
 from collections.abc import Iterator, Mapping
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import sqlalchemy as sa
+from sql_fixture import open_backend
 
 from connectors.fiken import FikenConnector
 from connectors.folder import FolderConnector
@@ -79,6 +84,66 @@ class TestSqlConformance(ConnectorConformance):
     def failing_source(self, directory: Path) -> Mapping[str, Any]:
         (directory / "erp.sqlite").touch()  # an empty database: the table is not there
         return {"url": "sqlite:///erp.sqlite", "query": "SELECT * FROM invoices"}
+
+
+class TestPostgresSqlConformance(ConnectorConformance):
+    """The sql connector on PostgreSQL, where it also offers a two-phase read."""
+
+    connector: ClassVar[type[Connector]] = SqlConnector
+    tables: list[str]
+
+    @pytest.fixture(autouse=True)
+    def _postgres(self, tmp_path: Path) -> Iterator[None]:
+        with open_backend("postgresql", tmp_path) as backend:
+            self.engine = backend.engine
+            self.url = backend.url
+            self.tables = []
+            yield
+            with self.engine.begin() as connection:
+                for table in self.tables:
+                    connection.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+
+    def sample(self, directory: Path, count: int) -> Mapping[str, Any]:
+        table = f"ks_conformance_{secrets.token_hex(4)}"
+        self.tables.append(table)
+        columns = [name for name in RECORD_FIELDS if name != "accounting_invoice_id"]
+        kinds = {"amount": "NUMERIC(12, 2)", "invoice_date": "DATE", "due_date": "DATE"}
+        declared = ", ".join(f"{name} {kinds.get(name, 'TEXT')}" for name in columns)
+        with self.engine.begin() as connection:
+            # the column names are the canonical field names, not input
+            connection.execute(
+                sa.text(f"CREATE TABLE {table} (id SERIAL PRIMARY KEY, {declared}, pdf BYTEA)")
+            )
+            for record in sample_invoices(count):
+                values = {name: record.get(name) for name in columns}
+                values["amount"] = Decimal(str(values["amount"]))
+                for name in ("invoice_date", "due_date"):
+                    values[name] = date.fromisoformat(str(values[name]))
+                number = str(record["invoice_number"])
+                values["pdf"] = minimal_pdf(number) if int(number) % 2 else None
+                connection.execute(
+                    sa.text(
+                        f"INSERT INTO {table} ({', '.join(values)}) "  # noqa: S608 - field names
+                        f"VALUES ({', '.join(':' + name for name in values)})"
+                    ),
+                    values,
+                )
+        return {
+            "url": self.url,
+            "query": (
+                f"SELECT {', '.join(columns)}, pdf IS NOT NULL AS has_document "  # noqa: S608
+                f"FROM {table} ORDER BY id"
+            ),
+            "document_query": f"SELECT pdf FROM {table} WHERE invoice_number = :invoice_number",  # noqa: S608
+            "fetch_size": 100,
+        }
+
+    def failing_source(self, directory: Path) -> Mapping[str, Any]:
+        return {"url": self.url, "query": "SELECT * FROM ks_no_such_table"}
+
+    def test_the_stamped_read_is_offered(self, tmp_path: Path) -> None:
+        """On PostgreSQL the kit's stamped-read check really runs (it is not skipped)."""
+        assert self.conformance_kit(tmp_path).check_stamped_read() is True
 
 
 class _FikenSample:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,7 +24,9 @@ from kravia_sync import (
     FileDocument,
     PaymentRecord,
     RecordError,
+    RecordStamp,
     SourceRecord,
+    StampedRead,
 )
 from kravia_sync.testing import ConformanceError, ConformanceKit, minimal_pdf, sample_invoices
 
@@ -247,6 +249,58 @@ class AllowsUnknownKeys(JsonLines):
 # -- the tests ---------------------------------------------------------------------------------
 
 
+class Stamped(JsonLines):
+    """Correct, with a two-phase read: a digest per line, stamps, records by digest."""
+
+    def record(self, fields: dict[str, Any]) -> SourceRecord:
+        plain = super().record(fields)
+        return SourceRecord(plain.key, plain.fields, plain.document, self.digest(fields))
+
+    @staticmethod
+    def digest(fields: dict[str, Any]) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_OID, json.dumps(fields, sort_keys=True)))
+
+    def stamp(self, record: SourceRecord) -> RecordStamp:
+        number = record.fields["invoice_number"]
+        assert record.digest is not None
+        return RecordStamp(
+            record.key, {"invoice_number": number}, record.digest, record.document is not None
+        )
+
+    def stamped_read(self) -> StampedRead | None:
+        connector = self
+
+        class Read(StampedRead):
+            def stamps(self) -> Iterator[RecordStamp | PaymentRecord | RecordError]:
+                for record in connector.read():
+                    assert isinstance(record, SourceRecord)
+                    yield connector.stamp(record)
+
+            def records(self, stamps: Sequence[RecordStamp]) -> Iterator[SourceRecord]:
+                wanted = {stamp.digest for stamp in stamps}
+                for record in connector.read():
+                    assert isinstance(record, SourceRecord)
+                    if record.digest in wanted:
+                        yield record
+
+        return Read()
+
+
+class StampsWithoutDocuments(Stamped):
+    def stamp(self, record: SourceRecord) -> RecordStamp:
+        return super().stamp(record)._replace(has_document=False)
+
+
+class RecordsForEveryStamp(Stamped):
+    def stamped_read(self) -> StampedRead | None:
+        read = super().stamped_read()
+        assert read is not None
+        read.records = lambda _stamps: (  # type: ignore[method-assign]
+            record for record in self.read() if isinstance(record, SourceRecord)
+        )
+        return read
+
+
 class TestACorrectConnector:
     def test_passes_every_check(self, tmp_path: Path) -> None:
         """The reference connector passes the whole kit."""
@@ -383,4 +437,28 @@ class TestSettingsErrors:
             tmp_path,
             "an unknown key were accepted",
             "extra='forbid'",
+        )
+
+
+class TestStampedRead:
+    def test_a_correct_stamped_read_passes(self, tmp_path: Path) -> None:
+        assert kit(Stamped, tmp_path).check_stamped_read() is True
+        assert kit(JsonLines, tmp_path / "plain").check_stamped_read() is False
+
+    def test_stamps_that_lie_about_documents_fail(self, tmp_path: Path) -> None:
+        fails(
+            "stamped_read",
+            StampsWithoutDocuments,
+            tmp_path,
+            "has_document is False",
+            "stamps must describe the records read() yields",
+        )
+
+    def test_records_beyond_the_stamps_asked_for_fail(self, tmp_path: Path) -> None:
+        fails(
+            "stamped_read",
+            RecordsForEveryStamp,
+            tmp_path,
+            "records() of 3 stamps gave 5 records",
+            "no other",
         )

@@ -43,8 +43,9 @@ from sql_fixture import (
 from support import Sim, cli_env, load, run_cli, run_pass, write_config
 
 from connectors.sql import EXAMPLE_SETTINGS, SqlConnector, SqlSettings, parse_money_text
-from kravia_sync.connector import ConnectorError, SourceRecord
+from kravia_sync.connector import ConnectorError, RecordStamp, SourceRecord, StampedRead
 from kravia_sync.model import Invoice, parse_date
+from kravia_sync.plan import source_id
 from kravia_sync.store import StateStore
 
 # A password that is easy to find in any output, with characters a URL must escape.
@@ -62,6 +63,12 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
 @pytest.fixture(params=SERVER_BACKENDS)
 def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     with open_backend(request.param, tmp_path) as backend:
+        yield backend
+
+
+@pytest.fixture
+def pg_db(tmp_path: Path) -> Iterator[Backend]:
+    with open_backend("postgresql", tmp_path) as backend:
         yield backend
 
 
@@ -516,6 +523,154 @@ class TestDigest:
 
         assert set(plain.values()).isdisjoint(without_documents.values())
         assert set(plain.values()).isdisjoint(remapped.values())
+
+
+# -- the two-phase read on PostgreSQL ------------------------------------------------------
+
+
+def stamps_of(read: StampedRead) -> list[RecordStamp]:
+    stamps = []
+    for item in read.stamps():
+        assert isinstance(item, RecordStamp), item
+        stamps.append(item)
+    return stamps
+
+
+def phase_two_statements(executed: list[str]) -> list[str]:
+    return [statement for statement in executed if "= ANY(" in statement]
+
+
+@pytest.fixture
+def executed() -> Iterator[list[str]]:
+    """The statements SQLAlchemy sends (the stamps of phase one go to the driver directly)."""
+    seen: list[str] = []
+
+    def spy(*args: Any) -> None:
+        seen.append(args[2])
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", spy)
+    yield seen
+    sa.event.remove(sa.engine.Engine, "before_cursor_execute", spy)
+
+
+class TestStampedRead:
+    """On PostgreSQL the engine first reads a stamp per row (ids, server-side row hash) and
+    builds full records only for the rows that need a look, all in one snapshot."""
+
+    def test_only_postgresql_offers_it_and_stamps_match_the_records(
+        self, db: Backend, tmp_path: Path
+    ) -> None:
+        stamped = connector(db, tmp_path).stamped_read()
+        if db.name != "postgresql":
+            assert stamped is None
+            return
+        assert stamped is not None
+        plain = records(connector(db, tmp_path))
+        with stamped:
+            stamps = stamps_of(stamped)
+            again = list(stamped.records([stamps[1], stamps[3]]))
+
+        assert [stamp.key for stamp in stamps] == [record.key for record in plain]
+        for stamp, record in zip(stamps, plain, strict=True):
+            assert stamp.digest == record.digest
+            assert stamp.has_document == (record.document is not None)
+            assert source_id(stamp.fields, "x-") == source_id(record.fields, "x-")
+        assert sorted((r.key, r.digest, dict(r.fields)) for r in again) == sorted(
+            (r.key, r.digest, dict(r.fields)) for r in (plain[1], plain[3])
+        )
+
+    def test_both_phases_see_one_snapshot(self, pg_db: Backend, tmp_path: Path) -> None:
+        """A balance committed by someone else between the phases is not seen by the second:
+        the record matches its stamp."""
+        stamped = connector(pg_db, tmp_path).stamped_read()
+        assert stamped is not None
+        with stamped:
+            stamps = {stamp.key: stamp for stamp in stamps_of(stamped)}
+            before = pg_db.balance("20001")
+            pg_db.set_balance("20001", Decimal("1.00"))
+            (record,) = stamped.records([stamps["invoice 20001"]])
+
+        assert record.fields["amount"] == before
+        assert record.digest == stamps["invoice 20001"].digest
+        changed = digests(connector(pg_db, tmp_path))["invoice 20001"]
+        assert changed != record.digest
+
+    def test_a_pass_builds_only_the_records_that_changed(
+        self,
+        pg_db: Backend,
+        sim: Sim,
+        tmp_path: Path,
+        executed: list[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        built: list[str] = []
+        build = SqlConnector._record
+
+        def counting(self: SqlConnector, *args: Any) -> SourceRecord:
+            record = build(self, *args)
+            built.append(record.key)
+            return record
+
+        monkeypatch.setattr(SqlConnector, "_record", counting)
+        config = sql_config(tmp_path, sim, fixture_settings(pg_db))
+        first = run_pass(config)
+        assert first.counts["new"] == len(SENT_INVOICES)
+        assert len(phase_two_statements(executed)) == 1
+        calls = sim.calls_total()
+        built.clear()
+        executed.clear()
+
+        second = run_pass(config)
+
+        # Only the rows without a case are built again (a quarantined and a waiting one:
+        # they are judged afresh on every pass), in one statement.
+        not_sent = [f"invoice {BAD_INVOICE}", f"invoice {WAITING_INVOICE}"]
+        assert sorted(built) == sorted(not_sent)
+        assert len(phase_two_statements(executed)) == 1
+        assert second.counts["unchanged"] == len(SENT_INVOICES)
+        assert sim.calls_total() == calls
+
+        built.clear()
+        pg_db.set_balance("20001", Decimal("13000.00"))
+        third = run_pass(config)
+
+        assert sorted(built) == sorted([*not_sent, "invoice 20001"])
+        assert third.counts["changed"] == 1
+        assert sim.calls_total() == calls
+
+    def test_a_column_the_server_cannot_hash_is_read_whole(
+        self, pg_db: Backend, sim: Sim, tmp_path: Path
+    ) -> None:
+        """A json column has no hash in PostgreSQL: no stamped read, rows digested here."""
+        query = pg_db.sql(QUERY, extra=", CAST('{\"a\": 1}' AS json) AS extra")
+        settings = fixture_settings(pg_db, query=query)
+        assert connector(pg_db, tmp_path, query=query).stamped_read() is None
+        config = sql_config(tmp_path, sim, settings)
+        run_pass(config)
+        calls = sim.calls_total()
+
+        again = run_pass(config)
+
+        assert again.counts["unchanged"] == len(SENT_INVOICES)
+        assert sim.calls_total() == calls
+
+    def test_a_volatile_query_falls_back_to_a_whole_read(
+        self, pg_db: Backend, sim: Sim, tmp_path: Path
+    ) -> None:
+        """clock_timestamp() differs between the phases: the pass reads the source whole and
+        registers each invoice once; the next pass sends nothing."""
+        query = pg_db.sql(QUERY, extra=", clock_timestamp() AS read_at")
+        config = sql_config(tmp_path, sim, fixture_settings(pg_db, query=query))
+
+        first = run_pass(config)
+        calls = sim.calls_total()
+        second = run_pass(config)
+
+        assert first.sources[0].status == second.sources[0].status == "ok"
+        assert first.counts["new"] == len(SENT_INVOICES)
+        assert len(sim.cases()) == len(SENT_INVOICES)
+        assert second.counts.get("new", 0) == 0
+        assert sim.calls_total() == calls
 
 
 # -- types ---------------------------------------------------------------------------------
