@@ -142,9 +142,8 @@ _DIGEST_FORMAT: Final = "sql/1"
 # column's type is one of these, whose hash follows equality exactly: bool, bytea, "char",
 # name, int8, int2, int4, text, oid, float4, float8, bpchar, varchar, date, time, timestamp,
 # timestamptz, interval, numeric, uuid (a domain reports its base type). Equal values hash
-# alike (12480.5 and 12480.50, as the Decimals are equal). One caveat: a text column with a
-# nondeterministic (case-insensitive ICU) collation hashes case-insensitively, so a change of
-# case only would go unseen.
+# alike (12480.5 and 12480.50, as the Decimals are equal). A database with a nondeterministic
+# (case-insensitive ICU) collation is not hashed there at all (see `_PG_SESSION`).
 _PG_HASHABLE_TYPES: Final = frozenset(
     {16, 17, 18, 19, 20, 21, 23, 25, 26, 700, 701, 1042, 1043, 1082, 1083, 1114, 1184, 1186}
     | {1700, 2950}
@@ -154,10 +153,19 @@ _ROW_HASH: Final = "kravia_sync_row_hash"
 # The hash, seeded with the layout's (so another column mapping hashes differently), as the
 # hexadecimal text that is the record's digest (at most 16 digits: never mistaken for the
 # 32 of a digest computed here).
+_SUBQUERY: Final = "kravia_sync_q"
 _ROW_HASH_EXPRESSION: Final = (
-    f"to_hex(hash_record_extended(q, CAST(:kravia_sync_seed AS BIGINT))) AS {_ROW_HASH}"
+    f"to_hex(hash_record_extended({_SUBQUERY}, CAST(:kravia_sync_seed AS BIGINT))) AS {_ROW_HASH}"
 )
-_WITH_ROW_HASH: Final = f"q.*, {_ROW_HASH_EXPRESSION}"
+_WITH_ROW_HASH: Final = f"{_SUBQUERY}.*, {_ROW_HASH_EXPRESSION}"
+# What else the row hash depends on: the session's time zone (a timestamptz hashes as an
+# instant, while the record carries it in this zone), and whether the database has a
+# nondeterministic (case-insensitive) collation, under which text hashes ignoring case.
+_PG_SESSION: Final = (
+    "SELECT current_setting('TimeZone'), "
+    "EXISTS (SELECT 1 FROM pg_catalog.pg_collation WHERE NOT collisdeterministic)"
+)
+_SYNTAX_ERROR: Final = "42601"
 _SERVER_DIGEST_FORMAT: Final = "sql/postgresql-row-hash/1"
 _ID_FIELDS: Final = ("accounting_invoice_id", "invoice_number")
 
@@ -454,23 +462,25 @@ class SqlConnector(Connector):
     # -- reading -------------------------------------------------------------------------
 
     def stamped_read(self) -> StampedRead | None:
-        """On PostgreSQL 14 and later, when the server can hash every column of the query's
-        rows: a two-phase read in one read-only REPEATABLE READ transaction (see
-        `_PostgresStampedRead`). Elsewhere None: the engine reads every row in full."""
-        if self.backend != "postgresql":
+        """On PostgreSQL 14 and later through psycopg, when the server can hash the query's
+        rows (see `_server_layout`): a two-phase read in one read-only REPEATABLE READ
+        transaction (see `_PostgresStampedRead`). Otherwise None: the engine reads every row
+        in full."""
+        if self.backend != "postgresql" or self.url.get_driver_name() != "psycopg":
             return None
+        today = _today()
         connection = self._connect()
         try:
             with self._failure("cannot start a read on"):
                 connection.execution_options(isolation_level="REPEATABLE READ")
-            layout = self._probe(connection)
+            layout = self._server_layout(connection, today)
         except BaseException:
             self._close_connection(connection)
             raise
-        if not layout.server_hash:
+        if layout is None:
             self._close_connection(connection)
             return None
-        return _PostgresStampedRead(self, connection, layout)
+        return _PostgresStampedRead(self, connection, layout, today)
 
     def _close_connection(self, connection: Connection) -> None:
         # Errors while closing are not errors of the read (the rows are read, or it failed).
@@ -487,11 +497,12 @@ class SqlConnector(Connector):
         """Yield one record per row of `query`, streamed, then one payment record per row of
         `payments_query`; fail before any row when a required column is missing, and raise
         `ConnectorError` when the database fails at any point."""
+        today = _today()
         connection = self._connect()
         try:
-            yield from self._read_invoices(connection)
+            yield from self._read_invoices(connection, today)
             if self.settings.payments_query is not None:
-                yield from self._read_payments(connection, self.settings.payments_query)
+                yield from self._read_payments(connection, self.settings.payments_query, today)
         finally:
             self._close_connection(connection)
 
@@ -499,15 +510,17 @@ class SqlConnector(Connector):
         self,
         query: str,
         *,
+        today: date,
         select: str | None = None,
         seed: int | None = None,
         hashes: list[str] | None = None,
         no_rows: bool = False,
     ) -> tuple[TextClause, dict[str, object]]:
-        """`query` ready to run, with its parameters. With `select`, wrapped as a subquery `q`
-        of `SELECT <select> FROM (query) AS q`, where `seed` seeds the server's row hash (when
-        `select` computes it): with `hashes` too, only the rows whose row hash is one of them;
-        with `no_rows`, none (`LIMIT 0`, for the columns alone)."""
+        """`query` ready to run, with its parameters (`today` for `:today`, the same for every
+        statement of one read). With `select`, wrapped as the subquery `kravia_sync_q` of
+        `SELECT <select> FROM (query) AS kravia_sync_q`, where `seed` seeds the server's row
+        hash (when `select` computes it): with `hashes` too, only the rows whose row hash is
+        one of them; with `no_rows`, none (`LIMIT 0`, for the columns alone)."""
         sql = query if select is None else _wrapped(query, select)
         if no_rows:
             sql = f"{sql} LIMIT 0"
@@ -522,17 +535,20 @@ class SqlConnector(Connector):
             params["kravia_sync_seed"] = seed
         if "today" in _check_binds(query, QUERY_BINDS):
             binds.append(bindparam("today", type_=Date()))
-            params["today"] = datetime.now(ZoneInfo(TIMEZONE)).date()
+            params["today"] = today
         return text(sql).bindparams(*binds), params
 
-    def _read_invoices(self, connection: Connection) -> Iterator[SourceRecord | RecordError]:
-        layout = self._probe(connection) if self.backend == "postgresql" else None
-        if layout is not None and layout.server_hash:
+    def _read_invoices(
+        self, connection: Connection, today: date
+    ) -> Iterator[SourceRecord | RecordError]:
+        query = self.settings.query
+        layout = self._server_layout(connection, today)
+        if layout is not None:
             statement, params = self._bound(
-                self.settings.query, select=_WITH_ROW_HASH, seed=layout.seed
+                query, today=today, select=_WITH_ROW_HASH, seed=layout.seed
             )
         else:
-            statement, params = self._bound(self.settings.query)
+            statement, params = self._bound(query, today=today)
         result: CursorResult[Any] | None = None
         try:
             result = self._execute(connection, statement, params, "the query")
@@ -547,19 +563,40 @@ class SqlConnector(Connector):
         finally:
             _close(result)
 
-    def _probe(self, connection: Connection) -> _Layout:
-        """PostgreSQL: the layout of the query's rows without running it (a `LIMIT 0` of it),
-        hashed by the server when every column's type can be; fails naming a missing field
-        before any row is read."""
-        statement, params = self._bound(self.settings.query, select="*", no_rows=True)
-        with self._failure("the query failed on"):
+    def _server_layout(self, connection: Connection, today: date) -> _Layout | None:
+        """On PostgreSQL 14 and later (through psycopg), the layout of the query's rows, read
+        without running it (a `LIMIT 0` of it), when the server can hash them exactly: every
+        column of a type in `_PG_HASHABLE_TYPES`, no nondeterministic collation in the
+        database, no column named like ours. It fails naming a missing field before any row
+        is read. None otherwise: the query then runs as written, digested here."""
+        if self.backend != "postgresql" or self.url.get_driver_name() != "psycopg":
+            return None
+        if (connection.dialect.server_version_info or (0,)) < _PG_ROW_HASH_SINCE:
+            return None
+        statement, params = self._bound(self.settings.query, today=today, select="*", no_rows=True)
+        try:
             result = connection.execute(statement, params)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _SYNTAX_ERROR:
+                with self._failure("the query failed on"):
+                    raise
+            # The query does not read as a subquery (a semicolon and a comment after it,
+            # say): it runs as written instead.
+            with self._failure("the query failed on"):
+                connection.rollback()
+            return None
+        with self._failure("the query failed on"):
             keys = list(result.keys()) if result.returns_rows else []
             types = {column[1] for column in result.cursor.description or ()}
             result.close()
-            version = connection.dialect.server_version_info or (0,)
-        server_hash = version >= _PG_ROW_HASH_SINCE and types <= _PG_HASHABLE_TYPES
-        return _Layout(self, keys, self._columns(keys), server_hash=server_hash)
+            zone, loose_collations = connection.execute(text(_PG_SESSION)).one()
+        columns = self._columns(keys)
+        ours = {_ROW_HASH, _SUBQUERY}
+        if loose_collations or not types <= _PG_HASHABLE_TYPES:
+            return None
+        if any(key.casefold() in ours for key in keys):
+            return None
+        return _Layout(self, keys, columns, server_hash=True, session=str(zone))
 
     def _execute(
         self, connection: Connection, statement: TextClause, params: dict[str, object], what: str
@@ -584,8 +621,10 @@ class SqlConnector(Connector):
             count += len(rows)
             yield rows
 
-    def _read_payments(self, connection: Connection, query: str) -> Iterator[PaymentRecord]:
-        statement, params = self._bound(query)
+    def _read_payments(
+        self, connection: Connection, query: str, today: date
+    ) -> Iterator[PaymentRecord]:
+        statement, params = self._bound(query, today=today)
         result: CursorResult[Any] | None = None
         try:
             result = self._execute(connection, statement, params, "the payments query")
@@ -857,6 +896,7 @@ class _Layout:
         columns: dict[str, int],
         *,
         server_hash: bool = False,
+        session: str = "",
     ) -> None:
         self.columns = columns
         self.keys = list(keys)
@@ -872,6 +912,7 @@ class _Layout:
             sorted(columns.items()),
             connector.backend,
             connector.settings.document_query is not None,
+            *([session] if server_hash else []),
         )
         self._seed = hashlib.blake2b(repr(layout).encode(), digest_size=16)
         self.seed = int.from_bytes(self._seed.digest()[:8], "big", signed=True)
@@ -908,22 +949,24 @@ class _PostgresStampedRead(StampedRead):
     server; the rows of unchanged invoices never become Python objects beyond their stamp.
     """
 
-    def __init__(self, connector: SqlConnector, connection: Connection, layout: _Layout) -> None:
+    def __init__(
+        self, connector: SqlConnector, connection: Connection, layout: _Layout, today: date
+    ) -> None:
         self._connector = connector
         self._connection = connection
         self._layout = layout
+        self._today = today
 
     def stamps(self) -> Iterator[RecordStamp | PaymentRecord | RecordError]:
         connector, layout = self._connector, self._layout
         quote = self._connection.dialect.identifier_preparer.quote
         ids: list[str] = [field for field in _ID_FIELDS if field in layout.columns]
         picked = [*ids, *([HAS_DOCUMENT] if HAS_DOCUMENT in layout.columns else [])]
-        select = ", ".join(
-            [f"q.{quote(layout.keys[layout.columns[field]])}" for field in picked]
-            + [_ROW_HASH_EXPRESSION]
-        )
+        # A colon in a quoted column name is not a bind parameter: escaped for `text()`.
+        names = [quote(layout.keys[layout.columns[field]]).replace(":", "\\:") for field in picked]
+        select = ", ".join([f"{_SUBQUERY}.{name}" for name in names] + [_ROW_HASH_EXPRESSION])
         statement, params = connector._bound(  # noqa: SLF001
-            connector.settings.query, select=select, seed=layout.seed
+            connector.settings.query, today=self._today, select=select, seed=layout.seed
         )
         # Where the stamp rows keep what `_has_document` looks for.
         columns = {field: position for position, field in enumerate(picked)}
@@ -961,7 +1004,7 @@ class _PostgresStampedRead(StampedRead):
                 )
         if connector.settings.payments_query is not None:
             yield from connector._read_payments(  # noqa: SLF001
-                self._connection, connector.settings.payments_query
+                self._connection, connector.settings.payments_query, self._today
             )
 
     def _driver_batches(
@@ -997,7 +1040,11 @@ class _PostgresStampedRead(StampedRead):
         if not hashes:
             return
         statement, params = connector._bound(  # noqa: SLF001
-            connector.settings.query, select=_WITH_ROW_HASH, seed=layout.seed, hashes=hashes
+            connector.settings.query,
+            today=self._today,
+            select=_WITH_ROW_HASH,
+            seed=layout.seed,
+            hashes=hashes,
         )
         result: CursorResult[Any] | None = None
         try:
@@ -1015,9 +1062,15 @@ class _PostgresStampedRead(StampedRead):
 
 
 def _wrapped(query: str, select: str) -> str:
-    """`SELECT <select> FROM (query) AS q`, on lines of their own so that a comment ending
-    the query cannot swallow the parenthesis; a final semicolon is dropped."""
-    return f"SELECT {select} FROM (\n{query.strip().removesuffix(';')}\n) AS q"  # noqa: S608 - the configured query itself
+    """`SELECT <select> FROM (query) AS kravia_sync_q`, on lines of their own so that a
+    comment ending the query cannot swallow the parenthesis; a final semicolon is dropped."""
+    inner = query.strip().removesuffix(";")
+    return f"SELECT {select} FROM (\n{inner}\n) AS {_SUBQUERY}"  # noqa: S608 - the configured query itself
+
+
+def _today() -> date:
+    """Today in Europe/Oslo: `:today`, taken once per read."""
+    return datetime.now(ZoneInfo(TIMEZONE)).date()
 
 
 def _close(result: CursorResult[Any] | None) -> None:

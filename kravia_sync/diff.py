@@ -170,28 +170,27 @@ class SourceDiff:
         identities: Sequence[tuple[str, str] | None],
         looked_at: Mapping[str, CaseSummary | None],
         earlier: Iterable[str | None],
-    ) -> list[tuple[RecordStamp, Lookup]]:
+    ) -> list[tuple[RecordStamp | PaymentRecord | RecordError, Lookup]]:
         """The first phase of a stamped read, like `add_chunk`: count the stamps of unchanged
-        records in a quiet phase, add payments and errors, and return the other stamps with
-        their look-ups: their full records are to be `add`ed with them, in this order."""
+        records in a quiet phase, and return everything else with its look-up, in read order:
+        each stamp's full record is to be `add`ed with it, payments and errors as they are,
+        in this order (as a plain read would add them)."""
         firsts = iter(earlier)
-        wanted: list[tuple[RecordStamp, Lookup]] = []
+        rest: list[tuple[RecordStamp | PaymentRecord | RecordError, Lookup]] = []
         quiet = 0
         for stamp, identity in zip(stamps, identities, strict=True):
-            if not isinstance(stamp, RecordStamp):
-                self.add(stamp)
-            elif identity is None:
-                wanted.append((stamp, NOTHING_KNOWN))
+            if identity is None:
+                rest.append((stamp, NOTHING_KNOWN))
+                continue
+            aid, hashed = identity
+            first = next(firsts)
+            if first is None and aid not in looked_at:
+                quiet += 1
             else:
-                aid, hashed = identity
-                first = next(firsts)
-                if first is None and aid not in looked_at:
-                    quiet += 1
-                else:
-                    wanted.append((stamp, Lookup(aid, looked_at.get(aid), first, hashed)))
+                rest.append((stamp, Lookup(aid, looked_at.get(aid), first, hashed)))
         self.counts["read"] += quiet
         self.counts[Change.UNCHANGED.value] += quiet
-        return wanted
+        return rest
 
     def add(
         self, record: SourceRecord | PaymentRecord | RecordError, lookup: Lookup = NOTHING_KNOWN

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import threading
 import time
 import uuid
 from collections import Counter
@@ -21,8 +22,11 @@ from kravia_sync.committer import GroupCommitter, StateWriteError
 from kravia_sync.connector import (
     Connector,
     ConnectorError,
+    PaymentRecord,
+    RecordError,
     RecordStamp,
     SourceRecord,
+    StampedRead,
     load_connector,
 )
 from kravia_sync.diff import (
@@ -79,6 +83,7 @@ __all__ = [
 
 log = get_logger("kravia_sync.reconcile")
 _T = TypeVar("_T")
+_Stamped = RecordStamp | PaymentRecord | RecordError  # an item of a stamped read's first phase
 
 
 class Progress(Protocol):
@@ -603,14 +608,16 @@ class Reconciler:
         self, source: SourceConfig, connector: Connector, diff: SourceDiff
     ) -> tuple[SourceDiff, int, list[str]] | None:
         """The two-phase read where the connector offers one: stamps looked up in the state a
-        chunk at a time, then the full records of only those that need a look, added in read
-        order. None when the connector has none, when more than STAMPED_MAX_WANTED records
-        need a look (a first sync), or when the second phase misses a record of the first:
-        then the caller reads the source whole."""
+        chunk at a time; every STAMPED_BATCH items that need a look, the full records of those
+        stamps are fetched and everything is added in read order (duplicates are judged as in
+        a plain read). None when the connector has none, when more than STAMPED_MAX_BATCHES
+        batches are needed (a first sync: a plain read is cheaper), or when the second phase
+        misses a record of the first: then the caller reads the source whole."""
         stamped = connector.stamped_read()
         if stamped is None:
             return None
-        wanted: list[tuple[RecordStamp, Lookup]] = []
+        pending: list[tuple[_Stamped, Lookup]] = []
+        batches = 0
         with stamped, self.store.source_read(source.name) as state:
             for chunk in _chunked(stamped.stamps(), READ_CHUNK):
                 identities = [diff.identify(stamp) for stamp in chunk]
@@ -622,29 +629,52 @@ class Reconciler:
                     ],
                     quiet=QUIET_PHASES,
                 )
-                wanted.extend(diff.add_stamps(chunk, identities, looked_at, earlier))
-                if len(wanted) > STAMPED_MAX_WANTED:
+                pending.extend(diff.add_stamps(chunk, identities, looked_at, earlier))
+                if len(pending) < STAMPED_BATCH:
+                    continue
+                batches += 1
+                if batches > STAMPED_MAX_BATCHES:
                     log.info(
-                        "many records changed: reading the source whole",
+                        "many records to look at: reading the source whole",
                         source=source.name,
-                        changed_at_least=len(wanted),
+                        at_least=batches * STAMPED_BATCH,
                     )
                     return None
-            if wanted:
-                matched = _matched(wanted, stamped.records(_distinct(wanted)))
-                if isinstance(matched, str):
-                    log.warning(
-                        "a record of the first phase was not read again in the second (a "
-                        "volatile function such as random() or clock_timestamp() in the "
-                        "query?): reading the source whole",
-                        source=source.name,
-                        record=matched,
-                    )
+                if not self._add_full_records(source, diff, stamped, pending):
                     return None
-                for stamp, record, lookup in matched:
-                    diff.add(replace(record, key=stamp.key), lookup)
+                pending = []
+            if pending and not self._add_full_records(source, diff, stamped, pending):
+                return None
             gone, gone_settling = self._unseen(source, state)
         return diff, gone, gone_settling
+
+    @staticmethod
+    def _add_full_records(
+        source: SourceConfig,
+        diff: SourceDiff,
+        stamped: StampedRead,
+        pending: list[tuple[_Stamped, Lookup]],
+    ) -> bool:
+        """Fetch the full records of the pending stamps and add everything pending to the
+        diff in read order; False (nothing added) when a stamp finds no record."""
+        stamps = [item for item, _ in pending if isinstance(item, RecordStamp)]
+        records = _matched(stamps, stamped.records(_distinct(stamps))) if stamps else []
+        if isinstance(records, str):
+            log.warning(
+                "a record of the first phase was not read again in the second (a volatile "
+                "function such as random() or clock_timestamp() in the query?): reading the "
+                "source whole",
+                source=source.name,
+                record=records,
+            )
+            return False
+        full = iter(records)
+        for item, lookup in pending:
+            if isinstance(item, RecordStamp):
+                diff.add(replace(next(full), key=item.key), lookup)
+            else:
+                diff.add(item, lookup)
+        return True
 
     def _unseen(self, source: SourceConfig, state: SourceRead) -> tuple[int, list[str]]:
         """After a complete read: how many stored cases of the source it did not have, and
@@ -1156,9 +1186,11 @@ class Reconciler:
 
 
 READ_CHUNK = 2000  # records looked up in the state store together
-# A stamped read builds the full records of at most this many changed records (kept in
-# memory until matched); with more, the source is read whole instead.
-STAMPED_MAX_WANTED = 10_000
+# A stamped read fetches full records in batches of this many items that need a look (held
+# in memory until added), and reads the source whole instead when it would take more than
+# STAMPED_MAX_BATCHES of them (each batch runs the source's query once more).
+STAMPED_BATCH = 10_000
+STAMPED_MAX_BATCHES = 4
 STATUS_CURSOR = "status_cursor"  # meta key: when the last status pull-back began
 STATUS_DUE = "status_due"  # meta key: when the next pull-back in a pass is due
 # Phases of a case in Kravia, for the gone check (needs_review ones may be collecting too).
@@ -1176,48 +1208,64 @@ def _chunked(items: Iterator[_T], size: int) -> Iterator[list[_T]]:
         yield chunk
 
 
+_BULK_READS = threading.Lock()
+_bulk_depth = 0
+
+
 @contextlib.contextmanager
 def _bulk_reading() -> Iterator[None]:
     """While a source is read, the cyclic garbage collector leaves alone the objects that
     existed before (kravia-sync's and its libraries' own) and runs less often: a read makes
     a few short-lived objects per row, freed as it goes, and a read of a million rows would
-    otherwise spend a fifth of its time rescanning everything else. Restored afterwards."""
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
+    otherwise spend a fifth of its time rescanning everything else. Restored afterwards (by
+    the outermost of overlapping reads); a collector switched off stays off."""
+    global _bulk_depth  # noqa: PLW0603 - one process-wide setting, counted under a lock
+    with _BULK_READS:
+        _bulk_depth += 1
+        if _bulk_depth == 1:
+            thresholds = gc.get_threshold()
+            gc.freeze()
+            if thresholds[0]:
+                gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
+            _SAVED_THRESHOLDS[:] = thresholds
     try:
         yield
     finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
+        with _BULK_READS:
+            _bulk_depth -= 1
+            if _bulk_depth == 0:
+                gc.set_threshold(*_SAVED_THRESHOLDS)
+                gc.unfreeze()
 
 
-def _distinct(wanted: list[tuple[RecordStamp, Lookup]]) -> list[RecordStamp]:
+_SAVED_THRESHOLDS: list[int] = []
+
+
+def _distinct(stamps: list[RecordStamp]) -> list[RecordStamp]:
     """The stamps to ask full records for: one per digest."""
-    return list({stamp.digest: stamp for stamp, _ in wanted}.values())
+    return list({stamp.digest: stamp for stamp in stamps}.values())
 
 
 def _matched(
-    wanted: list[tuple[RecordStamp, Lookup]], records: Iterator[SourceRecord]
-) -> list[tuple[RecordStamp, SourceRecord, Lookup]] | str:
-    """Each wanted stamp with its full record and look-up, in the stamps' (read) order, so
-    that duplicates are judged as in a plain read. Records with the same digest are the same
-    row content, so any of them serves any of those stamps; a record nobody asked for is
-    passed over. A stamp left without a record (the source changed between the phases, which
-    one snapshot should prevent) is returned instead: its key."""
+    stamps: list[RecordStamp], records: Iterator[SourceRecord]
+) -> list[SourceRecord] | str:
+    """The full record of each stamp, in the stamps' order. Records with the same digest are
+    the same row content, so any of them serves any of those stamps; a record nobody asked
+    for is passed over. A stamp left without a record (the source changed between the
+    phases, which one snapshot should prevent) is returned instead: its key."""
     records_by_digest: dict[str, list[SourceRecord]] = {}
-    need = Counter(stamp.digest for stamp, _ in wanted)
+    need = Counter(stamp.digest for stamp in stamps)
     for record in records:
         digest = record.digest or ""
         found = records_by_digest.setdefault(digest, [])
         if len(found) < need[digest]:
             found.append(record)
-    matched: list[tuple[RecordStamp, SourceRecord, Lookup]] = []
-    for stamp, lookup in wanted:
+    matched: list[SourceRecord] = []
+    for stamp in stamps:
         candidates = records_by_digest.get(stamp.digest)
         if not candidates:
             return stamp.key
-        matched.append((stamp, candidates.pop(), lookup))
+        matched.append(candidates.pop())
     return matched
 
 

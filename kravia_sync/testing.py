@@ -520,7 +520,10 @@ class ConformanceKit:
         check = "stamped read"
         plain = self._read(self.count, check)
         raw, base_dir = self._source(self.count)
-        stamped = self._build(raw, base_dir, check).stamped_read()
+        try:
+            stamped = self._build(raw, base_dir, check).stamped_read()
+        except ConnectorError as exc:
+            _fail(check, f"stamped_read() failed on the sample: {exc}", "check stamped_read()")
         if stamped is None:
             return False
         fix = "stamps must describe the records read() yields: same key, ids, digest"

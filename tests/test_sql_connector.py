@@ -381,7 +381,7 @@ class TestFailures:
                 "read-only transaction": db.sql(
                     f"SELECT {columns}, {bump}(invoice_no) AS bumped FROM {{invoices}}"
                 ),
-                # a data-modifying WITH: refused too (streaming cursors cannot hold one)
+                # a data-modifying WITH: refused too (it cannot be a subquery, nor a cursor)
                 "data-modifying": db.sql(
                     "WITH u AS (UPDATE {invoices} SET balance = 1 WHERE invoice_no = '20001' "
                     f"RETURNING *) SELECT {columns} FROM u"
@@ -654,6 +654,57 @@ class TestStampedRead:
         assert again.counts["unchanged"] == len(SENT_INVOICES)
         assert sim.calls_total() == calls
 
+    def test_a_query_that_cannot_be_a_subquery_runs_as_written(
+        self, pg_db: Backend, sim: Sim, tmp_path: Path
+    ) -> None:
+        """A semicolon and then a comment end the query: it cannot be wrapped, so it runs as
+        written (one phase, digested here), with the same cases."""
+        query = pg_db.sql(QUERY, extra="") + ";  -- the end"
+        assert connector(pg_db, tmp_path, query=query).stamped_read() is None
+        config = sql_config(tmp_path, sim, fixture_settings(pg_db, query=query))
+
+        first = run_pass(config)
+        calls = sim.calls_total()
+        second = run_pass(config)
+
+        assert first.sources[0].status == "ok", first.sources[0].error
+        assert first.counts["new"] == len(SENT_INVOICES)
+        assert second.counts["unchanged"] == len(SENT_INVOICES)
+        assert sim.calls_total() == calls
+
+    def test_the_session_time_zone_is_part_of_the_digest(
+        self, pg_db: Backend, tmp_path: Path
+    ) -> None:
+        """A timestamptz hashes as an instant but reaches the record in the session's zone:
+        another zone must digest differently."""
+        query = pg_db.sql(QUERY, extra=", CAST('2026-01-01 23:30:00+00' AS timestamptz) AS at")
+        oslo = digests(connector(pg_db, tmp_path, query=query))
+        tokyo_url = f"{pg_db.url}?options=-c%20TimeZone%3DAsia/Tokyo"
+        tokyo = digests(connector(pg_db, tmp_path, query=query, url=tokyo_url))
+
+        assert oslo.keys() == tokyo.keys()
+        assert set(oslo.values()).isdisjoint(tokyo.values())
+
+    def test_a_case_insensitive_collation_turns_the_server_hash_off(
+        self, pg_db: Backend, tmp_path: Path
+    ) -> None:
+        """Under a nondeterministic collation text hashes ignoring case: with one in the
+        database, rows are digested here (where a change of case is seen)."""
+        collation = pg_db.sql("ks_ci_{invoices}")
+        pg_db.execute(
+            f"CREATE COLLATION {collation} "
+            "(provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
+        )
+        try:
+            assert connector(pg_db, tmp_path).stamped_read() is None
+            digested = digests(connector(pg_db, tmp_path))
+            assert all(len(digest or "") == 32 for digest in digested.values())  # blake2b here
+        finally:
+            pg_db.execute(f"DROP COLLATION IF EXISTS {collation}")
+        stamped = connector(pg_db, tmp_path).stamped_read()
+        assert stamped is not None
+        stamped.close()
+
     def test_a_volatile_query_falls_back_to_a_whole_read(
         self, pg_db: Backend, sim: Sim, tmp_path: Path
     ) -> None:
@@ -662,10 +713,12 @@ class TestStampedRead:
         query = pg_db.sql(QUERY, extra=", clock_timestamp() AS read_at")
         config = sql_config(tmp_path, sim, fixture_settings(pg_db, query=query))
 
-        first = run_pass(config)
+        with structlog.testing.capture_logs() as logs:
+            first = run_pass(config)
         calls = sim.calls_total()
         second = run_pass(config)
 
+        assert any("reading the source whole" in line["event"] for line in logs), logs
         assert first.sources[0].status == second.sources[0].status == "ok"
         assert first.counts["new"] == len(SENT_INVOICES)
         assert len(sim.cases()) == len(SENT_INVOICES)

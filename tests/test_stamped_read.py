@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Sim, invoice_record, run_pass, write_config
+from support import Sim, invoice_record, load, run_pass, write_config
 
 import kravia_sync.reconcile as reconcile_module
 from kravia_sync.connector import (
@@ -27,15 +27,23 @@ from kravia_sync.connector import (
     SourceRecord,
     StampedRead,
 )
+from kravia_sync.model import CallableDocument
 from kravia_sync.reconcile import RunSummary
+from kravia_sync.store import StateStore
+from kravia_sync.testing import minimal_pdf
 
 ROWS = 30
 
 
 class TableConnector(Connector):
-    """Invoice rows in memory, read plainly or in two phases, counting what it builds."""
+    """Invoice rows in memory (and payments and errors among them), read plainly or in two
+    phases, counting what it builds."""
 
-    def __init__(self, rows: list[dict[str, Any]], *, stamped: bool = True) -> None:
+    payments_default = "records"
+
+    def __init__(
+        self, rows: list[dict[str, Any] | PaymentRecord | RecordError], *, stamped: bool = True
+    ) -> None:
         super().__init__(ConnectorSettings(), base_dir=Path())
         self.rows = rows
         self.stamped = stamped
@@ -43,10 +51,13 @@ class TableConnector(Connector):
         self.asked: list[list[str]] = []  # the keys asked for in each second phase
         self.between_phases: list[dict[str, Any]] | None = None  # the rows phase two sees
 
+    def invoices(self, rows: list[Any] | None = None) -> list[dict[str, Any]]:
+        return [row for row in (rows or self.rows) if isinstance(row, dict)]
+
     def read(self) -> Iterator[SourceRecord | PaymentRecord | RecordError]:
         self.plain_reads += 1
         for row in self.rows:
-            yield record_of(row)
+            yield record_of(row) if isinstance(row, dict) else row
 
     def stamped_read(self) -> StampedRead | None:
         return TableRead(self) if self.stamped else None
@@ -58,17 +69,20 @@ class TableRead(StampedRead):
 
     def stamps(self) -> Iterator[RecordStamp | PaymentRecord | RecordError]:
         for row in self.connector.rows:
+            if not isinstance(row, dict):
+                yield row
+                continue
             yield RecordStamp(
                 key=key_of(row),
                 fields={"invoice_number": row.get("invoice_number")},
                 digest=digest_of(row),
-                has_document=False,
+                has_document=has_document(row),
             )
 
     def records(self, stamps: Sequence[RecordStamp]) -> Iterator[SourceRecord]:
         self.connector.asked.append(sorted(stamp.key for stamp in stamps))
         wanted = {stamp.digest for stamp in stamps}
-        rows = self.connector.between_phases or self.connector.rows
+        rows = self.connector.invoices(self.connector.between_phases)
         # In reverse: the engine must not depend on the order of the second phase.
         for row in reversed(rows):
             if digest_of(row) in wanted:
@@ -83,11 +97,34 @@ def key_of(row: dict[str, Any]) -> str:
     return f"invoice {row.get('invoice_number')} ({row['debtor_number']})"
 
 
+def has_document(row: dict[str, Any]) -> bool:
+    return int(row["debtor_number"][-1], 36) % 2 == 1
+
+
 def record_of(row: dict[str, Any]) -> SourceRecord:
-    return SourceRecord(key=key_of(row), fields=dict(row), digest=digest_of(row))
+    number = str(row.get("invoice_number"))
+    document = (
+        CallableDocument(f"{number}.pdf", lambda: minimal_pdf(number))
+        if has_document(row)
+        else None
+    )
+    return SourceRecord(key=key_of(row), fields=dict(row), document=document, digest=digest_of(row))
 
 
-def table(count: int = ROWS) -> list[dict[str, Any]]:
+def payment(payment_id: str, invoice: str, amount: str) -> PaymentRecord:
+    return PaymentRecord(
+        key=f"payment {payment_id}",
+        fields={
+            "payment_id": payment_id,
+            "kind": "payment",
+            "date": invoice_record(1)["invoice_date"],
+            "amount": amount,
+            "invoice_number": invoice,
+        },
+    )
+
+
+def table(count: int = ROWS) -> list[dict[str, Any] | PaymentRecord | RecordError]:
     return [invoice_record(30_000 + number) for number in range(count)]
 
 
@@ -101,9 +138,18 @@ def passes(
 def outcome(summary: RunSummary) -> dict[str, Any]:
     return {
         "counts": dict(summary.counts),
-        "problems": summary.problems,
+        "problems": summary.problems,  # in the order found
         "planned": sorted(map(repr, summary.planned)),
     }
+
+
+def stored(config: Path) -> dict[str, tuple[str, str, str]]:
+    """Each stored case's phase, record hash and record key."""
+    with StateStore(load(config).state_path) as store:
+        return {
+            aid: (case.phase.value, case.record_hash, case.record_key)
+            for aid, case in store.load_cases("files").items()
+        }
 
 
 @pytest.fixture
@@ -112,30 +158,51 @@ def config(tmp_path: Path, sim: Sim) -> Path:
 
 
 class TestStampedRead:
-    def test_the_plan_is_that_of_a_plain_read(
+    def test_passes_end_as_a_plain_read_ends(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sim: Sim
     ) -> None:
-        """New, duplicated, invalid and id-less rows: the same counts, problems and plan."""
-        rows = table()
-        rows[5]["invoice_number"] = rows[3]["invoice_number"]  # a duplicate pair
-        rows[7]["amount"] = "-5"  # invalid
-        rows[9]["invoice_number"] = ""  # no id at all
-        plans = []
+        """New, duplicated, invalid and id-less rows, payments and a record error, copies on
+        some: three passes with changes between them give the same counts, problems (in the
+        same order), plan and stored cases (hashes and keys) read plainly or in two phases."""
+
+        def scenario() -> list[dict[str, Any] | PaymentRecord | RecordError]:
+            rows = table()
+            rows[5] = {**rows[5], "invoice_number": rows[3]["invoice_number"]}  # duplicates
+            rows[7] = {**rows[7], "amount": "-5"}  # invalid
+            rows[9] = {**rows[9], "invoice_number": ""}  # no id at all
+            rows.insert(12, payment("P1", str(rows[2]["invoice_number"]), "100.00"))
+            rows.insert(15, RecordError("line 15", "amount", "not a number"))
+            return rows
+
+        outcomes: dict[bool, list[Any]] = {}
         for stamped in (True, False):
             directory = tmp_path / str(stamped)
             directory.mkdir()
+            rows = scenario()
             connector = TableConnector(rows, stamped=stamped)
             config = write_config(directory, sim.base_url)
-            plans.append(outcome(passes(monkeypatch, connector, config, dry_run=True)))
-            assert connector.plain_reads == (0 if stamped else 1)
+            seen = [outcome(passes(monkeypatch, connector, config, dry_run=True))]
+            seen.append(outcome(passes(monkeypatch, connector, config)))
+            seen.append(stored(config))
+            rows[4] = {**rows[4], "amount": "99999.50"}  # changed after registration
+            rows[7] = {**rows[7], "amount": "700.00"}  # valid now
+            del rows[20]  # gone
+            seen.append(outcome(passes(monkeypatch, connector, config)))
+            seen.append(outcome(passes(monkeypatch, connector, config)))
+            seen.append(stored(config))
+            outcomes[stamped] = seen
+            assert connector.plain_reads == (0 if stamped else 4)
 
-        assert plans[0] == plans[1]
-        problems = {problem["record"]: problem["field"] for problem in plans[0]["problems"]}
-        assert problems[key_of(rows[3])] == "accounting_invoice_id"
-        assert problems[key_of(rows[5])] == "accounting_invoice_id"
-        assert problems[key_of(rows[7])] == "amount"
-        assert key_of(rows[9]) in problems
-        assert plans[0]["counts"]["new"] == ROWS - 4
+        assert outcomes[True] == outcomes[False]
+        first_plan = outcomes[True][0]
+        rows = scenario()
+        # In read order: the duplicate (then the first of the pair), the invalid, the id-less,
+        # the record error.
+        expected = [key_of(rows[index]) for index in (5, 3, 7, 9)]  # type: ignore[arg-type]
+        assert [problem["record"] for problem in first_plan["problems"]] == [*expected, "line 15"]
+        assert first_plan["counts"]["new"] == ROWS - 4
+        assert outcomes[True][3]["counts"]["changed"] == 1
+        assert outcomes[True][3]["counts"]["gone"] == 1
 
     def test_an_unchanged_source_builds_no_record_and_a_change_builds_one(
         self, monkeypatch: pytest.MonkeyPatch, config: Path, sim: Sim
@@ -183,17 +250,39 @@ class TestStampedRead:
         assert summary.counts.get("new", 0) == 0
         assert len(sim.cases()) == 6
 
-    def test_many_changes_read_the_source_whole(
+    def test_full_records_come_in_batches_judged_in_read_order(
         self, monkeypatch: pytest.MonkeyPatch, config: Path, sim: Sim
     ) -> None:
-        monkeypatch.setattr(reconcile_module, "STAMPED_MAX_WANTED", 5)
+        """Chunks and batches of 4: a duplicate pair split across batches is refused whole."""
+        monkeypatch.setattr(reconcile_module, "READ_CHUNK", 4)
+        monkeypatch.setattr(reconcile_module, "STAMPED_BATCH", 4)
+        monkeypatch.setattr(reconcile_module, "STAMPED_MAX_BATCHES", 100)
+        rows = table()
+        rows[21] = {**rows[21], "invoice_number": rows[1]["invoice_number"]}
+        connector = TableConnector(rows)
+
+        summary = passes(monkeypatch, connector, config)
+
+        assert connector.plain_reads == 0
+        assert len(connector.asked) == 8  # 30 records, 4 at a time
+        refused = {problem["record"] for problem in summary.problems}
+        assert refused == {key_of(rows[1]), key_of(rows[21])}
+        assert summary.counts["new"] == ROWS - 2
+        assert len(sim.cases()) == ROWS - 2
+
+    def test_too_many_batches_read_the_source_whole(
+        self, monkeypatch: pytest.MonkeyPatch, config: Path, sim: Sim
+    ) -> None:
+        monkeypatch.setattr(reconcile_module, "READ_CHUNK", 5)
+        monkeypatch.setattr(reconcile_module, "STAMPED_BATCH", 5)
+        monkeypatch.setattr(reconcile_module, "STAMPED_MAX_BATCHES", 2)
         rows = table()
         connector = TableConnector(rows)
 
         summary = passes(monkeypatch, connector, config)
 
         assert connector.plain_reads == 1
-        assert connector.asked == []
+        assert len(connector.asked) == 2
         assert summary.counts["new"] == ROWS
         assert len(sim.cases()) == ROWS
 
