@@ -536,20 +536,7 @@ class ConformanceKit:
         except ConnectorError as exc:
             _fail(check, f"the sample's stamped read failed: {exc}", "check stamped_read()")
         records = plain.records
-        if [stamp.key for stamp in stamps] != [record.key for record in records]:
-            _fail(check, "the stamps' keys are not the plain read's record keys, in order", fix)
-        for stamp, record in zip(stamps, records, strict=True):
-            if stamp.digest != record.digest or not stamp.digest:
-                _fail(
-                    check,
-                    f"record {record.key}: the stamp's digest {stamp.digest!r} is not the "
-                    f"record's {record.digest!r}",
-                    f"{fix}; a stamped read needs digests on its records",
-                )
-            if stamp.has_document != (record.document is not None):
-                _fail(check, f"record {record.key}: has_document is {stamp.has_document}", fix)
-            if record_accounting_id(stamp.fields) != record_accounting_id(record.fields):
-                _fail(check, f"record {record.key}: the stamp carries other ids", fix)
+        _compare_stamps(check, stamps, records, fix)
         payments = [item.key for item in items if isinstance(item, PaymentRecord)]
         if payments != [item.key for item in plain.items if isinstance(item, PaymentRecord)]:
             _fail(check, "the stamps phase yields other payments than read()", fix)
@@ -584,6 +571,26 @@ class ConformanceKit:
         for item in read.items:
             _validate_item(check, item, read)
         return read
+
+
+def _compare_stamps(
+    check: str, stamps: list[RecordStamp], records: list[SourceRecord], fix: str
+) -> None:
+    """Each stamp describes the plain read's record at its place."""
+    if [stamp.key for stamp in stamps] != [record.key for record in records]:
+        _fail(check, "the stamps' keys are not the plain read's record keys, in order", fix)
+    for stamp, record in zip(stamps, records, strict=True):
+        if stamp.digest != record.digest or not stamp.digest:
+            _fail(
+                check,
+                f"record {record.key}: the stamp's digest {stamp.digest!r} is not the "
+                f"record's {record.digest!r}",
+                f"{fix}; a stamped read needs digests on its records",
+            )
+        if stamp.has_document != (record.document is not None):
+            _fail(check, f"record {record.key}: has_document is {stamp.has_document}", fix)
+        if record_accounting_id(stamp.fields) != record_accounting_id(record.fields):
+            _fail(check, f"record {record.key}: the stamp carries other ids", fix)
 
 
 def _validate_item(check: str, item: object, read: _Read) -> None:
