@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -116,6 +118,26 @@ def _write_payments(folder: Path, numbers: range) -> None:
     (folder / "payments.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def _payment_intents(state: Path) -> int:
+    """How many payment calls the journal holds intents of (read without locking)."""
+    with contextlib.closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM journal WHERE kind = 'intent' AND payment_id IS NOT NULL"
+        ).fetchone()
+    return int(count)
+
+
+def _wait_for_payment_intents(
+    state: Path, *, more_than: int, process: subprocess.Popen[bytes], timeout: float = 10.0
+) -> None:
+    """Until a payment call beyond the first `more_than` is journaled (or the run ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if _payment_intents(state) > more_than:
+            return
+        time.sleep(0.005)
+
+
 @pytest.mark.slow
 class TestKilledPayments:
     def test_sigkill_while_forwarding_payments_sends_each_exactly_once(
@@ -140,6 +162,7 @@ class TestKilledPayments:
         )
         state = tmp_path / "state" / "kravia-sync.db"
         left_unanswered = 0
+        intents = _payment_intents(state)
         for round_number in range(PAYMENT_ROUNDS):
             _write_payments(folder, range(1, (round_number + 1) * PAYMENTS_PER_ROUND + 1))
             process = subprocess.Popen(
@@ -149,9 +172,13 @@ class TestKilledPayments:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            time.sleep(0.7 + (round_number % 5) * 0.13)
+            # Killed as soon as this round's first payment call is journaled, or a few tens of
+            # milliseconds later (the calls take 60 ms): mid-call, whatever the machine's pace.
+            _wait_for_payment_intents(state, more_than=intents, process=process)
+            time.sleep((round_number % 4) * 0.02)
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+            intents = _payment_intents(state)
             left_unanswered += _unanswered_intents(state) > 0
         assert left_unanswered > 0, "no kill ever landed between an intent and its outcome"
         sim.simulator.faults = Faults()
