@@ -48,6 +48,7 @@ from kravia_sync.kravia import (
 from kravia_sync.lifecycle import (
     IN_KRAVIA_PHASES,
     CaseState,
+    CaseSummary,
     Decision,
     Phase,
     Step,
@@ -591,16 +592,7 @@ class Reconciler:
         """The plain read: every record built, looked up in the state a chunk at a time."""
         with self.store.source_read(source.name) as state:
             for chunk in _chunked(connector.read(), READ_CHUNK):
-                identities = [diff.identify(record) for record in chunk]
-                looked_at, earlier = state.triage(
-                    [
-                        (identity[0], record.key, identity[1])
-                        for record, identity in zip(chunk, identities, strict=True)
-                        if identity is not None
-                    ],
-                    quiet=QUIET_PHASES,
-                )
-                diff.add_chunk(chunk, identities, looked_at, earlier)
+                diff.add_chunk(chunk, *_triaged(diff, state, chunk))
             gone, gone_settling = self._unseen(source, state)
         return diff, gone, gone_settling
 
@@ -620,16 +612,7 @@ class Reconciler:
         batches = 0
         with stamped, self.store.source_read(source.name) as state:
             for chunk in _chunked(stamped.stamps(), READ_CHUNK):
-                identities = [diff.identify(stamp) for stamp in chunk]
-                looked_at, earlier = state.triage(
-                    [
-                        (identity[0], stamp.key, identity[1])
-                        for stamp, identity in zip(chunk, identities, strict=True)
-                        if identity is not None
-                    ],
-                    quiet=QUIET_PHASES,
-                )
-                pending.extend(diff.add_stamps(chunk, identities, looked_at, earlier))
+                pending.extend(diff.add_stamps(chunk, *_triaged(diff, state, chunk)))
                 if len(pending) < STAMPED_BATCH:
                     continue
                 batches += 1
@@ -1239,6 +1222,25 @@ def _bulk_reading() -> Iterator[None]:
 
 
 _SAVED_THRESHOLDS: list[int] = []
+
+
+def _triaged(
+    diff: SourceDiff,
+    state: SourceRead,
+    chunk: list[SourceRecord | PaymentRecord | RecordError] | list[_Stamped],
+) -> tuple[list[tuple[str, str] | None], dict[str, CaseSummary | None], list[str | None]]:
+    """Each item's identity, and what the state says of the identified ones (see
+    `SourceRead.triage`)."""
+    identities = [diff.identify(item) for item in chunk]
+    looked_at, earlier = state.triage(
+        [
+            (identity[0], item.key, identity[1])
+            for item, identity in zip(chunk, identities, strict=True)
+            if identity is not None
+        ],
+        quiet=QUIET_PHASES,
+    )
+    return identities, looked_at, earlier
 
 
 def _distinct(stamps: list[RecordStamp]) -> list[RecordStamp]:
