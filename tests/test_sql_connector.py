@@ -42,6 +42,7 @@ from sql_fixture import (
 )
 from support import Sim, cli_env, load, run_cli, run_pass, write_config
 
+import kravia_sync.reconcile as reconcile_module
 from connectors.sql import EXAMPLE_SETTINGS, SqlConnector, SqlSettings, parse_money_text
 from kravia_sync.connector import ConnectorError, RecordStamp, SourceRecord, StampedRead
 from kravia_sync.model import Invoice, parse_date
@@ -637,6 +638,26 @@ class TestStampedRead:
         assert sorted(built) == sorted([*not_sent, "invoice 20001"])
         assert third.counts["changed"] == 1
         assert sim.calls_total() == calls
+
+    def test_batches_of_full_rows_are_fetched_while_the_stamps_stream(
+        self, pg_db: Backend, sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Tiny chunks and batches: the second phase runs again and again while the first
+        phase's server-side cursor is still open, in the same transaction; the cases are those
+        of a plain read."""
+        monkeypatch.setattr(reconcile_module, "READ_CHUNK", 2)
+        monkeypatch.setattr(reconcile_module, "STAMPED_BATCH", 2)
+        monkeypatch.setattr(reconcile_module, "STAMPED_MAX_BATCHES", 100)
+        config = sql_config(tmp_path, sim, fixture_settings(pg_db, fetch_size=1))
+
+        summary = run_pass(config)
+
+        assert summary.sources[0].status == "ok", summary.sources[0].error
+        assert summary.counts["new"] == len(SENT_INVOICES)
+        assert len(sim.cases()) == len(SENT_INVOICES)
+        stored = quarantined(config)
+        assert stored[f"invoice {BAD_INVOICE}"]["field"] == "organization_number"
+        assert stored[f"invoice {WAITING_INVOICE}"]["kind"] == "waiting"
 
     def test_a_column_the_server_cannot_hash_is_read_whole(
         self, pg_db: Backend, sim: Sim, tmp_path: Path
