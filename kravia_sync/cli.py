@@ -25,6 +25,7 @@ from kravia_sync.kravia import Failure, KraviaClient, KraviaError
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES
 from kravia_sync.logging import configure_logging, redact, register_secrets
 from kravia_sync.reconcile import PlannedAction, Reconciler, RunSummary, build_connector
+from kravia_sync.resolve import ResolveError, resolve_case, resolve_payment
 from kravia_sync.settings import (
     DEFAULT_CONFIG,
     TOKEN_ENV,
@@ -49,6 +50,21 @@ EXIT_DONE = 0
 EXIT_FAILED = 1
 EXIT_PENDING = 2  # plan: changes pending
 EXIT_ATTENTION = 3  # reconcile: done, but records are quarantined, need review or were deferred
+# What `plan` shows as work a pass would do (exit 2): calls, and decisions it would write.
+# Waits, holds, policy refusals and approvals are not: a pass would do nothing about them.
+PENDING_STEPS = frozenset(
+    {
+        "register",
+        "upload",
+        "start",
+        "lookup",
+        "verify_upload",
+        "verify_start",
+        "verify_adopted",
+        "adopt",
+        "needs_review",
+    }
+)
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="The configuration file.", show_default=True)
@@ -71,7 +87,7 @@ class FailedError(Exception):
 def _user_errors() -> Iterator[None]:
     try:
         yield
-    except (ConfigError, SchemaError, LeaseHeldError, FailedError) as exc:
+    except (ConfigError, SchemaError, LeaseHeldError, FailedError, ResolveError) as exc:
         err.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False, markup=True)
         raise typer.Exit(EXIT_FAILED) from None
 
@@ -154,7 +170,12 @@ def print_summary(summary: RunSummary, console: Console = out) -> None:
         "unchanged": "unchanged",
         "new": "new invoices",
         "registered": "registered in Kravia",
-        "adopted": "adopted after a lost answer",
+        "adopted": "adopted (Kravia already had the case)",
+        "register_deferred": "registers deferred (Kravia's search could not be read)",
+        "conflicts": "not sent: changed in the state store meanwhile",
+        "gated_held": "not sent: held",
+        "gated_waiting": "not sent: no longer eligible (policy)",
+        "gated_invalid": "not sent: the copy cannot be sent",
         "documented": "invoice copies uploaded",
         "started": "collection started",
         "awaiting_approval": "awaiting approval (start = manual)",
@@ -232,16 +253,24 @@ def plan(
         settings = _settings(config, secrets_dir)
         with StateStore(settings.state_path) as store:
             summary = asyncio.run(Reconciler(settings, store).run(dry_run=True))
-    actions = [a for a in summary.planned if a.step != "none"]
+    actions = [a for a in summary.planned if a.step in PENDING_STEPS]
     awaiting = [a for a in summary.planned if a.step == "none" and "awaiting approval" in a.detail]
+    waiting = [a for a in summary.planned if a.step not in PENDING_STEPS and a.step != "none"]
     if as_json:
         payload = summary.as_dict() | {
             "actions": [dataclasses.asdict(a) for a in actions],
             "awaiting_approval": [dataclasses.asdict(a) for a in awaiting],
+            "not_now": [dataclasses.asdict(a) for a in waiting],
         }
         sys.stdout.write(redact(json.dumps(payload, indent=2)) + "\n")
     else:
         _print_plan(summary, actions, awaiting)
+        for action in waiting:
+            out.print(
+                f"[yellow]{action.step}[/] {action.source} {action.invoice_number}: "
+                f"{action.detail}",
+                highlight=False,
+            )
     if summary.status == "failed":
         raise typer.Exit(EXIT_FAILED)
     pending = actions or summary.counts.get("payments_to_forward")
@@ -647,7 +676,8 @@ def unlock(
     config: ConfigOption = DEFAULT_CONFIG,
     secrets_dir: SecretsOption = None,
 ) -> None:
-    """Show the writer lease; with --force, remove it (only when its holder is really gone)."""
+    """Show the writer lease; with --force, remove it (refused while its holder runs on this
+    machine)."""
     with _user_errors():
         settings = _settings(config, secrets_dir)
         with StateStore(settings.state_path) as store:
@@ -658,8 +688,59 @@ def unlock(
             if not force:
                 out.print(f"lease held by {lease['holder']} until {lease['expires_at']}")
                 raise typer.Exit(EXIT_FAILED)
-            store.force_unlock()
-            out.print(f"removed the lease held by {lease['holder']}")
+            try:
+                store.force_unlock()
+            except LeaseHeldError:
+                raise FailedError(
+                    f"the lease holder ({lease['holder']}) is still running on this machine: "
+                    "stop it (or wait for it to finish); --force only removes the lease of a "
+                    "process that is gone"
+                ) from None
+            out.print(
+                f"removed the lease held by {lease['holder']}. If that process still runs "
+                "elsewhere it can no longer write: its next write is refused (its calls in "
+                "flight are settled by the next pass)",
+                highlight=False,
+            )
+
+
+@app.command()
+def resolve(
+    invoice: Annotated[
+        str | None,
+        typer.Argument(help="Invoice number or accountingInvoiceId of a parked case."),
+    ] = None,
+    decision: Annotated[
+        str,
+        typer.Option(
+            "--as",
+            help="Cases: 'new' (Kravia has no case for it: send it from the start) or "
+            "'kravia:ID' (it is Kravia's case ID: continue that one). Payments: 'sent' (it "
+            "reached Kravia) or 'new' (it did not: send it).",
+        ),
+    ] = "",
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the journal).")] = "",
+    payment: Annotated[
+        str | None, typer.Option("--payment", help="Resolve this payment or credit note id.")
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    secrets_dir: SecretsOption = None,
+) -> None:
+    """Settle a case (or payment) the engine parked for a person: rejected or needs_review.
+    The decision is journaled with your reason; the next pass carries it out."""
+    with _user_errors():
+        settings = _settings(config, secrets_dir)
+        if not reason.strip():
+            raise FailedError('a resolution needs a reason: --reason "…"')
+        if (invoice is None) == (payment is None):
+            raise FailedError("name one case (INVOICE) or one payment (--payment ID)")
+        with StateStore(settings.state_path) as store:
+            if payment is not None:
+                line = resolve_payment(store, payment, decision, reason.strip(), _operator())
+            else:
+                assert invoice is not None  # noqa: S101 - checked above
+                line = resolve_case(store, invoice, decision, reason.strip(), _operator())
+    out.print(line, highlight=False)
 
 
 @app.command()

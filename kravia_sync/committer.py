@@ -2,9 +2,11 @@
 
 Every remote call needs its intent to be durable before it is sent. With 16 calls in flight,
 committing each intent on its own would cost 16 fsyncs where one does: callers submit their
-writes, and one writer commits whatever has queued up since its last transaction, in order, on
-a single database thread. Outcomes need not be waited for: the next intent of the same case
-is queued behind its outcome, so it can only be durable once the outcome is.
+writes (`CaseWrite`), and one writer commits whatever has queued up since its last
+transaction, in order, on a single database thread; each caller learns its write's result
+(written, or refused: a conflict, a hold, a lost lease). Outcomes need not be waited for: the
+next intent of the same case is queued behind its outcome, so it can only be durable once the
+outcome is.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Self
 
-from kravia_sync.lifecycle import CaseState
-from kravia_sync.store import JournalEntry, StateStore
+from kravia_sync.store import CaseWrite, StateStore, WriteResult
 
 __all__ = ["GroupCommitter", "StateWriteError"]
 
@@ -26,9 +27,8 @@ class StateWriteError(RuntimeError):
 
 @dataclass(slots=True)
 class _Pending:
-    case: CaseState | None
-    entry: JournalEntry | None
-    done: asyncio.Future[None]
+    write: CaseWrite
+    done: asyncio.Future[WriteResult]
 
 
 class GroupCommitter:
@@ -54,23 +54,23 @@ class GroupCommitter:
             await self._task
         self._executor.shutdown(wait=True)
 
-    def submit(
-        self, case: CaseState | None = None, entry: JournalEntry | None = None
-    ) -> asyncio.Future[None]:
-        """Queue a write; the future completes once it is committed."""
+    def submit(self, write: CaseWrite) -> asyncio.Future[WriteResult]:
+        """Queue a write; the future completes with its result once it is committed."""
         if self._closing:
             raise StateWriteError("the state store is closed after a failed write")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
-        self._queue.append(_Pending(case, entry, future))
+        self._queue.append(_Pending(write, future))
         self._wakeup.set()
         return future
 
-    async def commit(
-        self, case: CaseState | None = None, entry: JournalEntry | None = None
-    ) -> None:
-        """Queue a write and wait until it is durable."""
-        await self.submit(case, entry)
+    async def commit(self, write: CaseWrite) -> WriteResult:
+        """Queue a write and wait until it is durable; its result."""
+        return await self.submit(write)
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is durable."""
+        await self.submit(CaseWrite())
 
     async def _run(self) -> None:
         while True:
@@ -84,11 +84,12 @@ class GroupCommitter:
 
     async def _commit(self, batch: list[_Pending]) -> bool:
         """Commit one batch; on failure, fail it and everything queued behind it."""
-        cases = [item.case for item in batch if item.case is not None]
-        entries = [item.entry for item in batch if item.entry is not None]
+        writes = [item.write for item in batch]
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._store.write_batch, cases, entries)
+            results = await loop.run_in_executor(
+                self._executor, self._store.commit_case_writes, writes
+            )
         except Exception as exc:
             failure = StateWriteError(f"the state store could not be written: {exc}")
             # Nothing queued after a failed write may be sent: fail it all.
@@ -99,13 +100,13 @@ class GroupCommitter:
             self._queue = []
             return False
         self.transactions += 1
-        for item in batch:
+        for item, result in zip(batch, results, strict=True):
             if not item.done.done():
-                item.done.set_result(None)
+                item.done.set_result(result)
         return True
 
 
-def _retrieve(future: asyncio.Future[None]) -> None:
+def _retrieve(future: asyncio.Future[WriteResult]) -> None:
     """Mark an outcome's failure as seen; the next intent (awaited) reports it."""
     if not future.cancelled():
         future.exception()

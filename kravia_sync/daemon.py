@@ -30,12 +30,13 @@ from typing import Any
 
 from kravia_sync.health import HealthServer
 from kravia_sync.kravia import KraviaClient, backoff_delay
+from kravia_sync.lease import LeaseKeeper
 from kravia_sync.logging import get_logger, redact
 from kravia_sync.metrics import Metrics
 from kravia_sync.reconcile import Reconciler
 from kravia_sync.scheduling import Schedule, Scheduler, parse_schedule
 from kravia_sync.settings import ConfigError, Settings
-from kravia_sync.store import QUARANTINE, LeaseHeldError, StateStore, utc_now
+from kravia_sync.store import QUARANTINE, LeaseHeldError, LeaseLostError, StateStore, utc_now
 
 __all__ = ["Daemon", "run_daemon"]
 
@@ -80,6 +81,7 @@ class Daemon:
         self._current: Reconciler | None = None
         self._pass_task: asyncio.Task[None] | None = None
         self._lease_held = False
+        self._keeper: LeaseKeeper | None = None
         self._cut_off = False
         self._store: StateStore | None = None
         self._scheduler: Scheduler | None = None
@@ -137,11 +139,13 @@ class Daemon:
         finally:
             scheduler.shutdown()
             self._scheduler = None
-            if self._lease_held:
+            if self._keeper is not None:
+                keeper, self._keeper = self._keeper, None
                 with contextlib.suppress(Exception):
-                    await asyncio.to_thread(store.release_lease)
+                    await asyncio.to_thread(keeper.release)
+                if self._lease_held:
+                    log.info("writer lease released")
                 self._lease_held = False
-                log.info("writer lease released")
             await self.http.stop()
 
     def request_stop(self) -> None:
@@ -184,13 +188,20 @@ class Daemon:
 
     # --- the lease ----------------------------------------------------------------------------
     async def _take_lease(self, store: StateStore) -> bool:
-        """Wait until the writer lease is ours (True) or a stop is requested (False)."""
+        """Wait until the writer lease is ours (True) or a stop is requested (False). It is
+        then renewed from a thread of its own until released or taken over."""
         ttl = timedelta(seconds=self.settings.state.lease_seconds)
         poll = min(ttl.total_seconds() / 4, 5.0)
         said: str | None = None
+        loop = asyncio.get_running_loop()
+
+        def lost(why: str) -> None:
+            loop.call_soon_threadsafe(self._lose_lease, why)
+
+        keeper = LeaseKeeper(store, ttl=ttl, clock=utc_now, on_lost=lost)
         while not self._stop.is_set():
             try:
-                holder = await asyncio.to_thread(store.acquire_lease, ttl=ttl, now=utc_now())
+                holder = await asyncio.to_thread(keeper.acquire)
             except LeaseHeldError as exc:
                 if said != str(exc):
                     lease = store.current_lease() or {}
@@ -204,6 +215,7 @@ class Daemon:
             except Exception as exc:  # a busy or unreachable store: try again
                 log.warning("could not take the writer lease", error=redact(str(exc)))
             else:
+                self._keeper = keeper
                 self._lease_held = True
                 self._lease_lost.clear()
                 self.metrics.lease.set(1)
@@ -213,24 +225,15 @@ class Daemon:
                 await asyncio.wait_for(self._stop.wait(), timeout=poll)
         return False
 
-    async def _heartbeat(self, store: StateStore) -> None:
-        """Keep the lease between passes (a pass renews it too); notice when it is lost."""
-        ttl = timedelta(seconds=self.settings.state.lease_seconds)
-        while True:
-            await asyncio.sleep(ttl.total_seconds() / 3)
-            try:
-                ours = await asyncio.to_thread(store.renew_lease, ttl=ttl, now=utc_now())
-            except Exception as exc:
-                log.warning("could not renew the writer lease", error=redact(str(exc)))
-                continue
-            if not ours:
-                self._lose_lease("the lease expired and another process took it")
-                return
-
     def _lose_lease(self, why: str) -> None:
         if not self._lease_held:
             return
         log.error("writer lease lost: pausing until it can be taken again", reason=why)
+        if self._current is not None:
+            self._current.request_stop()  # its writes are fenced off already
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None
         self._lease_held = False
         self.metrics.lease.set(0)
         self._lease_lost.set()
@@ -272,7 +275,6 @@ class Daemon:
 
     async def _work(self, store: StateStore, scheduler: Scheduler) -> None:
         """Run passes from the queue while the lease is ours and no stop is requested."""
-        heartbeat = asyncio.create_task(self._heartbeat(store))
         scheduler.set_jobs({name: self._schedule(name) for name in self.sources})
         if scheduler.running:
             scheduler.resume()
@@ -297,9 +299,6 @@ class Daemon:
                 finally:
                     self._pass_task = None
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
             if scheduler.running:
                 scheduler.pause()
             self._queued.clear()
@@ -320,10 +319,10 @@ class Daemon:
                 reconciler = Reconciler(settings, store, client=client)
                 self._current = reconciler
                 try:
-                    if self._stop.is_set():
+                    if self._stop.is_set() or self._keeper is None:
                         return
                     summary = await reconciler.run(
-                        sources=[name], command="daemon", keep_lease=True
+                        sources=[name], command="daemon", lease=self._keeper
                     )
                 finally:
                     self._current = None
@@ -334,7 +333,7 @@ class Daemon:
             error = summary.error or next(
                 (s.error for s in summary.sources if s.error is not None), None
             )
-        except LeaseHeldError as exc:  # another process took the lease while we were away
+        except (LeaseHeldError, LeaseLostError) as exc:  # another process took the lease over
             self._lose_lease(str(exc))
             return
         except Exception as exc:  # one source's trouble never stops the daemon

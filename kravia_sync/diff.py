@@ -12,10 +12,11 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from kravia_sync.connector import PaymentRecord, RecordError, RecordStamp, SourceRecord
+from kravia_sync.gate import RefusalKind, hold_reason, judge
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase, Step
 from kravia_sync.model import InvalidRecordError, Invoice
 from kravia_sync.payments import Payment, derived_payment
-from kravia_sync.plan import Change, assess, ineligibility, record_hash, source_id
+from kravia_sync.plan import Change, assess, record_hash, source_id
 from kravia_sync.settings import PolicySettings, SourceConfig
 from kravia_sync.store import QuarantineEntry
 
@@ -47,6 +48,10 @@ class WorkItem:
     case: CaseState
     invoice: Invoice | None
     change: Change
+    # Whether the invoice's copy was read and checked in this pass, and why it cannot be sent
+    # (None: it can, or there is none).
+    copy_checked: bool = False
+    copy_problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +103,7 @@ class SourceDiff:
         self.payments_mode = payments or source.payments or "amount_drops"
         self.policy = policy
         self.now = now
+        self.today = now.astimezone(ZoneInfo(policy.timezone)).date()
         self.check_document = check_document
         self.counts: Counter[str] = Counter()
         self.quarantine: dict[str, QuarantineEntry] = {}
@@ -202,7 +208,27 @@ class SourceDiff:
             self._reject(QuarantineEntry(record.key, "invalid", record.field, record.reason))
         else:
             self.counts["read"] += 1
-            self._add_invoice(record, lookup)
+            try:
+                self._add_invoice(record, lookup)
+            except Exception as exc:  # bad input is data: one record never stops the rest
+                self._unjudgeable(record.key, lookup.aid, exc)
+
+    def _unjudgeable(self, key: str, aid: str | None, exc: Exception) -> None:
+        """A record whose judgement failed unexpectedly: quarantined with the reason; any
+        state kept for it in this read is dropped, so nothing is sent for it."""
+        if aid is not None:
+            self._valid.pop(aid, None)
+            self._items.pop(aid, None)
+        self._reject(
+            QuarantineEntry(
+                key,
+                "invalid",
+                "record",
+                f"the record could not be judged ({type(exc).__name__}: {exc}); correct it in "
+                "the source",
+                aid,
+            )
+        )
 
     def _add_invoice(self, record: SourceRecord, lookup: Lookup) -> None:
         aid = lookup.aid or source_id(record.fields, self.source.id_prefix)
@@ -292,58 +318,40 @@ class SourceDiff:
             return None
         return invoice
 
-    def _hold(self, invoice: Invoice) -> str | None:
-        """The reason an operator holds `invoice`, or None."""
-        if not self.holds:
-            return None
-        reason = self.holds.get(invoice.accounting_invoice_id)
-        return reason if reason is not None else self.holds.get(invoice.invoice_number)
-
     def _may_register(self, invoice: Invoice, key: str) -> bool:
-        """The policy, holds and the invoice copy allow a new invoice to be sent."""
-        held = self._hold(invoice)
-        if held is not None:
-            self._reject(
-                QuarantineEntry(
-                    key,
-                    "held",
-                    "hold",
-                    f"on hold: {held} (kravia-sync release to let it go)",
-                    invoice.accounting_invoice_id,
-                    invoice.invoice_number,
-                )
+        """The gate for a new invoice: the policy, holds and its copy allow it to be sent."""
+        return self._gate(Step.REGISTER, None, invoice, key)
+
+    def _gate(self, step: Step, case: CaseState | None, invoice: Invoice, key: str) -> bool:
+        """Whether the gate lets `step` go for this invoice now; if not, the record is
+        quarantined as held, waiting or invalid with the gate's reason. (Asked again at the
+        moment of the call.)"""
+
+        def copy_problem() -> str | None:
+            return None if self.check_document is None else self.check_document(invoice)
+
+        refusal = judge(
+            step,
+            case,
+            invoice,
+            policy=self.policy,
+            today=self.today,
+            hold=hold_reason(self.holds, invoice),
+            copy_problem=copy_problem,
+        )
+        if refusal is None or refusal.kind is RefusalKind.APPROVAL:
+            return True
+        self._reject(
+            QuarantineEntry(
+                key,
+                refusal.kind.value,
+                refusal.field,
+                refusal.reason,
+                invoice.accounting_invoice_id,
+                invoice.invoice_number,
             )
-            return False
-        today = self.now.astimezone(ZoneInfo(self.policy.timezone)).date()
-        waiting = ineligibility(invoice, self.policy, today)
-        if waiting is not None:
-            field = "due_date" if waiting.startswith("due") else "amount"
-            self._reject(
-                QuarantineEntry(
-                    key,
-                    "waiting",
-                    field,
-                    waiting,
-                    invoice.accounting_invoice_id,
-                    invoice.invoice_number,
-                )
-            )
-            return False
-        if invoice.document is not None and self.check_document is not None:
-            problem = self.check_document(invoice)
-            if problem is not None:
-                self._reject(
-                    QuarantineEntry(
-                        key,
-                        "invalid",
-                        "document",
-                        problem,
-                        invoice.accounting_invoice_id,
-                        invoice.invoice_number,
-                    )
-                )
-                return False
-        return True
+        )
+        return False
 
     def wanted_cases(self) -> list[str]:
         """The stored cases `finish` needs in full: those of the kept records, and those of
@@ -365,7 +373,7 @@ class SourceDiff:
         `claimed`: new ids already taken by another source earlier in this pass.
         """
         taken = claimed or {}
-        for aid, valid in self._valid.items():
+        for aid, valid in list(self._valid.items()):
             owner = taken.get(aid)
             if aid not in self._known and owner is not None and owner != self.source.name:
                 self._reject(
@@ -380,11 +388,22 @@ class SourceDiff:
                     )
                 )
                 continue
-            self._assess(valid, known.get(aid))
+            try:
+                self._assess(valid, known.get(aid))
+            except Exception as exc:  # bad input is data: one record never stops the rest
+                self._unjudgeable(valid.key, aid, exc)
         self.counts["gone"] += gone
         for case in [*(known[aid] for aid in self._settle if aid in known), *gone_settling]:
             if case.accounting_invoice_id not in self._items:
                 self._items[case.accounting_invoice_id] = WorkItem(case, None, Change.PENDING)
+
+    def stored(self, cases: Iterable[CaseState]) -> None:
+        """The `updates` as the state store wrote them (each at its new revision): the work
+        items carry those from now on."""
+        for case in cases:
+            item = self._items.get(case.accounting_invoice_id)
+            if item is not None:
+                item.case = case
 
     def new_ids(self) -> list[str]:
         """The ids this read would register for the first time."""
@@ -407,23 +426,42 @@ class SourceDiff:
         if assessment.write:
             self.updates.append(assessment.case)
         if assessment.dropped_from is not None and self.payments_mode == "amount_drops":
-            today = self.now.astimezone(ZoneInfo(self.policy.timezone)).date()
             drop = derived_payment(
                 valid.invoice.accounting_invoice_id,
                 assessment.dropped_from,
                 valid.invoice.amount,
-                on=today,
+                on=self.today,
                 since=""
                 if existing is None or existing.changed_at is None
                 else existing.changed_at.isoformat(),
             )
             self.payments.append((valid.key, drop))
             self.counts["amount_drops"] += 1
-        if assessment.case.phase in ATTENTION_PHASES:
-            self.counts[assessment.case.phase.value] += 1
-        elif assessment.case.phase not in SETTLING_PHASES and self._hold(valid.invoice) is not None:
-            self.counts["held"] += 1  # no register, upload or start while on hold
-        elif assessment.case.phase is not Phase.STARTED:
+        case = assessment.case
+        if case.phase in ATTENTION_PHASES:
+            self.counts[case.phase.value] += 1
+        elif case.phase is Phase.STARTED:
+            return
+        elif case.phase in SENDS_NEXT and not self._gate(
+            _sending_step(case), case, valid.invoice, valid.key
+        ):
+            return  # re-judged each pass, and again at the moment of any call
+        else:
             self._items[valid.invoice.accounting_invoice_id] = WorkItem(
-                assessment.case, valid.invoice, assessment.change
+                case,
+                valid.invoice,
+                assessment.change,
+                copy_checked=self.check_document is not None and case.phase in SENDS_NEXT,
             )
+
+
+# Phases whose next step sends something to Kravia (see `_sending_step`).
+SENDS_NEXT = frozenset({Phase.NEW, Phase.REGISTERED, Phase.DOCUMENTED})
+
+
+def _sending_step(case: CaseState) -> Step:
+    if case.phase is Phase.NEW:
+        return Step.REGISTER
+    if case.phase is Phase.REGISTERED and case.has_document:
+        return Step.UPLOAD
+    return Step.START

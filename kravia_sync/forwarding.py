@@ -30,9 +30,11 @@ from kravia_sync.kravia import (
     payment_recorded,
 )
 from kravia_sync.kravia import PaymentKind as RecordedKind
+from kravia_sync.lease import LeaseKeeper
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState, Phase
 from kravia_sync.logging import redact
 from kravia_sync.payments import (
+    LineEvidence,
     PaymentKind,
     PaymentLine,
     PaymentPhase,
@@ -41,6 +43,7 @@ from kravia_sync.payments import (
     clamp_lines,
     explain_by_payouts,
     next_payment_step,
+    payment_arrived,
 )
 from kravia_sync.store import JournalEntry, StateStore
 
@@ -74,12 +77,14 @@ class PaymentForwarder:
         settle: timedelta,
         retry_in: Callable[[int], timedelta],
         run_id: int | None,
+        lease: LeaseKeeper | None = None,
         max_inline_wait: float = 0.0,
         max_waits: int = 0,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.client = client
+        self.lease = lease  # None: a store that holds no lease (tests of the forwarder alone)
         self.clock = clock
         self.settle = settle
         self.retry_in = retry_in
@@ -97,8 +102,8 @@ class PaymentForwarder:
             try:
                 final = await self._drive(payment, outcome)
             except KraviaError as error:  # a details read failed: try again next pass
-                if error.failure is Failure.AUTH:
-                    raise AuthRefusedError(f"Kravia refused the token: {error}") from None
+                if error.failure.stops_pass:
+                    raise AuthRefusedError(error.stop_reason("details")) from None
                 outcome.counts["payments_deferred"] += 1
                 log.warning(
                     "payment deferred", payment_id=payment.payment_id, error=redact(str(error))
@@ -161,6 +166,15 @@ class PaymentForwarder:
         case_updates: list[CaseState] = []
         notes: list[str] = []
         if payment.derived:
+            unknown = _unknown_money(standings)
+            if unknown is not None:
+                # Money of a type we cannot read could be Kravia's own payout: never sent
+                # back on a guess.
+                review = replace(
+                    payment, phase=PaymentPhase.NEEDS_REVIEW, updated_at=now, note=unknown
+                )
+                self.store.write_payments([review], [])
+                return review
             lines, case_updates, notes = await self._explain(payment, cases, standings)
         remaining = {aid: standing.remaining_capital for aid, standing in standings.items()}
         clamped, clamp_notes = clamp_lines(lines, remaining)
@@ -180,7 +194,6 @@ class PaymentForwarder:
             self.store.write_payments([final], [], case_notes=_payouts(case_updates))
             return final
         attempt_id = uuid.uuid4().hex
-        operation = payment.kind.value
         pending = replace(
             payment,
             lines=clamped,
@@ -190,33 +203,55 @@ class PaymentForwarder:
             updated_at=now,
             note="; ".join(notes) or payment.note,
         )
-        amounts = ", ".join(f"{line.sent} on {line.accounting_invoice_id}" for line in clamped)
+        return await self._transmit(payment, pending, cases, _payouts(case_updates))
+
+    async def _transmit(
+        self,
+        payment: PaymentState,
+        pending: PaymentState,
+        cases: Mapping[str, CaseState],
+        payouts: list[tuple[str, dict[str, Decimal | None]]],
+    ) -> PaymentState:
+        """Send the payment as `pending` says, through the one door: a slot and a rate token,
+        then the intent (only while it is still new and the lease ours), then the call."""
+        attempt_id = pending.pending_attempt or ""
+        operation = payment.kind.value
+        amounts = ", ".join(
+            f"{line.sent} on {line.accounting_invoice_id}" for line in pending.lines
+        )
         intent = self._journal(pending, operation, attempt_id, "intent", message=amounts)
-        if not self.store.begin_payment(pending, intent, _payouts(case_updates)):
-            log.warning("payment taken by another writer", payment_id=payment.payment_id)
-            return payment
-        started = time.monotonic()
         money = [
             MoneyLine(kravia_id=_kravia_id(cases, line), amount=line.sent)
-            for line in clamped
+            for line in pending.lines
             if line.sent
         ]
         description = payment.description or f"{operation} {payment.payment_id}"
+        started = time.monotonic()
         try:
-            if payment.kind is PaymentKind.CREDIT_NOTE:
-                await self.client.register_credit_note(
-                    accounting_payment_id=payment.payment_id,
-                    credited_on=payment.paid_on,
-                    description=description,
-                    lines=money,
-                )
-            else:
-                await self.client.register_payment(
-                    accounting_payment_id=payment.payment_id,
-                    paid_on=payment.paid_on,
-                    description=description,
-                    lines=money,
-                )
+            # The slot and the rate token first: the intent then means "leaving now".
+            async with self.client.reserve() as reservation:
+                if self.lease is not None:
+                    self.lease.check()
+                if not self.store.begin_payment(pending, intent, payouts):
+                    log.warning("payment taken by another writer", payment_id=payment.payment_id)
+                    return payment
+                started = time.monotonic()
+                if payment.kind is PaymentKind.CREDIT_NOTE:
+                    await self.client.register_credit_note(
+                        accounting_payment_id=payment.payment_id,
+                        credited_on=payment.paid_on,
+                        description=description,
+                        lines=money,
+                        reservation=reservation,
+                    )
+                else:
+                    await self.client.register_payment(
+                        accounting_payment_id=payment.payment_id,
+                        paid_on=payment.paid_on,
+                        description=description,
+                        lines=money,
+                        reservation=reservation,
+                    )
         except KraviaError as error:
             after = self._after_failure(pending, error)
             self.store.write_payments(
@@ -234,8 +269,8 @@ class PaymentForwarder:
                     )
                 ],
             )
-            if error.failure is Failure.AUTH:
-                raise AuthRefusedError(f"Kravia refused the token: {error}") from None
+            if error.failure.stops_pass:
+                raise AuthRefusedError(error.stop_reason(operation)) from None
             return after
         sent = replace(
             pending,
@@ -338,9 +373,8 @@ class PaymentForwarder:
         )
 
     async def _verify(self, payment: PaymentState, cases: Mapping[str, CaseState]) -> PaymentState:
-        """After a lost answer: does Kravia list the payment on the cases it was sent to (the
-        lines that carried an amount)? On any of them: it arrived. On none, while every one
-        lists its payments: it did not. Otherwise a person looks; never a guess."""
+        """After a lost answer: did the payment reach the cases it was sent to (the lines that
+        carried an amount)? See `payment_arrived`: never a second payment on a guess."""
         attempt_id = uuid.uuid4().hex
         started = time.monotonic()
         kind = (
@@ -348,17 +382,19 @@ class PaymentForwarder:
             if payment.kind is PaymentKind.CREDIT_NOTE
             else RecordedKind.PAYMENT
         )
-        answers: list[bool | None] = []
+        evidence: list[LineEvidence] = []
         for line in payment.lines:
             if line.sent is not None and line.sent <= 0:
                 continue  # not in the body: Kravia cannot list it there
             standing = case_standing(await self.client.details(_kravia_id(cases, line)))
-            answers.append(payment_recorded(standing, payment.payment_id, kind=kind))
-        recorded: bool | None = None
-        if True in answers:
-            recorded = True
-        elif answers and all(answer is False for answer in answers):
-            recorded = False
+            evidence.append(
+                LineEvidence(
+                    payment_recorded(standing, payment.payment_id, kind=kind),
+                    standing.remaining_capital,
+                    line.left_before,
+                )
+            )
+        recorded = payment_arrived(evidence)
         now = self.clock()
         if recorded is True:
             after = replace(
@@ -383,8 +419,10 @@ class PaymentForwarder:
                 phase=PaymentPhase.NEEDS_REVIEW,
                 updated_at=now,
                 note=(
-                    "the answer was lost and Kravia's case details do not list payments: check "
-                    f"in Kravia whether {payment.payment_id} arrived"
+                    "the answer was lost and Kravia's case details do not show whether it "
+                    f"arrived: check in Kravia whether {payment.payment_id} is there, then "
+                    f"kravia-sync resolve --payment {payment.payment_id} --as sent (or --as new "
+                    "to send it again)"
                 ),
             )
         self.store.write_payments(
@@ -454,6 +492,19 @@ class PaymentForwarder:
             message=None if message is None else redact(message)[:1000],
             payment_id=payment.payment_id,
         )
+
+
+def _unknown_money(standings: Mapping[str, CaseStanding]) -> str | None:
+    """Why money Kravia lists on a case cannot be told apart from its own payouts, or None."""
+    for aid, standing in standings.items():
+        unknown = [p for p in standing.payments or () if p.kind is RecordedKind.UNKNOWN]
+        if unknown:
+            return (
+                f"Kravia lists {unknown[0].amount} of a type we do not know on {aid}'s case: it "
+                "may be Kravia's own payout, which must not be sent back. Check the case in "
+                "Kravia, then resolve this payment (--as new to send it, --as sent to drop it)"
+            )
+    return None
 
 
 def _payouts(cases: list[CaseState]) -> list[tuple[str, dict[str, Decimal | None]]]:

@@ -8,13 +8,14 @@ here, so changing one touches one place. The README lists them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
@@ -23,6 +24,7 @@ from typing import Any, Self
 import httpx
 
 from kravia_sync._transport import SlotTransport
+from kravia_sync.lifecycle import Details
 from kravia_sync.model import DebtorKind, Invoice
 
 __all__ = [
@@ -34,7 +36,9 @@ __all__ = [
     "MoneyLine",
     "PaymentKind",
     "RecordedPayment",
+    "Reservation",
     "SearchItem",
+    "SearchResult",
     "Settlement",
     "build_credit_note_body",
     "build_payment_body",
@@ -70,19 +74,35 @@ AUTH_HEADER = "Authorization"
 # (the guide shows a multipart header but a JSON-looking body {"file": "BASE64"}).
 DOCUMENT_FIELD = "file"
 # ASSUMED: register answers 2xx with a JSON body carrying the new integer id; we accept a bare
-# integer or an object with one of these keys.
-REGISTER_ID_KEYS = ("id", "invoiceId", "Id", "InvoiceId")
+# integer or an object with any of these keys (compared case-insensitively). Two of them
+# present with different values make the answer unreadable: the case is then looked up.
+REGISTER_ID_KEYS = ("id", "invoiceId")
 # ASSUMED: search answers a JSON list, or an object whose items are under one of these keys.
 SEARCH_ITEMS_KEYS = ("items", "Items", "data", "result", "results", "value")
-# ASSUMED: `lastUpdatedTime` is UTC (the guide's example carries no zone).
+# ASSUMED: `lastUpdatedTime` is UTC (the guide's example carries no zone). Search windows are
+# measured on Kravia's clock (the `Date` header of its answers), never on ours.
 SEARCH_PAGE_SIZE = 100
 SEARCH_PAGE_OVERLAP = 10  # consecutive pages overlap by this many items (see search)
-# A lookup searches from this long before the attempt: our clock and Kravia's may differ.
-SEARCH_CLOCK_SKEW = timedelta(minutes=5)
-# ASSUMED: details report documents under `documents` (each with a `type`) and what can still
-# be done under `availableActions`; `Start` disappears from it once collection has started.
+# ASSUMED: each search item carries the case's integer id (`id` or `invoiceId`); an item
+# without one makes the whole answer unreadable (a case we cannot see could be the one we
+# look for). `accountingInvoiceId` and `invoiceNo` may be missing: that case is then "unknown"
+# to anything with its invoice number, never absent.
+SEARCH_ID_KEYS = ("id", "invoiceId")
+# ASSUMED: details report documents under `documents` (each with a `type`, or `documentType`)
+# and what can still be done under `availableActions`: a list of names, a list of objects
+# naming the action (`name`, `action` or `actionName`), or an object of booleans. `Start`
+# disappears (or is false) once collection has started. A missing `documents` says nothing.
 DETAILS_DOCUMENTS_KEY = "documents"
+DOCUMENT_TYPE_KEYS = ("type", "documentType")
 DETAILS_ACTIONS_KEY = "availableActions"
+ACTION_NAME_KEYS = ("name", "action", "actionName")
+# ASSUMED: statuses that mean collection was started at some point (so Start is done).
+STARTED_STATUSES = frozenset({"collectionstarted", "paused", "closed"})
+# ASSUMED: a Start sent to a case already started is refused with a 4xx saying the action is
+# not available (or already done); only after a Start whose outcome was unknown is such an
+# answer taken as "already started".
+ALREADY_STARTED_STATUSES = frozenset({400, 409, 422})
+ALREADY_STARTED_WORDS = ("not available", "already")
 # ASSUMED: details and search items give the case's status under `status`, the remaining
 # capital (what payments and credit notes can still reduce) under `remainingAmount`, and what
 # the debtor still owes (capital plus any fees and interest) under `outstandingAmount`.
@@ -119,6 +139,9 @@ CREDIT_NOTE_TIME_SUFFIX = "T00:00:00"
 # ASSUMED: 429 and 503 mean "not applied, try later". Any other 5xx on a call that creates
 # something may have been applied before the failure, so it is treated as ambiguous.
 NOT_APPLIED_STATUSES = frozenset({429, 503})
+# 404 or 405 on an endpoint that is not one case's (register, search, payment, …) means the
+# base URL is wrong: a configuration problem that stops the pass and marks nothing.
+CONFIG_STATUSES = frozenset({404, 405})
 # How long a `Retry-After` hint may make us wait; longer hints are clamped to this.
 MAX_RETRY_AFTER_SECONDS = 60.0
 
@@ -130,6 +153,11 @@ class Failure(StrEnum):
     TERMINAL = "terminal"  # refused (4xx): do not retry until the input changes
     AMBIGUOUS = "ambiguous"  # may or may not have been applied: look before acting again
     AUTH = "auth"  # the token is wrong or lacks rights: stop the whole pass
+    CONFIG = "config"  # the endpoint is not there (a wrong base_url): stop the whole pass
+
+    @property
+    def stops_pass(self) -> bool:
+        return self in {Failure.AUTH, Failure.CONFIG}
 
 
 class KraviaError(Exception):
@@ -147,6 +175,12 @@ class KraviaError(Exception):
         self.failure = failure
         self.status = status
         self.retry_after = retry_after
+
+    def stop_reason(self, what: str) -> str:
+        """Why the pass stops, for a failure that stops it (`Failure.stops_pass`)."""
+        if self.failure is Failure.AUTH:
+            return f"Kravia refused the token ({what}): {self}"
+        return f"Kravia's {what} is not where kravia.base_url says: {self}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,14 +385,21 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return min(seconds, MAX_RETRY_AFTER_SECONDS)
 
 
-def classify_response(response: httpx.Response, *, creates: bool) -> KraviaError | None:
-    """None for a success; otherwise the error with its class. `creates`: the call makes state."""
+def classify_response(  # noqa: PLR0911 - one return per class of answer reads best
+    response: httpx.Response, *, creates: bool, per_case: bool = False
+) -> KraviaError | None:
+    """None for a success; otherwise the error with its class. `creates`: the call makes state;
+    `per_case`: the path names one case (a 404 there is about that case, not the base URL)."""
     status = response.status_code
     if 200 <= status < 300:
         return None
     message = f"Kravia answered {status}: {_problem_text(response)}"
     if status in {401, 403}:
         return KraviaError(Failure.AUTH, message, status=status)
+    if status in CONFIG_STATUSES and not per_case:
+        return KraviaError(
+            Failure.CONFIG, f"{message} (is kravia.base_url right?)", status=status
+        )
     if status in NOT_APPLIED_STATUSES:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return KraviaError(Failure.TRANSIENT, message, status=status, retry_after=retry_after)
@@ -404,15 +445,23 @@ def _problem_text(response: httpx.Response) -> str:
 
 
 def parse_register_id(body: object) -> int:
+    """The new case's id from a register answer; ValueError when there is none, or when two
+    keys give different ones (never a guess between them)."""
     if isinstance(body, int) and not isinstance(body, bool):
         return body
+    ids: dict[str, int] = {}
     if isinstance(body, dict):
-        for key in REGISTER_ID_KEYS:
-            value = body.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.isdigit():
-                return int(value)
+        for key, value in body.items():
+            if key.lower() in {name.lower() for name in REGISTER_ID_KEYS}:
+                parsed = _int_id(value)
+                if parsed is None:
+                    raise ValueError(f"Kravia's register answer has {key} = {str(value)[:50]!r}")
+                ids[key] = parsed
+    if len(set(ids.values())) > 1:
+        named = ", ".join(f"{key} = {value}" for key, value in ids.items())
+        raise ValueError(f"Kravia's register answer names two different ids: {named}")
+    if ids:
+        return next(iter(ids.values()))
     raise ValueError(f"no invoice id in Kravia's register answer: {str(body)[:200]}")
 
 
@@ -454,7 +503,11 @@ def _listed(body: object, keys: Sequence[str], what: str) -> list[Any]:
 
 
 def _search_items(body: object) -> list[dict[str, Any]]:
-    return [item for item in _listed(body, SEARCH_ITEMS_KEYS, "search") if isinstance(item, dict)]
+    items = _listed(body, SEARCH_ITEMS_KEYS, "search")
+    for item in items:
+        if not isinstance(item, dict):
+            raise ValueError(f"Kravia's search answer has an item we cannot read: {item!r:.200}")
+    return items
 
 
 def _get_ci(item: Mapping[str, Any], name: str) -> Any:  # noqa: ANN401 - JSON value
@@ -484,6 +537,25 @@ class RateLimiter:
             await asyncio.sleep(delay)
 
 
+class Reservation:
+    """A concurrency slot and a rate token, taken before a call's intent is journaled so the
+    intent means "leaving now" (`KraviaClient.reserve`). Good for one call."""
+
+    __slots__ = ("used",)
+
+    def __init__(self) -> None:
+        self.used = False
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """Every case a search reported, and when (by Kravia's clock) its first page was served:
+    every case updated before then is in `items`."""
+
+    items: list[SearchItem]
+    server_time: datetime | None  # None: Kravia's answers carried no readable Date header
+
+
 class KraviaClient:
     """Async client for the calls kravia-sync makes. One attempt per call: retry policy lives
     with the engine, which journals every attempt."""
@@ -508,6 +580,16 @@ class KraviaClient:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._rate = RateLimiter(requests_per_second)
         self.stats = CallStats()
+        # Kravia's clock as its last answer's Date header told it, and ours at that moment.
+        self.server_time: datetime | None = None
+
+    @contextlib.asynccontextmanager
+    async def reserve(self) -> AsyncIterator[Reservation]:
+        """Wait for a concurrency slot and a rate token and hold them for one call: the
+        engine journals the call's intent inside this, then sends with the reservation."""
+        async with self._slots:
+            await self._rate.wait()
+            yield Reservation()
 
     async def __aenter__(self) -> Self:
         return self
@@ -529,7 +611,26 @@ class KraviaClient:
         headers: dict[str, str] | None = None,
         content: bytes | None = None,
         files: dict[str, tuple[str, bytes, str]] | None = None,
+        per_case: bool = False,
+        reservation: Reservation | None = None,
     ) -> httpx.Response:
+        if reservation is None:
+            async with self.reserve() as reserved:
+                return await self._call(
+                    operation,
+                    method,
+                    path,
+                    creates=creates,
+                    params=params,
+                    headers=headers,
+                    content=content,
+                    files=files,
+                    per_case=per_case,
+                    reservation=reserved,
+                )
+        if reservation.used:
+            raise RuntimeError("a reservation is good for one call")
+        reservation.used = True
         request = httpx.Request(
             method,
             self._base_url + path,
@@ -539,27 +640,33 @@ class KraviaClient:
             files=files,
             extensions={"timeout": self._timeout},
         )
-        async with self._slots:
-            await self._rate.wait()
+        try:
+            response = await self._transport.handle_async_request(request)
             try:
-                response = await self._transport.handle_async_request(request)
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-                response.request = request
-            except httpx.HTTPError as exc:
-                lost = classify_exception(exc, creates=creates)
-                self.stats.add(operation, lost.failure.value)
-                raise lost from None
-        refused = classify_response(response, creates=creates)
+                await response.aread()
+            finally:
+                await response.aclose()
+            response.request = request
+        except httpx.HTTPError as exc:
+            lost = classify_exception(exc, creates=creates)
+            self.stats.add(operation, lost.failure.value)
+            raise lost from None
+        self._note_server_time(response)
+        refused = classify_response(response, creates=creates, per_case=per_case)
         if refused is not None:
             self.stats.add(operation, refused.failure.value)
             raise refused
         self.stats.add(operation, "ok")
         return response
 
-    async def register(self, invoice: Invoice, *, creditor_id: int) -> int:
+    def _note_server_time(self, response: httpx.Response) -> None:
+        moment = parse_http_date(response.headers.get("Date"))
+        if moment is not None:
+            self.server_time = moment
+
+    async def register(
+        self, invoice: Invoice, *, creditor_id: int, reservation: Reservation | None = None
+    ) -> int:
         """Register the invoice for collection; the new Kravia invoice id."""
         body = dumps_exact(build_register_body(invoice, creditor_id))
         response = await self._call(
@@ -569,6 +676,7 @@ class KraviaClient:
             creates=True,
             content=body,
             headers={"Content-Type": "application/json"},
+            reservation=reservation,
         )
         try:
             return parse_register_id(response.json())
@@ -576,7 +684,14 @@ class KraviaClient:
             # It was registered, but we cannot tell its id: look it up like an ambiguous call.
             raise KraviaError(Failure.AMBIGUOUS, str(exc), status=response.status_code) from None
 
-    async def upload_document(self, kravia_id: int, *, name: str, content: bytes) -> None:
+    async def upload_document(
+        self,
+        kravia_id: int,
+        *,
+        name: str,
+        content: bytes,
+        reservation: Reservation | None = None,
+    ) -> None:
         """Attach a copy of the original invoice (a PDF) to the case."""
         await self._call(
             "document",
@@ -585,13 +700,24 @@ class KraviaClient:
             creates=True,
             params={"type": DOCUMENT_TYPE_INVOICE},
             files={DOCUMENT_FIELD: (name, content, "application/pdf")},
+            per_case=True,
+            reservation=reservation,
         )
 
-    async def start(self, kravia_id: int, *, message: str) -> None:
+    async def start(
+        self, kravia_id: int, *, message: str, reservation: Reservation | None = None
+    ) -> None:
         """Start the collection process for a registered case."""
-        await self.send_action(kravia_id, ACTION_START, message=message)
+        await self.send_action(kravia_id, ACTION_START, message=message, reservation=reservation)
 
-    async def send_action(self, kravia_id: int, action: str, *, message: str) -> None:
+    async def send_action(
+        self,
+        kravia_id: int,
+        action: str,
+        *,
+        message: str,
+        reservation: Reservation | None = None,
+    ) -> None:
         """Send a case action by name (`Start`; others, such as a pause, are configured: their
         names are unpublished). Changes the case, so a lost answer is ambiguous."""
         await self._call(
@@ -602,6 +728,8 @@ class KraviaClient:
             params={"action": action},
             content=dumps_exact({"Message": message}),
             headers={"Content-Type": "application/json"},
+            per_case=True,
+            reservation=reservation,
         )
 
     async def register_payment(
@@ -611,6 +739,7 @@ class KraviaClient:
         paid_on: date,
         description: str,
         lines: Sequence[MoneyLine],
+        reservation: Reservation | None = None,
     ) -> None:
         """Forward a payment the debtor made to the creditor. Kravia does not de-duplicate
         payments, so a lost answer is AMBIGUOUS: look (`payment_recorded`), never resend."""
@@ -627,6 +756,7 @@ class KraviaClient:
             creates=True,
             content=dumps_exact(body),
             headers={"Content-Type": "application/json"},
+            reservation=reservation,
         )
 
     async def register_credit_note(
@@ -636,6 +766,7 @@ class KraviaClient:
         credited_on: date,
         description: str,
         lines: Sequence[MoneyLine],
+        reservation: Reservation | None = None,
     ) -> None:
         """Forward a credit note (sent with negative amounts). A lost answer is AMBIGUOUS."""
         body = build_credit_note_body(
@@ -651,6 +782,7 @@ class KraviaClient:
             creates=True,
             content=dumps_exact(body),
             headers={"Content-Type": "application/json"},
+            reservation=reservation,
         )
 
     async def settlements(self, *, exclude_closed: bool = True) -> list[Settlement]:
@@ -677,12 +809,13 @@ class KraviaClient:
             BOOKKEEP_PATH.format(id=settlement_id),
             creates=BOOKKEEP_CREATES,
             params={"internalAccountingId": internal_accounting_id},
+            per_case=True,
         )
 
     async def details(self, kravia_id: int) -> dict[str, Any]:
         """The case's details, numbers parsed exactly (see `case_standing`)."""
         response = await self._call(
-            "details", "GET", DETAILS_PATH.format(id=kravia_id), creates=False
+            "details", "GET", DETAILS_PATH.format(id=kravia_id), creates=False, per_case=True
         )
         body = _json_exact(response)
         if not isinstance(body, dict):
@@ -691,8 +824,9 @@ class KraviaClient:
 
     async def search_updated_since(
         self, since: datetime, *, page_retries: int = 3, retry_base: float = 0.2
-    ) -> list[SearchItem]:
-        """Every case updated at or after `since`, following the offset paging to the end.
+    ) -> SearchResult:
+        """Every case updated at or after `since` (a time on Kravia's clock), following the
+        offset paging to the end, with Kravia's time when the first page was served.
 
         Offset paging over a list ordered by update time shifts when a case is updated while
         we page (it moves to the end), which could carry an unseen case past a page edge. So
@@ -700,7 +834,8 @@ class KraviaClient:
         when it does not, the search starts again (up to `page_retries` times) and then fails
         as transient — never returning an incomplete list as if it were complete. The end is
         a page that brings nothing beyond the overlap, so a server that caps `top` lower than
-        we ask still pages to the end. A page that fails transiently is read again.
+        we ask still pages to the end. A page that fails transiently is read again. An item
+        we cannot read fails the search (transient) for the same reason.
         """
         for _ in range(page_retries + 1):
             found = await self._search_once(since, page_retries=page_retries, base=retry_base)
@@ -712,33 +847,31 @@ class KraviaClient:
 
     async def _search_once(
         self, since: datetime, *, page_retries: int, base: float
-    ) -> list[SearchItem] | None:
+    ) -> SearchResult | None:
         """One full paging, or None when the pages shifted under us."""
         found: dict[int, SearchItem] = {}
         skip = 0
         tail: list[int] = []
+        first_page_time: datetime | None = None
         while True:
-            items = await self._search_page(since, skip, retries=page_retries, base=base)
-            parsed_items = [parsed for item in items if (parsed := _search_item(item)) is not None]
-            if items and not any(p.accounting_invoice_id for p in parsed_items):
-                # An answer we cannot read must never be taken for "no such case".
-                raise KraviaError(
-                    Failure.TRANSIENT,
-                    f"Kravia's search answer carries no ids we can read: {str(items[0])[:200]}",
-                )
+            items, served_at = await self._search_page(since, skip, retries=page_retries, base=base)
+            if skip == 0:
+                first_page_time = served_at
+            parsed_items = [_search_item(item) for item in items]
             ids = [parsed.kravia_id for parsed in parsed_items]
             if tail and ids[: len(tail)] != tail:
                 return None
             for parsed in parsed_items:
                 found[parsed.kravia_id] = parsed
             if len(items) <= SEARCH_PAGE_OVERLAP:
-                return list(found.values())
+                return SearchResult(list(found.values()), first_page_time)
             tail = ids[-SEARCH_PAGE_OVERLAP:]
             skip += len(items) - SEARCH_PAGE_OVERLAP
 
     async def _search_page(
         self, since: datetime, skip: int, *, retries: int, base: float
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], datetime | None]:
+        """One page of the search, and Kravia's time when it served it (its Date header)."""
         attempt = 0
         while True:
             try:
@@ -755,7 +888,8 @@ class KraviaClient:
                         "top": SEARCH_PAGE_SIZE,
                     },
                 )
-                return _search_items(_json_exact(response))
+                served_at = parse_http_date(response.headers.get("Date"))
+                return _search_items(_json_exact(response)), served_at
             except (KraviaError, ValueError) as exc:
                 failure = exc.failure if isinstance(exc, KraviaError) else Failure.TRANSIENT
                 if failure is Failure.AUTH or attempt >= retries:
@@ -782,27 +916,54 @@ class KraviaClient:
         )
 
 
-def _search_item(item: Mapping[str, Any]) -> SearchItem | None:
-    raw_id = _get_ci(item, "id")
-    if raw_id is None:
-        raw_id = _get_ci(item, "invoiceId")
-    if isinstance(raw_id, str) and raw_id.isdigit():
-        raw_id = int(raw_id)
-    if not isinstance(raw_id, int) or isinstance(raw_id, bool):
-        return None
+def _search_item(item: Mapping[str, Any]) -> SearchItem:
+    """One search item; KraviaError (transient) when it has no readable Kravia id, or neither
+    an accountingInvoiceId nor an invoice number: such a case could be any invoice."""
+    raw_id = _first_ci(item, SEARCH_ID_KEYS)
+    kravia_id = _int_id(raw_id)
     aid = _get_ci(item, "accountingInvoiceId")
     number = _get_ci(item, "invoiceNo")
+    if kravia_id is None or (aid in {None, ""} and number in {None, ""}):
+        raise KraviaError(
+            Failure.TRANSIENT,
+            f"Kravia's search answer has a case we cannot identify: {str(dict(item))[:200]}",
+        )
     status = _get_ci(item, DETAILS_STATUS_KEY)
     updated = _get_ci(item, "lastUpdatedTime")
     return SearchItem(
-        kravia_id=raw_id,
-        accounting_invoice_id=None if aid is None else str(aid),
-        invoice_number=None if number is None else str(number),
+        kravia_id=kravia_id,
+        accounting_invoice_id=None if aid in {None, ""} else str(aid),
+        invoice_number=None if number in {None, ""} else str(number),
         status=None if status is None else str(status),
         updated=None if updated is None else str(updated),
         remaining_capital=_decimal(_get_ci(item, DETAILS_REMAINING_CAPITAL_KEY)),
         outstanding=_decimal(_get_ci(item, DETAILS_OUTSTANDING_KEY)),
     )
+
+
+def parse_http_date(value: str | None) -> datetime | None:
+    """An HTTP `Date` header as an aware UTC datetime, or None when missing or unreadable."""
+    if not value:
+        return None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def parse_dotnet_time(text: str | None) -> datetime | None:
+    """Kravia's `lastUpdatedTime` (a .NET timestamp without zone, ASSUMED UTC) as an aware
+    datetime; None when it cannot be read."""
+    if not text:
+        return None
+    head, _, fraction = text.strip().rstrip("Z").partition(".")
+    try:
+        moment = datetime.fromisoformat(head).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    digits = (fraction + "000000")[:6]
+    return moment.replace(microsecond=int(digits)) if digits.isdigit() else moment
 
 
 # --- reading money back: pure parsers ---------------------------------------------------------
@@ -964,29 +1125,80 @@ def parse_settlements(body: object) -> list[Settlement]:
     return [_settlement(item) for item in _listed(body, SETTLEMENT_ITEMS_KEYS, "settlements")]
 
 
-def documents_of(details: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
-    documents = _get_ci(details, DETAILS_DOCUMENTS_KEY)
-    return (
-        [doc for doc in documents if isinstance(doc, dict)] if isinstance(documents, list) else []
-    )
+def _first_ci(item: Mapping[str, Any], names: Sequence[str]) -> Any:  # noqa: ANN401 - JSON
+    """The first of these properties the item has (case-insensitively), or None."""
+    for name in names:
+        value = _get_ci(item, name)
+        if value is not None:
+            return value
+    return None
 
 
 def has_invoice_document(details: Mapping[str, Any]) -> bool | None:
-    """Whether the case has an invoice copy; None when the details do not say."""
-    if not isinstance(_get_ci(details, DETAILS_DOCUMENTS_KEY), list):
+    """Whether the case has an invoice copy; None when the details do not say (no list of
+    documents, or a document whose type cannot be read)."""
+    documents = _get_ci(details, DETAILS_DOCUMENTS_KEY)
+    if not isinstance(documents, list):
         return None
-    return any(
-        str(_get_ci(doc, "type")).lower() == DOCUMENT_TYPE_INVOICE.lower()
-        for doc in documents_of(details)
-    )
+    types = [
+        _first_ci(doc, DOCUMENT_TYPE_KEYS) if isinstance(doc, dict) else None for doc in documents
+    ]
+    if any(str(kind).lower() == DOCUMENT_TYPE_INVOICE.lower() for kind in types):
+        return True
+    return None if any(kind is None for kind in types) else False
+
+
+def available_actions(details: Mapping[str, Any]) -> frozenset[str] | None:
+    """The actions the case offers, lower-cased; None when the details do not say in a shape
+    we know (see DETAILS_ACTIONS_KEY)."""
+    actions = _get_ci(details, DETAILS_ACTIONS_KEY)
+    if isinstance(actions, dict):
+        if not all(isinstance(offered, bool) for offered in actions.values()):
+            return None
+        return frozenset(str(name).lower() for name, offered in actions.items() if offered)
+    if not isinstance(actions, list):
+        return None
+    names: set[str] = set()
+    for action in actions:
+        name = _first_ci(action, ACTION_NAME_KEYS) if isinstance(action, dict) else action
+        if not isinstance(name, str):
+            return None  # an entry we cannot read could be Start
+        names.add(name.lower())
+    return frozenset(names)
 
 
 def can_start(details: Mapping[str, Any]) -> bool | None:
     """Whether Start is still available; None when the details do not say."""
-    actions = _get_ci(details, DETAILS_ACTIONS_KEY)
-    if not isinstance(actions, list):
+    actions = available_actions(details)
+    if actions is None:
         return None
-    return any(str(action).lower() == ACTION_START.lower() for action in actions)
+    if isinstance(_get_ci(details, DETAILS_ACTIONS_KEY), dict):
+        listed = {str(name).lower() for name in _get_ci(details, DETAILS_ACTIONS_KEY)}
+        if ACTION_START.lower() not in listed:
+            return None  # an object of booleans that does not mention Start says nothing
+    return ACTION_START.lower() in actions
+
+
+def case_progress(details: Mapping[str, Any]) -> Details:
+    """What a case's details tell of its copy and its start (each None when they do not)."""
+    status = _get_ci(details, DETAILS_STATUS_KEY)
+    started: bool | None = None
+    if isinstance(status, str) and status.lower() in STARTED_STATUSES:
+        started = True
+    else:
+        startable = can_start(details)
+        if startable is not None:
+            started = not startable
+    return Details(documented=has_invoice_document(details), started=started)
+
+
+def start_already_done(error: KraviaError) -> bool:
+    """Whether a refused Start reads as "collection was already started" (ASSUMED; see
+    ALREADY_STARTED_WORDS). Only trusted after a Start whose outcome was unknown."""
+    if error.failure is not Failure.TERMINAL or error.status not in ALREADY_STARTED_STATUSES:
+        return False
+    text = str(error).lower()
+    return any(words in text for words in ALREADY_STARTED_WORDS)
 
 
 def backoff_delay(

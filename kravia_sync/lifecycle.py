@@ -6,6 +6,11 @@ reconciler performs the steps and journals them; these functions decide.
     new ─► registering ─► registered ─► uploading ─► documented ─► starting ─► started
               │ ambiguous                                            (manual start waits
               └──► lookup ──► adopt (registered) / new again / needs_review   before starting)
+
+    new ─► adopted (Kravia already had it) ─► verify ─► registered / documented / started
+
+Every write of a case row goes with the revision it was read at (compare-and-set), so a
+writer that acted on a stale row cannot overwrite what another wrote since.
 """
 
 from __future__ import annotations
@@ -14,21 +19,26 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from kravia_sync.identity import Absent, Adopt, Several, Verdict
 
 __all__ = [
     "CaseState",
     "CaseSummary",
     "Decision",
+    "Details",
     "Phase",
     "StartPolicy",
     "Step",
+    "after_details",
     "after_failure",
+    "after_identity",
     "after_lookup",
     "after_success",
-    "after_verify",
     "begin",
     "next_step",
+    "resolved",
 ]
 
 
@@ -36,6 +46,7 @@ class Phase(StrEnum):
     NEW = "new"  # known, not yet in Kravia
     REGISTERING = "registering"  # register sent, answer unknown
     REGISTERED = "registered"  # in Kravia, no copy uploaded yet
+    ADOPTED = "adopted"  # Kravia already had it (state lost or restored): its progress unknown
     UPLOADING = "uploading"  # document sent, answer unknown
     DOCUMENTED = "documented"  # in Kravia with its copy
     STARTING = "starting"  # Start sent, answer unknown
@@ -56,6 +67,7 @@ class Step(StrEnum):
     VERIFY_UPLOAD = "verify_upload"  # read the case's details after a lost upload answer
     START = "start"
     VERIFY_START = "verify_start"
+    VERIFY_ADOPTED = "verify_adopted"  # read an adopted case's details: copy? started?
     WAIT = "wait"  # something to do, but not before `not_before`
     NONE = "none"  # nothing to do now
 
@@ -68,7 +80,14 @@ SENDING_PHASE = {
 }
 RESTING_PHASES = frozenset({Phase.STARTED, Phase.REJECTED, Phase.NEEDS_REVIEW})
 IN_KRAVIA_PHASES = frozenset(
-    {Phase.REGISTERED, Phase.UPLOADING, Phase.DOCUMENTED, Phase.STARTING, Phase.STARTED}
+    {
+        Phase.REGISTERED,
+        Phase.ADOPTED,
+        Phase.UPLOADING,
+        Phase.DOCUMENTED,
+        Phase.STARTING,
+        Phase.STARTED,
+    }
 )
 
 
@@ -106,6 +125,12 @@ class CaseState:
     # When the register that created the Kravia case was sent: its amount was the source's
     # then, so a payment first seen before it is already left out of it.
     registered_at: datetime | None = None
+    # Grows with every write of the row; 0: never stored. A write names the revision it read.
+    revision: int = 0
+
+    @property
+    def stored(self) -> bool:
+        return self.revision > 0
 
 
 class CaseSummary(NamedTuple):
@@ -139,14 +164,10 @@ def next_step(  # noqa: PLR0911 - one return per phase reads best
     """The next remote step for `case`, or why there is none."""
     if case.phase in RESTING_PHASES:
         return Decision(Step.NONE, reason=case.phase.value)
-    if case.phase in {Phase.REGISTERING, Phase.UPLOADING, Phase.STARTING}:
+    if case.phase in SETTLING_STEP:
         since = case.pending_since or case.updated_at
         not_before = max(since + timing.settle, case.next_attempt_at or since)
-        step = {
-            Phase.REGISTERING: Step.LOOKUP,
-            Phase.UPLOADING: Step.VERIFY_UPLOAD,
-            Phase.STARTING: Step.VERIFY_START,
-        }[case.phase]
+        step = SETTLING_STEP[case.phase]
         if now < not_before:
             return Decision(Step.WAIT, not_before, f"{step.value} after the answer was lost")
         return Decision(step)
@@ -154,11 +175,21 @@ def next_step(  # noqa: PLR0911 - one return per phase reads best
         return Decision(Step.WAIT, case.next_attempt_at, "backing off after a failed attempt")
     if case.phase is Phase.NEW:
         return Decision(Step.REGISTER)
+    if case.phase is Phase.ADOPTED:
+        return Decision(Step.VERIFY_ADOPTED, reason="Kravia already had it: read its details")
     if case.phase is Phase.REGISTERED and case.has_document:
         return Decision(Step.UPLOAD)
     if start is StartPolicy.MANUAL and case.approved_at is None:
         return Decision(Step.NONE, reason="awaiting approval (start = manual): kravia-sync start")
     return Decision(Step.START)
+
+
+# A call in flight whose answer was lost, and the step that settles it.
+SETTLING_STEP = {
+    Phase.REGISTERING: Step.LOOKUP,
+    Phase.UPLOADING: Step.VERIFY_UPLOAD,
+    Phase.STARTING: Step.VERIFY_START,
+}
 
 
 def begin(case: CaseState, step: Step, *, attempt_id: str, now: datetime) -> CaseState:
@@ -169,6 +200,19 @@ def begin(case: CaseState, step: Step, *, attempt_id: str, now: datetime) -> Cas
         pending_attempt=attempt_id,
         pending_since=now,
         updated_at=now,
+    )
+
+
+def _settled(case: CaseState, phase: Phase, *, now: datetime, **changes: Any) -> CaseState:  # noqa: ANN401
+    """`case` in `phase` with nothing in flight and no back-off."""
+    return replace(
+        case,
+        phase=phase,
+        pending_attempt=None,
+        pending_since=None,
+        next_attempt_at=None,
+        updated_at=now,
+        **changes,
     )
 
 
@@ -220,11 +264,15 @@ def after_failure(
     now: datetime,
     retry_in: timedelta,
 ) -> CaseState:
-    """The state after `step` failed as `failure` (transient, terminal or ambiguous)."""
+    """The state after `step` failed as `failure` (transient, terminal, ambiguous, or auth /
+    config: refused before it was applied, the pass stops and nothing is held against the
+    case)."""
     if failure == "ambiguous":
         # Keep the sending phase and the attempt: the next step is to look, not to resend.
         return replace(case, last_error=message, updated_at=now)
     cleared = replace(case, pending_attempt=None, pending_since=None, updated_at=now)
+    if failure in {"auth", "config"}:
+        return replace(cleared, phase=_phase_before(step, case), last_error=message)
     if failure == "terminal":
         if step is Step.REGISTER:
             return replace(cleared, phase=Phase.REJECTED, last_error=message)
@@ -242,6 +290,80 @@ def after_failure(
     )
 
 
+def after_lookup_failed(
+    case: CaseState, *, now: datetime, retry_in: timedelta, max_lookups: int, why: str
+) -> CaseState:
+    """A lost register could not be settled this time (Kravia's search did not answer in
+    full): look again later, and after `max_lookups` tries ask a person."""
+    lookups = case.lookups + 1
+    if lookups >= max_lookups:
+        return replace(
+            case,
+            phase=Phase.NEEDS_REVIEW,
+            lookups=lookups,
+            updated_at=now,
+            last_error=(
+                f"the register's answer was lost and {lookups} searches of Kravia failed "
+                f"({why}): check Kravia for this accountingInvoiceId, then resolve it"
+            ),
+        )
+    return replace(
+        case, lookups=lookups, next_attempt_at=now + retry_in, updated_at=now, last_error=why
+    )
+
+
+def after_identity(case: CaseState, verdict: Verdict, *, now: datetime) -> CaseState:
+    """The state after judging whether Kravia already has the case's invoice, before a
+    register (`case` is new) or to settle a register whose answer was lost (`case` is
+    registering).
+
+    Adopt: after a lost answer the case is the one we registered (registered); before any
+    register it is one Kravia had already (adopted: its copy and start are checked next).
+    Absent: register (again). Several or unknown: a person decides (`kravia-sync resolve`).
+    """
+    lost_answer = case.phase is Phase.REGISTERING
+    if isinstance(verdict, Adopt):
+        if lost_answer:
+            return replace(
+                after_success(case, Step.REGISTER, now=now, kravia_id=verdict.kravia_id),
+                last_error=None,
+            )
+        return _settled(
+            case,
+            Phase.ADOPTED,
+            now=now,
+            kravia_id=verdict.kravia_id,
+            registered_fingerprint=case.fingerprint,
+            attempts=0,
+            lookups=0,
+            last_error=(
+                f"Kravia already had case {verdict.kravia_id} for this accountingInvoiceId: "
+                "adopted, not registered again"
+            ),
+        )
+    if isinstance(verdict, Absent):
+        if not lost_answer:
+            return case
+        return _settled(
+            case,
+            Phase.NEW,
+            now=now,
+            lookups=0,
+            last_error=(
+                "the register's answer was lost and Kravia has no such case: registering again"
+            ),
+        )
+    if isinstance(verdict, Several):
+        ids = ", ".join(str(kravia_id) for kravia_id in verdict.kravia_ids)
+        reason = (
+            f"Kravia holds {len(verdict.kravia_ids)} cases with this accountingInvoiceId: "
+            f"{ids}; resolve with --as kravia:<id> naming the one that is this invoice"
+        )
+    else:
+        reason = verdict.reason
+    return replace(case, phase=Phase.NEEDS_REVIEW, updated_at=now, last_error=reason)
+
+
 def after_lookup(
     case: CaseState,
     found: list[int],
@@ -251,69 +373,142 @@ def after_lookup(
     retry_in: timedelta,
     max_lookups: int,
 ) -> CaseState:
-    """The state after searching Kravia for a register whose answer was lost.
-
-    One case found: adopt it. None found by a complete search: it does not exist, register
-    again. More than one, or no complete answer too many times: a person must look.
-    """
-    if complete and len(found) == 1:
-        return replace(
-            after_success(case, Step.REGISTER, now=now, kravia_id=found[0]),
-            last_error=None,
-        )
-    if complete and not found:
-        return replace(
+    """The state after searching Kravia for a register whose answer was lost: `found` are the
+    cases with its accountingInvoiceId (see `after_identity` for the full judgement)."""
+    if not complete:
+        return after_lookup_failed(
             case,
-            phase=Phase.NEW,
-            pending_attempt=None,
-            pending_since=None,
-            lookups=0,
-            next_attempt_at=None,
-            updated_at=now,
-            last_error=(
-                "the register's answer was lost and Kravia has no such case: registering again"
-            ),
+            now=now,
+            retry_in=retry_in,
+            max_lookups=max_lookups,
+            why="Kravia's search did not answer in full",
         )
-    if complete:
-        ids = ", ".join(str(kravia_id) for kravia_id in sorted(found))
-        return replace(
-            case,
-            phase=Phase.NEEDS_REVIEW,
-            updated_at=now,
-            last_error=f"Kravia holds {len(found)} cases with this accountingInvoiceId: {ids}",
-        )
-    lookups = case.lookups + 1
-    if lookups >= max_lookups:
-        return replace(
-            case,
-            phase=Phase.NEEDS_REVIEW,
-            lookups=lookups,
-            updated_at=now,
-            last_error=(
-                f"the register's answer was lost and {lookups} searches of Kravia failed: "
-                "check Kravia for this accountingInvoiceId before releasing it"
-            ),
-        )
-    return replace(case, lookups=lookups, next_attempt_at=now + retry_in, updated_at=now)
-
-
-def after_verify(case: CaseState, step: Step, *, done: bool, now: datetime) -> CaseState:
-    """The state after reading the case's details to settle a lost upload or start answer."""
-    if step is Step.VERIFY_UPLOAD:
-        target = Phase.DOCUMENTED if done else Phase.REGISTERED
-    elif step is Step.VERIFY_START:
-        if done:
-            target = Phase.STARTED
-        else:
-            target = Phase.DOCUMENTED if case.has_document else Phase.REGISTERED
+    verdict: Verdict
+    if len(found) == 1:
+        verdict = Adopt(found[0])
+    elif found:
+        verdict = Several(tuple(sorted(found)))
     else:
-        raise ValueError(f"{step} is not a verify step")
+        verdict = Absent()
+    return after_identity(case, verdict, now=now)
+
+
+@dataclass(frozen=True, slots=True)
+class Details:
+    """What a case's details tell, each None when they do not say."""
+
+    documented: bool | None  # an invoice copy is attached
+    started: bool | None  # collection was started (Start no longer offered, or a later status)
+
+
+def after_details(
+    case: CaseState,
+    step: Step,
+    details: Details,
+    *,
+    now: datetime,
+    resend_unconfirmed_uploads: bool,
+    max_unconfirmed: int,
+) -> CaseState:
+    """The state after reading a case's details to settle a lost upload or Start answer, or
+    to learn how far an adopted case got.
+
+    Harmless ambiguity is settled by sending again: a Start the details cannot confirm is sent
+    again (Kravia's answer that Start is no longer available then counts as done); an upload
+    they cannot confirm is sent again when `resend_unconfirmed_uploads` (a second copy of a PDF
+    harms nobody). After `max_unconfirmed` rounds without an answer a person looks."""
+    if step is Step.VERIFY_ADOPTED:
+        return _after_adopted(
+            case, details, now=now, resend_unconfirmed_uploads=resend_unconfirmed_uploads
+        )
+    if step is Step.VERIFY_UPLOAD:
+        if details.documented:
+            return _settled(case, Phase.DOCUMENTED, now=now, lookups=0, last_error=None)
+        if details.documented is None and not resend_unconfirmed_uploads:
+            return _review(
+                case,
+                now,
+                "the upload's answer was lost and Kravia's case details do not list documents; "
+                "check the copy in Kravia, then resolve (retry.resend_unconfirmed_uploads sends "
+                "it again instead)",
+            )
+        return _send_again(
+            case, Phase.REGISTERED, "upload", details.documented, now=now, limit=max_unconfirmed
+        )
+    if step is Step.VERIFY_START:
+        if details.started:
+            return _settled(case, Phase.STARTED, now=now, lookups=0, last_error=None)
+        before = Phase.DOCUMENTED if case.has_document else Phase.REGISTERED
+        return _send_again(case, before, "Start", details.started, now=now, limit=max_unconfirmed)
+    raise ValueError(f"{step} is not a verify step")
+
+
+def _send_again(
+    case: CaseState, phase: Phase, what: str, known: bool | None, *, now: datetime, limit: int
+) -> CaseState:
+    lookups = case.lookups + 1
+    seen = "did not take effect" if known is False else "cannot be confirmed from the details"
+    if lookups > limit:
+        return _review(
+            case,
+            now,
+            f"{what} {seen} after {lookups} attempts whose answers were lost: check the case "
+            "in Kravia, then resolve",
+        )
+    return _settled(
+        case, phase, now=now, lookups=lookups, last_error=f"the {what} {seen}: sending it again"
+    )
+
+
+def _after_adopted(
+    case: CaseState, details: Details, *, now: datetime, resend_unconfirmed_uploads: bool
+) -> CaseState:
+    if details.started:
+        return _settled(case, Phase.STARTED, now=now, lookups=0, last_error=None)
+    if details.documented or not case.has_document:
+        phase = Phase.DOCUMENTED if details.documented else Phase.REGISTERED
+    elif details.documented is None and not resend_unconfirmed_uploads:
+        return _review(
+            case,
+            now,
+            "adopted from Kravia, whose case details do not list documents: check the copy in "
+            "Kravia, then resolve",
+        )
+    else:
+        phase = Phase.REGISTERED  # the copy goes up (again, if it was there unseen)
+    # Start not known to be done: it is sent, and an "already started" answer counts as done.
+    return _settled(case, phase, now=now, lookups=0 if details.started is False else 1)
+
+
+def _review(case: CaseState, now: datetime, reason: str) -> CaseState:
+    return replace(case, phase=Phase.NEEDS_REVIEW, updated_at=now, last_error=reason)
+
+
+# Where the engine parks a case for a person (`kravia-sync resolve` takes it out).
+PARKED_PHASES = frozenset({Phase.REJECTED, Phase.NEEDS_REVIEW})
+
+
+def resolved(case: CaseState, *, kravia_id: int | None, now: datetime, note: str) -> CaseState:
+    """A person's decision on a parked case. `kravia_id` None: Kravia has no case for this
+    invoice, so it is sent from the start (refused for a case known to be in Kravia: that
+    would make a second case). Otherwise the invoice is Kravia's case `kravia_id`: adopted,
+    its copy and start are checked next."""
+    if case.phase not in PARKED_PHASES:
+        raise ValueError(
+            f"{case.accounting_invoice_id} is {case.phase.value}: only rejected or "
+            "needs_review cases are resolved by hand"
+        )
+    if kravia_id is None and case.kravia_id is not None:
+        raise ValueError(
+            f"{case.accounting_invoice_id} is Kravia's case {case.kravia_id}: sending it again "
+            f"would make a second case; use --as kravia:{case.kravia_id} to continue it"
+        )
+    base = _settled(case, Phase.NEW, now=now, attempts=0, lookups=0, last_error=note)
+    if kravia_id is None:
+        return base
     return replace(
-        case,
-        phase=target,
-        pending_attempt=None,
-        pending_since=None,
-        lookups=0,
-        next_attempt_at=None,
-        updated_at=now,
+        base,
+        phase=Phase.ADOPTED,
+        kravia_id=kravia_id,
+        registered_fingerprint=case.registered_fingerprint or case.fingerprint,
     )

@@ -44,6 +44,11 @@ __all__ = [
 
 PDF_MAGIC = b"%PDF-"
 CENT = Decimal("0.01")
+# Larger amounts are no invoice (and would not survive exact arithmetic with cents).
+MAX_AMOUNT = Decimal("999999999999999999.99")
+# Dates outside these years are typing errors, not invoices (and date arithmetic on them
+# overflows): such a record is quarantined.
+FIRST_YEAR, LAST_YEAR = 1900, 2199
 
 # The flat record format: the field names connectors (and folder files) use.
 RECORD_FIELDS: tuple[str, ...] = (
@@ -143,6 +148,18 @@ def check_pdf(content: bytes, name: str) -> None:
         raise InvalidRecordError("document", f"{name} is not a PDF (it starts with {head!r})")
 
 
+def money(value: Decimal) -> Decimal:
+    """`value` as money: in whole øre (cents), kept with exactly two decimals, so that 2250,
+    2250.00 and an SQL NUMERIC(18,4) 2250.0000 are one amount. ValueError for more decimals or
+    an amount beyond MAX_AMOUNT (either sign)."""
+    if abs(value) > MAX_AMOUNT:
+        raise ValueError(f"{value} is larger than any invoice amount (at most {MAX_AMOUNT})")
+    cents = value.quantize(CENT)
+    if cents != value:
+        raise ValueError(f"{value} has more than two decimals")
+    return cents
+
+
 def parse_amount(value: object) -> Decimal:
     """An amount as `Decimal`: numbers, or text with a decimal comma and thousands separators.
 
@@ -190,7 +207,17 @@ def _parse_amount_text(text: str) -> Decimal:
 
 
 def parse_date(value: object) -> date:
-    """A calendar date from a `date`, an ISO `YYYY-MM-DD` text, or a Norwegian `DD.MM.YYYY` text."""
+    """A calendar date from a `date`, an ISO `YYYY-MM-DD` text, or a Norwegian `DD.MM.YYYY`
+    text, in the years FIRST_YEAR to LAST_YEAR."""
+    parsed = _parse_date(value)
+    if not FIRST_YEAR <= parsed.year <= LAST_YEAR:
+        raise ValueError(
+            f"{parsed} is not a plausible date (only years {FIRST_YEAR} to {LAST_YEAR})"
+        )
+    return parsed
+
+
+def _parse_date(value: object) -> date:
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
@@ -325,14 +352,11 @@ class Invoice(BaseModel):
     @field_validator("amount")
     @classmethod
     def _amount_is_money(cls, value: Decimal) -> Decimal:
-        """Positive, in whole øre (cents); kept with exactly two decimals, so that 2250,
-        2250.00 and an SQL NUMERIC(18,4) 2250.0000 are one amount with one fingerprint."""
-        if value <= 0:
-            raise ValueError(f"the outstanding amount must be positive, got {value}")
-        cents = value.quantize(CENT)
-        if cents != value:
-            raise ValueError(f"{value} has more than two decimals")
-        return cents
+        """What is still outstanding, as money (see `money`). 0 is valid: the invoice is paid
+        (never sent to collection; one already in Kravia is reported paid in full)."""
+        if value < 0:
+            raise ValueError(f"the outstanding amount must not be negative, got {value}")
+        return money(value)
 
     @field_validator("currency", mode="before")
     @classmethod

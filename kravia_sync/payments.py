@@ -33,8 +33,8 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from kravia_sync.model import (
-    CENT,
     InvalidRecordError,
+    money,
     parse_amount,
     parse_date,
     record_accounting_id,
@@ -54,6 +54,7 @@ __all__ = [
     "derived_payment",
     "group_payments",
     "is_payment_record",
+    "payment_arrived",
 ]
 
 # The flat payment record format: field names connectors (and folder files) use.
@@ -120,10 +121,7 @@ class Payment(BaseModel):
         value = abs(value)  # a credit note may come as a negative amount; its size counts
         if value == 0:
             raise ValueError("the amount must not be zero")
-        cents = value.quantize(CENT)
-        if cents != value:
-            raise ValueError(f"{value} has more than two decimals")
-        return cents
+        return money(value)
 
     @classmethod
     def from_record(cls, record: Mapping[str, object], *, id_prefix: str = "") -> Payment:
@@ -200,11 +198,14 @@ class PayoutRule:
 
 @dataclass(frozen=True, slots=True)
 class PaymentLine:
-    """One invoice's share of a payment. `sent` is what went to Kravia after the clamp."""
+    """One invoice's share of a payment. `sent` is what went to Kravia after the clamp;
+    `left_before` the capital Kravia reported left on the case just before it was sent (the
+    evidence, after a lost answer, that the payment did or did not arrive)."""
 
     accounting_invoice_id: str
     amount: Decimal
     sent: Decimal | None = None
+    left_before: Decimal | None = None
 
 
 class PaymentPhase(StrEnum):
@@ -310,8 +311,34 @@ def clamp_lines(
                 f"{line.accounting_invoice_id}: {line.amount} clamped to {sent}, the capital "
                 "Kravia reports left"
             )
-        clamped.append(replace(line, sent=sent))
+        clamped.append(replace(line, sent=sent, left_before=left))
     return tuple(clamped), notes
+
+
+@dataclass(frozen=True, slots=True)
+class LineEvidence:
+    """What a case's details say, after a lost answer, of one line of a payment."""
+
+    recorded: bool | None  # Kravia lists the payment's id on the case (`payment_recorded`)
+    left_now: Decimal | None  # the capital Kravia reports left now
+    left_before: Decimal | None  # the capital it reported just before the payment was sent
+
+
+def payment_arrived(evidence: Sequence[LineEvidence]) -> bool | None:
+    """Whether a payment whose answer was lost reached Kravia: True when any case lists it;
+    False only when no case lists it *and* every case's capital is what it was before the
+    payment was sent (a list of payments Kravia does not fill in, or fills in late, is no
+    proof); None otherwise: a person looks, never a second payment on a guess."""
+    if any(line.recorded is True for line in evidence):
+        return True
+    untouched = all(
+        line.recorded is False
+        and line.left_now is not None
+        and line.left_before is not None
+        and line.left_now == line.left_before
+        for line in evidence
+    )
+    return False if evidence and untouched else None
 
 
 class PaymentStep(StrEnum):

@@ -5,16 +5,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
 from kravia_sync.connector import RecordStamp, SourceRecord
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState, Phase
 from kravia_sync.model import Invoice, record_accounting_id
-from kravia_sync.settings import PolicySettings
 
-__all__ = ["Assessment", "Change", "assess", "ineligibility", "record_hash"]
+__all__ = ["Assessment", "Change", "assess", "record_hash"]
 
 
 class Change(StrEnum):
@@ -55,21 +54,6 @@ def record_hash(record: SourceRecord | RecordStamp) -> str:
 def source_id(fields: Mapping[str, object], id_prefix: str) -> str | None:
     """The accountingInvoiceId a record will carry, before validation (None if it has none)."""
     return record_accounting_id(fields, id_prefix)
-
-
-def ineligibility(invoice: Invoice, policy: PolicySettings, today: date) -> str | None:
-    """Why the policy keeps `invoice` out of collection today, or None when it may go."""
-    overdue = invoice.days_overdue(today)
-    if overdue < policy.min_days_overdue:
-        ready = invoice.due_date + timedelta(days=policy.min_days_overdue)
-        state = f"{overdue} days overdue" if overdue >= 0 else "not due yet"
-        return (
-            f"due {invoice.due_date}, {state}; collection may start "
-            f"{policy.min_days_overdue} days after the due date, on {ready}"
-        )
-    if invoice.amount < policy.min_amount:
-        return f"amount {invoice.amount} is below min_amount {policy.min_amount}"
-    return None
 
 
 def assess(

@@ -1,7 +1,9 @@
 """One pass: read every source, diff against the state store, plan, and apply against Kravia.
 
-The decisions are made by the pure functions in `plan` and `lifecycle`; this module is the thin
-driver that reads, calls Kravia and journals each call before and after.
+The decisions are made by the pure functions in `plan`, `lifecycle` and `gate`; the case
+driver (`kravia_sync.driver`) takes each case through its calls, and this module runs the
+pass around it: the writer lease, reading and diffing the sources, holds, payments, the status
+pulled back from Kravia, and the run summary.
 """
 
 from __future__ import annotations
@@ -32,35 +34,24 @@ from kravia_sync.connector import (
 from kravia_sync.diff import (
     ATTENTION_PHASES,
     QUIET_PHASES,
-    SETTLING_STEPS,
     Lookup,
     SourceDiff,
     WorkItem,
 )
+from kravia_sync.driver import CaseDriver, PassStoppedError, Preview, preview, timing_of
 from kravia_sync.forwarding import AuthRefusedError, PaymentForwarder
-from kravia_sync.kravia import (
-    SEARCH_CLOCK_SKEW,
-    Failure,
-    KraviaClient,
-    KraviaError,
-    backoff_delay,
-)
+from kravia_sync.kravia import KraviaClient, KraviaError, backoff_delay
+from kravia_sync.lease import LeaseKeeper
 from kravia_sync.lifecycle import (
     IN_KRAVIA_PHASES,
     CaseState,
     CaseSummary,
-    Decision,
     Phase,
     Step,
-    Timing,
-    after_failure,
-    after_lookup,
-    after_success,
-    after_verify,
-    begin,
     next_step,
 )
 from kravia_sync.logging import get_logger, redact, register_secrets
+from kravia_sync.mirror import KraviaMirror
 from kravia_sync.model import InvalidRecordError, Invoice, check_pdf
 from kravia_sync.payments import (
     CHANGED_AFTER_SENT,
@@ -71,7 +62,15 @@ from kravia_sync.payments import (
     plan_payments,
 )
 from kravia_sync.settings import ConfigError, Settings, SourceConfig
-from kravia_sync.store import JournalEntry, SourceRead, StateStore
+from kravia_sync.store import (
+    CaseWrite,
+    JournalEntry,
+    LeaseLostError,
+    SourceRead,
+    StateConflictError,
+    StateStore,
+    WriteStatus,
+)
 from kravia_sync.store import utc_now as store_now
 
 __all__ = [
@@ -197,23 +196,17 @@ class Reconciler:
         self.client = client
         self.clock = clock
         self.progress = progress or _NoProgress()
-        retry = settings.retry
-        self.timing = Timing(
-            settle=timedelta(seconds=retry.settle_seconds),
-            backoff_base=timedelta(seconds=retry.backoff_base_seconds),
-            backoff_cap=timedelta(seconds=retry.backoff_cap_seconds),
-            max_lookups=retry.max_lookups,
-        )
+        self.timing = timing_of(settings)
         self._committer: GroupCommitter | None = None
         self._run_id: int | None = None
-        self._pass_task: asyncio.Task[None] | None = None
-        self._lease_lost = False
+        self._lease: LeaseKeeper | None = None
         self._payment_work: list[PaymentState] = []
         self._payment_problems: list[dict[str, str]] = []
         self._holds: dict[str, str] = {}
         self._gone_in_kravia: list[str] = []
         self._stop = asyncio.Event()
         self._only: frozenset[str] | None = None  # the sources of this pass; None: all
+        self._mirror: KraviaMirror | None = None
 
     def request_stop(self) -> None:
         """Finish what is in flight, start nothing new: workers take no new case, a case takes
@@ -233,11 +226,12 @@ class Reconciler:
         dry_run: bool = False,
         command: str = "reconcile",
         sources: Collection[str] | None = None,
-        keep_lease: bool = False,
+        lease: LeaseKeeper | None = None,
     ) -> RunSummary:
         """One pass over every source, or over the named `sources` only. `dry_run` plans
-        without writing or calling anything. `keep_lease`: the writer lease is left held at
-        the end (the daemon holds it between passes and releases it itself)."""
+        without writing or calling anything. `lease`: the writer lease as held by the caller
+        (the daemon holds it between passes); without one the pass takes the lease itself and
+        gives it up at the end (`LeaseHeldError` when another process holds it)."""
         if sources is not None:
             unknown = set(sources) - {source.name for source in self.settings.sources}
             if unknown:
@@ -256,34 +250,25 @@ class Reconciler:
             return summary
         if self.client is None:
             raise ValueError("a client is needed to apply a plan")
-        lease_ttl = timedelta(seconds=self.settings.state.lease_seconds)
-        holder = self.store.acquire_lease(ttl=lease_ttl, now=self.clock())
-        self._lease_lost = False
-        heartbeat = asyncio.create_task(self._heartbeat(lease_ttl))
+        keeper = lease or self._lease_keeper()
+        if lease is None:
+            keeper.acquire()
+        self._lease = keeper
         try:
-            self._run_id = self.store.start_run(holder=holder, command=command, now=started)
+            keeper.check()
+            self._run_id = self.store.start_run(
+                holder=keeper.holder or "?", command=command, now=started
+            )
             summary.run_id = self._run_id
-            try:
-                async with GroupCommitter(self.store) as committer:
-                    self._committer = committer
-                    await self._guarded_pass(summary)
-            except (PassFailedError, StateWriteError) as exc:
+            await self._applied_pass(summary, clock_start)
+            if keeper.lost is not None and summary.status != "failed":
                 summary.status = "failed"
-                summary.error = redact(str(exc))
-            except BaseException as exc:  # interrupted or a bug: the run row still says so
-                summary.status = "failed"
-                summary.error = redact(f"{type(exc).__name__}: {exc}")
-                self._finish_run(summary, clock_start)
-                raise
-            finally:
-                self._committer = None
+                summary.error = keeper.lost
             self._finish_run(summary, clock_start)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-            if not keep_lease:
-                self.store.release_lease()
+            self._lease = None
+            if lease is None:
+                keeper.release()
         log.info(
             "run finished",
             run_id=summary.run_id,
@@ -293,6 +278,39 @@ class Reconciler:
             **dict(sorted(summary.counts.items())),
         )
         return summary
+
+    async def _applied_pass(self, summary: RunSummary, clock_start: float) -> None:
+        """The pass with its writes group-committed; what stops it is in the summary."""
+        try:
+            async with GroupCommitter(self.store) as committer:
+                self._committer = committer
+                await self._pass(summary, dry_run=False)
+        except (PassFailedError, StateWriteError, LeaseLostError, StateConflictError) as exc:
+            summary.status = "failed"
+            summary.error = redact(str(exc))
+        except BaseException as exc:  # interrupted or a bug: the run row still says so
+            summary.status = "failed"
+            summary.error = redact(f"{type(exc).__name__}: {exc}")
+            self._finish_run(summary, clock_start)
+            raise
+        finally:
+            self._committer = None
+
+    def _lease_keeper(self) -> LeaseKeeper:
+        """A keeper for a pass of its own; losing the lease stops the pass (nothing more is
+        sent: every write after that is refused by the fence anyway)."""
+        loop = asyncio.get_running_loop()
+
+        def lost(why: str) -> None:
+            log.error("stopping the pass", reason=why)
+            loop.call_soon_threadsafe(self.request_stop)
+
+        return LeaseKeeper(
+            self.store,
+            ttl=timedelta(seconds=self.settings.state.lease_seconds),
+            clock=self.clock,
+            on_lost=lost,
+        )
 
     def _finish_run(self, summary: RunSummary, clock_start: float) -> None:
         assert self.client is not None  # noqa: S101 - run() checks
@@ -307,43 +325,19 @@ class Reconciler:
             error=summary.error,
         )
 
-    async def _guarded_pass(self, summary: RunSummary) -> None:
-        """The pass, stopped if the heartbeat finds the writer lease taken by another."""
-        self._pass_task = asyncio.create_task(self._pass(summary, dry_run=False))
-        try:
-            await self._pass_task
-        except asyncio.CancelledError:
-            if not self._lease_lost:
-                raise
-            raise PassFailedError(
-                "the writer lease expired and another process took it; this pass stopped. "
-                "Raise state.lease_seconds if passes are this slow"
-            ) from None
-        finally:
-            self._pass_task = None
-
-    async def _heartbeat(self, ttl: timedelta) -> None:
-        """Renew the lease every third of its time; stop the pass if it is no longer ours."""
-        while True:
-            await asyncio.sleep(ttl.total_seconds() / 3)
-            try:
-                ours = await asyncio.to_thread(self.store.renew_lease, ttl=ttl, now=self.clock())
-            except Exception as exc:  # a busy store: try again at the next beat
-                log.warning("could not renew the writer lease", error=redact(str(exc)))
-                continue
-            if not ours:
-                log.error("the writer lease was taken by another process: stopping the pass")
-                self._lease_lost = True
-                if self._pass_task is not None:
-                    self._pass_task.cancel()
-                return
-
     async def _pass(self, summary: RunSummary, *, dry_run: bool) -> None:
         claimed: dict[str, str] = {}  # new ids taken by an earlier source of this pass
         work: list[WorkItem] = []
         self._payment_work = []
         self._holds = {invoice: row["reason"] for invoice, row in self.store.holds().items()}
         self._gone_in_kravia = []
+        began = self.clock()
+        self._mirror = KraviaMirror(
+            self.store,
+            self.client,
+            clock=self.clock,
+            gather=min(0.5, self.settings.retry.settle_seconds),
+        )
         for source in self.settings.sources:
             if self._only is not None and source.name not in self._only:
                 continue
@@ -352,12 +346,13 @@ class Reconciler:
             result = SourceResult(source.name)
             summary.sources.append(result)
             try:
+                self._check_prefix(source, dry_run=dry_run)
                 connector = build_connector(self.settings, source)
-                # In a thread: a long read must not stop the lease's heartbeat.
+                # In a thread: a long read must not hold up the event loop.
                 diff = await asyncio.to_thread(
                     self._read_source, source, connector, claimed, result, dry_run=dry_run
                 )
-            except (ConnectorError, ConfigError, OSError) as exc:
+            except (ConnectorError, ConfigError, OSError, StateConflictError) as exc:
                 result.status = "failed"
                 result.error = redact(f"{type(exc).__name__}: {exc}")
                 summary.status = "failed"
@@ -372,15 +367,15 @@ class Reconciler:
         if dry_run:
             now = self.clock()
             for item in work:
-                decision = next_step(
-                    item.case, start=self.settings.policy.start, now=now, timing=self.timing
+                shown = await asyncio.to_thread(
+                    preview, self.settings, item, now, mirror=self._mirror
                 )
-                summary.planned.append(self._planned(item, decision))
+                summary.planned.append(_planned(item, shown))
             summary.counts["payments_to_forward"] += len(self._payment_work)
             self._payment_work = []
             return
         self.progress.start(len(work))
-        await self._apply(work, summary)
+        await self._apply(work, summary, began)
         await self._forward_payments(summary)
         if not self.stopping:
             await self.refresh_status(summary)
@@ -388,13 +383,41 @@ class Reconciler:
         if self.stopping and summary.status != "failed":
             summary.status = "stopped"
 
+    def _check_prefix(self, source: SourceConfig, *, dry_run: bool) -> None:
+        """A source's accountingInvoiceIds are its id_prefix and its own ids, and Kravia keeps
+        them for good: the prefix may not change while the source has cases (every open
+        invoice would look new and be registered again)."""
+        stored = self.store.source_prefix(source.name)
+        if stored == source.id_prefix:
+            return
+        cases = self.store.source_case_count(source.name)
+        if stored is None and not self.store.cases_outside_prefix(source.name, source.id_prefix):
+            stored = source.id_prefix  # an older state store: its cases agree with the file
+        elif stored is None:
+            stored = "(another prefix)"
+        elif cases == 0:
+            stored = source.id_prefix  # nothing sent under the old one yet
+        if stored != source.id_prefix:
+            raise ConfigError(
+                f"sources.{source.name}.id_prefix: changed to {source.id_prefix!r} while "
+                f"{cases} case(s) of this source are known under {stored!r}; Kravia keeps the "
+                "accountingInvoiceIds it was sent, so every open invoice would look new. Put "
+                f"the prefix back to {stored!r}. (To keep several sources apart, give the new "
+                "source a prefix of its own; to start this source afresh under a new prefix, "
+                "use a new source name and a new state store, knowing Kravia's cases are "
+                "matched by accountingInvoiceId only.)"
+            )
+        if not dry_run:
+            self.store.set_meta(f"id_prefix:{source.name}", source.id_prefix)
+
     async def _forward_payments(self, summary: RunSummary) -> None:
         """Payments and credit notes, after the cases they cover had their turn."""
         work, self._payment_work = self._payment_work, []
         if not work:
             return
         assert self.client is not None  # noqa: S101 - run() checks
-        await self.committer.commit()  # every case outcome written before payments read cases
+        assert self._lease is not None  # noqa: S101 - run() holds one
+        await self.committer.flush()  # every case outcome written before payments read cases
         forwarder = PaymentForwarder(
             self.store,
             self.client,
@@ -408,6 +431,7 @@ class Reconciler:
                 )
             ),
             run_id=self._run_id,
+            lease=self._lease,
             max_inline_wait=self.settings.retry.max_inline_wait_seconds,
             max_waits=self.settings.retry.retries_per_pass,
             should_stop=lambda: self.stopping,
@@ -465,68 +489,131 @@ class Reconciler:
     async def _send_hold_action(
         self, case: CaseState, action: str, reason: str, summary: RunSummary
     ) -> CaseState:
-        """Send the configured pause action for a held case, journaled before and after."""
+        """Send the configured pause action for a held case, through the same door as every
+        call: a slot first, then the intent (only while the hold still stands and the lease
+        is ours), then the call, journaled before and after."""
         assert self.client is not None  # noqa: S101 - run() checks
+        assert self._lease is not None  # noqa: S101 - run() holds one
         assert case.kravia_id is not None  # noqa: S101 - started cases have one
         attempt_id = uuid.uuid4().hex
-        await asyncio.to_thread(
-            self.store.write_batch, [], [self._intent(case, "hold_action", attempt_id)]
-        )
-        started = time.monotonic()
-        now = self.clock()
-        try:
-            await self.client.send_action(case.kravia_id, action, message=f"On hold: {reason}")
-        except KraviaError as error:
-            outcome = self._outcome(
-                case,
-                "hold_action",
-                attempt_id,
-                started,
-                outcome=error.failure.value,
-                status=error.status,
-                message=str(error),
+        async with self.client.reserve() as reservation:
+            self._lease.check()
+            written = await self.committer.commit(
+                CaseWrite(
+                    entry=self._journal(case, "hold_action", attempt_id, "intent"),
+                    intent=True,
+                    holds=(case.accounting_invoice_id, case.invoice_number),
+                    held_only=True,
+                )
             )
-            await asyncio.to_thread(self.store.write_batch, [], [outcome])
-            if error.failure is Failure.AUTH:
-                raise PassFailedError(f"Kravia refused the token: {error}") from None
-            if error.failure is Failure.TRANSIENT:
-                summary.counts["hold_action_deferred"] += 1
-                return case  # tried again next pass
-            summary.counts["hold_action_failed"] += 1
-            lost = error.failure is Failure.AMBIGUOUS
-            note = (
-                f"the hold action {action!r} was sent but its answer was lost: check in Kravia "
-                "that the case is paused"
-                if lost
-                else f"the hold action {action!r} was refused by Kravia ({redact(str(error))}): "
-                "pause the case in Kravia"
+            if written.status is WriteStatus.FENCED:
+                raise LeaseLostError("the writer lease was taken over by another process")
+            if not written.ok:
+                return case  # released meanwhile: nothing to pause
+            started = time.monotonic()
+            now = self.clock()
+            try:
+                await self.client.send_action(
+                    case.kravia_id, action, message=f"On hold: {reason}", reservation=reservation
+                )
+            except KraviaError as error:
+                return self._hold_action_failed(
+                    case,
+                    action=action,
+                    error=error,
+                    attempt_id=attempt_id,
+                    started=started,
+                    summary=summary,
+                )
+        await self.committer.commit(
+            CaseWrite(
+                entry=self._journal(
+                    case,
+                    "hold_action",
+                    attempt_id,
+                    "outcome",
+                    outcome="ok",
+                    status=200,
+                    started=started,
+                )
             )
-            return replace(case, hold_action_at=now, attention=note, updated_at=now)
-        await asyncio.to_thread(
-            self.store.write_batch,
-            [],
-            [self._outcome(case, "hold_action", attempt_id, started, outcome="ok", status=200)],
         )
         summary.counts["hold_actions_sent"] += 1
         return replace(
             case, hold_action_at=now, attention=_paused_note(reason, action), updated_at=now
         )
 
-    def _planned(self, item: WorkItem, decision: Decision) -> PlannedAction:
-        step = decision.step.value
-        if item.invoice is None and decision.step not in SETTLING_STEPS | {Step.NONE, Step.WAIT}:
-            step = Step.NONE.value
-        detail = decision.reason
-        if decision.step is Step.WAIT and decision.not_before is not None:
-            detail = f"{decision.reason}, not before {decision.not_before:%Y-%m-%d %H:%M:%S %Z}"
-        return PlannedAction(
-            source=item.case.source,
-            accounting_invoice_id=item.case.accounting_invoice_id,
-            invoice_number=item.case.invoice_number,
-            change=item.change.value,
-            step=step,
-            detail=detail,
+    def _hold_action_failed(
+        self,
+        case: CaseState,
+        *,
+        action: str,
+        error: KraviaError,
+        attempt_id: str,
+        started: float,
+        summary: RunSummary,
+    ) -> CaseState:
+        self.committer.submit(
+            CaseWrite(
+                entry=self._journal(
+                    case,
+                    "hold_action",
+                    attempt_id,
+                    "outcome",
+                    outcome=error.failure.value,
+                    status=error.status,
+                    message=str(error),
+                    started=started,
+                )
+            )
         )
+        if error.failure.stops_pass:
+            raise PassFailedError(error.stop_reason("hold action")) from None
+        if error.failure.value == "transient":
+            summary.counts["hold_action_deferred"] += 1
+            return case  # tried again next pass
+        summary.counts["hold_action_failed"] += 1
+        now = self.clock()
+        note = (
+            f"the hold action {action!r} was sent but its answer was lost: check in Kravia "
+            "that the case is paused"
+            if error.failure.value == "ambiguous"
+            else f"the hold action {action!r} was refused by Kravia ({redact(str(error))}): "
+            "pause the case in Kravia"
+        )
+        return replace(case, hold_action_at=now, attention=note, updated_at=now)
+
+    def _journal(
+        self,
+        case: CaseState,
+        operation: str,
+        attempt_id: str,
+        kind: str,
+        *,
+        outcome: str | None = None,
+        status: int | None = None,
+        message: str | None = None,
+        started: float | None = None,
+    ) -> JournalEntry:
+        return JournalEntry(
+            attempt_id=attempt_id,
+            kind=kind,
+            operation=operation,
+            accounting_invoice_id=case.accounting_invoice_id,
+            at=self.clock(),
+            run_id=self._run_id,
+            kravia_id=case.kravia_id,
+            outcome=outcome,
+            http_status=status,
+            duration_ms=None if started is None else round((time.monotonic() - started) * 1000),
+            message=None if message is None else redact(message)[:1000],
+        )
+
+    @property
+    def committer(self) -> GroupCommitter:
+        if self._committer is None:
+            raise RuntimeError("not inside a pass")
+        return self._committer
 
     # --- reading and diffing ------------------------------------------------------------------
     def _read_source(
@@ -546,7 +633,7 @@ class Reconciler:
                 source,
                 policy=self.settings.policy,
                 now=now,
-                check_document=None if dry_run else _document_problem,
+                check_document=_document_problem,
                 payments=source.payments or connector.payments_source(),
                 holds=self._holds,
             )
@@ -581,7 +668,8 @@ class Reconciler:
         if not dry_run:
             if diff.updates or plan.writes:
                 # One transaction: a drop in an amount is never stored without its payment.
-                self.store.write_payments(plan.writes, [], diff.updates)
+                stored = self.store.write_payments(plan.writes, [], diff.updates)
+                diff.stored(stored)
             self.store.sync_quarantine(source.name, diff.quarantine, complete=True, now=now)
         self._payment_work.extend(plan.work)
         return diff
@@ -686,11 +774,10 @@ class Reconciler:
         )
 
     async def refresh_status(self, summary: RunSummary, *, force: bool = False) -> None:
-        """Pull back what Kravia reports of its cases (status, capital left) from the stored
-        cursor: every case updated since, the window overlapping the last one by the clock
-        skew, each case stored by its id (so an overlap is harmless). A failed search leaves
-        the cursor where it was. Unless `force`d, only once `status_every_seconds` passed
-        since the last (the first pass only sets the clock), so a no-op pass calls nothing."""
+        """Pull back what Kravia reports of its cases (status, capital left): one search of
+        the mirror (`kravia_sync.mirror`), unless this pass searched already. Unless
+        `force`d, only once `status_every_seconds` passed since the last (the first pass only
+        sets the clock), so a no-op pass calls nothing."""
         assert self.client is not None  # noqa: S101 - run() and refresh check
         started = self.clock()
         every = timedelta(seconds=self.settings.kravia.status_every_seconds)
@@ -703,31 +790,19 @@ class Reconciler:
                 return
             if started < datetime.fromisoformat(due):
                 return
-        stored = await asyncio.to_thread(self.store.meta, STATUS_CURSOR)
-        if stored is not None:
-            since = datetime.fromisoformat(stored) - SEARCH_CLOCK_SKEW
-        else:
-            first = await asyncio.to_thread(self.store.earliest_first_seen)
-            if first is None:
-                return  # nothing in Kravia yet
-            since = first - SEARCH_CLOCK_SKEW
-        try:
-            items = await self.client.search_updated_since(since)
-        except KraviaError as exc:
-            if exc.failure is Failure.AUTH:
-                raise PassFailedError(f"Kravia refused the token: {exc}") from None
+        mirror = self._mirror or KraviaMirror(self.store, self.client, clock=self.clock)
+        searched = mirror.last
+        if searched is None:
+            try:
+                searched = await mirror.search()
+            except KraviaError as error:
+                raise PassFailedError(error.stop_reason("search")) from None
+        if searched is None:
             summary.counts["status_refresh_failed"] += 1
-            log.warning("status pull-back failed", error=redact(str(exc)))
             return
-        changed = await asyncio.to_thread(
-            self.store.record_statuses,
-            [(item.kravia_id, item.status, item.remaining_capital) for item in items],
-            now=self.clock(),
-        )
-        await asyncio.to_thread(self.store.set_meta, STATUS_CURSOR, started.isoformat())
         await asyncio.to_thread(self.store.set_meta, STATUS_DUE, (started + every).isoformat())
-        summary.counts["status_read"] += len(items)
-        summary.counts["status_changed"] += changed
+        summary.counts["status_read"] += searched.cases
+        summary.counts["status_changed"] += searched.changed
 
     async def refresh(self) -> RunSummary:
         """Only the status pull-back (`kravia-sync refresh`), under the writer lease."""
@@ -735,15 +810,19 @@ class Reconciler:
             raise ValueError("a client is needed to refresh")
         summary = RunSummary(run_id=None, started_at=self.clock())
         clock_start = time.monotonic()
-        lease_ttl = timedelta(seconds=self.settings.state.lease_seconds)
-        self.store.acquire_lease(ttl=lease_ttl, now=self.clock())
+        keeper = self._lease_keeper()
+        keeper.acquire()
+        self._mirror = KraviaMirror(self.store, self.client, clock=self.clock)
         try:
             await self.refresh_status(summary, force=True)
-        except PassFailedError as exc:
+        except (PassFailedError, LeaseLostError) as exc:
             summary.status = "failed"
             summary.error = redact(str(exc))
         finally:
-            self.store.release_lease()
+            keeper.release()
+        if summary.counts["status_refresh_failed"]:
+            summary.status = "failed"
+            summary.error = self._mirror.failure
         summary.duration_seconds = time.monotonic() - clock_start
         summary.remote_calls = dict(self.client.stats.counts)
         return summary
@@ -802,10 +881,24 @@ class Reconciler:
         )
 
     # --- applying -----------------------------------------------------------------------------
-    async def _apply(self, work: list[WorkItem], summary: RunSummary) -> None:
+    async def _apply(self, work: list[WorkItem], summary: RunSummary, began: datetime) -> None:
         """Drive every case with a fixed pool of workers (twice the calls allowed in flight, so
         the next intents are committed while calls are out). Memory does not grow with the
         number of cases beyond the work list itself."""
+        assert self.client is not None  # noqa: S101 - run() checks
+        assert self._lease is not None  # noqa: S101 - run() holds one
+        assert self._mirror is not None  # noqa: S101 - the pass made one
+        driver = CaseDriver(
+            self.settings,
+            client=self.client,
+            committer=self.committer,
+            mirror=self._mirror,
+            lease=self._lease,
+            clock=self.clock,
+            run_id=self._run_id,
+            pass_began=began,
+            stop=self._stop,
+        )
         pending = iter(work)
         finals: list[CaseState] = []
 
@@ -814,8 +907,10 @@ class Reconciler:
                 if self.stopping:
                     return
                 try:
-                    finals.append(await self._drive(item, summary))
-                except (PassFailedError, StateWriteError):
+                    finals.append(await driver.drive(item))
+                except PassStoppedError as exc:
+                    raise PassFailedError(str(exc)) from None
+                except (PassFailedError, StateWriteError, LeaseLostError):
                     raise
                 except Exception as exc:  # one case's unexpected failure never stops the rest
                     log.exception(
@@ -845,6 +940,8 @@ class Reconciler:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             raise
+        finally:
+            summary.counts.update(driver.log.counts)
         self._tally(finals, summary)
 
     def _tally(self, finals: list[CaseState], summary: RunSummary) -> None:
@@ -874,299 +971,6 @@ class Reconciler:
         ):
             summary.status = "attention"
 
-    async def _drive(self, item: WorkItem, summary: RunSummary) -> CaseState:
-        """Take one case as far as it can go in this pass."""
-        case = item.case
-        waits = 0
-        retry = self.settings.retry
-        while True:
-            if self.stopping:
-                return case
-            now = self.clock()
-            decision = next_step(
-                case, start=self.settings.policy.start, now=now, timing=self.timing
-            )
-            if decision.step is Step.NONE:
-                return case
-            if decision.step is Step.WAIT:
-                assert decision.not_before is not None  # noqa: S101 - WAIT always carries it
-                delay = (decision.not_before - now).total_seconds()
-                if waits >= retry.retries_per_pass or delay > retry.max_inline_wait_seconds:
-                    return case
-                waits += 1
-                with contextlib.suppress(TimeoutError):  # a stop request ends the wait
-                    await asyncio.wait_for(self._stop.wait(), timeout=max(delay, 0.0))
-                continue
-            if item.invoice is None and decision.step not in SETTLING_STEPS:
-                return case
-            before = case
-            case = await self._perform(decision.step, case, item.invoice, summary)
-            if case == before:  # nothing moved (a step that could not run): stop here
-                return case
-
-    async def _perform(
-        self, step: Step, case: CaseState, invoice: Invoice | None, summary: RunSummary
-    ) -> CaseState:
-        if step is Step.LOOKUP:
-            return await self._lookup(case, summary)
-        if step in {Step.VERIFY_UPLOAD, Step.VERIFY_START}:
-            return await self._verify(step, case, summary)
-        assert invoice is not None  # noqa: S101 - SETTLING_STEPS guard this
-        return await self._send(step, case, invoice, summary)
-
-    def _intent(self, case: CaseState, operation: str, attempt_id: str) -> JournalEntry:
-        return JournalEntry(
-            attempt_id=attempt_id,
-            kind="intent",
-            operation=operation,
-            accounting_invoice_id=case.accounting_invoice_id,
-            at=self.clock(),
-            run_id=self._run_id,
-            kravia_id=case.kravia_id,
-        )
-
-    def _outcome(
-        self,
-        case: CaseState,
-        operation: str,
-        attempt_id: str,
-        started: float,
-        *,
-        outcome: str,
-        status: int | None = None,
-        message: str | None = None,
-    ) -> JournalEntry:
-        return JournalEntry(
-            attempt_id=attempt_id,
-            kind="outcome",
-            operation=operation,
-            accounting_invoice_id=case.accounting_invoice_id,
-            at=self.clock(),
-            run_id=self._run_id,
-            kravia_id=case.kravia_id,
-            outcome=outcome,
-            http_status=status,
-            duration_ms=round((time.monotonic() - started) * 1000),
-            message=None if message is None else redact(message)[:1000],
-        )
-
-    def _retry_in(self, case: CaseState, error: KraviaError | None) -> timedelta:
-        if error is not None and error.retry_after is not None:
-            return timedelta(seconds=error.retry_after)
-        seconds = backoff_delay(
-            case.attempts + case.lookups,
-            base=self.timing.backoff_base.total_seconds(),
-            cap=self.timing.backoff_cap.total_seconds(),
-        )
-        return timedelta(seconds=seconds)
-
-    @property
-    def committer(self) -> GroupCommitter:
-        if self._committer is None:
-            raise RuntimeError("not inside a pass")
-        return self._committer
-
-    async def _send(
-        self, step: Step, case: CaseState, invoice: Invoice, summary: RunSummary
-    ) -> CaseState:
-        """One call that changes something in Kravia, journaled before and after."""
-        assert self.client is not None  # noqa: S101 - run() checks
-        content = b""
-        if step is Step.UPLOAD:
-            document = invoice.document
-            if document is None:
-                return replace(case, has_document=False)
-            try:
-                # Off the event loop: a copy may come over the network (a REST source).
-                content = await asyncio.to_thread(document.load)
-                check_pdf(content, document.name)
-            except (OSError, InvalidRecordError) as exc:
-                message = f"the invoice copy cannot be read: {exc}"
-                waiting = after_failure(
-                    case,
-                    step,
-                    failure="transient",
-                    message=message,
-                    now=self.clock(),
-                    retry_in=self._retry_in(case, None),
-                )
-                self.committer.submit(waiting)
-                return waiting
-        attempt_id = uuid.uuid4().hex
-        operation = {Step.REGISTER: "register", Step.UPLOAD: "document", Step.START: "start"}[step]
-        pending = begin(case, step, attempt_id=attempt_id, now=self.clock())
-        await self.committer.commit(pending, self._intent(pending, operation, attempt_id))
-        started = time.monotonic()
-        kravia_id: int | None = None
-        try:
-            if step is Step.REGISTER:
-                kravia_id = await self.client.register(
-                    invoice, creditor_id=self.settings.kravia.creditor_id
-                )
-            elif step is Step.UPLOAD:
-                assert case.kravia_id is not None  # noqa: S101 - registered before upload
-                name = invoice.document.name if invoice.document else "invoice.pdf"
-                await self.client.upload_document(case.kravia_id, name=name, content=content)
-            else:
-                assert case.kravia_id is not None  # noqa: S101 - registered before start
-                await self.client.start(case.kravia_id, message=self.settings.kravia.start_message)
-        except KraviaError as error:
-            after = after_failure(
-                pending,
-                step,
-                failure=error.failure.value,
-                message=redact(str(error)),
-                now=self.clock(),
-                retry_in=self._retry_in(pending, error),
-            )
-            self.committer.submit(
-                after,
-                self._outcome(
-                    pending,
-                    operation,
-                    attempt_id,
-                    started,
-                    outcome=error.failure.value,
-                    status=error.status,
-                    message=str(error),
-                ),
-            )
-            summary.counts[f"{operation}_{error.failure.value}"] += 1
-            if error.failure is Failure.AUTH:
-                raise PassFailedError(f"Kravia refused the token: {error}") from None
-            log.warning(
-                "call failed",
-                operation=operation,
-                invoice=case.invoice_number,
-                accounting_invoice_id=case.accounting_invoice_id,
-                failure=error.failure.value,
-                error=str(error),
-            )
-            return after
-        after = after_success(pending, step, now=self.clock(), kravia_id=kravia_id)
-        self.committer.submit(
-            after,
-            self._outcome(after, operation, attempt_id, started, outcome="ok", status=200),
-        )
-        summary.counts[
-            {"register": "registered", "document": "documented", "start": "started"}[operation]
-        ] += 1
-        return after
-
-    async def _lookup(self, case: CaseState, summary: RunSummary) -> CaseState:
-        """Settle a register whose answer was lost by searching Kravia for the case."""
-        assert self.client is not None  # noqa: S101
-        attempt_id = uuid.uuid4().hex
-        since = (case.pending_since or case.updated_at) - SEARCH_CLOCK_SKEW
-        await self.committer.commit(None, self._intent(case, "lookup", attempt_id))
-        started = time.monotonic()
-        error: KraviaError | None = None
-        found: list[int] = []
-        try:
-            items = await self.client.search_updated_since(since)
-            found = sorted(
-                item.kravia_id
-                for item in items
-                if item.accounting_invoice_id == case.accounting_invoice_id
-            )
-        except KraviaError as exc:
-            error = exc
-            if exc.failure is Failure.AUTH:
-                raise PassFailedError(f"Kravia refused the token: {exc}") from None
-        after = after_lookup(
-            case,
-            found,
-            now=self.clock(),
-            complete=error is None,
-            retry_in=self._retry_in(case, error),
-            max_lookups=self.timing.max_lookups,
-        )
-        self.committer.submit(
-            after,
-            self._outcome(
-                after,
-                "lookup",
-                attempt_id,
-                started,
-                outcome="ok" if error is None else error.failure.value,
-                status=None if error is None else error.status,
-                message=f"found {found}" if error is None else str(error),
-            ),
-        )
-        if error is None:
-            summary.counts["adopted" if len(found) == 1 else "lookups"] += 1
-        log.info(
-            "lookup after a lost answer",
-            accounting_invoice_id=case.accounting_invoice_id,
-            found=found,
-            complete=error is None,
-            phase=after.phase.value,
-        )
-        return after
-
-    async def _verify(self, step: Step, case: CaseState, summary: RunSummary) -> CaseState:
-        """Settle a lost upload or start answer by reading the case's details."""
-        from kravia_sync.kravia import can_start, has_invoice_document  # noqa: PLC0415
-
-        assert self.client is not None  # noqa: S101
-        assert case.kravia_id is not None  # noqa: S101 - only cases in Kravia are verified
-        attempt_id = uuid.uuid4().hex
-        await self.committer.commit(None, self._intent(case, "details", attempt_id))
-        started = time.monotonic()
-        try:
-            details = await self.client.details(case.kravia_id)
-        except KraviaError as error:
-            if error.failure is Failure.AUTH:
-                raise PassFailedError(f"Kravia refused the token: {error}") from None
-            if error.failure is Failure.TERMINAL:
-                after = replace(
-                    case, phase=Phase.NEEDS_REVIEW, last_error=str(error), updated_at=self.clock()
-                )
-            else:
-                after = replace(
-                    case,
-                    next_attempt_at=self.clock() + self._retry_in(case, error),
-                    attempts=case.attempts + 1,
-                    last_error=str(error),
-                )
-            self.committer.submit(
-                after,
-                self._outcome(
-                    case,
-                    "details",
-                    attempt_id,
-                    started,
-                    outcome=error.failure.value,
-                    status=error.status,
-                    message=str(error),
-                ),
-            )
-            return after
-        if step is Step.VERIFY_UPLOAD:
-            done = has_invoice_document(details)
-        else:
-            startable = can_start(details)
-            done = None if startable is None else not startable
-        if done is None:
-            # The answer does not say: a person decides, the engine does not guess.
-            after = replace(
-                case,
-                phase=Phase.NEEDS_REVIEW,
-                updated_at=self.clock(),
-                last_error=(
-                    f"the answer to {step.value.removeprefix('verify_')} was lost and Kravia's "
-                    "case details do not show whether it took effect; check the case in Kravia"
-                ),
-            )
-        else:
-            after = after_verify(case, step, done=done, now=self.clock())
-        self.committer.submit(
-            after,
-            self._outcome(after, "details", attempt_id, started, outcome="ok", status=200),
-        )
-        summary.counts["verified"] += 1
-        return after
-
 
 READ_CHUNK = 2000  # records looked up in the state store together
 # A stamped read fetches full records in batches of this many items that need a look (held
@@ -1174,7 +978,6 @@ READ_CHUNK = 2000  # records looked up in the state store together
 # STAMPED_MAX_BATCHES of them (each batch runs the source's query once more).
 STAMPED_BATCH = 10_000
 STAMPED_MAX_BATCHES = 4
-STATUS_CURSOR = "status_cursor"  # meta key: when the last status pull-back began
 STATUS_DUE = "status_due"  # meta key: when the next pull-back in a pass is due
 # Phases of a case in Kravia, for the gone check (needs_review ones may be collecting too).
 _IN_KRAVIA_VALUES = frozenset(phase.value for phase in IN_KRAVIA_PHASES | {Phase.NEEDS_REVIEW})
@@ -1269,6 +1072,17 @@ def _matched(
             return stamp.key
         matched.append(candidates.pop())
     return matched
+
+
+def _planned(item: WorkItem, shown: Preview) -> PlannedAction:
+    return PlannedAction(
+        source=item.case.source,
+        accounting_invoice_id=item.case.accounting_invoice_id,
+        invoice_number=item.case.invoice_number,
+        change=item.change.value,
+        step=shown.step,
+        detail=shown.detail,
+    )
 
 
 def _notes_of(case: CaseState) -> dict[str, object]:

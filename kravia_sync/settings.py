@@ -13,6 +13,7 @@ import os
 import re
 import tomllib
 from contextvars import ContextVar
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -115,6 +116,10 @@ class PolicySettings(_Section):
             raise ValueError(f"{value!r} is not a known time zone (e.g. Europe/Oslo)") from None
         return value
 
+    def today(self, now: datetime) -> date:
+        """The calendar day `now` falls on where days overdue are counted."""
+        return now.astimezone(ZoneInfo(self.timezone)).date()
+
 
 class RetrySettings(_Section):
     backoff_base_seconds: float = Field(default=2.0, gt=0)
@@ -123,6 +128,9 @@ class RetrySettings(_Section):
     max_inline_wait_seconds: float = Field(default=30.0, ge=0)
     settle_seconds: float = Field(default=120.0, ge=0)
     max_lookups: int = Field(default=12, ge=1)
+    # An upload whose answer was lost and whose case details do not list documents is sent
+    # again (a second copy of a PDF harms nobody); false: a person checks instead.
+    resend_unconfirmed_uploads: bool = True
 
 
 class StateSettings(_Section):

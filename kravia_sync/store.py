@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import socket
 import sqlite3
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping
+import uuid
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Self
 
@@ -38,6 +38,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
+from kravia_sync._process import holder_alive, this_process
+from kravia_sync.identity import KnownCase
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase
 from kravia_sync.payments import (
     FINAL_PAYMENT_PHASES,
@@ -49,14 +51,20 @@ from kravia_sync.payments import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "CaseWrite",
     "JournalEntry",
     "LeaseHeldError",
+    "LeaseLostError",
+    "MirrorItem",
     "QuarantineEntry",
     "SchemaError",
+    "StateConflictError",
     "StateStore",
+    "WriteResult",
+    "WriteStatus",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _utc_text(value: datetime) -> str:
@@ -134,6 +142,8 @@ class CaseRow(SQLModel, table=True):
     status_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     hold_action_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     registered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Schema 3: grows with every write of the row; each write names the one it read.
+    revision: int = 1
 
 
 # Columns schema 2 added to `cases`, for the migration from schema 1.
@@ -227,13 +237,36 @@ class QuarantineRow(SQLModel, table=True):
 
 
 class LeaseRow(SQLModel, table=True):
+    """The writer lease. The row stays when the lease is released (`holder_id` empty), so its
+    epoch only ever grows: every take-over by another holder adds one."""
+
     __tablename__ = "lease"
     name: str = Field(primary_key=True)
-    holder: str
+    holder: str  # for people: "pid 1234 on host"
     host: str
     pid: int
     acquired_at: datetime = Field(sa_type=UTCDateTime)
     expires_at: datetime = Field(sa_type=UTCDateTime)
+    # Schema 3: fencing. A random id per holder, and whether the holder still runs can be told
+    # (see `kravia_sync._process`).
+    holder_id: str = ""
+    epoch: int = 0
+    host_key: str = ""
+    started: str | None = None
+
+
+class KraviaCaseRow(SQLModel, table=True):
+    """What Kravia's search reported of each of the creditor's cases (schema 3): the mirror
+    checked before any accountingInvoiceId is registered (`kravia_sync.mirror`)."""
+
+    __tablename__ = "kravia_cases"
+    kravia_id: int = Field(primary_key=True)
+    accounting_invoice_id: str | None = Field(default=None, index=True)
+    invoice_number: str | None = Field(default=None, index=True)
+    status: str | None = None
+    remaining: Decimal | None = Field(default=None, sa_type=DecimalText)
+    last_updated: str | None = None  # Kravia's lastUpdatedTime, as it wrote it
+    seen_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class _NotNewError(Exception):
@@ -251,10 +284,70 @@ class LeaseHeldError(RuntimeError):
         super().__init__(
             f"another kravia-sync is writing to this state store: {holder}, "
             f"since {acquired_at:%Y-%m-%d %H:%M:%S %Z}, lease valid until "
-            f"{expires_at:%Y-%m-%d %H:%M:%S %Z}. If that process is gone, wait for the lease "
-            "to expire or run `kravia-sync unlock --force`."
+            f"{expires_at:%Y-%m-%d %H:%M:%S %Z}. Wait for it to finish: a lease whose holder "
+            "died is taken over when it expires (at once when it died on this machine); "
+            "`kravia-sync unlock --force` removes it sooner, but never while its holder runs "
+            "here."
         )
         self.holder = holder
+
+
+class LeaseLostError(RuntimeError):
+    """The writer lease is no longer this store's (another process took it over): nothing
+    more may be written or sent."""
+
+
+class StateConflictError(RuntimeError):
+    """A case changed in the state store after it was read (an operator command during the
+    read): the read's writes were not made; the next pass reads it again."""
+
+
+class WriteStatus(StrEnum):
+    OK = "ok"
+    CONFLICT = "conflict"  # the row is not at the revision the write read: nothing written
+    HELD = "held"  # an intent for an invoice an operator holds: not written, not to be sent
+    FENCED = "fenced"  # an intent after the lease was lost: not written, the pass must stop
+
+
+@dataclass(frozen=True, slots=True)
+class CaseWrite:
+    """One write of the engine: a case row (compare-and-set on the revision it carries: the
+    one it was read at; 0 inserts a case never stored), a journal entry, or both.
+
+    An `intent` (a call about to leave) is written only while this store holds the writer
+    lease at the epoch it took it at, and not while any of `holds` (its accountingInvoiceId
+    and invoice number) is held, or, with `held_only`, only while one of them is. Other
+    writes (outcomes: facts) need only the compare-and-set, and their journal entry is
+    appended even when the row moved on."""
+
+    case: CaseState | None = None
+    entry: JournalEntry | None = None
+    intent: bool = False
+    holds: tuple[str, ...] = ()
+    held_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    status: WriteStatus
+    case: CaseState | None = None  # as stored, at its new revision
+    reason: str | None = None  # why held
+
+    @property
+    def ok(self) -> bool:
+        return self.status is WriteStatus.OK
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorItem:
+    """One case as Kravia's search reported it."""
+
+    kravia_id: int
+    accounting_invoice_id: str | None
+    invoice_number: str | None
+    status: str | None
+    remaining: Decimal | None
+    last_updated: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +386,7 @@ _TABLES = [
     LeaseRow.__table__,  # type: ignore[attr-defined]
     PaymentRow.__table__,  # type: ignore[attr-defined]
     HoldRow.__table__,  # type: ignore[attr-defined]
+    KraviaCaseRow.__table__,  # type: ignore[attr-defined]
 ]
 CASES = CaseRow.__table__  # type: ignore[attr-defined]
 JOURNAL = JournalRow.__table__  # type: ignore[attr-defined]
@@ -302,6 +396,7 @@ LEASE = LeaseRow.__table__  # type: ignore[attr-defined]
 META = Meta.__table__  # type: ignore[attr-defined]
 PAYMENTS = PaymentRow.__table__  # type: ignore[attr-defined]
 HOLDS = HoldRow.__table__  # type: ignore[attr-defined]
+KRAVIA_CASES = KraviaCaseRow.__table__  # type: ignore[attr-defined]
 WRITER_LEASE = "writer"
 
 
@@ -312,6 +407,43 @@ _CASE_UPDATES = ", ".join(f"{name} = excluded.{name}" for name in _CASE_FIELDS[1
 _UPSERT_CASE_SQL = (
     f"INSERT INTO cases ({_CASE_COLUMNS}) VALUES ({', '.join('?' for _ in _CASE_FIELDS)}) "  # noqa: S608
     f"ON CONFLICT (accounting_invoice_id) DO UPDATE SET {_CASE_UPDATES}"
+)
+_INSERT_CASE_SQL = (
+    f"INSERT INTO cases ({_CASE_COLUMNS}) VALUES ({', '.join('?' for _ in _CASE_FIELDS)}) "  # noqa: S608
+    "ON CONFLICT (accounting_invoice_id) DO NOTHING"
+)
+# Notes other parts of the engine and operators write column by column (status pulled back,
+# holds, approvals, payouts): a case write never overwrites them from its own copy.
+_NOTE_FIELDS = frozenset(
+    {
+        "kravia_status",
+        "kravia_remaining",
+        "status_at",
+        "hold_action_at",
+        "payouts_accounted",
+        "approved_at",
+    }
+)
+# The engine's case writes (the lifecycle) leave the attention note alone too; the diff owns it.
+_DRIVER_FIELDS = tuple(f for f in _CASE_FIELDS[1:] if f not in _NOTE_FIELDS | {"attention"})
+_DIFF_FIELDS = tuple(f for f in _CASE_FIELDS[1:] if f not in _NOTE_FIELDS)
+
+
+def _cas_sql(columns: tuple[str, ...]) -> str:
+    assignments = ", ".join(f"{name} = ?" for name in columns)
+    return (
+        f"UPDATE cases SET {assignments} "  # noqa: S608 - our own column names
+        "WHERE accounting_invoice_id = ? AND revision = ?"
+    )
+
+
+_DRIVER_UPDATE_SQL = _cas_sql(_DRIVER_FIELDS)
+_DIFF_UPDATE_SQL = _cas_sql(_DIFF_FIELDS)
+_HELD_SQL = "SELECT invoice, reason FROM holds WHERE invoice IN (?, ?) ORDER BY held_at LIMIT 1"
+_FENCE_SQL = "SELECT holder_id, epoch FROM lease WHERE name = ?"
+_LEASE_LOST = (
+    "the writer lease was taken over by another process: this one stops writing and sending "
+    "(raise state.lease_seconds if passes stall this long)"
 )
 _JOURNAL_COLUMNS = ", ".join(_JOURNAL_FIELDS)
 _INSERT_JOURNAL_SQL = (
@@ -506,6 +638,35 @@ def _db_value(value: object) -> object:
     return value
 
 
+def _decimal_or_none(value: object) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _case_row(case: CaseState, names: Iterable[str]) -> tuple[object, ...]:
+    return tuple(_db_value(getattr(case, name)) for name in names)
+
+
+def _journal_row(entry: JournalEntry) -> tuple[object, ...]:
+    return tuple(_db_value(getattr(entry, name)) for name in _JOURNAL_FIELDS)
+
+
+def _cas_write(
+    execute: Any,  # noqa: ANN401 - a DB-API cursor's or SQLAlchemy's exec_driver_sql
+    case: CaseState,
+    names: tuple[str, ...],
+    update_sql: str,
+) -> CaseState | None:
+    """Write `case` as the revision after the one it carries (0: insert a new row), only if
+    the stored row is still at that revision; the case as stored, or None (a conflict)."""
+    stored = replace(case, revision=case.revision + 1)
+    if case.revision == 0:
+        result = execute(_INSERT_CASE_SQL, _case_row(stored, _CASE_FIELDS))
+    else:
+        values = (*_case_row(stored, names), case.accounting_invoice_id, case.revision)
+        result = execute(update_sql, values)
+    return stored if result.rowcount == 1 else None
+
+
 def _case_from_row(row: Mapping[Any, Any]) -> CaseState:
     values = {name: row[name] for name in _CASE_FIELDS}
     values["phase"] = Phase(values["phase"])
@@ -517,7 +678,8 @@ def _payment_from_row(row: Mapping[Any, Any]) -> PaymentState:
         PaymentLine(
             line["accounting_invoice_id"],
             Decimal(line["amount"]),
-            None if line.get("sent") is None else Decimal(line["sent"]),
+            _decimal_or_none(line.get("sent")),
+            _decimal_or_none(line.get("left")),
         )
         for line in json.loads(row["lines"])
     )
@@ -553,6 +715,7 @@ def _payment_values(payment: PaymentState) -> dict[str, Any]:
                     "accounting_invoice_id": line.accounting_invoice_id,
                     "amount": str(line.amount),
                     "sent": None if line.sent is None else str(line.sent),
+                    "left": None if line.left_before is None else str(line.left_before),
                 }
                 for line in payment.lines
             ]
@@ -599,22 +762,13 @@ def _sqlite_engine(path: Path) -> Engine:
     return engine
 
 
-def this_process() -> tuple[str, int]:
-    return socket.gethostname(), os.getpid()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class StateStore:
-    """The state database. Reads may come from any thread; writes are short transactions."""
+    """The state database. Reads may come from any thread; writes are short transactions.
+
+    Each store is its own lease holder (a random `holder_id`). Once it has taken the writer
+    lease, every write the engine makes checks, in its transaction, that the lease is still
+    this store's at the epoch it took it at (a fence): a writer whose lease another process
+    took over cannot write or send anything more."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -623,6 +777,8 @@ class StateStore:
         # The hot write path keeps one driver connection (used by one thread at a time).
         self._batch_lock = threading.Lock()
         self._batch_connection: Any = None
+        self.holder_id = uuid.uuid4().hex
+        self._epoch: int | None = None  # the lease's epoch when this store took it
         try:
             self._check_schema()
         except BaseException:
@@ -654,6 +810,24 @@ class StateStore:
         with self.engine.connect() as connection, connection.begin():
             yield connection
 
+    @contextmanager
+    def _fenced_write(self) -> Iterator[Connection]:
+        """A write transaction of the engine: refused (`LeaseLostError`, nothing written) when
+        this store took the writer lease and it is no longer ours."""
+        with self._write() as connection:
+            if not self._fence_holds(connection.exec_driver_sql):
+                raise LeaseLostError(_LEASE_LOST)
+            yield connection
+
+    def _fence_holds(self, execute: Any) -> bool:  # noqa: ANN401 - a DB-API or SQLAlchemy execute
+        """Whether the writer lease is still this store's, read inside the caller's
+        transaction. A store that never took the lease (an operator command, a test) is not
+        fenced."""
+        if self._epoch is None:
+            return True
+        row = execute(_FENCE_SQL, (WRITER_LEASE,)).fetchone()
+        return row is not None and (row[0], row[1]) == (self.holder_id, self._epoch)
+
     # --- schema -------------------------------------------------------------------------------
     def _check_schema(self) -> None:
         with self._write() as connection:
@@ -682,6 +856,9 @@ class StateStore:
                 )
             if version == 1:
                 self._migrate_1_to_2(connection)
+                version = 2
+            if version == 2:
+                self._migrate_2_to_3(connection)
 
     @staticmethod
     def _migrate_1_to_2(connection: Connection) -> None:
@@ -697,6 +874,28 @@ class StateStore:
         PAYMENTS.create(connection)
         HOLDS.create(connection)
         connection.execute(update(META).where(META.c.key == "schema_version").values(value="2"))
+
+    @staticmethod
+    def _migrate_2_to_3(connection: Connection) -> None:
+        """Schema 3 fences writers and mirrors Kravia: a revision per case row (compare-and-
+        set), a holder id and epoch on the lease, and the table of Kravia's cases (filled from
+        scratch by the next pass that registers or pulls back statuses, which replaces the
+        old status cursor)."""
+        connection.exec_driver_sql(
+            "ALTER TABLE cases ADD COLUMN revision INTEGER NOT NULL DEFAULT 1"
+        )
+        for column in (
+            "holder_id VARCHAR NOT NULL DEFAULT ''",
+            "epoch INTEGER NOT NULL DEFAULT 0",
+            "host_key VARCHAR NOT NULL DEFAULT ''",
+            "started VARCHAR",
+        ):
+            connection.exec_driver_sql(f"ALTER TABLE lease ADD COLUMN {column}")
+        # A lease of an older version holds no epoch: it is taken as released.
+        connection.exec_driver_sql("DELETE FROM lease")
+        KRAVIA_CASES.create(connection)
+        connection.execute(delete(META).where(META.c.key == "status_cursor"))
+        connection.execute(update(META).where(META.c.key == "schema_version").values(value="3"))
 
     def schema_version(self) -> int:
         with self._read() as connection:
@@ -764,7 +963,7 @@ class StateStore:
                 .where(CASES.c.kravia_status.is_not(None))
                 .group_by(CASES.c.kravia_status)
             )
-            return {str(status): int(count) for status, count in rows.tuples()}
+            return {str(status): int(count) for status, count in rows}
 
     def phase_counts(self) -> dict[str, int]:
         from sqlalchemy import func  # noqa: PLC0415
@@ -774,21 +973,25 @@ class StateStore:
             return {str(phase): int(count) for phase, count in rows}
 
     def write_batch(self, cases: Iterable[CaseState], journal: Iterable[JournalEntry]) -> None:
-        """One transaction: upsert the cases (in order, last one wins) and append the journal.
-
-        This is the hot path of a pass (every remote call writes here twice), so the rows go
-        to the driver as plain tuples through one prepared statement each.
-        """
+        """Set state up as given: upsert the cases whole (last one wins, each at the next
+        revision) and append the journal, in one transaction, with no fence and no
+        compare-and-set. For tests, benchmarks and imports; the engine writes through
+        `commit_case_writes`."""
         latest: dict[str, CaseState] = {}
         for case in cases:
-            latest[case.accounting_invoice_id] = case
-        case_rows = [
-            tuple(_db_value(getattr(case, name)) for name in _CASE_FIELDS)
-            for case in latest.values()
-        ]
-        journal_rows = [
-            tuple(_db_value(getattr(entry, name)) for name in _JOURNAL_FIELDS) for entry in journal
-        ]
+            latest[case.accounting_invoice_id] = replace(case, revision=case.revision + 1)
+        case_rows = [_case_row(case, _CASE_FIELDS) for case in latest.values()]
+        journal_rows = [_journal_row(entry) for entry in journal]
+        with self._batch() as cursor:
+            if case_rows:
+                cursor.executemany(_UPSERT_CASE_SQL, case_rows)
+            if journal_rows:
+                cursor.executemany(_INSERT_JOURNAL_SQL, journal_rows)
+
+    @contextmanager
+    def _batch(self) -> Iterator[Any]:
+        """A write transaction on the hot path's own driver connection: rows go to the driver
+        as plain tuples (every remote call writes twice, so this is kept lean)."""
         with self._batch_lock:
             if self._batch_connection is None:
                 self._batch_connection = self.engine.raw_connection()
@@ -796,10 +999,7 @@ class StateStore:
             try:
                 cursor.execute("BEGIN IMMEDIATE")
                 try:
-                    if case_rows:
-                        cursor.executemany(_UPSERT_CASE_SQL, case_rows)
-                    if journal_rows:
-                        cursor.executemany(_INSERT_JOURNAL_SQL, journal_rows)
+                    yield cursor
                     cursor.execute("COMMIT")
                 except BaseException:
                     if self._batch_connection.in_transaction:
@@ -807,6 +1007,31 @@ class StateStore:
                     raise
             finally:
                 cursor.close()
+
+    def commit_case_writes(self, writes: Sequence[CaseWrite]) -> list[WriteResult]:
+        """The engine's case writes, in order, in one transaction (see `CaseWrite`); the
+        result of each. The lease is read once, inside the transaction."""
+        with self._batch() as cursor:
+            fence_holds = self._fence_holds(cursor.execute)
+            return [self._commit_one(cursor, write, fence_holds=fence_holds) for write in writes]
+
+    def _commit_one(self, cursor: Any, write: CaseWrite, *, fence_holds: bool) -> WriteResult:  # noqa: ANN401
+        if write.intent and not fence_holds:
+            return WriteResult(WriteStatus.FENCED)
+        if write.holds:
+            held = cursor.execute(_HELD_SQL, (write.holds[0], write.holds[-1])).fetchone()
+            if (held is not None) != write.held_only:
+                reason = None if held is None else f"on hold ({held[1]})"
+                return WriteResult(WriteStatus.HELD, reason=reason or "no longer on hold")
+        status = WriteStatus.OK
+        stored: CaseState | None = None
+        if write.case is not None:
+            stored = _cas_write(cursor.execute, write.case, _DRIVER_FIELDS, _DRIVER_UPDATE_SQL)
+            if stored is None:
+                status = WriteStatus.CONFLICT
+        if write.entry is not None and (status is WriteStatus.OK or not write.intent):
+            cursor.execute(_INSERT_JOURNAL_SQL, _journal_row(write.entry))
+        return WriteResult(status, stored)
 
     # --- payments -----------------------------------------------------------------------------
     def load_payments(
@@ -845,7 +1070,7 @@ class StateStore:
             rows = connection.execute(
                 select(PAYMENTS.c.phase, func.count()).group_by(PAYMENTS.c.phase)
             )
-            return {str(phase): int(count) for phase, count in rows.tuples()}
+            return {str(phase): int(count) for phase, count in rows}
 
     def write_payments(
         self,
@@ -853,13 +1078,13 @@ class StateStore:
         journal: Iterable[JournalEntry] = (),
         cases: Iterable[CaseState] = (),
         case_notes: Iterable[tuple[str, Mapping[str, Any]]] = (),
-    ) -> None:
-        """One transaction: upsert the payments and the cases, append the journal (a case
-        whose amount drop a derived payment stands for is never stored without it)."""
-        case_rows = [
-            tuple(_db_value(getattr(case, name)) for name in _CASE_FIELDS) for case in cases
-        ]
-        with self._write() as connection:
+    ) -> list[CaseState]:
+        """One fenced transaction: upsert the payments, write the cases (compare-and-set on
+        the revision each was read at), append the journal (a case whose amount drop a
+        derived payment stands for is never stored without it). The cases as stored;
+        `StateConflictError` (nothing written) when one changed since it was read."""
+        stored_cases: list[CaseState] = []
+        with self._fenced_write() as connection:
             for payment in payments:
                 values = _payment_values(payment)
                 statement = sqlite_insert(PAYMENTS).values(**values)
@@ -869,17 +1094,22 @@ class StateStore:
                         set_={k: v for k, v in values.items() if k not in {"source", "payment_id"}},
                     )
                 )
-            if case_rows:
-                connection.exec_driver_sql(_UPSERT_CASE_SQL, case_rows)
-            for aid, note in case_notes:
-                if set(note) - self._NOTE_COLUMNS:
-                    raise ValueError(f"not a note column: {sorted(note)}")
-                connection.execute(
-                    update(CASES).where(CASES.c.accounting_invoice_id == aid).values(**note)
+            for case in cases:
+                stored = _cas_write(
+                    connection.exec_driver_sql, case, _DIFF_FIELDS, _DIFF_UPDATE_SQL
                 )
+                if stored is None:
+                    raise StateConflictError(
+                        f"case {case.accounting_invoice_id} changed in the state store while "
+                        "its source was read (an operator command?); the next pass reads it "
+                        "again"
+                    )
+                stored_cases.append(stored)
+            self._write_notes(connection, case_notes)
             entries = [asdict(entry) for entry in journal]
             if entries:
                 connection.execute(sa_insert(JOURNAL), entries)
+        return stored_cases
 
     def begin_payment(
         self,
@@ -891,7 +1121,7 @@ class StateStore:
         and not in flight (so two writers can never both send it); False if it is not."""
         values = _payment_values(pending)
         try:
-            with self._write() as connection:
+            with self._fenced_write() as connection:
                 result = connection.execute(
                     update(PAYMENTS)
                     .where(
@@ -904,12 +1134,7 @@ class StateStore:
                 )
                 if result.rowcount != 1:
                     raise _NotNewError  # noqa: TRY301 - leaving the block rolls back
-                for aid, note in case_notes:
-                    if set(note) - self._NOTE_COLUMNS:
-                        raise ValueError(f"not a note column: {sorted(note)}")
-                    connection.execute(
-                        update(CASES).where(CASES.c.accounting_invoice_id == aid).values(**note)
-                    )
+                self._write_notes(connection, case_notes)
                 connection.execute(sa_insert(JOURNAL), [asdict(intent)])
         except _NotNewError:
             return False
@@ -926,15 +1151,21 @@ class StateStore:
 
     def set_case_notes(self, updates: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
         """Set only these columns of these cases (accountingInvoiceId → values), leaving the
-        rest of each row (its phase, its attempts) as the pass's other writes left it."""
-        with self._write() as connection:
-            for aid, values in updates:
-                unknown = set(values) - self._NOTE_COLUMNS
-                if unknown:
-                    raise ValueError(f"not a note column: {sorted(unknown)}")
-                connection.execute(
-                    update(CASES).where(CASES.c.accounting_invoice_id == aid).values(**values)
-                )
+        rest of each row (its phase, its attempts, its revision) as the pass's other writes
+        left it. Fenced."""
+        with self._fenced_write() as connection:
+            self._write_notes(connection, updates)
+
+    def _write_notes(
+        self, connection: Connection, updates: Iterable[tuple[str, Mapping[str, Any]]]
+    ) -> None:
+        for aid, values in updates:
+            unknown = set(values) - self._NOTE_COLUMNS
+            if unknown:
+                raise ValueError(f"not a note column: {sorted(unknown)}")
+            connection.execute(
+                update(CASES).where(CASES.c.accounting_invoice_id == aid).values(**values)
+            )
 
     # --- holds --------------------------------------------------------------------------------
     def hold(self, invoice: str, *, reason: str, by: str, now: datetime) -> None:
@@ -1016,7 +1247,8 @@ class StateStore:
             return value
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._write() as connection:
+        """Set a value the engine keeps (fenced)."""
+        with self._fenced_write() as connection:
             statement = sqlite_insert(META).values(key=key, value=value)
             connection.execute(
                 statement.on_conflict_do_update(index_elements=["key"], set_={"value": value})
@@ -1035,7 +1267,7 @@ class StateStore:
         """Store what Kravia reports of its cases (Kravia id, status, capital left); cases we
         do not know are ignored. How many of ours changed."""
         changed = 0
-        with self._write() as connection:
+        with self._fenced_write() as connection:
             for kravia_id, status, remaining in statuses:
                 result = connection.execute(
                     update(CASES)
@@ -1096,7 +1328,7 @@ class StateStore:
         resolved = [key for key in known if key not in current] if complete else []
         if not changed and not resolved:
             return
-        with self._write() as connection:
+        with self._fenced_write() as connection:
             for entry in changed:
                 values = asdict(entry) | {"source": source, "last_seen_at": now}
                 if entry.record_key in known:
@@ -1164,73 +1396,235 @@ class StateStore:
 
     # --- lease --------------------------------------------------------------------------------
     def acquire_lease(self, *, ttl: timedelta, now: datetime) -> str:
-        """Take the writer lease or raise `LeaseHeldError` naming who holds it.
+        """Take the writer lease (or renew it, if this store holds it) or raise
+        `LeaseHeldError` naming who holds it. Every take-over by another holder adds one to the
+        lease's epoch, which fences the writes of the one it was taken from.
 
-        A lease held by a process on this host that no longer exists is taken over at once;
-        any other lease only once it has expired.
+        A lease whose holder is known to be gone (a process of this machine, in this process
+        namespace, that no longer runs) is taken over at once; any other lease only once it
+        has expired.
         """
-        host, pid = this_process()
-        holder = f"pid {pid} on {host}"
+        me = this_process()
+        holder = f"pid {me.pid} on {me.host}"
         with self._write() as connection:
-            row = (
-                connection.execute(select(LEASE).where(LEASE.c.name == WRITER_LEASE))
-                .mappings()
-                .first()
-            )
-            if row is not None and (row["host"], row["pid"]) != (host, pid):
-                holder_alive = row["host"] != host or _pid_alive(row["pid"])
-                if row["expires_at"] > now and holder_alive:
+            row = self._lease_row(connection)
+            ours = row is not None and row["holder_id"] == self.holder_id
+            if row is not None and row["holder_id"] and not ours:
+                alive = holder_alive(row["host_key"], row["pid"], row["started"])
+                if row["expires_at"] > now and alive is not False:
                     raise LeaseHeldError(row["holder"], row["acquired_at"], row["expires_at"])
+            epoch = (0 if row is None else row["epoch"]) + (0 if ours else 1)
+            values = {
+                "holder": holder,
+                "host": me.host,
+                "pid": me.pid,
+                "acquired_at": row["acquired_at"] if ours and row is not None else now,
+                "expires_at": now + ttl,
+                "holder_id": self.holder_id,
+                "epoch": epoch,
+                "host_key": me.host_key,
+                "started": me.started,
+            }
             connection.execute(delete(LEASE).where(LEASE.c.name == WRITER_LEASE))
-            connection.execute(
-                sa_insert(LEASE).values(
-                    name=WRITER_LEASE,
-                    holder=holder,
-                    host=host,
-                    pid=pid,
-                    acquired_at=now,
-                    expires_at=now + ttl,
-                )
-            )
+            connection.execute(sa_insert(LEASE).values(name=WRITER_LEASE, **values))
+        self._epoch = epoch
         return holder
 
+    @staticmethod
+    def _lease_row(connection: Connection) -> dict[str, Any] | None:
+        row = (
+            connection.execute(select(LEASE).where(LEASE.c.name == WRITER_LEASE)).mappings().first()
+        )
+        return None if row is None else dict(row)
+
     def renew_lease(self, *, ttl: timedelta, now: datetime) -> bool:
-        """Extend our lease; False when it is no longer ours (it expired and was taken)."""
-        host, pid = this_process()
+        """Extend our lease; False when it is no longer ours (it was taken over)."""
+        if self._epoch is None:
+            return False
         with self._write() as connection:
             result = connection.execute(
                 update(LEASE)
                 .where(
-                    (LEASE.c.name == WRITER_LEASE) & (LEASE.c.host == host) & (LEASE.c.pid == pid)
+                    LEASE.c.name == WRITER_LEASE,
+                    LEASE.c.holder_id == self.holder_id,
+                    LEASE.c.epoch == self._epoch,
                 )
                 .values(expires_at=now + ttl)
             )
             return bool(result.rowcount == 1)
 
     def release_lease(self) -> None:
-        host, pid = this_process()
+        """Give the lease up (if it is still ours). Its row stays, with its epoch; this store
+        is fenced from then on, as if the lease had been taken over."""
         with self._write() as connection:
             connection.execute(
-                delete(LEASE).where(
-                    (LEASE.c.name == WRITER_LEASE) & (LEASE.c.host == host) & (LEASE.c.pid == pid)
-                )
+                update(LEASE)
+                .where(LEASE.c.name == WRITER_LEASE, LEASE.c.holder_id == self.holder_id)
+                .values(holder_id="")
             )
+
+    @property
+    def holds_lease(self) -> bool:
+        """Whether this store took the writer lease and has not been fenced off since."""
+        if self._epoch is None:
+            return False
+        with self._read() as connection:
+            return self._fence_holds(connection.exec_driver_sql)
 
     def current_lease(self) -> dict[str, Any] | None:
+        """The writer lease as held now, or None when nobody holds it."""
         with self._read() as connection:
-            row = (
-                connection.execute(select(LEASE).where(LEASE.c.name == WRITER_LEASE))
-                .mappings()
-                .first()
-            )
-            return None if row is None else dict(row)
+            row = self._lease_row(connection)
+            return None if row is None or not row["holder_id"] else dict(row)
 
     def force_unlock(self) -> dict[str, Any] | None:
-        """Remove the writer lease whoever holds it; what was removed, or None."""
-        lease = self.current_lease()
+        """Remove the writer lease, whoever holds it; what was removed, or None. Refused
+        (`LeaseHeldError`) while its holder runs on this machine: that process would go on
+        writing (it is fenced from its next write on, but its calls in flight finish)."""
         with self._write() as connection:
-            connection.execute(delete(LEASE).where(LEASE.c.name == WRITER_LEASE))
-        return lease
+            row = self._lease_row(connection)
+            if row is None or not row["holder_id"]:
+                return None
+            if holder_alive(row["host_key"], row["pid"], row["started"]):
+                raise LeaseHeldError(row["holder"], row["acquired_at"], row["expires_at"])
+            connection.execute(
+                update(LEASE).where(LEASE.c.name == WRITER_LEASE).values(holder_id="")
+            )
+            return dict(row)
+
+    # --- the mirror of Kravia's cases ---------------------------------------------------------
+    def record_mirror(
+        self, items: Iterable[MirrorItem], *, meta: Mapping[str, str], now: datetime
+    ) -> list[int]:
+        """Store what Kravia's search reported of its cases (by Kravia id: a case seen again
+        is updated) and the mirror's bookkeeping `meta`, in one fenced transaction; the
+        Kravia ids of our cases whose status or capital changed, after the same values were
+        written to them."""
+        changed: list[int] = []
+        with self._fenced_write() as connection:
+            for item in items:
+                values = {
+                    "accounting_invoice_id": item.accounting_invoice_id,
+                    "invoice_number": item.invoice_number,
+                    "status": item.status,
+                    "remaining": item.remaining,
+                    "last_updated": item.last_updated,
+                    "seen_at": now,
+                }
+                connection.execute(
+                    sqlite_insert(KRAVIA_CASES)
+                    .values(kravia_id=item.kravia_id, **values)
+                    .on_conflict_do_update(index_elements=["kravia_id"], set_=values)
+                )
+                result = connection.execute(
+                    update(CASES)
+                    .where(
+                        CASES.c.kravia_id == item.kravia_id,
+                        (CASES.c.kravia_status.is_distinct_from(item.status))
+                        | (CASES.c.kravia_remaining.is_distinct_from(item.remaining)),
+                    )
+                    .values(
+                        kravia_status=item.status, kravia_remaining=item.remaining, status_at=now
+                    )
+                )
+                if result.rowcount:
+                    changed.append(item.kravia_id)
+            for key, value in meta.items():
+                statement = sqlite_insert(META).values(key=key, value=value)
+                connection.execute(
+                    statement.on_conflict_do_update(index_elements=["key"], set_={"value": value})
+                )
+        return changed
+
+    def known_in_kravia(self, accounting_invoice_id: str, invoice_number: str) -> list[KnownCase]:
+        """Kravia's cases, as last mirrored, with this accountingInvoiceId or invoice number."""
+        with self._read() as connection:
+            rows = connection.execute(
+                select(
+                    KRAVIA_CASES.c.kravia_id,
+                    KRAVIA_CASES.c.accounting_invoice_id,
+                    KRAVIA_CASES.c.invoice_number,
+                ).where(
+                    (KRAVIA_CASES.c.accounting_invoice_id == accounting_invoice_id)
+                    | (KRAVIA_CASES.c.invoice_number == invoice_number)
+                )
+            )
+            return [KnownCase(kravia_id, aid, number) for kravia_id, aid, number in rows]
+
+    def mirrored_count(self) -> int:
+        with self._read() as connection:
+            return int(
+                connection.execute(select(func.count()).select_from(KRAVIA_CASES)).scalar_one()
+            )
+
+    # --- operators settling what the engine parked --------------------------------------------
+    def resolve_case(
+        self, case: CaseState, resolved: CaseState, entry: JournalEntry
+    ) -> CaseState | None:
+        """An operator's decision on a parked case: written only if the case is still at the
+        revision the operator was shown (else None: it moved meanwhile), journaled with their
+        reason. Not fenced: operators act beside a running engine, whose next write of the
+        case then finds the newer revision and leaves it."""
+        if resolved.revision != case.revision:
+            raise ValueError("a resolution is written over the revision it was decided on")
+        with self._batch() as cursor:
+            stored = _cas_write(cursor.execute, resolved, _DRIVER_FIELDS, _DRIVER_UPDATE_SQL)
+            if stored is not None:
+                cursor.execute(_INSERT_JOURNAL_SQL, _journal_row(entry))
+        return stored
+
+    def resolve_payment(
+        self, payment: PaymentState, resolved: PaymentState, entry: JournalEntry
+    ) -> bool:
+        """An operator's decision on a payment that needs review: written only while it is
+        still as they were shown it, journaled with their reason."""
+        values = _payment_values(resolved)
+        with self._write() as connection:
+            result = connection.execute(
+                update(PAYMENTS)
+                .where(
+                    PAYMENTS.c.source == payment.source,
+                    PAYMENTS.c.payment_id == payment.payment_id,
+                    PAYMENTS.c.phase == payment.phase.value,
+                    PAYMENTS.c.updated_at == payment.updated_at,
+                )
+                .values({k: v for k, v in values.items() if k not in {"source", "payment_id"}})
+            )
+            if result.rowcount != 1:
+                return False
+            connection.execute(sa_insert(JOURNAL), [asdict(entry)])
+        return True
+
+    # --- a source's id prefix -----------------------------------------------------------------
+    def source_prefix(self, source: str) -> str | None:
+        """The id_prefix the source's cases were stored under, where known."""
+        return self.meta(f"{_PREFIX_KEY}{source}")
+
+    def cases_outside_prefix(self, source: str, prefix: str) -> int:
+        """How many of the source's cases have an accountingInvoiceId not under `prefix`."""
+        if not prefix:
+            return 0  # every id starts with ""
+        with self._read() as connection:
+            query = (
+                select(func.count())
+                .select_from(CASES)
+                .where(
+                    CASES.c.source == source,
+                    func.substr(CASES.c.accounting_invoice_id, 1, len(prefix)) != prefix,
+                )
+            )
+            return int(connection.execute(query).scalar_one())
+
+    def source_case_count(self, source: str) -> int:
+        with self._read() as connection:
+            return int(
+                connection.execute(
+                    select(func.count()).select_from(CASES).where(CASES.c.source == source)
+                ).scalar_one()
+            )
+
+
+_PREFIX_KEY = "id_prefix:"
 
 
 def utc_now() -> datetime:

@@ -88,7 +88,7 @@ class TestBadInput:
             "invalid JSON",
             "missing required column 'due_date'",
             "is not a real date",
-            "must be positive",
+            "must not be negative",
             "required for a business debtor",
             "not a valid Norwegian organisation number",
             "not an ISO 4217 currency code",

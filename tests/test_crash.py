@@ -29,6 +29,9 @@ def _unanswered_intents(state: Path) -> int:
         with store.engine.connect() as connection:
             rows = connection.execute(
                 select(JOURNAL.c.attempt_id, func.count())
+                .where(
+                    JOURNAL.c.kind.in_(["intent", "outcome"])
+                )  # not decisions made without a call
                 .group_by(JOURNAL.c.attempt_id)
                 .having(func.count() == 1)
             ).all()

@@ -350,14 +350,18 @@ class TestKnownCases:
         assert diff.updates == [item.case]
         assert diff.counts["retry"] == 1
 
-    def test_rejected_case_changed_not_checked_for_waiting(self):
-        """A changed rejected case is retried without the new-invoice policy gate."""
+    def test_rejected_case_changed_is_retried_when_the_policy_allows(self):
+        """A changed rejected case is retried, through the same policy gate as a new one:
+        eligible, it is work; not yet due enough, it waits (quarantined as waiting)."""
         rejected = stored(rec(), Phase.REJECTED)
         recent = (TODAY - timedelta(days=3)).isoformat()
 
-        diff = run(rec(due_date=recent), known=[rejected])
+        retried = run(rec(amount="1200.00"), known=[rejected])
+        waiting = run(rec(due_date=recent), known=[rejected])
 
-        assert [item.change for item in diff.work] == [Change.RETRY]
+        assert [item.change for item in retried.work] == [Change.RETRY]
+        assert waiting.work == []
+        assert [entry.kind for entry in waiting.quarantine.values()] == ["waiting"]
 
     def test_pending_case_resumed(self):
         """A known case not finished yet is work again (PENDING), with its invoice."""

@@ -331,8 +331,6 @@ class TestClassifyResponse:
         [
             (400, True, Failure.TERMINAL),
             (400, False, Failure.TERMINAL),
-            (404, True, Failure.TERMINAL),
-            (404, False, Failure.TERMINAL),
             (409, True, Failure.TERMINAL),
             (422, True, Failure.TERMINAL),
             (401, True, Failure.AUTH),
@@ -351,6 +349,9 @@ class TestClassifyResponse:
             (504, False, Failure.TRANSIENT),
             (408, True, Failure.AMBIGUOUS),
             (408, False, Failure.TRANSIENT),
+            (404, True, Failure.CONFIG),
+            (404, False, Failure.CONFIG),
+            (405, True, Failure.CONFIG),
         ],
     )
     def test_failure_class(self, status, creates, failure):
@@ -399,7 +400,7 @@ class TestClassifyResponse:
     )
     def test_problem_text(self, body, expected):
         """Problem details' detail/title/message are shown."""
-        error = classify_response(httpx.Response(404, json=body), creates=False)
+        error = classify_response(httpx.Response(404, json=body), creates=False, per_case=True)
 
         assert error is not None
         assert expected in str(error)
@@ -658,7 +659,10 @@ def items(ids: range | list[int]) -> list[dict[str, Any]]:
 
 
 def search(since: datetime, **options: Any) -> Callable[[KraviaClient], Awaitable[Any]]:
-    return lambda client: client.search_updated_since(since, **options)
+    async def items(client: KraviaClient) -> list[Any]:
+        return (await client.search_updated_since(since, **options)).items
+
+    return items
 
 
 class TestSearch:
@@ -752,19 +756,43 @@ class TestSearch:
         assert [item.kravia_id for item in found] == [3]
 
     def test_case_insensitive_properties(self):
-        """Item properties are matched case-insensitively; digit-text ids are read; items
-        without a usable id are skipped."""
+        """Item properties are matched case-insensitively; digit-text ids are read; an item
+        with an invoice number but no accountingInvoiceId is kept, as unknown."""
         handler = search_handler(
-            {0: [{"Id": 4, "AccountingInvoiceId": "X"}, {"InvoiceId": 5}, {"id": "6"}, "junk"]}
+            {
+                0: [
+                    {"Id": 4, "AccountingInvoiceId": "X"},
+                    {"InvoiceId": 5, "InvoiceNo": "55"},
+                    {"id": "6", "invoiceno": 66},
+                ]
+            }
         )
 
         found = run_with(handler, search(self.SINCE))
 
-        assert [(item.kravia_id, item.accounting_invoice_id) for item in found] == [
-            (4, "X"),
-            (5, None),
-            (6, None),
-        ]
+        assert [
+            (item.kravia_id, item.accounting_invoice_id, item.invoice_number) for item in found
+        ] == [(4, "X", None), (5, None, "55"), (6, None, "66")]
+
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            {"accountingInvoiceId": "X"},  # no Kravia id
+            {"id": "four", "accountingInvoiceId": "X"},  # an id we cannot read
+            {"id": 7},  # nothing that says which invoice it is
+            {"id": 7, "accountingInvoiceId": "", "invoiceNo": ""},
+            "junk",  # not an object at all
+        ],
+    )
+    def test_an_item_we_cannot_identify_fails_the_search(self, bad):
+        """One item we cannot identify makes the whole answer unreadable (transient): a case we
+        cannot see could be the very one a look-up is for, so it is never skipped."""
+        handler = search_handler({0: [{"id": 4, "accountingInvoiceId": "X"}, bad]})
+
+        with pytest.raises(KraviaError) as info:
+            run_with(handler, search(self.SINCE, page_retries=0))
+
+        assert info.value.failure is Failure.TRANSIENT
 
     def test_unrecognised_answer_is_transient(self):
         """A search answer in an unknown shape is a transient error, not an empty result."""
@@ -1331,7 +1359,7 @@ class TestSearchMoney:
         def handler(request: httpx.Request) -> httpx.Response:
             return httpx.Response(200, content=row, headers={"Content-Type": "application/json"})
 
-        (item,) = run_with(handler, lambda client: client.search_updated_since(TestSearch.SINCE))
+        (item,) = run_with(handler, search(TestSearch.SINCE))
 
         assert item.status == "Closed"
         assert item.remaining_capital == Decimal("0.10")
@@ -1342,7 +1370,7 @@ class TestSearchMoney:
         """A search item without amounts says nothing about them."""
         (item,) = run_with(
             answer(200, [{"id": 4, "accountingInvoiceId": "A-4"}]),
-            lambda client: client.search_updated_since(TestSearch.SINCE),
+            search(TestSearch.SINCE),
         )
         assert (item.remaining_capital, item.outstanding) == (None, None)
 
@@ -1528,9 +1556,9 @@ class TestAgainstSimulator:
         """After a payment the search feed shows the case again, with its new capital."""
         first, second = registered(sim, 2)
         since = datetime.now(UTC) - timedelta(minutes=1)
-        before = {i.kravia_id: i for i in on_sim(sim, lambda c: c.search_updated_since(since))}
+        before = {i.kravia_id: i for i in on_sim(sim, search(since))}
         on_sim(sim, lambda client: pay(client, "S-1", (second, "2250")))
-        after = {i.kravia_id: i for i in on_sim(sim, lambda c: c.search_updated_since(since))}
+        after = {i.kravia_id: i for i in on_sim(sim, search(since))}
 
         assert set(before) == set(after) == {first, second}
         assert after[second].remaining_capital == Decimal(0)

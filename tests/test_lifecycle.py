@@ -9,18 +9,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kravia_sync.identity import Absent, Adopt, Unknown
 from kravia_sync.lifecycle import (
     IN_KRAVIA_PHASES,
     CaseState,
     Decision,
+    Details,
     Phase,
     StartPolicy,
     Step,
     Timing,
+    after_details,
     after_failure,
+    after_identity,
     after_lookup,
     after_success,
-    after_verify,
     begin,
     next_step,
 )
@@ -401,7 +404,18 @@ class TestAfterLookup:
         assert "accountingInvoiceId" in review.last_error
 
 
-class TestAfterVerify:
+def settle(case: CaseState, step: Step, seen: Details, *, resend: bool = True) -> CaseState:
+    return after_details(
+        case,
+        step,
+        seen,
+        now=T0 + RETRY,
+        resend_unconfirmed_uploads=resend,
+        max_unconfirmed=TIMING.max_lookups,
+    )
+
+
+class TestAfterDetails:
     @pytest.mark.parametrize(
         ("sending", "step", "has_document", "done", "expected"),
         [
@@ -415,22 +429,125 @@ class TestAfterVerify:
     )
     def test_table(self, sending, step, has_document, done, expected):
         """Reading the case settles a lost answer: done moves on, not done goes back."""
-        case = make_case(sending, has_document=has_document, lookups=2, next_attempt_at=T0)
+        case = make_case(sending, has_document=has_document, lookups=0, next_attempt_at=T0)
+        seen = (
+            Details(documented=done, started=None)
+            if step is Step.VERIFY_UPLOAD
+            else Details(documented=None, started=done)
+        )
 
-        settled = after_verify(case, step, done=done, now=T0 + RETRY)
+        settled = settle(case, step, seen)
 
         assert settled.phase is expected
         assert settled.kravia_id == 501
         assert (settled.pending_attempt, settled.pending_since) == (None, None)
-        assert settled.lookups == 0
+        assert settled.lookups == (0 if done else 1)
         assert settled.next_attempt_at is None
         assert settled.updated_at == T0 + RETRY
 
+    def test_unconfirmed_start_is_sent_again(self):
+        """Details that do not tell whether Start took effect send it again (harmless), and
+        mark the case so Kravia's "already started" answer then counts as done."""
+        case = make_case(Phase.STARTING, has_document=True)
+
+        again = settle(case, Step.VERIFY_START, Details(documented=True, started=None))
+
+        assert again.phase is Phase.DOCUMENTED
+        assert again.lookups == 1
+        assert "sending it again" in again.last_error
+        assert next_step(again, start=StartPolicy.AUTO, now=T0 + RETRY, timing=TIMING).step is (
+            Step.START
+        )
+
+    def test_unconfirmed_upload_is_sent_again(self):
+        """Details without a list of documents send the copy again (a second copy harms
+        nobody)."""
+        case = make_case(Phase.UPLOADING, has_document=True)
+
+        again = settle(case, Step.VERIFY_UPLOAD, Details(documented=None, started=None))
+
+        assert again.phase is Phase.REGISTERED
+        assert next_step(again, start=StartPolicy.AUTO, now=T0 + RETRY, timing=TIMING).step is (
+            Step.UPLOAD
+        )
+
+    def test_unconfirmed_upload_parks_when_resending_is_off(self):
+        """With resend_unconfirmed_uploads = false, an upload the details cannot confirm goes
+        to a person."""
+        case = make_case(Phase.UPLOADING, has_document=True)
+
+        review = settle(
+            case, Step.VERIFY_UPLOAD, Details(documented=None, started=None), resend=False
+        )
+
+        assert review.phase is Phase.NEEDS_REVIEW
+        assert "resolve" in review.last_error
+
+    def test_unconfirmed_rounds_are_bounded(self):
+        """After max_lookups rounds of answers lost and details that cannot tell, a person
+        looks: never an endless loop."""
+        case = make_case(Phase.STARTING, lookups=TIMING.max_lookups)
+
+        review = settle(case, Step.VERIFY_START, Details(documented=None, started=None))
+
+        assert review.phase is Phase.NEEDS_REVIEW
+        assert "resolve" in review.last_error
+
+    @pytest.mark.parametrize(
+        ("has_document", "seen", "expected", "lookups"),
+        [
+            (True, Details(documented=True, started=True), Phase.STARTED, 0),
+            (False, Details(documented=None, started=True), Phase.STARTED, 0),
+            (True, Details(documented=True, started=False), Phase.DOCUMENTED, 0),
+            (True, Details(documented=False, started=False), Phase.REGISTERED, 0),
+            (True, Details(documented=None, started=None), Phase.REGISTERED, 1),
+            (False, Details(documented=None, started=None), Phase.REGISTERED, 1),
+            (False, Details(documented=False, started=False), Phase.REGISTERED, 0),
+        ],
+    )
+    def test_adopted(self, has_document, seen, expected, lookups):
+        """An adopted case continues from where Kravia's details say it is; a Start they do
+        not rule out is sent as a resend ("already started" then counts as done)."""
+        case = make_case(Phase.ADOPTED, has_document=has_document)
+
+        settled = settle(case, Step.VERIFY_ADOPTED, seen)
+
+        assert settled.phase is expected
+        assert settled.lookups == lookups
+        assert settled.kravia_id == 501
+
     @pytest.mark.parametrize("step", [Step.LOOKUP, Step.UPLOAD, Step.START])
     def test_not_a_verify_step(self, step):
-        """Only verify steps are settled by after_verify."""
+        """Only verify steps are settled by after_details."""
         with pytest.raises(ValueError, match="not a verify step"):
-            after_verify(make_case(Phase.STARTING), step, done=True, now=T0)
+            settle(make_case(Phase.STARTING), step, Details(documented=True, started=True))
+
+
+class TestAfterIdentity:
+    def test_kravia_already_has_it_before_any_register(self):
+        """A new case whose invoice Kravia already has is adopted with that id, never sent."""
+        adopted = after_identity(make_case(Phase.NEW, kravia_id=None), Adopt(77), now=T0)
+
+        assert adopted.phase is Phase.ADOPTED
+        assert adopted.kravia_id == 77
+        assert next_step(adopted, start=StartPolicy.AUTO, now=T0, timing=TIMING).step is (
+            Step.VERIFY_ADOPTED
+        )
+
+    def test_absent_before_a_register_changes_nothing(self):
+        """Nothing in Kravia: the new case stays as it is, to be registered."""
+        case = make_case(Phase.NEW, kravia_id=None)
+
+        assert after_identity(case, Absent(), now=T0) is case
+
+    def test_unknown_parks_with_the_reason(self):
+        """A case in Kravia that may be this invoice parks it with the reason and a way out."""
+        case = make_case(Phase.NEW, kravia_id=None)
+
+        review = after_identity(case, Unknown("it may be this invoice", (5,)), now=T0)
+
+        assert review.phase is Phase.NEEDS_REVIEW
+        assert review.last_error == "it may be this invoice"
 
 
 # --- properties -------------------------------------------------------------------------------
@@ -441,6 +558,8 @@ OUTCOME = st.one_of(
     st.tuples(st.just("fail"), FAILURES),
 )
 LOOKUP_RESULT = st.tuples(st.lists(st.integers(1, 10**6), max_size=3, unique=True), st.booleans())
+KNOWN = st.sampled_from([True, False, None])
+DETAILS = st.builds(Details, documented=KNOWN, started=KNOWN)
 
 
 def drive(case: CaseState, data: st.DataObject, start: StartPolicy, steps: int) -> list[CaseState]:
@@ -469,9 +588,16 @@ def drive(case: CaseState, data: st.DataObject, start: StartPolicy, steps: int) 
                 retry_in=RETRY,
                 max_lookups=TIMING.max_lookups,
             )
-        elif decision.step in {Step.VERIFY_UPLOAD, Step.VERIFY_START}:
-            done = data.draw(st.booleans(), label="verified")
-            case = after_verify(case, decision.step, done=done, now=now)
+        elif decision.step in {Step.VERIFY_UPLOAD, Step.VERIFY_START, Step.VERIFY_ADOPTED}:
+            seen = data.draw(DETAILS, label="details")
+            case = after_details(
+                case,
+                decision.step,
+                seen,
+                now=now,
+                resend_unconfirmed_uploads=True,
+                max_unconfirmed=TIMING.max_lookups,
+            )
         else:
             case = begin(case, decision.step, attempt_id=f"att-{number}", now=now)
             history.append(case)

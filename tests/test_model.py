@@ -186,11 +186,8 @@ class TestAmounts:
         [
             2250.0,
             True,
-            "0",
-            "0,00",
             "-100",
             Decimal("-0.01"),
-            0,
             "12,345",
             "1.234.567",
             "12.345",
@@ -200,14 +197,35 @@ class TestAmounts:
             Decimal("NaN"),
             Decimal("Infinity"),
             [2250],
+            Decimal("1E+26"),
+            Decimal("-1E+40"),
+            10**30,
         ],
     )
     def test_refused(self, given):
-        """Floats, booleans, non-positive amounts, >2 decimals and garbage name `amount`."""
+        """Floats, booleans, negative amounts, >2 decimals, amounts no invoice has (beyond
+        exact arithmetic) and garbage name `amount`."""
         with pytest.raises(InvalidRecordError) as info:
             Invoice.from_record(record(amount=given))
 
         assert info.value.field == "amount"
+
+    @pytest.mark.parametrize("given", ["0", "0,00", 0, Decimal("0.00")])
+    def test_nothing_outstanding_is_valid(self, given):
+        """0 is a valid outstanding amount: the invoice is paid (the policy keeps it out of
+        collection; one already in Kravia has its payment forwarded)."""
+        assert Invoice.from_record(record(amount=given)).amount == Decimal("0.00")
+
+    @pytest.mark.parametrize(
+        ("field", "value"), [("due_date", "9999-12-31"), ("invoice_date", "0001-01-01")]
+    )
+    def test_dates_outside_any_invoice_are_refused(self, field, value):
+        """A date no invoice has (date arithmetic on it would overflow) names its field."""
+        with pytest.raises(InvalidRecordError) as info:
+            Invoice.from_record(record(**{field: value}))
+
+        assert info.value.field == field
+        assert "plausible" in info.value.reason
 
     @pytest.mark.parametrize("given", [Decimal("2250.0000"), Decimal("1234.5000")])
     def test_typed_trailing_zeros_accepted(self, given):

@@ -61,19 +61,21 @@ class TestFirstSync:
     def test_calls_per_invoice_are_three_with_a_copy_and_two_without(
         self, sim: Sim, tmp_path: Path
     ) -> None:
-        """Register, upload and start with a PDF; register and start without one."""
+        """Register, upload and start with a PDF; register and start without one; and one
+        search of Kravia for the whole pass, before anything is registered."""
         write_invoices(tmp_path / "invoices", range(1, 11), pdf_every=2)
         config = write_config(tmp_path, sim.base_url)
 
         run_pass(config)
 
         calls = sim.simulator.calls()
-        assert calls["total"] == 5 * 3 + 5 * 2
+        assert calls["total"] == 5 * 3 + 5 * 2 + 1
+        assert sum(calls["search"].values()) == 1
         assert calls["processed"] == {
             "register": 10,
             "document": 5,
             "action": 10,
-            "search": 0,
+            "search": 1,
             "details": 0,
             "payment": 0,
             "creditnote": 0,

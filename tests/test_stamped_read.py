@@ -176,6 +176,7 @@ class TestStampedRead:
 
         outcomes: dict[bool, list[Any]] = {}
         for stamped in (True, False):
+            sim.simulator.reset()  # a Kravia of its own: one that had the cases would adopt
             directory = tmp_path / str(stamped)
             directory.mkdir()
             rows = scenario()

@@ -17,18 +17,23 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select
 
+from kravia_sync._process import start_time, this_process
 from kravia_sync.lifecycle import CaseState, Phase
 from kravia_sync.payments import PaymentKind, PaymentLine, PaymentPhase, PaymentState
 from kravia_sync.store import (
     JOURNAL,
     LEASE,
     SCHEMA_VERSION,
+    CaseWrite,
     JournalEntry,
     LeaseHeldError,
+    LeaseLostError,
     QuarantineEntry,
     SchemaError,
     SourceRead,
+    StateConflictError,
     StateStore,
+    WriteStatus,
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -84,17 +89,31 @@ def intent(aid: str = "A-1", attempt: str = "att-1", **changes: object) -> Journ
     return JournalEntry(**{**values, **changes})  # type: ignore[arg-type]
 
 
-def put_lease(store: StateStore, *, host: str, pid: int, expires_at: datetime) -> None:
-    """A lease row as another process would have written it."""
+def put_lease(
+    store: StateStore,
+    *,
+    expires_at: datetime,
+    host_key: str | None = "other-host.example|boot|pid:[1]",
+    pid: int = 1,
+    started: str | None = None,
+    epoch: int = 7,
+) -> None:
+    """A lease row as another holder would have written it (`host_key` None: this
+    machine's)."""
+    key = host_key or this_process().host_key
     with store.engine.begin() as connection:
         connection.execute(
             insert(LEASE).values(
                 name="writer",
-                holder=f"pid {pid} on {host}",
-                host=host,
+                holder=f"pid {pid} on {key.split('|')[0]}",
+                host=key.split("|")[0],
                 pid=pid,
                 acquired_at=T0 - timedelta(minutes=1),
                 expires_at=expires_at,
+                holder_id="someone-else",
+                epoch=epoch,
+                host_key=key,
+                started=started,
             )
         )
 
@@ -106,14 +125,22 @@ def dead_pid() -> int:
     return child.pid
 
 
+# What schema 3 added, undone: a database as schema 2 left it.
+SCHEMA_3_UNDONE = (
+    "DROP TABLE kravia_cases",
+    "ALTER TABLE cases DROP COLUMN revision",
+    *(f"ALTER TABLE lease DROP COLUMN {c}" for c in ("holder_id", "epoch", "host_key", "started")),
+)
+
+
 class TestSchema:
     def test_new_database(self, store, db_path):
-        """A new store creates its file, the tables and schema version 2."""
+        """A new store creates its file, the tables and schema version 3."""
         assert db_path.is_file()
-        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.schema_version() == SCHEMA_VERSION == 3
         tables = {row[0] for row in raw_sql(db_path, "SELECT name FROM sqlite_master")}
         assert {"meta", "cases", "journal", "runs", "quarantine", "lease"} <= tables
-        assert {"payments", "holds"} <= tables
+        assert {"payments", "holds", "kravia_cases"} <= tables
 
     def test_schema_1_is_migrated(self, store, db_path):
         """A state database of schema 1 (before payments and holds) is migrated in place:
@@ -129,12 +156,13 @@ class TestSchema:
             "DROP INDEX ix_journal_payment_id",
             "ALTER TABLE journal DROP COLUMN payment_id",
             *(f"ALTER TABLE cases DROP COLUMN {column}" for column in added),
+            *SCHEMA_3_UNDONE,
             "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
         )
 
         again = StateStore(db_path)
         try:
-            assert again.schema_version() == 2
+            assert again.schema_version() == SCHEMA_VERSION
             case = again.load_cases("erp")["A-1"]
             assert (case.phase, case.kravia_id, case.amount, case.attention) == (
                 Phase.STARTED,
@@ -145,6 +173,32 @@ class TestSchema:
             assert case.record_hash == ""  # validated once more: the case learns its amount
             again.write_batch([replace(case, amount=Decimal("12.30"))], [])
             assert again.load_cases("erp")["A-1"].amount == Decimal("12.30")
+        finally:
+            again.close()
+
+    def test_schema_2_is_migrated(self, store, db_path):
+        """A schema-2 database gains revisions (its cases start at 1), the fenced lease (an old
+        lease is dropped: it has no epoch) and the mirror of Kravia's cases."""
+        store.write_batch([make_case("A-1", phase=Phase.STARTED, kravia_id=5)], [])
+        store.close()
+        raw_sql(
+            db_path,
+            *SCHEMA_3_UNDONE,
+            "INSERT INTO lease VALUES ('writer', 'pid 1 on old', 'old', 1, '2025', '2999')",
+            "INSERT INTO meta VALUES ('status_cursor', '2025-01-01T00:00:00+00:00')",
+            "UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+        )
+
+        again = StateStore(db_path)
+        try:
+            assert again.schema_version() == 3
+            case = again.load_cases("erp")["A-1"]
+            assert (case.phase, case.kravia_id, case.revision) == (Phase.STARTED, 5, 1)
+            assert again.current_lease() is None
+            assert again.meta("status_cursor") is None
+            assert again.mirrored_count() == 0
+            again.acquire_lease(ttl=TTL, now=T0)
+            assert again.current_lease()["epoch"] == 1
         finally:
             again.close()
 
@@ -227,7 +281,7 @@ class TestCases:
 
         loaded = store.load_cases("erp")["A-1"]
 
-        assert loaded == case
+        assert loaded == replace(case, revision=1)
         for name in ("first_seen_at", "updated_at", "pending_since", "next_attempt_at"):
             value = getattr(loaded, name)
             assert value.tzinfo is not None
@@ -249,13 +303,13 @@ class TestCases:
         second = replace(first, phase=Phase.REGISTERING, pending_attempt="att-1")
         store.write_batch([first, make_case("A-2"), second], [])
 
-        assert store.load_cases("erp")["A-1"] == second
+        assert store.load_cases("erp")["A-1"] == replace(second, revision=1)
         assert len(store.load_cases("erp")) == 2
 
         third = replace(second, phase=Phase.REGISTERED, kravia_id=9, pending_attempt=None)
         store.write_batch([third], [])
 
-        assert store.load_cases("erp")["A-1"] == third
+        assert store.load_cases("erp")["A-1"] == replace(third, revision=1)
         assert store.phase_counts() == {"registered": 1, "new": 1}
 
     def test_journal_appended(self, store):
@@ -428,7 +482,7 @@ class TestCases:
 
 class TestLease:
     def test_acquire(self, store):
-        """acquire_lease records this process as holder until now + ttl."""
+        """acquire_lease records this store as holder until now + ttl, at epoch 1."""
         holder = store.acquire_lease(ttl=TTL, now=T0)
 
         lease = store.current_lease()
@@ -436,39 +490,68 @@ class TestLease:
         assert holder == f"pid {os.getpid()} on {socket.gethostname()}"
         assert lease["holder"] == holder
         assert lease["pid"] == os.getpid()
+        assert lease["holder_id"] == store.holder_id
+        assert lease["epoch"] == 1
         assert lease["expires_at"] == T0 + TTL
 
-    def test_reacquire_own(self, store):
-        """This process may take its own lease again (it is renewed)."""
+    def test_reacquire_own_keeps_the_epoch(self, store):
+        """A store may take its own lease again: renewed, at the same epoch."""
         store.acquire_lease(ttl=TTL, now=T0)
         store.acquire_lease(ttl=TTL, now=T0 + timedelta(seconds=10))
 
         lease = store.current_lease()
         assert lease is not None
         assert lease["expires_at"] == T0 + timedelta(seconds=10) + TTL
+        assert lease["epoch"] == 1
 
     @pytest.mark.parametrize(
-        ("host", "pid"),
-        [("other-host.example", os.getpid()), ("other-host.example", 1), (None, os.getppid())],
+        ("host_key", "pid", "started"),
+        [
+            ("other-host.example|boot|pid:[1]", os.getpid(), None),
+            ("other-host.example|boot|pid:[1]", 1, "5"),
+            (None, os.getppid(), None),
+            (None, os.getpid(), None),  # this very process, another store (holder)
+        ],
     )
-    def test_held_by_another(self, store, host, pid):
-        """A live lease of another process raises LeaseHeldError naming the holder."""
-        host = host or socket.gethostname()
-        put_lease(store, host=host, pid=pid, expires_at=T0 + TTL)
+    def test_held_by_another(self, store, host_key, pid, started):
+        """A live (or unknowable) lease of another holder raises LeaseHeldError naming it."""
+        put_lease(store, host_key=host_key, pid=pid, started=started, expires_at=T0 + TTL)
 
         with pytest.raises(LeaseHeldError) as info:
             store.acquire_lease(ttl=TTL, now=T0)
 
-        assert info.value.holder == f"pid {pid} on {host}"
-        assert f"pid {pid} on {host}" in str(info.value)
-        assert "unlock --force" in str(info.value)
+        assert f"pid {pid} on" in info.value.holder
+        assert f"pid {pid} on" in str(info.value)
         lease = store.current_lease()
         assert lease is not None
-        assert lease["host"] == host
+        assert lease["holder_id"] == "someone-else"
 
-    def test_expired_taken_over(self, store):
-        """An expired lease of another host is taken over."""
-        put_lease(store, host="other-host.example", pid=1, expires_at=T0 - timedelta(seconds=1))
+    def test_same_hostname_and_pid_in_another_container_is_waited_for(self, store):
+        """Two containers with one hostname both run their process as PID 1: a lease whose
+        holder has our hostname and PID but another PID namespace cannot be judged dead, so it
+        is waited for (not shared, not taken)."""
+        me = this_process()
+        other_namespace = f"{me.host}|{me.host_key.split('|')[1]}|pid:[4026599999]"
+        put_lease(
+            store, host_key=other_namespace, pid=me.pid, started=me.started, expires_at=T0 + TTL
+        )
+
+        with pytest.raises(LeaseHeldError):
+            store.acquire_lease(ttl=TTL, now=T0)
+
+    def test_pid_reused_by_a_later_process_is_taken_over(self, store):
+        """A lease whose holder's PID now belongs to another process (another start time) is
+        taken over at once."""
+        me = this_process()
+        put_lease(store, host_key=me.host_key, pid=os.getppid(), started="1", expires_at=T0 + TTL)
+
+        store.acquire_lease(ttl=TTL, now=T0)
+
+        assert store.current_lease()["holder_id"] == store.holder_id
+
+    def test_expired_taken_over_at_the_next_epoch(self, store):
+        """An expired lease of another host is taken over, and the epoch grows."""
+        put_lease(store, expires_at=T0 - timedelta(seconds=1), epoch=41)
 
         holder = store.acquire_lease(ttl=TTL, now=T0)
 
@@ -476,10 +559,13 @@ class TestLease:
         assert lease is not None
         assert lease["holder"] == holder
         assert lease["pid"] == os.getpid()
+        assert lease["epoch"] == 42
 
     def test_dead_pid_on_this_host_taken_over(self, store):
-        """An unexpired lease of a process on this host that no longer exists is taken over."""
-        put_lease(store, host=socket.gethostname(), pid=dead_pid(), expires_at=T0 + TTL)
+        """An unexpired lease of a process of this machine that no longer exists is taken
+        over at once."""
+        me = this_process()
+        put_lease(store, host_key=me.host_key, pid=dead_pid(), expires_at=T0 + TTL)
 
         store.acquire_lease(ttl=TTL, now=T0)
 
@@ -487,34 +573,48 @@ class TestLease:
         assert lease is not None
         assert lease["pid"] == os.getpid()
 
-    def test_release(self, store):
-        """release_lease removes this process's lease."""
+    def test_release_keeps_the_epoch(self, store, db_path):
+        """release_lease gives the lease up; its row stays with its epoch, so the next holder
+        takes it at a higher one."""
         store.acquire_lease(ttl=TTL, now=T0)
 
         store.release_lease()
 
         assert store.current_lease() is None
+        other = StateStore(db_path)
+        try:
+            other.acquire_lease(ttl=TTL, now=T0)
+            assert other.current_lease()["epoch"] == 2
+        finally:
+            other.close()
 
     def test_release_leaves_others(self, store):
-        """release_lease never removes a lease another process holds."""
-        put_lease(store, host="other-host.example", pid=1, expires_at=T0 + TTL)
+        """release_lease never removes a lease another holder has."""
+        put_lease(store, expires_at=T0 + TTL)
 
         store.release_lease()
 
         assert store.current_lease() is not None
 
-    def test_renew_extends_own_only(self, store):
-        """renew_lease moves this process's expiry, not another's."""
+    def test_renew_extends_own_only(self, store, db_path):
+        """renew_lease moves this store's expiry; once another took the lease over, it says
+        so and changes nothing."""
         store.acquire_lease(ttl=TTL, now=T0)
-        store.renew_lease(ttl=TTL, now=T0 + TTL)
+        assert store.renew_lease(ttl=TTL, now=T0 + TTL)
+        assert store.current_lease()["expires_at"] == T0 + 2 * TTL
 
-        lease = store.current_lease()
-        assert lease is not None
-        assert lease["expires_at"] == T0 + 2 * TTL
+        other = StateStore(db_path)
+        try:
+            other.acquire_lease(ttl=TTL, now=T0 + 3 * TTL)  # ours expired
+            assert not store.renew_lease(ttl=TTL, now=T0 + 3 * TTL)
+            assert other.current_lease()["holder_id"] == other.holder_id
+        finally:
+            other.close()
 
-    def test_force_unlock(self, store):
-        """force_unlock removes any lease and returns what it removed; None when there is none."""
-        put_lease(store, host="other-host.example", pid=42, expires_at=T0 + TTL)
+    def test_force_unlock_of_a_holder_elsewhere(self, store):
+        """force_unlock removes a lease whose holder cannot be checked from here, and returns
+        it; None when nobody holds the lease."""
+        put_lease(store, host_key="other-host.example|b|n", pid=42, expires_at=T0 + TTL)
 
         removed = store.force_unlock()
 
@@ -523,6 +623,23 @@ class TestLease:
         assert store.current_lease() is None
         assert store.force_unlock() is None
         store.acquire_lease(ttl=TTL, now=T0)
+
+    def test_force_unlock_refuses_a_live_holder_on_this_machine(self, store):
+        """force_unlock refuses while the holder runs on this machine (here: a live parent
+        process), naming it; the lease stays."""
+        me = this_process()
+        put_lease(
+            store,
+            host_key=me.host_key,
+            pid=os.getppid(),
+            started=start_time(os.getppid()),
+            expires_at=T0 + TTL,
+        )
+
+        with pytest.raises(LeaseHeldError, match=f"pid {os.getppid()}"):
+            store.force_unlock()
+
+        assert store.current_lease() is not None
 
     def test_second_store_on_same_file(self, store, db_path):
         """A second StateStore on the file sees the lease the first took."""
@@ -536,6 +653,137 @@ class TestLease:
 
         assert lease is not None
         assert lease["pid"] == os.getpid()
+
+
+class TestFencing:
+    def test_a_deposed_writer_cannot_write_an_intent(self, store, db_path):
+        """Once another store took the lease over, this store's intents are refused (FENCED,
+        nothing written) while outcomes, facts, are still recorded."""
+        store.acquire_lease(ttl=TTL, now=T0)
+        store.write_batch([make_case("A-2", phase=Phase.REGISTERING, pending_attempt="a")], [])
+        registering = store.load_cases("erp")["A-2"]
+        other = StateStore(db_path)
+        try:
+            other.acquire_lease(ttl=TTL, now=T0 + 2 * TTL)
+
+            new, outcome = store.commit_case_writes(
+                [
+                    CaseWrite(make_case("A-1", phase=Phase.REGISTERING), intent(), intent=True),
+                    CaseWrite(
+                        replace(registering, phase=Phase.REGISTERED, kravia_id=9),
+                        intent("A-2", "a", kind="outcome", outcome="ok"),
+                    ),
+                ]
+            )
+        finally:
+            other.close()
+
+        assert new.status is WriteStatus.FENCED
+        assert outcome.status is WriteStatus.OK
+        assert "A-1" not in store.load_cases("erp")
+        assert store.load_cases("erp")["A-2"].kravia_id == 9
+        assert [row["kind"] for row in store.journal_for("A-1")] == []
+        assert [row["kind"] for row in store.journal_for("A-2")] == ["outcome"]
+
+    @pytest.mark.parametrize(
+        "write",
+        [
+            lambda s: s.set_case_notes([("A-1", {"attention": "x"})]),
+            lambda s: s.set_meta("k", "v"),
+            lambda s: s.write_payments([], [], [s.load_cases("erp")["A-1"]]),
+            lambda s: s.sync_quarantine("erp", {"r": entry("r")}, complete=True, now=T0),
+        ],
+    )
+    def test_every_engine_write_is_fenced(self, store, db_path, write):
+        """Notes, bookkeeping, the read's case updates and the quarantine are refused with
+        LeaseLostError once the lease was taken over: a deposed writer writes nothing."""
+        store.write_batch([make_case("A-1")], [])
+        store.acquire_lease(ttl=TTL, now=T0)
+        other = StateStore(db_path)
+        try:
+            other.acquire_lease(ttl=TTL, now=T0 + 2 * TTL)
+            with pytest.raises(LeaseLostError):
+                write(store)
+        finally:
+            other.close()
+
+    def test_a_store_that_released_the_lease_is_fenced(self, store):
+        """After giving the lease up, a store's intents are refused like a deposed writer's."""
+        store.acquire_lease(ttl=TTL, now=T0)
+        store.release_lease()
+
+        (result,) = store.commit_case_writes([CaseWrite(make_case(), intent(), intent=True)])
+
+        assert result.status is WriteStatus.FENCED
+
+
+class TestCompareAndSet:
+    def test_a_stale_write_is_refused(self, store):
+        """A case write names the revision it read: after another write moved the row on, the
+        stale one is refused and changes nothing (its intent is not journaled)."""
+        store.write_batch([make_case()], [])
+        read = store.load_cases("erp")["A-1"]
+        (first,) = store.commit_case_writes([CaseWrite(replace(read, phase=Phase.REGISTERING))])
+
+        (stale,) = store.commit_case_writes(
+            [CaseWrite(replace(read, phase=Phase.REJECTED), intent(), intent=True)]
+        )
+
+        assert first.status is WriteStatus.OK
+        assert first.case.revision == read.revision + 1
+        assert stale.status is WriteStatus.CONFLICT
+        assert store.load_cases("erp")["A-1"].phase is Phase.REGISTERING
+        assert store.journal_for("A-1") == []
+
+    def test_a_new_case_is_inserted_once(self, store):
+        """A case never stored is inserted by its first write; a second first write (another
+        writer's) is a conflict."""
+        (first,) = store.commit_case_writes([CaseWrite(make_case())])
+        (second,) = store.commit_case_writes([CaseWrite(make_case(phase=Phase.REJECTED))])
+
+        assert (first.status, second.status) == (WriteStatus.OK, WriteStatus.CONFLICT)
+        assert store.load_cases("erp")["A-1"].phase is Phase.NEW
+
+    @pytest.mark.parametrize("held", ["A-1", "1"])
+    def test_an_intent_for_a_held_invoice_is_refused(self, store, held):
+        """A hold by accountingInvoiceId or invoice number, placed at any time before the
+        intent's transaction, refuses it with the hold's reason."""
+        store.hold(held, reason="disputed", by="ops", now=T0)
+
+        (result,) = store.commit_case_writes(
+            [CaseWrite(make_case(), intent(), intent=True, holds=("A-1", "1"))]
+        )
+
+        assert result.status is WriteStatus.HELD
+        assert "disputed" in result.reason
+        assert store.load_cases("erp") == {}
+
+    def test_notes_survive_a_case_write(self, store):
+        """A case write leaves the columns others own (status pulled back, approval, notes)
+        as they are, even from a stale copy."""
+        store.write_batch([make_case(phase=Phase.REGISTERED, kravia_id=3)], [])
+        read = store.load_cases("erp")["A-1"]
+        store.approve(["A-1"], now=T0)
+        store.set_case_notes([("A-1", {"attention": "check it"})])
+
+        store.commit_case_writes([CaseWrite(replace(read, phase=Phase.STARTING))])
+
+        stored = store.load_cases("erp")["A-1"]
+        assert stored.phase is Phase.STARTING
+        assert stored.approved_at == T0
+        assert stored.attention == "check it"
+
+    def test_a_read_update_over_a_moved_case_is_refused_whole(self, store):
+        """The read's writes (payments and cases) are one transaction: a case moved on since
+        it was read (an operator resolved it) refuses them all."""
+        store.write_batch([make_case()], [])
+        read = store.load_cases("erp")["A-1"]
+        store.commit_case_writes([CaseWrite(replace(read, phase=Phase.NEEDS_REVIEW))])
+
+        with pytest.raises(StateConflictError, match="A-1"):
+            store.write_payments([], [], [replace(read, amount=Decimal(5))])
+
+        assert store.load_cases("erp")["A-1"].amount is None
 
 
 def entry(key: str, reason: str = "postal_code '12' is not…", **changes: str) -> QuarantineEntry:

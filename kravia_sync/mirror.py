@@ -1,0 +1,161 @@
+"""The mirror of Kravia's cases: what Kravia's search reported, kept in the state store.
+
+Kravia documents no idempotency key, so before an accountingInvoiceId is registered the
+engine must know whether Kravia already has it, also when the state store was lost, restored
+from an older copy, or written by an older version. The mirror answers that locally:
+
+- A search pages through every case Kravia reports updated since the last complete search
+  (from the beginning of time on a cold start), and stores each by its Kravia id.
+- Windows are measured on **Kravia's clock**: the cursor is the time Kravia's `Date` header
+  gave when the first page was served, and each search starts a margin before it. Our clock
+  can be off by any amount without a case slipping between two searches.
+- A search that cannot be read in full stores nothing: the mirror is then not fresh, and
+  nothing is registered or settled on it until a later search succeeds.
+- One search serves every case of a pass: registers check the mirror as it was when the pass
+  began; a register whose answer was lost is settled on a search that began at least the
+  settle time after it was sent (`retry.settle_seconds`), one search for all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from kravia_sync.identity import Verdict, identity_verdict
+from kravia_sync.kravia import KraviaClient, KraviaError, SearchResult, parse_dotnet_time
+from kravia_sync.logging import get_logger, redact
+from kravia_sync.store import MirrorItem, StateStore
+
+__all__ = ["MIRROR_EPOCH", "SEARCH_OVERLAP", "KraviaMirror", "MirrorSync"]
+
+log = get_logger("kravia_sync.mirror")
+
+# A cold start searches from here: every case the creditor ever had in Kravia.
+MIRROR_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+# Each search starts this long before the last one began (on Kravia's clock): Kravia's `Date`
+# has a resolution of a second, and a case written in a transaction that began before the
+# last search may carry a time just before it.
+SEARCH_OVERLAP = timedelta(minutes=2)
+CURSOR = "mirror_cursor"  # Kravia's time when the last complete search began
+SYNCED_AT = "mirror_synced_at"  # our time when it began
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorSync:
+    """One complete search, stored."""
+
+    began: datetime  # our clock
+    cases: int  # how many Kravia reported
+    changed: int  # how many of our cases changed status or capital
+
+
+class KraviaMirror:
+    """The mirror for one pass (or one `refresh`): searches coalesce, and a failed search is
+    not repeated within the pass (`max_searches` bounds them too)."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        client: KraviaClient | None,
+        *,
+        clock: Callable[[], datetime],
+        max_searches: int = 20,
+        gather: float = 0.5,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._clock = clock
+        self._max_searches = max_searches
+        self._gather = gather
+        self._searches = 0
+        self._lock = asyncio.Lock()
+        stored = store.meta(SYNCED_AT)
+        self.synced_at: datetime | None = None if stored is None else datetime.fromisoformat(stored)
+        self.failure: str | None = None  # why the last search of this pass failed
+        self.last: MirrorSync | None = None
+
+    def fresh_since(self, moment: datetime) -> bool:
+        """Whether a complete search that began at or after `moment` (our clock) is stored."""
+        return self.synced_at is not None and self.synced_at >= moment
+
+    async def ensure_fresh(self, moment: datetime) -> bool:
+        """Search unless a complete search that began at or after `moment` is stored; whether
+        one is now. Callers waiting together share one search. `KraviaError`s that stop the
+        pass (a refused token, a wrong base URL) are raised; others leave it False."""
+        async with self._lock:
+            if self.fresh_since(moment):
+                return True
+            if self.failure is not None or self._searches >= self._max_searches:
+                return False
+            if self.synced_at is not None and self._gather:
+                # Others whose look-ups fall due in a moment share this search.
+                await asyncio.sleep(self._gather)
+            await self.search()
+            return self.fresh_since(moment)
+
+    async def search(self) -> MirrorSync | None:
+        """One search from the cursor, stored; None (and `failure` set) when it failed."""
+        if self._client is None:
+            raise ValueError("a client is needed to search Kravia")
+        self._searches += 1
+        cursor = self._store.meta(CURSOR)
+        since = MIRROR_EPOCH if cursor is None else datetime.fromisoformat(cursor) - SEARCH_OVERLAP
+        began = self._clock()
+        try:
+            result = await self._client.search_updated_since(since)
+        except KraviaError as exc:
+            if exc.failure.stops_pass:
+                raise
+            self.failure = redact(str(exc))
+            log.warning(
+                "Kravia's search failed: nothing is registered or settled on it", error=self.failure
+            )
+            return None
+        next_cursor = _next_cursor(result, cursor)
+        meta = {SYNCED_AT: began.isoformat()}
+        if next_cursor is not None:
+            meta[CURSOR] = next_cursor.isoformat()
+        changed = await asyncio.to_thread(
+            self._store.record_mirror,
+            [
+                MirrorItem(
+                    item.kravia_id,
+                    item.accounting_invoice_id,
+                    item.invoice_number,
+                    item.status,
+                    item.remaining_capital,
+                    item.updated,
+                )
+                for item in result.items
+            ],
+            meta=meta,
+            now=self._clock(),
+        )
+        self.synced_at = began
+        self.failure = None
+        self.last = MirrorSync(began, len(result.items), len(changed))
+        return self.last
+
+    def verdict(
+        self, accounting_invoice_id: str, invoice_number: str, *, fallback_id: str
+    ) -> Verdict:
+        """Whether Kravia (as last mirrored) already has this invoice (`identity_verdict`)."""
+        return identity_verdict(
+            accounting_invoice_id,
+            invoice_number,
+            fallback_id=fallback_id,
+            known=self._store.known_in_kravia(accounting_invoice_id, invoice_number),
+        )
+
+
+def _next_cursor(result: SearchResult, cursor: str | None) -> datetime | None:
+    """Kravia's time when this search began: its Date header, or where Kravia sent none, the
+    newest update it reported; else the cursor stays."""
+    if result.server_time is not None:
+        return result.server_time
+    updates = [t for item in result.items if (t := parse_dotnet_time(item.updated)) is not None]
+    if updates:
+        return max(updates)
+    return None if cursor is None else datetime.fromisoformat(cursor)

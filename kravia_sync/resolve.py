@@ -1,0 +1,123 @@
+"""A person settles what the engine parked: `kravia-sync resolve`.
+
+The engine parks a case (needs_review, rejected) or a payment (needs_review) only where
+going on could make a second case or a second payment. A person looks in Kravia and says
+what is true; the decision is written over exactly the state they were shown (compare-and-
+set) and journaled with their reason. Nothing is sent from here: the next pass carries it out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from kravia_sync.lifecycle import CaseState, resolved
+from kravia_sync.payments import PaymentPhase, PaymentState
+from kravia_sync.store import JournalEntry, StateStore
+
+__all__ = ["ResolveError", "resolve_case", "resolve_payment"]
+
+
+class ResolveError(Exception):
+    """The resolution cannot be made; the message says why and what to do."""
+
+
+def _case_decision(decision: str) -> int | None:
+    """None for 'new'; the Kravia id for 'kravia:ID'."""
+    text = decision.strip().lower()
+    if text == "new":
+        return None
+    prefix, _, number = text.partition(":")
+    if prefix == "kravia" and number.isdigit() and int(number) > 0:
+        return int(number)
+    raise ResolveError(f"--as {decision!r}: a case is resolved --as new or --as kravia:<id>")
+
+
+def _parked(store: StateStore, invoice: str) -> CaseState:
+    found = [
+        case
+        for case in store.find_cases(invoice)
+        if invoice in {case.accounting_invoice_id, case.invoice_number}
+    ]
+    if not found:
+        raise ResolveError(f"no case matches {invoice!r}")
+    if len(found) > 1:
+        ids = ", ".join(case.accounting_invoice_id for case in found)
+        raise ResolveError(
+            f"{invoice!r} matches several cases ({ids}): name its accountingInvoiceId"
+        )
+    return found[0]
+
+
+def resolve_case(store: StateStore, invoice: str, decision: str, reason: str, by: str) -> str:
+    """Settle one parked case; a line saying what the next pass will do."""
+    kravia_id = _case_decision(decision)
+    case = _parked(store, invoice)
+    now = datetime.now(UTC)
+    note = f"resolved by {by} as {decision.strip()}: {reason}"
+    try:
+        after = resolved(case, kravia_id=kravia_id, now=now, note=note)
+    except ValueError as exc:
+        raise ResolveError(str(exc)) from None
+    entry = JournalEntry(
+        attempt_id=uuid.uuid4().hex,
+        kind="operator",
+        operation="resolve",
+        accounting_invoice_id=case.accounting_invoice_id,
+        at=now,
+        kravia_id=after.kravia_id,
+        message=f"{case.phase.value} ({case.last_error or '-'}) → {note}"[:1000],
+    )
+    if store.resolve_case(case, after, entry) is None:
+        raise ResolveError(
+            f"{case.accounting_invoice_id} changed while you decided (a pass is running?): "
+            "look at it again with kravia-sync cases"
+        )
+    if kravia_id is None:
+        return f"{case.accounting_invoice_id}: will be registered by the next pass"
+    return (
+        f"{case.accounting_invoice_id}: is Kravia's case {kravia_id}; the next pass checks its "
+        "copy and start"
+    )
+
+
+def resolve_payment(store: StateStore, payment_id: str, decision: str, reason: str, by: str) -> str:
+    """Settle one payment or credit note that needs review; a line saying what happens."""
+    text = decision.strip().lower()
+    if text not in {"sent", "new"}:
+        raise ResolveError(f"--as {decision!r}: a payment is resolved --as sent or --as new")
+    found = [p for p in store.all_payments(limit=1_000_000) if p.payment_id == payment_id]
+    if not found:
+        raise ResolveError(f"no payment or credit note {payment_id!r}")
+    if len(found) > 1:
+        raise ResolveError(f"{payment_id!r} is known from several sources: resolve it in one")
+    payment: PaymentState = found[0]
+    if payment.phase is not PaymentPhase.NEEDS_REVIEW:
+        raise ResolveError(f"{payment_id} is {payment.phase.value}, not needs_review")
+    now = datetime.now(UTC)
+    note = f"resolved by {by} as {text}: {reason}"
+    after = replace(
+        payment,
+        phase=PaymentPhase.SENT if text == "sent" else PaymentPhase.NEW,
+        pending_attempt=None,
+        pending_since=None,
+        next_attempt_at=None,
+        attempts=0,
+        updated_at=now,
+        note=note,
+    )
+    entry = JournalEntry(
+        attempt_id=uuid.uuid4().hex,
+        kind="operator",
+        operation="resolve",
+        accounting_invoice_id=payment.lines[0].accounting_invoice_id,
+        at=now,
+        message=f"{payment.note or '-'} → {note}"[:1000],
+        payment_id=payment.payment_id,
+    )
+    if not store.resolve_payment(payment, after, entry):
+        raise ResolveError(f"{payment_id} changed while you decided: look at it again")
+    if text == "sent":
+        return f"{payment_id}: recorded as in Kravia; nothing more is sent for it"
+    return f"{payment_id}: will be sent by the next pass"
