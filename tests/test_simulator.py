@@ -6,6 +6,7 @@ import asyncio
 import base64
 import copy
 import hashlib
+import inspect
 import json
 import re
 import signal
@@ -19,11 +20,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args, get_type_hints
 
 import httpx
 import pytest
 
+from kravia_sync import cli
 from kravia_sync._dropped import ConnectionDroppedError
 from kravia_sync.simulator import (
     FIRST_CASE_ID,
@@ -2004,3 +2006,53 @@ class TestShapeSettings:
         assert control.post("/_sim/reset").status_code == 200
         assert sim.faults == Faults()
         assert sim.shape == Shape(search_shape="data", clock_offset_seconds=5)
+
+
+class TestSimulateCommand:
+    def test_options_reach_the_simulator(self) -> None:
+        """`kravia-sync simulate` passes the shape options to the simulator it serves."""
+        port = free_port()
+        command = [sys.executable, "-m", "kravia_sync", "simulate", "--port", str(port)]
+        options = [
+            "--token=t",
+            "--details-shape=named",
+            "--search-shape=value",
+            "--search-without-aid",
+            "--clock-offset-seconds=-120",
+        ]
+        process = subprocess.Popen([*command, *options], stdout=subprocess.DEVNULL)
+        try:
+            response = wait_for(process, f"http://127.0.0.1:{port}/_sim/shape")
+            assert response.json() == {
+                "details_shape": "named",
+                "search_shape": "value",
+                "search_without_aid": True,
+                "clock_offset_seconds": -120.0,
+            }
+            assert_near(date_header(response), datetime.now(UTC) - timedelta(seconds=120))
+        finally:
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=10) == 0
+
+    def test_choices_are_the_simulators_shapes(self) -> None:
+        """The command's choices are exactly the simulator's shape names, the default first."""
+        hints = get_type_hints(cli.simulate, include_extras=True)
+        defaults = inspect.signature(cli.simulate).parameters
+        for name, shapes in (("details_shape", DetailsShape), ("search_shape", SearchShape)):
+            (choices, *_) = get_args(hints[name])  # Annotated[Literal[...], typer.Option]
+            assert list(get_args(choices)) == [shape.value for shape in shapes]
+            assert defaults[name].default == next(iter(shapes)).value
+        assert defaults["search_without_aid"].default is False
+        assert defaults["clock_offset_seconds"].default == 0.0
+
+    def test_impossible_clock_offset_is_a_usage_error(self) -> None:
+        """An infinite clock offset exits 2 with a message naming the option."""
+        result = subprocess.run(
+            [sys.executable, "-m", "kravia_sync", "simulate", "--clock-offset-seconds=inf"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 2
+        assert "--clock-offset-seconds" in result.stderr
