@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -859,9 +859,35 @@ def simulate(
     ] = 0.0,
     timeout: Annotated[float, typer.Option(help="Share of calls that stall.")] = 0.0,
     data_file: Annotated[Path | None, typer.Option(help="Keep cases in this JSON file.")] = None,
+    # the simulator's DetailsShape and SearchShape names (a test keeps them the same)
+    details_shape: Annotated[
+        Literal["list", "object", "named"], typer.Option(help="Shape of invoice details.")
+    ] = "list",
+    search_shape: Annotated[
+        Literal["items", "list", "data", "value"], typer.Option(help="Envelope of search.")
+    ] = "items",
+    search_without_aid: Annotated[
+        bool,
+        typer.Option("--search-without-aid", help="Leave accountingInvoiceId out of search."),
+    ] = False,
+    clock_offset_seconds: Annotated[
+        float, typer.Option(help="Kravia's clock minus the host's, in seconds.")
+    ] = 0.0,
 ) -> None:
     """Run the local Kravia simulator (the same API, strict validation, faults on demand)."""
-    from kravia_sync.simulator import Faults, serve  # noqa: PLC0415
+    from kravia_sync.simulator import Faults, Shape, serve  # noqa: PLC0415
+
+    try:
+        shape = Shape.from_dict(
+            {
+                "details_shape": details_shape,
+                "search_shape": search_shape,
+                "search_without_aid": search_without_aid,
+                "clock_offset_seconds": clock_offset_seconds,
+            }
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--clock-offset-seconds") from None
 
     accepted = token or secrets.token_urlsafe(16)
     if token is None:
@@ -881,6 +907,7 @@ def simulate(
         creditor_id=creditor_id,
         faults=faults,
         data_file=data_file,
+        shape=shape,
     )
 
 

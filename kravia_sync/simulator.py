@@ -13,7 +13,9 @@ API (all under `/api/v2/`, header `Authorization: <token>`):
 - `POST invoice/{id}/document?type=Invoice` - multipart part `file` (or JSON `{"file": b64}`).
 - `POST invoice/{id}/action?action=Start|Pause|Resume` - JSON `{"Message": "..."}`. Start
   needs a registered case, Pause a started one, Resume a paused one (Pause and Resume are
-  ASSUMED names).
+  ASSUMED names). An action the status does not allow is 400 "Action <name> is not
+  available for this invoice." (for Start on a started case, a stand-in: Kravia does not
+  publish what it answers).
 - `GET invoice/search?byAscending=&lastUpdatedTime=&orderBy=11&skip=&top=` - `{"totalCount",
   "items": [{"id", "invoiceNo", "accountingInvoiceId", "status", "currencyCode",
   "originalAmount", "remainingAmount", "outstandingAmount", "lastUpdatedTime"}]}`.
@@ -37,9 +39,31 @@ API (all under `/api/v2/`, header `Authorization: <token>`):
 Status names (ASSUMED): Registered -> CollectionStarted (<-> Paused) and Closed once nothing
 remains of the capital. No fees or interest are simulated: outstanding = remaining capital.
 
+Kravia publishes no reference, so the shapes above are the defaults among several plausible
+ones (`Shape`, set by keyword arguments, the `shape` property or `/_sim/shape`):
+
+- `details_shape`: "list" (above); "object" - `availableActions` is `{"Start": true, "Pause":
+  false, "Resume": false}` (every action known) and there is no `documents` key; "named" -
+  `availableActions` is `[{"name": "Start"}]` and each document has `documentType` for `type`.
+- `search_shape`: "items" (above); "list" - a bare JSON list; "data" - `{"data": [...]}`;
+  "value" - `{"value": [...], "count": n}`. With `search_without_aid` the search items carry
+  no `accountingInvoiceId` key (the details still do).
+- `clock_offset_seconds`: Kravia's clock is the host's plus this; every time handed out (and
+  the search's `lastUpdatedTime` filter, which compares with them) is on Kravia's clock.
+
+Every answer, API or control, has a `Date` header (RFC 7231) from Kravia's clock, set by the
+app itself, so it is there in process too (`httpx.ASGITransport(app=simulator.app)`). In
+process, every endpoint works, but two faults cannot be what they are over HTTP: a dropped
+answer raises `kravia_sync._dropped.ConnectionDroppedError` out of the transport (or, with
+`raise_app_exceptions=False`, gives the status and half the body), and a `timeout` only
+delays the answer (the transport enforces no client timeout).
+
 Control endpoints (no auth) under `/_sim/`: `GET cases`, `GET cases/{id}/documents/{n}`
 (n is the 0-based position in the case's document list), `GET calls`, `GET faults`,
-`PUT faults`, `POST reset`, and for money:
+`PUT faults`, `GET shape`, `PUT shape` (`{"details_shape", "search_shape",
+"search_without_aid", "clock_offset_seconds"}`; keys left out take their defaults, unknown
+keys or values answer 400 `{"error"}`), `POST reset` (forgets cases, calls and faults; keeps
+the shape), and for money:
 
 - `GET payments` - every payment, credit note and payout accepted, in order:
   `[{"seq", "type", "accountingPaymentId", "date", "description", "amount", "invoices":
@@ -69,6 +93,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import math
 import random
 import re
 import secrets
@@ -81,16 +106,19 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from email.utils import format_datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
+from starlette.datastructures import MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kravia_sync._dropped import DroppedResponse, quiet_dropped_connections
 
@@ -101,8 +129,11 @@ if TYPE_CHECKING:
 __all__ = [
     "MUTATING_OPERATIONS",
     "OPERATIONS",
+    "DetailsShape",
     "Faults",
     "RunningSimulator",
+    "SearchShape",
+    "Shape",
     "Simulator",
     "serve",
 ]
@@ -290,6 +321,209 @@ class _Roll:
     drop: bool = False
     retry_after: str | None = None
     error_status: int = 500
+
+
+# --- answer shapes and clock -----------------------------------------------------------------
+
+
+class DetailsShape(StrEnum):
+    """How `GET invoice/{id}/details` lists the available actions and the documents (ASSUMED:
+    Kravia publishes no reference, so the simulator offers each plausible shape)."""
+
+    LIST = "list"  # "availableActions": ["Start"], "documents": [{"type": "Invoice", ...}]
+    OBJECT = "object"  # "availableActions": {"Start": true, ...}, no "documents" key
+    NAMED = "named"  # "availableActions": [{"name": "Start"}], "documentType" for "type"
+
+
+class SearchShape(StrEnum):
+    """The envelope of `GET invoice/search` (ASSUMED, like the details' shape)."""
+
+    ITEMS = "items"  # {"totalCount": n, "items": [...]}
+    LIST = "list"  # [...]
+    DATA = "data"  # {"data": [...]}
+    VALUE = "value"  # {"value": [...], "count": n}
+
+
+# A bound far beyond any real clock skew that keeps every shifted time a valid datetime.
+MAX_CLOCK_OFFSET_SECONDS: Final = 10 * 366 * 86_400.0
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How the simulated Kravia answers: which shape of details and search it serves, whether
+    search items carry `accountingInvoiceId`, and how far Kravia's clock is from the host's.
+
+    These are configuration (which Kravia is being simulated), not faults: `reset()` keeps
+    them. Shapes may be given as their names (`Shape(details_shape="object")`).
+    """
+
+    details_shape: DetailsShape = DetailsShape.LIST
+    search_shape: SearchShape = SearchShape.ITEMS
+    search_without_aid: bool = False
+    clock_offset_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        # frozen: the coerced values are set through object.__setattr__, once, here
+        object.__setattr__(
+            self, "details_shape", _shape_name(DetailsShape, "details_shape", self.details_shape)
+        )
+        object.__setattr__(
+            self, "search_shape", _shape_name(SearchShape, "search_shape", self.search_shape)
+        )
+        _flag("search_without_aid", self.search_without_aid)
+        object.__setattr__(self, "clock_offset_seconds", _clock_offset(self.clock_offset_seconds))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Shape:
+        """A Shape from a JSON-like mapping; keys left out take their defaults.
+
+        Unknown keys and values raise ValueError; wrong types raise TypeError.
+        """
+        known = [item.name for item in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown shape settings: {', '.join(unknown)} (known: {', '.join(known)})"
+            )
+        default = cls()
+        return cls(
+            details_shape=_shape_name(
+                DetailsShape, "details_shape", data.get("details_shape", default.details_shape)
+            ),
+            search_shape=_shape_name(
+                SearchShape, "search_shape", data.get("search_shape", default.search_shape)
+            ),
+            search_without_aid=_flag(
+                "search_without_aid", data.get("search_without_aid", default.search_without_aid)
+            ),
+            clock_offset_seconds=_clock_offset(
+                data.get("clock_offset_seconds", default.clock_offset_seconds)
+            ),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict (the inverse of from_dict)."""
+        return {
+            "details_shape": self.details_shape.value,
+            "search_shape": self.search_shape.value,
+            "search_without_aid": self.search_without_aid,
+            "clock_offset_seconds": self.clock_offset_seconds,
+        }
+
+
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _shape_name(kind: type[_E], name: str, value: object) -> _E:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, not {value!r}")
+    try:
+        return kind(value)
+    except ValueError:
+        known = ", ".join(member.value for member in kind)
+        raise ValueError(f"{name}: unknown {value!r} (known: {known})") from None
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be true or false, not {value!r}")
+    return value
+
+
+def _clock_offset(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"clock_offset_seconds must be a number, not {value!r}")
+    not_finite = isinstance(value, float) and not math.isfinite(value)
+    # compared before float(): a huge JSON integer would overflow the conversion
+    if not_finite or abs(value) > MAX_CLOCK_OFFSET_SECONDS:
+        raise ValueError(
+            f"clock_offset_seconds must be a number of seconds within "
+            f"±{MAX_CLOCK_OFFSET_SECONDS:.0f}, not {value!r}"
+        )
+    return float(value)
+
+
+def _actions_as_object(available: Sequence[str]) -> dict[str, bool]:
+    """Every action the simulator knows, true where it is available now."""
+    return {name: name in available for name in _ACTIONS}
+
+
+def _with_document_type(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A document view with `documentType` in place of `type` (same position)."""
+    return {("documentType" if key == "type" else key): value for key, value in document.items()}
+
+
+def _details_as_object(view: Mapping[str, Any]) -> dict[str, Any]:
+    shaped = {key: value for key, value in view.items() if key != "documents"}
+    shaped["availableActions"] = _actions_as_object(view["availableActions"])
+    return shaped
+
+
+def _details_as_named(view: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        **view,
+        "availableActions": [{"name": name} for name in view["availableActions"]],
+        "documents": [_with_document_type(document) for document in view["documents"]],
+    }
+
+
+# Each shape from the "list" view the case builds (key order kept, so answers read alike).
+_DETAILS_SHAPERS: Final[Mapping[DetailsShape, Callable[[Mapping[str, Any]], dict[str, Any]]]] = {
+    DetailsShape.LIST: dict,
+    DetailsShape.OBJECT: _details_as_object,
+    DetailsShape.NAMED: _details_as_named,
+}
+
+
+def _shaped_details(view: Mapping[str, Any], shape: DetailsShape) -> dict[str, Any]:
+    """A case's details (in the "list" shape) as `shape` answers them."""
+    return _DETAILS_SHAPERS[shape](view)
+
+
+def _shaped_search(
+    items: Sequence[Mapping[str, Any]], total: int, shape: Shape
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """One page of search items (`total` matching in all) in the configured envelope."""
+    page = [
+        {key: value for key, value in item.items() if key != "accountingInvoiceId"}
+        if shape.search_without_aid
+        else dict(item)
+        for item in items
+    ]
+    match shape.search_shape:
+        case SearchShape.ITEMS:
+            return {"totalCount": total, "items": page}
+        case SearchShape.LIST:
+            return page
+        case SearchShape.DATA:
+            return {"data": page}
+        case SearchShape.VALUE:
+            return {"value": page, "count": total}
+
+
+class _DateHeader:
+    """Adds a `Date` header (RFC 7231) from the simulator's clock to every answer.
+
+    uvicorn would add the host's time; this one shows Kravia's (with the clock offset) and is
+    also there when the app is driven in process (httpx.ASGITransport), where no server adds
+    one. uvicorn's own is switched off where the simulator is served, so there is only one.
+    """
+
+    def __init__(self, app: ASGIApp, now: Callable[[], datetime]) -> None:
+        self._app = app
+        self._now = now
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def send_dated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["date"] = format_datetime(self._now(), usegmt=True)
+            await send(message)
+
+        await self._app(scope, receive, send_dated)
 
 
 # --- JSON -------------------------------------------------------------------------------------
@@ -1054,6 +1288,10 @@ class Simulator:
         creditor_id: int | None = None,
         faults: Faults | None = None,
         data_file: Path | None = None,
+        details_shape: DetailsShape | str = DetailsShape.LIST,
+        search_shape: SearchShape | str = SearchShape.ITEMS,
+        search_without_aid: bool = False,
+        clock_offset_seconds: float = 0.0,
     ) -> None:
         if not token:
             raise ValueError("the simulator needs a non-empty token")
@@ -1064,6 +1302,14 @@ class Simulator:
         self._faults = faults if faults is not None else Faults()
         self._rng = random.Random(self._faults.seed)
         self._rng_key: tuple[int, int | None] = (id(self._faults), self._faults.seed)
+        self._shape = Shape.from_dict(
+            {
+                "details_shape": details_shape,
+                "search_shape": search_shape,
+                "search_without_aid": search_without_aid,
+                "clock_offset_seconds": clock_offset_seconds,
+            }
+        )
         self._cases: dict[int, _Case] = {}
         self._ledger: list[dict[str, Any]] = []  # every payment, credit note and payout, in order
         self._settlements: dict[int, _Settlement] = {}
@@ -1127,8 +1373,10 @@ class Simulator:
                 Route("/_sim/payout", self._control_payout, methods=["POST"]),
                 Route("/_sim/settlements", self._control_settlements, methods=["GET"]),
                 Route("/_sim/faults", self._control_faults, methods=["GET", "PUT"]),
+                Route("/_sim/shape", self._control_shape, methods=["GET", "PUT"]),
                 Route("/_sim/reset", self._control_reset, methods=["POST"]),
-            ]
+            ],
+            middleware=[Middleware(_DateHeader, now=self._now)],
         )
 
     # --- public accessors (thread-safe) ---
@@ -1142,6 +1390,16 @@ class Simulator:
         with self._lock:
             self._faults = value
             self._reseed()
+
+    @property
+    def shape(self) -> Shape:
+        """How the simulator answers (details and search shapes, Kravia's clock offset)."""
+        return self._shape
+
+    @shape.setter
+    def shape(self, value: Shape) -> None:
+        with self._lock:
+            self._shape = value
 
     def cases(self) -> list[dict[str, Any]]:
         """Every case held, in id order (the same as `GET /_sim/cases`)."""
@@ -1248,7 +1506,10 @@ class Simulator:
             return result
 
     def reset(self) -> None:
-        """Forget every case, call count and fault (ids keep increasing: they are never reused)."""
+        """Forget every case, call count and fault (ids keep increasing: they are never reused).
+
+        The shape stays: it says which Kravia is simulated, not what went wrong in one test.
+        """
         with self._lock:
             self._cases.clear()
             self._ledger.clear()
@@ -1266,9 +1527,15 @@ class Simulator:
         self._rng = random.Random(self._faults.seed)
         self._rng_key = (id(self._faults), self._faults.seed)
 
+    def _now(self) -> datetime:
+        """Kravia's now: the host's clock plus the configured offset (no lock needed: the
+        shape is replaced whole, never changed in place)."""
+        return datetime.now(UTC) + timedelta(seconds=self._shape.clock_offset_seconds)
+
     def _tick(self) -> datetime:
-        """Now, strictly later than any time handed out before (microsecond resolution)."""
-        now = datetime.now(UTC)
+        """Kravia's now, strictly later than any time handed out before (microsecond
+        resolution); an offset made smaller never moves the times handed out backwards."""
+        now = self._now()
         if now <= self._last_time:
             now = self._last_time + timedelta(microseconds=1)
         self._last_time = now
@@ -1351,9 +1618,7 @@ class Simulator:
             if rate_limited:
                 choice = rng.choice(["1", "0", "-3", "soon", "date", "none"])
                 if choice == "date":
-                    retry_after = format_datetime(
-                        datetime.now(UTC) + timedelta(seconds=1), usegmt=True
-                    )
+                    retry_after = format_datetime(self._now() + timedelta(seconds=1), usegmt=True)
                 elif choice != "none":
                     retry_after = choice
             error_status = rng.choice([500, 502, 503]) if server_error else 500
@@ -1588,6 +1853,9 @@ class Simulator:
             if case is None:
                 return _problem(404)
             if action not in case.available_actions:
+                # Kravia does not publish what Start on an already started case answers; this
+                # 400 is the simulator's stand-in for that answer (and for any action the
+                # case's status does not allow).
                 return _problem(
                     400, {"Action": [f"Action {action} is not available for this invoice."]}
                 )
@@ -1738,7 +2006,8 @@ class Simulator:
             ]
             matching.sort(key=lambda case: (case.updated, case.id), reverse=not ascending)
             items = [case.summary() for case in matching[skip : skip + top]]
-        return _Outcome(200, {"totalCount": len(matching), "items": items}, processed=True)
+            payload = _shaped_search(items, len(matching), self._shape)
+        return _Outcome(200, payload, processed=True)
 
     @staticmethod
     def _paging(errors: _Errors, request: Request, name: str, default: int, *, minimum: int) -> int:
@@ -1761,7 +2030,8 @@ class Simulator:
             case = self._cases.get(case_id)
             if case is None:
                 return _problem(404)
-            return _Outcome(200, case.details(), processed=True)
+            view = _shaped_details(case.details(), self._shape.details_shape)
+            return _Outcome(200, view, processed=True)
 
     # --- control endpoints ---
 
@@ -1787,6 +2057,16 @@ class Simulator:
                 error = _dump({"error": str(exc)}).encode("utf-8")
                 return Response(error, 400, media_type=_JSON_TYPE)
         return Response(_dump(self.faults.to_dict()).encode("utf-8"), media_type=_JSON_TYPE)
+
+    async def _control_shape(self, request: Request) -> Response:
+        if request.method == "PUT":
+            try:
+                data = json.loads(await request.body())
+                self.shape = Shape.from_dict(_require_object(data, "the shape"))
+            except (TypeError, ValueError) as exc:
+                error = _dump({"error": str(exc)}).encode("utf-8")
+                return Response(error, 400, media_type=_JSON_TYPE)
+        return Response(_dump(self.shape.to_dict()).encode("utf-8"), media_type=_JSON_TYPE)
 
     async def _control_payments(self, _request: Request) -> Response:
         return Response(_dump(self.payments()).encode("utf-8"), media_type=_JSON_TYPE)
@@ -1959,6 +2239,7 @@ class RunningSimulator:
                 log_config=None,  # leave the host application's logging alone
                 access_log=False,
                 lifespan="off",
+                date_header=False,  # the app sets Date from Kravia's clock (see _DateHeader)
                 timeout_graceful_shutdown=int(self.STOP_TIMEOUT_S / 2),
             )
             server = uvicorn.Server(config)
@@ -2010,12 +2291,15 @@ def serve(
     creditor_id: int | None,
     faults: Faults,
     data_file: Path | None,
+    shape: Shape | None = None,
 ) -> None:
     """Serve a simulator until interrupted (blocking; for `kravia-sync simulate`).
 
     Ctrl-C (SIGINT) shuts the server down gracefully and returns normally.
     """
     simulator = Simulator(token=token, creditor_id=creditor_id, faults=faults, data_file=data_file)
+    if shape is not None:
+        simulator.shape = shape
     config = uvicorn.Config(
         simulator.app,
         host=host,
@@ -2023,6 +2307,7 @@ def serve(
         log_level="warning",
         access_log=False,
         lifespan="off",
+        date_header=False,  # the app sets Date from Kravia's clock (see _DateHeader)
         timeout_graceful_shutdown=5,
     )
     quiet_dropped_connections()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import hashlib
+import inspect
 import json
 import re
 import signal
@@ -12,21 +14,28 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, get_args, get_type_hints
 
 import httpx
 import pytest
 
+from kravia_sync import cli
+from kravia_sync._dropped import ConnectionDroppedError
 from kravia_sync.simulator import (
     FIRST_CASE_ID,
+    FIRST_SETTLEMENT_ID,
     OPERATIONS,
+    DetailsShape,
     Faults,
     RunningSimulator,
+    SearchShape,
+    Shape,
     Simulator,
 )
 
@@ -92,6 +101,7 @@ def running() -> Iterator[RunningSimulator]:
 @pytest.fixture
 def sim(running: RunningSimulator) -> Simulator:
     running.simulator.reset()
+    running.simulator.shape = Shape()  # reset keeps the shape: it is configuration
     return running.simulator
 
 
@@ -1428,6 +1438,25 @@ class TestPersistence:
             Simulator(token=TOKEN, data_file=data_file)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_for(process: subprocess.Popen[Any], url: str) -> httpx.Response:
+    """GET `url` as soon as the server in `process` answers (within 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return httpx.get(url, timeout=1)
+        except httpx.TransportError:
+            assert process.poll() is None, "the server exited early"
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+
+
 class TestServing:
     def test_urls_and_clean_stop(self) -> None:
         """base_url ends with /api/v2/; after exit the port no longer accepts connections."""
@@ -1440,9 +1469,7 @@ class TestServing:
 
     def test_serve_blocking_entry_point(self) -> None:
         """serve() runs a simulator until interrupted (the CLI's `simulate` path)."""
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         code = (
             "from kravia_sync.simulator import Faults, serve\n"
             f"serve(host='127.0.0.1', port={port}, token='t', creditor_id=None,"
@@ -1450,18 +1477,582 @@ class TestServing:
         )
         process = subprocess.Popen([sys.executable, "-c", code])
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    response = httpx.get(f"http://127.0.0.1:{port}/_sim/calls", timeout=1)
-                    break
-                except httpx.TransportError:
-                    assert process.poll() is None, "serve() exited early"
-                    assert time.monotonic() < deadline, "serve() did not start"
-                    time.sleep(0.05)
+            response = wait_for(process, f"http://127.0.0.1:{port}/_sim/calls")
             assert response.json()["total"] == 0
             unauthorised = httpx.get(f"http://127.0.0.1:{port}/api/v2/invoice/search")
             assert unauthorised.status_code == 401
         finally:
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=10) == 0
+
+
+# --- answer shapes, Kravia's clock and in-process use ------------------------------------------
+
+DETAILS_KEYS = {
+    "id",
+    "invoiceNo",
+    "accountingInvoiceId",
+    "status",
+    "originalAmount",
+    "remainingAmount",
+    "outstandingAmount",
+    "currencyCode",
+    "debtorName",
+    "documents",
+    "payments",
+    "availableActions",
+    "lastUpdatedTime",
+    "timeline",
+}
+SUMMARY_KEYS = {
+    "id",
+    "invoiceNo",
+    "accountingInvoiceId",
+    "status",
+    "currencyCode",
+    "originalAmount",
+    "remainingAmount",
+    "outstandingAmount",
+    "lastUpdatedTime",
+}
+ROOT = "http://kravia.test"
+API = "/api/v2/"
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+T = TypeVar("T")
+
+
+def in_process(simulator: Simulator, script: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
+    """Run `script` with a client that drives the app in process (no server, no socket)."""
+
+    async def go() -> T:
+        transport = httpx.ASGITransport(app=simulator.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url=ROOT, headers={"Authorization": TOKEN}
+        ) as client:
+            return await script(client)
+
+    return asyncio.run(go())
+
+
+async def register_in_process(client: httpx.AsyncClient, **overrides: Any) -> int:
+    response = await client.post(f"{API}invoice/register", json=guide_body(**overrides))
+    assert response.status_code == 200, response.text
+    case_id: int = response.json()["id"]
+    return case_id
+
+
+def date_header(response: httpx.Response) -> datetime:
+    """The one Date header of an answer, parsed (RFC 7231, GMT)."""
+    (value,) = response.headers.get_list("date")
+    assert value.endswith(" GMT"), value
+    return parsedate_to_datetime(value)
+
+
+def dotnet_time(text: str) -> datetime:
+    """A 7-digit .NET timestamp as an aware UTC datetime (to the microsecond)."""
+    assert DOTNET_TIME.fullmatch(text), text
+    return datetime.strptime(text[:26], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
+
+
+def cursor(moment: datetime) -> str:
+    """A search cursor for `moment` in the .NET form the guide shows (UTC, no zone)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0"
+
+
+def assert_near(moment: datetime, expected: datetime, seconds: float = 2.0) -> None:
+    assert abs(moment - expected) <= timedelta(seconds=seconds), (moment, expected)
+
+
+def documented_cases(api: httpx.Client) -> tuple[int, int]:
+    """A registered case and a started one, each with an invoice copy."""
+    registered = register(api, accountingInvoiceId="ACC-R")
+    started = register(api, invoiceNo="20004", accountingInvoiceId="ACC-S")
+    for case_id in (registered, started):
+        assert upload(api, case_id).status_code == 200
+    assert start(api, started).status_code == 200
+    return registered, started
+
+
+def page_of(body: Any) -> list[dict[str, Any]]:
+    """The items of a search answer, whatever its envelope."""
+    if isinstance(body, list):
+        return body
+    (items,) = [value for value in body.values() if isinstance(value, list)]
+    return items
+
+
+@dataclass(frozen=True)
+class ShapedDetails:
+    """What one details shape answers for a registered and a started case with a document."""
+
+    shape: str
+    keys: set[str]
+    registered_actions: Any
+    started_actions: Any
+    document_keys: set[str] | None  # None: no documents key at all
+
+
+DETAILS_SHAPES = [
+    ShapedDetails("list", DETAILS_KEYS, ["Start"], ["Pause"], {"id", "type", "fileName", "size"}),
+    ShapedDetails(
+        "object",
+        DETAILS_KEYS - {"documents"},
+        {"Start": True, "Pause": False, "Resume": False},
+        {"Start": False, "Pause": True, "Resume": False},
+        None,
+    ),
+    ShapedDetails(
+        "named",
+        DETAILS_KEYS,
+        [{"name": "Start"}],
+        [{"name": "Pause"}],
+        {"id", "documentType", "fileName", "size"},
+    ),
+]
+
+
+class TestDetailsShapes:
+    @pytest.mark.parametrize("expected", DETAILS_SHAPES, ids=lambda expected: expected.shape)
+    def test_exact_keys_and_actions(
+        self, api: httpx.Client, sim: Simulator, expected: ShapedDetails
+    ) -> None:
+        """Each details shape answers its own keys, actions and documents for both cases."""
+        sim.shape = Shape(details_shape=expected.shape)
+        registered, started = documented_cases(api)
+        for case_id, actions in (
+            (registered, expected.registered_actions),
+            (started, expected.started_actions),
+        ):
+            found = details(api, case_id)
+            assert set(found) == expected.keys
+            assert found["availableActions"] == actions
+            if expected.document_keys is None:
+                assert "documents" not in found
+            else:
+                (document,) = found["documents"]
+                assert set(document) == expected.document_keys
+                assert document.get("type", document.get("documentType")) == "Invoice"
+
+    def test_the_rest_is_the_same_in_every_shape(self, api: httpx.Client, sim: Simulator) -> None:
+        """Only availableActions and documents change with the shape; accountingInvoiceId stays."""
+        _, started = documented_cases(api)
+        seen = []
+        for shape in DetailsShape:
+            sim.shape = Shape(details_shape=shape)
+            found = details(api, started)
+            del found["availableActions"]
+            found.pop("documents", None)
+            seen.append(found)
+        assert seen[0]["accountingInvoiceId"] == "ACC-S"
+        assert all(other == seen[0] for other in seen[1:])
+
+    def test_object_shape_lists_every_known_action(self, api: httpx.Client, sim: Simulator) -> None:
+        """In the object shape a paused case offers Resume only, and every action is named."""
+        sim.shape = Shape(details_shape="object")
+        case_id = register(api)
+        assert start(api, case_id).status_code == 200
+        assert start(api, case_id, "Pause").status_code == 200
+        actions = details(api, case_id)["availableActions"]
+        assert actions == {"Start": False, "Pause": False, "Resume": True}
+
+
+class TestSearchShapes:
+    @pytest.mark.parametrize(
+        ("shape", "envelope"),
+        [
+            ("items", lambda page: {"totalCount": 3, "items": page}),
+            ("list", lambda page: page),
+            ("data", lambda page: {"data": page}),
+            ("value", lambda page: {"value": page, "count": 3}),
+        ],
+    )
+    def test_envelopes(
+        self, api: httpx.Client, sim: Simulator, shape: str, envelope: Callable[[Any], Any]
+    ) -> None:
+        """Each search shape wraps the same page of items; the counts tell all that match."""
+        ids = [register(api, invoiceNo=str(n), accountingInvoiceId=f"A{n}") for n in range(3)]
+        page = search(api, top=2)["items"]
+        assert [item["id"] for item in page] == ids[:2]
+        sim.shape = Shape(search_shape=shape)
+        response = api.get("invoice/search", params={"orderBy": 11, "skip": 0, "top": 2})
+        assert response.status_code == 200, response.text
+        assert loads(response) == envelope(page)
+
+    @pytest.mark.parametrize("shape", list(SearchShape))
+    def test_without_aid(self, api: httpx.Client, sim: Simulator, shape: SearchShape) -> None:
+        """search_without_aid drops accountingInvoiceId from search items only, in every shape."""
+        case_id = register(api, accountingInvoiceId="ACC-3")
+        sim.shape = Shape(search_shape=shape, search_without_aid=True)
+        (item,) = page_of(loads(api.get("invoice/search")))
+        assert set(item) == SUMMARY_KEYS - {"accountingInvoiceId"}
+        assert details(api, case_id)["accountingInvoiceId"] == "ACC-3"
+        assert sim.cases()[0]["accountingInvoiceId"] == "ACC-3"
+
+
+class TestClock:
+    @pytest.mark.parametrize("offset", [7200.0, -5400.5])
+    def test_offset_shifts_every_time_and_the_date_header(self, offset: float) -> None:
+        """Times handed out and the Date header are the host's now plus the offset (±2 s)."""
+        simulator = Simulator(token=TOKEN, creditor_id=CREDITOR, clock_offset_seconds=offset)
+
+        async def script(client: httpx.AsyncClient) -> dict[str, Any]:
+            case_id = await register_in_process(client)
+            started = await client.post(
+                f"{API}invoice/{case_id}/action", params={"action": "Start"}, json={}
+            )
+            paid = await client.post(
+                f"{API}invoice/payment",
+                content=exact_json(payment_body((case_id, 10))),
+                headers=JSON_HEADERS,
+            )
+            assert started.status_code == paid.status_code == 200
+            simulator.payout([(case_id, Decimal(5))])
+            searched = await client.get(f"{API}invoice/search")
+            found = await client.get(f"{API}invoice/{case_id}/details")
+            return {"search": loads(searched), "details": loads(found), "date": date_header(found)}
+
+        seen = in_process(simulator, script)
+        kravia_now = datetime.now(UTC) + timedelta(seconds=offset)
+        assert_near(seen["date"], kravia_now)
+        (item,) = seen["search"]["items"]
+        found = seen["details"]
+        stamps = [
+            item["lastUpdatedTime"],
+            found["lastUpdatedTime"],
+            *(entry["time"] for entry in found["timeline"]),
+            *(payment["registeredTime"] for payment in found["payments"]),
+        ]
+        assert len(stamps) == 2 + 4 + 2
+        for stamp in stamps:
+            assert_near(dotnet_time(stamp), kravia_now)
+        (case,) = simulator.cases()
+        for key in ("created", "updated"):
+            assert_near(datetime.fromisoformat(case[key]), kravia_now)
+        (settlement,) = simulator.settlements()
+        assert settlement["settlementDate"] in {  # either side of Kravia's midnight
+            (kravia_now - timedelta(seconds=2)).date().isoformat(),
+            kravia_now.date().isoformat(),
+        }
+
+    def test_host_time_cursor_misses_a_case_kravia_time_finds(self) -> None:
+        """Kravia an hour behind: a cursor from the host's clock misses a case just made."""
+        simulator = Simulator(token=TOKEN, creditor_id=CREDITOR, clock_offset_seconds=-3600)
+
+        async def script(client: httpx.AsyncClient) -> tuple[list[Any], list[Any], int]:
+            before = datetime.now(UTC)
+            case_id = await register_in_process(client)
+            query = {"orderBy": 11}
+            by_host = await client.get(
+                f"{API}invoice/search", params={**query, "lastUpdatedTime": cursor(before)}
+            )
+            by_kravia = await client.get(
+                f"{API}invoice/search",
+                params={**query, "lastUpdatedTime": cursor(before - timedelta(hours=1))},
+            )
+            return by_host.json()["items"], by_kravia.json()["items"], case_id
+
+        by_host, by_kravia, case_id = in_process(simulator, script)
+        assert by_host == []
+        assert [item["id"] for item in by_kravia] == [case_id]
+
+    def test_kravia_time_cursor_misses_what_host_time_finds(self) -> None:
+        """Kravia an hour ahead: the host's time finds a case Kravia's time after it misses."""
+        simulator = Simulator(token=TOKEN, creditor_id=CREDITOR, clock_offset_seconds=3600)
+
+        async def script(client: httpx.AsyncClient) -> tuple[list[Any], list[Any], int]:
+            case_id = await register_in_process(client)
+            after = datetime.now(UTC)
+            by_host = await client.get(
+                f"{API}invoice/search", params={"lastUpdatedTime": cursor(after)}
+            )
+            by_kravia = await client.get(
+                f"{API}invoice/search",
+                params={"lastUpdatedTime": cursor(after + timedelta(hours=1))},
+            )
+            return by_host.json()["items"], by_kravia.json()["items"], case_id
+
+        by_host, by_kravia, case_id = in_process(simulator, script)
+        assert [item["id"] for item in by_host] == [case_id]
+        assert by_kravia == []
+
+    def test_a_smaller_offset_never_moves_time_back(self) -> None:
+        """Times stay strictly increasing when the offset is turned back."""
+        simulator = Simulator(token=TOKEN, creditor_id=CREDITOR, clock_offset_seconds=600)
+
+        async def script(client: httpx.AsyncClient) -> list[str]:
+            await register_in_process(client)
+            simulator.shape = Shape(clock_offset_seconds=0)
+            await register_in_process(client)
+            searched = await client.get(f"{API}invoice/search")
+            return [item["lastUpdatedTime"] for item in searched.json()["items"]]
+
+        first, second = in_process(simulator, script)
+        assert dotnet_time(first) < dotnet_time(second)
+
+    def test_date_header_over_http(self) -> None:
+        """Served by uvicorn there is exactly one Date header, and it is Kravia's time."""
+        simulator = Simulator(token=TOKEN, clock_offset_seconds=-86_400)
+        with RunningSimulator(simulator) as served:
+            for url in (served.base_url + "invoice/search", served.root_url + "/_sim/calls"):
+                response = httpx.get(url, headers={"Authorization": TOKEN})
+                assert response.status_code == 200
+                assert_near(date_header(response), datetime.now(UTC) - timedelta(days=1))
+
+    def test_date_header_without_offset(self, api: httpx.Client, control: httpx.Client) -> None:
+        """Without an offset the Date header is the host's time, on API and control answers."""
+        answers = [
+            api.get("invoice/search"),
+            api.get("invoice/1/details"),
+            control.get("/_sim/calls"),
+        ]
+        for response in answers:
+            assert_near(date_header(response), datetime.now(UTC))
+
+
+class TestInProcess:
+    def test_every_endpoint_answers_with_a_date_header(self) -> None:
+        """Driven through httpx.ASGITransport, every route answers as over HTTP, with a Date."""
+        simulator = Simulator(token=TOKEN, creditor_id=CREDITOR, clock_offset_seconds=30)
+        case = FIRST_CASE_ID
+        calls: list[tuple[str, str, str, dict[str, Any]]] = [
+            ("POST", "/api/v2/invoice/register", "invoice/register", {"json": guide_body()}),
+            (
+                "POST",
+                "/api/v2/invoice/{id:int}/document",
+                f"invoice/{case}/document?type=Invoice",
+                {"files": {"file": ("invoice.pdf", PDF, "application/pdf")}},
+            ),
+            (
+                "POST",
+                "/api/v2/invoice/{id:int}/action",
+                f"invoice/{case}/action?action=Start",
+                {"json": {"Message": "Go"}},
+            ),
+            ("GET", "/api/v2/invoice/{id:int}/details", f"invoice/{case}/details", {}),
+            ("GET", "/api/v2/invoice/search", "invoice/search?orderBy=11", {}),
+            (
+                "POST",
+                "/api/v2/invoice/payment",
+                "invoice/payment",
+                {"content": exact_json(payment_body((case, 10))), "headers": JSON_HEADERS},
+            ),
+            (
+                "POST",
+                "/api/v2/invoice/creditnote",
+                "invoice/creditnote",
+                {"content": exact_json(credit_body((case, -10))), "headers": JSON_HEADERS},
+            ),
+            ("POST", "/_sim/payout", "/_sim/payout", {"json": {"invoiceId": case, "amount": 5}}),
+            ("GET", "/api/v2/settlements", "settlements?ExcludeClosed=true", {}),
+            (
+                "PATCH",
+                "/api/v2/settlements/{id:int}/bookkeep",
+                f"settlements/{FIRST_SETTLEMENT_ID}/bookkeep?internalAccountingId=B1",
+                {},
+            ),
+            ("GET", "/_sim/cases", "/_sim/cases", {}),
+            (
+                "GET",
+                "/_sim/cases/{id:int}/documents/{n:int}",
+                f"/_sim/cases/{case}/documents/0",
+                {},
+            ),
+            ("GET", "/_sim/calls", "/_sim/calls", {}),
+            ("GET", "/_sim/payments", "/_sim/payments", {}),
+            ("GET", "/_sim/settlements", "/_sim/settlements", {}),
+            ("GET", "/_sim/faults", "/_sim/faults", {}),
+            ("PUT", "/_sim/faults", "/_sim/faults", {"json": {"latency_ms": 1}}),
+            ("GET", "/_sim/shape", "/_sim/shape", {}),
+            (
+                "PUT",
+                "/_sim/shape",
+                "/_sim/shape",
+                {"json": {"details_shape": "named", "clock_offset_seconds": 30}},
+            ),
+            ("POST", "/_sim/reset", "/_sim/reset", {}),
+        ]
+        routes = {
+            (method, route.path)
+            for route in simulator.app.routes
+            for method in getattr(route, "methods", set()) - {"HEAD"}
+        }
+        assert {(method, path) for method, path, _, _ in calls} == routes
+
+        async def script(client: httpx.AsyncClient) -> list[httpx.Response]:
+            answers = []
+            for method, _, url, kwargs in calls:
+                target = url if url.startswith("/") else API + url
+                answers.append(await client.request(method, target, **kwargs))
+            answers.append(await client.get("/nowhere"))
+            answers.append(await client.get(f"{API}invoice/search", headers={"Authorization": "x"}))
+            return answers
+
+        answers = in_process(simulator, script)
+        statuses = [response.status_code for response in answers]
+        assert statuses == [200] * len(calls) + [404, 401], [r.text for r in answers]
+        kravia_now = datetime.now(UTC) + timedelta(seconds=30)
+        for response in answers:
+            assert_near(date_header(response), kravia_now)
+        assert simulator.shape == Shape(details_shape="named", clock_offset_seconds=30)
+
+    def test_dropped_answer_raises_in_process(self) -> None:
+        """In process a dropped answer raises ConnectionDroppedError, yet the case exists."""
+        simulator = Simulator(token=TOKEN, faults=Faults(drop_after_commit=1.0))
+
+        async def script(client: httpx.AsyncClient) -> None:
+            with pytest.raises(ConnectionDroppedError):
+                await client.post(f"{API}invoice/register", json=guide_body())
+
+        in_process(simulator, script)
+        assert len(simulator.cases()) == 1
+        assert simulator.calls()["register"] == {"0": 1}
+
+    def test_timeout_only_delays_in_process(self) -> None:
+        """In process the timeout fault delays the answer: the transport has no client timeout."""
+        simulator = Simulator(token=TOKEN, faults=Faults(timeout=1.0, timeout_delay_s=0.2))
+
+        async def script(client: httpx.AsyncClient) -> httpx.Response:
+            return await client.post(f"{API}invoice/register", json=guide_body(), timeout=0.01)
+
+        began = time.monotonic()
+        assert in_process(simulator, script).status_code == 200
+        assert time.monotonic() - began >= 0.2
+
+
+class TestShapeSettings:
+    def test_control_endpoint_round_trip(self, control: httpx.Client, sim: Simulator) -> None:
+        """PUT /_sim/shape sets every setting and echoes it; keys left out take the defaults."""
+        assert control.get("/_sim/shape").json() == Shape().to_dict()
+        settings = {
+            "details_shape": "object",
+            "search_shape": "value",
+            "search_without_aid": True,
+            "clock_offset_seconds": -12.5,
+        }
+        accepted = control.put("/_sim/shape", json=settings)
+        assert accepted.status_code == 200
+        assert accepted.json() == settings
+        assert control.get("/_sim/shape").json() == settings
+        assert sim.shape == Shape(
+            details_shape=DetailsShape.OBJECT,
+            search_shape=SearchShape.VALUE,
+            search_without_aid=True,
+            clock_offset_seconds=-12.5,
+        )
+        partial = control.put("/_sim/shape", json={"search_shape": "data"})
+        assert partial.json() == Shape(search_shape="data").to_dict()
+
+    @pytest.mark.parametrize(
+        ("content", "named"),
+        [
+            (b'{"details_shape": "table"}', "details_shape"),
+            (b'{"details_shape": 1}', "details_shape"),
+            (b'{"search_shape": "items2"}', "search_shape"),
+            (b'{"search_without_aid": "yes"}', "search_without_aid"),
+            (b'{"clock_offset_seconds": "5"}', "clock_offset_seconds"),
+            (b'{"clock_offset_seconds": true}', "clock_offset_seconds"),
+            (b'{"clock_offset_seconds": NaN}', "clock_offset_seconds"),
+            (b'{"clock_offset_seconds": 1e12}', "clock_offset_seconds"),
+            (b'{"clock_offset_seconds": 1' + b"0" * 400 + b"}", "clock_offset_seconds"),
+            (b'{"colour": "red"}', "colour"),
+            (b"[1]", "object"),
+            (b"{not json", ""),
+        ],
+    )
+    def test_control_endpoint_refuses_garbage(
+        self, control: httpx.Client, sim: Simulator, content: bytes, named: str
+    ) -> None:
+        """Unknown keys, values and types answer 400 with an error naming them; nothing changes."""
+        sim.shape = Shape(details_shape="named")
+        response = control.put("/_sim/shape", content=content)
+        assert response.status_code == 400
+        assert named in response.json()["error"]
+        assert sim.shape == Shape(details_shape="named")
+
+    def test_unknown_value_names_the_known_ones(self) -> None:
+        """A bad shape name in the constructor raises ValueError listing the known names."""
+        with pytest.raises(ValueError, match=r"unknown 'table' \(known: list, object, named\)"):
+            Simulator(token=TOKEN, details_shape="table")
+        with pytest.raises(ValueError, match="known: items, list, data, value"):
+            Shape(search_shape="rows")
+
+    def test_constructor_property_and_dict(self) -> None:
+        """Constructor keywords, the shape property and from_dict/to_dict agree."""
+        simulator = Simulator(
+            token=TOKEN,
+            details_shape="named",
+            search_shape=SearchShape.LIST,
+            search_without_aid=True,
+            clock_offset_seconds=3,
+        )
+        expected = Shape(
+            details_shape="named",
+            search_shape="list",
+            search_without_aid=True,
+            clock_offset_seconds=3,
+        )
+        assert simulator.shape == expected
+        assert Shape.from_dict(expected.to_dict()) == expected
+        assert isinstance(simulator.shape.clock_offset_seconds, float)
+        simulator.shape = Shape()
+        assert simulator.shape.details_shape is DetailsShape.LIST
+
+    def test_reset_keeps_the_shape(self, control: httpx.Client, sim: Simulator) -> None:
+        """POST /_sim/reset forgets faults but keeps the shape (which Kravia is simulated)."""
+        sim.shape = Shape(search_shape="data", clock_offset_seconds=5)
+        sim.faults = Faults(latency_ms=1)
+        assert control.post("/_sim/reset").status_code == 200
+        assert sim.faults == Faults()
+        assert sim.shape == Shape(search_shape="data", clock_offset_seconds=5)
+
+
+class TestSimulateCommand:
+    def test_options_reach_the_simulator(self) -> None:
+        """`kravia-sync simulate` passes the shape options to the simulator it serves."""
+        port = free_port()
+        command = [sys.executable, "-m", "kravia_sync", "simulate", "--port", str(port)]
+        options = [
+            "--token=t",
+            "--details-shape=named",
+            "--search-shape=value",
+            "--search-without-aid",
+            "--clock-offset-seconds=-120",
+        ]
+        process = subprocess.Popen([*command, *options], stdout=subprocess.DEVNULL)
+        try:
+            response = wait_for(process, f"http://127.0.0.1:{port}/_sim/shape")
+            assert response.json() == {
+                "details_shape": "named",
+                "search_shape": "value",
+                "search_without_aid": True,
+                "clock_offset_seconds": -120.0,
+            }
+            assert_near(date_header(response), datetime.now(UTC) - timedelta(seconds=120))
+        finally:
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=10) == 0
+
+    def test_choices_are_the_simulators_shapes(self) -> None:
+        """The command's choices are exactly the simulator's shape names, the default first."""
+        hints = get_type_hints(cli.simulate, include_extras=True)
+        defaults = inspect.signature(cli.simulate).parameters
+        for name, shapes in (("details_shape", DetailsShape), ("search_shape", SearchShape)):
+            (choices, *_) = get_args(hints[name])  # Annotated[Literal[...], typer.Option]
+            assert list(get_args(choices)) == [shape.value for shape in shapes]
+            assert defaults[name].default == next(iter(shapes)).value
+        assert defaults["search_without_aid"].default is False
+        assert defaults["clock_offset_seconds"].default == 0.0
+
+    def test_impossible_clock_offset_is_a_usage_error(self) -> None:
+        """An infinite clock offset exits 2 with a message naming the option."""
+        result = subprocess.run(
+            [sys.executable, "-m", "kravia_sync", "simulate", "--clock-offset-seconds=inf"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 2
+        assert "--clock-offset-seconds" in result.stderr
