@@ -31,6 +31,12 @@ Reading is safe by construction:
   text dates are parsed by the model; NULL leaves the field out.
 * **Secrets.** The password comes from the URL, `password_env` or `password_file`; it is
   redacted from every message (connection errors included) and never shown by `repr`.
+* **Time-limited.** A database that takes the connection and never answers, or a query that
+  runs for ever, must not stall the pass (nor, in the daemon, every other source): a connection
+  must be ready within `connect_timeout_seconds`, a statement done within
+  `statement_timeout_seconds`, each set the way its driver takes it (`_connect_args`,
+  `_statement_limit`, SQLite's progress handler). There is no "no limit". A limit reached
+  fails the read with a `ConnectorError` naming the setting to raise.
 
 Failures: a query that lacks a column for a required field fails before any row is yielded,
 naming the field and the column looked for. A connection failure, a query the database
@@ -61,6 +67,7 @@ import hashlib
 import operator
 import os
 import re
+import time
 import uuid
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -102,6 +109,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy import BindParameter, TextClause
     from sqlalchemy.engine import Connection, CursorResult, Engine
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = [
     "EXAMPLE_SETTINGS",
@@ -132,6 +140,27 @@ _READ_ONLY: Final[dict[str, str]] = {
     "mariadb": "SET SESSION TRANSACTION READ ONLY",
     "sqlite": "PRAGMA query_only = ON",
 }
+# The longest either time limit may be: a day. Every driver takes it (libpq up to 2^31 - 1 ms,
+# PyMySQL a year); a read that needs longer is better rewritten than waited for.
+_MAX_LIMIT_SECONDS: Final = 86_400
+# The URL query parameters through which each driver of our extras takes the limits: the
+# connector sets them (`_connect_args`), so the URL must not set them too.
+_DRIVER_TIMEOUTS: Final[dict[str, frozenset[str]]] = {
+    "psycopg": frozenset({"connect_timeout"}),
+    "pymysql": frozenset({"connect_timeout", "read_timeout", "write_timeout"}),
+    "pymssql": frozenset({"login_timeout", "timeout"}),
+}
+# SQLite: virtual machine instructions between two looks at the clock (well under a
+# millisecond of work; the look costs less than 1% of it).
+_SQLITE_PROGRESS_STEPS: Final = 10_000
+_STATEMENT_CLOCK: Final = "kravia_sync_statement_clock"
+# How a server says it stopped a statement at its limit: PostgreSQL's query_canceled SQLSTATE,
+# MariaDB's ER_STATEMENT_TIMEOUT and MySQL's ER_QUERY_TIMEOUT; SQLite's interrupt is ours.
+_PG_QUERY_CANCELED: Final = "57014"
+_MYSQL_STATEMENT_TIMEOUTS: Final = frozenset({1969, 3024})
+_SQLITE_INTERRUPTED: Final = "interrupted"
+# How a driver says it gave up waiting (psycopg, PyMySQL and pymssql word it so).
+_CLIENT_TIMEOUT_TEXTS: Final = ("timed out", "timeout expired")
 _FALSE_TEXT: Final = frozenset({"", "0", "f", "false", "n", "no"})
 # Values the record takes unchanged (the model reads blank text as missing).
 _PLAIN: Final = frozenset({str, Decimal, int, date, datetime, type(None)})
@@ -228,6 +257,8 @@ ORDER BY i.id
 # have one; without it, an invoice whose query returns no row is quarantined.
 document_query = "SELECT pdf FROM invoice_pdfs WHERE invoice_id = :accounting_invoice_id"
 # fetch_size = 1000              # rows per round trip of the server-side cursor
+# connect_timeout_seconds = 10   # for a connection to be ready, login included
+# statement_timeout_seconds = 300  # for one statement (a streamed query: see the README)
 #
 # Money paid: without a payments query, a drop in an invoice's balance is forwarded to
 # Kravia as a payment. With one, the source reports each payment and credit note itself,
@@ -271,6 +302,10 @@ class SqlSettings(ConnectorSettings):
     """The invoice's PDF bytes; binds `:accounting_invoice_id` and/or `:invoice_number`."""
     fetch_size: int = Field(default=1000, gt=0)
     """Rows fetched per round trip."""
+    connect_timeout_seconds: int = Field(default=10, gt=0, le=_MAX_LIMIT_SECONDS)
+    """Seconds for a connection to be ready (TCP, TLS, login, session setup)."""
+    statement_timeout_seconds: int = Field(default=300, gt=0, le=_MAX_LIMIT_SECONDS)
+    """Seconds one statement may run before it is stopped and the read fails."""
     payments_query: str | None = None
     """Payments and credit notes of the invoices, one row per payment and invoice, with
     columns named like the payment record fields (`payment_id`, `kind`, `date`, `amount`,
@@ -326,6 +361,18 @@ class SqlSettings(ConnectorSettings):
             )
         return value
 
+    @field_validator("connect_timeout_seconds", "statement_timeout_seconds", mode="before")
+    @classmethod
+    def _a_limit(cls, value: object) -> object:
+        # "No limit" is not offered: one database that never answers would stall the pass,
+        # and in the daemon every other source with it. A user who needs long gives a day.
+        if value is None or (isinstance(value, int | float) and value <= 0):
+            raise ValueError(
+                f"give a number of seconds from 1 to {_MAX_LIMIT_SECONDS}: there is no "
+                "'no limit', as a database that never answers would stall every source"
+            )
+        return value
+
     @field_validator("columns")
     @classmethod
     def _columns_are_fields(cls, value: dict[str, str]) -> dict[str, str]:
@@ -349,6 +396,24 @@ class SqlSettings(ConnectorSettings):
             )
         if self.password_env is not None and not self.password_env.strip():
             raise ValueError("password_env is empty: give the name of an environment variable")
+        return self
+
+    @model_validator(mode="after")
+    def _limits_not_in_url(self) -> SqlSettings:
+        # The connector sets the driver's timeouts from the two settings; the same parameter
+        # in the URL would silently lose to them. Only the names are shown (the URL may hold
+        # a password).
+        url = _with_default_driver(make_url(self.url))
+        clashing = sorted(_DRIVER_TIMEOUTS.get(url.get_driver_name(), frozenset()) & set(url.query))
+        options = url.query.get("options", "")
+        if url.get_backend_name() == "postgresql" and "statement_timeout" in str(options):
+            clashing.append("options=-c statement_timeout")
+        if clashing:
+            raise ValueError(
+                f"the url sets {', '.join(clashing)}: remove it and use connect_timeout_seconds "
+                "and statement_timeout_seconds, from which the connector sets the driver's "
+                "timeouts"
+            )
         return self
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
@@ -785,37 +850,62 @@ class SqlConnector(Connector):
         ):
             raise ConnectorError(f"the SQLite database {database} does not exist")
         engine = self._get_engine()
-        with self._failure("cannot connect to"):
+        with self._failure("cannot connect to", connecting=True):
             return engine.connect()
 
     def _get_engine(self) -> Engine:
-        """The engine (no pool: every `connect` is a new read-only connection)."""
+        """The engine (no pool: every `connect` is a new read-only, time-limited connection)."""
         if self._engine is None:
+            connect_args = _connect_args(self.url.get_driver_name(), self.settings)
             with self._failure("cannot use"):
-                engine = create_engine(self.url, poolclass=NullPool)
-            statement = _READ_ONLY.get(self.backend)
-            money = self.url.get_driver_name() == "psycopg"
-
-            def _on_connect(dbapi_connection: Any, _record: object) -> None:  # noqa: ANN401
-                if statement is not None:
-                    cursor = dbapi_connection.cursor()
-                    try:
-                        cursor.execute(statement)
-                    finally:
-                        cursor.close()
-                    if self.backend == "postgresql":
-                        dbapi_connection.commit()  # SET … CHARACTERISTICS is transactional
-                if money:
-                    _register_money_loader(dbapi_connection)
-
-            event.listen(engine, "connect", _on_connect)
+                engine = create_engine(self.url, poolclass=NullPool, connect_args=connect_args)
+            event.listen(engine, "connect", self._prepare_session)
+            if self.backend == "sqlite":
+                event.listen(engine, "before_cursor_execute", _start_statement_clock)
             self._engine = engine
         return self._engine
 
+    def _prepare_session(
+        self,
+        dbapi_connection: Any,  # noqa: ANN401 - the driver's own connection
+        record: ConnectionPoolEntry,
+    ) -> None:
+        """Make a new connection read-only, then time-limited, before the connector uses it."""
+        read_only = _READ_ONLY.get(self.backend)
+        if read_only is not None:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(read_only)  # first: nothing of ours runs in a writable session
+                limit = _statement_limit(
+                    _server_kind(self.backend, cursor), self.settings.statement_timeout_seconds
+                )
+                if limit is not None:
+                    cursor.execute(limit)
+            finally:
+                cursor.close()
+            if self.backend == "postgresql":
+                dbapi_connection.commit()  # SET is transactional: a rollback would undo it
+        driver = self.url.get_driver_name()
+        if driver == "psycopg":
+            _register_money_loader(dbapi_connection)
+        elif driver == "pymysql":
+            # PyMySQL waits for every answer, its greeting included, with read_timeout: it was
+            # opened with the connect limit. From now on the server's statement limit decides,
+            # and its error takes a moment to arrive; silence longer than both is a stall.
+            limits = self.settings
+            dbapi_connection._read_timeout = (  # noqa: SLF001 - PyMySQL has no setter for it
+                limits.statement_timeout_seconds + limits.connect_timeout_seconds
+            )
+        elif self.backend == "sqlite":
+            clock = _StatementClock(self.settings.statement_timeout_seconds)
+            record.info[_STATEMENT_CLOCK] = clock
+            dbapi_connection.set_progress_handler(clock.expired, _SQLITE_PROGRESS_STEPS)
+
     @contextlib.contextmanager
-    def _failure(self, action: str) -> Iterator[None]:
+    def _failure(self, action: str, *, connecting: bool = False) -> Iterator[None]:
         """Turn database and driver exceptions into a `ConnectorError` that names the database
-        (password hidden) and never carries the password."""
+        (password hidden), says which time limit ended the call if one did (`connecting`: the
+        connection was being made), and never carries the password."""
         failures: tuple[type[Exception], ...] = (
             SQLAlchemyError,
             OSError,
@@ -829,10 +919,37 @@ class SqlConnector(Connector):
         except (ImportError, NoSuchModuleError) as exc:
             raise ConnectorError(self._redact(_missing_driver(self.url, exc))) from None
         except failures as exc:
-            reason = exc.orig if isinstance(exc, DBAPIError) else exc
+            orig = exc.orig if isinstance(exc, DBAPIError) else None
+            reason: BaseException = exc if orig is None else orig
             detail = " ".join(str(reason).split()) or type(reason).__name__
-            message = f"{action} {self.display_url}: {detail}"
+            advice = self._limit_advice(reason, connecting=connecting)
+            message = f"{action} {self.display_url}: {detail}{advice}"
             raise ConnectorError(self._redact(message)) from None
+
+    def _limit_advice(self, reason: BaseException, *, connecting: bool) -> str:
+        """When a time limit ended the call, what happened and the setting to raise."""
+        reached = _limit_reached(self.backend, reason)
+        if reached is None:
+            return ""
+        connect = self.settings.connect_timeout_seconds
+        statement = self.settings.statement_timeout_seconds
+        if connecting and reached == "wait":
+            return (
+                f"; not connected within connect_timeout_seconds = {connect}: check that the "
+                "database is up and reachable, or raise connect_timeout_seconds in the "
+                "source's settings"
+            )
+        # pymssql's own timeout is the statement limit (SQL Server has none for a session).
+        if reached == "statement" or self.backend == "mssql":
+            return (
+                f"; the statement ran longer than statement_timeout_seconds = {statement}: make "
+                "the query faster or raise statement_timeout_seconds in the source's settings"
+            )
+        return (
+            f"; the server sent nothing for {statement + connect} s (statement_timeout_seconds "
+            "+ connect_timeout_seconds): raise statement_timeout_seconds in the source's "
+            "settings if the query needs longer"
+        )
 
     def _driver_errors(self) -> tuple[type[Exception], ...]:
         """The driver's own exception base (raised where SQLAlchemy is bypassed)."""
@@ -845,6 +962,95 @@ class SqlConnector(Connector):
         for secret in sorted(self.secret_values(), key=len, reverse=True):
             message = message.replace(secret, _HIDDEN)
         return message
+
+
+# -- time limits ---------------------------------------------------------------------------
+
+
+def _connect_args(driver: str, settings: SqlSettings) -> dict[str, object]:
+    """The limits a driver of our extras takes as connect arguments (others take none from us:
+    their own timeouts may go in the URL; the servers' statement limits still apply)."""
+    connect = settings.connect_timeout_seconds
+    if driver == "psycopg":
+        # libpq's own (it waits at least 2 s); the statement limit is a session setting.
+        return {"connect_timeout": connect}
+    if driver == "pymysql":
+        # PyMySQL's connect_timeout covers the TCP connect only; the greeting and login are
+        # read with read_timeout, widened once connected (`_prepare_session`). A server that
+        # takes no bytes of a query for this long is stalled: it reads them at once.
+        return {"connect_timeout": connect, "read_timeout": connect, "write_timeout": connect}
+    if driver == "pymssql":
+        # SQL Server has no session setting for a statement limit: pymssql's timeout is the
+        # client's own, on each statement.
+        return {"login_timeout": connect, "timeout": settings.statement_timeout_seconds}
+    return {}
+
+
+def _server_kind(backend: str, cursor: Any) -> str:  # noqa: ANN401 - a DB-API cursor
+    """`backend`, except that a MySQL-protocol server says itself whether it is MariaDB (the
+    URL need not: `mysql://` reaches either, and they name their statement limits apart)."""
+    if backend not in {"mysql", "mariadb"}:
+        return backend
+    cursor.execute("SELECT VERSION()")
+    (version,) = cursor.fetchone()
+    return "mariadb" if "mariadb" in str(version).casefold() else "mysql"
+
+
+def _statement_limit(server: str, seconds: int) -> str | None:
+    """The session setting that has the server stop a statement after `seconds` (None where
+    the connector limits statements otherwise: SQLite, SQL Server)."""
+    if server == "postgresql":
+        return f"SET statement_timeout = {seconds * 1000}"
+    if server == "mariadb":
+        return f"SET SESSION max_statement_time = {seconds}"
+    if server == "mysql":
+        # SELECTs only, which is all a read-only session runs.
+        return f"SET SESSION max_execution_time = {seconds * 1000}"
+    return None
+
+
+def _limit_reached(backend: str, reason: BaseException) -> Literal["statement", "wait"] | None:
+    """Whether a time limit ended the call: a statement limit, the server's or SQLite's clock
+    ("statement"), or the driver giving up waiting for the server ("wait"); None for any
+    other failure."""
+    if getattr(reason, "sqlstate", None) == _PG_QUERY_CANCELED:
+        return "statement"
+    # The MySQL drivers' errors carry the server's error number first.
+    code = reason.args[0] if reason.args else None
+    if backend in {"mysql", "mariadb"} and type(code) is int and code in _MYSQL_STATEMENT_TIMEOUTS:
+        return "statement"
+    if backend == "sqlite" and str(reason) == _SQLITE_INTERRUPTED:
+        return "statement"
+    text_ = str(reason).casefold()
+    if isinstance(reason, TimeoutError) or any(words in text_ for words in _CLIENT_TIMEOUT_TEXTS):
+        return "wait"
+    return None
+
+
+class _StatementClock:
+    """The statement limit on one SQLite connection, which has no setting for it: the clock
+    starts as each statement is sent (`_start_statement_clock`) and SQLite's progress handler
+    asks `expired` every `_SQLITE_PROGRESS_STEPS` instructions; a true answer interrupts the
+    statement. A streamed query is one statement until its last row is fetched."""
+
+    __slots__ = ("_deadline", "_seconds")
+
+    def __init__(self, seconds: int) -> None:
+        self._seconds = seconds
+        self._deadline = float("inf")  # the session's own setup runs unlimited
+
+    def start(self) -> None:
+        self._deadline = time.monotonic() + self._seconds
+
+    def expired(self) -> bool:
+        return time.monotonic() > self._deadline
+
+
+def _start_statement_clock(connection: Connection, *_statement: object) -> None:
+    """SQLAlchemy's `before_cursor_execute`: the connection's statement clock starts."""
+    clock = connection.info.get(_STATEMENT_CLOCK)
+    if isinstance(clock, _StatementClock):
+        clock.start()
 
 
 def _payment_columns(keys: Sequence[str], where: str) -> dict[str, int]:
@@ -1012,7 +1218,9 @@ class _PostgresStampedRead(StampedRead):
     ) -> Iterator[list[tuple[Any, ...]]]:
         """The rows of `statement` straight from a psycopg server-side cursor in this read's
         transaction, `fetch_size` at a time: plain tuples, without SQLAlchemy's row objects
-        (this phase reads every row of the source, so each microsecond counts)."""
+        (this phase reads every row of the source, so each microsecond counts). The cursor is
+        on the read's own connection, so the session's statement_timeout bounds its DECLARE
+        and each FETCH, as it bounds every statement of the connector."""
         connector = self._connector
         size = connector.settings.fetch_size
         compiled = statement.compile(dialect=self._connection.dialect)

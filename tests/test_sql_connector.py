@@ -8,12 +8,17 @@ under CI (`CI=true`), where it fails them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import socket
 import sys
+import threading
+import time
 import tomllib
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -43,7 +48,15 @@ from sql_fixture import (
 from support import Sim, cli_env, load, run_cli, run_pass, write_config
 
 import kravia_sync.reconcile as reconcile_module
-from connectors.sql import EXAMPLE_SETTINGS, SqlConnector, SqlSettings, parse_money_text
+from connectors.sql import (
+    EXAMPLE_SETTINGS,
+    SqlConnector,
+    SqlSettings,
+    _connect_args,
+    _PostgresStampedRead,
+    _statement_limit,
+    parse_money_text,
+)
 from kravia_sync.connector import ConnectorError, RecordStamp, SourceRecord, StampedRead
 from kravia_sync.model import Invoice, parse_date
 from kravia_sync.plan import source_id
@@ -908,6 +921,375 @@ class TestDocuments:
             first.document.load()
 
 
+# -- time limits ---------------------------------------------------------------------------
+
+# A SQLite query that runs for minutes: a recursive CTE counting to 10^9.
+COUNT_TO_A_BILLION = (
+    "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000000) "
+    "SELECT count(*) FROM n)"
+)
+
+
+@contextmanager
+def silent_server() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts every connection and never sends a byte."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        for connection in held:
+            connection.close()
+        listener.close()
+
+
+def failure_within(seconds: float, action: Callable[[], object]) -> tuple[str, float]:
+    """The message of the ConnectorError `action` raises and how long it took. `action` runs
+    in a daemon thread, so a limit that no longer holds fails the test instead of hanging
+    the suite."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            action()
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(seconds)
+    elapsed = time.monotonic() - started
+    if thread.is_alive():
+        pytest.fail(f"still running after {seconds} s: the time limit did not hold")
+    (raised,) = outcome
+    assert isinstance(raised, ConnectorError), f"expected a ConnectorError, got {raised!r}"
+    return str(raised), elapsed
+
+
+def stamps_then_records(stamped: StampedRead, slow_from_now: Callable[[], None]) -> None:
+    """Both phases of a stamped read, with `slow_from_now` called between them."""
+    with stamped:
+        stamps = stamps_of(stamped)
+        slow_from_now()
+        list(stamped.records(stamps))
+
+
+class TestTimeLimits:
+    """A silent database or an endless query fails the read in time, naming the setting."""
+
+    def test_postgresql_stops_a_slow_query(self, pg_db: Backend, tmp_path: Path) -> None:
+        """pg_sleep(5) per row under a 1 s limit fails the read in about a second."""
+        query = pg_db.sql(QUERY, extra=", pg_sleep(5) IS NOT NULL AS slept")
+        made = connector(pg_db, tmp_path, query=query, statement_timeout_seconds=1)
+
+        message, elapsed = failure_within(15, lambda: records(made))
+
+        assert elapsed < 4
+        assert "canceling statement due to statement timeout" in message
+        assert "statement_timeout_seconds = 1" in message
+
+    def test_postgresql_stops_the_stamps_of_a_two_phase_read(
+        self, pg_db: Backend, tmp_path: Path
+    ) -> None:
+        """The stamps' own psycopg server-side cursor is stopped by the session's limit."""
+        query = pg_db.sql(QUERY, extra=", pg_sleep(5) IS NOT NULL AS slept")
+        stamped = connector(
+            pg_db, tmp_path, query=query, statement_timeout_seconds=1
+        ).stamped_read()
+        assert stamped is not None
+
+        message, elapsed = failure_within(15, lambda: stamps_then_records(stamped, lambda: None))
+
+        assert elapsed < 4
+        assert "the query failed after 0 rows" in message
+        assert "canceling statement due to statement timeout" in message
+        assert "statement_timeout_seconds = 1" in message
+
+    def test_postgresql_stops_the_full_rows_of_a_two_phase_read(
+        self, pg_db: Backend, tmp_path: Path
+    ) -> None:
+        """Rows that turn slow between the phases stop the second phase in time."""
+        # The switch is a setting of the read's own session: its snapshot does not hide it.
+        slow = "pg_sleep(CASE WHEN current_setting('ks_test.slow', true) = 'on' THEN 5 ELSE 0 END)"
+        query = pg_db.sql(QUERY, extra=f", {slow} IS NOT NULL AS slept")
+        stamped = connector(
+            pg_db, tmp_path, query=query, statement_timeout_seconds=1
+        ).stamped_read()
+        assert stamped is not None
+        assert isinstance(stamped, _PostgresStampedRead)
+
+        def slow_from_now() -> None:
+            stamped._connection.execute(sa.text("SET ks_test.slow = 'on'"))
+
+        message, elapsed = failure_within(15, lambda: stamps_then_records(stamped, slow_from_now))
+
+        assert elapsed < 4
+        assert "canceling statement due to statement timeout" in message
+        assert "statement_timeout_seconds = 1" in message
+
+    def test_mariadb_stops_a_slow_query(self, tmp_path: Path) -> None:
+        """SLEEP(5) per row under a 1 s limit is stopped by max_statement_time."""
+        with open_backend("mariadb", tmp_path) as db:
+            query = db.sql(QUERY, extra=", SLEEP(5) AS slept")
+            made = connector(db, tmp_path, query=query, statement_timeout_seconds=1)
+
+            message, elapsed = failure_within(15, lambda: records(made))
+
+        assert elapsed < 4
+        assert "max_statement_time exceeded" in message
+        assert "statement_timeout_seconds = 1" in message
+
+    def test_mariadb_waits_for_a_statement_longer_than_the_connect_limit(
+        self, tmp_path: Path
+    ) -> None:
+        """Once connected, a statement may run past the connect limit, up to its own."""
+        # PyMySQL reads the server's greeting with its read timeout: that starts at the
+        # connect limit and must be widened after the login.
+        with open_backend("mariadb", tmp_path) as db:
+            query = db.sql(QUERY, extra="").replace(
+                "FROM {invoices} i".format(**db.tables),
+                "FROM (SELECT SLEEP(1.5) AS slept) AS z, {invoices} i".format(**db.tables),
+            )
+            made = connector(
+                db, tmp_path, query=query, connect_timeout_seconds=1, statement_timeout_seconds=5
+            )
+            started = time.monotonic()
+
+            assert len(records(made)) == len(INVOICES) - 1
+            assert time.monotonic() - started >= 1.5
+
+    def test_sqlite_interrupts_a_long_query(self, sqlite_db: Backend, tmp_path: Path) -> None:
+        """A query counting to 10^9 under a 1 s limit is interrupted."""
+        query = sqlite_db.sql(QUERY, extra=f", {COUNT_TO_A_BILLION} AS counted")
+        made = connector(sqlite_db, tmp_path, query=query, statement_timeout_seconds=1)
+
+        message, elapsed = failure_within(15, lambda: records(made))
+
+        assert elapsed < 4
+        assert "interrupted" in message
+        assert "statement_timeout_seconds = 1" in message
+
+    def test_sqlite_times_each_statement_on_its_own(
+        self, sqlite_db: Backend, tmp_path: Path
+    ) -> None:
+        """A statement's clock starts when it is sent, not when the connection opened."""
+        # A pause longer than the limit after the invoices; then the payments query scans
+        # 200,000 numbers (enough to consult the clock) and must still run.
+        payments = (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000) "
+            "SELECT i AS payment_id, '2026-01-01' AS date, 1 AS amount, i AS invoice_number "
+            "FROM n WHERE i < 0"
+        )
+        made = connector(sqlite_db, tmp_path, payments_query=payments, statement_timeout_seconds=1)
+        reading = made.read()
+        invoices = [next(reading) for _ in range(len(INVOICES) - 1)]
+        time.sleep(1.2)
+
+        assert list(reading) == []
+        assert all(isinstance(invoice, SourceRecord) for invoice in invoices)
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            # libpq waits at least 2 s, whatever connect_timeout says
+            pytest.param(
+                f"postgresql://kravia:{PASSWORD_IN_URL}@127.0.0.1:{{port}}/test",
+                marks=pytest.mark.slow,
+                id="postgresql",
+            ),
+            pytest.param(
+                f"mariadb://kravia:{PASSWORD_IN_URL}@127.0.0.1:{{port}}/test", id="mariadb"
+            ),
+        ],
+    )
+    def test_a_server_that_never_answers_fails_the_connection(
+        self, url: str, tmp_path: Path
+    ) -> None:
+        """A silent server fails the read within seconds, naming the setting, not the password."""
+        with silent_server() as port:
+            made = SqlConnector.from_settings(
+                {"url": url.format(port=port), "query": "SELECT 1", "connect_timeout_seconds": 1},
+                base_dir=tmp_path,
+            )
+
+            message, elapsed = failure_within(15, lambda: list(made.read()))
+
+        assert elapsed < 5
+        assert "cannot connect to" in message
+        assert f"127.0.0.1:{port}" in message
+        assert "connect_timeout_seconds = 1" in message
+        assert "***" in message
+        assert_no_password(message)
+
+    @pytest.mark.slow
+    def test_an_ms_sql_server_that_never_answers_fails_the_connection(self, tmp_path: Path) -> None:
+        """pymssql's login_timeout bounds the wait for a silent SQL Server."""
+        # FreeTDS tries twice (negotiating the protocol version) with a pause: about 7 s.
+        pytest.importorskip("pymssql", reason="pymssql (the mssql extra) is not installed")
+        with silent_server() as port:
+            url = f"mssql://sa:{PASSWORD_IN_URL}@127.0.0.1:{port}/erp"
+            made = SqlConnector.from_settings(
+                {"url": url, "query": "SELECT 1", "connect_timeout_seconds": 1},
+                base_dir=tmp_path,
+            )
+
+            message, elapsed = failure_within(30, lambda: list(made.read()))
+
+        assert elapsed < 15
+        assert "connect_timeout_seconds = 1" in message
+        assert_no_password(message)
+
+    def test_a_pass_over_a_silent_database_fails_the_source_in_time(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """The pass ends with the source failed, the advice given and nothing gone."""
+        with silent_server() as port:
+            settings = {
+                "url": f"mariadb://kravia@127.0.0.1:{port}/erp",
+                "query": "SELECT 1 AS x",
+                "connect_timeout_seconds": 1,
+            }
+            config = sql_config(tmp_path, sim, settings)
+
+            started = time.monotonic()
+            summary = run_pass(config)
+
+        assert time.monotonic() - started < 10
+        assert summary.status == "failed"
+        assert "raise connect_timeout_seconds" in (summary.sources[0].error or "")
+        assert summary.counts.get("gone", 0) == 0
+        assert sim.calls_total() == 0
+
+    def test_every_connection_is_read_only_and_limited(
+        self, server_db: Backend, tmp_path: Path
+    ) -> None:
+        """The query's and a document's connections are both limited and read-only."""
+        settings = {
+            "postgresql": (
+                "current_setting('statement_timeout') || ' ' || "
+                "current_setting('transaction_read_only')"
+            ),
+            "mariadb": "CONCAT(@@max_statement_time, ' ', @@tx_read_only)",
+        }[server_db.name]
+        as_bytes = {
+            "postgresql": f"convert_to({settings}, 'UTF8')",
+            "mariadb": f"CAST({settings} AS BINARY)",
+        }[server_db.name]
+        bound = {
+            "postgresql": "CAST(:invoice_number AS TEXT) <> ''",
+            "mariadb": ":invoice_number <> ''",
+        }[server_db.name]
+        made = connector(
+            server_db,
+            tmp_path,
+            query=server_db.sql(QUERY, extra=f", {settings} AS session"),
+            columns={**COLUMNS, "description": "session"},
+            document_query=f"SELECT {as_bytes} WHERE {bound}",
+            statement_timeout_seconds=7,
+        )
+
+        first = records(made)[0]
+        assert first.document is not None
+        in_document = first.document.load().decode()
+
+        expected = {"postgresql": "7s on", "mariadb": "7.000000 ON"}[server_db.name]
+        assert first.fields["description"] == expected
+        assert in_document == expected
+
+
+class TestDriverLimits:
+    """Each driver gets the limits as it takes them (checked as data: no SQL Server here)."""
+
+    def test_connect_arguments_per_driver(self) -> None:
+        """psycopg, PyMySQL and pymssql each get the limits under their own names."""
+        settings = SqlSettings.model_validate(
+            {
+                "url": "sqlite://",
+                "query": "SELECT 1",
+                "connect_timeout_seconds": 4,
+                "statement_timeout_seconds": 60,
+            }
+        )
+
+        assert _connect_args("psycopg", settings) == {"connect_timeout": 4}
+        assert _connect_args("pymysql", settings) == {
+            "connect_timeout": 4,
+            "read_timeout": 4,
+            "write_timeout": 4,
+        }
+        assert _connect_args("pymssql", settings) == {"login_timeout": 4, "timeout": 60}
+        assert _connect_args("pysqlite", settings) == {}
+
+    def test_session_statement_limits_per_server(self) -> None:
+        """PostgreSQL and MySQL count milliseconds, MariaDB seconds; others set none."""
+        assert _statement_limit("postgresql", 2) == "SET statement_timeout = 2000"
+        assert _statement_limit("mariadb", 2) == "SET SESSION max_statement_time = 2"
+        assert _statement_limit("mysql", 2) == "SET SESSION max_execution_time = 2000"
+        assert _statement_limit("sqlite", 2) is None
+        assert _statement_limit("mssql", 2) is None
+
+    @pytest.mark.parametrize(
+        ("backend", "error", "advice"),
+        [
+            (
+                "mysql",
+                Exception(3024, "maximum statement execution time exceeded"),
+                "ran longer than statement_timeout_seconds = 60",
+            ),
+            (
+                "mssql",
+                Exception(
+                    20003, "DB-Lib error message 20003: Adaptive Server connection timed out"
+                ),
+                "ran longer than statement_timeout_seconds = 60",
+            ),
+            (
+                "mariadb",
+                Exception(2013, "Lost connection to MySQL server during query (timed out)"),
+                "sent nothing for 64 s",
+            ),
+            ("postgresql", Exception("syntax error at or near"), None),
+        ],
+    )
+    def test_the_advice_names_the_setting(
+        self, backend: str, error: Exception, advice: str | None, tmp_path: Path
+    ) -> None:
+        """Each kind of timeout gets its advice; an unrelated error gets none."""
+        made = SqlConnector.from_settings(
+            {
+                "url": f"{backend}://kravia@db/erp",
+                "query": "SELECT 1",
+                "connect_timeout_seconds": 4,
+                "statement_timeout_seconds": 60,
+            },
+            base_dir=tmp_path,
+        )
+        assert isinstance(made, SqlConnector)
+
+        given = made._limit_advice(error, connecting=False)
+
+        if advice is None:
+            assert given == ""
+        else:
+            assert advice in given
+            assert "statement_timeout_seconds in the source's settings" in given
+
+
 # -- secrets -------------------------------------------------------------------------------
 
 
@@ -1093,6 +1475,24 @@ class TestSettings:
             ({"url": "postgresql://u:pw@h/db", "password_env": "A"}, "already holds a password"),
             ({"url": "foo://u@h/db"}, "SQLAlchemy knows no database 'foo'"),
             ({"fetch_size": 0}, "greater than 0"),
+            ({"connect_timeout_seconds": 0}, "there is no 'no limit'"),
+            ({"statement_timeout_seconds": None}, "there is no 'no limit'"),
+            ({"statement_timeout_seconds": -1}, "there is no 'no limit'"),
+            ({"statement_timeout_seconds": 86_401}, "less than or equal to 86400"),
+            ({"statement_timeout_seconds": 1.5}, "valid integer"),
+            (
+                {"url": "postgresql://u@h/db?connect_timeout=3"},
+                "the url sets connect_timeout: remove it and use connect_timeout_seconds",
+            ),
+            (
+                {"url": "mariadb://u@h/db?read_timeout=9&write_timeout=9"},
+                "read_timeout, write_timeout",
+            ),
+            ({"url": "mssql://u@h/db?timeout=9"}, "the url sets timeout"),
+            (
+                {"url": "postgresql://u@h/db?options=-c%20statement_timeout%3D0"},
+                "the url sets options=-c statement_timeout",
+            ),
         ],
     )
     def test_bad_settings_are_named(self, changes: dict[str, object], message: str) -> None:
@@ -1108,6 +1508,12 @@ class TestSettings:
             SqlSettings.model_validate({"url": url, "query": "SELECT 1"})
         details = raised.value.errors(include_input=False, include_url=False)
         assert_no_password(json.dumps(details, default=str))
+
+    def test_the_time_limits_default_to_ten_seconds_and_five_minutes(self) -> None:
+        """Without the settings a connection has 10 s to be ready, a statement 300 s."""
+        settings = SqlSettings.model_validate({"url": "sqlite://", "query": "SELECT 1"})
+        assert settings.connect_timeout_seconds == 10
+        assert settings.statement_timeout_seconds == 300
 
     def test_an_unknown_setting_is_refused(self) -> None:
         with pytest.raises(ValueError, match="extra"):
