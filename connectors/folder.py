@@ -22,6 +22,13 @@ Everything else is ignored. A problem with one file (unreadable, too big, not va
 valid JSON, a CSV header that does not fit, XML that is unsafe or not UBL) becomes a
 `RecordError` for that file and the read goes on; a folder that cannot be listed raises
 `ConnectorError`.
+
+Every file is read the same guarded way, invoice files and PDF copies alike: opened without
+blocking (a named pipe would otherwise wait for a writer forever), read only if the opened file
+is a regular file (not a pipe, a device such as /dev/zero, a socket or a directory), streamed
+and never past `max_file_bytes` (also when it grows after it was measured), and never through a
+symbolic link that leads out of the folder unless `follow_symlinks` is set. A link that stays
+inside the folder is followed. The refusal names the file, never what is in it.
 """
 
 from __future__ import annotations
@@ -29,12 +36,14 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import io
 import itertools
 import json
 import os
 import stat
+from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 from pydantic import Field, field_validator
@@ -55,6 +64,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
     from typing import TypeAlias
 
+    from _typeshed import WriteableBuffer
+
     from kravia_sync.model import Document
 
     _Item: TypeAlias = SourceRecord | PaymentRecord | RecordError
@@ -65,6 +76,21 @@ __all__ = ["EmbeddedPdfDocument", "FolderConnector", "FolderSettings"]
 MIB = 1024 * 1024
 _CHUNK_BYTES = 64 * 1024
 _FILE = "file"  # the RecordError field for a problem with a whole file
+# Read-only and never blocking: opening a named pipe for reading waits for a writer otherwise.
+# Binary on Windows (no newline translation).
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_READ_FLAGS = os.O_RDONLY | _NONBLOCK | getattr(os, "O_BINARY", 0)
+_DIRECTORY_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# Opening relative to a directory descriptor lets each step refuse a link (POSIX; not Windows).
+_OPENAT = os.open in os.supports_dir_fd and _NOFOLLOW != 0
+_FILE_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a named pipe",
+    stat.S_IFCHR: "a device",
+    stat.S_IFBLK: "a device",
+    stat.S_IFSOCK: "a socket",
+}
 _KNOWN_COLUMNS = {name.casefold(): name for name in RECORD_FIELDS}
 _PAYMENT_COLUMNS = {name.casefold(): name for name in PAYMENT_FIELDS}
 
@@ -75,9 +101,16 @@ class FolderSettings(ConnectorSettings):
     path: Path
     """The directory to read; a relative path is taken from the configuration file's directory."""
     recursive: bool = False
-    """Also read subdirectories (not hidden ones, nor symbolic links to directories)."""
+    """Also read subdirectories (not hidden ones). A symbolic link to a directory in the folder
+    is not followed (its files are read where they are, not twice); one to a directory outside
+    it only with `follow_symlinks`."""
     max_file_bytes: int = Field(default=20 * MIB, gt=0)
-    """A JSON, CSV or XML file bigger than this is reported as an error and not read."""
+    """A file bigger than this (JSON, CSV, XML, or a PDF copy) is reported as an error and not
+    read."""
+    follow_symlinks: bool = False
+    """Read through symbolic links that lead out of the folder. Off, such a link (to a file or a
+    directory) is reported as an error and nothing behind it is read; links that stay in the
+    folder are followed either way."""
     csv_delimiter: Literal["auto", ",", ";"] = "auto"
     """`auto` takes whichever of `;` and `,` occurs more often in the header line."""
     encoding: str = "utf-8-sig"
@@ -111,7 +144,8 @@ id_prefix = ""                   # prepended to each accountingInvoiceId; give e
 path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf is the copy of
                                  # invoice 20003 (a PDF embedded in an EHF file comes first)
 # recursive = false
-# max_file_bytes = 20971520
+# max_file_bytes = 20971520     # for invoice files and PDF copies alike
+# follow_symlinks = false        # true: also read through links that lead out of the folder
 # csv_delimiter = "auto"         # or "," or ";"
 # encoding = "utf-8-sig"         # "cp1252" for some older Excel exports
 """
@@ -132,49 +166,60 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
         """Yield the invoices of every JSON and CSV file, file by file in name order, then
         those of the EHF files, netted with their credit notes."""
         root = self.folder
-        ehf = _EhfFiles()
-        yield from self._read_directory(root, root, ehf)
-        yield from ehf.records()
+        rules = _FileRules.of(root, self.settings.max_file_bytes, self.settings.follow_symlinks)
+        walk = _Walk(rules)
+        yield from self._read_directory(root, walk)
+        yield from walk.ehf.records()
 
     # -- directories ---------------------------------------------------------------------
 
-    def _read_directory(self, root: Path, directory: Path, ehf: _EhfFiles) -> Iterator[_Item]:
+    def _read_directory(self, directory: Path, walk: _Walk) -> Iterator[_Item]:
         entries = _list_directory(directory)
         pdfs = _pdf_index(entries)  # once per directory and read, not per record
         for entry in entries:
             path = Path(entry.path)
             if _is_directory(entry):
                 if self.settings.recursive:
-                    yield from self._read_directory(root, path, ehf)
+                    yield from self._read_directory(path, walk)
                 continue
-            name = path.relative_to(root).as_posix()
+            name = walk.rules.name(path)
+            if _is_directory_link(entry):
+                if self.settings.recursive:
+                    yield from self._read_linked_directory(path, name, walk)
+                continue
             suffix = path.suffix.lower()
             if suffix == ".json":
-                yield from self._read_json(path, name, pdfs)
+                yield from self._read_json(path, name, pdfs, walk.rules)
             elif suffix == ".csv":
-                yield from self._read_csv(path, name, pdfs)
+                yield from self._read_csv(path, name, pdfs, walk.rules)
             elif suffix == ".xml":
-                problem = self._read_ehf(path, name, pdfs, ehf)
+                problem = self._read_ehf(path, name, pdfs, walk)
                 if problem is not None:
                     yield problem
             # anything else (PDFs, notes) is not an invoice file
 
-    def _file_problem(self, path: Path, name: str) -> RecordError | None:
-        """Why `path` must not be read (not a regular file, too big), or None."""
-        try:
-            info = path.stat()
-        except OSError as exc:
-            return RecordError(name, _FILE, f"cannot read the file: {_os_reason(exc)}")
-        if not stat.S_ISREG(info.st_mode):
-            return RecordError(name, _FILE, "not a regular file")
-        if info.st_size > self.settings.max_file_bytes:
-            return _too_big(name, info.st_size, self.settings.max_file_bytes)
-        return None
+    def _read_linked_directory(self, path: Path, name: str, walk: _Walk) -> Iterator[_Item]:
+        """A symbolic link to a directory: read only if it leads out of the folder and
+        `follow_symlinks` allows it; a link within the folder is skipped, since the files it
+        leads to are read where they are (following it would read them twice, under two
+        names, and could loop)."""
+        if walk.rules.inside(path):
+            return
+        if not self.settings.follow_symlinks:
+            yield RecordError(name, _FILE, _link_reason(name))
+            return
+        target = Path(os.path.realpath(path))
+        if target in walk.followed:  # a loop of links, or a second link to one directory
+            return
+        walk.followed.add(target)
+        yield from self._read_directory(path, walk)
 
     # -- JSON ----------------------------------------------------------------------------
 
-    def _read_json(self, path: Path, name: str, pdfs: _PdfIndex) -> Iterator[_Item]:
-        text = self._json_text(path, name)
+    def _read_json(
+        self, path: Path, name: str, pdfs: _PdfIndex, rules: _FileRules
+    ) -> Iterator[_Item]:
+        text = self._json_text(path, name, rules)
         if isinstance(text, RecordError):
             yield text
             return
@@ -182,9 +227,9 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
         if isinstance(document, RecordError):
             yield document
         elif isinstance(document, dict):
-            yield _json_record(document, None, _InvoiceFile(name, pdfs))
+            yield _json_record(document, None, _InvoiceFile(name, pdfs, rules))
         elif isinstance(document, list):
-            invoice_file = _InvoiceFile(name, pdfs)
+            invoice_file = _InvoiceFile(name, pdfs, rules)
             for index, item in enumerate(document):
                 yield _json_record(item, index, invoice_file)
         else:
@@ -194,97 +239,93 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
             )
             yield RecordError(name, _FILE, reason)
 
-    def _json_text(self, path: Path, name: str) -> str | RecordError:
+    def _json_text(self, path: Path, name: str, rules: _FileRules) -> str | RecordError:
         """The whole file as text (it is at most `max_file_bytes`), or why not."""
-        data = self._file_bytes(path, name)
-        if isinstance(data, RecordError):
-            return data
+        try:
+            data = rules.read(path)
+        except _RefusedError as exc:
+            return RecordError(name, _FILE, exc.reason)
         try:
             return data.decode(self.settings.encoding)
         except UnicodeDecodeError as exc:
             line = data.count(b"\n", 0, exc.start) + 1
             return RecordError(name, _FILE, _decode_reason(exc, line, self.settings.encoding))
 
-    def _file_bytes(self, path: Path, name: str) -> bytes | RecordError:
-        """The whole file (it is at most `max_file_bytes`), or why not."""
-        problem = self._file_problem(path, name)
-        if problem is not None:
-            return problem
-        limit = self.settings.max_file_bytes
-        try:
-            data = _read_at_most(path, limit)
-        except OSError as exc:
-            return RecordError(name, _FILE, f"cannot read the file: {_os_reason(exc)}")
-        if len(data) > limit:
-            return _too_big(name, len(data), limit)
-        return data
-
     # -- EHF -----------------------------------------------------------------------------
 
-    def _read_ehf(
-        self, path: Path, name: str, pdfs: _PdfIndex, ehf: _EhfFiles
-    ) -> RecordError | None:
-        """Parse one EHF file into `ehf`; a file that cannot be used is the error returned."""
-        data = self._file_bytes(path, name)
-        if isinstance(data, RecordError):
-            return data
+    def _read_ehf(self, path: Path, name: str, pdfs: _PdfIndex, walk: _Walk) -> RecordError | None:
+        """Parse one EHF file into `walk.ehf`; a file that cannot be used is the error returned."""
+        rules = walk.rules
+        try:
+            data = rules.read(path)
+        except _RefusedError as exc:
+            return RecordError(name, _FILE, exc.reason)
         try:
             document = ubl.parse(data, source=name)
         except ubl.UblError as exc:
             return RecordError(name, exc.problem.field, exc.problem.reason)
         if isinstance(document, ubl.Credit):
-            ehf.credits.append(document)
+            walk.ehf.credits.append(document)
             return None
         copy: Document | None
         if document.pdf is not None:
             pdf_name = document.pdf.filename or f"{document.number}.pdf"
             copy = EmbeddedPdfDocument(
-                path, document.pdf.index, pdf_name, max_bytes=self.settings.max_file_bytes
+                path,
+                document.pdf.index,
+                pdf_name,
+                max_bytes=rules.max_bytes,
+                folder=rules.folder,
+                follow_symlinks=rules.follow_symlinks,
             )
         else:
             beside = pdfs.get(document.number) or pdfs.get(path.stem)
-            copy = None if beside is None else FileDocument(beside)
-        ehf.invoices.append((document, copy))
+            copy = None if beside is None else _FolderPdf(beside, rules)
+        walk.ehf.invoices.append((document, copy))
         return None
 
     # -- CSV -----------------------------------------------------------------------------
 
-    def _read_csv(self, path: Path, name: str, pdfs: _PdfIndex) -> Iterator[_Item]:
-        problem = self._file_problem(path, name) or self._undecodable(path, name)
-        if problem is not None:
-            yield problem
-            return
+    def _read_csv(
+        self, path: Path, name: str, pdfs: _PdfIndex, rules: _FileRules
+    ) -> Iterator[_Item]:
         try:
-            with path.open(encoding=self.settings.encoding, newline="") as handle:
-                yield from self._csv_records(handle, name, pdfs)
-        except OSError as exc:
-            yield RecordError(name, _FILE, f"cannot read the file: {_os_reason(exc)}")
+            with rules.open(path) as handle:
+                problem = self._undecodable(handle, name)
+                if problem is not None:
+                    yield problem
+                    return
+                handle.rewind()  # one open file for both passes: it cannot be swapped between
+                encoding = self.settings.encoding
+                with io.TextIOWrapper(io.BufferedReader(handle), encoding, newline="") as text:
+                    yield from self._csv_records(text, name, pdfs, rules)
+        except _RefusedError as exc:
+            yield RecordError(name, _FILE, exc.reason)
         except UnicodeDecodeError as exc:  # only if the file changed since the check
             yield RecordError(name, _FILE, f"not {self.settings.encoding} text: {exc.reason}")
 
-    def _undecodable(self, path: Path, name: str) -> RecordError | None:
+    def _undecodable(self, handle: _CappedFile, name: str) -> RecordError | None:
         """Check the whole file decodes, in chunks, so a bad file yields no rows at all."""
         encoding = self.settings.encoding
         decoder = codecs.getincrementaldecoder(encoding)()
         lines_before = 0
         try:
-            with path.open("rb") as handle:
-                while chunk := handle.read(_CHUNK_BYTES):
-                    pending = len(decoder.getstate()[0])
-                    try:
-                        decoder.decode(chunk)
-                    except UnicodeDecodeError as exc:
-                        line = lines_before + chunk.count(b"\n", 0, max(exc.start - pending, 0))
-                        return RecordError(name, _FILE, _decode_reason(exc, line + 1, encoding))
-                    lines_before += chunk.count(b"\n")
-                decoder.decode(b"", final=True)
+            while chunk := handle.read(_CHUNK_BYTES):
+                pending = len(decoder.getstate()[0])
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    line = lines_before + chunk.count(b"\n", 0, max(exc.start - pending, 0))
+                    return RecordError(name, _FILE, _decode_reason(exc, line + 1, encoding))
+                lines_before += chunk.count(b"\n")
+            decoder.decode(b"", final=True)
         except UnicodeDecodeError as exc:  # the file ends inside a multi-byte character
             return RecordError(name, _FILE, _decode_reason(exc, lines_before + 1, encoding))
-        except OSError as exc:
-            return RecordError(name, _FILE, f"cannot read the file: {_os_reason(exc)}")
         return None
 
-    def _csv_records(self, lines: Iterable[str], name: str, pdfs: _PdfIndex) -> Iterator[_Item]:
+    def _csv_records(
+        self, lines: Iterable[str], name: str, pdfs: _PdfIndex, rules: _FileRules
+    ) -> Iterator[_Item]:
         lines = iter(lines)
         header_line = next(lines, "")
         if not header_line.strip():
@@ -303,7 +344,7 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
         if header_error is not None:
             yield header_error
             return
-        invoice_file = _InvoiceFile(name, pdfs)
+        invoice_file = _InvoiceFile(name, pdfs, rules)
         while True:
             line = reader.line_num + 1  # where the next row starts
             try:
@@ -347,8 +388,16 @@ def _is_hidden(name: str) -> bool:
 
 
 def _is_directory(entry: os.DirEntry[str]) -> bool:
+    """A directory itself, not a symbolic link to one."""
     try:
         return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _is_directory_link(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink() and entry.is_dir()
     except OSError:
         return False
 
@@ -402,13 +451,27 @@ class _EhfFiles:
 
 class EmbeddedPdfDocument:
     """The PDF embedded in an EHF file: the file is read and parsed again, and the attachment
-    decoded, only when the copy is needed, so a read holds no attachment in memory."""
+    decoded, only when the copy is needed, so a read holds no attachment in memory.
 
-    def __init__(self, path: Path, index: int, name: str, *, max_bytes: int) -> None:
+    The file is read like every file of the folder: only a regular file, at most `max_bytes`,
+    and, when `folder` is given, not through a symbolic link out of it unless
+    `follow_symlinks`. Whatever makes it unusable raises `InvalidRecordError` (`document`).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        index: int,
+        name: str,
+        *,
+        max_bytes: int,
+        folder: Path | None = None,
+        follow_symlinks: bool = False,
+    ) -> None:
         self._path = path
         self._index = index
         self._name = name
-        self._max_bytes = max_bytes
+        self._rules = _FileRules.of(folder, max_bytes, follow_symlinks)
 
     @property
     def name(self) -> str:
@@ -416,27 +479,43 @@ class EmbeddedPdfDocument:
 
     def load(self) -> bytes:
         """The PDF's bytes; `InvalidRecordError` when the file no longer holds a usable one."""
-        data = _read_at_most(self._path, self._max_bytes)  # OSError: the engine retries
-        if len(data) > self._max_bytes:
-            reason = f"{self._path.name} has grown beyond max_file_bytes ({self._max_bytes})"
-            raise InvalidRecordError("document", reason)
+        source = self._rules.name(self._path)
+        try:
+            data = self._rules.read(self._path)
+        except _RefusedError as exc:
+            raise InvalidRecordError("document", exc.about(source)) from None
         try:
             return ubl.embedded_pdf(data, self._index)
         except ubl.UblError as exc:
-            raise InvalidRecordError(
-                "document", f"{self._path.name}: {exc.problem.reason}"
-            ) from None
+            raise InvalidRecordError("document", f"{source}: {exc.problem.reason}") from None
 
     def __repr__(self) -> str:
         return f"EmbeddedPdfDocument({str(self._path)!r}, {self._index})"
 
 
+class _FolderPdf(FileDocument):
+    """A PDF copy beside an invoice file, read only when it is needed, by the folder's rules:
+    its `max_file_bytes`, only a regular file, and no link out of the folder."""
+
+    def __init__(self, path: Path, rules: _FileRules) -> None:
+        super().__init__(path, max_bytes=rules.max_bytes)
+        self._file = path
+        self._rules = rules
+
+    def load(self) -> bytes:
+        try:
+            return self._rules.read(self._file)
+        except _RefusedError as exc:
+            raise InvalidRecordError("document", exc.about(self._rules.name(self._file))) from None
+
+
 class _InvoiceFile:
     """One invoice file being read: its name, the PDFs beside it, the record keys given out."""
 
-    def __init__(self, name: str, pdfs: _PdfIndex) -> None:
+    def __init__(self, name: str, pdfs: _PdfIndex, rules: _FileRules) -> None:
         self.name = name
         self._pdfs = pdfs
+        self._rules = rules
         self._keys: set[str] = set()
 
     def key(self, number: str | None, fallback: str, where: str) -> str:
@@ -456,7 +535,7 @@ class _InvoiceFile:
     def document(self, number: str | None) -> FileDocument | None:
         """The PDF named `<number>.pdf` beside the file, not read yet."""
         path = None if number is None else self._pdfs.get(number)
-        return None if path is None else FileDocument(path)
+        return None if path is None else _FolderPdf(path, self._rules)
 
 
 def _invoice_number(value: object) -> str | None:
@@ -634,21 +713,190 @@ def _decode_reason(exc: UnicodeDecodeError, line: int, encoding: str) -> str:
     return reason
 
 
-def _read_at_most(path: Path, limit: int) -> bytes:
-    """The file's first `limit + 1` bytes: more than `limit` means it is too big (it may have
-    grown since it was measured)."""
-    with path.open("rb") as handle:
-        # Sized from the file, so a small file does not allocate `limit` bytes to read it.
-        expected = min(os.fstat(handle.fileno()).st_size, limit) + 1
-        data = handle.read(expected)
-        if len(data) == expected <= limit:  # it grew since: read on, up to the limit
-            data += handle.read(limit + 1 - expected)
-        return data
+# -- reading files safely ----------------------------------------------------------------
 
 
-def _too_big(name: str, size: int, limit: int) -> RecordError:
-    reason = f"the file has {size} bytes, more than max_file_bytes ({limit}); it was not read"
-    return RecordError(name, _FILE, reason)
+class _RefusedError(Exception):
+    """A file that is not read (or not read further), and why."""
+
+    def __init__(self, reason: str, *, names_the_file: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self._names_the_file = names_the_file
+
+    def about(self, name: str) -> str:
+        """The reason as a sentence that says which file it is about."""
+        return self.reason if self._names_the_file else f"{name}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class _FileRules:
+    """How the files of one folder are read: only regular files, at most `max_bytes` each,
+    never through a symbolic link out of the folder unless `follow_symlinks`."""
+
+    folder: Path | None  # as configured: names in messages are relative to it
+    root: Path | None  # the folder with its own links resolved (None: no folder to stay in)
+    max_bytes: int
+    follow_symlinks: bool
+
+    @classmethod
+    def of(cls, folder: Path | None, max_bytes: int, follow_symlinks: bool) -> _FileRules:
+        # The folder itself may be a link (the operator's choice): what counts is where it is.
+        root = None if folder is None else Path(os.path.realpath(folder))
+        return cls(folder, root, max_bytes, follow_symlinks)
+
+    def name(self, path: Path) -> str:
+        """`path` for messages: relative to the folder, else the file's own name (never the
+        absolute path a link leads to)."""
+        if self.folder is not None and path.is_relative_to(self.folder):
+            return path.relative_to(self.folder).as_posix()
+        return path.name
+
+    def inside(self, path: Path) -> bool:
+        """Whether `path`, every link on the way followed, is within the folder."""
+        return self.root is None or Path(os.path.realpath(path)).is_relative_to(self.root)
+
+    def read(self, path: Path) -> bytes:
+        """The whole file, if the rules allow it; else `_RefusedError`."""
+        with self.open(path) as handle:
+            return handle.read_whole()
+
+    def open(self, path: Path) -> _CappedFile:
+        """`path` opened for reading, if the rules allow it; else `_RefusedError`."""
+        descriptor = self._descriptor(path)
+        try:
+            return _checked(descriptor, self.max_bytes)
+        except BaseException:
+            os.close(descriptor)
+            raise
+
+    def _descriptor(self, path: Path) -> int:
+        """A descriptor of `path` opened without blocking, or `_RefusedError`."""
+        root = self.root
+        real = Path(os.path.realpath(path))
+        try:
+            if root is not None and real.is_relative_to(root):
+                return _open_below(root, real.relative_to(root))
+            if root is None or self.follow_symlinks:
+                return os.open(path, _READ_FLAGS)
+        except OSError as exc:
+            raise _RefusedError(_unopened_reason(path, exc)) from None
+        name = self.name(path)
+        raise _RefusedError(_link_reason(name), names_the_file=True)
+
+
+@dataclass(slots=True)
+class _Walk:
+    """What one read carries from directory to directory."""
+
+    rules: _FileRules
+    ehf: _EhfFiles = field(default_factory=_EhfFiles)
+    followed: set[Path] = field(default_factory=set)  # directories reached through a link
+
+
+class _CappedFile(io.RawIOBase):
+    """An open regular file that is never read past `limit` bytes: one that grows after it was
+    measured costs at most `limit + 1` bytes of reading, then `_RefusedError`. A read error is
+    a `_RefusedError` too, so a caller has one thing to catch."""
+
+    def __init__(self, descriptor: int, limit: int, size: int) -> None:
+        super().__init__()
+        self._file = io.FileIO(descriptor, "rb")  # owns the descriptor from here on
+        self._limit = limit
+        self._size = size  # as measured when it was opened
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        with memoryview(buffer) as view, view.cast("B") as target:
+            room = min(len(target), self._limit + 1 - self._position)
+            try:
+                count = self._file.readinto(target[:room]) or 0
+            except OSError as exc:
+                raise _RefusedError(f"cannot read the file: {_os_reason(exc)}") from None
+        self._position += count
+        if self._position > self._limit:
+            raise _RefusedError(
+                f"the file grew beyond max_file_bytes ({self._limit}) while it was read; "
+                "reading stopped there"
+            )
+        return count
+
+    def read_whole(self) -> bytes:
+        """The whole file: one read for a file of its measured size, more if it has grown."""
+        chunks: list[bytes] = []
+        want = self._size + 1  # + 1: the end of the file is seen without another read
+        while chunk := self.read(want):
+            chunks.append(chunk)
+            want = _CHUNK_BYTES
+        return b"".join(chunks)
+
+    def rewind(self) -> None:
+        self._file.seek(0)
+        self._position = 0
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _checked(descriptor: int, limit: int) -> _CappedFile:
+    """The opened file, if it is a regular file of at most `limit` bytes; else `_RefusedError`."""
+    # What was opened, not what the path names now: it may have changed since.
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode):
+        raise _RefusedError(_not_regular_reason(info.st_mode))
+    if info.st_size > limit:
+        raise _RefusedError(_too_big_reason(info.st_size, limit))
+    if _NONBLOCK:  # no effect on a regular file on most systems; cleared all the same
+        os.set_blocking(descriptor, True)
+    return _CappedFile(descriptor, limit, info.st_size)
+
+
+def _open_below(root: Path, relative: PurePath) -> int:
+    """Open `root / relative` one name at a time, refusing a symbolic link at every step
+    (O_NOFOLLOW), so a link swapped in after the path was resolved cannot lead out."""
+    if not _OPENAT or not relative.parts:
+        return os.open(root / relative, _READ_FLAGS)
+    directory = os.open(root, _DIRECTORY_FLAGS)
+    try:
+        for part in relative.parts[:-1]:
+            inner = os.open(part, _DIRECTORY_FLAGS | _NOFOLLOW, dir_fd=directory)
+            os.close(directory)
+            directory = inner
+        return os.open(relative.parts[-1], _READ_FLAGS | _NOFOLLOW, dir_fd=directory)
+    finally:
+        os.close(directory)
+
+
+def _link_reason(name: str) -> str:
+    # Names the link only: neither where it leads nor anything read from there.
+    return (
+        f"{name} is a symbolic link to outside the source folder; "
+        "set follow_symlinks = true to allow it"
+    )
+
+
+def _not_regular_reason(mode: int) -> str:
+    kind = _FILE_KINDS.get(stat.S_IFMT(mode), "a special file")
+    return f"not a regular file ({kind}); it was not read"
+
+
+def _unopened_reason(path: Path, exc: OSError) -> str:
+    """Why `path` could not be opened: a socket, for one, cannot be opened at all."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = stat.S_IFREG
+    if not stat.S_ISREG(mode):
+        return _not_regular_reason(mode)
+    return f"cannot read the file: {_os_reason(exc)}"
+
+
+def _too_big_reason(size: int, limit: int) -> str:
+    return f"the file has {size} bytes, more than max_file_bytes ({limit}); it was not read"
 
 
 def _os_reason(exc: OSError) -> str:

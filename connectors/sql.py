@@ -123,6 +123,7 @@ TIMEZONE: Final = "Europe/Oslo"
 QUERY_BINDS: Final = frozenset({"today"})
 DOCUMENT_BINDS: Final = frozenset({"accounting_invoice_id", "invoice_number"})
 HAS_DOCUMENT: Final = "has_document"
+_MIB: Final = 1024 * 1024
 _HIDDEN = "***"
 
 # backend → (name for people, extra providing its driver, the extra's driver)
@@ -256,6 +257,7 @@ ORDER BY i.id
 # :invoice_number (the record's values). The has_document column above says which invoices
 # have one; without it, an invoice whose query returns no row is quarantined.
 document_query = "SELECT pdf FROM invoice_pdfs WHERE invoice_id = :accounting_invoice_id"
+# max_document_bytes = 20971520  # a bigger PDF is refused (the invoice waits, quarantined)
 # fetch_size = 1000              # rows per round trip of the server-side cursor
 # connect_timeout_seconds = 10   # for a connection to be ready, login included
 # statement_timeout_seconds = 300  # for one statement (a streamed query: see the README)
@@ -300,6 +302,10 @@ class SqlSettings(ConnectorSettings):
     """Canonical field → the query's column; unlisted fields are read from their own name."""
     document_query: str | None = None
     """The invoice's PDF bytes; binds `:accounting_invoice_id` and/or `:invoice_number`."""
+    max_document_bytes: int = Field(default=20 * _MIB, gt=0)
+    """A bigger PDF from `document_query` is refused, never uploaded (the invoice waits,
+    quarantined with the reason). The driver has fetched it by then: limit it in the query
+    too if such rows are common."""
     fetch_size: int = Field(default=1000, gt=0)
     """Rows fetched per round trip."""
     connect_timeout_seconds: int = Field(default=10, gt=0, le=_MAX_LIMIT_SECONDS)
@@ -833,6 +839,13 @@ class SqlConnector(Connector):
                 "document",
                 f"document_query returned {type(content).__name__} for invoice {number}, "
                 "not bytes (select a BLOB/BYTEA/VARBINARY column)",
+            )
+        limit = self.settings.max_document_bytes
+        if len(content) > limit:
+            raise InvalidRecordError(
+                "document",
+                f"document_query returned {len(content)} bytes for invoice {number}, more than "
+                f"max_document_bytes ({limit}); it is not uploaded",
             )
         return content
 

@@ -5,16 +5,26 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import socket
+import tracemalloc
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from file_support import MIB, sparse_file, within
 from pydantic import ValidationError
+from support import invoice_record, run_cli, run_pass, write_config
 
 from connectors import folder as folder_module
-from connectors.folder import FolderConnector, FolderSettings, _detect_delimiter
+from connectors.folder import (
+    EmbeddedPdfDocument,
+    FolderConnector,
+    FolderSettings,
+    _detect_delimiter,
+    _FileRules,
+)
 from kravia_sync.connector import (
     ConnectorError,
     ConnectorSettings,
@@ -23,10 +33,18 @@ from kravia_sync.connector import (
     available_connectors,
     load_connector,
 )
-from kravia_sync.model import REQUIRED_FIELDS, FileDocument, Invoice, check_pdf
+from kravia_sync.model import (
+    REQUIRED_FIELDS,
+    FileDocument,
+    InvalidRecordError,
+    Invoice,
+    check_pdf,
+)
+from kravia_sync.testing import minimal_pdf
 
 DATA = Path(__file__).parent / "data"
 EXPORT = DATA / "folder" / "export"
+SECRET = "TOP-SECRET-PASSWORD"  # what a file outside the folder holds: must never be shown
 
 COLUMNS = [
     "invoice_number",
@@ -109,12 +127,49 @@ def errors(items: list[SourceRecord | RecordError]) -> list[RecordError]:
     return [item for item in items if isinstance(item, RecordError)]
 
 
+def rules(folder: Path, *, max_bytes: int = 20 * MIB, follow: bool = False) -> _FileRules:
+    return _FileRules.of(folder, max_bytes, follow)
+
+
+def load_refused(document: object) -> InvalidRecordError:
+    """The `InvalidRecordError` that loading `document` raises (within two seconds)."""
+    assert isinstance(document, FileDocument | EmbeddedPdfDocument)
+    with pytest.raises(InvalidRecordError) as caught:
+        within(2, document.load)
+    assert caught.value.field == "document"
+    return caught.value
+
+
+def link_out(name: str) -> str:
+    """The reason given for `name`, a symbolic link out of the folder."""
+    return (
+        f"{name} is a symbolic link to outside the source folder; "
+        "set follow_symlinks = true to allow it"
+    )
+
+
+def outside_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """An invoice folder and, beside it, a directory whose files the folder must not expose."""
+    folder = tmp_path / "invoices"
+    outside = tmp_path / "elsewhere"
+    folder.mkdir()
+    outside.mkdir()
+    return folder, outside
+
+
+def only_record(items: list[SourceRecord | RecordError]) -> SourceRecord:
+    (item,) = items
+    assert isinstance(item, SourceRecord), item
+    return item
+
+
 class TestSettings:
     def test_defaults(self) -> None:
         """Only `path` is required; the rest has the documented defaults."""
         settings = FolderSettings(path=Path("inbox"))
         assert settings.recursive is False
         assert settings.max_file_bytes == 20 * 1024 * 1024
+        assert settings.follow_symlinks is False
         assert settings.csv_delimiter == "auto"
         assert settings.encoding == "utf-8-sig"
 
@@ -695,53 +750,23 @@ class TestFolder:
         keys = [item.key for item in read_all(tmp_path, recursive=True)]
         assert keys == ["2025/b.json:2", "2025/jan/a.json:3", "a.json:1"]
 
-    def test_unreadable_file_is_an_error_and_the_rest_goes_on(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
+    def test_unreadable_file_is_an_error_and_the_rest_goes_on(self, tmp_path: Path) -> None:
         """A file that cannot be opened is a `RecordError` naming the cause; other files still arrive."""
-        write_json(tmp_path / "a.json", invoice("1"))
-        write_csv(tmp_path / "b.csv", csv_text([ROW_20003], ";"))
+        (tmp_path / "a.json").symlink_to(tmp_path / "removed.json")  # a link to nothing
+        (tmp_path / "b.csv").symlink_to(tmp_path / "removed.csv")
         write_json(tmp_path / "c.json", invoice("3"))
-        original_open = Path.open
-
-        def guarded_open(self: Path, *args: Any, **kwargs: Any) -> Any:
-            if self.name in {"a.json", "b.csv"}:
-                raise PermissionError(13, "Permission denied", str(self))
-            return original_open(self, *args, **kwargs)
-
-        monkeypatch.setattr(Path, "open", guarded_open)
+        gone = "cannot read the file: No such file or directory"
         assert read_all(tmp_path) == [
-            RecordError(
-                key="a.json", field="file", reason="cannot read the file: Permission denied"
-            ),
-            RecordError(
-                key="b.csv", field="file", reason="cannot read the file: Permission denied"
-            ),
+            RecordError(key="a.json", field="file", reason=gone),
+            RecordError(key="b.csv", field="file", reason=gone),
             SourceRecord(key="c.json:3", fields=invoice("3")),
         ]
 
-    @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
-    def test_special_file_is_not_opened(self, tmp_path: Path) -> None:
-        """A named pipe called `*.csv` is reported instead of blocking the read."""
-        os.mkfifo(tmp_path / "pipe.csv")
-        assert read_all(tmp_path) == [
-            RecordError(key="pipe.csv", field="file", reason="not a regular file")
-        ]
-
     @pytest.mark.parametrize("name", ["big.json", "big.csv"])
-    def test_max_file_bytes(
-        self, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """A file bigger than `max_file_bytes` is a `RecordError` and is not opened."""
+    def test_max_file_bytes(self, tmp_path: Path, name: str) -> None:
+        """A file bigger than `max_file_bytes` is a `RecordError` naming its size and the limit."""
         (tmp_path / name).write_text("x" * 1001, encoding="utf-8")
         write_json(tmp_path / "small.json", invoice("1"))
-        original_open = Path.open
-
-        def guarded_open(self: Path, *args: Any, **kwargs: Any) -> Any:
-            assert self.name != name, "a too big file was opened"
-            return original_open(self, *args, **kwargs)
-
-        monkeypatch.setattr(Path, "open", guarded_open)
         items = read_all(tmp_path, max_file_bytes=1000)
         assert items[0] == RecordError(
             key=name,
@@ -793,16 +818,356 @@ class TestLaziness:
         assert sum(1 for _ in reader) == 999
 
 
-def test_read_at_most_reads_the_file_and_one_byte_past_the_limit(tmp_path: Path) -> None:
-    """Small files come back whole; a bigger one comes back as limit + 1 bytes, so the caller
-    sees it is too big without reading (or allocating) more."""
-    from connectors.folder import _read_at_most  # noqa: PLC0415 - a private helper, tested alone
+class TestCappedReads:
+    def test_a_small_file_is_read_whole(self, tmp_path: Path) -> None:
+        """A file within the limit comes back whole, also when exactly at the limit."""
+        small = tmp_path / "small.json"
+        small.write_bytes(b"[1, 2]")
+        assert rules(tmp_path, max_bytes=10).read(small) == b"[1, 2]"
+        assert rules(tmp_path, max_bytes=6).read(small) == b"[1, 2]"
 
-    small = tmp_path / "small.json"
-    small.write_bytes(b"[1, 2]")
-    big = tmp_path / "big.json"
-    big.write_bytes(b"x" * 100)
+    def test_a_file_that_grows_after_it_was_measured_is_not_read_past_the_limit(
+        self, tmp_path: Path
+    ) -> None:
+        """Opened at 90 bytes, then grown to 100 MiB: at most limit + 1 bytes are read before
+        the read stops with a reason."""
+        path = tmp_path / "growing.json"
+        path.write_bytes(b"x" * 90)
+        with rules(tmp_path, max_bytes=100).open(path) as handle:
+            with path.open("ab") as more:
+                more.truncate(100 * MIB)  # the file grows while it is open
+            with pytest.raises(folder_module._RefusedError, match="grew beyond max_file_bytes"):
+                handle.read_whole()
+            assert handle._position == 101
 
-    assert _read_at_most(small, 10) == b"[1, 2]"
-    assert _read_at_most(big, 10) == b"x" * 11
-    assert _read_at_most(big, 100) == b"x" * 100
+    def test_a_csv_that_grows_while_its_rows_are_read_stops_with_an_error(
+        self, tmp_path: Path
+    ) -> None:
+        """Rows read before the file grew past the limit stay; then one error names the file."""
+        path = write_csv(tmp_path / "x.csv", csv_text([ROW_20003] * 3, ";"))
+        reader = connector(tmp_path, max_file_bytes=path.stat().st_size + 10).read()
+        first = next(reader)
+        assert isinstance(first, SourceRecord)
+        with path.open("a", encoding="utf-8") as more:
+            more.write(";".join(ROW_20004) + "\n" * 200)
+        rest = list(reader)
+        assert rest[-1].key == "x.csv"
+        assert isinstance(rest[-1], RecordError)
+        assert "grew beyond max_file_bytes" in rest[-1].reason
+
+
+class TestSizeLimit:
+    def test_a_huge_pdf_copy_is_refused_from_its_size_and_not_read(self, tmp_path: Path) -> None:
+        """A 100 MiB file named like a copy: `load()` names its size and the limit, and reads
+        nothing (memory stays far below the file's size)."""
+        write_json(tmp_path / "y.json", invoice("7"))
+        sparse_file(tmp_path / "7.pdf", 100 * MIB)
+        document = only_record(read_all(tmp_path)).document
+
+        tracemalloc.start()
+        try:
+            refused = load_refused(document)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+
+        assert refused.reason == (
+            "7.pdf: the file has 104857600 bytes, more than max_file_bytes (20971520); "
+            "it was not read"
+        )
+        assert peak < MIB
+
+    @pytest.mark.parametrize("name", ["huge.json", "huge.csv", "huge.xml"])
+    def test_a_huge_invoice_file_is_refused_and_not_read(self, tmp_path: Path, name: str) -> None:
+        """The same for invoice files of each kind: one error naming the size, little memory."""
+        sparse_file(tmp_path / name, 100 * MIB)
+
+        tracemalloc.start()
+        try:
+            items = within(5, lambda: read_all(tmp_path))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+
+        assert items == [
+            RecordError(
+                name,
+                "file",
+                "the file has 104857600 bytes, more than max_file_bytes (20971520); "
+                "it was not read",
+            )
+        ]
+        assert peak < MIB
+
+    def test_the_copy_honours_the_folders_own_limit(self, tmp_path: Path) -> None:
+        """`max_file_bytes` applies to copies too: a copy just over it is refused, one at it loads."""
+        pdf = minimal_pdf("seven")
+        (tmp_path / "7.pdf").write_bytes(pdf)
+        write_json(tmp_path / "y.json", invoice("7"))
+        document = only_record(read_all(tmp_path, max_file_bytes=len(pdf) - 1)).document
+        assert "more than max_file_bytes" in load_refused(document).reason
+
+        document = only_record(read_all(tmp_path, max_file_bytes=len(pdf))).document
+        assert document is not None
+        assert isinstance(document, FileDocument)
+        assert document.max_bytes == len(pdf)
+        assert document.load() == pdf
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+class TestOnlyRegularFiles:
+    @pytest.mark.parametrize("name", ["pipe.json", "pipe.csv", "pipe.xml"])
+    def test_a_named_pipe_named_like_an_invoice_file_is_refused_without_blocking(
+        self, tmp_path: Path, name: str
+    ) -> None:
+        """A FIFO `*.json`, `*.csv` or `*.xml` is an error naming what it is, at once."""
+        os.mkfifo(tmp_path / name)
+        write_json(tmp_path / "z.json", invoice("1"))
+        items = within(2, lambda: read_all(tmp_path))
+        assert items[0] == RecordError(
+            name, "file", "not a regular file (a named pipe); it was not read"
+        )
+        assert isinstance(items[1], SourceRecord)
+
+    def test_a_named_pipe_named_like_a_pdf_copy_is_refused_without_blocking(
+        self, tmp_path: Path
+    ) -> None:
+        """A FIFO `7.pdf` pairs with invoice 7, and `load()` refuses it at once."""
+        os.mkfifo(tmp_path / "7.pdf")
+        write_json(tmp_path / "y.json", invoice("7"))
+        document = only_record(read_all(tmp_path)).document
+        refused = load_refused(document)
+        assert refused.reason == "7.pdf: not a regular file (a named pipe); it was not read"
+
+    def test_a_link_to_dev_zero_named_like_a_pdf_is_refused(self, tmp_path: Path) -> None:
+        """`7.pdf` → /dev/zero: refused as a link out of the folder, and, with links out
+        allowed, as a device; never read (it would never end)."""
+        (tmp_path / "7.pdf").symlink_to("/dev/zero")
+        write_json(tmp_path / "y.json", invoice("7"))
+
+        document = only_record(read_all(tmp_path)).document
+        assert load_refused(document).reason == link_out("7.pdf")
+
+        document = only_record(read_all(tmp_path, follow_symlinks=True)).document
+        refused = load_refused(document)
+        assert refused.reason == "7.pdf: not a regular file (a device); it was not read"
+
+    def test_a_socket_named_like_a_pdf_is_refused(self, tmp_path: Path) -> None:
+        """A socket cannot even be opened; the reason says what it is."""
+        write_json(tmp_path / "y.json", invoice("7"))
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listening:
+            listening.bind(str(tmp_path / "7.pdf"))
+            document = only_record(read_all(tmp_path)).document
+            refused = load_refused(document)
+        assert refused.reason == "7.pdf: not a regular file (a socket); it was not read"
+
+    def test_a_directory_named_like_a_pdf_is_no_copy(self, tmp_path: Path) -> None:
+        """A directory `7.pdf` is not paired at all."""
+        (tmp_path / "7.pdf").mkdir()
+        write_json(tmp_path / "y.json", invoice("7"))
+        assert only_record(read_all(tmp_path)).document is None
+
+    def test_a_copy_replaced_by_a_pipe_after_the_read_is_refused(self, tmp_path: Path) -> None:
+        """The check is made when the copy is loaded, on what is opened then."""
+        (tmp_path / "7.pdf").write_bytes(minimal_pdf())
+        write_json(tmp_path / "y.json", invoice("7"))
+        document = only_record(read_all(tmp_path)).document
+        (tmp_path / "7.pdf").unlink()
+        os.mkfifo(tmp_path / "7.pdf")
+        assert "a named pipe" in load_refused(document).reason
+
+
+class TestSymbolicLinks:
+    def test_a_pdf_linked_from_outside_is_refused_without_showing_it(self, tmp_path: Path) -> None:
+        """`7.pdf` → a file outside: refused, naming the link only (not its target, not what
+        the target holds), and saying how to allow it."""
+        folder, outside = outside_folder(tmp_path)
+        (outside / "secret.pdf").write_text(SECRET, encoding="utf-8")
+        (folder / "7.pdf").symlink_to(outside / "secret.pdf")
+        write_json(folder / "y.json", invoice("7"))
+
+        items = read_all(folder)
+        refused = load_refused(only_record(items).document)
+
+        assert refused.reason == link_out("7.pdf")
+        assert SECRET not in repr(items)
+        assert str(outside) not in refused.reason
+
+    @pytest.mark.parametrize("name", ["x.json", "x.csv", "x.xml"])
+    def test_an_invoice_file_linked_from_outside_is_refused_without_showing_it(
+        self, tmp_path: Path, name: str
+    ) -> None:
+        """An invoice file that is a link to outside is an error for that file; nothing of the
+        target reaches the reason (a CSV's header would otherwise be listed as unknown
+        columns)."""
+        folder, outside = outside_folder(tmp_path)
+        (outside / "passwd").write_text(f"{SECRET};root:x:0:0\n{SECRET};1\n", encoding="utf-8")
+        (folder / name).symlink_to(outside / "passwd")
+
+        items = read_all(folder)
+
+        assert items == [RecordError(name, "file", link_out(name))]
+        assert SECRET not in repr(items)
+
+    def test_follow_symlinks_reads_what_links_lead_to(self, tmp_path: Path) -> None:
+        """With `follow_symlinks = true`, an invoice file and a copy linked from outside are read."""
+        folder, outside = outside_folder(tmp_path)
+        pdf = minimal_pdf("outside")
+        (outside / "copy.pdf").write_bytes(pdf)
+        write_json(outside / "invoice.json", invoice("7"))
+        (folder / "7.pdf").symlink_to(outside / "copy.pdf")
+        (folder / "y.json").symlink_to(outside / "invoice.json")
+
+        record = only_record(read_all(folder, follow_symlinks=True))
+
+        assert record.key == "y.json:7"
+        assert record.document is not None
+        assert record.document.load() == pdf
+
+    def test_links_within_the_folder_are_followed(self, tmp_path: Path) -> None:
+        """A link whose target stays in the folder is read like the file itself."""
+        pdf = minimal_pdf("inside")
+        (tmp_path / "archive").mkdir()
+        (tmp_path / "archive" / "copy.pdf").write_bytes(pdf)
+        write_json(tmp_path / "archive" / "invoice.json", invoice("7"))
+        (tmp_path / "7.pdf").symlink_to(Path("archive") / "copy.pdf")
+        (tmp_path / "y.json").symlink_to(tmp_path / "archive" / "invoice.json")
+
+        record = only_record(read_all(tmp_path))
+
+        assert record.key == "y.json:7"
+        assert record.document is not None
+        assert record.document.load() == pdf
+
+    def test_the_folder_itself_may_be_a_link(self, tmp_path: Path) -> None:
+        """`path` naming a link to the real folder: its files are inside it, not outside."""
+        real = tmp_path / "real"
+        real.mkdir()
+        (real / "7.pdf").write_bytes(minimal_pdf())
+        write_json(real / "y.json", invoice("7"))
+        (tmp_path / "invoices").symlink_to(real)
+
+        record = only_record(read_all(tmp_path / "invoices"))
+
+        assert record.document is not None
+        assert record.document.load().startswith(b"%PDF-")
+
+    def test_a_directory_link_out_of_the_folder_is_not_recursed_into(self, tmp_path: Path) -> None:
+        """`recursive`: a link to a directory outside is an error naming the link, and none of
+        its files is read; with `follow_symlinks` they are."""
+        folder, outside = outside_folder(tmp_path)
+        write_json(outside / "a.json", invoice("9"))
+        (outside / "9.pdf").write_text(SECRET, encoding="utf-8")
+        (folder / "linked").symlink_to(outside, target_is_directory=True)
+        write_json(folder / "b.json", invoice("1"))
+
+        items = read_all(folder, recursive=True)
+
+        assert [item.key for item in items] == ["b.json:1", "linked"]
+        assert items[1] == RecordError("linked", "file", link_out("linked"))
+        followed = read_all(folder, recursive=True, follow_symlinks=True)
+        assert [item.key for item in followed] == ["b.json:1", "linked/a.json:9"]
+
+    def test_a_directory_link_is_ignored_when_not_recursive(self, tmp_path: Path) -> None:
+        """Without `recursive`, a link to a directory is skipped like any subdirectory."""
+        folder, outside = outside_folder(tmp_path)
+        write_json(outside / "a.json", invoice("9"))
+        (folder / "linked").symlink_to(outside, target_is_directory=True)
+        assert read_all(folder) == []
+
+    def test_a_directory_link_within_the_folder_is_read_once(self, tmp_path: Path) -> None:
+        """`current` → `2025`: the invoices are read where they are, not a second time (and a
+        link to the folder itself does not loop)."""
+        (tmp_path / "2025").mkdir()
+        write_json(tmp_path / "2025" / "a.json", invoice("1"))
+        (tmp_path / "current").symlink_to("2025", target_is_directory=True)
+        (tmp_path / "2025" / "all").symlink_to(tmp_path, target_is_directory=True)
+
+        items = read_all(tmp_path, recursive=True)
+
+        assert [item.key for item in items] == ["2025/a.json:1"]
+
+    def test_followed_directory_links_do_not_loop(self, tmp_path: Path) -> None:
+        """With `follow_symlinks`, a directory outside that links to itself is read once."""
+        folder, outside = outside_folder(tmp_path)
+        write_json(outside / "a.json", invoice("9"))
+        (outside / "again").symlink_to(outside, target_is_directory=True)
+        (folder / "linked").symlink_to(outside, target_is_directory=True)
+
+        items = within(5, lambda: read_all(folder, recursive=True, follow_symlinks=True))
+
+        assert [item.key for item in items] == ["linked/a.json:9"]
+
+    def test_a_copy_replaced_by_a_link_out_after_the_read_is_refused(self, tmp_path: Path) -> None:
+        """The link rule is applied when the copy is loaded, not only when the folder is read."""
+        folder, outside = outside_folder(tmp_path)
+        (outside / "secret.pdf").write_text(SECRET, encoding="utf-8")
+        (folder / "7.pdf").write_bytes(minimal_pdf())
+        write_json(folder / "y.json", invoice("7"))
+        document = only_record(read_all(folder)).document
+        (folder / "7.pdf").unlink()
+        (folder / "7.pdf").symlink_to(outside / "secret.pdf")
+
+        refused = load_refused(document)
+
+        assert refused.reason == link_out("7.pdf")
+
+    def test_a_directory_swapped_for_a_link_out_after_the_read_is_refused(
+        self, tmp_path: Path
+    ) -> None:
+        """A link anywhere on the copy's path counts: `sub/` replaced by a link to outside."""
+        folder, outside = outside_folder(tmp_path)
+        (folder / "sub").mkdir()
+        (folder / "sub" / "7.pdf").write_bytes(minimal_pdf())
+        write_json(folder / "sub" / "y.json", invoice("7"))
+        (outside / "7.pdf").write_text(SECRET, encoding="utf-8")
+        document = only_record(read_all(folder, recursive=True)).document
+        (folder / "sub").rename(tmp_path / "moved")
+        (folder / "sub").symlink_to(outside, target_is_directory=True)
+
+        refused = load_refused(document)
+
+        assert refused.reason == link_out("sub/7.pdf")
+
+    def test_an_ehf_file_linked_after_the_read_gives_no_embedded_copy(self, tmp_path: Path) -> None:
+        """The embedded PDF is read again from its EHF file by the same rules."""
+        from ehf_support import ehf_invoice  # noqa: PLC0415 - EHF helpers, only needed here
+
+        folder, outside = outside_folder(tmp_path)
+        (folder / "1.xml").write_bytes(ehf_invoice("1", pdf=minimal_pdf()))
+        document = only_record(read_all(folder)).document
+        assert isinstance(document, EmbeddedPdfDocument)
+        (outside / "1.xml").write_bytes(ehf_invoice("1", pdf=minimal_pdf()))
+        (folder / "1.xml").unlink()
+        (folder / "1.xml").symlink_to(outside / "1.xml")
+
+        refused = load_refused(document)
+
+        assert refused.reason == link_out("1.xml")
+
+
+class TestLinksEndToEnd:
+    def test_nothing_behind_a_link_out_reaches_kravia_the_state_or_the_output(
+        self, sim: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A pass over a folder with a linked copy and a linked CSV: both quarantined with the
+        link named, the outside file's content in no reason, log line or command output."""
+        folder, outside = outside_folder(tmp_path)
+        (outside / "shadow").write_text(f"{SECRET}\n", encoding="utf-8")
+        write_json(folder / "a.json", [invoice_record(1), invoice_record(2)])
+        (folder / "1.pdf").write_bytes(minimal_pdf("one"))
+        (folder / "2.pdf").symlink_to(outside / "shadow")
+        (folder / "b.csv").symlink_to(outside / "shadow")
+        config = write_config(tmp_path, sim.base_url)
+
+        summary = run_pass(config)
+        status = run_cli("status", cwd=tmp_path)
+
+        assert [case["accountingInvoiceId"] for case in sim.cases()] == ["1"]
+        reasons = {p["record"]: (p["field"], p["reason"]) for p in summary.problems}
+        assert reasons["b.csv"] == ("file", link_out("b.csv"))
+        assert reasons["a.json:2"] == ("document", link_out("2.pdf"))
+        captured = capsys.readouterr()
+        for text in (json.dumps(summary.as_dict()), captured.out, captured.err, status.stdout):
+            assert SECRET not in text
+            assert "TOP-SECR" not in text

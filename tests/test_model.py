@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import io
+import os
+import tracemalloc
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
+from file_support import MIB, sparse_file, within
 from stdnum.no import fodselsnummer
 
+from kravia_sync import model
 from kravia_sync.model import (
+    MAX_DOCUMENT_BYTES,
     REQUIRED_FIELDS,
     CallableDocument,
     DebtorKind,
+    FileDocument,
     InvalidRecordError,
     Invoice,
     parse_amount,
@@ -591,3 +599,83 @@ class TestDocument:
 
         with pytest.raises(ValueError, match="frozen"):
             invoice.amount = Decimal(1)  # type: ignore[misc]
+
+
+def refused(document: FileDocument) -> str:
+    """The reason `document.load()` gives (within two seconds) for not loading."""
+    with pytest.raises(InvalidRecordError) as caught:
+        within(2, document.load)
+    assert caught.value.field == "document"
+    return caught.value.reason
+
+
+class TestFileDocument:
+    def test_a_regular_file_loads(self, tmp_path: Path) -> None:
+        """The file's bytes, under its own name; the path may be given positionally, as before."""
+        pdf = minimal_pdf("copy")
+        (tmp_path / "7.pdf").write_bytes(pdf)
+        document = FileDocument(tmp_path / "7.pdf")
+        assert document.name == "7.pdf"
+        assert document.max_bytes == MAX_DOCUMENT_BYTES == 20 * MIB
+        assert document.load() == pdf
+        assert FileDocument(str(tmp_path / "7.pdf"), max_bytes=len(pdf)).load() == pdf
+
+    def test_a_huge_file_is_refused_from_its_size_and_not_read(self, tmp_path: Path) -> None:
+        """A 100 MiB file: the reason names its size and the limit; memory stays small."""
+        document = FileDocument(sparse_file(tmp_path / "7.pdf", 100 * MIB))
+        tracemalloc.start()
+        try:
+            reason = refused(document)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert reason == (
+            "7.pdf has 104857600 bytes, more than the limit of 20971520; it was not read"
+        )
+        assert peak < MIB
+
+    def test_max_bytes_is_the_limit(self, tmp_path: Path) -> None:
+        """One byte over `max_bytes` is refused."""
+        (tmp_path / "7.pdf").write_bytes(b"%PDF-" + b"x" * 95)
+        assert "has 100 bytes, more than the limit of 99" in refused(
+            FileDocument(tmp_path / "7.pdf", max_bytes=99)
+        )
+
+    def test_max_bytes_must_be_positive(self, tmp_path: Path) -> None:
+        """A limit of zero is a mistake, said at once."""
+        with pytest.raises(ValueError, match="max_bytes must be positive"):
+            FileDocument(tmp_path / "7.pdf", max_bytes=0)
+
+    @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+    def test_a_named_pipe_is_refused_without_blocking(self, tmp_path: Path) -> None:
+        """Opening a FIFO for reading would wait for a writer forever: it is refused at once."""
+        os.mkfifo(tmp_path / "7.pdf")
+        assert refused(FileDocument(tmp_path / "7.pdf")) == (
+            "7.pdf is not a regular file (a named pipe)"
+        )
+
+    @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+    def test_a_link_to_a_device_is_refused(self, tmp_path: Path) -> None:
+        """`7.pdf` → /dev/zero is followed, found to be a device, and not read."""
+        (tmp_path / "7.pdf").symlink_to("/dev/zero")
+        assert refused(FileDocument(tmp_path / "7.pdf")) == "7.pdf is not a regular file (a device)"
+
+    def test_a_directory_is_refused(self, tmp_path: Path) -> None:
+        """A directory named like a PDF is not a copy."""
+        (tmp_path / "7.pdf").mkdir()
+        assert refused(FileDocument(tmp_path / "7.pdf")) == (
+            "7.pdf is not a regular file (a directory)"
+        )
+
+    def test_a_missing_file_names_the_cause(self, tmp_path: Path) -> None:
+        """A file that cannot be opened: the operating system's reason."""
+        assert refused(FileDocument(tmp_path / "7.pdf")) == (
+            "7.pdf cannot be read: No such file or directory"
+        )
+
+    def test_reading_stops_one_byte_past_the_limit(self) -> None:
+        """A file that grew after it was measured is read no further than limit + 1 bytes."""
+        grown = io.BytesIO(b"x" * 1000)
+        assert model._read_at_most(grown, 100, expected=10) == b"x" * 101
+        assert grown.tell() == 101
+        assert model._read_at_most(io.BytesIO(b"abc"), 100, expected=3) == b"abc"

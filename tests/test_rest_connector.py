@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs
 
 import httpx
@@ -985,6 +987,194 @@ class TestDocuments:
         assert record.document is not None
         assert record.document.load().startswith(b"%PDF-")
         assert "authorization" not in seen[0].headers
+
+
+MIB = 1024 * 1024
+
+
+class Body:
+    """A streamed answer body of `size` bytes in 1 MiB chunks, counting what was taken."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.taken = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self.taken < self.size:
+            chunk = b"x" * min(MIB, self.size - self.taken)
+            self.taken += len(chunk)
+            yield chunk
+
+
+def pdf_answer(body: Body, *, announce: bool) -> Callable[[httpx.Request], httpx.Response | None]:
+    """An API override answering every PDF request with `body`, its length announced or not."""
+
+    def answer(request: httpx.Request) -> httpx.Response | None:
+        if not request.url.path.endswith("/pdf"):
+            return None
+        headers = {"Content-Length": str(body.size)} if announce else {}
+        return httpx.Response(200, headers=headers, content=iter(body))
+
+    return answer
+
+
+class TestDocumentSize:
+    def test_the_default_limit_is_20_mib(self) -> None:
+        """`document.max_document_bytes` defaults to 20 MiB."""
+        raw = settings()
+        assert RestSettings.model_validate(raw).document is not None
+        document = RestSettings.model_validate(raw).document
+        assert document is not None
+        assert document.max_document_bytes == 20 * MIB
+
+    def test_a_25_mib_copy_is_refused_without_reading_it_all(self, tmp_path: Path) -> None:
+        """An answer of 25 MiB with no announced length: the download stops just past 20 MiB,
+        and the copy is invalid (the invoice waits), naming the limit."""
+        body = Body(25 * MIB)
+        api = Api([invoice(1)])
+        api.override = pdf_answer(body, announce=False)
+        connector, _ = make(settings(), api, tmp_path)
+        [record] = records(connector)
+        assert record.document is not None
+
+        with pytest.raises(InvalidRecordError) as caught:
+            record.document.load()
+
+        assert caught.value.field == "document"
+        assert caught.value.reason == (
+            "1.pdf: the copy has more bytes than document.max_document_bytes (20971520); "
+            "the download was stopped there"
+        )
+        assert body.taken <= 21 * MIB
+
+    def test_an_announced_length_over_the_limit_is_refused_before_any_byte(
+        self, tmp_path: Path
+    ) -> None:
+        """`Content-Length` over the limit: refused from the header, the body never read, and
+        not retried (it would not get smaller)."""
+        body = Body(25 * MIB)
+        api = Api([invoice(1)])
+        api.override = pdf_answer(body, announce=True)
+        connector, sleeps = make(settings(), api, tmp_path)
+        [record] = records(connector)
+        assert record.document is not None
+
+        with pytest.raises(InvalidRecordError) as caught:
+            record.document.load()
+
+        assert caught.value.reason == (
+            "1.pdf: the copy has 26214400 bytes, more than document.max_document_bytes "
+            "(20971520); not downloaded"
+        )
+        assert body.taken == 0
+        assert [path for path in api.paths() if path.endswith("/pdf")] == ["/v1/invoices/901/pdf"]
+        assert sleeps == []
+
+    def test_a_configured_limit_applies_and_a_copy_at_it_loads(self, tmp_path: Path) -> None:
+        """With `max_document_bytes` set, a copy one byte over is refused, one at it loads."""
+        pdf = minimal_pdf("copy")
+        api = Api([invoice(1)])
+        api.override = lambda request: (
+            httpx.Response(200, content=pdf) if request.url.path.endswith("/pdf") else None
+        )
+        for limit, loads in ((len(pdf) - 1, False), (len(pdf), True)):
+            raw = settings(document={"url_path": "pdf", "max_document_bytes": limit})
+            connector, _ = make(raw, api, tmp_path)
+            [record] = records(connector)
+            assert record.document is not None
+            if loads:
+                assert record.document.load() == pdf
+            else:
+                with pytest.raises(InvalidRecordError, match="max_document_bytes"):
+                    record.document.load()
+
+    def test_a_limit_must_be_positive(self) -> None:
+        """A limit of zero or less is a settings error."""
+        with pytest.raises(ValidationError, match="max_document_bytes"):
+            RestSettings.model_validate(
+                settings(document={"url_path": "pdf", "max_document_bytes": 0})
+            )
+
+    def test_over_real_http_the_rest_of_a_huge_copy_is_never_fetched(self, tmp_path: Path) -> None:
+        """A local server streams a 100 MiB copy, chunked: with a 1 MiB limit the client hangs
+        up early, so the server manages to send only a small part of it."""
+        with HugeCopyServer(100 * MIB) as server:
+            raw = settings(
+                base_url=server.base_url,
+                auth={"type": "none"},
+                document={"url_path": "pdf", "max_document_bytes": MIB},
+            )
+            made = RestConnector.from_settings(raw, base_dir=tmp_path)
+            assert isinstance(made, RestConnector)
+            [record] = records(made)
+            assert record.document is not None
+            with pytest.raises(InvalidRecordError, match="max_document_bytes"):
+                record.document.load()
+            assert server.finished.wait(10)
+        assert server.sent < 50 * MIB
+
+
+class HugeCopyServer(ThreadingHTTPServer):
+    """A real HTTP API on a free local port: one invoice, its customer, and a copy of `size`
+    bytes streamed in chunks; `sent` counts what it managed to send before the client left."""
+
+    daemon_threads = True
+
+    def __init__(self, size: int) -> None:
+        super().__init__(("127.0.0.1", 0), _HugeCopyHandler)
+        self.size = size
+        self.sent = 0
+        self.finished = threading.Event()
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}/v1/"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _HugeCopyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: HugeCopyServer
+
+    def log_message(self, *_: Any) -> None:  # quiet: nothing to see in test output
+        pass
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path.endswith("/pdf"):
+            self._stream_copy()
+            return
+        data = {"data": [invoice(1)]} if path == "/v1/invoices" else customer(8)
+        body = json.dumps(data).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _stream_copy(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/pdf")
+        self.send_header("Transfer-Encoding", "chunked")  # no length to refuse it by
+        self.end_headers()
+        chunk = b"x" * 65536
+        try:
+            while self.server.sent < self.server.size:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.server.sent += len(chunk)
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client hung up, as it should
+            self.close_connection = True
+        finally:
+            self.server.finished.set()
 
 
 class TestPlugin:

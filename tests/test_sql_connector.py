@@ -58,7 +58,7 @@ from connectors.sql import (
     parse_money_text,
 )
 from kravia_sync.connector import ConnectorError, RecordStamp, SourceRecord, StampedRead
-from kravia_sync.model import Invoice, parse_date
+from kravia_sync.model import InvalidRecordError, Invoice, parse_date
 from kravia_sync.plan import source_id
 from kravia_sync.store import StateStore
 
@@ -919,6 +919,50 @@ class TestDocuments:
         sqlite_db.execute("DROP TABLE invoice_pdfs")
         with pytest.raises(OSError, match="the document query for invoice 20001 failed on"):
             first.document.load()
+
+    def test_the_default_limit_is_20_mib(self, tmp_path: Path) -> None:
+        """`max_document_bytes` defaults to 20 MiB."""
+        settings = SqlSettings(url=f"sqlite:///{tmp_path / 'x.sqlite'}", query="SELECT 1")
+        assert settings.max_document_bytes == 20 * 1024 * 1024
+
+    def test_a_copy_over_max_document_bytes_is_refused(
+        self, sqlite_db: Backend, tmp_path: Path
+    ) -> None:
+        """A PDF one byte over the limit is an invalid document naming its size and the limit;
+        one at the limit loads."""
+        size = len(PDFS["20001"])
+        over = records(connector(sqlite_db, tmp_path, max_document_bytes=size - 1))[0]
+        assert over.document is not None
+        with pytest.raises(InvalidRecordError) as caught:
+            over.document.load()
+        assert caught.value.field == "document"
+        assert caught.value.reason == (
+            f"document_query returned {size} bytes for invoice 20001, more than "
+            f"max_document_bytes ({size - 1}); it is not uploaded"
+        )
+
+        at = records(connector(sqlite_db, tmp_path, max_document_bytes=size))[0]
+        assert at.document is not None
+        assert at.document.load() == PDFS["20001"]
+
+    def test_an_invoice_whose_copy_is_too_big_waits_quarantined(
+        self, sqlite_db: Backend, sim: Sim, tmp_path: Path
+    ) -> None:
+        """End to end: with a limit below every copy, no invoice with a copy is sent; each is
+        quarantined (field `document`) with the reason."""
+        config = sql_config(tmp_path, sim, fixture_settings(sqlite_db, max_document_bytes=100))
+
+        summary = run_pass(config)
+
+        problems = {problem["record"]: problem for problem in summary.problems}
+        with_copies = [number for number in SENT_INVOICES if number in PDFS]
+        assert with_copies
+        for number in with_copies:
+            problem = problems[f"invoice {number}"]
+            assert problem["field"] == "document"
+            assert "more than max_document_bytes (100)" in problem["reason"]
+        registered = {case["invoiceNo"] for case in sim.cases()}
+        assert registered == {number for number in SENT_INVOICES if number not in PDFS}
 
 
 # -- time limits ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import httpx
 
 from connectors.rest._example import EXAMPLE_SETTINGS
-from connectors.rest._http import HttpError, HttpSource, Session, same_origin
+from connectors.rest._http import BodyTooLargeError, HttpError, HttpSource, Session, same_origin
 from connectors.rest._mapping import FieldMapping, compiled_path
 from connectors.rest._paging import PageRequest, PageResponse, PagingError
 from connectors.rest._paths import MISSING, JsonPath
@@ -316,7 +316,10 @@ class RestConnector(Connector):
                     what=f"the copy {name}",
                     accept="application/pdf",
                     credentials=ours,
+                    max_bytes=settings.max_document_bytes,
                 )
+        except BodyTooLargeError as exc:
+            raise InvalidRecordError("document", _too_large_reason(name, exc)) from None
         except HttpError as exc:
             if exc.status in _GONE:
                 raise InvalidRecordError("document", str(exc)) from None
@@ -324,6 +327,13 @@ class RestConnector(Connector):
         except ConnectorError as exc:  # e.g. the OAuth2 token endpoint failed
             raise RestDocumentError(str(exc)) from None
         return response.content
+
+
+def _too_large_reason(name: str, exc: BodyTooLargeError) -> str:
+    limit = f"document.max_document_bytes ({exc.limit})"
+    if exc.announced is not None:
+        return f"{name}: the copy has {exc.announced} bytes, more than {limit}; not downloaded"
+    return f"{name}: the copy has more bytes than {limit}; the download was stopped there"
 
 
 def _map(

@@ -32,6 +32,7 @@ from kravia_sync.connector import ConnectorError
 from kravia_sync.logging import get_logger
 
 __all__ = [
+    "BodyTooLargeError",
     "HttpError",
     "HttpSource",
     "RateLimitSettings",
@@ -79,6 +80,16 @@ class HttpError(ConnectorError):
     def __init__(self, message: str, status: int | None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class BodyTooLargeError(HttpError):
+    """An answer bigger than the caller's limit: refused when its announced length or the bytes
+    received pass `limit`, without reading the rest. Retrying does not make it smaller."""
+
+    def __init__(self, message: str, status: int, *, limit: int, announced: int | None) -> None:
+        super().__init__(message, status)
+        self.limit = limit
+        self.announced = announced  # the Content-Length, when the server gave one
 
 
 def same_origin(url: httpx.URL, base: httpx.URL) -> bool:
@@ -207,11 +218,14 @@ class Session:
         params: Mapping[str, str] | None = None,
         accept: str = "application/json",
         credentials: bool = True,
+        max_bytes: int = MAX_BODY_BYTES,
     ) -> httpx.Response:
         """A 2xx answer to `GET url` (relative to the base URL, or absolute), its body read.
 
         Raises `HttpError` when the answer is an error that retrying does not fix, or when the
-        attempts run out; its message names `what` and the URL, never a credential.
+        attempts run out; its message names `what` and the URL, never a credential. A body
+        bigger than `max_bytes` raises `BodyTooLargeError` after at most `max_bytes` plus one
+        chunk were received.
         """
         source = self.source
         try:
@@ -228,7 +242,9 @@ class Session:
         attempt = 0
         while True:
             attempt += 1
-            outcome = self._attempt(target, params, accept=accept, credentials=credentials)
+            outcome = self._attempt(
+                target, params, accept=accept, credentials=credentials, max_bytes=max_bytes
+            )
             if isinstance(outcome, httpx.Response):
                 return outcome
             failure, status, wait = outcome
@@ -262,6 +278,7 @@ class Session:
         *,
         accept: str,
         credentials: bool,
+        max_bytes: int,
     ) -> httpx.Response | tuple[str, int | None, float | None]:
         """One try: the 2xx response, or (what went wrong, the status, how long to wait)."""
         source = self.source
@@ -271,7 +288,7 @@ class Session:
         try:
             with source.throttle.slot():
                 source.counted()
-                response = self._send(target, params, headers)
+                response = self._send(target, params, headers, max_bytes)
         except httpx.TransportError as exc:
             return _transport_failure(exc), None, None
         except (httpx.RequestError, httpx.InvalidURL) as exc:  # not transient: a bad answer
@@ -306,23 +323,24 @@ class Session:
         return response, body
 
     def _send(
-        self, target: httpx.URL, params: Mapping[str, str] | None, headers: Mapping[str, str]
+        self,
+        target: httpx.URL,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        max_bytes: int,
     ) -> httpx.Response:
         if params:  # merged into the URL's own query (httpx's params= would replace it)
             target = target.copy_merge_params(dict(params))
         request = self.client.build_request("GET", target, headers=headers)
         response = self.client.send(request, stream=True)
         try:
+            _refuse_announced_size(response, target, max_bytes, self.source.redact)
             chunks: list[bytes] = []
             size = 0
             for chunk in response.iter_bytes():
                 size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise HttpError(
-                        f"GET {_display(target)}: the answer is larger than "
-                        f"{MAX_BODY_BYTES // (1024 * 1024)} MiB",
-                        response.status_code,
-                    )
+                if size > max_bytes:  # no announced length, or a wrong one: stop reading here
+                    raise _too_large(response, target, max_bytes, None, self.source.redact)
                 chunks.append(chunk)
         finally:
             response.close()
@@ -358,6 +376,34 @@ class Session:
             except (ValueError, UnicodeError):
                 body = None
             return response.status_code, body
+
+
+def _refuse_announced_size(
+    response: httpx.Response, target: httpx.URL, limit: int, redact: Callable[[str], str]
+) -> None:
+    """Refuse an answer whose `Content-Length` is over `limit` before reading any of it."""
+    announced = response.headers.get("content-length", "").strip()
+    if announced.isdigit() and int(announced) > limit:
+        raise _too_large(response, target, limit, int(announced), redact)
+
+
+def _too_large(
+    response: httpx.Response,
+    target: httpx.URL,
+    limit: int,
+    announced: int | None,
+    redact: Callable[[str], str],
+) -> BodyTooLargeError:
+    size = f" ({announced} bytes announced)" if announced is not None else ""
+    message = f"GET {_display(target)}: the answer is larger than {_size(limit)}{size}"
+    return BodyTooLargeError(
+        redact(message), response.status_code, limit=limit, announced=announced
+    )
+
+
+def _size(limit: int) -> str:
+    mib, rest = divmod(limit, 1024 * 1024)
+    return f"{mib} MiB" if mib and not rest else f"{limit} bytes"
 
 
 def _display(url: httpx.URL) -> str:

@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 _RESERVED_HEADERS: Final = frozenset({"authorization", "cookie", "host", "content-length"})
+_MIB: Final = 1024 * 1024
 
 
 class _Section(ConnectorSettings):
@@ -134,6 +135,9 @@ class DocumentSettings(_Section):
     other_hosts: list[str] = Field(default_factory=list)
     """Hosts other than the API's that may serve the PDF (e.g. pre-signed storage URLs).
     They are sent no credentials. A URL on any other host is refused."""
+    max_document_bytes: int = Field(default=20 * _MIB, gt=0)
+    """A bigger PDF is refused (the invoice waits, quarantined with the reason); the download
+    stops as soon as the announced length or the bytes received pass this."""
 
     @model_validator(mode="after")
     def _one_source(self) -> DocumentSettings:
