@@ -104,8 +104,8 @@ class _PassThreads(ThreadPoolExecutor):
     """The event loop's default executor while the daemon runs (`asyncio.to_thread` uses it),
     counting per source the threads its passes started that have not returned yet. A thread
     cannot be cancelled: after a pass is cut off, this is how the daemon knows its read still
-    runs. A stuck read holds one thread and its source is not read again until it returns, so
-    at most one per source is stuck: the pool is sized above what a pass needs for that."""
+    runs. A source is not read again while a read of it is stuck, so at most one thread per
+    source is ever stuck; the pool's 32 threads leave room for those beside a running pass."""
 
     def __init__(self) -> None:
         super().__init__(max_workers=32, thread_name_prefix="kravia-sync")
