@@ -13,36 +13,126 @@
   journaled, the lease is released and the process exits 0 (a pass still running after
   `daemon.stop_timeout_seconds` is cut off; the journal keeps the state consistent). A second
   signal exits at once. SIGHUP reloads the configuration file.
+- A pass has a deadline, `daemon.pass_timeout_seconds`. Past it the daemon logs an error line
+  (`"event": "pass overran"`), /readyz answers 503, and the pass is asked to stop as at SIGTERM;
+  still running `daemon.stop_timeout_seconds` later, it is cut off. It counts as a failed pass
+  of its source, and the daemon goes on with the next queued source.
+- Source reads run in threads, and a thread cannot be cancelled: a read stuck when its pass is
+  cut off runs on until its source answers, then stores what it read for that source (it
+  never calls Kravia). The daemon does not wait for it, but it counts it (the event loop's
+  default executor is the daemon's own, see `_PassThreads`): until it has returned, that
+  source's next pass is held back, so two reads never write one source's state at once, and
+  the source still counts as overrunning. The same holds for a cut-off pass that does not
+  end within a short grace: the daemon goes on without it. Each such read keeps a worker
+  thread and its source's connection; a process that exits leaves it behind (`run_daemon`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Collection
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from prometheus_client import Gauge
 
 from kravia_sync.health import HealthServer
 from kravia_sync.kravia import KraviaClient, backoff_delay
 from kravia_sync.lease import LeaseKeeper
 from kravia_sync.logging import get_logger, redact
 from kravia_sync.metrics import Metrics
-from kravia_sync.reconcile import Reconciler
+from kravia_sync.reconcile import Reconciler, RunSummary
 from kravia_sync.scheduling import Schedule, Scheduler, parse_schedule
 from kravia_sync.settings import ConfigError, Settings
 from kravia_sync.store import QUARANTINE, LeaseHeldError, LeaseLostError, StateStore, utc_now
 
-__all__ = ["Daemon", "run_daemon"]
+__all__ = ["Daemon", "PassRunner", "run_daemon"]
 
 log = get_logger("kravia_sync.daemon")
 
 SUCCESS = frozenset({"done", "attention"})  # attention: records need a person, the pass worked
+# How long a pass cancelled past its deadline (or at the stop timeout) may take to unwind, i.e.
+# journal the outcomes it has and close its client, before the daemon goes on without it;
+# never longer than daemon.stop_timeout_seconds.
+CUT_OFF_GRACE_SECONDS = 5.0
+# The watchdog looks at the running pass at least this often, so a deadline changed by a reload
+# or a cut-off at the stop timeout is acted on within it.
+WATCH_TICK_SECONDS = 1.0
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+# The source whose pass runs in this context: set on each pass's task, read by `_PassThreads`
+# when that pass hands work to a thread.
+_PASS_SOURCE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "kravia_sync_pass_source", default=None
+)
+
+
+class PassRunner(Protocol):
+    """What the daemon drives for one source's pass: a `Reconciler` (tests stand in their own)."""
+
+    def request_stop(self) -> None: ...
+
+    async def run(
+        self,
+        *,
+        command: str = ...,
+        sources: Collection[str] | None = ...,
+        keep_lease: bool = ...,
+    ) -> RunSummary: ...
+
+
+PassFactory = Callable[[Settings, StateStore, KraviaClient], PassRunner]
+
+
+def _reconciler(settings: Settings, store: StateStore, client: KraviaClient) -> PassRunner:
+    return Reconciler(settings, store, client=client)
+
+
+class _PassThreads(ThreadPoolExecutor):
+    """The event loop's default executor while the daemon runs (`asyncio.to_thread` uses it),
+    counting per source the threads its passes started that have not returned yet. A thread
+    cannot be cancelled: after a pass is cut off, this is how the daemon knows its read still
+    runs. A source is not read again while a read of it is stuck, so at most one thread per
+    source is ever stuck; the pool's 32 threads leave room for those beside a running pass."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=32, thread_name_prefix="kravia-sync")
+        self._lock = threading.Lock()
+        self._running: Counter[str] = Counter()
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        source = _PASS_SOURCE.get()  # read on the event loop, in the calling task's context
+        future = super().submit(fn, *args, **kwargs)
+        if source is not None:
+            with self._lock:
+                self._running[source] += 1
+            # Also called for work cancelled before it started: it will not run.
+            future.add_done_callback(functools.partial(self._returned, source))
+        return future
+
+    def _returned(self, source: str, _: Future[Any]) -> None:
+        with self._lock:
+            self._running[source] -= 1
+            if self._running[source] <= 0:
+                del self._running[source]
+
+    def running(self, source: str) -> int:
+        """Threads started by `source`'s passes that have not returned."""
+        with self._lock:
+            return self._running[source]
 
 
 @dataclass
@@ -57,6 +147,20 @@ class SourceState:
     not_before: datetime | None = None  # backing off until then
 
 
+@dataclass
+class _PassWatch:
+    """One pass under its deadline: what the watchdog, /readyz and /metrics know of it."""
+
+    source: str
+    started: float  # time.monotonic()
+    task: asyncio.Task[None] | None = None
+    overran_at: float | None = None  # when it ran past daemon.pass_timeout_seconds
+    cut_off_at: float | None = None  # when it was cancelled (past its deadline, or at a stop)
+    given_up: bool = False  # cancelled, it did not end within the grace: the daemon went on
+    recorded: bool = False  # counted in its source's state and the metrics
+    calls: dict[str, int] = field(default_factory=dict)  # Kravia calls, as the pass left them
+
+
 class Daemon:
     """Runs the configured sources on their schedules until stopped."""
 
@@ -67,9 +171,11 @@ class Daemon:
         client_factory: Callable[[Settings], KraviaClient],
         reload: Callable[[], Settings] | None = None,
         handle_signals: bool = True,
+        pass_factory: PassFactory = _reconciler,
     ) -> None:
         self.settings = settings
         self._client_factory = client_factory
+        self._pass_factory = pass_factory
         self._reload = reload
         self._handle_signals = handle_signals
         self.metrics = Metrics()
@@ -78,11 +184,17 @@ class Daemon:
         self._lease_lost = asyncio.Event()
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._queued: set[str] = set()
-        self._current: Reconciler | None = None
+        self._current: PassRunner | None = None
         self._pass_task: asyncio.Task[None] | None = None
+        self._watch: _PassWatch | None = None  # the pass running now
+        self._overruns: dict[str, _PassWatch] = {}  # each source's last pass that overran
+        self._left_behind: set[asyncio.Task[None]] = set()  # given up: kept referenced
+        self._threads = _PassThreads()
+        self._overrun_gauge = _overrun_gauge(self.metrics)
         self._lease_held = False
         self._keeper: LeaseKeeper | None = None
         self._cut_off = False
+        self._deadline_cut_off = False
         self._store: StateStore | None = None
         self._scheduler: Scheduler | None = None
         self.http: HealthServer | None = None
@@ -92,6 +204,8 @@ class Daemon:
     async def run(self) -> int:
         """Work until stopped; 0 after a clean stop."""
         loop = asyncio.get_running_loop()
+        # Ours, to count the threads each pass leaves running (see _PassThreads).
+        loop.set_default_executor(self._threads)
         if self._handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_stop_signal, sig)
@@ -179,12 +293,22 @@ class Daemon:
                 timeout_s=self.settings.daemon.stop_timeout_seconds,
             )
             self._cut_off = True
-            self._pass_task.cancel()
+            self._cancel_pass()
+
+    def _cancel_pass(self) -> None:
+        """Cancel the running pass; the watchdog gives it a grace to unwind, then goes on."""
+        watch, task = self._watch, self._pass_task
+        if watch is None or task is None or task.done():
+            return
+        if watch.cut_off_at is None:
+            watch.cut_off_at = time.monotonic()
+        task.cancel()
 
     @property
     def cut_off(self) -> bool:
-        """Whether a pass had to be cancelled at the stop timeout."""
-        return self._cut_off
+        """Whether a pass had to be cancelled (at the stop timeout, or past its deadline): a
+        source read may still be running in a thread."""
+        return self._cut_off or self._deadline_cut_off
 
     # --- the lease ----------------------------------------------------------------------------
     async def _take_lease(self, store: StateStore) -> bool:
@@ -255,6 +379,7 @@ class Daemon:
             state = SourceState(name)
             self.sources[name] = state
             self.metrics.watch_source(name, _last_success(state))
+            self._overrun_gauge.labels(name).set_function(self._overrun_flag(name))
         return added
 
     async def _due(self, name: str) -> None:
@@ -290,14 +415,8 @@ class Daemon:
                 self._queued.discard(due)
                 if due not in self.sources:  # removed by a reload
                     continue
-                self._pass_task = asyncio.create_task(self._run_pass(store, due))
-                try:
-                    await self._pass_task
-                except asyncio.CancelledError:
-                    if not self._cut_off:
-                        raise
-                finally:
-                    self._pass_task = None
+                if not self._held_back(due):
+                    await self._supervise(store, due)
         finally:
             if scheduler.running:
                 scheduler.pause()
@@ -305,8 +424,147 @@ class Daemon:
             while not self._queue.empty():
                 self._queue.get_nowait()
 
+    # --- the pass deadline --------------------------------------------------------------------
+    async def _supervise(self, store: StateStore, name: str) -> None:
+        """Run `name`'s pass under its deadline; return once it has ended or been given up."""
+        self._overruns.pop(name, None)
+        watch = _PassWatch(name, started=time.monotonic())
+        context = contextvars.copy_context()
+        context.run(_PASS_SOURCE.set, name)  # the threads it starts are counted as its own
+        task = asyncio.create_task(self._run_pass(store, name, watch), context=context)
+        watch.task = task
+        self._watch, self._pass_task = watch, task
+        try:
+            while not await _ends(task, within=self._until_next_look(watch)):
+                self._look(watch)
+                if watch.given_up:
+                    self._leave_behind(task)
+                    break
+        except asyncio.CancelledError:  # the daemon itself is cancelled: so is its pass
+            task.cancel()
+            await _ends(task, within=self._grace())  # let it unwind while the store is open
+            raise
+        finally:
+            self._watch, self._pass_task = None, None
+        if watch.overran_at is not None and not watch.recorded:
+            await self._record_cut_off(watch)
+        if self._threads.running(name) and watch.cut_off_at is not None:
+            log.warning(
+                "the cut-off pass left a read running in a thread: the source's next pass "
+                "waits until it returns",
+                source=name,
+            )
+        if task.done() and not task.cancelled():
+            task.result()  # what no pass may swallow (KeyboardInterrupt, a bug of ours)
+
+    def _until_next_look(self, watch: _PassWatch) -> float:
+        """Seconds until the running pass reaches its next limit (at most WATCH_TICK_SECONDS)."""
+        daemon = self.settings.daemon
+        if watch.cut_off_at is not None:
+            due = watch.cut_off_at + self._grace()
+        elif watch.overran_at is not None:
+            due = watch.overran_at + daemon.stop_timeout_seconds
+        else:
+            due = watch.started + daemon.pass_timeout_seconds
+        return min(max(due - time.monotonic(), 0.0), WATCH_TICK_SECONDS)
+
+    def _look(self, watch: _PassWatch) -> None:
+        """Act on the limit the running pass has reached, if any: its deadline (ask it to stop),
+        the stop timeout after that (cut it off), the grace after a cut-off (give it up)."""
+        daemon = self.settings.daemon
+        now = time.monotonic()
+        if watch.cut_off_at is not None:
+            if now - watch.cut_off_at >= self._grace():
+                log.error(
+                    "the cut-off pass did not end: going on without it",
+                    source=watch.source,
+                    grace_s=self._grace(),
+                )
+                watch.given_up = True
+        elif watch.overran_at is not None:
+            if now - watch.overran_at >= daemon.stop_timeout_seconds:
+                log.error(
+                    "the overrunning pass did not stop: cutting it off (the journal keeps the "
+                    "state; calls without an answer are settled by looking at the next pass)",
+                    source=watch.source,
+                    running_s=round(now - watch.started, 3),
+                    stop_timeout_s=daemon.stop_timeout_seconds,
+                )
+                self._deadline_cut_off = True
+                self._cancel_pass()
+        elif now - watch.started >= daemon.pass_timeout_seconds:
+            self._overran(watch, now)
+
+    def _overran(self, watch: _PassWatch, now: float) -> None:
+        daemon = self.settings.daemon
+        watch.overran_at = now
+        self._overruns[watch.source] = watch
+        log.error(
+            "pass overran",
+            source=watch.source,
+            running_s=round(now - watch.started, 3),
+            pass_timeout_s=daemon.pass_timeout_seconds,
+            cut_off_after_s=daemon.stop_timeout_seconds,
+        )
+        if self._current is not None:  # as at SIGTERM: calls in flight finish, nothing new
+            self._current.request_stop()
+
+    def _grace(self) -> float:
+        return min(CUT_OFF_GRACE_SECONDS, self.settings.daemon.stop_timeout_seconds)
+
+    def _leave_behind(self, task: asyncio.Task[None]) -> None:
+        """Keep a given-up pass referenced until it ends (the loop holds tasks weakly)."""
+        self._left_behind.add(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._left_behind.discard(task)
+        if not task.cancelled():
+            task.exception()  # seen: it was counted as failed when it was given up
+
+    async def _record_cut_off(self, watch: _PassWatch) -> None:
+        """Count an overrunning pass that was cut off as a failed pass of its source."""
+        state = self.sources.get(watch.source)
+        if state is None:  # removed by a reload meanwhile
+            return
+        watch.recorded = True
+        self._after_pass(
+            state,
+            status="failed",
+            error=_overran_error(self.settings.daemon.pass_timeout_seconds, cut_off=True),
+            seconds=time.monotonic() - watch.started,
+            calls=watch.calls,
+            run_id=None,
+            counts={},
+        )
+        await self._refresh_store_metrics()
+
+    def _overrunning(self, name: str) -> _PassWatch | None:
+        """`name`'s pass that overran, while it runs: its task (even given up), or a read it
+        left in a thread."""
+        watch = self._overruns.get(name)
+        if watch is None or (_done(watch.task) and not self._threads.running(name)):
+            return None
+        return watch
+
+    def _held_back(self, name: str) -> bool:
+        """Whether `name`'s cut-off pass still runs (a read in a thread, or a task given up):
+        a second pass of the source would write its state alongside the first, so it waits."""
+        watch = self._overrunning(name)
+        if watch is None:
+            return False
+        log.warning(
+            "skipped: the source's cut-off pass is still running",
+            source=name,
+            running_s=round(time.monotonic() - watch.started, 3),
+        )
+        return True
+
+    def _overrun_flag(self, name: str) -> Callable[[], float]:
+        return lambda: 0.0 if self._overrunning(name) is None else 1.0
+
     # --- one pass -----------------------------------------------------------------------------
-    async def _run_pass(self, store: StateStore, name: str) -> None:
+    async def _run_pass(self, store: StateStore, name: str, watch: _PassWatch) -> None:
         settings = self.settings
         state = self.sources[name]
         started = time.monotonic()
@@ -316,7 +574,7 @@ class Daemon:
         error: str | None = None
         try:
             async with self._client_factory(settings) as client:
-                reconciler = Reconciler(settings, store, client=client)
+                reconciler = self._pass_factory(settings, store, client)
                 self._current = reconciler
                 try:
                     if self._stop.is_set() or self._keeper is None:
@@ -325,8 +583,9 @@ class Daemon:
                         sources=[name], command="daemon", lease=self._keeper
                     )
                 finally:
-                    self._current = None
-                    calls = dict(client.stats.counts)
+                    if self._current is reconciler:  # not a later pass's, if this one was given up
+                        self._current = None
+                    calls = watch.calls = dict(client.stats.counts)
             run_id = summary.run_id
             status = summary.status
             counts = dict(sorted(summary.counts.items()))
@@ -343,6 +602,12 @@ class Daemon:
         finally:
             # Counted even for a pass cut off or lost: the calls were made.
             seconds = time.monotonic() - started
+        if watch.recorded:  # given up and counted by the watchdog before it ended
+            return
+        if watch.overran_at is not None:  # stopped on request, or finished late: it overran
+            status = "failed"
+            error = _overran_error(settings.daemon.pass_timeout_seconds, also=error)
+        watch.recorded = True
         self._after_pass(
             state,
             status=status,
@@ -421,8 +686,8 @@ class Daemon:
         self.metrics.set_store_counts(phases, quarantined)
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready: the state store answers and no source failed `alert_after_failures` times
-        in a row."""
+        """Ready: the state store answers, no source failed `alert_after_failures` times in a
+        row, and no pass is overrunning its deadline (nor a read it left running)."""
         store_ok = False
         store_detail = "not open"
         if self._store is not None:
@@ -442,14 +707,34 @@ class Daemon:
             }
             for name, state in self.sources.items()
         }
-        ready = store_ok and not any(item["failing"] for item in sources.values())
+        overrunning = self._overrun_details()
+        failing = any(item["failing"] for item in sources.values())
+        ready = store_ok and not failing and not overrunning
         details = {
             "store": store_detail,
             "lease": "held" if self._lease_held else "waiting",
             "stopping": self._stop.is_set(),
             "sources": sources,
+            "overrunning": overrunning,
         }
         return ready, details
+
+    def _overrun_details(self) -> dict[str, dict[str, Any]]:
+        """By source: the pass overrunning its deadline, for how long, and how far it got."""
+        now = time.monotonic()
+        details = {}
+        for name in list(self._overruns):
+            watch = self._overrunning(name)
+            if watch is not None:
+                details[name] = {
+                    "running_seconds": round(now - watch.started, 3),
+                    "pass_timeout_seconds": self.settings.daemon.pass_timeout_seconds,
+                    "cut_off": watch.cut_off_at is not None,
+                    "given_up": watch.given_up,
+                    # The pass's task ended; a read it started in a thread has not returned.
+                    "read_left_running": _done(watch.task),
+                }
+        return details
 
     # --- reload -------------------------------------------------------------------------------
     def reload(self) -> None:
@@ -488,6 +773,33 @@ def _last_success(state: SourceState) -> Callable[[], float | None]:
     return lambda: state.last_success
 
 
+def _overrun_gauge(metrics: Metrics) -> Gauge:
+    """Beside kravia_sync.metrics' gauges, on the same registry, labelled by source only."""
+    return Gauge(
+        "kravia_sync_pass_overrunning",
+        "1 while the source's pass runs past daemon.pass_timeout_seconds (and until a read it "
+        "left running in a thread returns), else 0.",
+        ["source"],
+        registry=metrics.registry,
+    )
+
+
+def _overran_error(limit: float, *, cut_off: bool = False, also: str | None = None) -> str:
+    ending = "was cut off" if cut_off else "was asked to stop"
+    text = f"the pass overran daemon.pass_timeout_seconds ({limit:g} s) and {ending}"
+    return text if also is None else f"{text}; {also}"
+
+
+def _done(task: asyncio.Task[None] | None) -> bool:
+    return task is not None and task.done()
+
+
+async def _ends(task: asyncio.Task[None], *, within: float) -> bool:
+    """Whether `task` is done within `within` seconds (it runs on either way)."""
+    done, _ = await asyncio.wait({task}, timeout=within)
+    return task in done
+
+
 def _store_counts(store: StateStore) -> tuple[dict[str, int], dict[str, int]]:
     from sqlalchemy import func, select  # noqa: PLC0415
 
@@ -508,9 +820,9 @@ def _url_host(host: str) -> str:
 
 
 def run_daemon(daemon: Daemon) -> int:
-    """Run the daemon on a new event loop; the exit code. After a pass was cut off at the stop
-    timeout, a source read may still be running in a thread: the process exits without
-    waiting for it (the journal keeps the state consistent)."""
+    """Run the daemon on a new event loop; the exit code. After a pass was cut off (at the stop
+    timeout, or past its deadline), a source read may still be running in a thread: the process
+    exits without waiting for it (the journal keeps the state consistent)."""
 
     async def main() -> int:
         code = await daemon.run()

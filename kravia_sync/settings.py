@@ -166,6 +166,10 @@ class DaemonSettings(_Section):
     alert_after_failures: int = Field(default=3, ge=1)
     # SIGTERM: calls in flight are allowed this long to finish before the pass is cut off.
     stop_timeout_seconds: float = Field(default=60.0, gt=0)
+    # A pass still running after this long has overrun: an error line an operator can alert
+    # on, /readyz answers 503, and the pass is asked to stop as at SIGTERM (cut off after
+    # `stop_timeout_seconds` more); it counts as a failed pass of its source.
+    pass_timeout_seconds: float = Field(default=1800.0, gt=0)
 
     @field_validator("schedule")
     @classmethod

@@ -1,19 +1,97 @@
-"""Helpers for the daemon tests: a daemon process whose JSON log lines are read as they come."""
+"""Helpers for the daemon tests: a daemon process whose JSON log lines are read as they come,
+and passes that hang, standing in for the Reconciler in a daemon driven in-process."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from support import TOKEN, cli_command, cli_env, write_config
+
+from kravia_sync.daemon import PassRunner
+from kravia_sync.kravia import KraviaClient
+from kravia_sync.reconcile import RunSummary
+from kravia_sync.settings import Settings
+from kravia_sync.store import StateStore, utc_now
+
+# How a source's stand-in pass behaves: `wait` hangs in an async wait and ignores a stop request;
+# `obey` hangs until asked to stop; `thread` is stuck in a blocking read in a thread; `deaf`
+# hangs, and once cancelled goes on waiting a while. Any other source passes at once.
+Hang = Literal["wait", "obey", "thread", "deaf"]
+STUCK_READ_SECONDS = 20.0  # a stuck read gives up by itself after this, to bound every test
+
+
+@dataclass
+class FakePasses:
+    """A `pass_factory` for the daemon: passes that do no work and hang as `hang` says, and a
+    record of what happened to them (by source, in order)."""
+
+    hang: dict[str, Hang]
+    release: threading.Event = field(default_factory=threading.Event)  # ends stuck reads
+    started: list[str] = field(default_factory=list)
+    asked_to_stop: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+
+    def __call__(self, settings: Settings, store: StateStore, client: KraviaClient) -> PassRunner:
+        return _FakePass(self)
+
+    def stuck_read(self) -> None:
+        """A source read that blocks (like time.sleep) until released, or STUCK_READ_SECONDS."""
+        self.release.wait(STUCK_READ_SECONDS)
+
+
+class _FakePass:
+    def __init__(self, passes: FakePasses) -> None:
+        self._passes = passes
+        self._stop = asyncio.Event()
+        self._source = ""
+
+    def request_stop(self) -> None:
+        self._passes.asked_to_stop.append(self._source)
+        self._stop.set()
+
+    async def run(
+        self,
+        *,
+        command: str = "reconcile",
+        sources: Collection[str] | None = None,
+        keep_lease: bool = False,
+    ) -> RunSummary:
+        (self._source,) = sources or ["?"]
+        self._passes.started.append(self._source)
+        try:
+            await self._hang(self._passes.hang.get(self._source))
+        except asyncio.CancelledError:
+            self._passes.cancelled.append(self._source)
+            raise
+        self._passes.finished.append(self._source)
+        status = "stopped" if self._stop.is_set() else "done"
+        return RunSummary(run_id=None, started_at=utc_now(), status=status)
+
+    async def _hang(self, how: Hang | None) -> None:
+        if how == "wait":
+            await asyncio.Event().wait()
+        elif how == "obey":
+            await self._stop.wait()
+        elif how == "thread":
+            await asyncio.to_thread(self._passes.stuck_read)
+        elif how == "deaf":
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+            self._passes.cancelled.append(self._source)
+            await asyncio.sleep(STUCK_READ_SECONDS)  # a second cancel (at exit) ends it
 
 
 def daemon_config(

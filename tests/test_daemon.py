@@ -247,6 +247,55 @@ class TestGracefulStop:
         }
 
 
+@pytest.mark.slow
+class TestPassDeadline:
+    def test_a_pass_whose_calls_hang_overruns_is_cut_off_and_the_next_pass_settles_it(
+        self, sim: Sim, tmp_path: Path, daemons: list[DaemonProcess]
+    ) -> None:
+        """Kravia answering slower than the pass deadline: `pass overran`, /readyz 503 and the
+        gauge at 1, the pass cut off and failed; once Kravia is quick again the retry makes
+        every invoice exactly one started case and /readyz answers 200."""
+        write_invoices(tmp_path / "invoices", range(1, 7), pdf_every=0)
+        # settle_seconds covers the simulator's latency: the retry must not look for a case
+        # the simulator, still busy with the calls cut off, has not created yet.
+        daemon_config(
+            tmp_path,
+            sim.base_url,
+            schedule="1h",
+            max_in_flight=2,
+            daemon="pass_timeout_seconds = 1\nstop_timeout_seconds = 1\nbackoff_seconds = 1",
+            retry="backoff_base_seconds = 0.05\nsettle_seconds = 4\nmax_inline_wait_seconds = 6",
+        )
+        sim.simulator.faults = Faults(latency_ms=3000)
+        daemon = start(daemons, tmp_path)
+
+        overran = daemon.wait_event("pass overran", timeout=15)[0]
+        ready = daemon.get("/readyz")
+        overrunning = metric_samples(daemon.get("/metrics").text)[
+            ("kravia_sync_pass_overrunning", (("source", "files"),))
+        ]
+        assert overran["source"] == "files"
+        assert overran["level"] == "error"
+        assert overran["pass_timeout_s"] == 1
+        assert overran["running_s"] >= 1
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["overrunning"]["files"]["pass_timeout_seconds"] == 1
+        assert overrunning == 1
+
+        failed = daemon.wait_event("pass finished", timeout=15)[0]
+        assert failed["status"] == "failed"
+        assert "overran daemon.pass_timeout_seconds (1 s) and was cut off" in failed["error"]
+        sim.simulator.faults = Faults()
+        daemon.wait_for(lambda: started_cases(sim) == 6, what="every invoice started", timeout=30)
+        daemon.wait_event("pass finished", status="done", timeout=15)
+        assert daemon.get("/readyz").status_code == 200
+        assert daemon.stop() == 0
+        grouped = cases_by_accounting_id(sim.cases())
+        assert {aid: len(cases) for aid, cases in grouped.items()} == {
+            str(n): 1 for n in range(1, 7)
+        }
+
+
 class TestLease:
     def test_a_second_daemon_waits_for_the_lease_and_takes_over_when_the_first_stops(
         self, sim: Sim, tmp_path: Path, daemons: list[DaemonProcess]

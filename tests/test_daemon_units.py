@@ -1,5 +1,5 @@
-"""The daemon's parts in-process: schedules, settings, back-off and alerting, readiness, and the
-Reconciler's stop request and one-source passes."""
+"""The daemon's parts in-process: schedules, settings, back-off and alerting, readiness, the pass
+deadline, and the Reconciler's stop request and one-source passes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from daemon_support import FakePasses
 from structlog.testing import capture_logs
 from support import TOKEN, Sim, load, write_config, write_invoices
 
@@ -83,6 +84,16 @@ class TestDaemonSettings:
         with pytest.raises(ConfigError, match=r"sources\.0\.schedule: .*'hourly'"):
             load_settings(config)
 
+    def test_the_pass_deadline_defaults_to_half_an_hour_and_must_be_positive(
+        self, tmp_path: Path
+    ) -> None:
+        """daemon.pass_timeout_seconds is 1800 unless set; 0 is refused naming the key."""
+        config = write_config(tmp_path, "http://127.0.0.1:1/")
+        assert load_settings(config).daemon.pass_timeout_seconds == 1800
+        config.write_text(config.read_text() + "\n[daemon]\npass_timeout_seconds = 0\n")
+        with pytest.raises(ConfigError, match=r"daemon\.pass_timeout_seconds"):
+            load_settings(config)
+
     def test_the_readme_example_is_valid(self, tmp_path: Path) -> None:
         """The [daemon] and source example in the README's "Running as a service" loads."""
         readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
@@ -96,6 +107,7 @@ class TestDaemonSettings:
         )
         settings = load_settings(config)
         assert settings.daemon.port == 9464
+        assert settings.daemon.pass_timeout_seconds == 1800
         assert settings.sources[0].schedule == "*/10 7-18 * * mon-fri"
 
 
@@ -174,6 +186,225 @@ class TestBackoffAndAlerts:
         assert 'kravia_sync_passes_total{outcome="failed",source="broken"}' in result["metrics"]
         assert 'kravia_sync_source_consecutive_failures{source="broken"}' in result["metrics"]
         assert len(sim.cases()) == 2  # the good source did its work
+
+
+def deadline_settings(
+    tmp_path: Path,
+    *,
+    stop_timeout: float,
+    also: tuple[str, ...] = (),
+    schedule: str = "1s",
+    backoff: float = 0.2,
+) -> Settings:
+    """Source `files` (then each of `also`) on `schedule`, a 0.3 s pass deadline,
+    `stop_timeout`, a `backoff` after a failure; nothing is read or sent (the passes are
+    stand-ins)."""
+    config = write_config(tmp_path, "http://127.0.0.1:1/", source=f'schedule = "{schedule}"')
+    text = config.read_text(encoding="utf-8")
+    for name in also:
+        text += (
+            f'\n[[sources]]\nname = "{name}"\nconnector = "folder"\nid_prefix = "{name}-"\n'
+            f'schedule = "{schedule}"\n[sources.settings]\npath = "{name}"\n'
+        )
+    text += (
+        "\n[daemon]\nport = 0\npass_timeout_seconds = 0.3\n"
+        f"stop_timeout_seconds = {stop_timeout}\nbackoff_seconds = {backoff}\n"
+        f"backoff_cap_seconds = {backoff * 2}\nalert_after_failures = 3\n"
+    )
+    config.write_text(text, encoding="utf-8")
+    return load(config)
+
+
+def events(logs: list[dict[str, Any]], event: str, **fields: Any) -> list[dict[str, Any]]:
+    return [
+        line
+        for line in logs
+        if line["event"] == event and all(line.get(k) == v for k, v in fields.items())
+    ]
+
+
+async def is_ready(daemon: Daemon) -> bool:
+    ready, _ = await daemon.readiness()
+    return ready
+
+
+OVERRUNNING = 'kravia_sync_pass_overrunning{source="files"}'
+
+
+class TestPassDeadline:
+    def test_a_hanging_pass_is_asked_to_stop_then_cut_off_and_counted_failed(
+        self, tmp_path: Path
+    ) -> None:
+        """A pass that ignores the stop request at its deadline is cut off stop_timeout_seconds
+        later and counts as failed; /readyz is 503 (saying which source, for how long) and
+        the gauge 1 while it overruns, 200 and 0 after."""
+        settings = deadline_settings(tmp_path, stop_timeout=1.0, schedule="1h", backoff=60)
+        passes = FakePasses({"files": "wait"})
+        daemon = Daemon(
+            settings, client_factory=client_for, handle_signals=False, pass_factory=passes
+        )
+
+        async def go() -> dict[str, Any]:
+            task = asyncio.create_task(daemon.run())
+            await until(lambda: passes.asked_to_stop, what="the stop request", within=5)
+            during = await daemon.readiness()
+            assert daemon.http is not None
+            async with httpx.AsyncClient() as http:
+                http_during = await http.get(f"http://127.0.0.1:{daemon.http.port}/readyz")
+            metrics_during = daemon.metrics.exposition().decode()
+            await until(lambda: passes.cancelled, what="the cut-off", within=5)
+            await until(lambda: daemon.sources["files"].failures == 1, what="the failure")
+            after = await daemon.readiness()
+            metrics_after = daemon.metrics.exposition().decode()
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, timeout=10) == 0
+            return {
+                "during": during,
+                "http_during": http_during,
+                "metrics_during": metrics_during,
+                "after": after,
+                "metrics_after": metrics_after,
+            }
+
+        with capture_logs() as logs:
+            result = asyncio.run(go())
+
+        ready, body = result["during"]
+        assert ready is False
+        overrun = body["overrunning"]["files"]
+        assert overrun["running_seconds"] >= 0.3
+        assert overrun["pass_timeout_seconds"] == 0.3
+        assert overrun["cut_off"] is False
+        assert result["http_during"].status_code == 503
+        assert "files" in result["http_during"].json()["overrunning"]
+        assert f"{OVERRUNNING} 1.0" in result["metrics_during"]
+
+        ready, body = result["after"]
+        assert ready is True, body
+        assert body["overrunning"] == {}
+        assert f"{OVERRUNNING} 0.0" in result["metrics_after"]
+        failed = 'kravia_sync_passes_total{outcome="failed",source="files"} 1.0'
+        assert failed in result["metrics_after"]
+        assert passes.asked_to_stop == ["files"]
+        assert passes.cancelled == ["files"]
+        assert passes.finished == []
+
+        (overran,) = events(logs, "pass overran")
+        assert overran["log_level"] == "error"
+        assert overran["source"] == "files"
+        assert overran["running_s"] >= 0.3
+        assert overran["pass_timeout_s"] == 0.3
+        finished = events(logs, "pass finished", source="files")[0]
+        assert finished["status"] == "failed"
+        assert finished["consecutive_failures"] == 1
+        assert finished["retry_at"] is not None  # the usual back-off
+        assert "overran daemon.pass_timeout_seconds (0.3 s) and was cut off" in finished["error"]
+        assert finished["duration_s"] >= 1.3  # the deadline, then the stop timeout
+
+    def test_a_pass_that_stops_when_asked_still_counts_as_failed(self, tmp_path: Path) -> None:
+        """A pass that stops at the request its deadline brings is not cancelled, and counts
+        as a failed pass whose error names the deadline."""
+        settings = deadline_settings(tmp_path, stop_timeout=5.0, schedule="1h", backoff=60)
+        passes = FakePasses({"files": "obey"})
+        daemon = Daemon(
+            settings, client_factory=client_for, handle_signals=False, pass_factory=passes
+        )
+
+        async def go() -> None:
+            task = asyncio.create_task(daemon.run())
+            await until(lambda: daemon.sources["files"].failures == 1, what="the failure")
+            assert await is_ready(daemon)
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, timeout=10) == 0
+
+        with capture_logs() as logs:
+            asyncio.run(go())
+
+        assert passes.finished[0] == "files"
+        assert passes.cancelled == []
+        finished = events(logs, "pass finished", source="files")[0]
+        assert finished["status"] == "failed"
+        assert finished["duration_s"] < 2
+        error = finished["error"]
+        assert "overran daemon.pass_timeout_seconds (0.3 s) and was asked to stop" in error
+        assert not daemon.cut_off
+
+    def test_a_pass_stuck_in_a_thread_does_not_hold_up_the_next_source(
+        self, tmp_path: Path
+    ) -> None:
+        """A pass stuck in a blocking read (in asyncio.to_thread) is cut off without waiting
+        for the thread and the next source's pass runs; the stuck source's next pass waits,
+        and /readyz stays 503, until the read returns."""
+        settings = deadline_settings(tmp_path, stop_timeout=0.3, also=("next",))
+        passes = FakePasses({"files": "thread"})
+        daemon = Daemon(
+            settings, client_factory=client_for, handle_signals=False, pass_factory=passes
+        )
+
+        async def go(logs: list[dict[str, Any]]) -> dict[str, Any]:
+            task = asyncio.create_task(daemon.run())
+            try:
+                await until(lambda: "next" in passes.finished, what="the next source's pass")
+                while_stuck = await daemon.readiness()
+                # Its retry after the back-off, and its schedule, find the read still running.
+                await until(
+                    lambda: events(logs, "skipped: the source's cut-off pass is still running"),
+                    what="the stuck source held back",
+                )
+                starts_while_stuck = passes.started.count("files")
+            finally:
+                passes.release.set()
+            await until(lambda: is_ready(daemon), what="ready once the read returned")
+            await until(lambda: passes.finished.count("files") >= 1, what="files again")
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, timeout=10) == 0
+            return {"while_stuck": while_stuck, "starts_while_stuck": starts_while_stuck}
+
+        with capture_logs() as logs:
+            result = asyncio.run(go(logs))
+
+        assert passes.started[:2] == ["files", "next"]
+        assert passes.cancelled[0] == "files"
+        assert result["starts_while_stuck"] == 1
+        ready, body = result["while_stuck"]
+        assert ready is False
+        assert body["overrunning"]["files"]["cut_off"] is True
+        assert body["overrunning"]["files"]["read_left_running"] is True
+        assert body["sources"]["files"]["last_status"] == "failed"
+        assert events(logs, "pass finished", source="next")[0]["status"] == "done"
+        assert events(logs, "pass overran", source="files")
+        assert events(logs, "pass finished", source="files")[-1]["status"] == "done"
+        assert daemon.cut_off  # run_daemon exits without waiting for such a thread
+
+    def test_a_cut_off_pass_that_does_not_end_is_left_behind(self, tmp_path: Path) -> None:
+        """A pass that goes on after it is cancelled is given up after a short grace: the next
+        source's pass runs, the given-up pass is counted failed once, and its source waits."""
+        settings = deadline_settings(tmp_path, stop_timeout=0.3, also=("next",))
+        passes = FakePasses({"files": "deaf"})
+        daemon = Daemon(
+            settings, client_factory=client_for, handle_signals=False, pass_factory=passes
+        )
+
+        async def go() -> tuple[bool, dict[str, Any]]:
+            task = asyncio.create_task(daemon.run())
+            await until(lambda: "next" in passes.finished, what="the next source's pass")
+            await asyncio.sleep(1.5)  # long enough for `files` to fall due again
+            readiness = await daemon.readiness()
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, timeout=10) == 0
+            return readiness
+
+        with capture_logs() as logs:
+            ready, body = asyncio.run(go())
+
+        assert passes.cancelled[0] == "files"
+        assert passes.started.count("files") == 1
+        assert events(logs, "the cut-off pass did not end: going on without it", source="files")
+        assert len(events(logs, "pass finished", source="files")) == 1
+        assert events(logs, "skipped: the source's cut-off pass is still running", source="files")
+        assert daemon.sources["files"].failures == 1
+        assert ready is False
+        assert body["overrunning"]["files"]["given_up"] is True
 
 
 class TestReconcilerStop:
