@@ -90,7 +90,7 @@ class PassRunner(Protocol):
         *,
         command: str = ...,
         sources: Collection[str] | None = ...,
-        keep_lease: bool = ...,
+        lease: LeaseKeeper | None = ...,
     ) -> RunSummary: ...
 
 

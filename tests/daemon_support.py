@@ -67,7 +67,7 @@ class _FakePass:
         *,
         command: str = "reconcile",
         sources: Collection[str] | None = None,
-        keep_lease: bool = False,
+        lease: object = None,
     ) -> RunSummary:
         (self._source,) = sources or ["?"]
         self._passes.started.append(self._source)
