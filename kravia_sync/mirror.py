@@ -89,8 +89,9 @@ class KraviaMirror:
                 return True
             if self.failure is not None or self._searches >= self._max_searches:
                 return False
-            if self.synced_at is not None and self._gather:
-                # Others whose look-ups fall due in a moment share this search.
+            if self._searches and self._gather:
+                # Not the pass's first search: look-ups falling due now, one after another,
+                # share it.
                 await asyncio.sleep(self._gather)
             await self.search()
             return self.fresh_since(moment)
