@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from support import Sim, cases_by_accounting_id, cli_command, cli_env, write_config, write_invoices
 
-from kravia_sync.simulator import Faults
+from kravia_sync.simulator import Faults, Shape
 from kravia_sync.store import JOURNAL, StateStore
 
 KILLS = 24
@@ -205,3 +206,69 @@ class TestKilledPayments:
         assert sorted(received) == sorted(f"P-{n}" for n in range(1, total + 1))
         with StateStore(state) as store:
             assert {p.phase.value for p in store.all_payments(limit=1000)} == {"sent"}
+
+
+ACCEPTANCE_INVOICES = 300
+ACCEPTANCE_KILLS = 30
+
+
+@pytest.mark.slow
+class TestKilledAtRandom:
+    @pytest.mark.parametrize("details_shape", ["list", "object"])
+    def test_thirty_random_kills_then_at_most_three_passes_finish_every_case(
+        self, sim: Sim, tmp_path: Path, details_shape: str
+    ) -> None:
+        """300 invoices (one in three with a PDF), 20 ms per call, 30 SIGKILLs at random
+        0.2-3 s into a run; then at most three passes with settle_seconds = 5 end with 300
+        cases, none duplicated, all started, every copy uploaded: whether Kravia's case
+        details list documents and actions (`list`) or not (`object`: booleans, no
+        documents, so unconfirmed uploads are sent again)."""
+        rng = random.Random(f"kills-{details_shape}")
+        write_invoices(tmp_path / "invoices", range(1, ACCEPTANCE_INVOICES + 1), pdf_every=3)
+        write_config(tmp_path, sim.base_url, retry="settle_seconds = 5")
+        sim.simulator.faults = Faults(latency_ms=20)
+        sim.simulator.shape = Shape(details_shape=details_shape)
+        state = tmp_path / "state" / "kravia-sync.db"
+        landed = 0
+        for _ in range(ACCEPTANCE_KILLS):
+            process = subprocess.Popen(
+                cli_command("reconcile"),
+                cwd=tmp_path,
+                env=cli_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(rng.uniform(0.2, 3.0))
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+            if state.exists():
+                landed += _unanswered_intents(state) > 0
+        assert landed > 0, "no kill landed between an intent and its outcome"
+
+        results = []
+        for _ in range(3):
+            final = subprocess.run(
+                cli_command("reconcile"),
+                cwd=tmp_path,
+                env=cli_env(),
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            results.append(final.returncode)
+            if final.returncode == 0:
+                break
+        assert results[-1] == 0, final.stdout + final.stderr
+
+        grouped = cases_by_accounting_id(sim.cases())
+        assert len(grouped) == ACCEPTANCE_INVOICES
+        duplicates = {aid: len(cases) for aid, cases in grouped.items() if len(cases) > 1}
+        assert duplicates == {}
+        assert all(cases[0]["started"] for cases in grouped.values())
+        copies = [aid for aid, (case,) in grouped.items() if case["documents"]]
+        assert sorted(copies, key=int) == [str(n) for n in range(3, 301, 3)]
+        if details_shape == "list":  # confirmable: each copy exactly once
+            assert all(len(grouped[aid][0]["documents"]) == 1 for aid in copies)
+        with StateStore(state) as store:
+            assert store.phase_counts() == {"started": ACCEPTANCE_INVOICES}

@@ -1,0 +1,547 @@
+"""The exactly-once promise tried the way a bad day goes: one class per way it was broken.
+
+Each test drives real passes against the Kravia simulator (over HTTP) with a clock of its own,
+so a lost answer can be settled "later" without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support import (
+    TOKEN,
+    Sim,
+    cases_by_accounting_id,
+    invoice_record,
+    load,
+    run_cli,
+    write_config,
+    write_invoices,
+)
+
+from kravia_sync.kravia import KraviaClient
+from kravia_sync.reconcile import Reconciler, RunSummary
+from kravia_sync.simulator import Faults, Shape
+from kravia_sync.store import StateStore
+from kravia_sync.testing import minimal_pdf
+
+SETTLE = "backoff_base_seconds = 0.05\nbackoff_cap_seconds = 1\nsettle_seconds = 60\n"
+NO_WAITS = SETTLE + "max_inline_wait_seconds = 0\nretries_per_pass = 0"
+LATER = timedelta(minutes=5)  # past the settle time and any back-off
+
+
+@dataclass
+class Passes:
+    """Passes of one configuration against the simulator, on a clock of the test's own."""
+
+    config: Path
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    on_request: Callable[[httpx.Request], None] | None = None
+
+    def run(self, *, later: timedelta = LATER, dry_run: bool = False) -> RunSummary:
+        self.now += later
+        settings = load(self.config)
+        store = StateStore(settings.state_path)
+
+        async def go() -> RunSummary:
+            transport = _Watched(self.on_request) if self.on_request else None
+            async with KraviaClient(
+                base_url=settings.kravia.base_url,
+                token=TOKEN,
+                timeout=settings.kravia.timeout_seconds,
+                max_in_flight=settings.kravia.max_in_flight,
+                transport=transport,
+            ) as client:
+                reconciler = Reconciler(settings, store, client=client, clock=lambda: self.now)
+                return await reconciler.run(dry_run=dry_run)
+
+        try:
+            return asyncio.run(go())
+        finally:
+            store.close()
+
+    def store(self) -> StateStore:
+        return StateStore(load(self.config).state_path)
+
+    def case(self, aid: str) -> Any:
+        with self.store() as store:
+            return store.find_cases(aid)[0]
+
+
+class _Watched(httpx.AsyncHTTPTransport):
+    """A real transport that shows each request to the test before it leaves."""
+
+    def __init__(self, watch: Callable[[httpx.Request], None]) -> None:
+        super().__init__()
+        self._watch = watch
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self._watch(request)
+        return await super().handle_async_request(request)
+
+
+def kravia_cases(sim: Sim) -> dict[str, list[dict[str, Any]]]:
+    return cases_by_accounting_id(sim.cases())
+
+
+def no_duplicates(sim: Sim) -> None:
+    duplicates = {aid: len(c) for aid, c in kravia_cases(sim).items() if len(c) > 1}
+    assert duplicates == {}, f"duplicated cases in Kravia: {duplicates}"
+
+
+def folder(tmp_path: Path) -> Path:
+    return tmp_path / "invoices"
+
+
+def write_records(tmp_path: Path, records: list[dict[str, Any]], name: str = "a.json") -> None:
+    folder(tmp_path).mkdir(parents=True, exist_ok=True)
+    (folder(tmp_path) / name).write_text(json.dumps(records), encoding="utf-8")
+
+
+class TestLeaseTakenOverMidPass:
+    def test_a_writer_whose_lease_is_taken_over_sends_nothing_more(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Another process takes the lease over while this pass has calls out (its lease
+        expired): every intent after that is refused by the fence, the pass fails saying
+        so, and the new holder's pass completes with one case per invoice."""
+        write_invoices(folder(tmp_path), range(1, 21), pdf_every=0)
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        config.write_text(config.read_text().replace("max_in_flight = 8", "max_in_flight = 2"))
+        passes = Passes(config)
+        registers: list[str] = []
+
+        def take_over(request: httpx.Request) -> None:
+            if request.url.path.endswith("/register"):
+                registers.append("x")
+                if len(registers) == 3:
+                    with passes.store() as rival:
+                        rival.engine.dispose()
+                        with sqlite3.connect(rival.path) as db:  # the lease ran out
+                            db.execute("UPDATE lease SET expires_at = '2000-01-01T00:00:00+00:00'")
+                        rival.acquire_lease(ttl=timedelta(minutes=2), now=passes.now)
+                        rival.release_lease()  # taken over, epoch moved on, then let go
+
+        passes.on_request = take_over
+        first = passes.run()
+
+        assert first.status == "failed"
+        assert "lease" in (first.error or "")
+        assert len(sim.cases()) <= 4  # the calls already reserved before the take-over
+        passes.on_request = None
+        second = passes.run()
+        assert second.status == "done", second.problems
+        no_duplicates(sim)
+        assert len(kravia_cases(sim)) == 20
+
+
+class TestUnlockForce:
+    def test_unlock_force_refuses_a_live_holder_on_this_machine(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """While a reconcile holds the lease, `unlock --force` refuses (exit 1, naming it)
+        and the lease stays."""
+        import subprocess  # noqa: PLC0415
+        import time  # noqa: PLC0415
+
+        from support import cli_command, cli_env  # noqa: PLC0415
+
+        write_invoices(folder(tmp_path), range(1, 9), pdf_every=0)
+        config = write_config(tmp_path, sim.base_url)
+        config.write_text(config.read_text().replace("max_in_flight = 8", "max_in_flight = 1"))
+        sim.simulator.faults = Faults(latency_ms=400)
+        running = subprocess.Popen(
+            cli_command("reconcile"), cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                state = load(config).state_path
+                if state.exists():
+                    with StateStore(state) as store:
+                        if store.current_lease() is not None:
+                            break
+                time.sleep(0.1)
+            forced = run_cli("unlock", "--force", cwd=tmp_path)
+            assert forced.returncode == 1
+            assert "still running on this machine" in forced.stderr
+            with StateStore(load(config).state_path) as store:
+                assert store.current_lease() is not None
+        finally:
+            running.wait(timeout=60)
+        assert running.returncode == 0
+        no_duplicates(sim)
+
+
+class TestSameIdentity:
+    def test_two_writers_of_one_process_and_host_do_not_share_the_lease(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Two writers with the same hostname and PID (two containers, each PID 1) are two
+        holders: while one holds the lease the other's pass is refused."""
+        write_invoices(folder(tmp_path), range(1, 5), pdf_every=0)
+        config = write_config(tmp_path, sim.base_url)
+        settings = load(config)
+        with StateStore(settings.state_path) as holder:
+            holder.acquire_lease(ttl=timedelta(minutes=2), now=datetime.now(UTC))
+            from kravia_sync.store import LeaseHeldError  # noqa: PLC0415
+
+            with pytest.raises(LeaseHeldError):
+                Passes(config).run(later=timedelta(0))
+            holder.release_lease()
+        assert sim.cases() == []
+
+
+class TestHoldAfterALostAnswer:
+    def test_a_hold_placed_while_a_register_answer_is_lost_stops_everything_after_it(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """The register's answer is lost; the operator holds the invoice; the next pass only
+        settles the register (adopts the case) and sends nothing else until it is
+        released."""
+        write_invoices(folder(tmp_path), [7], pdf_every=7)
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        passes = Passes(config)
+        sim.simulator.faults = Faults(drop_after_commit=1.0, operations=("register",))
+        passes.run()
+        sim.simulator.faults = Faults()
+        with passes.store() as store:
+            store.hold("7", reason="disputed", by="ops", now=passes.now)
+
+        passes.run()
+
+        (case,) = sim.cases()
+        assert passes.case("7").kravia_id == case["id"]  # adopted, not registered again
+        assert not case["started"]
+        assert case["documents"] == []
+        with passes.store() as store:
+            store.release("7")
+        passes.run()
+        (case,) = sim.cases()
+        assert case["started"]
+        assert len(case["documents"]) == 1
+
+
+class TestPolicyOnEveryStep:
+    def test_a_case_whose_due_date_moves_into_the_future_is_not_started(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Registered, its Start failed; the due date then moves into the future: no Start
+        until it is eligible again."""
+        record = invoice_record(3)
+        write_records(tmp_path, [record])
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        passes = Passes(config)
+        sim.simulator.faults = Faults(error_5xx=1.0, operations=("action",))
+        passes.run()
+        sim.simulator.faults = Faults()
+        future = (passes.now + timedelta(days=30)).date().isoformat()
+        write_records(tmp_path, [{**record, "due_date": future}])
+
+        gated = passes.run()  # the lost Start is settled: not started; sent again? no
+        later = passes.run()
+
+        (case,) = sim.cases()
+        assert not case["started"]
+        assert gated.counts["gated_waiting"] == 1
+        assert passes.case("3").phase.value == "registered"
+        with passes.store() as store:
+            waiting = store.quarantined("waiting")
+        assert [row["field"] for row in waiting] == ["due_date"]
+        assert later.status != "failed"
+
+    def test_a_new_case_whose_amount_falls_below_the_minimum_is_not_registered(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Its register failed; the amount then falls below min_amount: never registered."""
+        record = invoice_record(4, amount="900.00")
+        write_records(tmp_path, [record])
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS, policy="min_amount = 500")
+        passes = Passes(config)
+        sim.simulator.faults = Faults(error_5xx=1.0, operations=("register",))
+        passes.run()
+        sim.simulator.faults = Faults()
+        write_records(tmp_path, [{**record, "amount": "100.00"}])
+
+        passes.run()
+
+        assert sim.cases() == []
+
+
+class TestClockSkew:
+    @pytest.mark.parametrize("offset", [-900.0, -330.0, 330.0])
+    def test_a_lost_register_is_found_whatever_the_clocks_say(
+        self, sim: Sim, tmp_path: Path, offset: float
+    ) -> None:
+        """With Kravia's clock minutes off ours, the case of a lost register answer is still
+        found (windows are on Kravia's clock) and adopted: one case."""
+        sim.simulator.shape = Shape(clock_offset_seconds=offset)
+        write_invoices(folder(tmp_path), [1, 2], pdf_every=0)
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        passes = Passes(config)
+        passes.run()  # the mirror's cursor, on Kravia's clock
+        write_invoices(folder(tmp_path), [3], pdf_every=0, name="later.json")
+        sim.simulator.faults = Faults(drop_after_commit=1.0, operations=("register",))
+        passes.run()
+        sim.simulator.faults = Faults()
+
+        passes.run()
+
+        no_duplicates(sim)
+        assert sorted(kravia_cases(sim)) == ["1", "2", "3"]
+        assert all(case["started"] for case in sim.cases())
+
+
+class TestSearchWithoutIds:
+    def test_a_case_kravia_lists_without_its_id_parks_instead_of_registering_again(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Kravia's search omits accountingInvoiceId: after a lost register answer the case
+        with that invoice number is unknown, never absent; parked with the way out, and
+        `resolve --as kravia:<id>` finishes it."""
+        sim.simulator.shape = Shape(search_without_aid=True)
+        write_invoices(folder(tmp_path), [5], pdf_every=0)
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        passes = Passes(config)
+        sim.simulator.faults = Faults(drop_after_commit=1.0, operations=("register",))
+        passes.run()
+        sim.simulator.faults = Faults()
+
+        summary = passes.run()
+
+        (case,) = sim.cases()
+        parked = passes.case("5")
+        assert parked.phase.value == "needs_review"
+        assert "no accountingInvoiceId" in parked.last_error
+        assert summary.status == "attention"
+        resolved = run_cli(
+            "resolve", "5", "--as", f"kravia:{case['id']}", "--reason", "checked", cwd=tmp_path
+        )
+        assert resolved.returncode == 0, resolved.stderr
+        passes.run()
+        (case,) = sim.cases()
+        assert case["started"]
+        with passes.store() as store:
+            journal = store.journal_for("5")
+        assert any(row["operation"] == "resolve" and "checked" in row["message"] for row in journal)
+
+
+class TestIdentitySurvivesLostState:
+    def test_a_lost_state_store_adopts_instead_of_registering_again(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """The state store is deleted: the next pass adopts every case Kravia has."""
+        write_invoices(folder(tmp_path), range(1, 7), pdf_every=2)
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        passes = Passes(config)
+        passes.run()
+        shutil.rmtree(load(config).state_path.parent)
+
+        summary = passes.run()
+        passes.run()
+
+        no_duplicates(sim)
+        assert len(sim.cases()) == 6
+        assert summary.counts["adopted"] == 6
+        assert summary.counts.get("registered", 0) == 0
+        assert all(
+            len(c["documents"]) == (1 if int(c["invoiceNo"]) % 2 == 0 else 0) for c in sim.cases()
+        )
+
+    def test_a_state_store_restored_from_an_older_copy_registers_nothing_twice(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """A backup from before the last registrations is restored: those invoices are
+        adopted, not registered again."""
+        write_invoices(folder(tmp_path), range(1, 4), pdf_every=0)
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        passes = Passes(config)
+        passes.run()
+        state = load(config).state_path
+        backup = tmp_path / "backup.db"
+        with sqlite3.connect(state) as live, sqlite3.connect(backup) as copy:
+            live.backup(copy)
+        write_invoices(folder(tmp_path), range(4, 8), pdf_every=0, name="later.json")
+        passes.run()
+        with sqlite3.connect(backup) as old, sqlite3.connect(state) as live:
+            old.backup(live)  # the restore: the older copy written over the live store
+
+        passes.run()
+
+        no_duplicates(sim)
+        assert len(sim.cases()) == 7
+        assert all(case["started"] for case in sim.cases())
+
+    def test_changing_a_sources_id_prefix_is_refused_with_the_way_out(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Adding an id_prefix to a source with cases would make every open invoice look new:
+        the source fails naming id_prefix, nothing is registered."""
+        write_invoices(folder(tmp_path), range(1, 4), pdf_every=0)
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        passes = Passes(config)
+        passes.run()
+        write_config(tmp_path, sim.base_url, retry=NO_WAITS, source='id_prefix = "ledger-"')
+
+        summary = passes.run()
+
+        assert summary.status == "failed"
+        (source,) = summary.sources
+        assert "id_prefix" in (source.error or "")
+        assert "back to ''" in (source.error or "")
+        assert len(sim.cases()) == 3
+
+
+class TestPaidInFull:
+    def test_an_amount_that_drops_to_zero_is_a_payment_of_what_remained(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """The invoice is paid in full in the source (outstanding 0): the remaining capital is
+        forwarded once as a payment and Kravia closes the case."""
+        record = invoice_record(8, amount="1500.00")
+        write_records(tmp_path, [record])
+        config = write_config(
+            tmp_path, sim.base_url, retry=NO_WAITS, source='payments = "amount_drops"'
+        )
+        passes = Passes(config)
+        passes.run()
+        write_records(tmp_path, [{**record, "amount": "0"}])
+
+        first = passes.run()
+        passes.run()
+
+        (case,) = sim.cases()
+        assert Decimal(str(case["remainingAmount"])) == 0
+        assert case["status"] == "Closed"
+        assert len(sim.simulator.payments()) == 1
+        assert first.problems == []
+
+
+class TestBadRecordsAreData:
+    def test_records_out_of_any_range_are_quarantined_and_the_rest_goes_on(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """A due date of 9999-12-31 and an amount of 1e26 are quarantined naming the field;
+        the valid invoice beside them is registered and started."""
+        write_records(
+            tmp_path,
+            [
+                invoice_record(1, due_date="9999-12-31", invoice_date="9999-12-01"),
+                invoice_record(2, amount="100000000000000000000000000"),
+                invoice_record(3),
+            ],
+        )
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+
+        summary = Passes(config).run()
+
+        fields = {problem["record"]: problem["field"] for problem in summary.problems}
+        assert fields == {"a.json:1": "invoice_date", "a.json:2": "amount"}
+        assert [case["invoiceNo"] for case in sim.cases()] == ["3"]
+        assert summary.status == "attention"
+
+
+class TestWrongBaseUrl:
+    def test_a_404_on_register_stops_the_pass_and_rejects_nothing(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """A mistyped base URL answers 404: the pass fails naming kravia.base_url, the
+        invoices stay new (not rejected), and once the URL is fixed they are registered."""
+        write_invoices(folder(tmp_path), range(1, 4), pdf_every=0)
+        wrong = sim.base_url.replace("/api/v2/", "/api/v3/")
+        config = write_config(tmp_path, wrong, retry=NO_WAITS)
+        passes = Passes(config)
+        sim.simulator.shape = Shape()
+
+        summary = passes.run()
+
+        assert summary.status == "failed"
+        assert "base_url" in (summary.error or "")
+        with passes.store() as store:
+            assert set(store.phase_counts()) <= {"new"}
+        write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        passes.run()
+        assert len(sim.cases()) == 3
+        assert all(case["started"] for case in sim.cases())
+
+
+class TestPlanIsReconcileWithoutSending:
+    def test_plan_shows_what_the_pass_then_does(self, sim: Sim, tmp_path: Path) -> None:
+        """New, held, not yet due, a copy that is not a PDF, and one Kravia already has:
+        plan's step for each is what reconcile then does."""
+        records = [invoice_record(n) for n in (1, 2, 3, 4)]
+        records.append(invoice_record(5, days_overdue=2))
+        write_records(tmp_path, records)
+        (folder(tmp_path) / "2.pdf").write_bytes(minimal_pdf("Invoice 2"))
+        (folder(tmp_path) / "3.pdf").write_bytes(b"<html>not a pdf</html>")
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        passes = Passes(config)
+        with passes.store() as store:
+            store.hold("4", reason="disputed", by="ops", now=passes.now)
+        plan = passes.run(dry_run=True, later=timedelta(0))
+        planned = {a.invoice_number: a.step for a in plan.planned}
+        quarantined = {p["record"]: p["field"] for p in plan.problems}
+
+        summary = passes.run(later=timedelta(0))
+
+        assert planned == {"1": "register", "2": "register"}
+        assert quarantined == {"a.json:3": "document"}
+        assert sorted(case["invoiceNo"] for case in sim.cases()) == ["1", "2"]
+        assert summary.counts["registered"] == 2
+        again = run_cli("plan", cwd=tmp_path)
+        assert again.returncode == 0, again.stdout  # held, waiting, invalid: nothing to do
+
+    def test_plan_says_adopt_for_an_invoice_kravia_already_has(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """The case rows are lost but the mirror of Kravia's cases knows the invoice: plan says
+        it will be adopted, and the pass adopts it."""
+        write_invoices(folder(tmp_path), [1], pdf_every=0)
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        passes = Passes(config)
+        passes.run()
+        assert run_cli("refresh", cwd=tmp_path).returncode == 0  # the mirror learns the case
+        with passes.store() as store, store.engine.begin() as connection:
+            connection.exec_driver_sql("DELETE FROM cases")
+
+        plan = passes.run(dry_run=True)
+        summary = passes.run()
+
+        assert [a.step for a in plan.planned] == ["adopt"]
+        assert summary.counts["adopted"] == 1
+        assert len(sim.cases()) == 1
+
+
+class TestOneSearchForManyLostAnswers:
+    def test_twenty_lost_registers_are_settled_by_one_search(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Twenty register answers are lost: the next pass settles all of them on one search
+        of Kravia (its 20 cases fit a page; one more page confirms the end), not one search
+        each."""
+        write_invoices(folder(tmp_path), range(1, 21), pdf_every=0)
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        passes = Passes(config)
+        sim.simulator.faults = Faults(drop_after_commit=1.0, operations=("register",))
+        passes.run()
+        sim.simulator.faults = Faults()
+        searches_before = sum(sim.simulator.calls()["search"].values())
+
+        summary = passes.run()
+
+        searches = sum(sim.simulator.calls()["search"].values()) - searches_before
+        assert searches == 2
+        assert summary.counts["adopted"] == 20
+        no_duplicates(sim)
+        assert all(case["started"] for case in sim.cases())
