@@ -9,10 +9,19 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
+
 from kravia_sync.forwarding import PaymentForwarder
 from kravia_sync.kravia import CaseStanding, KraviaClient, MoneyLine, Settlement
 from kravia_sync.lifecycle import CaseState, Phase
-from kravia_sync.payments import Payment, PayoutRule, derived_payment, plan_payments
+from kravia_sync.payments import (
+    Payment,
+    PaymentPhase,
+    PaymentState,
+    PayoutRule,
+    derived_payment,
+    plan_payments,
+)
 from kravia_sync.store import StateStore
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -129,3 +138,101 @@ def test_a_line_registered_again_after_the_payment_was_seen_is_netted(tmp_path: 
     assert [line.accounting_invoice_id for line in kept.lines] == ["A-2"]
     assert "netted 300.00 on A-1" in (kept.note or "")
     assert alone.phase.value == "netted"
+
+
+class Kravia:
+    """Case details and payment answers from the test, over httpx's MockTransport."""
+
+    def __init__(self, details: dict[str, object], *, lose_payments: bool = False) -> None:
+        self.details = details
+        self.lose_payments = lose_payments
+        self.payments = 0
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/details"):
+            return httpx.Response(200, json=self.details)
+        if request.url.path.endswith("/payment"):
+            self.payments += 1
+            if self.lose_payments:
+                raise httpx.ReadTimeout("lost", request=request)
+            return httpx.Response(200, json={})
+        return httpx.Response(404)
+
+    def client(self) -> KraviaClient:
+        return KraviaClient(
+            base_url="https://kravia.test/api/v2/",
+            token="t",  # noqa: S106
+            transport=httpx.MockTransport(self.handle),
+        )
+
+
+def forward(store: StateStore, kravia: Kravia, payment: PaymentState) -> PaymentState:
+    forwarder = PaymentForwarder(
+        store,
+        kravia.client(),
+        clock=lambda: NOW,
+        settle=timedelta(0),
+        retry_in=lambda _: timedelta(0),
+        run_id=None,
+    )
+    asyncio.run(forwarder.forward([payment]))
+    return store.load_payments(payment.source, [payment.payment_id])[payment.payment_id]
+
+
+def stored_drop(store: StateStore) -> PaymentState:
+    store.write_batch([case("A-1", 77)], [])
+    drop = derived_payment("A-1", Decimal("1000.00"), Decimal("600.00"), on=date(2026, 11, 27))
+    (state,) = plan_payments(
+        [("k", drop)], {}, {"A-1": True}, source="erp", rule=PayoutRule(), now=NOW
+    ).writes
+    store.write_payments([state])
+    return state
+
+
+class TestMoneyReadFailClosed:
+    def test_money_of_an_unknown_type_on_the_case_is_never_echoed(self, tmp_path: Path) -> None:
+        """Kravia lists 400.00 of a type we do not know on the case (a payout by another
+        name?): the amount drop it may explain is parked for a person, nothing is sent."""
+        kravia = Kravia(
+            {
+                "status": "CollectionStarted",
+                "remainingAmount": 600,
+                "payments": [{"type": "Utbetaling", "amount": 400, "date": "2026-11-20"}],
+            }
+        )
+        with StateStore(tmp_path / "state.db") as store:
+            after = forward(store, kravia, stored_drop(store))
+
+        assert after.phase is PaymentPhase.NEEDS_REVIEW
+        assert "type we do not know" in (after.note or "")
+        assert kravia.payments == 0
+
+    def test_a_lost_payment_whose_case_lists_nothing_but_lost_capital_is_not_resent(
+        self, tmp_path: Path
+    ) -> None:
+        """The answer to a payment is lost; the case lists no payments but its capital fell
+        by the amount: that is no proof it did not arrive, so a person decides."""
+        kravia = Kravia({"remainingAmount": 1000, "payments": []}, lose_payments=True)
+        with StateStore(tmp_path / "state.db") as store:
+            sending = forward(store, kravia, stored_drop(store))
+            kravia.details = {"remainingAmount": 600, "payments": []}
+            after = forward(store, kravia, sending)
+
+        assert sending.phase is PaymentPhase.SENDING
+        assert after.phase is PaymentPhase.NEEDS_REVIEW
+        assert "resolve --payment" in (after.note or "")
+        assert kravia.payments == 1
+
+    def test_a_lost_payment_that_left_the_capital_untouched_is_sent_again(
+        self, tmp_path: Path
+    ) -> None:
+        """Not listed and the capital what it was before it was sent: it did not arrive, so
+        it is sent again (and arrives once)."""
+        kravia = Kravia({"remainingAmount": 1000, "payments": []}, lose_payments=True)
+        with StateStore(tmp_path / "state.db") as store:
+            sending = forward(store, kravia, stored_drop(store))
+            kravia.lose_payments = False
+            after = forward(store, kravia, sending)
+
+        assert after.phase is PaymentPhase.SENT
+        assert kravia.payments == 2
