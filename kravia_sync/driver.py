@@ -480,18 +480,17 @@ class CaseDriver:
         message: str | None = None,
         started: float | None = None,
     ) -> JournalEntry:
-        return JournalEntry(
-            attempt_id=attempt_id,
-            kind=kind,
-            operation=operation,
-            accounting_invoice_id=case.accounting_invoice_id,
+        return journal_entry(
+            case,
+            operation,
+            attempt_id,
+            kind,
             at=self.clock(),
             run_id=self.run_id,
-            kravia_id=case.kravia_id,
             outcome=outcome,
-            http_status=status,
-            duration_ms=None if started is None else round((time.monotonic() - started) * 1000),
-            message=None if message is None else redact(message)[:1000],
+            status=status,
+            message=message,
+            started=started,
         )
 
     def _record(
@@ -529,6 +528,35 @@ class CaseDriver:
             cap=self.timing.backoff_cap.total_seconds(),
         )
         return timedelta(seconds=seconds)
+
+
+def journal_entry(
+    case: CaseState,
+    operation: str,
+    attempt_id: str,
+    kind: str,
+    *,
+    at: datetime,
+    run_id: int | None,
+    outcome: str | None = None,
+    status: int | None = None,
+    message: str | None = None,
+    started: float | None = None,
+) -> JournalEntry:
+    """A journal row for a call about `case` (`started`: its time.monotonic() start)."""
+    return JournalEntry(
+        attempt_id=attempt_id,
+        kind=kind,
+        operation=operation,
+        accounting_invoice_id=case.accounting_invoice_id,
+        at=at,
+        run_id=run_id,
+        kravia_id=case.kravia_id,
+        outcome=outcome,
+        http_status=status,
+        duration_ms=None if started is None else round((time.monotonic() - started) * 1000),
+        message=None if message is None else redact(message)[:1000],
+    )
 
 
 def timing_of(settings: Settings) -> Timing:

@@ -397,9 +397,7 @@ def classify_response(  # noqa: PLR0911 - one return per class of answer reads b
     if status in {401, 403}:
         return KraviaError(Failure.AUTH, message, status=status)
     if status in CONFIG_STATUSES and not per_case:
-        return KraviaError(
-            Failure.CONFIG, f"{message} (is kravia.base_url right?)", status=status
-        )
+        return KraviaError(Failure.CONFIG, f"{message} (is kravia.base_url right?)", status=status)
     if status in NOT_APPLIED_STATUSES:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return KraviaError(Failure.TRANSIENT, message, status=status, retry_after=retry_after)

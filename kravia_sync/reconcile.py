@@ -38,7 +38,14 @@ from kravia_sync.diff import (
     SourceDiff,
     WorkItem,
 )
-from kravia_sync.driver import CaseDriver, PassStoppedError, Preview, preview, timing_of
+from kravia_sync.driver import (
+    CaseDriver,
+    PassStoppedError,
+    Preview,
+    journal_entry,
+    preview,
+    timing_of,
+)
 from kravia_sync.forwarding import AuthRefusedError, PaymentForwarder
 from kravia_sync.kravia import KraviaClient, KraviaError, backoff_delay
 from kravia_sync.lease import LeaseKeeper
@@ -589,24 +596,10 @@ class Reconciler:
         operation: str,
         attempt_id: str,
         kind: str,
-        *,
-        outcome: str | None = None,
-        status: int | None = None,
-        message: str | None = None,
-        started: float | None = None,
+        **details: Any,  # noqa: ANN401 - journal_entry's keywords
     ) -> JournalEntry:
-        return JournalEntry(
-            attempt_id=attempt_id,
-            kind=kind,
-            operation=operation,
-            accounting_invoice_id=case.accounting_invoice_id,
-            at=self.clock(),
-            run_id=self._run_id,
-            kravia_id=case.kravia_id,
-            outcome=outcome,
-            http_status=status,
-            duration_ms=None if started is None else round((time.monotonic() - started) * 1000),
-            message=None if message is None else redact(message)[:1000],
+        return journal_entry(
+            case, operation, attempt_id, kind, at=self.clock(), run_id=self._run_id, **details
         )
 
     @property
