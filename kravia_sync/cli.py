@@ -723,6 +723,14 @@ def resolve(
     payment: Annotated[
         str | None, typer.Option("--payment", help="Resolve this payment or credit note id.")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="With --as new: send a case known to be in Kravia again, once you have "
+            "checked Kravia no longer has it.",
+        ),
+    ] = False,
     config: ConfigOption = DEFAULT_CONFIG,
     secrets_dir: SecretsOption = None,
 ) -> None:
@@ -739,7 +747,9 @@ def resolve(
                 line = resolve_payment(store, payment, decision, reason.strip(), _operator())
             else:
                 assert invoice is not None  # noqa: S101 - checked above
-                line = resolve_case(store, invoice, decision, reason.strip(), _operator())
+                line = resolve_case(
+                    store, invoice, decision, reason.strip(), _operator(), force=force
+                )
     out.print(line, highlight=False)
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from kravia_sync.kravia import KraviaClient
 from kravia_sync.logging import configure_logging, register_secrets
-from kravia_sync.reconcile import Reconciler, RunSummary
+from kravia_sync.reconcile import KRAVIA_TARGET, Reconciler, RunSummary, kravia_target
 from kravia_sync.settings import load_settings
 from kravia_sync.simulator import RunningSimulator, Simulator
 from kravia_sync.store import StateStore
@@ -80,6 +80,9 @@ def run_demo(directory: Path, *, console: Console) -> RunSummary:
             highlight=False,
         )
         store = StateStore(settings.state_path)
+        # The demo's simulator keeps its cases in its data file but listens on another port
+        # each time: it is the same Kravia.
+        store.set_meta(KRAVIA_TARGET, kravia_target(settings))
 
         async def one_pass() -> RunSummary:
             async with KraviaClient(base_url=running.base_url, token=token) as client:

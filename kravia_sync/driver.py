@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from kravia_sync.committer import GroupCommitter
 from kravia_sync.diff import SETTLING_STEPS, WorkItem
 from kravia_sync.gate import Refusal, RefusalKind, judge
-from kravia_sync.identity import Absent
+from kravia_sync.identity import Absent, KnownCase, Verdict
 from kravia_sync.kravia import (
     Failure,
     KraviaClient,
@@ -197,7 +197,15 @@ class CaseDriver:
         async with self.client.reserve() as reservation:
             self.lease.check()
             attempt_id = uuid.uuid4().hex
-            pending = begin(case, step, attempt_id=attempt_id, now=self.clock())
+            # If this process dies with the call out, the call may still land for a while:
+            # it is settled only on a search that began the settle time later (Kravia's clock).
+            pending = begin(
+                case,
+                step,
+                attempt_id=attempt_id,
+                now=self.clock(),
+                settle_after=self._kravia_now() + self.timing.settle,
+            )
             written = await self.committer.commit(
                 CaseWrite(
                     pending,
@@ -212,13 +220,28 @@ class CaseDriver:
                 self._not_written(case, written.status, written.reason)
                 return case
             pending = written.case
+            self.lease.check()  # the intent's commit may have waited: still ours to send?
             started = time.monotonic()
             try:
                 kravia_id = await self._call(step, pending, invoice, content, reservation)
             except KraviaError as error:
                 return self._failed(step, pending, error, attempt_id, started)
         after = after_success(pending, step, now=self.clock(), kravia_id=kravia_id)
-        self._record(after, pending, operation, attempt_id, started, outcome="ok", status=200)
+        registered = (
+            None
+            if kravia_id is None
+            else KnownCase(kravia_id, pending.accounting_invoice_id, pending.invoice_number)
+        )
+        self._record(
+            after,
+            pending,
+            operation,
+            attempt_id,
+            started,
+            outcome="ok",
+            status=200,
+            kravia_case=registered,
+        )
         self.log.counts[_DONE_COUNT[step]] += 1
         return replace(after, revision=pending.revision + 1)
 
@@ -260,7 +283,7 @@ class CaseDriver:
             # Start was sent again after an unknown outcome: "not available" means it is done.
             after = replace(
                 after_success(pending, step, now=now),
-                last_error=f"Start sent again after its answer was lost; Kravia: {error}",
+                last_error=redact(f"Start sent again after its answer was lost; Kravia: {error}"),
             )
             self.log.counts["started"] += 1
         else:
@@ -272,6 +295,8 @@ class CaseDriver:
                 now=now,
                 retry_in=self._retry_in(pending, error),
             )
+            if error.failure is Failure.AMBIGUOUS:  # lost now: it may still land a while
+                after = replace(after, settle_after=self._kravia_now() + self.timing.settle)
             self.log.counts[f"{operation}_{error.failure.value}"] += 1
         self._record(
             after,
@@ -308,21 +333,30 @@ class CaseDriver:
         """Before a register: what Kravia already holds (the mirror, as it was when this pass
         began at the latest). None: Kravia has no such case, register it; else the case as
         now written (adopted, parked, or unchanged when Kravia could not be asked)."""
-        if not await self._fresh(self.pass_began):
+        if not await self._fresh(None):  # a search of this very pass
             self.log.counts["register_deferred"] += 1
             return case
-        verdict = self.mirror.verdict(
-            case.accounting_invoice_id,
-            case.invoice_number,
-            fallback_id=self._fallback_id(case),
-        )
+        verdict = self._verdict(case)
         if isinstance(verdict, Absent):
             return None
         after = after_identity(case, verdict, now=self.clock())
         self.log.counts["adopted" if after.phase is Phase.ADOPTED else "needs_review"] += 1
         return await self._decided(case, after, "identity", str(verdict))
 
-    async def _fresh(self, moment: datetime) -> bool:
+    def _verdict(self, case: CaseState) -> Verdict:
+        return known_verdict(self.settings, self.mirror, case)
+
+    def _until_kravia(self, moment: datetime) -> float:
+        """Seconds until Kravia's clock (at the earliest it can be) reaches `moment`."""
+        kravia_now = self.client.kravia_now() or self.clock()
+        return (moment - kravia_now).total_seconds()
+
+    def _kravia_now(self) -> datetime:
+        """Kravia's clock now (at the latest it can be) where its answers told it, else
+        ours: when a call went out, for settling it later."""
+        return self.client.kravia_latest() or self.clock()
+
+    async def _fresh(self, moment: datetime | None) -> bool:
         """Whether the mirror holds a search that began at or after `moment` (searching if
         not); a refused token or a wrong base URL stops the pass."""
         try:
@@ -330,15 +364,11 @@ class CaseDriver:
         except KraviaError as error:
             raise PassStoppedError(error.stop_reason("search")) from None
 
-    def _fallback_id(self, case: CaseState) -> str:
-        source = next((s for s in self.settings.sources if s.name == case.source), None)
-        return (source.id_prefix if source else "") + case.invoice_number
-
     async def _load_copy(self, case: CaseState, invoice: Invoice) -> bytes | CaseState:
         """The copy to upload, or the case to keep when it cannot be read now."""
         document = invoice.document
-        if document is None:
-            return b""
+        if document is None:  # the gate refuses an upload without one: never an empty copy
+            return case
         try:
             # Off the event loop: a copy may come over the network (a REST source).
             content = await asyncio.to_thread(document.load)
@@ -360,11 +390,23 @@ class CaseDriver:
         return await self._verify(step, case)
 
     async def _lookup(self, case: CaseState) -> CaseState:
-        """Settle a register whose answer was lost, on a search that began at least the settle
-        time after it was sent (one search serves every such case)."""
-        sent = case.pending_since or case.updated_at
+        """Settle a register whose answer was lost, on a search that began after the call
+        could still land (`settle_after`, on Kravia's clock; one search serves every such
+        case). Too early in this pass: it waits for the next, without counting against it."""
+        target = case.settle_after or (case.pending_since or case.updated_at) + self.timing.settle
         now = self.clock()
-        if not await self._fresh(sent + self.timing.settle):
+        fresh = await self._fresh(target)
+        soon = self._until_kravia(target)
+        if (
+            not fresh
+            and self.mirror.failure is None
+            and soon <= self.settings.retry.max_inline_wait_seconds
+        ):
+            # Kravia's clock is nearly there (its Date headers are cut to the second): wait.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=max(soon, 0.0))
+            fresh = await self._fresh(target)
+        if not fresh:
             if self.mirror.failure is None:  # no search left in this pass: not a failure
                 self.log.counts["lookups_deferred"] += 1
                 return case
@@ -376,9 +418,7 @@ class CaseDriver:
                 why=self.mirror.failure or "Kravia's search could not be made this pass",
             )
             return await self._decided(case, after, "lookup", "search failed")
-        verdict = self.mirror.verdict(
-            case.accounting_invoice_id, case.invoice_number, fallback_id=self._fallback_id(case)
-        )
+        verdict = self._verdict(case)
         after = after_identity(case, verdict, now=now)
         self.log.counts["adopted" if after.phase is Phase.REGISTERED else "lookups"] += 1
         log.info(
@@ -405,7 +445,7 @@ class CaseDriver:
                 after = replace(
                     case,
                     phase=Phase.NEEDS_REVIEW,
-                    last_error=f"Kravia's details of case {case.kravia_id}: {error}",
+                    last_error=redact(f"Kravia's details of case {case.kravia_id}: {error}"),
                     updated_at=self.clock(),
                 )
             else:
@@ -413,7 +453,7 @@ class CaseDriver:
                     case,
                     next_attempt_at=self.clock() + self._retry_in(case, error),
                     attempts=case.attempts + 1,
-                    last_error=str(error),
+                    last_error=redact(str(error)),
                 )
             self._record(
                 after,
@@ -456,6 +496,8 @@ class CaseDriver:
             return case
         entry = self._journal(case, operation, uuid.uuid4().hex, "decision", message=message)
         written = await self.committer.commit(CaseWrite(after, entry))
+        if written.status is WriteStatus.FENCED:
+            raise LeaseLostError("the writer lease was taken over by another process")
         if not written.ok or written.case is None:
             self._not_written(case, written.status, written.reason)
             return case
@@ -504,9 +546,11 @@ class CaseDriver:
         outcome: str,
         status: int | None,
         message: str | None = None,
+        kravia_case: KnownCase | None = None,
     ) -> None:
         """Queue a call's outcome: the case row over the revision it was read at (`before`),
-        and the journal entry (appended even if the row moved on: it is a fact)."""
+        and the journal entry (appended even if the row moved on: it is a fact), and a case
+        Kravia made for us into the mirror of its cases."""
         entry = self._journal(
             after,
             operation,
@@ -517,7 +561,9 @@ class CaseDriver:
             message=message,
             started=started,
         )
-        self.committer.submit(CaseWrite(replace(after, revision=before.revision), entry))
+        self.committer.submit(
+            CaseWrite(replace(after, revision=before.revision), entry, kravia_case=kravia_case)
+        )
 
     def _retry_in(self, case: CaseState, error: KraviaError | None) -> timedelta:
         if error is not None and error.retry_after is not None:
@@ -556,6 +602,20 @@ def journal_entry(
         http_status=status,
         duration_ms=None if started is None else round((time.monotonic() - started) * 1000),
         message=None if message is None else redact(message)[:1000],
+    )
+
+
+def known_verdict(settings: Settings, mirror: KraviaMirror, case: CaseState) -> Verdict:
+    """Whether Kravia (as mirrored) already has the case's invoice, leaving out the cases a
+    person declared are not it. The fallback id is what the source gives an invoice without
+    an id of its own: its prefix and number."""
+    source = next((s for s in settings.sources if s.name == case.source), None)
+    not_these = {int(i) for i in (case.not_kravia_ids or "").split(",") if i.strip().isdigit()}
+    return mirror.verdict(
+        case.accounting_invoice_id,
+        case.invoice_number,
+        fallback_id=(source.id_prefix if source else "") + case.invoice_number,
+        not_these=not_these,
     )
 
 
@@ -600,12 +660,7 @@ def preview(
         shown = "none" if refusal.kind is RefusalKind.APPROVAL else refusal.kind.value
         return Preview(shown, refusal.reason)
     if step is Step.REGISTER and mirror is not None:
-        source = next((s for s in settings.sources if s.name == case.source), None)
-        verdict = mirror.verdict(
-            case.accounting_invoice_id,
-            case.invoice_number,
-            fallback_id=(source.id_prefix if source else "") + case.invoice_number,
-        )
+        verdict = known_verdict(settings, mirror, case)
         if not isinstance(verdict, Absent):
             after = after_identity(case, verdict, now=now)
             return Preview(

@@ -47,12 +47,12 @@ from kravia_sync.payments import (
 )
 from kravia_sync.store import JournalEntry, StateStore
 
-__all__ = ["PaymentForwarder", "PaymentOutcome"]
+__all__ = ["HAS_KRAVIA_CASE", "PaymentForwarder", "PaymentOutcome"]
 
 log = structlog.get_logger("kravia_sync.forwarding")
 # Phases in which a case with a Kravia id exists in Kravia (needs_review: a person looks at
 # it, but it may be collecting all the same, so money paid must still reach it).
-_HAS_KRAVIA_CASE = IN_KRAVIA_PHASES | {Phase.NEEDS_REVIEW}
+HAS_KRAVIA_CASE = IN_KRAVIA_PHASES | {Phase.NEEDS_REVIEW}
 
 
 class AuthRefusedError(RuntimeError):
@@ -132,7 +132,7 @@ class PaymentForwarder:
                 return payment
             cases = self._cases(payment)
             in_kravia = {
-                aid: case.kravia_id if case.phase in _HAS_KRAVIA_CASE else None
+                aid: case.kravia_id if case.phase in HAS_KRAVIA_CASE else None
                 for aid, case in cases.items()
             }
             now = self.clock()
@@ -162,6 +162,9 @@ class PaymentForwarder:
             assert kravia_id is not None  # noqa: S101 - next_payment_step checked
             standings[aid] = case_standing(await self.client.details(kravia_id))
         now = self.clock()
+        already = self._already_in_kravia(payment, standings)
+        if already is not None:
+            return already
         lines = payment.lines
         case_updates: list[CaseState] = []
         notes: list[str] = []
@@ -202,8 +205,41 @@ class PaymentForwarder:
             pending_since=now,
             updated_at=now,
             note="; ".join(notes) or payment.note,
+            settle_after=self._kravia_now() + self.settle,
         )
         return await self._transmit(payment, pending, cases, _payouts(case_updates))
+
+    def _already_in_kravia(
+        self, payment: PaymentState, standings: Mapping[str, CaseStanding]
+    ) -> PaymentState | None:
+        """A payment Kravia already lists (our record of sending it was lost: a state store
+        restored from an older copy) is marked sent, never sent again."""
+        kind = RecordedKind.CREDIT_NOTE if payment.kind is PaymentKind.CREDIT_NOTE else None
+        kind = kind or RecordedKind.PAYMENT
+        listed = [
+            aid
+            for aid, standing in standings.items()
+            if payment_recorded(standing, payment.payment_id, kind=kind) is True
+        ]
+        if not listed:
+            return None
+        sent = replace(
+            payment,
+            phase=PaymentPhase.SENT,
+            updated_at=self.clock(),
+            note=(
+                f"Kravia already lists {payment.payment_id} on {', '.join(listed)}: not sent "
+                "again (the record of sending it was not in the state store)"
+            ),
+        )
+        log.warning("payment already in Kravia", payment_id=payment.payment_id)
+        self.store.write_payments([sent], [])
+        return sent
+
+    def _kravia_now(self) -> datetime:
+        """Kravia's clock now (at the latest it can be) where its answers told it, else
+        ours: when a call went out, for settling it later."""
+        return self.client.kravia_latest() or self.clock()
 
     async def _transmit(
         self,
@@ -235,6 +271,8 @@ class PaymentForwarder:
                 if not self.store.begin_payment(pending, intent, payouts):
                     log.warning("payment taken by another writer", payment_id=payment.payment_id)
                     return payment
+                if self.lease is not None:
+                    self.lease.check()  # the commit may have waited: still ours to send?
                 started = time.monotonic()
                 if payment.kind is PaymentKind.CREDIT_NOTE:
                     await self.client.register_credit_note(
@@ -396,6 +434,8 @@ class PaymentForwarder:
             )
         recorded = payment_arrived(evidence)
         now = self.clock()
+        if recorded is not True and not self._past_settle(payment):
+            return payment  # it may still land: decided at a later pass, on Kravia's clock
         if recorded is True:
             after = replace(
                 payment,
@@ -444,12 +484,23 @@ class PaymentForwarder:
             return await self._drive(after, PaymentOutcome())
         return after
 
+    def _past_settle(self, payment: PaymentState) -> bool:
+        """Whether a sent payment whose answer was lost has had the settle time to land
+        (Kravia's clock, read from the details just fetched, is past its `settle_after`)."""
+        kravia_now = self.client.kravia_now()
+        if payment.settle_after is None or kravia_now is None:
+            return True  # nothing to wait for, or no Kravia clock: the host's settle applies
+        return kravia_now >= payment.settle_after
+
     def _after_failure(self, pending: PaymentState, error: KraviaError) -> PaymentState:
         now = self.clock()
         message = redact(str(error))
-        if error.failure is Failure.AMBIGUOUS:
-            return replace(pending, updated_at=now, note=message)
-        cleared = replace(pending, pending_attempt=None, pending_since=None, updated_at=now)
+        if error.failure is Failure.AMBIGUOUS:  # lost now: it may still land for a while
+            settle_after = self._kravia_now() + self.settle
+            return replace(pending, updated_at=now, note=message, settle_after=settle_after)
+        cleared = replace(
+            pending, pending_attempt=None, pending_since=None, settle_after=None, updated_at=now
+        )
         if error.failure is Failure.TERMINAL:
             return replace(
                 cleared, phase=PaymentPhase.NEEDS_REVIEW, note=f"Kravia refused it: {message}"

@@ -100,6 +100,10 @@ def judge(  # noqa: PLR0911 - one return per rule reads best
     if waiting is not None:
         field = "due_date" if waiting.startswith("due") else "amount"
         return Refusal(RefusalKind.WAITING, field, waiting)
+    if step is Step.UPLOAD and invoice.document is None:
+        return Refusal(
+            RefusalKind.INVALID, "document", "the invoice copy is no longer in the source"
+        )
     if invoice.document is not None and step is not Step.START:
         problem = copy_problem()
         if problem is not None:

@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
@@ -88,6 +88,10 @@ SEARCH_PAGE_OVERLAP = 10  # consecutive pages overlap by this many items (see se
 # look for). `accountingInvoiceId` and `invoiceNo` may be missing: that case is then "unknown"
 # to anything with its invoice number, never absent.
 SEARCH_ID_KEYS = ("id", "invoiceId")
+# ASSUMED: an object answer may say how many cases match in all (ends the paging early).
+SEARCH_TOTAL_KEYS = ("totalCount", "count")
+# An HTTP Date header is cut to the second: Kravia's clock is up to this much past it.
+DATE_RESOLUTION = timedelta(seconds=1)
 # ASSUMED: details report documents under `documents` (each with a `type`, or `documentType`)
 # and what can still be done under `availableActions`: a list of names, a list of objects
 # naming the action (`name`, `action` or `actionName`), or an object of booleans. `Start`
@@ -500,6 +504,15 @@ def _listed(body: object, keys: Sequence[str], what: str) -> list[Any]:
     return items
 
 
+def _total_count(body: object) -> int | None:
+    """How many cases match in all, where the search answer says (ASSUMED: `totalCount` or
+    `count` beside the list); None otherwise."""
+    if not isinstance(body, dict):
+        return None
+    value = _first_ci(body, SEARCH_TOTAL_KEYS)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def _search_items(body: object) -> list[dict[str, Any]]:
     items = _listed(body, SEARCH_ITEMS_KEYS, "search")
     for item in items:
@@ -578,8 +591,10 @@ class KraviaClient:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._rate = RateLimiter(requests_per_second)
         self.stats = CallStats()
-        # Kravia's clock as its last answer's Date header told it, and ours at that moment.
+        # Kravia's clock as its last answer's Date header told it, and when (monotonic) we
+        # read it.
         self.server_time: datetime | None = None
+        self._server_time_read = 0.0
 
     @contextlib.asynccontextmanager
     async def reserve(self) -> AsyncIterator[Reservation]:
@@ -661,6 +676,20 @@ class KraviaClient:
         moment = parse_http_date(response.headers.get("Date"))
         if moment is not None:
             self.server_time = moment
+            self._server_time_read = time.monotonic()
+
+    def kravia_now(self) -> datetime | None:
+        """Kravia's clock now, at the earliest it can be, as its last Date header and the time
+        since tell (a Date is cut to the second); None before any answer carried one. Our
+        own clock may be off by any amount: this is not."""
+        if self.server_time is None:
+            return None
+        return self.server_time + timedelta(seconds=time.monotonic() - self._server_time_read)
+
+    def kravia_latest(self) -> datetime | None:
+        """Kravia's clock now, at the latest it can be (see `kravia_now`)."""
+        earliest = self.kravia_now()
+        return None if earliest is None else earliest + DATE_RESOLUTION
 
     async def register(
         self, invoice: Invoice, *, creditor_id: int, reservation: Reservation | None = None
@@ -846,30 +875,40 @@ class KraviaClient:
     async def _search_once(
         self, since: datetime, *, page_retries: int, base: float
     ) -> SearchResult | None:
-        """One full paging, or None when the pages shifted under us."""
+        """One full paging, or None when the pages shifted under us.
+
+        Consecutive pages overlap (SEARCH_PAGE_OVERLAP items, at most half of what a page
+        brought, so a server that serves fewer items than we ask still pages on), and the
+        overlap must match. The end: the answer's total count reached, where it gives one, or
+        a page that brings no case not seen already."""
         found: dict[int, SearchItem] = {}
         skip = 0
         tail: list[int] = []
         first_page_time: datetime | None = None
         while True:
-            items, served_at = await self._search_page(since, skip, retries=page_retries, base=base)
+            items, served_at, total = await self._search_page(
+                since, skip, retries=page_retries, base=base
+            )
             if skip == 0:
                 first_page_time = served_at
             parsed_items = [_search_item(item) for item in items]
             ids = [parsed.kravia_id for parsed in parsed_items]
-            if tail and ids[: len(tail)] != tail:
-                return None
+            if tail and ids and ids[: len(tail)] != tail:
+                return None  # (an empty page is the end: cases only move later, never go)
+            new = [kravia_id for kravia_id in ids if kravia_id not in found]
             for parsed in parsed_items:
                 found[parsed.kravia_id] = parsed
-            if len(items) <= SEARCH_PAGE_OVERLAP:
+            if not new or (total is not None and skip + len(ids) >= total):
                 return SearchResult(list(found.values()), first_page_time)
-            tail = ids[-SEARCH_PAGE_OVERLAP:]
-            skip += len(items) - SEARCH_PAGE_OVERLAP
+            overlap = min(SEARCH_PAGE_OVERLAP, len(ids) // 2)
+            tail = ids[len(ids) - overlap :] if overlap else []
+            skip += len(ids) - overlap
 
     async def _search_page(
         self, since: datetime, skip: int, *, retries: int, base: float
-    ) -> tuple[list[dict[str, Any]], datetime | None]:
-        """One page of the search, and Kravia's time when it served it (its Date header)."""
+    ) -> tuple[list[dict[str, Any]], datetime | None, int | None]:
+        """One page of the search, Kravia's time when it served it (its Date header), and the
+        total count of matching cases where the answer gives one."""
         attempt = 0
         while True:
             try:
@@ -887,7 +926,8 @@ class KraviaClient:
                     },
                 )
                 served_at = parse_http_date(response.headers.get("Date"))
-                return _search_items(_json_exact(response)), served_at
+                body = _json_exact(response)
+                return _search_items(body), served_at, _total_count(body)
             except (KraviaError, ValueError) as exc:
                 failure = exc.failure if isinstance(exc, KraviaError) else Failure.TRANSIENT
                 if failure is Failure.AUTH or attempt >= retries:

@@ -22,6 +22,13 @@ __all__ = ["LeaseKeeper"]
 log = get_logger("kravia_sync.lease")
 
 
+def _elapsed() -> float:
+    """Seconds on a clock that also runs while the machine is suspended (where there is one):
+    a process frozen past its lease must find its margin gone when it wakes."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
+
+
 class LeaseKeeper:
     """`acquire()` takes the lease (or raises `LeaseHeldError`) and starts renewing it;
     `release()` stops and gives it up. `on_lost(why)` is called once, from the keeper's
@@ -41,7 +48,7 @@ class LeaseKeeper:
         self._on_lost = on_lost
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._renewed = 0.0  # time.monotonic() of the last renewal
+        self._renewed = 0.0  # when the lease was last renewed (`_elapsed`)
         self.lost: str | None = None
         self.holder: str | None = None
 
@@ -51,7 +58,7 @@ class LeaseKeeper:
 
     def acquire(self) -> str:
         self.holder = self._store.acquire_lease(ttl=self._ttl, now=self._clock())
-        self._renewed = time.monotonic()
+        self._renewed = _elapsed()
         self.lost = None
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name="lease-keeper", daemon=True)
@@ -75,7 +82,7 @@ class LeaseKeeper:
         if self.lost is not None:
             return False
         beat = self._ttl.total_seconds() / 3
-        return time.monotonic() - self._renewed < 2 * beat
+        return _elapsed() - self._renewed < 2 * beat
 
     def check(self) -> None:
         """Raise `LeaseLostError` unless a call may start now (see `has_margin`)."""
@@ -97,7 +104,7 @@ class LeaseKeeper:
                 log.warning("could not renew the writer lease", error=redact(str(exc)))
                 continue
             if ours:
-                self._renewed = time.monotonic()
+                self._renewed = _elapsed()
                 continue
             self.lost = "the writer lease was taken over by another process"
             log.error("writer lease lost: this process stops writing and sending")

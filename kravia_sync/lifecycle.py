@@ -15,6 +15,7 @@ writer that acted on a stale row cannot overwrite what another wrote since.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -127,6 +128,14 @@ class CaseState:
     registered_at: datetime | None = None
     # Grows with every write of the row; 0: never stored. A write names the revision it read.
     revision: int = 0
+    # A call in flight, or whose answer was lost, is settled only on a search of Kravia that
+    # began after this time, on Kravia's clock (where Kravia's answers give it; else ours).
+    settle_after: datetime | None = None
+    # Kravia cases a person declared are not this invoice (`resolve --as new`), comma-separated.
+    not_kravia_ids: str | None = None
+    # Once sent: the lowest amount seen since, which Kravia was told of (drops are counted
+    # from it, so an amount that rises and drops back is not forwarded twice).
+    amount_floor: Decimal | None = None
 
     @property
     def stored(self) -> bool:
@@ -166,6 +175,8 @@ def next_step(  # noqa: PLR0911 - one return per phase reads best
         return Decision(Step.NONE, reason=case.phase.value)
     if case.phase in SETTLING_STEP:
         since = case.pending_since or case.updated_at
+        if since > now:  # our clock went back: the driver settles on Kravia's clock instead
+            since = now - timing.settle
         not_before = max(since + timing.settle, case.next_attempt_at or since)
         step = SETTLING_STEP[case.phase]
         if now < not_before:
@@ -192,14 +203,23 @@ SETTLING_STEP = {
 }
 
 
-def begin(case: CaseState, step: Step, *, attempt_id: str, now: datetime) -> CaseState:
-    """The state to commit, with the journal intent, before sending `step`."""
+def begin(
+    case: CaseState,
+    step: Step,
+    *,
+    attempt_id: str,
+    now: datetime,
+    settle_after: datetime | None = None,
+) -> CaseState:
+    """The state to commit, with the journal intent, before sending `step`; `settle_after`:
+    if its answer is lost, when (on Kravia's clock) a search may settle it."""
     return replace(
         case,
         phase=SENDING_PHASE[step],
         pending_attempt=attempt_id,
         pending_since=now,
         updated_at=now,
+        settle_after=settle_after,
     )
 
 
@@ -210,6 +230,7 @@ def _settled(case: CaseState, phase: Phase, *, now: datetime, **changes: Any) ->
         phase=phase,
         pending_attempt=None,
         pending_since=None,
+        settle_after=None,
         next_attempt_at=None,
         updated_at=now,
         **changes,
@@ -224,6 +245,7 @@ def after_success(
         case,
         pending_attempt=None,
         pending_since=None,
+        settle_after=None,
         attempts=0,
         lookups=0,
         next_attempt_at=None,
@@ -270,7 +292,9 @@ def after_failure(
     if failure == "ambiguous":
         # Keep the sending phase and the attempt: the next step is to look, not to resend.
         return replace(case, last_error=message, updated_at=now)
-    cleared = replace(case, pending_attempt=None, pending_since=None, updated_at=now)
+    cleared = replace(
+        case, pending_attempt=None, pending_since=None, settle_after=None, updated_at=now
+    )
     if failure in {"auth", "config"}:
         return replace(cleared, phase=_phase_before(step, case), last_error=message)
     if failure == "terminal":
@@ -488,24 +512,45 @@ def _review(case: CaseState, now: datetime, reason: str) -> CaseState:
 PARKED_PHASES = frozenset({Phase.REJECTED, Phase.NEEDS_REVIEW})
 
 
-def resolved(case: CaseState, *, kravia_id: int | None, now: datetime, note: str) -> CaseState:
+def resolved(
+    case: CaseState,
+    *,
+    kravia_id: int | None,
+    now: datetime,
+    note: str,
+    not_these: Collection[int] = (),
+    gone_from_kravia: bool = False,
+) -> CaseState:
     """A person's decision on a parked case. `kravia_id` None: Kravia has no case for this
-    invoice, so it is sent from the start (refused for a case known to be in Kravia: that
-    would make a second case). Otherwise the invoice is Kravia's case `kravia_id`: adopted,
-    its copy and start are checked next."""
+    invoice, so it is sent from the start; `not_these` are the Kravia cases they checked and
+    found are not it (never judged "maybe this invoice" again). Refused for a case known to
+    be in Kravia (a second case), unless its Kravia id is `gone_from_kravia` (Kravia's search
+    does not know it: a mistyped id, a deleted case). Otherwise the invoice is Kravia's case
+    `kravia_id`: adopted, its copy and start are checked next."""
     if case.phase not in PARKED_PHASES:
         raise ValueError(
             f"{case.accounting_invoice_id} is {case.phase.value}: only rejected or "
             "needs_review cases are resolved by hand"
         )
-    if kravia_id is None and case.kravia_id is not None:
+    if kravia_id is None and case.kravia_id is not None and not gone_from_kravia:
         raise ValueError(
             f"{case.accounting_invoice_id} is Kravia's case {case.kravia_id}: sending it again "
-            f"would make a second case; use --as kravia:{case.kravia_id} to continue it"
+            f"would make a second case; use --as kravia:{case.kravia_id} to continue it (or, "
+            "having checked that Kravia no longer has that case, --force)"
         )
-    base = _settled(case, Phase.NEW, now=now, attempts=0, lookups=0, last_error=note)
+    excluded = {int(i) for i in (case.not_kravia_ids or "").split(",") if i.strip().isdigit()}
+    excluded |= set(not_these)
+    base = _settled(
+        case,
+        Phase.NEW,
+        now=now,
+        attempts=0,
+        lookups=0,
+        last_error=note,
+        not_kravia_ids=",".join(str(i) for i in sorted(excluded)) or None,
+    )
     if kravia_id is None:
-        return base
+        return replace(base, kravia_id=None, registered_fingerprint=None)
     return replace(
         base,
         phase=Phase.ADOPTED,

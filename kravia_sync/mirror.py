@@ -11,15 +11,17 @@ from an older copy, or written by an older version. The mirror answers that loca
   can be off by any amount without a case slipping between two searches.
 - A search that cannot be read in full stores nothing: the mirror is then not fresh, and
   nothing is registered or settled on it until a later search succeeds.
-- One search serves every case of a pass: registers check the mirror as it was when the pass
-  began; a register whose answer was lost is settled on a search that began at least the
-  settle time after it was sent (`retry.settle_seconds`), one search for all of them.
+- Only a search made in the pass itself counts: a time stored by an earlier run may be on a
+  clock that has moved since. Registers need a search of their pass; a register whose answer
+  was lost is settled on a search that began (on Kravia's clock) at least
+  `retry.settle_seconds` after the call was sent or its answer lost. One search serves every
+  case of the pass.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -39,7 +41,6 @@ MIRROR_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 # last search may carry a time just before it.
 SEARCH_OVERLAP = timedelta(minutes=2)
 CURSOR = "mirror_cursor"  # Kravia's time when the last complete search began
-SYNCED_AT = "mirror_synced_at"  # our time when it began
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +53,10 @@ class MirrorSync:
 
 
 class KraviaMirror:
-    """The mirror for one pass (or one `refresh`): searches coalesce, and a failed search is
-    not repeated within the pass (`max_searches` bounds them too)."""
+    """The mirror for one pass (or one `refresh`). Only a search made in this pass counts as
+    fresh (a time stored by an earlier run could be on a clock that has since moved);
+    searches coalesce, and a failed search is not repeated within the pass (`max_searches`
+    bounds them too)."""
 
     def __init__(
         self,
@@ -71,18 +74,20 @@ class KraviaMirror:
         self._gather = gather
         self._searches = 0
         self._lock = asyncio.Lock()
-        stored = store.meta(SYNCED_AT)
-        self.synced_at: datetime | None = None if stored is None else datetime.fromisoformat(stored)
+        # When the last search of this pass began: on Kravia's clock where its answers say,
+        # else on ours.
+        self.began: datetime | None = None
         self.failure: str | None = None  # why the last search of this pass failed
         self.last: MirrorSync | None = None
 
-    def fresh_since(self, moment: datetime) -> bool:
-        """Whether a complete search that began at or after `moment` (our clock) is stored."""
-        return self.synced_at is not None and self.synced_at >= moment
+    def fresh_since(self, moment: datetime | None) -> bool:
+        """Whether a search of this pass began at or after `moment` (None: any search)."""
+        return self.began is not None and (moment is None or self.began >= moment)
 
-    async def ensure_fresh(self, moment: datetime) -> bool:
-        """Search unless a complete search that began at or after `moment` is stored; whether
-        one is now. Callers waiting together share one search. `KraviaError`s that stop the
+    async def ensure_fresh(self, moment: datetime | None) -> bool:
+        """Search unless a search of this pass began at or after `moment` (None: any);
+        whether one has now. `moment` is on Kravia's clock (`KraviaClient.kravia_now`) where
+        it is known. Callers waiting together share one search. `KraviaError`s that stop the
         pass (a refused token, a wrong base URL) are raised; others leave it False."""
         async with self._lock:
             if self.fresh_since(moment):
@@ -104,6 +109,9 @@ class KraviaMirror:
         cursor = self._store.meta(CURSOR)
         since = MIRROR_EPOCH if cursor is None else datetime.fromisoformat(cursor) - SEARCH_OVERLAP
         began = self._clock()
+        # When the search began on Kravia's clock, estimated the way the engine estimates
+        # when a call was sent (`KraviaClient.kravia_now`), so the two compare exactly.
+        began_on_kravias_clock = self._client.kravia_now()
         try:
             result = await self._client.search_updated_since(since)
         except KraviaError as exc:
@@ -111,13 +119,12 @@ class KraviaMirror:
                 raise
             self.failure = redact(str(exc))
             log.warning(
-                "Kravia's search failed: nothing is registered or settled on it", error=self.failure
+                "Kravia's search failed: nothing is registered or settled on it",
+                error=self.failure,
             )
             return None
         next_cursor = _next_cursor(result, cursor)
-        meta = {SYNCED_AT: began.isoformat()}
-        if next_cursor is not None:
-            meta[CURSOR] = next_cursor.isoformat()
+        meta = {} if next_cursor is None else {CURSOR: next_cursor.isoformat()}
         changed = await asyncio.to_thread(
             self._store.record_mirror,
             [
@@ -134,20 +141,27 @@ class KraviaMirror:
             meta=meta,
             now=self._clock(),
         )
-        self.synced_at = began
+        self.began = began_on_kravias_clock or result.server_time or began
         self.failure = None
         self.last = MirrorSync(began, len(result.items), len(changed))
         return self.last
 
     def verdict(
-        self, accounting_invoice_id: str, invoice_number: str, *, fallback_id: str
+        self,
+        accounting_invoice_id: str,
+        invoice_number: str,
+        *,
+        fallback_id: str,
+        not_these: Collection[int] = (),
     ) -> Verdict:
-        """Whether Kravia (as last mirrored) already has this invoice (`identity_verdict`)."""
+        """Whether Kravia (as last mirrored) already has this invoice (`identity_verdict`);
+        `not_these`: Kravia ids a person declared are not this invoice."""
+        known = self._store.known_in_kravia(accounting_invoice_id, invoice_number)
         return identity_verdict(
             accounting_invoice_id,
             invoice_number,
             fallback_id=fallback_id,
-            known=self._store.known_in_kravia(accounting_invoice_id, invoice_number),
+            known=[case for case in known if case.kravia_id not in not_these],
         )
 
 

@@ -249,6 +249,9 @@ class PaymentState:
     attempts: int = 0
     next_attempt_at: datetime | None = None
     note: str | None = None  # why it is netted, a payout, clamped, or needs review
+    # A payment sent whose answer was lost is verified only once Kravia's clock has passed
+    # this (the call may land until its timeout runs out, and the settle time after).
+    settle_after: datetime | None = None
 
     @property
     def amount(self) -> Decimal:
@@ -368,6 +371,8 @@ def next_payment_step(
         return PaymentDecision(PaymentStep.NONE, reason=payment.phase.value)
     if payment.phase is PaymentPhase.SENDING:
         since = payment.pending_since or payment.updated_at
+        if since > now:  # our clock went back: the forwarder checks Kravia's clock instead
+            since = now - settle
         not_before = max(since + settle, payment.next_attempt_at or since)
         if now < not_before:
             return PaymentDecision(PaymentStep.WAIT, not_before, "verify after the answer was lost")
@@ -396,7 +401,6 @@ class PaymentPlan:
 def plan_payments(
     seen: Sequence[tuple[str, Payment]],
     stored: Mapping[str, PaymentState],
-    sent_to_kravia: Mapping[str, bool],
     *,
     source: str,
     rule: PayoutRule,
@@ -405,9 +409,7 @@ def plan_payments(
     """Apply the rules of this module to one complete read.
 
     `seen`: (record key, payment) in read order, derived ones included; `stored`: the
-    source's stored payments with these ids and every unfinished one; `sent_to_kravia`: for
-    each invoice the payments cover that has a case, whether that case was sent to Kravia
-    (register sent or done). An invoice without a case counts as not sent.
+    source's stored payments with these ids and every unfinished one.
     """
     writes: list[PaymentState] = []
     work: dict[str, PaymentState] = {}
@@ -418,9 +420,7 @@ def plan_payments(
         fingerprint = payment_fingerprint(parts)
         existing = stored.get(payment_id)
         if existing is None:
-            state = _first_seen(
-                parts, fingerprint, sent_to_kravia, source=source, rule=rule, now=now
-            )
+            state = _first_seen(parts, fingerprint, source=source, rule=rule, now=now)
         else:
             state = _seen_again(existing, parts, fingerprint, now=now)
         if state is not existing:
@@ -483,7 +483,6 @@ def _describe(parts: Sequence[Payment]) -> str:
 def _first_seen(
     parts: Sequence[Payment],
     fingerprint: str,
-    sent_to_kravia: Mapping[str, bool],
     *,
     source: str,
     rule: PayoutRule,
@@ -494,22 +493,11 @@ def _first_seen(
     phase = PaymentPhase.NEW
     notes: list[str] = []
     lines = _lines(parts)
-    unsent = [line for line in lines if not sent_to_kravia.get(line.accounting_invoice_id)]
     payout = next((why for p in parts if (why := rule.matches(p)) is not None), None)
-    if unsent:
-        # Netted line by line: an invoice not yet in Kravia is registered for what is owed
-        # now; the rest of the payment still goes to the cases already there.
-        netted = ", ".join(f"{line.amount} on {line.accounting_invoice_id}" for line in unsent)
-        notes.append(
-            f"netted {netted}: first seen before that invoice went to Kravia, whose amount "
-            "(what is owed now) already leaves it out"
-        )
-        kept = tuple(line for line in lines if line not in unsent)
-        if kept:
-            lines = kept
-        else:
-            phase = PaymentPhase.NETTED
-    if phase is PaymentPhase.NEW and payout is not None and not derived:
+    # Whether a line is netted (its invoice registered by us after the payment was seen, for
+    # what was owed then) is decided when its case is in Kravia: a case Kravia already had
+    # (adopted after lost state) was registered for more, and the payment is sent.
+    if payout is not None and not derived:
         phase = PaymentPhase.PAYOUT
         notes.append(f"Kravia's own payout ({payout} matches the payout rule): not sent back")
     return PaymentState(

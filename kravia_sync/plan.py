@@ -109,13 +109,19 @@ def assess(
     if moved and existing.phase in IN_KRAVIA_PHASES | {Phase.REGISTERING, Phase.NEEDS_REVIEW}:
         # Kravia documents no way to edit a registered invoice: never register again. A drop
         # of the amount is money paid (see `kravia_sync.payments`); anything else is shown as a
-        # change a person must make in Kravia.
-        keeps_document = existing.has_document or existing.phase is not Phase.REGISTERED
+        # change a person must make in Kravia. Drops are counted from the lowest amount seen
+        # since it was sent: what went to Kravia as paid stays paid, so an amount that rises
+        # and drops back is not forwarded twice.
         attention, dropped_from = _change_after_registration(invoice, existing)
+        floor = existing.amount if existing.amount_floor is None else existing.amount_floor
+        lowest = invoice.amount if floor is None else min(floor, invoice.amount)
         case = replace(
             case,
             fingerprint=fingerprint,
-            has_document=existing.has_document if keeps_document else has_document,
+            has_document=existing.has_document
+            if existing.phase in COPY_SETTLED_PHASES
+            else has_document,
+            amount_floor=lowest,
             changed_at=now,
             updated_at=now,
             attention=attention or existing.attention,
@@ -126,6 +132,13 @@ def assess(
         change = Change.UNCHANGED
     write = existing.record_hash != hashed or existing.amount != invoice.amount
     return Assessment(change, case, write=write)
+
+
+# Phases in which whether the case has a copy is settled (it was sent, or is being sent):
+# before them, the source's current record says.
+COPY_SETTLED_PHASES = frozenset(
+    {Phase.UPLOADING, Phase.DOCUMENTED, Phase.STARTING, Phase.STARTED, Phase.NEEDS_REVIEW}
+)
 
 
 def _change_after_registration(
@@ -152,5 +165,6 @@ def _change_after_registration(
             f"the amount rose from {before} to {invoice.amount} after it was sent; Kravia "
             "documents no way to raise a claim: settle the difference in Kravia"
         )
-    dropped_from = before if invoice.amount < before else None
+    floor = before if existing.amount_floor is None else existing.amount_floor
+    dropped_from = floor if invoice.amount < floor else None
     return ("; ".join(notes) or None), dropped_from

@@ -46,7 +46,7 @@ from kravia_sync.driver import (
     preview,
     timing_of,
 )
-from kravia_sync.forwarding import AuthRefusedError, PaymentForwarder
+from kravia_sync.forwarding import HAS_KRAVIA_CASE, AuthRefusedError, PaymentForwarder
 from kravia_sync.kravia import KraviaClient, KraviaError, backoff_delay
 from kravia_sync.lease import LeaseKeeper
 from kravia_sync.lifecycle import (
@@ -65,7 +65,9 @@ from kravia_sync.payments import (
     PaymentPhase,
     PaymentPlan,
     PaymentState,
+    PaymentStep,
     PayoutRule,
+    next_payment_step,
     plan_payments,
 )
 from kravia_sync.settings import ConfigError, Settings, SourceConfig
@@ -81,11 +83,13 @@ from kravia_sync.store import (
 from kravia_sync.store import utc_now as store_now
 
 __all__ = [
+    "KRAVIA_TARGET",
     "PlannedAction",
     "Progress",
     "Reconciler",
     "RunSummary",
     "build_connector",
+    "kravia_target",
 ]
 
 log = get_logger("kravia_sync.reconcile")
@@ -333,6 +337,7 @@ class Reconciler:
         )
 
     async def _pass(self, summary: RunSummary, *, dry_run: bool) -> None:
+        self._check_target(dry_run=dry_run)
         claimed: dict[str, str] = {}  # new ids taken by an earlier source of this pass
         work: list[WorkItem] = []
         self._payment_work = []
@@ -378,17 +383,62 @@ class Reconciler:
                     preview, self.settings, item, now, mirror=self._mirror
                 )
                 summary.planned.append(_planned(item, shown))
-            summary.counts["payments_to_forward"] += len(self._payment_work)
+            summary.counts["payments_to_forward"] += self._payments_due(self._payment_work, now)
             self._payment_work = []
             return
         self.progress.start(len(work))
-        await self._apply(work, summary, began)
+        try:
+            await self._apply(work, summary, began)
+        finally:
+            self._record_target()
         await self._forward_payments(summary)
         if not self.stopping:
             await self.refresh_status(summary)
             await self._flag_gone(summary)
+        await self._flag_duplicates(summary)
         if self.stopping and summary.status != "failed":
             summary.status = "stopped"
+
+    def _payments_due(self, payments: list[PaymentState], now: datetime) -> int:
+        """How many of these payments a pass would send or verify now (a payment waiting for
+        its invoice to reach Kravia, or backing off, is not work for this pass)."""
+        invoices = {aid for payment in payments for aid in payment.invoices}
+        cases = self.store.load_cases_by_id(invoices)
+        in_kravia = {
+            aid: case.kravia_id if case.phase in HAS_KRAVIA_CASE else None
+            for aid, case in cases.items()
+        }
+        return sum(
+            next_payment_step(payment, in_kravia=in_kravia, now=now, settle=self.timing.settle).step
+            in {PaymentStep.SEND, PaymentStep.VERIFY}
+            for payment in payments
+        )
+
+    def _check_target(self, *, dry_run: bool) -> None:
+        """A state store keeps one Kravia's cases (its ids, its mirror): used against another
+        Kravia or creditor, every case would look known there, and payments would reach the
+        wrong cases. The first pass that reached Kravia records which; any other is
+        refused."""
+        target = self._target()
+        stored = self.store.meta(KRAVIA_TARGET)
+        if stored == target or (stored is None and dry_run):
+            return
+        if stored is not None:
+            raise PassFailedError(
+                f"this state store belongs to Kravia at {stored}, but the configuration names "
+                f"{target}. A state store holds one Kravia's cases: give this Kravia a state "
+                "store of its own (state.path), or put kravia.base_url and kravia.creditor_id "
+                "back"
+            )
+
+    def _target(self) -> str:
+        return kravia_target(self.settings)
+
+    def _record_target(self) -> None:
+        """Once a case of this store is in Kravia, the store is that Kravia's (a refused
+        configuration, a wrong creditor, leaves nothing to protect yet)."""
+        if self.store.meta(KRAVIA_TARGET) is None and self.store.has_kravia_cases():
+            self.store.set_meta(KRAVIA_TARGET, self._target())
 
     def _check_prefix(self, source: SourceConfig, *, dry_run: bool) -> None:
         """A source's accountingInvoiceIds are its id_prefix and its own ids, and Kravia keeps
@@ -503,6 +553,12 @@ class Reconciler:
         assert self._lease is not None  # noqa: S101 - run() holds one
         assert case.kravia_id is not None  # noqa: S101 - started cases have one
         attempt_id = uuid.uuid4().hex
+        now = self.clock()
+        # Marked sent with its intent: a crash before its answer never sends it twice.
+        lost = (
+            f"the hold action {action!r} was sent but its answer was lost: check in Kravia "
+            "that the case is paused"
+        )
         async with self.client.reserve() as reservation:
             self._lease.check()
             written = await self.committer.commit(
@@ -511,14 +567,18 @@ class Reconciler:
                     intent=True,
                     holds=(case.accounting_invoice_id, case.invoice_number),
                     held_only=True,
+                    notes=(
+                        case.accounting_invoice_id,
+                        {"hold_action_at": now, "attention": lost, "updated_at": now},
+                    ),
                 )
             )
             if written.status is WriteStatus.FENCED:
                 raise LeaseLostError("the writer lease was taken over by another process")
             if not written.ok:
                 return case  # released meanwhile: nothing to pause
+            self._lease.check()
             started = time.monotonic()
-            now = self.clock()
             try:
                 await self.client.send_action(
                     case.kravia_id, action, message=f"On hold: {reason}", reservation=reservation
@@ -575,10 +635,12 @@ class Reconciler:
             )
         )
         if error.failure.stops_pass:
+            self.store.set_case_notes([(case.accounting_invoice_id, _notes_of(case))])
             raise PassFailedError(error.stop_reason("hold action")) from None
-        if error.failure.value == "transient":
+        if error.failure.value == "transient":  # not applied: tried again next pass
             summary.counts["hold_action_deferred"] += 1
-            return case  # tried again next pass
+            self.store.set_case_notes([(case.accounting_invoice_id, _notes_of(case))])
+            return case
         summary.counts["hold_action_failed"] += 1
         now = self.clock()
         note = (
@@ -848,15 +910,34 @@ class Reconciler:
         if summary.counts["gone_unexplained"] and summary.status == "done":
             summary.status = "attention"
 
+    async def _flag_duplicates(self, summary: RunSummary) -> None:
+        """The net under every other guard: after a search of Kravia, any of our invoices
+        Kravia holds twice is flagged on its case and in the run, for a person to withdraw
+        the extra case in Kravia."""
+        if self._mirror is None or self._mirror.last is None:
+            return
+        duplicates = await asyncio.to_thread(self.store.kravia_duplicates)
+        notes: list[tuple[str, dict[str, object]]] = []
+        for aid, kravia_ids in duplicates.items():
+            ids = ", ".join(str(kravia_id) for kravia_id in kravia_ids)
+            note = (
+                f"Kravia holds {len(kravia_ids)} cases for this accountingInvoiceId ({ids}): "
+                "withdraw the extra one in Kravia"
+            )
+            summary.counts["duplicated_in_kravia"] += 1
+            summary.problems.append(
+                {"source": "kravia", "record": aid, "field": "kravia", "reason": note}
+            )
+            notes.append((aid, {"attention": note}))
+        if notes:
+            await asyncio.to_thread(self.store.set_case_notes, notes)
+            if summary.status == "done":
+                summary.status = "attention"
+
     def _plan_payments(self, source: SourceConfig, diff: SourceDiff, now: datetime) -> PaymentPlan:
         """The payments of this read against the stored ones (see `kravia_sync.payments`)."""
         ids = {payment.payment_id for _, payment in diff.payments}
         stored = self.store.load_payments(source.name, ids, unfinished=True)
-        invoices = {payment.accounting_invoice_id for _, payment in diff.payments}
-        updated = {case.accounting_invoice_id: case for case in diff.updates}
-        cases = self.store.load_cases_by_id(invoices - updated.keys()) | {
-            aid: case for aid, case in updated.items() if aid in invoices
-        }
         payouts = self.settings.policy.payouts
         rule = PayoutRule(
             payers=frozenset(name.casefold() for name in payouts.payers),
@@ -867,7 +948,6 @@ class Reconciler:
         return plan_payments(
             diff.payments,
             stored,
-            {aid: case.phase not in {Phase.NEW, Phase.REJECTED} for aid, case in cases.items()},
             source=source.name,
             rule=rule,
             now=now,
@@ -971,6 +1051,7 @@ READ_CHUNK = 2000  # records looked up in the state store together
 # STAMPED_MAX_BATCHES of them (each batch runs the source's query once more).
 STAMPED_BATCH = 10_000
 STAMPED_MAX_BATCHES = 4
+KRAVIA_TARGET = "kravia_target"  # meta key: the Kravia (base URL, creditor) of this store
 STATUS_DUE = "status_due"  # meta key: when the next pull-back in a pass is due
 # Phases of a case in Kravia, for the gone check (needs_review ones may be collecting too).
 _IN_KRAVIA_VALUES = frozenset(phase.value for phase in IN_KRAVIA_PHASES | {Phase.NEEDS_REVIEW})
@@ -1065,6 +1146,11 @@ def _matched(
             return stamp.key
         matched.append(candidates.pop())
     return matched
+
+
+def kravia_target(settings: Settings) -> str:
+    """Which Kravia (base URL and creditor) a state store's cases belong to."""
+    return f"{settings.kravia.base_url} creditor {settings.kravia.creditor_id}"
 
 
 def _planned(item: WorkItem, shown: Preview) -> PlannedAction:

@@ -50,14 +50,30 @@ def _parked(store: StateStore, invoice: str) -> CaseState:
     return found[0]
 
 
-def resolve_case(store: StateStore, invoice: str, decision: str, reason: str, by: str) -> str:
-    """Settle one parked case; a line saying what the next pass will do."""
+def resolve_case(
+    store: StateStore, invoice: str, decision: str, reason: str, by: str, *, force: bool = False
+) -> str:
+    """Settle one parked case; a line saying what the next pass will do. `force`: send a case
+    known to be in Kravia again (the person checked that Kravia no longer has it)."""
     kravia_id = _case_decision(decision)
     case = _parked(store, invoice)
     now = datetime.now(UTC)
     note = f"resolved by {by} as {decision.strip()}: {reason}"
+    if kravia_id is not None:
+        _check_claimed_case(store, case, kravia_id)
+    # --as new: every case Kravia holds that could have been this invoice was looked at and
+    # is not it; it is never judged "maybe this invoice" again.
+    known = store.known_in_kravia(case.accounting_invoice_id, case.invoice_number)
+    gone = case.kravia_id is not None and (force or store.mirrored_case(case.kravia_id) is None)
     try:
-        after = resolved(case, kravia_id=kravia_id, now=now, note=note)
+        after = resolved(
+            case,
+            kravia_id=kravia_id,
+            now=now,
+            note=note,
+            not_these=[] if kravia_id is not None else [k.kravia_id for k in known],
+            gone_from_kravia=gone,
+        )
     except ValueError as exc:
         raise ResolveError(str(exc)) from None
     entry = JournalEntry(
@@ -79,6 +95,18 @@ def resolve_case(store: StateStore, invoice: str, decision: str, reason: str, by
     return (
         f"{case.accounting_invoice_id}: is Kravia's case {kravia_id}; the next pass checks its "
         "copy and start"
+    )
+
+
+def _check_claimed_case(store: StateStore, case: CaseState, kravia_id: int) -> None:
+    """`--as kravia:ID` must name a case that can be this invoice: one Kravia's search knows
+    under another accountingInvoiceId is refused (a typo would adopt another debtor's case)."""
+    known = store.mirrored_case(kravia_id)
+    if known is None or known.accounting_invoice_id in {None, case.accounting_invoice_id}:
+        return
+    raise ResolveError(
+        f"Kravia's case {kravia_id} is accountingInvoiceId {known.accounting_invoice_id!r} "
+        f"(invoice {known.invoice_number}), not {case.accounting_invoice_id!r}: check the id"
     )
 
 

@@ -144,6 +144,9 @@ class CaseRow(SQLModel, table=True):
     registered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # Schema 3: grows with every write of the row; each write names the one it read.
     revision: int = 1
+    settle_after: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    not_kravia_ids: str | None = None
+    amount_floor: Decimal | None = Field(default=None, sa_type=DecimalText)
 
 
 # Columns schema 2 added to `cases`, for the migration from schema 1.
@@ -180,6 +183,7 @@ class PaymentRow(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     note: str | None = None
+    settle_after: datetime | None = Field(default=None, sa_type=UTCDateTime)  # schema 3
 
 
 class HoldRow(SQLModel, table=True):
@@ -314,17 +318,23 @@ class CaseWrite:
     """One write of the engine: a case row (compare-and-set on the revision it carries: the
     one it was read at; 0 inserts a case never stored), a journal entry, or both.
 
-    An `intent` (a call about to leave) is written only while this store holds the writer
-    lease at the epoch it took it at, and not while any of `holds` (its accountingInvoiceId
-    and invoice number) is held, or, with `held_only`, only while one of them is. Other
-    writes (outcomes: facts) need only the compare-and-set, and their journal entry is
-    appended even when the row moved on."""
+    Nothing of it is written once this store, having taken the writer lease, no longer holds
+    it at the epoch it took it at — except the journal entry of an outcome (a fact). An
+    `intent` (a call about to leave) is also refused while any of `holds` (its
+    accountingInvoiceId and invoice number) is held, or, with `held_only`, unless one of them
+    is. An outcome's journal entry is appended even when its row moved on."""
 
     case: CaseState | None = None
     entry: JournalEntry | None = None
     intent: bool = False
     holds: tuple[str, ...] = ()
     held_only: bool = False
+    # Note columns of one case (accountingInvoiceId, values) written with it, e.g. that a
+    # hold action was sent, so a crash right after can never send it twice.
+    notes: tuple[str, Mapping[str, Any]] | None = None
+    # A case Kravia's answer showed exists (a register's new id): into the mirror of Kravia's
+    # cases at once, whatever else is refused (it is a fact about Kravia).
+    kravia_case: KnownCase | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -638,6 +648,21 @@ def _db_value(value: object) -> object:
     return value
 
 
+def _mirror_known(cursor: Any, known: KnownCase) -> None:  # noqa: ANN401 - a DB-API cursor
+    """A case Kravia's answer showed exists, into the mirror (a search's fuller view of it,
+    when there is one already, stays)."""
+    cursor.execute(
+        "INSERT INTO kravia_cases (kravia_id, accounting_invoice_id, invoice_number, seen_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (kravia_id) DO NOTHING",
+        (
+            known.kravia_id,
+            known.accounting_invoice_id,
+            known.invoice_number,
+            _utc_text(datetime.now(UTC)),
+        ),
+    )
+
+
 def _decimal_or_none(value: object) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
@@ -700,6 +725,7 @@ def _payment_from_row(row: Mapping[Any, Any]) -> PaymentState:
         attempts=row["attempts"],
         next_attempt_at=row["next_attempt_at"],
         note=row["note"],
+        settle_after=row["settle_after"],
     )
 
 
@@ -731,6 +757,7 @@ def _payment_values(payment: PaymentState) -> dict[str, Any]:
         "attempts": payment.attempts,
         "next_attempt_at": payment.next_attempt_at,
         "note": payment.note,
+        "settle_after": payment.settle_after,
     }
 
 
@@ -880,10 +907,24 @@ class StateStore:
         """Schema 3 fences writers and mirrors Kravia: a revision per case row (compare-and-
         set), a holder id and epoch on the lease, and the table of Kravia's cases (filled from
         scratch by the next pass that registers or pulls back statuses, which replaces the
-        old status cursor)."""
-        connection.exec_driver_sql(
-            "ALTER TABLE cases ADD COLUMN revision INTEGER NOT NULL DEFAULT 1"
-        )
+        old status cursor). Refused while an older kravia-sync holds an unexpired lease: it
+        would go on writing unfenced."""
+        live = connection.exec_driver_sql("SELECT holder, expires_at FROM lease").fetchall()
+        now = _utc_text(datetime.now(UTC))
+        for holder, expires_at in live:
+            if str(expires_at) > now:
+                raise SchemaError(
+                    f"an older kravia-sync ({holder}) holds this state store's lease until "
+                    f"{expires_at}: stop it (or wait for its lease to expire), then run this "
+                    "version again"
+                )
+        for column in (
+            "revision INTEGER NOT NULL DEFAULT 1",
+            "settle_after VARCHAR(40)",
+            "not_kravia_ids VARCHAR",
+            "amount_floor VARCHAR(40)",
+        ):
+            connection.exec_driver_sql(f"ALTER TABLE cases ADD COLUMN {column}")
         for column in (
             "holder_id VARCHAR NOT NULL DEFAULT ''",
             "epoch INTEGER NOT NULL DEFAULT 0",
@@ -891,6 +932,9 @@ class StateStore:
             "started VARCHAR",
         ):
             connection.exec_driver_sql(f"ALTER TABLE lease ADD COLUMN {column}")
+        payment_columns = {c["name"] for c in sa_inspect(connection).get_columns("payments")}
+        if "settle_after" not in payment_columns:  # a table made by the 1→2 step has it
+            connection.exec_driver_sql("ALTER TABLE payments ADD COLUMN settle_after VARCHAR(40)")
         # A lease of an older version holds no epoch: it is taken as released.
         connection.exec_driver_sql("DELETE FROM lease")
         KRAVIA_CASES.create(connection)
@@ -1016,7 +1060,13 @@ class StateStore:
             return [self._commit_one(cursor, write, fence_holds=fence_holds) for write in writes]
 
     def _commit_one(self, cursor: Any, write: CaseWrite, *, fence_holds: bool) -> WriteResult:  # noqa: ANN401
-        if write.intent and not fence_holds:
+        if write.kravia_case is not None:
+            _mirror_known(cursor, write.kravia_case)
+        if not fence_holds:
+            # A writer that lost the lease writes no case row; what a call of its answered
+            # is still a fact, kept in the journal (an intent is not: it is not sent).
+            if write.entry is not None and not write.intent:
+                cursor.execute(_INSERT_JOURNAL_SQL, _journal_row(write.entry))
             return WriteResult(WriteStatus.FENCED)
         if write.holds:
             held = cursor.execute(_HELD_SQL, (write.holds[0], write.holds[-1])).fetchone()
@@ -1029,6 +1079,8 @@ class StateStore:
             stored = _cas_write(cursor.execute, write.case, _DRIVER_FIELDS, _DRIVER_UPDATE_SQL)
             if stored is None:
                 status = WriteStatus.CONFLICT
+        if write.notes is not None and status is WriteStatus.OK:
+            self._write_note_row(cursor, *write.notes)
         if write.entry is not None and (status is WriteStatus.OK or not write.intent):
             cursor.execute(_INSERT_JOURNAL_SQL, _journal_row(write.entry))
         return WriteResult(status, stored)
@@ -1149,6 +1201,15 @@ class StateStore:
 
     _NOTE_COLUMNS = frozenset({"attention", "hold_action_at", "payouts_accounted", "updated_at"})
 
+    def _write_note_row(self, cursor: Any, aid: str, values: Mapping[str, Any]) -> None:  # noqa: ANN401
+        if set(values) - self._NOTE_COLUMNS:
+            raise ValueError(f"not a note column: {sorted(values)}")
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        cursor.execute(
+            f"UPDATE cases SET {assignments} WHERE accounting_invoice_id = ?",  # noqa: S608 - checked column names
+            (*(_db_value(value) for value in values.values()), aid),
+        )
+
     def set_case_notes(self, updates: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
         """Set only these columns of these cases (accountingInvoiceId → values), leaving the
         rest of each row (its phase, its attempts, its revision) as the pass's other writes
@@ -1224,6 +1285,13 @@ class StateStore:
                     ).all()
                     if not found:
                         refused.append(f"{invoice}: no such case")
+                    if len(found) > 1:
+                        ids = ", ".join(aid for aid, _ in found)
+                        refused.append(
+                            f"{invoice}: matches several cases ({ids}): name the "
+                            "accountingInvoiceId"
+                        )
+                        continue
                     for aid, phase in found:
                         if phase in waiting:
                             targets.append(aid)
@@ -1550,6 +1618,47 @@ class StateStore:
                 )
             )
             return [KnownCase(kravia_id, aid, number) for kravia_id, aid, number in rows]
+
+    def has_kravia_cases(self) -> bool:
+        """Whether any case of this store has a Kravia id."""
+        with self._read() as connection:
+            return (
+                connection.execute(
+                    select(CASES.c.kravia_id).where(CASES.c.kravia_id.is_not(None)).limit(1)
+                ).first()
+                is not None
+            )
+
+    def kravia_duplicates(self) -> dict[str, list[int]]:
+        """Our accountingInvoiceIds that Kravia (as mirrored) holds more than one case of."""
+        with self._read() as connection:
+            rows = connection.exec_driver_sql(
+                "SELECT k.accounting_invoice_id, k.kravia_id FROM kravia_cases AS k "
+                "WHERE k.accounting_invoice_id IN ("
+                "  SELECT accounting_invoice_id FROM kravia_cases"
+                "  WHERE accounting_invoice_id IS NOT NULL"
+                "  GROUP BY accounting_invoice_id HAVING count(*) > 1) "
+                "AND EXISTS (SELECT 1 FROM cases AS c "
+                "  WHERE c.accounting_invoice_id = k.accounting_invoice_id) "
+                "ORDER BY k.accounting_invoice_id, k.kravia_id"
+            ).fetchall()
+        found: dict[str, list[int]] = {}
+        for aid, kravia_id in rows:
+            found.setdefault(str(aid), []).append(int(kravia_id))
+        return found
+
+    def mirrored_case(self, kravia_id: int) -> KnownCase | None:
+        """Kravia's case `kravia_id` as last mirrored, or None when its search never
+        reported it."""
+        with self._read() as connection:
+            row = connection.execute(
+                select(
+                    KRAVIA_CASES.c.kravia_id,
+                    KRAVIA_CASES.c.accounting_invoice_id,
+                    KRAVIA_CASES.c.invoice_number,
+                ).where(KRAVIA_CASES.c.kravia_id == kravia_id)
+            ).first()
+        return None if row is None else KnownCase(row[0], row[1], row[2])
 
     def mirrored_count(self) -> int:
         with self._read() as connection:

@@ -62,9 +62,7 @@ def test_without_payments_in_the_details_settlements_explain_a_drop(tmp_path: Pa
     """Kravia paid out 300.00 on case 77 (and 50.00 on another); the source's amount dropped
     by 400.00: only 100.00 is the debtor's own payment, and the payout is accounted once."""
     drop = derived_payment("A-1", Decimal("1000.00"), Decimal("600.00"), on=date(2026, 11, 27))
-    state = plan_payments(
-        [("k", drop)], {}, {"A-1": True}, source="erp", rule=PayoutRule(), now=NOW
-    )
+    state = plan_payments([("k", drop)], {}, source="erp", rule=PayoutRule(), now=NOW)
     client = SettlementsOnly(
         [
             Settlement(1, None, Decimal("300.00"), [MoneyLine(77, Decimal("300.00"))], booked=True),
@@ -118,9 +116,7 @@ def test_a_line_registered_again_after_the_payment_was_seen_is_netted(tmp_path: 
             ),
         ),
     ]
-    state = plan_payments(
-        parts, {}, {"A-1": True, "A-2": True}, source="erp", rule=PayoutRule(), now=seen
-    ).writes[0]
+    state = plan_payments(parts, {}, source="erp", rule=PayoutRule(), now=seen).writes[0]
     again = replace(case("A-1", 77), registered_at=seen + timedelta(minutes=3))
     before = replace(case("A-2", 78), registered_at=seen - timedelta(days=2))
     with StateStore(tmp_path / "state.db") as store:
@@ -182,9 +178,7 @@ def forward(store: StateStore, kravia: Kravia, payment: PaymentState) -> Payment
 def stored_drop(store: StateStore) -> PaymentState:
     store.write_batch([case("A-1", 77)], [])
     drop = derived_payment("A-1", Decimal("1000.00"), Decimal("600.00"), on=date(2026, 11, 27))
-    (state,) = plan_payments(
-        [("k", drop)], {}, {"A-1": True}, source="erp", rule=PayoutRule(), now=NOW
-    ).writes
+    (state,) = plan_payments([("k", drop)], {}, source="erp", rule=PayoutRule(), now=NOW).writes
     store.write_payments([state])
     return state
 

@@ -117,7 +117,15 @@ class TestGate:
     def test_an_eligible_invoice_passes(self, step):
         """In the source, not held, overdue enough, copy fine: every sending step may go."""
         stored = case(Phase.DOCUMENTED if step is Step.START else Phase.REGISTERED)
-        assert gate(step, stored, invoice()) is None
+        found = invoice(document=FileDocument("7.pdf")) if step is Step.UPLOAD else invoice()
+        assert gate(step, stored, found) is None
+
+    def test_no_upload_without_a_copy_in_the_source(self):
+        """A copy that left the source is never uploaded (no empty copy)."""
+        refusal = gate(Step.UPLOAD, case(Phase.REGISTERED, has_document=True), invoice())
+
+        assert refusal is not None
+        assert (refusal.kind, refusal.field) == (RefusalKind.INVALID, "document")
 
     @pytest.mark.parametrize("step", [Step.LOOKUP, Step.VERIFY_START, Step.VERIFY_ADOPTED])
     def test_settling_steps_are_never_refused(self, step):

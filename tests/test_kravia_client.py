@@ -23,6 +23,7 @@ from support import TOKEN as SIM_TOKEN
 from kravia_sync.kravia import (
     DEFAULT_BASE_URL,
     MAX_RETRY_AFTER_SECONDS,
+    SEARCH_PAGE_OVERLAP,
     SEARCH_PAGE_SIZE,
     CaseStanding,
     Failure,
@@ -618,14 +619,15 @@ class TestClientErrors:
 
 
 def search_handler(pages: dict[int, object]) -> Handler:
-    """A search endpoint answering by `skip`; records the query parameters it saw."""
+    """A search endpoint answering by `skip` (nothing beyond the pages given); records the
+    query parameters it saw."""
     seen: list[dict[str, str]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.url.path == "/api/v2/invoice/search"
         params = dict(request.url.params)
         seen.append(params)
-        return httpx.Response(200, json=pages[int(params["skip"])])
+        return httpx.Response(200, json=pages.get(int(params["skip"]), []))
 
     handler.seen = seen  # type: ignore[attr-defined]
     return handler
@@ -701,8 +703,9 @@ class TestSearch:
         assert "moving" in str(info.value)
 
     def test_single_short_page(self):
-        """One short page is the whole answer; the query follows the guide's parameters."""
-        handler = search_handler({0: items([11, 12])})
+        """A short page that says it holds every match is the whole answer; the query follows
+        the guide's parameters."""
+        handler = search_handler({0: {"items": items([11, 12]), "totalCount": 2}})
 
         found = run_with(handler, search(self.SINCE))
 
@@ -721,9 +724,32 @@ class TestSearch:
             }
         ]
 
+    def test_a_short_page_without_a_count_is_confirmed_by_the_next(self):
+        """Without a total count a short page may be a server's cap, not the end: the next
+        page (starting inside this one) confirms nothing more comes."""
+        handler = search_handler({0: items([11, 12, 13, 14]), 2: items([13, 14])})
+
+        found = run_with(handler, search(self.SINCE))
+
+        assert [item.kravia_id for item in found] == [11, 12, 13, 14]
+        skips = [params["skip"] for params in handler.seen]  # type: ignore[attr-defined]
+        assert skips == ["0", "2"]
+
+    def test_a_server_that_serves_ten_or_fewer_a_page_is_paged_to_the_end(self):
+        """Even pages no longer than the usual overlap (10) are followed to the end."""
+        rows = [{"id": n, "accountingInvoiceId": f"A-{n}"} for n in range(1, 26)]
+
+        def capped(request: httpx.Request) -> httpx.Response:
+            skip = int(request.url.params["skip"])
+            return httpx.Response(200, json=rows[skip : skip + 10])
+
+        found = run_with(capped, search(self.SINCE))
+
+        assert sorted(item.kravia_id for item in found) == list(range(1, 26))
+
     @pytest.mark.parametrize("total", [0, 1, SEARCH_PAGE_SIZE - 1, SEARCH_PAGE_SIZE, 250, 1000])
     def test_paging_to_the_end(self, total):
-        """Pages are followed until a short one; every case is reported exactly once."""
+        """Pages are followed until one brings nothing new; every case is reported once."""
         handler = table_handler(items(range(1, total + 1)))
 
         found = run_with(handler, search(self.SINCE))
@@ -733,7 +759,7 @@ class TestSearch:
         skips = [int(params["skip"]) for params in handler.seen]  # type: ignore[attr-defined]
         assert skips[0] == 0
         assert skips == sorted(set(skips))  # always forward
-        assert total - skips[-1] < SEARCH_PAGE_SIZE  # the last page was short
+        assert total - skips[-1] <= SEARCH_PAGE_OVERLAP  # the last page brought nothing new
 
     def test_overlapping_pages_deduplicated(self):
         """A case the pages show twice (it moved while paging) is reported once."""
@@ -803,7 +829,13 @@ class TestSearch:
 
     def test_failed_page_read_again(self):
         """A page that fails transiently is read again; the result is complete."""
-        answers = iter([httpx.Response(503), httpx.Response(200, json=items([1, 2]))])
+        answers = iter(
+            [
+                httpx.Response(503),
+                httpx.Response(200, json=items([1, 2])),
+                httpx.Response(200, json=items([2])),  # the next page: nothing new
+            ]
+        )
 
         found = run_with(
             lambda _request: next(answers), search(self.SINCE, page_retries=2, retry_base=0.001)

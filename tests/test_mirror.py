@@ -80,7 +80,9 @@ class TestSearches:
         cursor = datetime.fromisoformat(store.meta(CURSOR))
         kravia_now = datetime.now(UTC) - timedelta(seconds=1200)
         assert abs((cursor - kravia_now).total_seconds()) < 5
-        assert mirror.fresh_since(NOW)
+        assert mirror.fresh_since(None)  # a search of this pass
+        assert mirror.began is not None
+        assert abs((mirror.began - kravia_now).total_seconds()) < 5  # on Kravia's clock
         assert MIRROR_EPOCH.year == 2000
 
     def test_the_next_search_starts_a_margin_before_the_last(self, store):

@@ -144,46 +144,35 @@ class TestClampAndPayouts:
 
 class TestPlan:
     def test_new_payment_for_a_sent_invoice_is_to_send(self):
-        plan = plan_payments(
-            [("p.csv:2", payment())], {}, {"10001": True}, source="erp", rule=RULE, now=NOW
-        )
+        plan = plan_payments([("p.csv:2", payment())], {}, source="erp", rule=RULE, now=NOW)
 
         (state,) = plan.writes
         assert state.phase is PaymentPhase.NEW
         assert plan.work == [state]
         assert state.lines == (PaymentLine("10001", Decimal("500.00")),)
 
-    @pytest.mark.parametrize("sent", [{"10001": False}, {}])
-    def test_before_the_invoice_went_to_kravia_it_is_netted(self, sent):
-        """The amount registered is what is owed now: forwarding would count it twice."""
-        plan = plan_payments([("k", payment())], {}, sent, source="erp", rule=RULE, now=NOW)
-
-        (state,) = plan.writes
-        assert state.phase is PaymentPhase.NETTED
-        assert "10001" in (state.note or "")
-        assert plan.work == []
-
-    def test_a_split_payment_is_netted_line_by_line(self):
-        """Only the line of the invoice not yet in Kravia is netted; the rest is sent."""
+    def test_netting_waits_until_the_invoice_is_in_kravia(self):
+        """A payment for an invoice not (known to be) in Kravia yet is kept, whole, until its
+        case is there: if we register it later, for what is owed then, the forwarder nets it
+        (registered after the payment was seen); if Kravia already had it (a lost state
+        store), it was registered for more and the payment is sent."""
         parts = [("a", payment("10001", amount="300")), ("b", payment("10002", amount="200"))]
 
-        plan = plan_payments(
-            parts, {}, {"10001": True, "10002": False}, source="erp", rule=RULE, now=NOW
-        )
+        plan = plan_payments(parts, {}, source="erp", rule=RULE, now=NOW)
 
         (state,) = plan.writes
         assert state.phase is PaymentPhase.NEW
-        assert state.lines == (PaymentLine("10001", Decimal("300.00")),)
-        assert "netted 200.00 on 10002" in (state.note or "")
+        assert state.lines == (
+            PaymentLine("10001", Decimal("300.00")),
+            PaymentLine("10002", Decimal("200.00")),
+        )
         assert plan.work == [state]
 
     @pytest.mark.parametrize(
         "changes", [{"payer": "KRAVIA AS"}, {"reference": "Kravia utbetaling 2026-11"}]
     )
     def test_kravia_payout_is_never_sent_back(self, changes):
-        plan = plan_payments(
-            [("k", payment(**changes))], {}, {"10001": True}, source="erp", rule=RULE, now=NOW
-        )
+        plan = plan_payments([("k", payment(**changes))], {}, source="erp", rule=RULE, now=NOW)
 
         assert plan.writes[0].phase is PaymentPhase.PAYOUT
         assert plan.work == []
@@ -191,9 +180,7 @@ class TestPlan:
     def test_one_payment_over_two_invoices_is_one_payment(self):
         parts = [("a", payment("10001", amount="100")), ("b", payment("10002", amount="50"))]
 
-        plan = plan_payments(
-            parts, {}, {"10001": True, "10002": True}, source="erp", rule=RULE, now=NOW
-        )
+        plan = plan_payments(parts, {}, source="erp", rule=RULE, now=NOW)
 
         (state,) = plan.writes
         assert [(line.accounting_invoice_id, line.amount) for line in state.lines] == [
@@ -202,28 +189,21 @@ class TestPlan:
         ]
 
     def test_seen_again_unchanged_writes_nothing(self):
-        first = plan_payments(
-            [("k", payment())], {}, {"10001": True}, source="erp", rule=RULE, now=NOW
-        )
+        first = plan_payments([("k", payment())], {}, source="erp", rule=RULE, now=NOW)
         sent = replace(first.writes[0], phase=PaymentPhase.SENT)
 
-        again = plan_payments(
-            [("k", payment())], {"P-1": sent}, {"10001": True}, source="erp", rule=RULE, now=NOW
-        )
+        again = plan_payments([("k", payment())], {"P-1": sent}, source="erp", rule=RULE, now=NOW)
 
         assert again.writes == []
         assert again.work == []
 
     def test_changed_after_sent_is_shown_not_resent(self):
-        first = plan_payments(
-            [("k", payment())], {}, {"10001": True}, source="erp", rule=RULE, now=NOW
-        )
+        first = plan_payments([("k", payment())], {}, source="erp", rule=RULE, now=NOW)
         sent = replace(first.writes[0], phase=PaymentPhase.SENT)
 
         again = plan_payments(
             [("k", payment(amount="600"))],
             {"P-1": sent},
-            {"10001": True},
             source="erp",
             rule=RULE,
             now=NOW,
@@ -240,18 +220,15 @@ class TestPlan:
         derived = plan_payments(
             [("k", derived_payment("10001", Decimal(9), Decimal(4), on=date(2026, 11, 1)))],
             {},
-            {"10001": True},
             source="erp",
             rule=RULE,
             now=NOW,
         ).writes[0]
-        reported = plan_payments(
-            [("k", payment())], {}, {"10001": True}, source="erp", rule=RULE, now=NOW
-        ).writes[0]
+        reported = plan_payments([("k", payment())], {}, source="erp", rule=RULE, now=NOW).writes[0]
         sending = replace(reported, payment_id="P-2", phase=PaymentPhase.SENDING)
         stored = {s.payment_id: s for s in (derived, reported, sending)}
 
-        plan = plan_payments([], stored, {}, source="erp", rule=RULE, now=NOW)
+        plan = plan_payments([], stored, source="erp", rule=RULE, now=NOW)
 
         assert {s.payment_id for s in plan.work} == {derived.payment_id, "P-2"}
         assert derived.derived
@@ -259,9 +236,7 @@ class TestPlan:
 
 class TestNextStep:
     def state(self, **changes: object):
-        made = plan_payments(
-            [("k", payment())], {}, {"10001": True}, source="erp", rule=RULE, now=NOW
-        ).writes[0]
+        made = plan_payments([("k", payment())], {}, source="erp", rule=RULE, now=NOW).writes[0]
         return replace(made, **changes)  # type: ignore[arg-type]
 
     def test_waits_for_the_invoice_to_be_in_kravia(self):

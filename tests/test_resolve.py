@@ -10,6 +10,7 @@ from support import Sim, load, run_cli, run_pass, write_config, write_invoices
 
 from kravia_sync.lifecycle import Phase
 from kravia_sync.payments import PaymentPhase
+from kravia_sync.simulator import Faults
 from kravia_sync.store import StateStore
 
 
@@ -93,7 +94,9 @@ class TestResolvePayments:
         lines = ["payment_id;date;amount;invoice_number", "P-4;2026-11-20;10.00;4"]
         lines.append("P-5;2026-11-20;20.00;5")
         (tmp_path / "invoices" / "payments.csv").write_text("\n".join(lines) + "\n")
-        run_pass(config)
+        sim.simulator.faults = Faults(rate_limit_429=1.0, operations=("payment",))
+        run_pass(config)  # not sent: Kravia is busy
+        sim.simulator.faults = Faults()
         received = len(sim.simulator.payments())
         with StateStore(load(config).state_path) as store:
             for payment in store.all_payments():

@@ -28,6 +28,7 @@ from kravia_sync.store import (
     JournalEntry,
     LeaseHeldError,
     LeaseLostError,
+    MirrorItem,
     QuarantineEntry,
     SchemaError,
     SourceRead,
@@ -128,8 +129,12 @@ def dead_pid() -> int:
 # What schema 3 added, undone: a database as schema 2 left it.
 SCHEMA_3_UNDONE = (
     "DROP TABLE kravia_cases",
-    "ALTER TABLE cases DROP COLUMN revision",
+    *(
+        f"ALTER TABLE cases DROP COLUMN {c}"
+        for c in ("revision", "settle_after", "not_kravia_ids", "amount_floor")
+    ),
     *(f"ALTER TABLE lease DROP COLUMN {c}" for c in ("holder_id", "epoch", "host_key", "started")),
+    "ALTER TABLE payments DROP COLUMN settle_after",
 )
 
 
@@ -151,12 +156,12 @@ class TestSchema:
         added += ["kravia_remaining", "status_at", "hold_action_at", "registered_at"]
         raw_sql(
             db_path,
+            *SCHEMA_3_UNDONE,
             "DROP TABLE payments",
             "DROP TABLE holds",
             "DROP INDEX ix_journal_payment_id",
             "ALTER TABLE journal DROP COLUMN payment_id",
             *(f"ALTER TABLE cases DROP COLUMN {column}" for column in added),
-            *SCHEMA_3_UNDONE,
             "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
         )
 
@@ -177,14 +182,14 @@ class TestSchema:
             again.close()
 
     def test_schema_2_is_migrated(self, store, db_path):
-        """A schema-2 database gains revisions (its cases start at 1), the fenced lease (an old
-        lease is dropped: it has no epoch) and the mirror of Kravia's cases."""
+        """A schema-2 database gains revisions (its cases start at 1), the fenced lease (an old,
+        expired lease is dropped: it has no epoch) and the mirror of Kravia's cases."""
         store.write_batch([make_case("A-1", phase=Phase.STARTED, kravia_id=5)], [])
         store.close()
         raw_sql(
             db_path,
             *SCHEMA_3_UNDONE,
-            "INSERT INTO lease VALUES ('writer', 'pid 1 on old', 'old', 1, '2025', '2999')",
+            "INSERT INTO lease VALUES ('writer', 'pid 1 on old', 'old', 1, '2025', '2025')",
             "INSERT INTO meta VALUES ('status_cursor', '2025-01-01T00:00:00+00:00')",
             "UPDATE meta SET value = '2' WHERE key = 'schema_version'",
         )
@@ -201,6 +206,22 @@ class TestSchema:
             assert again.current_lease()["epoch"] == 1
         finally:
             again.close()
+
+    def test_a_live_lease_of_an_older_version_stops_the_migration(self, store, db_path):
+        """While an older kravia-sync holds an unexpired lease, the upgrade is refused naming
+        it, and the database stays at schema 2 (that process would write unfenced)."""
+        store.close()
+        raw_sql(
+            db_path,
+            *SCHEMA_3_UNDONE,
+            "INSERT INTO lease VALUES ('writer', 'pid 7 on old', 'old', 7, '2025', '2999-01-01')",
+            "UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+        )
+
+        with pytest.raises(SchemaError, match="pid 7 on old"):
+            StateStore(db_path).close()
+
+        assert raw_sql(db_path, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
 
     def test_wal_and_full_sync(self, store):
         """Connections run in WAL mode with synchronous=FULL."""
@@ -657,8 +678,9 @@ class TestLease:
 
 class TestFencing:
     def test_a_deposed_writer_cannot_write_an_intent(self, store, db_path):
-        """Once another store took the lease over, this store's intents are refused (FENCED,
-        nothing written) while outcomes, facts, are still recorded."""
+        """Once another store took the lease over, this store writes no case row: its intents
+        are refused (FENCED, not journaled) and its outcomes, facts, reach only the journal
+        (the row is the new holder's to settle)."""
         store.acquire_lease(ttl=TTL, now=T0)
         store.write_batch([make_case("A-2", phase=Phase.REGISTERING, pending_attempt="a")], [])
         registering = store.load_cases("erp")["A-2"]
@@ -679,9 +701,9 @@ class TestFencing:
             other.close()
 
         assert new.status is WriteStatus.FENCED
-        assert outcome.status is WriteStatus.OK
+        assert outcome.status is WriteStatus.FENCED
         assert "A-1" not in store.load_cases("erp")
-        assert store.load_cases("erp")["A-2"].kravia_id == 9
+        assert store.load_cases("erp")["A-2"].kravia_id is None
         assert [row["kind"] for row in store.journal_for("A-1")] == []
         assert [row["kind"] for row in store.journal_for("A-2")] == ["outcome"]
 
@@ -919,3 +941,42 @@ class TestPayments:
         assert (first, second) == (True, False)
         assert store.load_payments("erp", ["P-1"])["P-1"].pending_attempt == "att-1"
         assert [e["attempt_id"] for e in store.payment_journal("P-1")] == ["att-1"]
+
+
+class TestApprove:
+    def test_a_number_two_sources_share_is_not_approved_for_both(self, store):
+        """`start 5` when two sources each have an invoice 5 approves neither: the operator
+        names the accountingInvoiceId."""
+        store.write_batch(
+            [
+                make_case("a-5", invoice_number="5", phase=Phase.DOCUMENTED, kravia_id=1),
+                make_case("b-5", invoice_number="5", phase=Phase.DOCUMENTED, kravia_id=2),
+            ],
+            [],
+        )
+
+        approved, refused = store.approve(["5"], now=T0)
+        by_id, _ = store.approve(["b-5"], now=T0)
+
+        assert approved == []
+        assert "several cases (a-5, b-5)" in refused[0]
+        assert by_id == ["b-5"]
+
+
+class TestDuplicatesInKravia:
+    def test_an_invoice_kravia_holds_twice_is_reported(self, store):
+        """After a search, an accountingInvoiceId of ours with two Kravia cases is found."""
+        store.write_batch([make_case("A-1"), make_case("A-2")], [])
+        store.record_mirror(
+            [
+                MirrorItem(10, "A-1", "1", None, None, None),
+                MirrorItem(11, "A-1", "1", None, None, None),
+                MirrorItem(12, "A-2", "2", None, None, None),
+                MirrorItem(13, "X-9", "9", None, None, None),
+                MirrorItem(14, "X-9", "9", None, None, None),  # not ours
+            ],
+            meta={},
+            now=T0,
+        )
+
+        assert store.kravia_duplicates() == {"A-1": [10, 11]}
