@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from kravia_sync.committer import GroupCommitter
 from kravia_sync.diff import SETTLING_STEPS, WorkItem
 from kravia_sync.gate import Refusal, RefusalKind, judge
-from kravia_sync.identity import Absent, KnownCase, Verdict
+from kravia_sync.identity import Absent, KnownCase, Unknown, Verdict
 from kravia_sync.kravia import (
     Failure,
     KraviaClient,
@@ -38,6 +38,7 @@ from kravia_sync.kravia import (
     Reservation,
     backoff_delay,
     case_progress,
+    case_standing,
     start_already_done,
 )
 from kravia_sync.lease import LeaseKeeper
@@ -47,6 +48,7 @@ from kravia_sync.lifecycle import (
     Phase,
     Step,
     Timing,
+    adopted_at_capital,
     after_details,
     after_failure,
     after_identity,
@@ -222,10 +224,21 @@ class CaseDriver:
             pending = written.case
             self.lease.check()  # the intent's commit may have waited: still ours to send?
             started = time.monotonic()
+            failure: KraviaError | None = None
             try:
                 kravia_id = await self._call(step, pending, invoice, content, reservation)
             except KraviaError as error:
-                return self._failed(step, pending, error, attempt_id, started)
+                failure = error
+        if failure is not None:  # the slot is given back first: a look at details takes one
+            done = await self._refused_start_was_done(step, pending, failure)
+            if done is None:
+                failure = KraviaError(
+                    Failure.TRANSIENT,
+                    f"{failure}; Kravia's case details could not be read to tell whether it "
+                    "had started already: Start is tried again",
+                    status=failure.status,
+                )
+            return self._failed(step, pending, failure, attempt_id, started, done=bool(done))
         after = after_success(pending, step, now=self.clock(), kravia_id=kravia_id)
         registered = (
             None
@@ -276,10 +289,23 @@ class CaseDriver:
         error: KraviaError,
         attempt_id: str,
         started: float,
+        *,
+        done: bool = False,
     ) -> CaseState:
+        """The case after `step` failed; `done`: Kravia refused a Start because the case's
+        details show it started already."""
         operation = _OPERATION[step]
         now = self.clock()
-        if step is Step.START and pending.lookups > 0 and start_already_done(error):
+        if done:
+            after = replace(
+                after_success(pending, step, now=now),
+                last_error=redact(
+                    f"Kravia refused Start ({error}) and its case details show it started "
+                    "already (a Start this state store did not know of): done"
+                ),
+            )
+            self.log.counts["started"] += 1
+        elif step is Step.START and pending.lookups > 0 and start_already_done(error):
             # Start was sent again after an unknown outcome: "not available" means it is done.
             after = replace(
                 after_success(pending, step, now=now),
@@ -320,6 +346,24 @@ class CaseDriver:
         )
         return replace(after, revision=pending.revision + 1)
 
+    async def _refused_start_was_done(
+        self, step: Step, pending: CaseState, error: KraviaError
+    ) -> bool | None:
+        """Whether a Start Kravia refused is one it had done already (sent by a process whose
+        state store was lost or restored from an older copy): its case details say started.
+        False leaves the refusal as it is; None: the details could not be read (the Start is
+        tried again later, never parked on a failed look)."""
+        if step is not Step.START or error.failure is not Failure.TERMINAL:
+            return False
+        assert pending.kravia_id is not None  # noqa: S101 - only cases in Kravia are started
+        try:
+            details = await self.client.details(pending.kravia_id)
+        except KraviaError as look:
+            if look.failure.stops_pass:
+                raise PassStoppedError(look.stop_reason("details")) from None
+            return None
+        return case_progress(details).started is True
+
     def _not_written(self, case: CaseState, status: WriteStatus, reason: str | None) -> None:
         self.log.counts["held" if status is WriteStatus.HELD else "conflicts"] += 1
         log.warning(
@@ -336,7 +380,7 @@ class CaseDriver:
         if not await self._fresh(None):  # a search of this very pass
             self.log.counts["register_deferred"] += 1
             return case
-        verdict = self._verdict(case)
+        verdict = await self._identified(case)
         if isinstance(verdict, Absent):
             return None
         after = after_identity(case, verdict, now=self.clock())
@@ -345,6 +389,15 @@ class CaseDriver:
 
     def _verdict(self, case: CaseState) -> Verdict:
         return known_verdict(self.settings, self.mirror, case)
+
+    async def _identified(self, case: CaseState) -> Verdict:
+        """The verdict, after reading the details of the cases that made it unknown (search
+        items without an accountingInvoiceId): what their details say decides, where they
+        say it."""
+        verdict = self._verdict(case)
+        if isinstance(verdict, Unknown) and await self.mirror.identify(verdict.kravia_ids):
+            return self._verdict(case)
+        return verdict
 
     def _until_kravia(self, moment: datetime) -> float:
         """Seconds until Kravia's clock (at the earliest it can be) reaches `moment`."""
@@ -418,8 +471,8 @@ class CaseDriver:
                 why=self.mirror.failure or "Kravia's search could not be made this pass",
             )
             return await self._decided(case, after, "lookup", "search failed")
-        verdict = self._verdict(case)
-        after = after_identity(case, verdict, now=now)
+        verdict = await self._identified(case)
+        after = after_identity(case, verdict, now=self.clock())
         self.log.counts["adopted" if after.phase is Phase.REGISTERED else "lookups"] += 1
         log.info(
             "lookup after a lost answer",
@@ -475,6 +528,8 @@ class CaseDriver:
             resend_unconfirmed_uploads=self.settings.retry.resend_unconfirmed_uploads,
             max_unconfirmed=self.timing.max_lookups,
         )
+        if step is Step.VERIFY_ADOPTED:
+            after = adopted_at_capital(after, case_standing(details).remaining_capital)
         self._record(
             after,
             case,

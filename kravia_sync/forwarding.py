@@ -42,6 +42,7 @@ from kravia_sync.payments import (
     PaymentStep,
     clamp_lines,
     explain_by_payouts,
+    limit_to_owed,
     next_payment_step,
     payment_arrived,
 )
@@ -152,7 +153,9 @@ class PaymentForwarder:
     async def _send(
         self, payment: PaymentState, cases: Mapping[str, CaseState], outcome: PaymentOutcome
     ) -> PaymentState:
-        payment = self._net_late_registers(payment, cases)
+        if not payment.derived:
+            # A drop is limited by Kravia's capital instead (below): no clock is compared.
+            payment = self._net_late_registers(payment, cases)
         if payment.phase is PaymentPhase.NETTED:
             self.store.write_payments([payment], [])
             return payment
@@ -169,16 +172,10 @@ class PaymentForwarder:
         case_updates: list[CaseState] = []
         notes: list[str] = []
         if payment.derived:
-            unknown = _unknown_money(standings)
-            if unknown is not None:
-                # Money of a type we cannot read could be Kravia's own payout: never sent
-                # back on a guess.
-                review = replace(
-                    payment, phase=PaymentPhase.NEEDS_REVIEW, updated_at=now, note=unknown
-                )
-                self.store.write_payments([review], [])
-                return review
-            lines, case_updates, notes = await self._explain(payment, cases, standings)
+            derived = await self._drop_lines(payment, cases, standings, outcome)
+            if isinstance(derived, PaymentState):
+                return derived
+            lines, case_updates, notes = derived
         remaining = {aid: standing.remaining_capital for aid, standing in standings.items()}
         clamped, clamp_notes = clamp_lines(lines, remaining)
         notes += clamp_notes
@@ -208,6 +205,83 @@ class PaymentForwarder:
             settle_after=self._kravia_now() + self.settle,
         )
         return await self._transmit(payment, pending, cases, _payouts(case_updates))
+
+    async def _drop_lines(
+        self,
+        payment: PaymentState,
+        cases: Mapping[str, CaseState],
+        standings: Mapping[str, CaseStanding],
+        outcome: PaymentOutcome,
+    ) -> tuple[tuple[PaymentLine, ...], list[CaseState], list[str]] | PaymentState:
+        """What of an amount drop is still to be sent: Kravia's own payouts taken out, each
+        line limited to what the source says is owed; the payment as written when it is not
+        sent (parked or netted)."""
+        unknown = _unknown_money(standings)
+        if unknown is not None:
+            # Money of a type we cannot read could be Kravia's own payout: never sent
+            # back on a guess.
+            review = replace(
+                payment, phase=PaymentPhase.NEEDS_REVIEW, updated_at=self.clock(), note=unknown
+            )
+            self.store.write_payments([review], [])
+            return review
+        lines, case_updates, notes = await self._explain(payment, cases, standings)
+        remaining = {aid: standing.remaining_capital for aid, standing in standings.items()}
+        limited = self._limited_to_owed(payment, lines, cases, remaining, outcome)
+        if isinstance(limited, PaymentState):
+            return limited
+        lines, owed_notes = limited
+        if owed_notes and not any(line.amount for line in lines):
+            netted = replace(
+                payment,
+                phase=PaymentPhase.NETTED,
+                updated_at=self.clock(),
+                note="; ".join(notes + owed_notes),
+            )
+            self.store.write_payments([netted], [], case_notes=_payouts(case_updates))
+            outcome.counts["payments_netted"] += 1
+            return netted
+        return lines, case_updates, notes + owed_notes
+
+    def _limited_to_owed(
+        self,
+        payment: PaymentState,
+        lines: tuple[PaymentLine, ...],
+        cases: Mapping[str, CaseState],
+        remaining: Mapping[str, Decimal | None],
+        outcome: PaymentOutcome,
+    ) -> tuple[tuple[PaymentLine, ...], list[str]] | PaymentState:
+        """A drop's lines limited so no case's capital falls below what the source says is
+        owed (`limit_to_owed`), with a note per line limited; the payment as written when a
+        case's capital cannot be read (a person looks: a drop sent on a guess could be money
+        paid twice)."""
+        now = self.clock()
+        unread = [
+            line.accounting_invoice_id
+            for line in lines
+            if remaining.get(line.accounting_invoice_id) is None
+        ]
+        if unread:
+            review = replace(
+                payment,
+                phase=PaymentPhase.NEEDS_REVIEW,
+                updated_at=now,
+                note=(
+                    f"Kravia's case details do not say the capital left on {', '.join(unread)}, "
+                    "so how much of the drop is still to be paid cannot be told: check the case "
+                    f"in Kravia, then kravia-sync resolve --payment {payment.payment_id}"
+                ),
+            )
+            self.store.write_payments([review], [])
+            return review
+        owed = {aid: cases[aid].amount for aid in payment.invoices}
+        limited, notes = limit_to_owed(lines, remaining, owed)
+        for note in notes:
+            log.warning(
+                "payment limited to what was paid", payment_id=payment.payment_id, detail=note
+            )
+            outcome.counts["payments_limited"] += 1
+        return limited, notes
 
     def _already_in_kravia(
         self, payment: PaymentState, standings: Mapping[str, CaseStanding]

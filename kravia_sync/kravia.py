@@ -954,6 +954,13 @@ class KraviaClient:
         )
 
 
+def details_summary(details: Mapping[str, Any]) -> SearchItem:
+    """What a case's details say of the case the way a search item does (ASSUMED: the
+    details carry the search item's fields); KraviaError (transient) when it cannot be
+    identified."""
+    return _search_item(details)
+
+
 def _search_item(item: Mapping[str, Any]) -> SearchItem:
     """One search item; KraviaError (transient) when it has no readable Kravia id, or neither
     an accountingInvoiceId nor an invoice number: such a case could be any invoice."""

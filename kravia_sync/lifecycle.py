@@ -32,11 +32,13 @@ __all__ = [
     "Phase",
     "StartPolicy",
     "Step",
+    "adopted_at_capital",
     "after_details",
     "after_failure",
     "after_identity",
     "after_lookup",
     "after_success",
+    "backing_off",
     "begin",
     "next_step",
     "resolved",
@@ -177,12 +179,17 @@ def next_step(  # noqa: PLR0911 - one return per phase reads best
         since = case.pending_since or case.updated_at
         if since > now:  # our clock went back: the driver settles on Kravia's clock instead
             since = now - timing.settle
-        not_before = max(since + timing.settle, case.next_attempt_at or since)
+        retry_at = (
+            case.next_attempt_at
+            if backing_off(case.next_attempt_at, set_at=case.updated_at, now=now)
+            else None
+        )
+        not_before = max(since + timing.settle, retry_at or since)
         step = SETTLING_STEP[case.phase]
         if now < not_before:
             return Decision(Step.WAIT, not_before, f"{step.value} after the answer was lost")
         return Decision(step)
-    if case.next_attempt_at is not None and now < case.next_attempt_at:
+    if backing_off(case.next_attempt_at, set_at=case.updated_at, now=now):
         return Decision(Step.WAIT, case.next_attempt_at, "backing off after a failed attempt")
     if case.phase is Phase.NEW:
         return Decision(Step.REGISTER)
@@ -193,6 +200,13 @@ def next_step(  # noqa: PLR0911 - one return per phase reads best
     if start is StartPolicy.MANUAL and case.approved_at is None:
         return Decision(Step.NONE, reason="awaiting approval (start = manual): kravia-sync start")
     return Decision(Step.START)
+
+
+def backing_off(next_attempt_at: datetime | None, *, set_at: datetime, now: datetime) -> bool:
+    """Whether a back-off set at `set_at` (our clock then) still runs: not once our clock has
+    gone back past the moment it was set (it would run for as long again as the clock went
+    back); a retry after a transient failure harms nobody."""
+    return next_attempt_at is not None and set_at <= now < next_attempt_at
 
 
 # A call in flight whose answer was lost, and the step that settles it.
@@ -447,7 +461,8 @@ def after_details(
         )
     if step is Step.VERIFY_UPLOAD:
         if details.documented:
-            return _settled(case, Phase.DOCUMENTED, now=now, lookups=0, last_error=None)
+            phase = Phase.STARTED if details.started else Phase.DOCUMENTED
+            return _settled(case, phase, now=now, lookups=0, last_error=None)
         if details.documented is None and not resend_unconfirmed_uploads:
             return _review(
                 case,
@@ -502,6 +517,18 @@ def _after_adopted(
         phase = Phase.REGISTERED  # the copy goes up (again, if it was there unseen)
     # Start not known to be done: it is sent, and an "already started" answer counts as done.
     return _settled(case, phase, now=now, lookups=0 if details.started is False else 1)
+
+
+def adopted_at_capital(case: CaseState, capital: Decimal | None) -> CaseState:
+    """An adopted case whose capital in Kravia is above the source's amount: what was paid
+    in between was never forwarded from this state store (it was lost, or restored from an
+    older copy). The capital becomes the case's amount floor, so the next pass forwards the
+    gap as a drop (where the source's payments are its amount drops)."""
+    if capital is None or case.amount is None or capital <= case.amount:
+        return case
+    floor = capital if case.amount_floor is None else max(case.amount_floor, capital)
+    # No record hash: the next pass reads the record in full, and sees the gap.
+    return replace(case, amount_floor=floor, record_hash="")
 
 
 def _review(case: CaseState, now: datetime, reason: str) -> CaseState:

@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from kravia_sync.identity import Verdict, identity_verdict
-from kravia_sync.kravia import KraviaClient, KraviaError, SearchResult, parse_dotnet_time
+from kravia_sync.kravia import (
+    KraviaClient,
+    KraviaError,
+    SearchResult,
+    details_summary,
+    parse_dotnet_time,
+)
 from kravia_sync.logging import get_logger, redact
 from kravia_sync.store import MirrorItem, StateStore
 
@@ -145,6 +151,35 @@ class KraviaMirror:
         self.failure = None
         self.last = MirrorSync(began, len(result.items), len(changed))
         return self.last
+
+    async def identify(self, kravia_ids: Collection[int]) -> bool:
+        """Read the details of cases whose search items carried no accountingInvoiceId, and
+        mirror the id they do carry; whether every one of them now has one. A failed read
+        (short of one that stops the pass) leaves them unidentified."""
+        if self._client is None:
+            raise ValueError("a client is needed to read Kravia's cases")
+        items: list[MirrorItem] = []
+        for kravia_id in kravia_ids:
+            try:
+                summary = details_summary(await self._client.details(kravia_id))
+            except KraviaError as exc:
+                if exc.failure.stops_pass:
+                    raise
+                return False
+            if summary.kravia_id != kravia_id or summary.accounting_invoice_id is None:
+                return False
+            items.append(
+                MirrorItem(
+                    summary.kravia_id,
+                    summary.accounting_invoice_id,
+                    summary.invoice_number,
+                    summary.status,
+                    summary.remaining_capital,
+                    summary.updated,
+                )
+            )
+        await asyncio.to_thread(self._store.record_mirror, items, meta={}, now=self._clock())
+        return True
 
     def verdict(
         self,

@@ -32,6 +32,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from kravia_sync.lifecycle import backing_off
 from kravia_sync.model import (
     InvalidRecordError,
     money,
@@ -54,6 +55,7 @@ __all__ = [
     "derived_payment",
     "group_payments",
     "is_payment_record",
+    "limit_to_owed",
     "payment_arrived",
 ]
 
@@ -299,6 +301,38 @@ def derived_payment(
     )
 
 
+def limit_to_owed(
+    lines: Sequence[PaymentLine],
+    remaining: Mapping[str, Decimal | None],
+    owed: Mapping[str, Decimal | None],
+) -> tuple[tuple[PaymentLine, ...], list[str]]:
+    """The lines of a payment derived from amount drops, each limited so Kravia's capital
+    does not fall below what the source says is still owed (`owed`, the latest amount read).
+
+    A drop is the difference between two amounts the state store saw; when the store forgot a
+    drop it had forwarded (restored from an older copy) or Kravia took money off by another
+    way, the difference overstates what is paid. Kravia's capital left minus what is still
+    owed is what the debtor has paid since. Unknown capital or amount: left as it is (the
+    capital clamp, and the gate before sending, decide)."""
+    limited: list[PaymentLine] = []
+    notes: list[str] = []
+    for line in lines:
+        left = remaining.get(line.accounting_invoice_id)
+        still_owed = owed.get(line.accounting_invoice_id)
+        if left is None or still_owed is None:
+            limited.append(line)
+            continue
+        paid_since = max(Decimal(0), left - still_owed)
+        amount = min(line.amount, paid_since)
+        if amount != line.amount:
+            notes.append(
+                f"{line.accounting_invoice_id}: {line.amount} limited to {amount}: Kravia's "
+                f"capital is {left} and the source says {still_owed} is still owed"
+            )
+        limited.append(replace(line, amount=amount))
+    return tuple(limited), notes
+
+
 def clamp_lines(
     lines: Sequence[PaymentLine], remaining: Mapping[str, Decimal | None]
 ) -> tuple[tuple[PaymentLine, ...], list[str]]:
@@ -373,11 +407,16 @@ def next_payment_step(
         since = payment.pending_since or payment.updated_at
         if since > now:  # our clock went back: the forwarder checks Kravia's clock instead
             since = now - settle
-        not_before = max(since + settle, payment.next_attempt_at or since)
+        retry_at = (
+            payment.next_attempt_at
+            if backing_off(payment.next_attempt_at, set_at=payment.updated_at, now=now)
+            else None
+        )
+        not_before = max(since + settle, retry_at or since)
         if now < not_before:
             return PaymentDecision(PaymentStep.WAIT, not_before, "verify after the answer was lost")
         return PaymentDecision(PaymentStep.VERIFY)
-    if payment.next_attempt_at is not None and now < payment.next_attempt_at:
+    if backing_off(payment.next_attempt_at, set_at=payment.updated_at, now=now):
         return PaymentDecision(
             PaymentStep.WAIT, payment.next_attempt_at, "backing off after a failed attempt"
         )

@@ -106,7 +106,13 @@ def assess(
             updated_at=now,
         )
         return Assessment(Change.RETRY, case, write=True)
-    if moved and existing.phase in IN_KRAVIA_PHASES | {Phase.REGISTERING, Phase.NEEDS_REVIEW}:
+    # An adopted case starts at Kravia's capital: a gap down to the source's amount is a drop
+    # the state store never saw (it was lost, or restored from an older copy).
+    below_floor = existing.amount_floor is not None and invoice.amount < existing.amount_floor
+    if (moved or below_floor) and existing.phase in IN_KRAVIA_PHASES | {
+        Phase.REGISTERING,
+        Phase.NEEDS_REVIEW,
+    }:
         # Kravia documents no way to edit a registered invoice: never register again. A drop
         # of the amount is money paid (see `kravia_sync.payments`); anything else is shown as a
         # change a person must make in Kravia. Drops are counted from the lowest amount seen

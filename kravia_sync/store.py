@@ -1579,10 +1579,17 @@ class StateStore:
                     "last_updated": item.last_updated,
                     "seen_at": now,
                 }
+                # A search that leaves the id out does not forget one details gave.
+                kept = {
+                    **values,
+                    "accounting_invoice_id": func.coalesce(
+                        item.accounting_invoice_id, KRAVIA_CASES.c.accounting_invoice_id
+                    ),
+                }
                 connection.execute(
                     sqlite_insert(KRAVIA_CASES)
                     .values(kravia_id=item.kravia_id, **values)
-                    .on_conflict_do_update(index_elements=["kravia_id"], set_=values)
+                    .on_conflict_do_update(index_elements=["kravia_id"], set_=kept)
                 )
                 result = connection.execute(
                     update(CASES)

@@ -316,14 +316,13 @@ class TestClockSkew:
 
 
 class TestSearchWithoutIds:
-    def test_a_case_kravia_lists_without_its_id_parks_instead_of_registering_again(
+    def test_a_case_kravia_lists_without_its_id_is_identified_by_its_details(
         self, sim: Sim, tmp_path: Path
     ) -> None:
         """Kravia's search omits accountingInvoiceId: after a lost register answer the case
-        with that invoice number is unknown, never absent; parked with the way out, and
-        `resolve --as kravia:<id>` finishes it."""
+        with that invoice number is read in full, and its details' id adopts it."""
         sim.simulator.shape = Shape(search_without_aid=True)
-        write_invoices(folder(tmp_path), [5], pdf_every=0)
+        write_invoices(folder(tmp_path), [5, 6], pdf_every=0)
         config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
         passes = Passes(config)
         sim.simulator.faults = Faults(drop_after_commit=1.0, operations=("register",))
@@ -331,6 +330,29 @@ class TestSearchWithoutIds:
         sim.simulator.faults = Faults()
 
         summary = passes.run()
+
+        no_duplicates(sim)
+        assert len(sim.cases()) == 2
+        assert all(case["started"] for case in sim.cases())
+        assert {passes.case(aid).phase.value for aid in ("5", "6")} == {"started"}
+        assert summary.status == "done"
+
+    def test_a_case_kravia_lists_without_its_id_parks_instead_of_registering_again(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Kravia's search omits accountingInvoiceId and its details cannot be read: after a
+        lost register answer the case with that invoice number is unknown, never absent;
+        parked with the way out, and `resolve --as kravia:<id>` finishes it."""
+        sim.simulator.shape = Shape(search_without_aid=True)
+        write_invoices(folder(tmp_path), [5], pdf_every=0)
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        passes = Passes(config)
+        sim.simulator.faults = Faults(drop_after_commit=1.0, operations=("register",))
+        passes.run()
+        sim.simulator.faults = Faults(error_5xx=1.0, operations=("details",))
+
+        summary = passes.run()
+        sim.simulator.faults = Faults()
 
         (case,) = sim.cases()
         parked = passes.case("5")
@@ -708,9 +730,9 @@ class TestResolveSticks:
     def test_resolving_as_new_is_not_undone_by_the_next_look(
         self, sim: Sim, tmp_path: Path
     ) -> None:
-        """Kravia lists a case with this invoice number but no readable id (another system's
-        invoice 8); a person checks it and resolves --as new: the next pass registers it
-        instead of parking it again."""
+        """Kravia lists a case with this invoice number but no readable id, in its search or
+        its details (another system's invoice 8); a person checks it and resolves --as new:
+        the next pass registers it instead of parking it again."""
         sim.simulator.shape = Shape(search_without_aid=True)
         write_invoices(folder(tmp_path), [8], pdf_every=0)
         config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
@@ -718,7 +740,9 @@ class TestResolveSticks:
         write_invoices(other / "invoices", [8], pdf_every=0)
         Passes(write_config(other, sim.base_url, retry=NO_WAITS)).run()
         passes = Passes(config)
+        sim.simulator.faults = Faults(error_5xx=1.0, operations=("details",))
         passes.run()
+        sim.simulator.faults = Faults()
         assert passes.case("8").phase.value == "needs_review"
 
         resolved = run_cli("resolve", "8", "--as", "new", "--reason", "not ours", cwd=tmp_path)
@@ -815,3 +839,97 @@ class TestHoldActionAfterACrash:
         actions = sim.simulator.calls()["action"]
         assert sum(actions.values()) == 1  # the Start only: the Pause never went twice
         assert "answer was lost" in (passes.case("12").attention or "")
+
+
+DROPS = 'payments = "amount_drops"'
+
+
+def copy_store(config: Path, target: Path) -> None:
+    with sqlite3.connect(load(config).state_path) as live, sqlite3.connect(target) as copy:
+        live.backup(copy)
+
+
+def restore_store(config: Path, copy: Path) -> None:
+    with sqlite3.connect(copy) as older, sqlite3.connect(load(config).state_path) as live:
+        older.backup(live)
+
+
+def capital(sim: Sim) -> Decimal:
+    (case,) = sim.cases()
+    return Decimal(str(case["remainingAmount"]))
+
+
+class TestRestoredStoreAndMoney:
+    """What the seeded model of the engine found: a state store restored from an older copy
+    must not pay a drop twice, nor miss one, nor park a Start Kravia had done."""
+
+    def test_a_drop_after_a_restore_pays_only_what_was_not_paid(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """1000 owed, then 900 (100 forwarded); the store is restored to before that; then 500
+        owed: the drop the store sees is 1000 → 500, but only 400 is sent, so Kravia's
+        capital is the 500 still owed (not 400)."""
+        record = invoice_record(1, amount="1000.00")
+        write_records(tmp_path, [record])
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS, source=DROPS)
+        passes = Passes(config)
+        passes.run()
+        copy_store(config, tmp_path / "older.db")
+        write_records(tmp_path, [{**record, "amount": "900.00"}])
+        passes.run()
+        assert capital(sim) == Decimal("900.00")
+        restore_store(config, tmp_path / "older.db")
+        write_records(tmp_path, [{**record, "amount": "500.00"}])
+
+        passes.run()
+        passes.run()
+
+        assert capital(sim) == Decimal("500.00")
+        assert [p["amount"] for p in sim.simulator.payments()] == [
+            Decimal("100.00"),
+            Decimal("400.00"),
+        ]
+
+    def test_a_drop_the_store_never_saw_is_forwarded_once_the_case_is_adopted(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """The state store is lost; meanwhile the invoice's amount fell from 1000 to 800: the
+        case is adopted at Kravia's capital, and the 200 is forwarded."""
+        record = invoice_record(2, amount="1000.00")
+        write_records(tmp_path, [record])
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS, source=DROPS)
+        passes = Passes(config)
+        passes.run()
+        shutil.rmtree(tmp_path / "state")
+        write_records(tmp_path, [{**record, "amount": "800.00"}])
+
+        passes.run()
+        passes.run()
+
+        assert capital(sim) == Decimal("800.00")
+        assert len(sim.cases()) == 1
+        assert passes.case("2").phase.value == "started"
+
+    def test_a_start_kravia_refuses_because_it_was_done_is_settled_not_parked(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """The store is restored to before the Start: Kravia refuses the Start again as not
+        available; its details show the case started, so it is marked started."""
+        write_invoices(folder(tmp_path), [3], pdf_every=0)
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        passes = Passes(config)
+        sim.simulator.faults = Faults(rate_limit_429=1.0, operations=("action",))
+        passes.run()
+        sim.simulator.faults = Faults()
+        assert passes.case("3").phase.value == "registered"
+        copy_store(config, tmp_path / "older.db")
+        passes.run()
+        restore_store(config, tmp_path / "older.db")
+
+        summary = passes.run()
+
+        case = passes.case("3")
+        assert case.phase.value == "started"
+        assert "started already" in (case.last_error or "")
+        assert summary.status == "done"
+        assert len(sim.cases()) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,11 +20,13 @@ from kravia_sync.lifecycle import (
     StartPolicy,
     Step,
     Timing,
+    adopted_at_capital,
     after_details,
     after_failure,
     after_identity,
     after_lookup,
     after_success,
+    backing_off,
     begin,
     next_step,
 )
@@ -646,7 +649,87 @@ class TestLifecycleProperties:
     @settings(max_examples=200, deadline=None)
     @given(data=st.data())
     def test_manual_never_starts(self, data):
-        """With start = manual, a case is never sent a Start."""
+        """With start = manual, a case is never sent a Start (it is started only where
+        Kravia's details say it is: someone started it there)."""
         history = drive(make_case(Phase.NEW, updated_at=T0), data, StartPolicy.MANUAL, steps=40)
 
-        assert all(state.phase not in {Phase.STARTING, Phase.STARTED} for state in history)
+        assert all(state.phase is not Phase.STARTING for state in history)
+
+
+class TestClockGoneBack:
+    def test_a_back_off_set_before_our_clock_went_back_is_over(self):
+        """A back-off of 30 s set at 12:00 is not waited out for an hour when the clock is
+        set back to 11:00: the retry is due (a retry after a transient failure harms nobody)."""
+        case = make_case(
+            Phase.NEW, updated_at=T0, next_attempt_at=T0 + RETRY, attempts=1, last_error="503"
+        )
+
+        assert (
+            next_step(
+                case, start=StartPolicy.AUTO, now=T0 + timedelta(seconds=5), timing=TIMING
+            ).step
+            is Step.WAIT
+        )
+        assert (
+            next_step(case, start=StartPolicy.AUTO, now=T0 - timedelta(hours=1), timing=TIMING).step
+            is Step.REGISTER
+        )
+
+    def test_a_lost_answer_is_settled_though_an_old_back_off_is_ahead_of_the_clock(self):
+        case = make_case(
+            Phase.REGISTERING,
+            pending_attempt="a",
+            pending_since=T0,
+            updated_at=T0,
+            next_attempt_at=T0 + timedelta(minutes=5),
+        )
+
+        decision = next_step(
+            case, start=StartPolicy.AUTO, now=T0 - timedelta(hours=1), timing=TIMING
+        )
+
+        assert decision.step is Step.LOOKUP
+
+    @pytest.mark.parametrize(
+        ("set_at", "now", "expected"),
+        [
+            (T0, T0 + timedelta(seconds=1), True),
+            (T0, T0 + RETRY, False),
+            (T0, T0 - timedelta(seconds=1), False),
+        ],
+    )
+    def test_backing_off(self, set_at, now, expected):
+        assert backing_off(T0 + RETRY, set_at=set_at, now=now) is expected
+        assert backing_off(None, set_at=set_at, now=now) is False
+
+
+class TestAdoptedAtCapital:
+    def test_kravia_holding_more_than_the_source_owes_sets_the_floor(self):
+        case = make_case(Phase.STARTED, amount=Decimal("800.00"))
+
+        adopted = adopted_at_capital(case, Decimal("1000.00"))
+
+        assert adopted.amount_floor == Decimal("1000.00")
+        assert adopted.record_hash == ""  # the next pass reads the record in full
+
+    @pytest.mark.parametrize("capital", [None, Decimal("800.00"), Decimal("500.00")])
+    def test_otherwise_nothing_changes(self, capital):
+        case = make_case(Phase.STARTED, amount=Decimal("800.00"))
+
+        assert adopted_at_capital(case, capital) == case
+
+
+def test_a_lost_upload_whose_details_show_the_case_started_is_started():
+    """Someone (or a Start this store forgot) started the case: no Start is sent."""
+    case = make_case(Phase.UPLOADING, pending_attempt="a", pending_since=T0)
+
+    after = after_details(
+        case,
+        Step.VERIFY_UPLOAD,
+        Details(documented=True, started=True),
+        now=T0,
+        resend_unconfirmed_uploads=True,
+        max_unconfirmed=3,
+    )
+
+    assert after.phase is Phase.STARTED

@@ -20,6 +20,7 @@ from kravia_sync.payments import (
     clamp_lines,
     derived_payment,
     explain_by_payouts,
+    limit_to_owed,
     next_payment_step,
     plan_payments,
 )
@@ -109,6 +110,39 @@ class TestDerived:
     def test_a_rise_is_not_a_drop(self):
         with pytest.raises(ValueError, match="not a drop"):
             derived_payment("A-1", Decimal(10), Decimal(10), on=date(2026, 11, 1))
+
+
+class TestLimitToOwed:
+    def test_a_drop_is_limited_to_what_kravia_holds_above_what_is_owed(self):
+        """Store saw 1000 → 500 (a drop of 500), but Kravia's capital is 900: only 400 was
+        paid since Kravia last heard; an unknown capital or amount leaves a line as it is."""
+        lines = (
+            PaymentLine("A-1", Decimal("500.00")),
+            PaymentLine("A-2", Decimal("100.00")),
+            PaymentLine("A-3", Decimal("70.00")),
+        )
+
+        limited, notes = limit_to_owed(
+            lines,
+            {"A-1": Decimal("900.00"), "A-2": Decimal("400.00"), "A-3": None},
+            {"A-1": Decimal("500.00"), "A-2": Decimal("300.00"), "A-3": Decimal(0)},
+        )
+
+        assert [line.amount for line in limited] == [
+            Decimal("400.00"),
+            Decimal("100.00"),
+            Decimal("70.00"),
+        ]
+        assert len(notes) == 1
+        assert "A-1: 500.00 limited to 400.00" in notes[0]
+
+    def test_nothing_is_sent_when_kravia_already_holds_what_is_owed(self):
+        limited, notes = limit_to_owed(
+            (PaymentLine("A-1", Decimal("50.00")),), {"A-1": Decimal(300)}, {"A-1": Decimal(300)}
+        )
+
+        assert limited[0].amount == 0
+        assert notes
 
 
 class TestClampAndPayouts:
