@@ -62,6 +62,7 @@ PENDING_STEPS = frozenset(
         "verify_start",
         "verify_adopted",
         "adopt",
+        "identify",
         "needs_review",
     }
 )

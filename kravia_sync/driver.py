@@ -395,7 +395,11 @@ class CaseDriver:
         items without an accountingInvoiceId): what their details say decides, where they
         say it."""
         verdict = self._verdict(case)
-        if isinstance(verdict, Unknown) and await self.mirror.identify(verdict.kravia_ids):
+        if (
+            isinstance(verdict, Unknown)
+            and verdict.unreadable
+            and await self.mirror.identify(verdict.kravia_ids)
+        ):
             return self._verdict(case)
         return verdict
 
@@ -715,15 +719,27 @@ def preview(
         shown = "none" if refusal.kind is RefusalKind.APPROVAL else refusal.kind.value
         return Preview(shown, refusal.reason)
     if step is Step.REGISTER and mirror is not None:
-        verdict = known_verdict(settings, mirror, case)
-        if not isinstance(verdict, Absent):
-            after = after_identity(case, verdict, now=now)
-            return Preview(
-                "adopt" if after.phase is Phase.ADOPTED else "needs_review",
-                after.last_error or "",
-            )
-        return Preview("register", "Kravia has no case for it (as last searched)")
+        return _register_preview(known_verdict(settings, mirror, case), case, now)
     return Preview(step.value, decision.reason)
+
+
+def _register_preview(verdict: Verdict, case: CaseState, now: datetime) -> Preview:
+    """What a register comes to, given what the mirror says Kravia holds."""
+    if isinstance(verdict, Unknown) and verdict.unreadable:
+        ids = ", ".join(str(kravia_id) for kravia_id in verdict.kravia_ids)
+        return Preview(
+            "identify",
+            f"Kravia's search lists case {ids} with this invoice number but no "
+            "accountingInvoiceId: its details are read first, then it is adopted, "
+            "registered, or left to a person",
+        )
+    if not isinstance(verdict, Absent):
+        after = after_identity(case, verdict, now=now)
+        return Preview(
+            "adopt" if after.phase is Phase.ADOPTED else "needs_review",
+            after.last_error or "",
+        )
+    return Preview("register", "Kravia has no case for it (as last searched)")
 
 
 def _copy_problem(invoice: Invoice | None) -> str | None:

@@ -48,6 +48,8 @@ class Unknown:
 
     reason: str
     kravia_ids: tuple[int, ...]
+    # The cases' search items carried no accountingInvoiceId: their details may tell.
+    unreadable: bool = False
 
 
 Verdict = Absent | Adopt | Several | Unknown
@@ -90,6 +92,7 @@ def identity_verdict(
             "no accountingInvoiceId we can read: it may be this invoice. If it is, resolve "
             "with --as kravia:<id>; if not, --as new",
             tuple(unreadable),
+            unreadable=True,
         )
     if fallback_id != accounting_invoice_id:
         earlier = sorted(c.kravia_id for c in same_number if c.accounting_invoice_id == fallback_id)

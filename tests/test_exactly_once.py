@@ -933,3 +933,29 @@ class TestRestoredStoreAndMoney:
         assert "started already" in (case.last_error or "")
         assert summary.status == "done"
         assert len(sim.cases()) == 1
+
+
+class TestPlanOfACaseKraviaListsWithoutItsId:
+    def test_plan_says_identify_and_the_pass_adopts_it(self, sim: Sim, tmp_path: Path) -> None:
+        """The case rows are lost and Kravia's search leaves accountingInvoiceId out: plan
+        says the case is identified from its details first (pending, exit 2), and the pass
+        reads them and adopts it."""
+        sim.simulator.shape = Shape(search_without_aid=True)
+        write_invoices(folder(tmp_path), [1], pdf_every=0)
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        passes = Passes(config)
+        passes.run()
+        with passes.store() as store, store.engine.begin() as connection:
+            connection.exec_driver_sql("DELETE FROM cases")
+            # What the mirror knows of Kravia's case is only what its search said.
+            connection.exec_driver_sql("UPDATE kravia_cases SET accounting_invoice_id = NULL")
+
+        plan = passes.run(dry_run=True)
+        planned = run_cli("plan", cwd=tmp_path)
+        summary = passes.run()
+
+        assert [a.step for a in plan.planned] == ["identify"]
+        assert planned.returncode == 2, planned.stdout
+        assert summary.counts["adopted"] == 1
+        assert len(sim.cases()) == 1
+        assert passes.case("1").phase.value == "started"
