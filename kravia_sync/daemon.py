@@ -52,10 +52,12 @@ from kravia_sync.kravia import KraviaClient, backoff_delay
 from kravia_sync.lease import LeaseKeeper
 from kravia_sync.logging import get_logger, redact
 from kravia_sync.metrics import Metrics
+from kravia_sync.mirror import KraviaMirror
 from kravia_sync.reconcile import Reconciler, RunSummary
 from kravia_sync.scheduling import Schedule, Scheduler, parse_schedule
 from kravia_sync.settings import ConfigError, Settings
 from kravia_sync.store import QUARANTINE, LeaseHeldError, LeaseLostError, StateStore, utc_now
+from kravia_sync.webhook_server import WEBHOOK_ROUTE, WebhookServer
 
 __all__ = ["Daemon", "PassRunner", "run_daemon"]
 
@@ -198,6 +200,7 @@ class Daemon:
         self._store: StateStore | None = None
         self._scheduler: Scheduler | None = None
         self.http: HealthServer | None = None
+        self.webhook: WebhookServer | None = None  # with webhook.enabled, once started
         self._sync_sources()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -236,12 +239,21 @@ class Daemon:
             raise ConfigError(
                 f"daemon.host/daemon.port: cannot listen on {daemon.host}:{daemon.port}: {exc}"
             ) from None
+        try:
+            await self._start_webhook()
+        except BaseException:
+            await self.http.stop()
+            raise
         scheduler = Scheduler(self._due, timezone=self.settings.policy.timezone)
         self._scheduler = scheduler
         log.info(
             "daemon started",
             pid=os.getpid(),
             http=f"http://{_url_host(daemon.host)}:{self.http.port}",
+            webhook=None
+            if self.webhook is None
+            else f"http://{_url_host(self.settings.webhook.host)}:{self.webhook.port}"
+            f"{WEBHOOK_ROUTE}",
             sources={name: self._schedule(name).text for name in self.sources},
         )
         try:
@@ -260,7 +272,56 @@ class Daemon:
                 if self._lease_held:
                     log.info("writer lease released")
                 self._lease_held = False
+            if self.webhook is not None:
+                await self.webhook.stop()
             await self.http.stop()
+
+    # --- the webhook ----------------------------------------------------------------------------
+    async def _start_webhook(self) -> None:
+        """With webhook.enabled, the receiver's own listener (see kravia_sync.webhook_server)."""
+        hook = self.settings.webhook
+        if not hook.enabled:
+            return
+        if self.settings.kravia_webhook_secret is None:
+            log.warning(
+                "webhook enabled without a secret: signatures cannot be checked (every webhook "
+                "is still only a hint to read that case sooner)"
+            )
+        server = WebhookServer(
+            settings=lambda: self.settings,
+            metrics=self.metrics,
+            is_ours=self._is_ours,
+            refresh=self._refresh_case,
+        )
+        try:
+            await server.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"webhook.host/webhook.port: cannot listen on {hook.host}:{hook.port}: {exc}"
+            ) from None
+        self.webhook = server
+
+    async def _is_ours(self, kravia_id: int) -> bool:
+        """Whether one of our cases has this Kravia id."""
+        store = self._store
+        if store is None:
+            return False
+        found = await asyncio.to_thread(store.find_cases, str(kravia_id))
+        return any(case.kravia_id == kravia_id for case in found)
+
+    async def _refresh_case(self, kravia_id: int) -> str:
+        """Read one case's details and store its status and capital. Only while this daemon
+        holds the writer lease: a daemon waiting for it writes nothing."""
+        store = self._store
+        if store is None or not self._lease_held or self._stop.is_set():
+            return "skipped"
+        async with self._client_factory(self.settings) as client:
+            try:
+                mirror = KraviaMirror(store, client, clock=utc_now)
+                changed = await mirror.refresh_case(kravia_id)
+            finally:
+                self.metrics.record_calls(client.stats.counts)
+        return "changed" if changed else "unchanged"
 
     def request_stop(self) -> None:
         """Stop as SIGTERM does: finish what is in flight, start nothing new."""
@@ -749,12 +810,14 @@ class Daemon:
             log.error("configuration not reloaded: keeping the running one", error=str(exc))  # noqa: TRY400 - the message says it all
             return
         old = self.settings
-        if settings.state_path != old.state_path or (
-            (settings.daemon.host, settings.daemon.port) != (old.daemon.host, old.daemon.port)
+        if (
+            settings.state_path != old.state_path
+            or (settings.daemon.host, settings.daemon.port) != (old.daemon.host, old.daemon.port)
+            or settings.webhook != old.webhook
         ):
             log.error(
-                "configuration not reloaded: state.path, daemon.host and daemon.port take a "
-                "restart; keeping the running configuration"
+                "configuration not reloaded: state.path, daemon.host, daemon.port and the "
+                "[webhook] section take a restart; keeping the running configuration"
             )
             return
         self.settings = settings

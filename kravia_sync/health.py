@@ -1,5 +1,6 @@
 """The daemon's HTTP side: `/healthz`, `/readyz` and `/metrics`, served by uvicorn on the
-daemon's own event loop (so `/healthz` answering means the loop that runs passes is alive)."""
+daemon's own event loop (so `/healthz` answering means the loop that runs passes is alive).
+`HttpListener` is the listener itself, shared with the webhook receiver's own."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from starlette.routing import Route
 
 from kravia_sync.metrics import CONTENT_TYPE
 
-__all__ = ["HealthServer", "Readiness"]
+__all__ = ["HealthServer", "HttpListener", "Readiness"]
 
 # What /readyz reports: ready or not, and the details shown in its JSON body.
 Readiness = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
@@ -31,38 +32,19 @@ class _Server(uvicorn.Server):
         yield
 
 
-class HealthServer:
-    """Serves the endpoints on `host:port` (port 0: a free port, see `port` once started)."""
+class HttpListener:
+    """Serves `app()` on `host:port` with uvicorn on the running event loop (port 0: a free
+    port, see `port` once started)."""
 
-    def __init__(
-        self, *, host: str, port: int, readiness: Readiness, metrics: Callable[[], bytes]
-    ) -> None:
+    def __init__(self, *, host: str, port: int) -> None:
         self._host = host
         self._port = port
-        self._readiness = readiness
-        self._metrics = metrics
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.port = port
 
     def app(self) -> Starlette:
-        async def healthz(_: Request) -> Response:
-            return JSONResponse({"status": "alive"})
-
-        async def readyz(_: Request) -> Response:
-            ready, details = await self._readiness()
-            return JSONResponse(details | {"ready": ready}, status_code=200 if ready else 503)
-
-        async def metrics(_: Request) -> Response:
-            return Response(self._metrics(), media_type=CONTENT_TYPE)
-
-        return Starlette(
-            routes=[
-                Route("/healthz", healthz, methods=["GET"]),
-                Route("/readyz", readyz, methods=["GET"]),
-                Route("/metrics", metrics, methods=["GET"]),
-            ]
-        )
+        raise NotImplementedError
 
     async def start(self) -> None:
         """Bind (an OSError says why it cannot) and serve in the background."""
@@ -113,3 +95,33 @@ class HealthServer:
                 await self._task
         self._server = None
         self._task = None
+
+
+class HealthServer(HttpListener):
+    """Serves `/healthz`, `/readyz` and `/metrics`."""
+
+    def __init__(
+        self, *, host: str, port: int, readiness: Readiness, metrics: Callable[[], bytes]
+    ) -> None:
+        super().__init__(host=host, port=port)
+        self._readiness = readiness
+        self._metrics = metrics
+
+    def app(self) -> Starlette:
+        async def healthz(_: Request) -> Response:
+            return JSONResponse({"status": "alive"})
+
+        async def readyz(_: Request) -> Response:
+            ready, details = await self._readiness()
+            return JSONResponse(details | {"ready": ready}, status_code=200 if ready else 503)
+
+        async def metrics(_: Request) -> Response:
+            return Response(self._metrics(), media_type=CONTENT_TYPE)
+
+        return Starlette(
+            routes=[
+                Route("/healthz", healthz, methods=["GET"]),
+                Route("/readyz", readyz, methods=["GET"]),
+                Route("/metrics", metrics, methods=["GET"]),
+            ]
+        )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import math
 import random
@@ -29,6 +31,7 @@ from kravia_sync.model import DebtorKind, Invoice
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "WEBHOOK_SIGNATURE_RECIPES",
     "CaseStanding",
     "Failure",
     "KraviaClient",
@@ -49,6 +52,7 @@ __all__ = [
     "parse_retry_after",
     "parse_settlements",
     "payment_recorded",
+    "webhook_signatures",
 ]
 
 # --- documented -------------------------------------------------------------------------------
@@ -148,6 +152,50 @@ NOT_APPLIED_STATUSES = frozenset({429, 503})
 CONFIG_STATUSES = frozenset({404, 405})
 # How long a `Retry-After` hint may make us wait; longer hints are clamped to this.
 MAX_RETRY_AFTER_SECONDS = 60.0
+
+# --- webhooks ---------------------------------------------------------------------------------
+# Documented: one webhook per creditor, set with `PUT creditor/{id}/webhook` and a body of
+# `secret`, `enabled` and `url` (a public https:// endpoint), fired on every change to the
+# creditor's invoices with `{"header": {"algorithm": "MD5"}, "data": {"timestamp", "eventType",
+# "claimId"}, "signature"}`; `claimId` is the Kravia invoice id.
+WEBHOOK_PATH = "creditor/{id}/webhook"
+WEBHOOK_ALGORITHM = "MD5"
+# ASSUMED: the signing recipe is unpublished. A signature is taken as valid when it equals
+# (as hex, any case) the MD5 of one of these canonical forms, tried in this order; "data as
+# sent" is the exact text of the `data` value in the body, "data compact" is `data`
+# re-serialised as JSON without spaces. The simulator signs with the first. Whatever the
+# signature says, a webhook is only a hint to read that case's details sooner, never state.
+WEBHOOK_SIGNATURE_RECIPES: tuple[str, ...] = (
+    "md5(secret + data compact)",
+    "md5(data compact + secret)",
+    "md5(secret + data as sent)",
+    "md5(data as sent + secret)",
+    "hmac-md5(secret, data compact)",
+    "hmac-md5(secret, data as sent)",
+)
+
+
+def webhook_signatures(secret: str, data: object, data_text: str) -> list[tuple[str, str]]:
+    """(recipe, lower-case hex MD5) for each of WEBHOOK_SIGNATURE_RECIPES, in order: what a
+    webhook whose `data` is `data` (its text in the body: `data_text`) may be signed with."""
+    compact = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    key = secret.encode("utf-8")
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+    def hmac_md5(text: str) -> str:
+        return hmac.new(key, text.encode("utf-8"), "md5").hexdigest()
+
+    digests = (
+        md5(secret + compact),
+        md5(compact + secret),
+        md5(secret + data_text),
+        md5(data_text + secret),
+        hmac_md5(compact),
+        hmac_md5(data_text),
+    )
+    return list(zip(WEBHOOK_SIGNATURE_RECIPES, digests, strict=True))
 
 
 class Failure(StrEnum):
@@ -937,6 +985,21 @@ class KraviaClient:
                 hint = exc.retry_after if isinstance(exc, KraviaError) else None
                 await asyncio.sleep(hint or backoff_delay(attempt, base=base, cap=5.0))
                 attempt += 1
+
+    async def configure_webhook(
+        self, *, creditor_id: int, url: str, secret: str, enabled: bool
+    ) -> None:
+        """Set the creditor's webhook at Kravia (one per creditor): where Kravia sends its
+        events, the secret it signs them with, and whether it sends them."""
+        body = {"secret": secret, "enabled": enabled, "url": url}
+        await self._call(
+            "webhook",
+            "PUT",
+            WEBHOOK_PATH.format(id=creditor_id),
+            creates=False,  # a PUT of the whole setting: sending it again does no harm
+            content=dumps_exact(body),
+            headers={"Content-Type": "application/json"},
+        )
 
     async def check_token(self) -> None:
         """A cheap authenticated read; raises KraviaError(AUTH) for a bad token."""

@@ -83,6 +83,30 @@ class Metrics:
             "1 while this daemon holds the state store's writer lease, 0 while it waits for it.",
             registry=self.registry,
         )
+        self.webhooks = Counter(
+            "kravia_sync_webhook_requests",
+            "Webhook requests by outcome (queued, coalesced, dropped, unknown_claim, oversized, "
+            "malformed, refused).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.webhook_signatures = Counter(
+            "kravia_sync_webhook_signatures",
+            "Webhook signatures by result (valid, mismatch, missing, unchecked).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.webhook_refreshes = Counter(
+            "kravia_sync_webhook_refreshes",
+            "Case reads a webhook asked for, by outcome (changed, unchanged, failed, skipped).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.webhook_pending = Gauge(
+            "kravia_sync_webhook_pending",
+            "Cases waiting to be read after a webhook.",
+            registry=self.registry,
+        )
         for phase in Phase:
             self.cases.labels(phase.value).set(0)
         for kind in QUARANTINE_KINDS:
@@ -107,6 +131,10 @@ class Metrics:
         """Count a finished pass and its Kravia calls (`operation:outcome` -> count)."""
         self.passes.labels(source, outcome).inc()
         self.pass_seconds.labels(source).observe(seconds)
+        self.record_calls(calls)
+
+    def record_calls(self, calls: Mapping[str, int]) -> None:
+        """Count Kravia calls (`operation:outcome` -> count), a pass's or a webhook's."""
         for key, count in calls.items():
             endpoint, _, result = key.partition(":")
             self.remote_calls.labels(endpoint, result or "unknown").inc(count)

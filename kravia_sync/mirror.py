@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from kravia_sync.identity import Verdict, identity_verdict
 from kravia_sync.kravia import (
+    Failure,
     KraviaClient,
     KraviaError,
     SearchResult,
@@ -180,6 +181,31 @@ class KraviaMirror:
             )
         await asyncio.to_thread(self._store.record_mirror, items, meta={}, now=self._clock())
         return True
+
+    async def refresh_case(self, kravia_id: int) -> bool:
+        """Read one case's details and store its status and capital, as a search would (what
+        a webhook asks for); whether one of our cases changed. KraviaError when the details
+        cannot be read or name another case."""
+        if self._client is None:
+            raise ValueError("a client is needed to read Kravia's cases")
+        summary = details_summary(await self._client.details(kravia_id))
+        if summary.kravia_id != kravia_id:
+            raise KraviaError(
+                Failure.TRANSIENT,
+                f"the details of case {kravia_id} are those of case {summary.kravia_id}",
+            )
+        item = MirrorItem(
+            summary.kravia_id,
+            summary.accounting_invoice_id,
+            summary.invoice_number,
+            summary.status,
+            summary.remaining_capital,
+            summary.updated,
+        )
+        changed = await asyncio.to_thread(
+            self._store.record_mirror, [item], meta={}, now=self._clock()
+        )
+        return bool(changed)
 
     def verdict(
         self,

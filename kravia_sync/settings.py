@@ -48,12 +48,16 @@ __all__ = [
     "RetrySettings",
     "Settings",
     "SourceConfig",
+    "WebhookSettings",
     "load_settings",
 ]
 
 DEFAULT_CONFIG = Path("kravia-sync.toml")
 TOKEN_ENV = "KRAVIA_TOKEN"
 TOKEN_SECRET_FILE = "kravia_token"
+# The secret Kravia signs its webhooks with: a secret like the token, never in the file.
+WEBHOOK_SECRET_ENV = "KRAVIA_WEBHOOK_SECRET"
+WEBHOOK_SECRET_FILE = "kravia_webhook_secret"
 
 
 class ConfigError(Exception):
@@ -177,6 +181,25 @@ class DaemonSettings(_Section):
         return _check_schedule(value)
 
 
+class WebhookSettings(_Section):
+    """`kravia-sync daemon`'s receiver of Kravia's webhooks: its own listener, since it must
+    be reachable by Kravia while /healthz, /readyz and /metrics stay local. Off by default."""
+
+    enabled: bool = False
+    host: str = "0.0.0.0"  # noqa: S104 - Kravia must reach it; health and metrics stay local
+    port: int = Field(default=9465, ge=0, le=65535)  # 0: any free port (logged at start)
+    # Refuse (401) a webhook whose signature matches none of the candidate recipes; false: a
+    # mismatch is counted and logged, and the webhook is still taken as a hint.
+    require_signature: bool = False
+    max_body_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    # The refresh budget: at most `refreshes_per_second` case reads (after a burst of
+    # `refresh_burst`), and at most `queue_size` distinct cases waiting; more are dropped
+    # (the status pull-back of the passes still reads them).
+    refreshes_per_second: float = Field(default=2.0, gt=0, le=100)
+    refresh_burst: int = Field(default=5, ge=1, le=1000)
+    queue_size: int = Field(default=100, ge=1, le=100_000)
+
+
 class SourceConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     connector: str
@@ -217,10 +240,14 @@ class Settings(BaseSettings):
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
     daemon: DaemonSettings = DaemonSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    kravia_webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices(WEBHOOK_SECRET_FILE, WEBHOOK_SECRET_ENV)
+    )
     sources: list[SourceConfig] = Field(default_factory=list)
     base_dir: Path = Field(default=Path(), exclude=True)
 
-    @field_validator("kravia_token", mode="before")
+    @field_validator("kravia_token", "kravia_webhook_secret", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -228,6 +255,16 @@ class Settings(BaseSettings):
         if isinstance(value, SecretStr) and not value.get_secret_value().strip():
             return None
         return value.strip() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _signatures_need_a_secret(self) -> Settings:
+        if self.webhook.require_signature and self.kravia_webhook_secret is None:
+            raise ValueError(
+                f"webhook.require_signature: no webhook secret to check signatures with; set "
+                f"the environment variable {WEBHOOK_SECRET_ENV} or put it in a file named "
+                f"{WEBHOOK_SECRET_FILE} in the secrets directory"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sources_keep_ids_apart(self) -> Settings:
@@ -276,7 +313,11 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret value in the settings, for redaction."""
-        return [self.kravia_token.get_secret_value()] if self.kravia_token else []
+        return [
+            secret.get_secret_value()
+            for secret in (self.kravia_token, self.kravia_webhook_secret)
+            if secret is not None
+        ]
 
 
 def default_secrets_dir() -> Path | None:
@@ -306,17 +347,7 @@ def load_settings(
         raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{config_path}: cannot be read: {exc}") from None
-    kravia_section = raw.get("kravia")
-    keys = {key.lower() for key in raw}
-    if isinstance(kravia_section, dict):
-        keys |= {key.lower() for key in kravia_section}
-    for key in (TOKEN_SECRET_FILE, "token", TOKEN_ENV.lower()):
-        if key in keys:
-            raise ConfigError(
-                f"{config_path}: {key}: the Kravia token does not belong in the configuration "
-                f"file; set the environment variable {TOKEN_ENV} or put it in a file named "
-                f"{TOKEN_SECRET_FILE} in the secrets directory"
-            )
+    _refuse_secrets_in_file(config_path, raw)
     secrets = secrets_dir or default_secrets_dir()
     if secrets is not None and not secrets.is_dir():
         raise ConfigError(f"secrets directory {secrets} does not exist")
@@ -331,6 +362,32 @@ def load_settings(
         raise ConfigError(_describe(config_path, exc)) from None
     finally:
         _toml_file.reset(token)
+
+
+def _refuse_secrets_in_file(config_path: Path, raw: dict[str, Any]) -> None:
+    """Secrets belong in the environment or the secrets directory, never in the file (which
+    tends to be committed)."""
+    kravia_section = raw.get("kravia")
+    keys = {key.lower() for key in raw}
+    if isinstance(kravia_section, dict):
+        keys |= {key.lower() for key in kravia_section}
+    for key in (TOKEN_SECRET_FILE, "token", TOKEN_ENV.lower()):
+        if key in keys:
+            raise ConfigError(
+                f"{config_path}: {key}: the Kravia token does not belong in the configuration "
+                f"file; set the environment variable {TOKEN_ENV} or put it in a file named "
+                f"{TOKEN_SECRET_FILE} in the secrets directory"
+            )
+    webhook_section = raw.get("webhook")
+    if isinstance(webhook_section, dict):
+        keys |= {f"webhook.{key.lower()}" for key in webhook_section}
+    for key in (WEBHOOK_SECRET_FILE, "webhook.secret", WEBHOOK_SECRET_ENV.lower()):
+        if key in keys:
+            raise ConfigError(
+                f"{config_path}: {key}: the webhook secret does not belong in the "
+                f"configuration file; set the environment variable {WEBHOOK_SECRET_ENV} or put "
+                f"it in a file named {WEBHOOK_SECRET_FILE} in the secrets directory"
+            )
 
 
 def _describe(config_path: Path, exc: ValidationError) -> str:
