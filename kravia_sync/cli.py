@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import getpass
+import ipaddress
 import json
 import secrets
 import socket
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -30,6 +32,8 @@ from kravia_sync.settings import (
     DEFAULT_CONFIG,
     TOKEN_ENV,
     TOKEN_SECRET_FILE,
+    WEBHOOK_SECRET_ENV,
+    WEBHOOK_SECRET_FILE,
     ConfigError,
     Settings,
     load_settings,
@@ -43,6 +47,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+webhook_app = typer.Typer(help="Kravia's webhook for your creditor.", no_args_is_help=True)
+app.add_typer(webhook_app, name="webhook")
 out = Console()
 err = Console(stderr=True)
 
@@ -772,6 +778,71 @@ def daemon(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = N
             _client(settings)  # raises the message that says where the token goes
         code = run_daemon(Daemon(settings, client_factory=_client, reload=settings_for_daemon))
     raise typer.Exit(code)
+
+
+@webhook_app.command("configure")
+def webhook_configure(
+    url: Annotated[
+        str, typer.Option("--url", help="Where Kravia sends webhooks: https://…/kravia/webhook.")
+    ],
+    disable: Annotated[
+        bool, typer.Option("--disable", help="Keep the URL, but have Kravia send nothing.")
+    ] = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+    secrets_dir: SecretsOption = None,
+) -> None:
+    """Set the creditor's webhook at Kravia: the URL, the secret it signs with (from the
+    secrets directory or the environment) and whether it is enabled."""
+    with _user_errors():
+        settings = _settings(config, secrets_dir)
+        problem = webhook_url_problem(url)
+        if problem is not None:
+            raise FailedError(f"--url {url}: {problem}")
+        if settings.kravia_webhook_secret is None:
+            raise FailedError(
+                f"no webhook secret: set the environment variable {WEBHOOK_SECRET_ENV}, or put "
+                f"it in a file named {WEBHOOK_SECRET_FILE} in the secrets directory "
+                "(--secrets-dir); the daemon checks signatures with the same secret"
+            )
+        secret = settings.kravia_webhook_secret.get_secret_value()
+
+        async def configure() -> None:
+            async with _client(settings) as client:
+                await client.configure_webhook(
+                    creditor_id=settings.kravia.creditor_id,
+                    url=url,
+                    secret=secret,
+                    enabled=not disable,
+                )
+
+        try:
+            asyncio.run(configure())
+        except KraviaError as exc:
+            if exc.failure is Failure.AUTH:
+                raise FailedError(f"Kravia refused the token ({exc.status})") from None
+            raise FailedError(f"Kravia did not set the webhook: {exc}") from None
+    state = "disabled" if disable else "enabled"
+    out.print(f"webhook at Kravia {state}: {url}", highlight=False)
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Why Kravia cannot be sent `url` as its webhook, or None. Webhooks carry a signature,
+    not encryption: plain http is only for this machine (tests, the simulator)."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return "not an http(s) URL such as https://sync.example.no/kravia/webhook"
+    if parts.scheme == "http" and not _is_local_host(parts.hostname):
+        return "webhooks must go over https:// (plain http only to localhost)"
+    return None
+
+
+def _is_local_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @app.command()

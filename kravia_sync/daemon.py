@@ -17,6 +17,9 @@
   (`"event": "pass overran"`), /readyz answers 503, and the pass is asked to stop as at SIGTERM;
   still running `daemon.stop_timeout_seconds` later, it is cut off. It counts as a failed pass
   of its source, and the daemon goes on with the next queued source.
+- With `webhook.enabled`, Kravia's webhooks are taken on a listener of their own
+  (`kravia_sync.webhook_server`): each only asks for one case's details to be read, within a
+  refresh budget, and only while this daemon holds the writer lease.
 - Source reads run in threads, and a thread cannot be cancelled: a read stuck when its pass is
   cut off runs on until its source answers, then stores what it read for that source (it
   never calls Kravia). The daemon does not wait for it, but it counts it (the event loop's

@@ -4,6 +4,7 @@ Precedence, highest first: environment variables, secret files, the TOML file, d
 Kravia token is a secret: `KRAVIA_TOKEN` in the environment or a file `kravia_token` in the
 secrets directory (`--secrets-dir`, else systemd's `$CREDENTIALS_DIRECTORY`, else
 `/run/secrets` when it exists). It is refused in the TOML file, which tends to be committed.
+The webhook secret (`KRAVIA_WEBHOOK_SECRET`, file `kravia_webhook_secret`) is read the same way.
 Relative paths in the file are relative to the file's own directory.
 """
 

@@ -35,6 +35,10 @@ API (all under `/api/v2/`, header `Authorization: <token>`):
   "invoiceNo", "accountingInvoiceId", "amount"}]}]}`; ExcludeClosed leaves out booked ones.
 - `PATCH settlements/{id}/bookkeep?internalAccountingId=...` - marks a settlement booked
   (again under the same id: no change; under another id: 400).
+- `PUT creditor/{id}/webhook` - `{"secret", "enabled", "url"}`: the creditor's webhook (one;
+  kept in memory only). While it is enabled, every change to a case (registered, a document,
+  an action, money, a payout) sends a webhook to the URL, signed by the simulator's choice of
+  recipe (see `kravia_sync._sim_webhooks`).
 
 Status names (ASSUMED): Registered -> CollectionStarted (<-> Paused) and Closed once nothing
 remains of the capital. No fees or interest are simulated: outstanding = remaining capital.
@@ -74,6 +78,11 @@ the shape), and for money:
   them; answers the settlement. 400 `{"error"}` for an unknown or closed case or an amount
   not in (0, remaining capital].
 - `GET settlements` - every settlement, booked or not.
+- `GET webhook` - the webhook's URL and whether it is enabled (never its secret), and every
+  delivery: `{"url", "enabled", "secretSet", "deliveries": [{"claimId", "timestamp",
+  "signing", "status", "error"}]}`.
+- `POST webhook` - `{"claimId", "signing": "good"|"bad"|"none", "duplicate", "outOfOrder"}`:
+  send one now (also for a case that does not exist); answers each delivery's result.
 
 `calls()` / `GET /_sim/calls` answers::
 
@@ -121,6 +130,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kravia_sync._dropped import DroppedResponse, quiet_dropped_connections
+from kravia_sync._sim_webhooks import (
+    MAX_DELIVERIES_KEPT,
+    Signing,
+    WebhookSender,
+    WebhookSetting,
+    deliveries_for,
+    validate_setting,
+)
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -148,9 +165,10 @@ OPERATIONS: Final[tuple[str, ...]] = (
     "creditnote",
     "settlements",
     "bookkeep",
+    "webhook",
 )
 MUTATING_OPERATIONS: Final[frozenset[str]] = frozenset(
-    {"register", "document", "action", "payment", "creditnote", "bookkeep"}
+    {"register", "document", "action", "payment", "creditnote", "bookkeep", "webhook"}
 )
 
 FIRST_CASE_ID: Final = 1_000_001
@@ -1321,6 +1339,9 @@ class Simulator:
         self._total_calls = 0
         self._statuses: dict[str, dict[int, int]] = {name: {} for name in OPERATIONS}
         self._processed: dict[str, int] = dict.fromkeys(OPERATIONS, 0)
+        self._webhook: WebhookSetting | None = None
+        self._deliveries: list[dict[str, Any]] = []
+        self._sender = WebhookSender(self._delivered)
         if data_file is not None:
             self._load(data_file)
         quiet_dropped_connections()
@@ -1362,6 +1383,11 @@ class Simulator:
                     self._endpoint("details", self._details),
                     methods=["GET"],
                 ),
+                Route(
+                    "/api/v2/creditor/{id:int}/webhook",
+                    self._endpoint("webhook", self._configure_webhook),
+                    methods=["PUT"],
+                ),
                 Route("/_sim/cases", self._control_cases, methods=["GET"]),
                 Route(
                     "/_sim/cases/{id:int}/documents/{n:int}",
@@ -1375,6 +1401,7 @@ class Simulator:
                 Route("/_sim/faults", self._control_faults, methods=["GET", "PUT"]),
                 Route("/_sim/shape", self._control_shape, methods=["GET", "PUT"]),
                 Route("/_sim/reset", self._control_reset, methods=["POST"]),
+                Route("/_sim/webhook", self._control_webhook, methods=["GET", "POST"]),
             ],
             middleware=[Middleware(_DateHeader, now=self._now)],
         )
@@ -1464,6 +1491,7 @@ class Simulator:
                 )
                 self._cases[case_id].record(payment, f"Payment collected by Kravia: {amount}")
                 applied_lines.append((case_id, amount, amount))
+                self._changed(case_id)
             self._log_money(
                 COLLECTED_TYPE,
                 None,
@@ -1505,6 +1533,49 @@ class Simulator:
             result["processed"] = dict(self._processed)
             return result
 
+    def webhook(self) -> dict[str, Any]:
+        """The creditor's webhook setting (never its secret) and every delivery so far, in
+        order (the same as `GET /_sim/webhook`)."""
+        with self._lock:
+            setting = self._webhook
+            return {
+                "url": None if setting is None else setting.url,
+                "enabled": setting is not None and setting.enabled,
+                "secretSet": setting is not None,
+                "deliveries": copy.deepcopy(self._deliveries),
+            }
+
+    def webhook_secret(self) -> str | None:
+        """The secret the webhook was set with (for tests that sign as Kravia would)."""
+        with self._lock:
+            return None if self._webhook is None else self._webhook.secret
+
+    def send_webhook(
+        self,
+        claim_id: int,
+        *,
+        signing: Signing | str = Signing.GOOD,
+        duplicate: bool = False,
+        out_of_order: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Send a webhook for `claim_id` to the configured URL now, whether or not the case
+        exists or the webhook is enabled (blocking); what came back from each delivery.
+        ValueError when no webhook URL is set."""
+        with self._lock:
+            setting = self._webhook
+            timestamp = int(self._now().timestamp())
+        if setting is None:
+            raise ValueError("no webhook is set (PUT /api/v2/creditor/{id}/webhook)")
+        deliveries = deliveries_for(
+            setting,
+            claim_id,
+            timestamp,
+            signing=Signing(signing),
+            duplicate=duplicate,
+            out_of_order=out_of_order,
+        )
+        return self._sender.send_now(deliveries)
+
     def reset(self) -> None:
         """Forget every case, call count and fault (ids keep increasing: they are never reused).
 
@@ -1518,6 +1589,8 @@ class Simulator:
             self._statuses = {name: {} for name in OPERATIONS}
             self._processed = dict.fromkeys(OPERATIONS, 0)
             self._faults = Faults()
+            self._webhook = None
+            self._deliveries.clear()
             self._reseed()
             self._save()
 
@@ -1540,6 +1613,19 @@ class Simulator:
             now = self._last_time + timedelta(microseconds=1)
         self._last_time = now
         return now
+
+    def _changed(self, case_id: int) -> None:
+        """A case changed: Kravia sends its webhook, when one is set and enabled (call with
+        the lock held; the delivery goes from the sender's thread)."""
+        setting = self._webhook
+        if setting is not None and setting.enabled:
+            timestamp = int(self._now().timestamp())
+            self._sender.send_later(deliveries_for(setting, case_id, timestamp))
+
+    def _delivered(self, result: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._deliveries.append(dict(result))
+            del self._deliveries[:-MAX_DELIVERIES_KEPT]
 
     def _new_payment(
         self,
@@ -1785,6 +1871,7 @@ class Simulator:
             )
             self._next_id += 1
             self._cases[case.id] = case
+            self._changed(case.id)
             self._save()
         payload = {
             "id": case.id,
@@ -1825,6 +1912,7 @@ class Simulator:
             case.documents.append(document)
             case.updated = now
             case.timeline.append((now, f"Document added ({doc_type})"))
+            self._changed(case_id)
             self._save()
         return _Outcome(200, {"id": document.id}, processed=True)
 
@@ -1865,6 +1953,7 @@ class Simulator:
                 case.started = now
             event = _ACTION_EVENTS[action] + (f": {message}" if message else "")
             case.touch(now, event)
+            self._changed(case_id)
             self._save()
         return _Outcome(200, {"success": True}, processed=True)
 
@@ -1916,6 +2005,7 @@ class Simulator:
                 f"{label} {money.accounting_payment_id}: {line.amount} (applied {applied})",
             )
             applied_lines.append((line.invoice_id, line.amount, applied))
+            self._changed(line.invoice_id)
         self._log_money(
             money.type,
             money.accounting_payment_id,
@@ -2033,6 +2123,21 @@ class Simulator:
             view = _shaped_details(case.details(), self._shape.details_shape)
             return _Outcome(200, view, processed=True)
 
+    async def _configure_webhook(self, request: Request, body: bytes) -> _Outcome:
+        """`PUT creditor/{id}/webhook` {"secret", "enabled", "url"}: one per creditor."""
+        parsed = _json_body(request, body)
+        if isinstance(parsed, _Outcome):
+            return parsed
+        creditor_id: int = request.path_params["id"]
+        if self._creditor_id is not None and creditor_id != self._creditor_id:
+            return _problem(404)
+        errors, setting = validate_setting(parsed)
+        if setting is None:
+            return _problem(400, errors)
+        with self._lock:
+            self._webhook = setting
+        return _Outcome(200, {"success": True}, processed=True)
+
     # --- control endpoints ---
 
     async def _control_cases(self, _request: Request) -> Response:
@@ -2085,6 +2190,26 @@ class Simulator:
             return Response(error, 400, media_type=_JSON_TYPE)
         return Response(_dump(settlement).encode("utf-8"), media_type=_JSON_TYPE)
 
+    async def _control_webhook(self, request: Request) -> Response:
+        """`GET /_sim/webhook`: the setting and deliveries. `POST /_sim/webhook` {"claimId",
+        "signing": "good"|"bad"|"none", "duplicate", "outOfOrder"}: send one now; answers what
+        came back from each delivery."""
+        if request.method == "GET":
+            return Response(_dump(self.webhook()).encode("utf-8"), media_type=_JSON_TYPE)
+        try:
+            data = _require_object(_loads(await request.body()), "the webhook to send")
+            results = await asyncio.to_thread(
+                self.send_webhook,
+                _claim_id(data.get("claimId")),
+                signing=str(data.get("signing", "good")),
+                duplicate=_flag("duplicate", data.get("duplicate", False)),
+                out_of_order=_flag("outOfOrder", data.get("outOfOrder", False)),
+            )
+        except (TypeError, ValueError) as exc:
+            error = _dump({"error": str(exc)}).encode("utf-8")
+            return Response(error, 400, media_type=_JSON_TYPE)
+        return Response(_dump(results).encode("utf-8"), media_type=_JSON_TYPE)
+
     async def _control_reset(self, _request: Request) -> Response:
         self.reset()
         return Response(b'{"reset": true}', media_type=_JSON_TYPE)
@@ -2095,6 +2220,12 @@ _ACTION_EVENTS: Final[Mapping[str, str]] = {
     ACTION_PAUSE: "Collection paused",
     ACTION_RESUME: "Collection resumed",
 }
+
+
+def _claim_id(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("claimId: an integer is required")
+    return value
 
 
 def _json_body(request: Request, body: bytes) -> object:

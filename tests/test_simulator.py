@@ -1330,6 +1330,7 @@ class TestControl:
             "creditnote": {},
             "settlements": {},
             "bookkeep": {},
+            "webhook": {},
             "processed": {
                 "register": 1,
                 "document": 1,
@@ -1340,6 +1341,7 @@ class TestControl:
                 "creditnote": 0,
                 "settlements": 0,
                 "bookkeep": 0,
+                "webhook": 0,
             },
         }
 
@@ -1871,6 +1873,14 @@ class TestInProcess:
                 "/_sim/shape",
                 {"json": {"details_shape": "named", "clock_offset_seconds": 30}},
             ),
+            (
+                "PUT",
+                "/api/v2/creditor/{id:int}/webhook",
+                f"creditor/{CREDITOR}/webhook",
+                {"json": {"secret": "s", "enabled": False, "url": "http://127.0.0.1:9/hook"}},
+            ),
+            ("GET", "/_sim/webhook", "/_sim/webhook", {}),
+            ("POST", "/_sim/webhook", "/_sim/webhook", {"json": {"claimId": case}}),
             ("POST", "/_sim/reset", "/_sim/reset", {}),
         ]
         routes = {
