@@ -238,6 +238,40 @@ class TestSettings:
         assert (webhook_url_problem(url) is None) is allowed
 
 
+class TestClient:
+    def test_configure_webhook_puts_the_guides_body(self) -> None:
+        """PUT creditor/{id}/webhook with secret, enabled and url, the token raw."""
+        seen: list[httpx.Request] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            return httpx.Response(200, json={"success": True})
+
+        async def go() -> None:
+            async with KraviaClient(
+                base_url="https://kravia.test/api/v2/",
+                token=TOKEN,
+                transport=httpx.MockTransport(handler),
+            ) as client:
+                await client.configure_webhook(
+                    creditor_id=10759,
+                    url="https://x.no/kravia/webhook",
+                    secret=SECRET,
+                    enabled=True,
+                )
+
+        asyncio.run(go())
+        (request,) = seen
+        assert request.method == "PUT"
+        assert str(request.url) == "https://kravia.test/api/v2/creditor/10759/webhook"
+        assert request.headers["Authorization"] == TOKEN
+        assert json.loads(request.content) == {
+            "secret": SECRET,
+            "enabled": True,
+            "url": "https://x.no/kravia/webhook",
+        }
+
+
 class TestSimulatorWebhook:
     def test_the_setting_is_validated_and_kept_without_showing_the_secret(self, sim: Sim) -> None:
         """PUT creditor/{id}/webhook needs the token, the creditor, a URL, a secret and a
