@@ -884,6 +884,13 @@ def simulate(
     clock_offset_seconds: Annotated[
         float, typer.Option(help="Kravia's clock minus the host's, in seconds.")
     ] = 0.0,
+    register_shape: Annotated[
+        Literal["id", "bare", "invoice_id", "no_id"],
+        typer.Option(help="What register answers."),
+    ] = "id",
+    time_zone: Annotated[
+        Literal["utc", "local", "offset"], typer.Option(help="How lastUpdatedTime is written.")
+    ] = "utc",
 ) -> None:
     """Run the local Kravia simulator (the same API, strict validation, faults on demand)."""
     from kravia_sync.simulator import Faults, Shape, serve  # noqa: PLC0415
@@ -895,6 +902,8 @@ def simulate(
                 "search_shape": search_shape,
                 "search_without_aid": search_without_aid,
                 "clock_offset_seconds": clock_offset_seconds,
+                "register_shape": register_shape,
+                "time_zone": time_zone,
             }
         )
     except ValueError as exc:
