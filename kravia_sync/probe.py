@@ -52,12 +52,14 @@ __all__ = [
     "contract_of",
     "details_findings",
     "differing",
+    "recheck_findings",
     "register_findings",
     "rejudged_register",
     "sample_of",
     "search_findings",
     "settlements_findings",
     "shape_of",
+    "state_of",
     "zone_evidence",
     "zone_finding",
     "zone_from_evidence",
@@ -602,6 +604,10 @@ class Contract:
         )
 
 
+def state_of(findings: Iterable[Finding]) -> ContractState:
+    return ContractState.DIFFERS if differing(findings) else ContractState.CONFIRMED
+
+
 def contract_of(
     findings: Sequence[Finding],
     *,
@@ -612,7 +618,7 @@ def contract_of(
     register = answers.register
     body = None if register is None else register.body
     return Contract(
-        state=ContractState.DIFFERS if differing(findings) else ContractState.CONFIRMED,
+        state=state_of(findings),
         checked_at=now,
         accounting_invoice_id=answers.accounting_invoice_id,
         kravia_id=answers.kravia_id,
@@ -629,3 +635,27 @@ def rejudged_register(contract: Contract) -> list[Finding]:
         return [Finding(assumption, "no answer", Verdict.NOT_SEEN)]
     sample = sample_of(contract.register_shape)
     return [_register_finding(assumption, sample, shape_of(sample, depth=1))]
+
+
+def recheck_findings(
+    contract: Contract, *, details: RawAnswer | None, search: RawAnswer | None
+) -> list[Finding]:
+    """A differing contract judged again with today's readers, without sending anything: the
+    canary's case read back now, the register answer and the times as they were stored."""
+    stored = {finding.assumption for finding in contract.findings}
+    answers = CanaryAnswers(
+        kravia_id=contract.kravia_id,
+        accounting_invoice_id=contract.accounting_invoice_id or "",
+        register=None,
+        uploaded=any("uploaded copy" in assumption for assumption in stored),
+        started=any("started case" in assumption for assumption in stored),
+        first_date=None,
+        details=details,
+        search=search,
+    )
+    fresh = [
+        finding
+        for finding in canary_findings(answers)
+        if not finding.assumption.startswith(("register:", "lastUpdatedTime"))
+    ]
+    return [*rejudged_register(contract), *fresh, zone_from_evidence(contract.evidence)]
