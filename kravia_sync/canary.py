@@ -33,16 +33,27 @@ from kravia_sync.probe import (
     CanaryAnswers,
     Contract,
     Finding,
+    Verdict,
     canary_findings,
     contract_of,
+    details_findings,
     differing,
     recheck_findings,
+    search_findings,
+    settlements_findings,
     state_of,
 )
 from kravia_sync.settings import Settings
 from kravia_sync.store import StateStore
 
-__all__ = ["CanaryFailedError", "CanaryRun", "contract_key", "report", "stored_contract"]
+__all__ = [
+    "CanaryFailedError",
+    "CanaryRun",
+    "contract_key",
+    "probe",
+    "report",
+    "stored_contract",
+]
 
 log = get_logger("kravia_sync.canary")
 
@@ -233,6 +244,27 @@ class CanaryRun:
             evidence=contract.evidence,
         )
         self._keep(again)
+
+
+async def probe(client: KraviaClient, *, kravia_id: int | None) -> list[Finding]:
+    """`check --probe`: read-only calls (the newest case in the search, the unbooked
+    settlements, the details of a case the state store knows) judged against what the engine
+    assumes. KraviaError when Kravia cannot be reached or refuses the token."""
+    findings = search_findings(await client.look("search", top=1))
+    findings += settlements_findings(await client.look("settlements"))
+    if kravia_id is None:
+        return [
+            *findings,
+            Finding("details: a known case", "no case in the state store", Verdict.NOT_SEEN),
+        ]
+    try:
+        details = await client.look("details", kravia_id=kravia_id)
+    except KraviaError as error:
+        if error.failure.stops_pass:
+            raise
+        note = f"case {kravia_id} could not be read: {error.failure.value} ({error.status})"
+        return [*findings, Finding("details: a known case", "no answer", Verdict.NOT_SEEN, note)]
+    return findings + details_findings(details)
 
 
 def _ok(answers: list[RawAnswer], operation: str) -> RawAnswer | None:
