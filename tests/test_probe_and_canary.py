@@ -25,7 +25,7 @@ from support import (
 from kravia_sync.canary import contract_key, probe
 from kravia_sync.kravia import KraviaClient
 from kravia_sync.probe import Contract, Finding, Verdict
-from kravia_sync.simulator import RunningSimulator, Shape, Simulator
+from kravia_sync.simulator import RegisterShape, RunningSimulator, Shape, Simulator, TimeZone
 from kravia_sync.store import StateStore
 
 WRITES = ("register", "document", "action", "payment", "creditnote", "bookkeep")
@@ -209,7 +209,7 @@ class TestCanaryOnShapesItCannotRead:
     ) -> None:
         """`kravia-sync reconcile` on first contact with an unreadable shape: exit code 1
         (a failed pass) and the report, naming the field, on its output."""
-        shaped_sim.simulator.shape = Shape(register_shape="no_id")
+        shaped_sim.simulator.shape = Shape(register_shape=RegisterShape.NO_ID)
         first_sync(tmp_path, shaped_sim)
 
         result = run_cli("reconcile", cwd=tmp_path)
@@ -320,7 +320,7 @@ class TestCheckProbeCommand:
     def test_a_difference_exits_2(self, shaped_sim: Sim, tmp_path: Path) -> None:
         """A lastUpdatedTime in local time: exit 2, and the differing contract is shown."""
         config = first_sync(tmp_path, shaped_sim, count=2)
-        shaped_sim.simulator.shape = Shape(time_zone="local")
+        shaped_sim.simulator.shape = Shape(time_zone=TimeZone.LOCAL)
         run_pass(config)
         sent = writes(shaped_sim)
 
