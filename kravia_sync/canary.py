@@ -181,7 +181,10 @@ class CanaryRun:
             finals = await apply([item])
         case = finals[0] if finals else None
         register = _ok(seen, "register")
-        if case is None or (case.kravia_id is None and register is None):
+        changed = [_ok(seen, operation) for operation in ("register", "document", "action")]
+        if case is None or not any(changed):
+            # Nothing it sent was answered (a fault, a refusal, or a case Kravia already had
+            # and that needed nothing): its read-back could not show what a change looks like.
             return None
         first_date = next(
             (moment for moment in (parse_http_date(a.date) for a in seen) if moment), None

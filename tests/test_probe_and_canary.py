@@ -138,6 +138,29 @@ class TestCanaryOnShapesTheEngineReads:
         assert len(shaped_sim.cases()) == 4
 
 
+class TestCanaryAfterALostStateStore:
+    @pytest.mark.parametrize("shaped_sim", [{}], ids=["default"], indirect=True)
+    def test_an_adopted_case_that_needs_nothing_is_no_canary(
+        self, shaped_sim: Sim, tmp_path: Path
+    ) -> None:
+        """The state store is lost: its first candidate is a case Kravia already has, adopted
+        and sent nothing, so its old lastUpdatedTime says nothing about zones. The pass goes
+        on (nothing registered twice) and the next new invoice is the canary."""
+        config = first_sync(tmp_path, shaped_sim, count=3)
+        run_pass(config)
+        (tmp_path / "state" / "kravia-sync.db").unlink()
+
+        summary = run_pass(config)
+
+        assert summary.status != "failed", summary.error
+        assert summary.counts["canary_inconclusive"] == 1
+        assert len(shaped_sim.cases()) == 3
+        write_invoices(tmp_path / "invoices", [4], pdf_every=0, name="more.json")
+        summary = run_pass(config)
+        assert summary.counts["canary_confirmed"] == 1
+        assert len(shaped_sim.cases()) == 4
+
+
 class TestCanaryOnShapesItCannotRead:
     @pytest.mark.parametrize(
         ("shaped_sim", "named"),
