@@ -23,9 +23,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from kravia_sync.canary import probe as probe_kravia
+from kravia_sync.canary import stored_contract
 from kravia_sync.kravia import Failure, KraviaClient, KraviaError
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES
 from kravia_sync.logging import configure_logging, redact, register_secrets
+from kravia_sync.probe import Contract, Finding, Verdict, differing
 from kravia_sync.reconcile import PlannedAction, Reconciler, RunSummary, build_connector
 from kravia_sync.resolve import ResolveError, resolve_case, resolve_payment
 from kravia_sync.settings import (
@@ -646,7 +649,18 @@ def _operator() -> str:
 
 
 @app.command()
-def check(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = None) -> None:
+def check(
+    config: ConfigOption = DEFAULT_CONFIG,
+    secrets_dir: SecretsOption = None,
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe",
+            help="Also read Kravia's answers (read-only) and check their shapes against what "
+            "kravia-sync assumes; shows the contract the first-contact canary recorded.",
+        ),
+    ] = False,
+) -> None:
     """Validate the configuration, each source's settings, the state store, and the token."""
     with _user_errors():
         settings = _settings(config, secrets_dir)
@@ -656,16 +670,19 @@ def check(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = No
             out.print(f"[green]ok[/] source {source.name} ({source.connector})", highlight=False)
         with StateStore(settings.state_path) as store:
             version = store.schema_version()
+            known_id = store.latest_kravia_id()
+            contract = stored_contract(store, settings.kravia.base_url)
         out.print(
             f"[green]ok[/] state store {settings.state_path} (schema {version})", highlight=False
         )
 
-        async def try_token() -> None:
+        async def try_token() -> list[Finding]:
             async with _client(settings) as client:
                 await client.check_token()
+                return await probe_kravia(client, kravia_id=known_id) if probe else []
 
         try:
-            asyncio.run(try_token())
+            findings = asyncio.run(try_token())
         except KraviaError as exc:
             if exc.failure is Failure.AUTH:
                 raise FailedError(f"Kravia refused the token ({exc.status})") from None
@@ -673,6 +690,59 @@ def check(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = No
                 f"could not reach Kravia at {settings.kravia.base_url}: {exc}"
             ) from None
         out.print(f"[green]ok[/] Kravia at {settings.kravia.base_url} accepts the token")
+    if probe:
+        _print_findings(findings)
+        _print_contract(contract, settings)
+        if differing(findings):
+            raise typer.Exit(EXIT_PENDING)
+
+
+_VERDICT_STYLE = {Verdict.HOLDS: "green", Verdict.DIFFERS: "bold red", Verdict.NOT_SEEN: "yellow"}
+
+
+def _print_findings(findings: list[Finding]) -> None:
+    table = Table(title="Kravia's answers against what kravia-sync assumes (shapes only)")
+    table.add_column("assumption", overflow="fold")
+    table.add_column("what came back", overflow="fold")
+    table.add_column("", no_wrap=True)
+    table.add_column("note", overflow="fold")
+    for finding in findings:
+        style = _VERDICT_STYLE[finding.verdict]
+        table.add_row(
+            Text(finding.assumption),
+            Text(finding.seen),
+            Text(finding.verdict.value, style=style),
+            Text(finding.note),
+        )
+    out.print(table)
+
+
+def _print_contract(contract: Contract | None, settings: Settings) -> None:
+    base_url = settings.kravia.base_url
+    if settings.policy.canary == "off":
+        out.print('first-contact canary: off (policy.canary = "off")')
+    if contract is None:
+        out.print(
+            f"contract with {base_url}: none recorded yet; the first pass with a new invoice "
+            "sends that one case first and checks it (the canary)",
+            highlight=False,
+        )
+        return
+    when = f"{contract.checked_at:%Y-%m-%d %H:%M} UTC"
+    case = contract.accounting_invoice_id or "?"
+    if contract.confirmed:
+        out.print(
+            f"contract with {base_url}: [green]confirmed[/] {when} on case {case} "
+            f"(Kravia id {contract.kravia_id})",
+            highlight=False,
+        )
+        return
+    out.print(
+        f"contract with {base_url}: [bold red]differs[/] (checked {when} on case {case}); "
+        "passes send nothing until it is read right:",
+        highlight=False,
+    )
+    _print_findings(differing(contract.findings))
 
 
 @app.command()
@@ -955,6 +1025,13 @@ def simulate(
     clock_offset_seconds: Annotated[
         float, typer.Option(help="Kravia's clock minus the host's, in seconds.")
     ] = 0.0,
+    register_shape: Annotated[
+        Literal["id", "bare", "invoice_id", "no_id"],
+        typer.Option(help="What register answers."),
+    ] = "id",
+    time_zone: Annotated[
+        Literal["utc", "local", "offset"], typer.Option(help="How lastUpdatedTime is written.")
+    ] = "utc",
 ) -> None:
     """Run the local Kravia simulator (the same API, strict validation, faults on demand)."""
     from kravia_sync.simulator import Faults, Shape, serve  # noqa: PLC0415
@@ -966,6 +1043,8 @@ def simulate(
                 "search_shape": search_shape,
                 "search_without_aid": search_without_aid,
                 "clock_offset_seconds": clock_offset_seconds,
+                "register_shape": register_shape,
+                "time_zone": time_zone,
             }
         )
     except ValueError as exc:

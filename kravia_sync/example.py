@@ -23,6 +23,7 @@ min_days_overdue = 14            # Kravia takes invoices from 14 days after the 
 min_amount = "0"                 # smaller outstanding amounts are not sent (NOK, incl. VAT)
 start = "auto"                   # "auto": start collection at once; "manual": register and wait
 # timezone = "Europe/Oslo"       # whose calendar counts the days overdue
+# canary = "on"                  # first contact: one case end to end, read back, then the rest
 
 [state]
 path = "state/kravia-sync.db"    # SQLite; WAL mode, synchronous=FULL

@@ -15,13 +15,13 @@ import json
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 
@@ -38,6 +38,7 @@ __all__ = [
     "KraviaError",
     "MoneyLine",
     "PaymentKind",
+    "RawAnswer",
     "RecordedPayment",
     "Reservation",
     "SearchItem",
@@ -48,10 +49,15 @@ __all__ = [
     "build_register_body",
     "case_standing",
     "classify_response",
+    "dotnet_time_zone",
+    "field_of",
     "loads_exact",
     "parse_retry_after",
+    "parse_search_items",
     "parse_settlements",
     "payment_recorded",
+    "read_amount",
+    "recorded_payments",
     "webhook_signatures",
 ]
 
@@ -244,6 +250,26 @@ class SearchItem:
     updated: str | None
     remaining_capital: Decimal | None = None  # None when the item does not say
     outstanding: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RawAnswer:
+    """One answer as Kravia sent it, for checking its shape (`KraviaClient.look`, and the
+    answers a watcher sees): the operation, the HTTP status, the `Date` header as sent, and
+    the body parsed exactly (None when it is not JSON)."""
+
+    operation: str
+    status: int
+    date: str | None
+    body: object
+
+    @classmethod
+    def of(cls, operation: str, response: httpx.Response) -> RawAnswer:
+        try:
+            body = loads_exact(response.content) if response.content else None
+        except ValueError:
+            body = None
+        return cls(operation, response.status_code, response.headers.get("Date"), body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -639,6 +665,7 @@ class KraviaClient:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._rate = RateLimiter(requests_per_second)
         self.stats = CallStats()
+        self._watchers: list[Callable[[RawAnswer], None]] = []
         # Kravia's clock as its last answer's Date header told it, and when (monotonic) we
         # read it.
         self.server_time: datetime | None = None
@@ -713,12 +740,62 @@ class KraviaClient:
             self.stats.add(operation, lost.failure.value)
             raise lost from None
         self._note_server_time(response)
+        for watcher in list(self._watchers):
+            watcher(RawAnswer.of(operation, response))
         refused = classify_response(response, creates=creates, per_case=per_case)
         if refused is not None:
             self.stats.add(operation, refused.failure.value)
             raise refused
         self.stats.add(operation, "ok")
         return response
+
+    @contextlib.contextmanager
+    def watching(self, watcher: Callable[[RawAnswer], None]) -> Iterator[None]:
+        """Show `watcher` every answer Kravia gives while this lasts (the first-contact
+        canary reads the shape of the answers to the calls it makes)."""
+        self._watchers.append(watcher)
+        try:
+            yield
+        finally:
+            self._watchers.remove(watcher)
+
+    async def look(
+        self,
+        operation: Literal["search", "settlements", "details"],
+        *,
+        kravia_id: int | None = None,
+        since: datetime | None = None,
+        top: int = 1,
+    ) -> RawAnswer:
+        """One read-only call, its answer kept as sent (for `check --probe` and the canary):
+        a search page (newest first; with `since`, oldest first from then), the unbooked
+        settlements, or one case's details. KraviaError when Kravia does not answer 2xx."""
+        params: dict[str, Any] | None
+        if operation == "details":
+            if kravia_id is None:
+                raise ValueError("details need a Kravia id")
+            path, params = DETAILS_PATH.format(id=kravia_id), None
+        elif operation == "settlements":
+            path, params = SETTLEMENTS_PATH, {"ExcludeClosed": "true"}
+        else:
+            path = SEARCH_PATH
+            params = {
+                "byAscending": "False" if since is None else "True",
+                "orderBy": SEARCH_ORDER_BY_LAST_UPDATED,
+                "skip": 0,
+                "top": top,
+            }
+            if since is not None:
+                params["lastUpdatedTime"] = format_dotnet_time(since)
+        response = await self._call(
+            operation,
+            "GET",
+            path,
+            creates=False,
+            params=params,
+            per_case=operation == "details",
+        )
+        return RawAnswer.of(operation, response)
 
     def _note_server_time(self, response: httpx.Response) -> None:
         moment = parse_http_date(response.headers.get("Date"))
@@ -1049,6 +1126,12 @@ def _search_item(item: Mapping[str, Any]) -> SearchItem:
     )
 
 
+def parse_search_items(body: object) -> list[SearchItem]:
+    """Every item of one search answer (`search_updated_since` reads each page this way);
+    ValueError or KraviaError (transient) when the answer or an item cannot be read."""
+    return [_search_item(item) for item in _search_items(body)]
+
+
 def parse_http_date(value: str | None) -> datetime | None:
     """An HTTP `Date` header as an aware UTC datetime, or None when missing or unreadable."""
     if not value:
@@ -1072,6 +1155,28 @@ def parse_dotnet_time(text: str | None) -> datetime | None:
         return None
     digits = (fraction + "000000")[:6]
     return moment.replace(microsecond=int(digits)) if digits.isdigit() else moment
+
+
+def dotnet_time_zone(text: str | None) -> str | None:
+    """The zone a `lastUpdatedTime` text names: "Z", an offset such as "+01:00", or None when
+    it names none (the guide's form). `parse_dotnet_time` takes every time as UTC, so only
+    None or "Z" (or a zero offset) is read right."""
+    if not text:
+        return None
+    body = text.strip()
+    if body.endswith(("Z", "z")):
+        return "Z"
+    time_part = body.partition("T")[2]
+    for sign in ("+", "-"):
+        if sign in time_part:
+            return sign + time_part.rpartition(sign)[2]
+    return None
+
+
+def field_of(item: Mapping[str, Any], name: str) -> Any:  # noqa: ANN401 - JSON value
+    """A property of one of Kravia's answers by name, matched as the engine matches it
+    (case-insensitively)."""
+    return _get_ci(item, name)
 
 
 # --- reading money back: pure parsers ---------------------------------------------------------
@@ -1148,6 +1253,16 @@ def _recorded_payment(entry: object) -> RecordedPayment | None:
         kind=kind,
         applied=applied,
     )
+
+
+def read_amount(value: object) -> Decimal | None:
+    """An amount as the engine reads it from Kravia's answers; None when it cannot be read."""
+    return _decimal(value)
+
+
+def recorded_payments(details: Mapping[str, Any]) -> list[RecordedPayment] | None:
+    """The details' payments as the engine reads them (see `case_standing`)."""
+    return _recorded_payments(_get_ci(details, DETAILS_PAYMENTS_KEY))
 
 
 def _recorded_payments(value: object) -> list[RecordedPayment] | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
+from kravia_sync.canary import CanaryFailedError, CanaryRun
 from kravia_sync.committer import GroupCommitter, StateWriteError
 from kravia_sync.connector import (
     Connector,
@@ -375,18 +376,13 @@ class Reconciler:
                 summary.problems.extend(self._payment_problems)
             self._payment_problems = []
             summary.counts.update(result.counts)
+        if not dry_run:
+            self.progress.start(len(work))
+            work = await self._canary(work, summary, began)
         await self._flag_holds_in_collection(summary, dry_run=dry_run)
         if dry_run:
-            now = self.clock()
-            for item in work:
-                shown = await asyncio.to_thread(
-                    preview, self.settings, item, now, mirror=self._mirror
-                )
-                summary.planned.append(_planned(item, shown))
-            summary.counts["payments_to_forward"] += self._payments_due(self._payment_work, now)
-            self._payment_work = []
+            await self._preview(work, summary)
             return
-        self.progress.start(len(work))
         try:
             await self._apply(work, summary, began)
         finally:
@@ -398,6 +394,52 @@ class Reconciler:
         await self._flag_duplicates(summary)
         if self.stopping and summary.status != "failed":
             summary.status = "stopped"
+
+    async def _preview(self, work: list[WorkItem], summary: RunSummary) -> None:
+        """What `plan` shows: each case's next step, and the payments due."""
+        now = self.clock()
+        for item in work:
+            shown = await asyncio.to_thread(preview, self.settings, item, now, mirror=self._mirror)
+            summary.planned.append(_planned(item, shown))
+        summary.counts["payments_to_forward"] += self._payments_due(self._payment_work, now)
+        self._payment_work = []
+
+    async def _canary(
+        self, work: list[WorkItem], summary: RunSummary, began: datetime
+    ) -> list[WorkItem]:
+        """First contact (`kravia_sync.canary`): while no contract with this Kravia is
+        confirmed, one case goes end to end and is read back before the rest of the work;
+        when Kravia's answers differ from what the engine reads, the pass stops here."""
+        if self.settings.policy.canary == "off":
+            return work
+        assert self.client is not None  # noqa: S101 - applied passes have one
+
+        async def apply(items: list[WorkItem]) -> list[CaseState]:
+            return await self._apply(items, summary, began)
+
+        canary = CanaryRun(self.settings, self.store, self.client, self.timing, self.clock)
+        try:
+            rest, outcome = await canary.before_work(work, apply)
+        except CanaryFailedError as exc:
+            self._record_target()
+            summary.problems.extend(
+                {
+                    "source": "kravia",
+                    "record": self.settings.kravia.base_url,
+                    "field": finding.assumption,
+                    "reason": f"came back: {finding.seen}"
+                    + (f"; {finding.note}" * bool(finding.note)),
+                }
+                for finding in exc.findings
+                if finding.verdict.value == "differs"
+            )
+            summary.counts["canary_differs"] += 1
+            raise PassFailedError(str(exc)) from None
+        except KraviaError as exc:
+            raise PassFailedError(exc.stop_reason("search")) from None
+        if outcome not in {"known", "waiting"}:
+            summary.counts[f"canary_{outcome}"] += 1
+        return rest
 
     def _payments_due(self, payments: list[PaymentState], now: datetime) -> int:
         """How many of these payments a pass would send or verify now (a payment waiting for
@@ -954,7 +996,9 @@ class Reconciler:
         )
 
     # --- applying -----------------------------------------------------------------------------
-    async def _apply(self, work: list[WorkItem], summary: RunSummary, began: datetime) -> None:
+    async def _apply(
+        self, work: list[WorkItem], summary: RunSummary, began: datetime
+    ) -> list[CaseState]:
         """Drive every case with a fixed pool of workers (twice the calls allowed in flight, so
         the next intents are committed while calls are out). Memory does not grow with the
         number of cases beyond the work list itself."""
@@ -1016,6 +1060,7 @@ class Reconciler:
         finally:
             summary.counts.update(driver.log.counts)
         self._tally(finals, summary)
+        return finals
 
     def _tally(self, finals: list[CaseState], summary: RunSummary) -> None:
         """Count where the cases ended, and decide whether the run needs attention."""

@@ -111,6 +111,9 @@ class PolicySettings(_Section):
     # A held invoice already in collection: the Kravia action that pauses it (its name is
     # unpublished; e.g. "Pause"), sent once per hold. Unset: the case is only flagged.
     hold_action: str | None = Field(default=None, min_length=1)
+    # The first-contact canary: while this state store has no confirmed contract with this
+    # Kravia, a pass sends one case end to end and reads it back before any other.
+    canary: Literal["on", "off"] = "on"
 
     @field_validator("timezone")
     @classmethod

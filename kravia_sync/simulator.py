@@ -54,6 +54,11 @@ ones (`Shape`, set by keyword arguments, the `shape` property or `/_sim/shape`):
   no `accountingInvoiceId` key (the details still do).
 - `clock_offset_seconds`: Kravia's clock is the host's plus this; every time handed out (and
   the search's `lastUpdatedTime` filter, which compares with them) is on Kravia's clock.
+- `register_shape`: "id" (above); "bare" - the id alone; "invoice_id" - `invoiceId` for `id`;
+  "no_id" - the object without any id (an answer the engine cannot read).
+- `time_zone`: "utc" (above); "local" - `lastUpdatedTime` of search items and details as
+  Oslo's wall-clock time without a zone; "offset" - the same with its offset (`+01:00`). The
+  search's `lastUpdatedTime` filter is still read as UTC.
 
 Every answer, API or control, has a `Date` header (RFC 7231) from Kravia's clock, set by the
 app itself, so it is there in process too (`httpx.ASGITransport(app=simulator.app)`). In
@@ -65,9 +70,9 @@ delays the answer (the transport enforces no client timeout).
 Control endpoints (no auth) under `/_sim/`: `GET cases`, `GET cases/{id}/documents/{n}`
 (n is the 0-based position in the case's document list), `GET calls`, `GET faults`,
 `PUT faults`, `GET shape`, `PUT shape` (`{"details_shape", "search_shape",
-"search_without_aid", "clock_offset_seconds"}`; keys left out take their defaults, unknown
-keys or values answer 400 `{"error"}`), `POST reset` (forgets cases, calls and faults; keeps
-the shape), and for money:
+"search_without_aid", "clock_offset_seconds", "register_shape", "time_zone"}`; keys left out
+take their defaults, unknown keys or values answer 400 `{"error"}`), `POST reset` (forgets
+cases, calls and faults; keeps the shape), and for money:
 
 - `GET payments` - every payment, credit note and payout accepted, in order:
   `[{"seq", "type", "accountingPaymentId", "date", "description", "amount", "invoices":
@@ -118,6 +123,7 @@ from email.utils import format_datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
+from zoneinfo import ZoneInfo
 
 import uvicorn
 from starlette.applications import Starlette
@@ -148,10 +154,12 @@ __all__ = [
     "OPERATIONS",
     "DetailsShape",
     "Faults",
+    "RegisterShape",
     "RunningSimulator",
     "SearchShape",
     "Shape",
     "Simulator",
+    "TimeZone",
     "serve",
 ]
 
@@ -362,6 +370,25 @@ class SearchShape(StrEnum):
     VALUE = "value"  # {"value": [...], "count": n}
 
 
+class RegisterShape(StrEnum):
+    """What `POST invoice/register` answers (ASSUMED: the guide shows no answer)."""
+
+    ID = "id"  # {"id": n, "invoiceNo", "accountingInvoiceId", "status"}
+    BARE = "bare"  # n
+    INVOICE_ID = "invoice_id"  # {"invoiceId": n, ...}
+    NO_ID = "no_id"  # {"invoiceNo", "accountingInvoiceId", "status"}: no id at all
+
+
+class TimeZone(StrEnum):
+    """How `lastUpdatedTime` is written in search items and details (ASSUMED: UTC)."""
+
+    UTC = "utc"  # 2026-11-27T06:24:01.1234567 (UTC, no zone, as the guide shows)
+    LOCAL = "local"  # Oslo's wall-clock time, no zone
+    OFFSET = "offset"  # Oslo's wall-clock time with its offset: ...1234567+01:00
+
+
+_LOCAL_ZONE: Final = ZoneInfo("Europe/Oslo")
+
 # A bound far beyond any real clock skew that keeps every shifted time a valid datetime.
 MAX_CLOCK_OFFSET_SECONDS: Final = 10 * 366 * 86_400.0
 
@@ -379,6 +406,8 @@ class Shape:
     search_shape: SearchShape = SearchShape.ITEMS
     search_without_aid: bool = False
     clock_offset_seconds: float = 0.0
+    register_shape: RegisterShape = RegisterShape.ID
+    time_zone: TimeZone = TimeZone.UTC
 
     def __post_init__(self) -> None:
         # frozen: the coerced values are set through object.__setattr__, once, here
@@ -390,6 +419,12 @@ class Shape:
         )
         _flag("search_without_aid", self.search_without_aid)
         object.__setattr__(self, "clock_offset_seconds", _clock_offset(self.clock_offset_seconds))
+        object.__setattr__(
+            self,
+            "register_shape",
+            _shape_name(RegisterShape, "register_shape", self.register_shape),
+        )
+        object.__setattr__(self, "time_zone", _shape_name(TimeZone, "time_zone", self.time_zone))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Shape:
@@ -417,6 +452,10 @@ class Shape:
             clock_offset_seconds=_clock_offset(
                 data.get("clock_offset_seconds", default.clock_offset_seconds)
             ),
+            register_shape=_shape_name(
+                RegisterShape, "register_shape", data.get("register_shape", default.register_shape)
+            ),
+            time_zone=_shape_name(TimeZone, "time_zone", data.get("time_zone", default.time_zone)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -426,6 +465,8 @@ class Shape:
             "search_shape": self.search_shape.value,
             "search_without_aid": self.search_without_aid,
             "clock_offset_seconds": self.clock_offset_seconds,
+            "register_shape": self.register_shape.value,
+            "time_zone": self.time_zone.value,
         }
 
 
@@ -493,9 +534,37 @@ _DETAILS_SHAPERS: Final[Mapping[DetailsShape, Callable[[Mapping[str, Any]], dict
 }
 
 
-def _shaped_details(view: Mapping[str, Any], shape: DetailsShape) -> dict[str, Any]:
+def _shaped_details(view: Mapping[str, Any], shape: Shape) -> dict[str, Any]:
     """A case's details (in the "list" shape) as `shape` answers them."""
-    return _DETAILS_SHAPERS[shape](view)
+    return _zoned(_DETAILS_SHAPERS[shape.details_shape](view), shape.time_zone)
+
+
+def _zoned(view: Mapping[str, Any], zone: TimeZone) -> dict[str, Any]:
+    """The view with its `lastUpdatedTime` (written in UTC) written as `zone` says."""
+    shaped = dict(view)
+    text = shaped.get("lastUpdatedTime")
+    if zone is TimeZone.UTC or not isinstance(text, str):
+        return shaped
+    head, _, fraction = text.partition(".")
+    local = datetime.fromisoformat(head).replace(tzinfo=UTC).astimezone(_LOCAL_ZONE)
+    written = local.strftime("%Y-%m-%dT%H:%M:%S.") + fraction
+    if zone is TimeZone.OFFSET:
+        written += local.isoformat()[-6:]
+    shaped["lastUpdatedTime"] = written
+    return shaped
+
+
+def _register_answer(payload: Mapping[str, Any], shape: RegisterShape) -> object:
+    """The register answer (`{"id", ...}`) as `shape` gives it."""
+    match shape:
+        case RegisterShape.ID:
+            return dict(payload)
+        case RegisterShape.BARE:
+            return payload["id"]
+        case RegisterShape.INVOICE_ID:
+            return {("invoiceId" if key == "id" else key): value for key, value in payload.items()}
+        case RegisterShape.NO_ID:
+            return {key: value for key, value in payload.items() if key != "id"}
 
 
 def _shaped_search(
@@ -503,9 +572,12 @@ def _shaped_search(
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """One page of search items (`total` matching in all) in the configured envelope."""
     page = [
-        {key: value for key, value in item.items() if key != "accountingInvoiceId"}
-        if shape.search_without_aid
-        else dict(item)
+        _zoned(
+            {key: value for key, value in item.items() if key != "accountingInvoiceId"}
+            if shape.search_without_aid
+            else item,
+            shape.time_zone,
+        )
         for item in items
     ]
     match shape.search_shape:
@@ -1310,6 +1382,8 @@ class Simulator:
         search_shape: SearchShape | str = SearchShape.ITEMS,
         search_without_aid: bool = False,
         clock_offset_seconds: float = 0.0,
+        register_shape: RegisterShape | str = RegisterShape.ID,
+        time_zone: TimeZone | str = TimeZone.UTC,
     ) -> None:
         if not token:
             raise ValueError("the simulator needs a non-empty token")
@@ -1326,6 +1400,8 @@ class Simulator:
                 "search_shape": search_shape,
                 "search_without_aid": search_without_aid,
                 "clock_offset_seconds": clock_offset_seconds,
+                "register_shape": register_shape,
+                "time_zone": time_zone,
             }
         )
         self._cases: dict[int, _Case] = {}
@@ -1879,7 +1955,7 @@ class Simulator:
             "accountingInvoiceId": case.accounting_invoice_id,
             "status": case.status,
         }
-        return _Outcome(200, payload, processed=True)
+        return _Outcome(200, _register_answer(payload, self._shape.register_shape), processed=True)
 
     async def _document(self, request: Request, body: bytes) -> _Outcome:
         case_id: int = request.path_params["id"]
@@ -2120,7 +2196,7 @@ class Simulator:
             case = self._cases.get(case_id)
             if case is None:
                 return _problem(404)
-            view = _shaped_details(case.details(), self._shape.details_shape)
+            view = _shaped_details(case.details(), self._shape)
             return _Outcome(200, view, processed=True)
 
     async def _configure_webhook(self, request: Request, body: bytes) -> _Outcome:

@@ -1626,6 +1626,17 @@ class StateStore:
             )
             return [KnownCase(kravia_id, aid, number) for kravia_id, aid, number in rows]
 
+    def latest_kravia_id(self) -> int | None:
+        """The Kravia id of the case of this store updated last, None when none has one."""
+        with self._read() as connection:
+            value: int | None = connection.execute(
+                select(CASES.c.kravia_id)
+                .where(CASES.c.kravia_id.is_not(None))
+                .order_by(CASES.c.updated_at.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            return value
+
     def has_kravia_cases(self) -> bool:
         """Whether any case of this store has a Kravia id."""
         with self._read() as connection:

@@ -61,22 +61,24 @@ class TestFirstSync:
     def test_calls_per_invoice_are_three_with_a_copy_and_two_without(
         self, sim: Sim, tmp_path: Path
     ) -> None:
-        """Register, upload and start with a PDF; register and start without one; and one
-        search of Kravia for the whole pass, before anything is registered."""
+        """Register, upload and start with a PDF; register and start without one; one search
+        of Kravia for the whole pass, before anything is registered; and, on first contact,
+        the canary's read-back of its one case (its details and one search page)."""
         write_invoices(tmp_path / "invoices", range(1, 11), pdf_every=2)
         config = write_config(tmp_path, sim.base_url)
 
         run_pass(config)
 
         calls = sim.simulator.calls()
-        assert calls["total"] == 5 * 3 + 5 * 2 + 1
-        assert sum(calls["search"].values()) == 1
+        canary_reads = 2
+        assert calls["total"] == 5 * 3 + 5 * 2 + 1 + canary_reads
+        assert sum(calls["search"].values()) == 1 + 1
         assert calls["processed"] == {
             "register": 10,
             "document": 5,
             "action": 10,
-            "search": 1,
-            "details": 0,
+            "search": 2,
+            "details": 1,
             "payment": 0,
             "creditnote": 0,
             "settlements": 0,

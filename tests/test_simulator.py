@@ -1940,6 +1940,8 @@ class TestShapeSettings:
             "search_shape": "value",
             "search_without_aid": True,
             "clock_offset_seconds": -12.5,
+            "register_shape": "no_id",
+            "time_zone": "offset",
         }
         accepted = control.put("/_sim/shape", json=settings)
         assert accepted.status_code == 200
@@ -1950,6 +1952,8 @@ class TestShapeSettings:
             search_shape=SearchShape.VALUE,
             search_without_aid=True,
             clock_offset_seconds=-12.5,
+            register_shape="no_id",
+            time_zone="offset",
         )
         partial = control.put("/_sim/shape", json={"search_shape": "data"})
         assert partial.json() == Shape(search_shape="data").to_dict()
@@ -2029,6 +2033,8 @@ class TestSimulateCommand:
             "--search-shape=value",
             "--search-without-aid",
             "--clock-offset-seconds=-120",
+            "--register-shape=bare",
+            "--time-zone=local",
         ]
         process = subprocess.Popen([*command, *options], stdout=subprocess.DEVNULL)
         try:
@@ -2038,6 +2044,8 @@ class TestSimulateCommand:
                 "search_shape": "value",
                 "search_without_aid": True,
                 "clock_offset_seconds": -120.0,
+                "register_shape": "bare",
+                "time_zone": "local",
             }
             assert_near(date_header(response), datetime.now(UTC) - timedelta(seconds=120))
         finally:
