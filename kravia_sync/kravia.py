@@ -1144,28 +1144,41 @@ def parse_http_date(value: str | None) -> datetime | None:
 
 
 def parse_dotnet_time(text: str | None) -> datetime | None:
-    """Kravia's `lastUpdatedTime` (a .NET timestamp without zone, ASSUMED UTC) as an aware
-    datetime; None when it cannot be read."""
+    """Kravia's `lastUpdatedTime` (a .NET timestamp, up to 7 digits of fraction) as an aware
+    datetime: in the zone it names ("Z" or an offset such as "+01:00"), and where it names
+    none (the guide's form), ASSUMED UTC. None when it cannot be read."""
     if not text:
         return None
-    head, _, fraction = text.strip().rstrip("Z").partition(".")
+    body = text.strip()
+    zone = dotnet_time_zone(body)
+    if zone is not None:
+        body = body[: len(body) - len(zone)]
+    head, _, fraction = body.partition(".")
+    if fraction and not fraction.isdigit():
+        return None
     try:
-        moment = datetime.fromisoformat(head).replace(tzinfo=UTC)
+        moment = datetime.fromisoformat(head)
+        offset = (
+            UTC
+            if zone in {None, "Z", "z"}
+            else datetime.fromisoformat(f"2000-01-01T00:00{zone}").tzinfo
+        )
     except ValueError:
         return None
-    digits = (fraction + "000000")[:6]
-    return moment.replace(microsecond=int(digits)) if digits.isdigit() else moment
+    if moment.tzinfo is not None or offset is None:
+        return None
+    moment = moment.replace(tzinfo=offset, microsecond=int((fraction + "000000")[:6]))
+    return moment.astimezone(UTC)
 
 
 def dotnet_time_zone(text: str | None) -> str | None:
-    """The zone a `lastUpdatedTime` text names: "Z", an offset such as "+01:00", or None when
-    it names none (the guide's form). `parse_dotnet_time` takes every time as UTC, so only
-    None or "Z" (or a zero offset) is read right."""
+    """The zone a `lastUpdatedTime` text names: "Z", an offset such as "+01:00" (as written),
+    or None when it names none (the guide's form, read as UTC)."""
     if not text:
         return None
     body = text.strip()
     if body.endswith(("Z", "z")):
-        return "Z"
+        return body[-1]
     time_part = body.partition("T")[2]
     for sign in ("+", "-"):
         if sign in time_part:

@@ -273,15 +273,15 @@ def _date_finding(answer: RawAnswer) -> Finding:
     )
 
 
-def zone_finding(  # noqa: PLR0911 - one return per way a time can be wrong reads best
+def zone_finding(
     updated: str | None,
     *,
     not_before: datetime | None,
     not_after: datetime | None,
     assumption: str = "lastUpdatedTime is UTC",
 ) -> Finding:
-    """Whether a `lastUpdatedTime` is read right as UTC: it names no other zone, and (as read)
-    falls between the Date headers around it (`not_before`: before the update; `not_after`:
+    """Whether a `lastUpdatedTime` is read right (in the zone it names, else as UTC): as read,
+    it falls between the Date headers around it (`not_before`: before the update; `not_after`:
     after it), within ZONE_TOLERANCE."""
     if updated is None:
         return Finding(assumption, "no lastUpdatedTime", Verdict.NOT_SEEN)
@@ -290,13 +290,6 @@ def zone_finding(  # noqa: PLR0911 - one return per way a time can be wrong read
     moment = parse_dotnet_time(updated)
     if moment is None:
         return Finding(assumption, "unreadable timestamp", Verdict.DIFFERS, "not a .NET time")
-    if zone not in {None, "Z", "+00:00", "-00:00"}:
-        return Finding(
-            assumption,
-            seen,
-            Verdict.DIFFERS,
-            f"it names the zone {zone}, and the engine reads every lastUpdatedTime as UTC",
-        )
     if not_after is not None and moment > not_after + ZONE_TOLERANCE:
         ahead = round((moment - not_after).total_seconds() / 60)
         return Finding(

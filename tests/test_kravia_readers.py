@@ -143,3 +143,22 @@ class TestKraviasClock:
             2026, 12, 5, 1, 33, 54, tzinfo=UTC
         )
         assert parse_dotnet_time("soon") is None
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "2026-12-05T02:33:54.5+01:00",
+            "2026-12-05T01:33:54.5000000Z",
+            "2026-12-05T00:33:54.5-01:00",
+            "2026-12-05T01:33:54.5",
+        ],
+    )
+    def test_a_dotnet_time_is_read_in_the_zone_it_names(self, text):
+        """A time naming its zone is read in it (never taken as UTC as written)."""
+        assert parse_dotnet_time(text) == datetime(2026, 12, 5, 1, 33, 54, 500000, tzinfo=UTC)
+
+    @pytest.mark.parametrize(
+        "text", ["2026-12-05T01:33:54.5x", "2026-12-05T01:33:54+25:00", "2026-12-05T01:33:54+"]
+    )
+    def test_a_dotnet_time_that_cannot_be_read_is_none(self, text):
+        assert parse_dotnet_time(text) is None
