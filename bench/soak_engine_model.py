@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from engine_model import run_seeds  # the tests directory is on the path (above)
 
+BLOCK = 500  # schedules between progress lines
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -34,7 +36,16 @@ def main() -> int:
     args = parser.parse_args()
 
     started = time.monotonic()
-    results = run_seeds(range(args.first, args.first + args.seeds), workers=args.workers)
+    results = []
+    for block in range(args.first, args.first + args.seeds, BLOCK):
+        seeds = range(block, min(block + BLOCK, args.first + args.seeds))
+        results += run_seeds(seeds, workers=args.workers)
+        broken_so_far = sum(1 for result in results if result.violation)
+        print(
+            f"  {len(results)} schedules, {broken_so_far} broke an invariant, "
+            f"{time.monotonic() - started:.0f} s",
+            flush=True,
+        )
     elapsed = time.monotonic() - started
 
     totals: Counter[str] = Counter()
