@@ -39,7 +39,11 @@ def main() -> int:
     results = []
     for block in range(args.first, args.first + args.seeds, BLOCK):
         seeds = range(block, min(block + BLOCK, args.first + args.seeds))
-        results += run_seeds(seeds, workers=args.workers)
+        block_results = run_seeds(seeds, workers=args.workers)
+        for result in block_results:
+            if result.violation:
+                print(f"  {result.violation.splitlines()[0]}", flush=True)
+        results += block_results
         broken_so_far = sum(1 for result in results if result.violation)
         print(
             f"  {len(results)} schedules, {broken_so_far} broke an invariant, "

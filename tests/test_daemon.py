@@ -148,9 +148,10 @@ class TestSchedule:
             for (name, _), value in samples.items()
             if name == "kravia_sync_remote_calls_total"
         )
-        # register, start, three PDFs, and one search of Kravia per pass that registered
-        assert total == calls["total"] == 6 + 6 + 3 + 2
-        assert sum(calls["search"].values()) == 2
+        # register, start, three PDFs, one search of Kravia per pass that registered, and
+        # the first-contact canary's read-back of its case (one search page, its details)
+        assert total == calls["total"] == 6 + 6 + 3 + 2 + 2
+        assert sum(calls["search"].values()) == 2 + 1
         assert samples[("kravia_sync_cases", (("phase", "started"),))] == 6
         assert samples[("kravia_sync_quarantined_records", (("kind", "invalid"),))] == 0
         done = samples[("kravia_sync_passes_total", (("outcome", "done"), ("source", "files")))]
@@ -191,9 +192,12 @@ class TestGracefulStop:
         outcomes, unanswered = journal_counts(tmp_path / STATE)
         assert unanswered == 0, "a call in flight was left without its outcome"
         # Every call Kravia received is journaled with its answer: none started after the stop.
-        # (The searches of Kravia's cases are reads of the whole creditor, not a case's calls.)
+        # (The searches of Kravia's cases are reads of the whole creditor, not a case's calls,
+        # and so is the first-contact canary's read-back of its case's details.)
         searches = sum(sim.simulator.calls()["search"].values())
-        assert outcomes == sim.calls_total() - searches
+        canary_reads = sum(sim.simulator.calls()["details"].values())
+        assert canary_reads == 1
+        assert outcomes == sim.calls_total() - searches - canary_reads
 
         sim.simulator.faults = Faults()
         restarted = start(daemons, tmp_path)

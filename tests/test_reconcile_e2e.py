@@ -83,6 +83,7 @@ class TestFirstSync:
             "creditnote": 0,
             "settlements": 0,
             "bookkeep": 0,
+            "webhook": 0,
         }
 
     def test_the_register_body_carries_the_invoice_exactly(self, sim: Sim, tmp_path: Path) -> None:
