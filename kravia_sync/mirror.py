@@ -30,6 +30,7 @@ from kravia_sync.kravia import (
     Failure,
     KraviaClient,
     KraviaError,
+    SearchItem,
     SearchResult,
     details_summary,
     parse_dotnet_time,
@@ -134,17 +135,7 @@ class KraviaMirror:
         meta = {} if next_cursor is None else {CURSOR: next_cursor.isoformat()}
         changed = await asyncio.to_thread(
             self._store.record_mirror,
-            [
-                MirrorItem(
-                    item.kravia_id,
-                    item.accounting_invoice_id,
-                    item.invoice_number,
-                    item.status,
-                    item.remaining_capital,
-                    item.updated,
-                )
-                for item in result.items
-            ],
+            [_mirror_item(item) for item in result.items],
             meta=meta,
             now=self._clock(),
         )
@@ -169,16 +160,7 @@ class KraviaMirror:
                 return False
             if summary.kravia_id != kravia_id or summary.accounting_invoice_id is None:
                 return False
-            items.append(
-                MirrorItem(
-                    summary.kravia_id,
-                    summary.accounting_invoice_id,
-                    summary.invoice_number,
-                    summary.status,
-                    summary.remaining_capital,
-                    summary.updated,
-                )
-            )
+            items.append(_mirror_item(summary))
         await asyncio.to_thread(self._store.record_mirror, items, meta={}, now=self._clock())
         return True
 
@@ -194,16 +176,8 @@ class KraviaMirror:
                 Failure.TRANSIENT,
                 f"the details of case {kravia_id} are those of case {summary.kravia_id}",
             )
-        item = MirrorItem(
-            summary.kravia_id,
-            summary.accounting_invoice_id,
-            summary.invoice_number,
-            summary.status,
-            summary.remaining_capital,
-            summary.updated,
-        )
         changed = await asyncio.to_thread(
-            self._store.record_mirror, [item], meta={}, now=self._clock()
+            self._store.record_mirror, [_mirror_item(summary)], meta={}, now=self._clock()
         )
         return bool(changed)
 
@@ -224,6 +198,18 @@ class KraviaMirror:
             fallback_id=fallback_id,
             known=[case for case in known if case.kravia_id not in not_these],
         )
+
+
+def _mirror_item(item: SearchItem) -> MirrorItem:
+    """What the mirror keeps of a case as a search item (or its details) tells it."""
+    return MirrorItem(
+        item.kravia_id,
+        item.accounting_invoice_id,
+        item.invoice_number,
+        item.status,
+        item.remaining_capital,
+        item.updated,
+    )
 
 
 def _next_cursor(result: SearchResult, cursor: str | None) -> datetime | None:
