@@ -149,12 +149,13 @@ class CanaryRun:
         return "confirmed"
 
     def _candidate(self, work: list[WorkItem]) -> WorkItem | None:
-        """The first new invoice to register, preferring one with a copy."""
+        """The first new invoice to register, preferring one with a copy (not one the gate
+        keeps out, which is driven only to adopt a case Kravia may hold)."""
         now = self.clock()
         first: WorkItem | None = None
         looked = 0
         for item in work:
-            if item.invoice is None:
+            if item.invoice is None or item.kept_out:
                 continue
             decision = next_step(
                 item.case, start=self.settings.policy.start, now=now, timing=self.timing

@@ -12,7 +12,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from kravia_sync.connector import PaymentRecord, RecordError, RecordStamp, SourceRecord
-from kravia_sync.gate import RefusalKind, hold_reason, judge
+from kravia_sync.gate import Refusal, RefusalKind, hold_reason, judge
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase, Step
 from kravia_sync.model import InvalidRecordError, Invoice
 from kravia_sync.payments import Payment, derived_payment
@@ -52,6 +52,9 @@ class WorkItem:
     # (None: it can, or there is none).
     copy_checked: bool = False
     copy_problem: str | None = None
+    # The gate keeps it out: it is driven only because Kravia may hold its case already (to
+    # be adopted; see `SourceDiff.kravia_has`).
+    kept_out: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +98,13 @@ class SourceDiff:
         check_document: Callable[[Invoice], str | None] | None = None,
         payments: str | None = None,
         holds: Mapping[str, str] | None = None,
+        kravia_has: Callable[[Invoice, CaseState | None], bool] | None = None,
     ) -> None:
         self.source = source
+        # Whether Kravia (as last mirrored) holds a case that is, or may be, this invoice's.
+        # An invoice the gate keeps out is still driven when it does: adopting the case sends
+        # nothing, and Kravia's case is then kept in step (a payment made since, a hold).
+        self.kravia_has = kravia_has
         # Operator holds: accountingInvoiceId or invoice number → reason. Never sent.
         self.holds = holds or {}
         # How the source tells of money paid (see `SourceConfig.payments`).
@@ -251,8 +259,11 @@ class SourceDiff:
             if aid is not None and stored is not None and stored.phase in SETTLING_PHASES:
                 self._settle.add(aid)
             return
-        if stored is None and not self._may_register(invoice, record.key):
-            return
+        if stored is None:
+            refusal = self._refusal(Step.REGISTER, None, invoice)
+            if refusal is not None and not self._in_kravia(invoice, None):
+                self._quarantine(record.key, invoice, refusal)
+                return
         self._valid[invoice.accounting_invoice_id] = _Valid(invoice, record.key, hashed)
         if stored is not None:
             self._known.add(invoice.accounting_invoice_id)
@@ -318,14 +329,9 @@ class SourceDiff:
             return None
         return invoice
 
-    def _may_register(self, invoice: Invoice, key: str) -> bool:
-        """The gate for a new invoice: the policy, holds and its copy allow it to be sent."""
-        return self._gate(Step.REGISTER, None, invoice, key)
-
-    def _gate(self, step: Step, case: CaseState | None, invoice: Invoice, key: str) -> bool:
-        """Whether the gate lets `step` go for this invoice now; if not, the record is
-        quarantined as held, waiting or invalid with the gate's reason. (Asked again at the
-        moment of the call.)"""
+    def _refusal(self, step: Step, case: CaseState | None, invoice: Invoice) -> Refusal | None:
+        """Why the gate keeps `step` from going for this invoice now (None: it may go, or
+        only waits for an approval). Asked again at the moment of the call."""
 
         def copy_problem() -> str | None:
             return None if self.check_document is None else self.check_document(invoice)
@@ -339,8 +345,10 @@ class SourceDiff:
             hold=hold_reason(self.holds, invoice),
             copy_problem=copy_problem,
         )
-        if refusal is None or refusal.kind is RefusalKind.APPROVAL:
-            return True
+        return None if refusal is None or refusal.kind is RefusalKind.APPROVAL else refusal
+
+    def _quarantine(self, key: str, invoice: Invoice, refusal: Refusal) -> None:
+        """The record is reported held, waiting or invalid with the gate's reason."""
         self._reject(
             QuarantineEntry(
                 key,
@@ -351,7 +359,9 @@ class SourceDiff:
                 invoice.invoice_number,
             )
         )
-        return False
+
+    def _in_kravia(self, invoice: Invoice, case: CaseState | None) -> bool:
+        return self.kravia_has is not None and self.kravia_has(invoice, case)
 
     def wanted_cases(self) -> list[str]:
         """The stored cases `finish` needs in full: those of the kept records, and those of
@@ -442,16 +452,29 @@ class SourceDiff:
             self.counts[case.phase.value] += 1
         elif case.phase is Phase.STARTED:
             return
-        elif case.phase in SENDS_NEXT and not self._gate(
-            _sending_step(case), case, valid.invoice, valid.key
-        ):
-            return  # re-judged each pass, and again at the moment of any call
         else:
+            refusal = (
+                self._refusal(_sending_step(case), case, valid.invoice)
+                if case.phase in SENDS_NEXT
+                else None
+            )
+            if refusal is not None:
+                # Re-judged each pass, and again at the moment of any call.
+                self._quarantine(valid.key, valid.invoice, refusal)
+                if case.phase is not Phase.NEW or not self._in_kravia(valid.invoice, case):
+                    return
+                # Never registered as far as the store knows, yet Kravia has it (the store
+                # was restored from an older copy, or lost): the driver adopts it.
             self._items[valid.invoice.accounting_invoice_id] = WorkItem(
                 case,
                 valid.invoice,
                 assessment.change,
-                copy_checked=self.check_document is not None and case.phase in SENDS_NEXT,
+                # The gate read the copy and found nothing wrong; a refused case's is read
+                # again by the driver before any call.
+                copy_checked=self.check_document is not None
+                and case.phase in SENDS_NEXT
+                and refusal is None,
+                kept_out=refusal is not None,
             )
 
 

@@ -23,14 +23,14 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from kravia_sync.committer import GroupCommitter
 from kravia_sync.diff import SETTLING_STEPS, WorkItem
 from kravia_sync.gate import Refusal, RefusalKind, judge
-from kravia_sync.identity import Absent, KnownCase, Unknown, Verdict
+from kravia_sync.identity import Absent, Adopt, KnownCase, Unknown, Verdict
 from kravia_sync.kravia import (
     Failure,
     KraviaClient,
@@ -149,20 +149,23 @@ class CaseDriver:
                     return case
                 case = settled
                 continue
-            if not item.copy_checked and decision.step in {Step.REGISTER, Step.UPLOAD}:
-                # Off the event loop: a copy may come over the network (a REST source).
-                item.copy_problem = await asyncio.to_thread(_copy_problem, item.invoice)
-                item.copy_checked = True
-            refusal = self._judge(decision.step, case, item)
-            if refusal is not None:
-                self._refused(case, refusal)
-                return case
-            assert item.invoice is not None  # noqa: S101 - the gate refuses a gone invoice
             before = case
-            case = await self._send(decision.step, case, item.invoice)
+            case = await self._through_gate(decision.step, case, item)
             if case.phase is before.phase:  # nothing moved (refused, deferred, conflict)
                 return case
         return case
+
+    async def _through_gate(self, step: Step, case: CaseState, item: WorkItem) -> CaseState:
+        """`step` sent if the gate lets it go; the case after it (or after the refusal)."""
+        if not item.copy_checked and step in {Step.REGISTER, Step.UPLOAD}:
+            # Off the event loop: a copy may come over the network (a REST source).
+            item.copy_problem = await asyncio.to_thread(_copy_problem, item.invoice)
+            item.copy_checked = True
+        refusal = self._judge(step, case, item)
+        if refusal is not None:
+            return await self._refused(step, case, refusal)
+        assert item.invoice is not None  # noqa: S101 - the gate refuses a gone invoice
+        return await self._send(step, case, item.invoice)
 
     def _judge(self, step: Step, case: CaseState, item: WorkItem) -> Refusal | None:
         return judge(
@@ -175,13 +178,19 @@ class CaseDriver:
             copy_problem=lambda: item.copy_problem,
         )
 
-    def _refused(self, case: CaseState, refusal: Refusal) -> None:
+    async def _refused(self, step: Step, case: CaseState, refusal: Refusal) -> CaseState:
+        """The case after the gate refused `step`: as it was, or adopted instead of a
+        register (`_adopted_instead`)."""
+        adopted = await self._adopted_instead(case) if step is Step.REGISTER else None
+        if adopted is not None:
+            return adopted
         self.log.counts[f"gated_{refusal.kind.value}"] += 1
         log.info(
             "not sent",
             accounting_invoice_id=case.accounting_invoice_id,
             reason=refusal.reason,
         )
+        return case
 
     # --- the one door for calls that change a case --------------------------------------------
     async def _send(self, step: Step, case: CaseState, invoice: Invoice) -> CaseState:
@@ -385,6 +394,24 @@ class CaseDriver:
             return None
         after = after_identity(case, verdict, now=self.clock())
         self.log.counts["adopted" if after.phase is Phase.ADOPTED else "needs_review"] += 1
+        return await self._decided(case, after, "identity", str(verdict))
+
+    async def _adopted_instead(self, case: CaseState) -> CaseState | None:
+        """A register the gate refuses, of an invoice Kravia holds all the same (the store was
+        restored from a copy older than the register, or lost): Kravia's case is adopted, which
+        sends nothing, so that what happened since (a payment, a hold) reaches it. The mirror
+        as last searched is enough: a case Kravia reported does not go away. None: Kravia has
+        no case that is certainly this invoice's; the refusal stands."""
+        verdict = await self._identified(case)
+        if not isinstance(verdict, Adopt):
+            return None
+        after = after_identity(case, verdict, now=self.clock())
+        self.log.counts["adopted"] += 1
+        log.info(
+            "adopted a case the gate keeps out: Kravia has it",
+            accounting_invoice_id=case.accounting_invoice_id,
+            kravia_id=verdict.kravia_id,
+        )
         return await self._decided(case, after, "identity", str(verdict))
 
     def _verdict(self, case: CaseState) -> Verdict:
@@ -666,14 +693,50 @@ def journal_entry(
 
 def known_verdict(settings: Settings, mirror: KraviaMirror, case: CaseState) -> Verdict:
     """Whether Kravia (as mirrored) already has the case's invoice, leaving out the cases a
-    person declared are not it. The fallback id is what the source gives an invoice without
-    an id of its own: its prefix and number."""
-    source = next((s for s in settings.sources if s.name == case.source), None)
+    person declared are not it."""
     not_these = {int(i) for i in (case.not_kravia_ids or "").split(",") if i.strip().isdigit()}
-    return mirror.verdict(
+    return _mirrored_verdict(
+        settings,
+        mirror,
+        case.source,
         case.accounting_invoice_id,
         case.invoice_number,
-        fallback_id=(source.id_prefix if source else "") + case.invoice_number,
+        not_these=not_these,
+    )
+
+
+def kravia_may_hold(
+    settings: Settings, mirror: KraviaMirror, source: str, invoice: Invoice, case: CaseState | None
+) -> bool:
+    """Whether Kravia (as mirrored) holds a case that is this invoice's, or may be (its
+    details would tell): an invoice the gate keeps out is then driven all the same, for its
+    case to be adopted (`CaseDriver._adopted_instead`)."""
+    verdict = (
+        known_verdict(settings, mirror, case)
+        if case is not None
+        else _mirrored_verdict(
+            settings, mirror, source, invoice.accounting_invoice_id, invoice.invoice_number
+        )
+    )
+    return isinstance(verdict, Adopt) or (isinstance(verdict, Unknown) and verdict.unreadable)
+
+
+def _mirrored_verdict(
+    settings: Settings,
+    mirror: KraviaMirror,
+    source_name: str,
+    accounting_invoice_id: str,
+    invoice_number: str,
+    *,
+    not_these: Collection[int] = (),
+) -> Verdict:
+    """The fallback id is what the source gives an invoice without an id of its own: its
+    prefix and number."""
+    source = next((s for s in settings.sources if s.name == source_name), None)
+    return mirror.verdict(
+        accounting_invoice_id,
+        invoice_number,
+        fallback_id=(source.id_prefix if source else "") + invoice_number,
         not_these=not_these,
     )
 
@@ -716,6 +779,10 @@ def preview(
         copy_problem=lambda: item.copy_problem,
     )
     if refusal is not None:
+        if step is Step.REGISTER and mirror is not None:
+            adopted = _adoption_preview(known_verdict(settings, mirror, case), case, now)
+            if adopted is not None:
+                return adopted
         shown = "none" if refusal.kind is RefusalKind.APPROVAL else refusal.kind.value
         return Preview(shown, refusal.reason)
     if step is Step.REGISTER and mirror is not None:
@@ -740,6 +807,20 @@ def _register_preview(verdict: Verdict, case: CaseState, now: datetime) -> Previ
             after.last_error or "",
         )
     return Preview("register", "Kravia has no case for it (as last searched)")
+
+
+def _adoption_preview(verdict: Verdict, case: CaseState, now: datetime) -> Preview | None:
+    """What a register the gate refuses comes to when Kravia may hold the invoice all the
+    same (see `CaseDriver._adopted_instead`); None: the refusal stands."""
+    if isinstance(verdict, Adopt):
+        return Preview(
+            "adopt",
+            f"not to be sent, but Kravia holds case {verdict.kravia_id} for it already: "
+            "adopted (nothing is sent), so that what changed since reaches Kravia",
+        )
+    if isinstance(verdict, Unknown) and verdict.unreadable:
+        return _register_preview(verdict, case, now)
+    return None
 
 
 def _copy_problem(invoice: Invoice | None) -> str | None:

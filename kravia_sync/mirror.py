@@ -88,6 +88,10 @@ class KraviaMirror:
         self.failure: str | None = None  # why the last search of this pass failed
         self.last: MirrorSync | None = None
 
+    def searched_before(self) -> bool:
+        """Whether a complete search was ever stored in this state store."""
+        return self._store.meta(CURSOR) is not None
+
     def fresh_since(self, moment: datetime | None) -> bool:
         """Whether a search of this pass began at or after `moment` (None: any search)."""
         return self.began is not None and (moment is None or self.began >= moment)

@@ -44,6 +44,7 @@ from kravia_sync.driver import (
     PassStoppedError,
     Preview,
     journal_entry,
+    kravia_may_hold,
     preview,
     timing_of,
 )
@@ -724,6 +725,12 @@ class Reconciler:
     ) -> SourceDiff:
         """Read one source completely, a chunk at a time, and diff it against the state."""
         now = self.clock()
+        mirror = self._mirror
+
+        def kravia_has(invoice: Invoice, case: CaseState | None) -> bool:
+            return mirror is not None and kravia_may_hold(
+                self.settings, mirror, source.name, invoice, case
+            )
 
         def new_diff() -> SourceDiff:
             return SourceDiff(
@@ -733,6 +740,7 @@ class Reconciler:
                 check_document=_document_problem,
                 payments=source.payments or connector.payments_source(),
                 holds=self._holds,
+                kravia_has=kravia_has,
             )
 
         with _bulk_reading():
@@ -874,20 +882,23 @@ class Reconciler:
         """Pull back what Kravia reports of its cases (status, capital left): one search of
         the mirror (`kravia_sync.mirror`), unless this pass searched already. Unless
         `force`d, only once `status_every_seconds` passed since the last (the first pass only
-        sets the clock), so a no-op pass calls nothing."""
+        sets the clock, unless Kravia's cases were never searched from this store: a store
+        that is new, lost or restored to before its first search looks once, so that what
+        Kravia holds already is known for invoices not to be sent), so a no-op pass calls
+        nothing."""
         assert self.client is not None  # noqa: S101 - run() and refresh check
         started = self.clock()
         every = timedelta(seconds=self.settings.kravia.status_every_seconds)
+        mirror = self._mirror or KraviaMirror(self.store, self.client, clock=self.clock)
         if not force and every:
             due = await asyncio.to_thread(self.store.meta, STATUS_DUE)
-            if due is None:
+            if due is None and await asyncio.to_thread(mirror.searched_before):
                 await asyncio.to_thread(
                     self.store.set_meta, STATUS_DUE, (started + every).isoformat()
                 )
                 return
-            if started < datetime.fromisoformat(due):
+            if due is not None and started < datetime.fromisoformat(due):
                 return
-        mirror = self._mirror or KraviaMirror(self.store, self.client, clock=self.clock)
         searched = mirror.last
         if searched is None:
             try:

@@ -451,6 +451,12 @@ _DRIVER_UPDATE_SQL = _cas_sql(_DRIVER_FIELDS)
 _DIFF_UPDATE_SQL = _cas_sql(_DIFF_FIELDS)
 _HELD_SQL = "SELECT invoice, reason FROM holds WHERE invoice IN (?, ?) ORDER BY held_at LIMIT 1"
 _FENCE_SQL = "SELECT holder_id, epoch FROM lease WHERE name = ?"
+_KNOWN_IN_KRAVIA_SQL = (
+    "SELECT kravia_id, accounting_invoice_id, invoice_number FROM kravia_cases "
+    "WHERE accounting_invoice_id = ? UNION "
+    "SELECT kravia_id, accounting_invoice_id, invoice_number FROM kravia_cases "
+    "WHERE invoice_number = ?"
+)
 _LEASE_LOST = (
     "the writer lease was taken over by another process: this one stops writing and sending "
     "(raise state.lease_seconds if passes stall this long)"
@@ -804,6 +810,8 @@ class StateStore:
         # The hot write path keeps one driver connection (used by one thread at a time).
         self._batch_lock = threading.Lock()
         self._batch_connection: Any = None
+        self._lookup_lock = threading.Lock()
+        self._lookup_connection: Any = None
         self.holder_id = uuid.uuid4().hex
         self._epoch: int | None = None  # the lease's epoch when this store took it
         try:
@@ -823,6 +831,10 @@ class StateStore:
             if self._batch_connection is not None:
                 self._batch_connection.close()
                 self._batch_connection = None
+        with self._lookup_lock:
+            if self._lookup_connection is not None:
+                self._lookup_connection.close()
+                self._lookup_connection = None
         self.engine.dispose()
 
     @contextmanager
@@ -1612,19 +1624,20 @@ class StateStore:
         return changed
 
     def known_in_kravia(self, accounting_invoice_id: str, invoice_number: str) -> list[KnownCase]:
-        """Kravia's cases, as last mirrored, with this accountingInvoiceId or invoice number."""
-        with self._read() as connection:
-            rows = connection.execute(
-                select(
-                    KRAVIA_CASES.c.kravia_id,
-                    KRAVIA_CASES.c.accounting_invoice_id,
-                    KRAVIA_CASES.c.invoice_number,
-                ).where(
-                    (KRAVIA_CASES.c.accounting_invoice_id == accounting_invoice_id)
-                    | (KRAVIA_CASES.c.invoice_number == invoice_number)
-                )
-            )
-            return [KnownCase(kravia_id, aid, number) for kravia_id, aid, number in rows]
+        """Kravia's cases, as last mirrored, with this accountingInvoiceId or invoice number.
+        Asked for every invoice kept out of collection in every read, so it runs as one plain
+        statement on a connection of its own (no transaction to open and close)."""
+        with self._lookup_lock:
+            if self._lookup_connection is None:
+                self._lookup_connection = self.engine.raw_connection()
+            cursor = self._lookup_connection.cursor()
+            try:
+                rows = cursor.execute(
+                    _KNOWN_IN_KRAVIA_SQL, (accounting_invoice_id, invoice_number)
+                ).fetchall()
+            finally:
+                cursor.close()
+        return [KnownCase(kravia_id, aid, number) for kravia_id, aid, number in rows]
 
     def latest_kravia_id(self) -> int | None:
         """The Kravia id of the case of this store updated last, None when none has one."""

@@ -75,6 +75,7 @@ def run(
     owners: dict[str, str] | None = None,
     check_document: Any = None,
     policy: PolicySettings = POLICY,
+    kravia_has: Any = None,
 ) -> SourceDiff:
     cases = {case.accounting_invoice_id: case for case in known}
     summaries = {
@@ -83,7 +84,9 @@ def run(
     for aid, owner in (owners or {}).items():  # ids another source holds
         if owner != SOURCE.name:
             summaries[aid] = CaseSummary("other", Phase.STARTED, owner)
-    diff = SourceDiff(SOURCE, policy=policy, now=NOW, check_document=check_document)
+    diff = SourceDiff(
+        SOURCE, policy=policy, now=NOW, check_document=check_document, kravia_has=kravia_has
+    )
     first_keys: dict[str, str] = {}
     for record in records:
         aid = (
@@ -164,6 +167,63 @@ class TestWaiting:
         entry = diff.quarantine["invoices.csv:20003"]
         assert (entry.kind, entry.field) == ("waiting", "amount")
         assert "min_amount" in entry.reason
+
+
+class TestKeptOutYetInKravia:
+    """An invoice the gate keeps out is still driven when Kravia may hold its case (the
+    store is older than the register, or lost): the driver adopts it, sending nothing."""
+
+    def test_a_new_invoice_kept_out_that_kravia_holds_is_driven_to_be_adopted(self):
+        asked: list[tuple[str, CaseState | None]] = []
+
+        def kravia_has(invoice: Invoice, case: CaseState | None) -> bool:
+            asked.append((invoice.accounting_invoice_id, case))
+            return True
+
+        diff = run(rec(amount="0"), kravia_has=kravia_has)
+
+        (item,) = diff.work
+        assert item.kept_out
+        assert not item.copy_checked  # the driver reads the copy again before any call
+        assert (item.case.phase, item.change) == (Phase.NEW, Change.NEW)
+        assert diff.quarantine["invoices.csv:20003"].kind == "waiting"
+        assert diff.counts["waiting"] == 1  # reported once, not once per look
+        assert [aid for aid, _ in asked] == ["E-20003", "E-20003"]
+
+    def test_a_stored_new_case_kept_out_that_kravia_holds_is_driven(self):
+        record = rec()
+        case = stored(record, Phase.NEW)
+
+        asked: list[CaseState | None] = []
+
+        def kravia_has(invoice: Invoice, known: CaseState | None) -> bool:
+            asked.append(known)
+            return True
+
+        diff = run(rec(amount="0"), known=[case], kravia_has=kravia_has)
+
+        (item,) = diff.work
+        assert item.kept_out
+        assert item.case.accounting_invoice_id == "E-20003"
+        # Asked with the stored case, so the Kravia ids a person ruled out stay ruled out.
+        assert [(c.accounting_invoice_id, c.phase) for c in asked if c] == [("E-20003", Phase.NEW)]
+
+    def test_kept_out_and_not_in_kravia_is_not_driven(self):
+        diff = run(rec(amount="0"), kravia_has=lambda _invoice, _case: False)
+
+        assert diff.work == []
+        assert diff.counts["waiting"] == 1
+
+    def test_only_a_case_never_registered_is_driven_for_adoption(self):
+        """A registered case the gate keeps out (its Start) is not Kravia's case to adopt:
+        it is ours already."""
+        record = rec()
+        case = stored(record, Phase.REGISTERED)
+
+        diff = run(rec(amount="0"), known=[case], kravia_has=lambda _invoice, _case: True)
+
+        assert diff.work == []
+        assert diff.quarantine["invoices.csv:20003"].kind == "waiting"
 
 
 class TestInvalid:

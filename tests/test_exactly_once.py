@@ -281,7 +281,7 @@ class TestPolicyOnEveryStep:
         write_records(tmp_path, [record])
         config = write_config(tmp_path, sim.base_url, retry=NO_WAITS, policy="min_amount = 500")
         passes = Passes(config)
-        sim.simulator.faults = Faults(error_5xx=1.0, operations=("register",))
+        sim.simulator.faults = Faults(rate_limit_429=1.0, operations=("register",))
         passes.run()
         sim.simulator.faults = Faults()
         write_records(tmp_path, [{**record, "amount": "100.00"}])
@@ -933,6 +933,102 @@ class TestRestoredStoreAndMoney:
         assert "started already" in (case.last_error or "")
         assert summary.status == "done"
         assert len(sim.cases()) == 1
+
+
+class TestKeptOutYetInKravia:
+    """What the seeded model of the engine found next: an invoice the gate keeps out (paid in
+    full, here) that Kravia holds all the same, because the state store is older than the
+    register or gone. Kravia's case is adopted (nothing is sent for that), and the payment
+    reaches it; else Kravia would chase the whole capital of a paid invoice."""
+
+    STATUS = timedelta(minutes=20)  # past `status_every_seconds`: the status pull-back is due
+
+    def test_a_store_restored_to_before_the_register_adopts_the_paid_invoices_case(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        record = invoice_record(1, amount="1200.50")
+        write_records(tmp_path, [record])
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS, source=DROPS)
+        passes = Passes(config)
+        sim.simulator.faults = Faults(rate_limit_429=1.0, operations=("register",))
+        passes.run()
+        sim.simulator.faults = Faults()
+        assert passes.case("1").phase.value == "new"
+        copy_store(config, tmp_path / "older.db")
+        passes.run()
+        assert capital(sim) == Decimal("1200.50")
+        restore_store(config, tmp_path / "older.db")
+        write_records(tmp_path, [{**record, "amount": "0.00"}])
+
+        kept_out = passes.run()  # what Kravia holds is learnt when the status is pulled back
+        passes.run(later=self.STATUS)
+        plan = passes.run(dry_run=True)
+        adopted = passes.run()
+        passes.run()
+
+        assert kept_out.counts["registered"] == 0
+        assert [(a.accounting_invoice_id, a.step) for a in plan.planned] == [("1", "adopt")]
+        assert adopted.counts["adopted"] == 1
+        assert len(sim.cases()) == 1
+        assert capital(sim) == Decimal("0.00")
+        assert [p["amount"] for p in sim.simulator.payments()] == [Decimal("1200.50")]
+
+    def test_a_lost_store_looks_at_kravia_once_and_adopts_the_paid_invoices_case(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """A store that never searched Kravia's cases searches once, even in a pass that
+        registers nothing, so the next pass knows the paid invoice's case."""
+        record = invoice_record(2, amount="800.50")
+        write_records(tmp_path, [record])
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS, source=DROPS)
+        passes = Passes(config)
+        passes.run()
+        shutil.rmtree(tmp_path / "state")
+        write_records(tmp_path, [{**record, "amount": "0.00"}])
+
+        first = passes.run()
+        for _ in range(3):
+            passes.run()
+
+        assert first.counts["registered"] == 0
+        assert first.counts["status_read"] == 1
+        assert len(sim.cases()) == 1
+        assert capital(sim) == Decimal("0.00")
+        assert passes.case("2").kravia_id == sim.cases()[0]["id"]
+
+    def test_a_case_kravia_lists_without_its_id_is_identified_from_its_details(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Kravia's search leaves accountingInvoiceId out: the details of the case with the
+        same invoice number are read, and it is adopted."""
+        sim.simulator.shape = Shape(search_without_aid=True)
+        record = invoice_record(3, amount="480.50")
+        write_records(tmp_path, [record])
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS, source=DROPS)
+        passes = Passes(config)
+        passes.run()
+        shutil.rmtree(tmp_path / "state")
+        write_records(tmp_path, [{**record, "amount": "0.00"}])
+
+        for _ in range(4):
+            passes.run()
+
+        assert len(sim.cases()) == 1
+        assert capital(sim) == Decimal("0.00")
+
+    def test_an_invoice_kept_out_that_kravia_does_not_hold_is_not_sent_anything(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """The other side: a paid invoice Kravia has no case for stays where it is."""
+        write_records(tmp_path, [invoice_record(4, amount="0.00")])
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS, source=DROPS)
+        passes = Passes(config)
+
+        summaries = [passes.run(later=self.STATUS) for _ in range(3)]
+
+        assert sim.cases() == []
+        assert [s.counts["waiting"] for s in summaries] == [1, 1, 1]
+        assert [s.counts["adopted"] for s in summaries] == [0, 0, 0]
 
 
 class TestPlanOfACaseKraviaListsWithoutItsId:
