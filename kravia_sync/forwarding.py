@@ -486,7 +486,10 @@ class PaymentForwarder:
 
     async def _verify(self, payment: PaymentState, cases: Mapping[str, CaseState]) -> PaymentState:
         """After a lost answer: did the payment reach the cases it was sent to (the lines that
-        carried an amount)? See `payment_arrived`: never a second payment on a guess."""
+        carried an amount)? See `payment_arrived`: never a second payment on a guess. An
+        amount drop the details cannot settle is sent again all the same: it is limited to
+        what Kravia's capital holds above what the source says is owed, so a drop that did
+        arrive sends nothing."""
         attempt_id = uuid.uuid4().hex
         started = time.monotonic()
         kind = (
@@ -518,14 +521,21 @@ class PaymentForwarder:
                 pending_since=None,
                 updated_at=now,
             )
-        elif recorded is False:
+        elif recorded is False or payment.derived:
             after = replace(
                 payment,
                 phase=PaymentPhase.NEW,
                 pending_attempt=None,
                 pending_since=None,
                 updated_at=now,
-                note="the answer was lost and Kravia does not list the payment: sending again",
+                note=(
+                    "the answer was lost and Kravia does not list the payment: sending again"
+                    if recorded is False
+                    # An amount drop is limited to what Kravia's capital holds above what the
+                    # source says is owed, read afresh: if the lost one arrived, nothing is.
+                    else "the answer was lost and Kravia's case details do not show whether "
+                    "it arrived: sent again, limited to what is still owed (nothing, if it did)"
+                ),
             )
         else:
             after = replace(

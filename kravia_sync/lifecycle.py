@@ -226,7 +226,9 @@ def begin(
     settle_after: datetime | None = None,
 ) -> CaseState:
     """The state to commit, with the journal intent, before sending `step`; `settle_after`:
-    if its answer is lost, when (on Kravia's clock) a search may settle it."""
+    if its answer is lost, when (on Kravia's clock) a search may settle it. An earlier
+    back-off is over (the step is sent): left in place, it would hold up settling a lost
+    answer for as long as a clock that went back makes it run."""
     return replace(
         case,
         phase=SENDING_PHASE[step],
@@ -234,6 +236,7 @@ def begin(
         pending_since=now,
         updated_at=now,
         settle_after=settle_after,
+        next_attempt_at=None,
     )
 
 

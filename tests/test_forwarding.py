@@ -201,14 +201,68 @@ class TestMoneyReadFailClosed:
         assert "type we do not know" in (after.note or "")
         assert kravia.payments == 0
 
-    def test_a_lost_payment_whose_case_lists_nothing_but_lost_capital_is_not_resent(
+    def test_a_lost_drop_whose_case_lists_nothing_but_lost_capital_is_not_resent(
         self, tmp_path: Path
     ) -> None:
-        """The answer to a payment is lost; the case lists no payments but its capital fell
-        by the amount: that is no proof it did not arrive, so a person decides."""
+        """The answer to an amount drop (1000 → 600) is lost; the case lists no payments but
+        its capital fell to the 600 owed: the drop is tried again, limited to what the
+        capital holds above what is owed, which is nothing."""
         kravia = Kravia({"remainingAmount": 1000, "payments": []}, lose_payments=True)
         with StateStore(tmp_path / "state.db") as store:
             sending = forward(store, kravia, stored_drop(store))
+            kravia.details = {"remainingAmount": 600, "payments": []}
+            after = forward(store, kravia, sending)
+
+        assert sending.phase is PaymentPhase.SENDING
+        assert after.phase is PaymentPhase.NETTED
+        assert kravia.payments == 1
+
+    def test_a_lost_drop_not_there_while_another_moved_the_capital_is_sent_again(
+        self, tmp_path: Path
+    ) -> None:
+        """Seeds 2102 and 2381 of the engine model: the drop 1000 → 600 was lost; meanwhile a
+        later drop (600 → 450) reached Kravia, so the capital moved and the details cannot
+        tell. Sent again, limited to the capital above what is owed: 1000 - 150 - 450 = 400,
+        the whole drop, and Kravia ends at the 450 owed."""
+        kravia = Kravia({"remainingAmount": 1000, "payments": []}, lose_payments=True)
+        with StateStore(tmp_path / "state.db") as store:
+            sending = forward(store, kravia, stored_drop(store))
+            store.write_batch([replace(case("A-1", 77), amount=Decimal("450.00"))], [])
+            kravia.details = {
+                "remainingAmount": 850,
+                "payments": [
+                    {"type": "Payment", "accountingPaymentId": "ks-drop-later", "amount": 150}
+                ],
+            }
+            kravia.lose_payments = False
+            after = forward(store, kravia, sending)
+
+        assert after.phase is PaymentPhase.SENT
+        assert [line.sent for line in after.lines] == [Decimal("400.00")]
+        assert kravia.payments == 2
+
+    def test_a_lost_payment_record_that_cannot_be_told_goes_to_a_person(
+        self, tmp_path: Path
+    ) -> None:
+        """A payment the source reports as a record (not an amount drop) has no owed amount
+        to be limited by: when the details cannot tell, a person decides."""
+        kravia = Kravia({"remainingAmount": 1000, "payments": []}, lose_payments=True)
+        with StateStore(tmp_path / "state.db") as store:
+            store.write_batch([case("A-1", 77)], [])
+            record = Payment.from_record(
+                {
+                    "payment_id": "P-1",
+                    "accounting_invoice_id": "A-1",
+                    "amount": "400.00",
+                    "date": "2026-11-20",
+                },
+                id_prefix="",
+            )
+            (state,) = plan_payments(
+                [("k", record)], {}, source="erp", rule=PayoutRule(), now=NOW
+            ).writes
+            store.write_payments([state])
+            sending = forward(store, kravia, state)
             kravia.details = {"remainingAmount": 600, "payments": []}
             after = forward(store, kravia, sending)
 

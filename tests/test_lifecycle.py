@@ -210,6 +210,22 @@ class TestBegin:
         assert begun.attempts == 2
         assert begun.kravia_id == case.kravia_id
 
+    def test_an_earlier_back_off_does_not_hold_up_settling_a_lost_answer(self):
+        """Seed 1785 of the engine model: a Start answered 429 backs off an hour ahead on a
+        clock that then went back an hour; the Start is sent again (the clock went back past
+        the back-off) and its answer lost. Settling it waits for the settle time only."""
+        backed_off = make_case(
+            Phase.REGISTERED, next_attempt_at=T0 + timedelta(hours=1), updated_at=T0 + RETRY
+        )
+        sent_at = T0 - timedelta(minutes=55)  # the clock went back
+
+        begun = begin(backed_off, Step.START, attempt_id="att-1", now=sent_at)
+        later = sent_at + SETTLE + timedelta(seconds=1)
+
+        assert begun.next_attempt_at is None
+        decision = next_step(begun, start=StartPolicy.AUTO, now=later, timing=TIMING)
+        assert decision.step is Step.VERIFY_START
+
     @pytest.mark.parametrize("step", [Step.LOOKUP, Step.VERIFY_START, Step.NONE])
     def test_only_sending_steps(self, step):
         """Only steps that change Kravia are begun."""
