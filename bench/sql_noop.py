@@ -104,6 +104,8 @@ def record_first_sync(directory: Path) -> int:
                 store.write_batch(batch, [])
                 batch = []
         store.write_batch(batch, [])
+        # A real first sync searched Kravia's cases before its first register.
+        store.set_meta("mirror_cursor", now.isoformat())
     return stored
 
 

@@ -114,6 +114,7 @@ class SourceDiff:
         self.today = now.astimezone(ZoneInfo(policy.timezone)).date()
         self.check_document = check_document
         self.counts: Counter[str] = Counter()
+        self.kept_out = 0  # records the gate keeps out (held, waiting, or a bad copy)
         self.quarantine: dict[str, QuarantineEntry] = {}
         self.updates: list[CaseState] = []
         self._items: dict[str, WorkItem] = {}
@@ -349,6 +350,7 @@ class SourceDiff:
 
     def _quarantine(self, key: str, invoice: Invoice, refusal: Refusal) -> None:
         """The record is reported held, waiting or invalid with the gate's reason."""
+        self.kept_out += 1
         self._reject(
             QuarantineEntry(
                 key,

@@ -217,6 +217,8 @@ class Reconciler:
         self._payment_problems: list[dict[str, str]] = []
         self._holds: dict[str, str] = {}
         self._gone_in_kravia: list[str] = []
+        # Invoices the gate kept out in this pass: Kravia may hold some of them already.
+        self._kept_out = 0
         self._stop = asyncio.Event()
         self._only: frozenset[str] | None = None  # the sources of this pass; None: all
         self._mirror: KraviaMirror | None = None
@@ -345,6 +347,7 @@ class Reconciler:
         self._payment_work = []
         self._holds = {invoice: row["reason"] for invoice, row in self.store.holds().items()}
         self._gone_in_kravia = []
+        self._kept_out = 0
         began = self.clock()
         self._mirror = KraviaMirror(
             self.store,
@@ -373,6 +376,7 @@ class Reconciler:
                 log.error("source read failed", source=source.name, error=result.error)  # noqa: TRY400
             else:
                 work.extend(diff.work)
+                self._kept_out += diff.kept_out
                 summary.problems.extend(diff.problems())
                 summary.problems.extend(self._payment_problems)
             self._payment_problems = []
@@ -882,17 +886,19 @@ class Reconciler:
         """Pull back what Kravia reports of its cases (status, capital left): one search of
         the mirror (`kravia_sync.mirror`), unless this pass searched already. Unless
         `force`d, only once `status_every_seconds` passed since the last (the first pass only
-        sets the clock, unless Kravia's cases were never searched from this store: a store
-        that is new, lost or restored to before its first search looks once, so that what
-        Kravia holds already is known for invoices not to be sent), so a no-op pass calls
-        nothing."""
+        sets the clock), so a no-op pass calls nothing. One exception: a store that never
+        searched Kravia's cases (new, lost, or restored to before its first search) and kept
+        invoices out in this pass searches once, so that the next pass knows whether Kravia
+        holds any of them already (`SourceDiff.kravia_has`)."""
         assert self.client is not None  # noqa: S101 - run() and refresh check
         started = self.clock()
         every = timedelta(seconds=self.settings.kravia.status_every_seconds)
         mirror = self._mirror or KraviaMirror(self.store, self.client, clock=self.clock)
         if not force and every:
             due = await asyncio.to_thread(self.store.meta, STATUS_DUE)
-            if due is None and await asyncio.to_thread(mirror.searched_before):
+            if due is None and (
+                not self._kept_out or await asyncio.to_thread(mirror.searched_before)
+            ):
                 await asyncio.to_thread(
                     self.store.set_meta, STATUS_DUE, (started + every).isoformat()
                 )

@@ -508,12 +508,21 @@ def run_schedule(seed: int, directory: Path, *, steps: int | None = None) -> Out
         summary = _pass(world)
         passes += 1
         world.later(timedelta(minutes=15))
-        sent_nothing = world.mutating_calls == before
-        idle = (
-            idle + 1 if sent_nothing and summary is not None and summary.status != "failed" else 0
-        )
+        idle = idle + 1 if _idle(world, before, summary) else 0
     parked = _check_settled(world)
     return Outcome(seed, passes, quiet, dict(world.counts), parked)
+
+
+def _idle(world: World, calls_before: int, summary: RunSummary | None) -> bool:
+    """A pass that sent nothing, did not fail, and moved no case on its own: a case adopted or
+    verified in it (no call that changes Kravia) may still have work for the next pass (the
+    capital it was adopted at, forwarded as a drop)."""
+    return (
+        world.mutating_calls == calls_before
+        and summary is not None
+        and summary.status != "failed"
+        and not any(summary.counts.get(name) for name in ("adopted", "verified"))
+    )
 
 
 def _random_shape(rng: random.Random) -> Shape:
