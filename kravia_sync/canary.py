@@ -155,7 +155,7 @@ class CanaryRun:
         first: WorkItem | None = None
         looked = 0
         for item in work:
-            if item.invoice is None or item.kept_out:
+            if item.invoice is None or item.kept_out is not None:
                 continue
             decision = next_step(
                 item.case, start=self.settings.policy.start, now=now, timing=self.timing

@@ -52,9 +52,9 @@ class WorkItem:
     # (None: it can, or there is none).
     copy_checked: bool = False
     copy_problem: str | None = None
-    # The gate keeps it out: it is driven only because Kravia may hold its case already (to
-    # be adopted; see `SourceDiff.kravia_has`).
-    kept_out: bool = False
+    # Why the gate keeps it out, when it is driven only because Kravia may hold its case
+    # already (to be adopted, never registered; see `SourceDiff.kravia_has`).
+    kept_out: Refusal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,7 +476,7 @@ class SourceDiff:
                 copy_checked=self.check_document is not None
                 and case.phase in SENDS_NEXT
                 and refusal is None,
-                kept_out=refusal is not None,
+                kept_out=refusal,
             )
 
 

@@ -25,7 +25,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from kravia_sync.committer import GroupCommitter
 from kravia_sync.diff import SETTLING_STEPS, WorkItem
@@ -60,7 +60,7 @@ from kravia_sync.lifecycle import (
 from kravia_sync.logging import get_logger, redact
 from kravia_sync.mirror import KraviaMirror
 from kravia_sync.model import InvalidRecordError, Invoice, check_pdf
-from kravia_sync.settings import Settings
+from kravia_sync.settings import PolicySettings, Settings
 from kravia_sync.store import CaseWrite, JournalEntry, LeaseLostError, WriteStatus
 
 __all__ = ["CaseDriver", "PassStoppedError", "Preview"]
@@ -168,14 +168,12 @@ class CaseDriver:
         return await self._send(step, case, item.invoice)
 
     def _judge(self, step: Step, case: CaseState, item: WorkItem) -> Refusal | None:
-        return judge(
+        return _judged(
             step,
             case,
-            item.invoice,
+            item,
             policy=self.settings.policy,
             today=self.settings.policy.today(self.clock()),
-            hold=None,  # checked in the intent's own transaction
-            copy_problem=lambda: item.copy_problem,
         )
 
     async def _refused(self, step: Step, case: CaseState, refusal: Refusal) -> CaseState:
@@ -393,7 +391,8 @@ class CaseDriver:
         if isinstance(verdict, Absent):
             return None
         after = after_identity(case, verdict, now=self.clock())
-        self.log.counts["adopted" if after.phase is Phase.ADOPTED else "needs_review"] += 1
+        if after.phase is Phase.ADOPTED:  # a case parked is counted where the pass ends
+            self.log.counts["adopted"] += 1
         return await self._decided(case, after, "identity", str(verdict))
 
     async def _adopted_instead(self, case: CaseState) -> CaseState | None:
@@ -401,17 +400,21 @@ class CaseDriver:
         restored from a copy older than the register, or lost): Kravia's case is adopted, which
         sends nothing, so that what happened since (a payment, a hold) reaches it. The mirror
         as last searched is enough: a case Kravia reported does not go away. None: Kravia has
-        no case that is certainly this invoice's; the refusal stands."""
+        no case that is, or may be, this invoice's; the refusal stands."""
         verdict = await self._identified(case)
-        if not isinstance(verdict, Adopt):
+        if isinstance(verdict, Adopt):
+            log.info(
+                "adopted a case the gate keeps out: Kravia has it",
+                accounting_invoice_id=case.accounting_invoice_id,
+                kravia_id=verdict.kravia_id,
+            )
+        elif not (isinstance(verdict, Unknown) and verdict.unreadable):
             return None
+        # A case listed without an id its details would not tell either: parked for a person
+        # (resolve), as before a register, not read again at every pass.
         after = after_identity(case, verdict, now=self.clock())
-        self.log.counts["adopted"] += 1
-        log.info(
-            "adopted a case the gate keeps out: Kravia has it",
-            accounting_invoice_id=case.accounting_invoice_id,
-            kravia_id=verdict.kravia_id,
-        )
+        if after.phase is Phase.ADOPTED:  # a case parked is counted where the pass ends
+            self.log.counts["adopted"] += 1
         return await self._decided(case, after, "identity", str(verdict))
 
     def _verdict(self, case: CaseState) -> Verdict:
@@ -769,15 +772,7 @@ def preview(
     if not item.copy_checked and step in {Step.REGISTER, Step.UPLOAD}:
         item.copy_problem = _copy_problem(item.invoice)
         item.copy_checked = True
-    refusal = judge(
-        step,
-        case,
-        item.invoice,
-        policy=settings.policy,
-        today=settings.policy.today(now),
-        hold=None,
-        copy_problem=lambda: item.copy_problem,
-    )
+    refusal = _judged(step, case, item, policy=settings.policy, today=settings.policy.today(now))
     if refusal is not None:
         if step is Step.REGISTER and mirror is not None:
             adopted = _adoption_preview(known_verdict(settings, mirror, case), case, now)
@@ -807,6 +802,26 @@ def _register_preview(verdict: Verdict, case: CaseState, now: datetime) -> Previ
             after.last_error or "",
         )
     return Preview("register", "Kravia has no case for it (as last searched)")
+
+
+def _judged(
+    step: Step, case: CaseState, item: WorkItem, *, policy: PolicySettings, today: date
+) -> Refusal | None:
+    """The gate's answer for `step` now (holds are checked again in the intent's own
+    transaction). A case the source read kept out is never registered, whatever else
+    changed: it is driven only to adopt the case Kravia may hold."""
+    refusal = judge(
+        step,
+        case,
+        item.invoice,
+        policy=policy,
+        today=today,
+        hold=None,  # checked in the intent's own transaction
+        copy_problem=lambda: item.copy_problem,
+    )
+    if refusal is None and step is Step.REGISTER:
+        return item.kept_out
+    return refusal
 
 
 def _adoption_preview(verdict: Verdict, case: CaseState, now: datetime) -> Preview | None:

@@ -139,7 +139,7 @@ class PaymentForwarder:
             now = self.clock()
             decision = next_payment_step(payment, in_kravia=in_kravia, now=now, settle=self.settle)
             if decision.step is PaymentStep.VERIFY:
-                return await self._verify(payment, cases)
+                return await self._verify(payment, cases, outcome)
             if decision.step is PaymentStep.SEND:
                 return await self._send(payment, cases, outcome)
             if decision.step is not PaymentStep.WAIT or decision.not_before is None:
@@ -239,8 +239,7 @@ class PaymentForwarder:
                 note="; ".join(notes + owed_notes),
             )
             self.store.write_payments([netted], [], case_notes=_payouts(case_updates))
-            outcome.counts["payments_netted"] += 1
-            return netted
+            return netted  # counted by `forward`, as every payment's final phase
         return lines, case_updates, notes + owed_notes
 
     def _limited_to_owed(
@@ -484,12 +483,14 @@ class PaymentForwarder:
             Decimal(0),
         )
 
-    async def _verify(self, payment: PaymentState, cases: Mapping[str, CaseState]) -> PaymentState:
+    async def _verify(
+        self, payment: PaymentState, cases: Mapping[str, CaseState], outcome: PaymentOutcome
+    ) -> PaymentState:
         """After a lost answer: did the payment reach the cases it was sent to (the lines that
         carried an amount)? See `payment_arrived`: never a second payment on a guess. An
-        amount drop the details cannot settle is sent again all the same: it is limited to
-        what Kravia's capital holds above what the source says is owed, so a drop that did
-        arrive sends nothing."""
+        amount drop that Kravia does not list where it lists the case's payments, though the
+        capital moved, is sent again: limited to what Kravia's capital holds above what the
+        source says is owed, a drop that did arrive sends nothing."""
         attempt_id = uuid.uuid4().hex
         started = time.monotonic()
         kind = (
@@ -498,18 +499,24 @@ class PaymentForwarder:
             else RecordedKind.PAYMENT
         )
         evidence: list[LineEvidence] = []
+        # Whether every case it was sent to lists payments of ours by their ids (so Kravia
+        # does fill the list in), and this one on none of them.
+        listed_elsewhere = True
         for line in payment.lines:
             if line.sent is not None and line.sent <= 0:
                 continue  # not in the body: Kravia cannot list it there
             standing = case_standing(await self.client.details(_kravia_id(cases, line)))
+            recorded_here = payment_recorded(standing, payment.payment_id, kind=kind)
             evidence.append(
-                LineEvidence(
-                    payment_recorded(standing, payment.payment_id, kind=kind),
-                    standing.remaining_capital,
-                    line.left_before,
-                )
+                LineEvidence(recorded_here, standing.remaining_capital, line.left_before)
+            )
+            listed_elsewhere = (
+                listed_elsewhere
+                and recorded_here is False
+                and any(p.accounting_payment_id for p in standing.payments or ())
             )
         recorded = payment_arrived(evidence)
+        listed_elsewhere = listed_elsewhere and bool(evidence)
         now = self.clock()
         if recorded is not True and not self._past_settle(payment):
             return payment  # it may still land: decided at a later pass, on Kravia's clock
@@ -521,7 +528,7 @@ class PaymentForwarder:
                 pending_since=None,
                 updated_at=now,
             )
-        elif recorded is False or payment.derived:
+        elif recorded is False or (payment.derived and listed_elsewhere):
             after = replace(
                 payment,
                 phase=PaymentPhase.NEW,
@@ -531,10 +538,12 @@ class PaymentForwarder:
                 note=(
                     "the answer was lost and Kravia does not list the payment: sending again"
                     if recorded is False
-                    # An amount drop is limited to what Kravia's capital holds above what the
-                    # source says is owed, read afresh: if the lost one arrived, nothing is.
-                    else "the answer was lost and Kravia's case details do not show whether "
-                    "it arrived: sent again, limited to what is still owed (nothing, if it did)"
+                    # Not listed, but the capital moved (another payment since): an amount drop
+                    # is limited to what Kravia's capital holds above what the source says is
+                    # owed, read afresh, so one that did arrive after all sends nothing.
+                    else "the answer was lost; Kravia lists the case's payments but not this "
+                    "one, and its capital moved since: sent again, limited to what is still "
+                    "owed (nothing, if it did arrive)"
                 ),
             )
         else:
@@ -565,7 +574,7 @@ class PaymentForwarder:
             ],
         )
         if after.phase is PaymentPhase.NEW:
-            return await self._drive(after, PaymentOutcome())
+            return await self._drive(after, outcome)
         return after
 
     def _past_settle(self, payment: PaymentState) -> bool:

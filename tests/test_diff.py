@@ -11,6 +11,7 @@ import pytest
 
 from kravia_sync.connector import RecordError, SourceRecord
 from kravia_sync.diff import SETTLING_PHASES, Lookup, SourceDiff
+from kravia_sync.gate import RefusalKind
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase
 from kravia_sync.model import CallableDocument, Invoice
 from kravia_sync.plan import Change, record_hash, source_id
@@ -183,7 +184,8 @@ class TestKeptOutYetInKravia:
         diff = run(rec(amount="0"), kravia_has=kravia_has)
 
         (item,) = diff.work
-        assert item.kept_out
+        assert item.kept_out is not None
+        assert item.kept_out.kind is RefusalKind.WAITING
         assert not item.copy_checked  # the driver reads the copy again before any call
         assert (item.case.phase, item.change) == (Phase.NEW, Change.NEW)
         assert diff.quarantine["invoices.csv:20003"].kind == "waiting"
@@ -203,7 +205,7 @@ class TestKeptOutYetInKravia:
         diff = run(rec(amount="0"), known=[case], kravia_has=kravia_has)
 
         (item,) = diff.work
-        assert item.kept_out
+        assert item.kept_out is not None
         assert item.case.accounting_invoice_id == "E-20003"
         # Asked with the stored case, so the Kravia ids a person ruled out stay ruled out.
         assert [(c.accounting_invoice_id, c.phase) for c in asked if c] == [("E-20003", Phase.NEW)]

@@ -1016,6 +1016,67 @@ class TestKeptOutYetInKravia:
         assert len(sim.cases()) == 1
         assert capital(sim) == Decimal("0.00")
 
+    def test_a_held_invoice_kravia_holds_is_adopted_and_never_registered(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Restored to before the register, then held: Kravia's case is adopted (its copy and
+        start read from its details), no register leaves, and the hold is flagged as one on
+        a case in collection."""
+        write_invoices(folder(tmp_path), [5], pdf_every=0)
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
+        passes = Passes(config)
+        sim.simulator.faults = Faults(rate_limit_429=1.0, operations=("register",))
+        passes.run()
+        sim.simulator.faults = Faults()
+        copy_store(config, tmp_path / "older.db")
+        passes.run()
+        restore_store(config, tmp_path / "older.db")
+        assert run_cli("hold", "5", "--reason", "disputed", cwd=tmp_path).returncode == 0
+        registers: list[str] = []
+        passes.on_request = lambda request: (
+            registers.append(request.url.path) if request.method == "POST" else None
+        )
+
+        passes.run(later=self.STATUS)
+        summary = passes.run()
+        flagged = passes.run()
+
+        assert summary.counts["adopted"] == 1
+        assert [path for path in registers if "register" in path] == []
+        assert len(sim.cases()) == 1
+        case = passes.case("5")
+        assert case.kravia_id == sim.cases()[0]["id"]
+        assert case.phase.value == "started"
+        assert any(p["field"] == "hold" for p in flagged.problems)
+
+    def test_a_kept_out_invoice_kravia_lists_without_any_id_is_parked_once(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Kravia holds a case with this invoice number and no accountingInvoiceId, in its
+        search and in its details (registered by hand, say): the paid invoice is parked for a
+        person (resolve), not read again at every pass."""
+        record = invoice_record(6, amount="480.50")
+        write_records(tmp_path, [record])
+        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS, source=DROPS)
+        passes = Passes(config)
+        passes.run()
+        shutil.rmtree(tmp_path / "state")
+        write_records(tmp_path, [{**record, "amount": "0.00"}])
+        (kravia_case,) = sim.simulator._cases.values()
+        kravia_case.accounting_invoice_id = None
+
+        passes.run()
+        parked = passes.run()
+        details_before = sum(sim.simulator.calls()["details"].values())
+        passes.run()
+        passes.run()
+
+        assert parked.counts["needs_review"] == 1
+        assert passes.case("6").phase.value == "needs_review"
+        assert "no accountingInvoiceId we can read" in (passes.case("6").last_error or "")
+        assert sum(sim.simulator.calls()["details"].values()) == details_before
+        assert len(sim.cases()) == 1
+
     def test_an_invoice_kept_out_that_kravia_does_not_hold_is_not_sent_anything(
         self, sim: Sim, tmp_path: Path
     ) -> None:

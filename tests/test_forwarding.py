@@ -201,12 +201,12 @@ class TestMoneyReadFailClosed:
         assert "type we do not know" in (after.note or "")
         assert kravia.payments == 0
 
-    def test_a_lost_drop_whose_case_lists_nothing_but_lost_capital_is_not_resent(
+    def test_a_lost_payment_whose_case_lists_nothing_but_lost_capital_is_not_resent(
         self, tmp_path: Path
     ) -> None:
-        """The answer to an amount drop (1000 → 600) is lost; the case lists no payments but
-        its capital fell to the 600 owed: the drop is tried again, limited to what the
-        capital holds above what is owed, which is nothing."""
+        """The answer to a payment is lost; the case lists no payments but its capital fell
+        by the amount: that is no proof it did not arrive (a list Kravia does not fill in),
+        so a person decides; the drop is not sent again on the capital alone."""
         kravia = Kravia({"remainingAmount": 1000, "payments": []}, lose_payments=True)
         with StateStore(tmp_path / "state.db") as store:
             sending = forward(store, kravia, stored_drop(store))
@@ -214,7 +214,8 @@ class TestMoneyReadFailClosed:
             after = forward(store, kravia, sending)
 
         assert sending.phase is PaymentPhase.SENDING
-        assert after.phase is PaymentPhase.NETTED
+        assert after.phase is PaymentPhase.NEEDS_REVIEW
+        assert "resolve --payment" in (after.note or "")
         assert kravia.payments == 1
 
     def test_a_lost_drop_not_there_while_another_moved_the_capital_is_sent_again(
