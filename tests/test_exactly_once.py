@@ -859,6 +859,31 @@ def capital(sim: Sim) -> Decimal:
     return Decimal(str(case["remainingAmount"]))
 
 
+def sent_then_store_lost(
+    sim: Sim, tmp_path: Path, number: int, amount: str, *, now_owed: str
+) -> Passes:
+    """The invoice `number` of `amount` sent to Kravia (its drops forwarded), then the state
+    store lost and the invoice's amount in the source changed to `now_owed`."""
+    record = invoice_record(number, amount=amount)
+    write_records(tmp_path, [record])
+    passes = Passes(write_config(tmp_path, sim.base_url, retry=NO_WAITS, source=DROPS))
+    passes.run()
+    shutil.rmtree(tmp_path / "state")
+    write_records(tmp_path, [{**record, "amount": now_owed}])
+    return passes
+
+
+def restored_to_before(operation: str, sim: Sim, passes: Passes, tmp_path: Path) -> None:
+    """A pass whose `operation` calls Kravia refuses (429), a copy of the store, a pass that
+    makes them, and the copy restored: the store is older than those calls."""
+    sim.simulator.faults = Faults(rate_limit_429=1.0, operations=(operation,))
+    passes.run()
+    sim.simulator.faults = Faults()
+    copy_store(passes.config, tmp_path / "older.db")
+    passes.run()
+    restore_store(passes.config, tmp_path / "older.db")
+
+
 class TestRestoredStoreAndMoney:
     """What the seeded model of the engine found: a state store restored from an older copy
     must not pay a drop twice, nor miss one, nor park a Start Kravia had done."""
@@ -895,13 +920,7 @@ class TestRestoredStoreAndMoney:
     ) -> None:
         """The state store is lost; meanwhile the invoice's amount fell from 1000 to 800: the
         case is adopted at Kravia's capital, and the 200 is forwarded."""
-        record = invoice_record(2, amount="1000.00")
-        write_records(tmp_path, [record])
-        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS, source=DROPS)
-        passes = Passes(config)
-        passes.run()
-        shutil.rmtree(tmp_path / "state")
-        write_records(tmp_path, [{**record, "amount": "800.00"}])
+        passes = sent_then_store_lost(sim, tmp_path, 2, "1000.00", now_owed="800.00")
 
         passes.run()
         passes.run()
@@ -916,15 +935,9 @@ class TestRestoredStoreAndMoney:
         """The store is restored to before the Start: Kravia refuses the Start again as not
         available; its details show the case started, so it is marked started."""
         write_invoices(folder(tmp_path), [3], pdf_every=0)
-        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
-        passes = Passes(config)
-        sim.simulator.faults = Faults(rate_limit_429=1.0, operations=("action",))
-        passes.run()
-        sim.simulator.faults = Faults()
+        passes = Passes(write_config(tmp_path, sim.base_url, retry=NO_WAITS))
+        restored_to_before("action", sim, passes, tmp_path)
         assert passes.case("3").phase.value == "registered"
-        copy_store(config, tmp_path / "older.db")
-        passes.run()
-        restore_store(config, tmp_path / "older.db")
 
         summary = passes.run()
 
@@ -948,16 +961,10 @@ class TestKeptOutYetInKravia:
     ) -> None:
         record = invoice_record(1, amount="1200.50")
         write_records(tmp_path, [record])
-        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS, source=DROPS)
-        passes = Passes(config)
-        sim.simulator.faults = Faults(rate_limit_429=1.0, operations=("register",))
-        passes.run()
-        sim.simulator.faults = Faults()
+        passes = Passes(write_config(tmp_path, sim.base_url, retry=NO_WAITS, source=DROPS))
+        restored_to_before("register", sim, passes, tmp_path)
         assert passes.case("1").phase.value == "new"
-        copy_store(config, tmp_path / "older.db")
-        passes.run()
         assert capital(sim) == Decimal("1200.50")
-        restore_store(config, tmp_path / "older.db")
         write_records(tmp_path, [{**record, "amount": "0.00"}])
 
         kept_out = passes.run()  # what Kravia holds is learnt when the status is pulled back
@@ -978,13 +985,7 @@ class TestKeptOutYetInKravia:
     ) -> None:
         """A store that never searched Kravia's cases searches once, even in a pass that
         registers nothing, so the next pass knows the paid invoice's case."""
-        record = invoice_record(2, amount="800.50")
-        write_records(tmp_path, [record])
-        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS, source=DROPS)
-        passes = Passes(config)
-        passes.run()
-        shutil.rmtree(tmp_path / "state")
-        write_records(tmp_path, [{**record, "amount": "0.00"}])
+        passes = sent_then_store_lost(sim, tmp_path, 2, "800.50", now_owed="0.00")
 
         first = passes.run()
         for _ in range(3):
@@ -1002,13 +1003,7 @@ class TestKeptOutYetInKravia:
         """Kravia's search leaves accountingInvoiceId out: the details of the case with the
         same invoice number are read, and it is adopted."""
         sim.simulator.shape = Shape(search_without_aid=True)
-        record = invoice_record(3, amount="480.50")
-        write_records(tmp_path, [record])
-        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS, source=DROPS)
-        passes = Passes(config)
-        passes.run()
-        shutil.rmtree(tmp_path / "state")
-        write_records(tmp_path, [{**record, "amount": "0.00"}])
+        passes = sent_then_store_lost(sim, tmp_path, 3, "480.50", now_owed="0.00")
 
         for _ in range(4):
             passes.run()
@@ -1023,14 +1018,8 @@ class TestKeptOutYetInKravia:
         start read from its details), no register leaves, and the hold is flagged as one on
         a case in collection."""
         write_invoices(folder(tmp_path), [5], pdf_every=0)
-        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
-        passes = Passes(config)
-        sim.simulator.faults = Faults(rate_limit_429=1.0, operations=("register",))
-        passes.run()
-        sim.simulator.faults = Faults()
-        copy_store(config, tmp_path / "older.db")
-        passes.run()
-        restore_store(config, tmp_path / "older.db")
+        passes = Passes(write_config(tmp_path, sim.base_url, retry=NO_WAITS))
+        restored_to_before("register", sim, passes, tmp_path)
         assert run_cli("hold", "5", "--reason", "disputed", cwd=tmp_path).returncode == 0
         registers: list[str] = []
         passes.on_request = lambda request: (
@@ -1055,13 +1044,7 @@ class TestKeptOutYetInKravia:
         """Kravia holds a case with this invoice number and no accountingInvoiceId, in its
         search and in its details (registered by hand, say): the paid invoice is parked for a
         person (resolve), not read again at every pass."""
-        record = invoice_record(6, amount="480.50")
-        write_records(tmp_path, [record])
-        config = write_config(tmp_path, sim.base_url, retry=NO_WAITS, source=DROPS)
-        passes = Passes(config)
-        passes.run()
-        shutil.rmtree(tmp_path / "state")
-        write_records(tmp_path, [{**record, "amount": "0.00"}])
+        passes = sent_then_store_lost(sim, tmp_path, 6, "480.50", now_owed="0.00")
         (kravia_case,) = sim.simulator._cases.values()
         kravia_case.accounting_invoice_id = None
 

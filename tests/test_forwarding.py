@@ -175,6 +175,16 @@ def forward(store: StateStore, kravia: Kravia, payment: PaymentState) -> Payment
     return store.load_payments(payment.source, [payment.payment_id])[payment.payment_id]
 
 
+def lost_then_read(
+    store: StateStore, kravia: Kravia, payment: PaymentState, details: dict[str, object]
+) -> tuple[PaymentState, PaymentState]:
+    """The payment sent with its answer lost, then verified against these case details: the
+    payment after each."""
+    sending = forward(store, kravia, payment)
+    kravia.details = details
+    return sending, forward(store, kravia, sending)
+
+
 def stored_drop(store: StateStore) -> PaymentState:
     store.write_batch([case("A-1", 77)], [])
     drop = derived_payment("A-1", Decimal("1000.00"), Decimal("600.00"), on=date(2026, 11, 27))
@@ -209,9 +219,9 @@ class TestMoneyReadFailClosed:
         so a person decides; the drop is not sent again on the capital alone."""
         kravia = Kravia({"remainingAmount": 1000, "payments": []}, lose_payments=True)
         with StateStore(tmp_path / "state.db") as store:
-            sending = forward(store, kravia, stored_drop(store))
-            kravia.details = {"remainingAmount": 600, "payments": []}
-            after = forward(store, kravia, sending)
+            sending, after = lost_then_read(
+                store, kravia, stored_drop(store), {"remainingAmount": 600, "payments": []}
+            )
 
         assert sending.phase is PaymentPhase.SENDING
         assert after.phase is PaymentPhase.NEEDS_REVIEW
@@ -263,9 +273,9 @@ class TestMoneyReadFailClosed:
                 [("k", record)], {}, source="erp", rule=PayoutRule(), now=NOW
             ).writes
             store.write_payments([state])
-            sending = forward(store, kravia, state)
-            kravia.details = {"remainingAmount": 600, "payments": []}
-            after = forward(store, kravia, sending)
+            sending, after = lost_then_read(
+                store, kravia, state, {"remainingAmount": 600, "payments": []}
+            )
 
         assert sending.phase is PaymentPhase.SENDING
         assert after.phase is PaymentPhase.NEEDS_REVIEW
