@@ -399,19 +399,20 @@ class CaseDriver:
         """A register the gate refuses, of an invoice Kravia holds all the same (the store was
         restored from a copy older than the register, or lost): Kravia's case is adopted, which
         sends nothing, so that what happened since (a payment, a hold) reaches it. The mirror
-        as last searched is enough: a case Kravia reported does not go away. None: Kravia has
-        no case that is, or may be, this invoice's; the refusal stands."""
+        as last searched is enough: a case Kravia reported does not go away. Several cases, or
+        one that may be it and whose details do not tell, park it for a person (resolve), as
+        before a register: Kravia may be collecting what is not to be collected, and it is not
+        looked at again at every pass. None: Kravia has no case that is, or may be, this
+        invoice's; the refusal stands."""
         verdict = await self._identified(case)
+        if isinstance(verdict, Absent):
+            return None
         if isinstance(verdict, Adopt):
             log.info(
                 "adopted a case the gate keeps out: Kravia has it",
                 accounting_invoice_id=case.accounting_invoice_id,
                 kravia_id=verdict.kravia_id,
             )
-        elif not (isinstance(verdict, Unknown) and verdict.unreadable):
-            return None
-        # A case listed without an id its details would not tell either: parked for a person
-        # (resolve), as before a register, not read again at every pass.
         after = after_identity(case, verdict, now=self.clock())
         if after.phase is Phase.ADOPTED:  # a case parked is counted where the pass ends
             self.log.counts["adopted"] += 1
@@ -711,9 +712,9 @@ def known_verdict(settings: Settings, mirror: KraviaMirror, case: CaseState) -> 
 def kravia_may_hold(
     settings: Settings, mirror: KraviaMirror, source: str, invoice: Invoice, case: CaseState | None
 ) -> bool:
-    """Whether Kravia (as mirrored) holds a case that is this invoice's, or may be (its
-    details would tell): an invoice the gate keeps out is then driven all the same, for its
-    case to be adopted (`CaseDriver._adopted_instead`)."""
+    """Whether Kravia (as mirrored) holds a case that is, or may be, this invoice's: an
+    invoice the gate keeps out is then driven all the same, for its case to be adopted or
+    the invoice parked (`CaseDriver._adopted_instead`)."""
     verdict = (
         known_verdict(settings, mirror, case)
         if case is not None
@@ -721,7 +722,7 @@ def kravia_may_hold(
             settings, mirror, source, invoice.accounting_invoice_id, invoice.invoice_number
         )
     )
-    return isinstance(verdict, Adopt) or (isinstance(verdict, Unknown) and verdict.unreadable)
+    return not isinstance(verdict, Absent)
 
 
 def _mirrored_verdict(
@@ -833,9 +834,9 @@ def _adoption_preview(verdict: Verdict, case: CaseState, now: datetime) -> Previ
             f"not to be sent, but Kravia holds case {verdict.kravia_id} for it already: "
             "adopted (nothing is sent), so that what changed since reaches Kravia",
         )
-    if isinstance(verdict, Unknown) and verdict.unreadable:
-        return _register_preview(verdict, case, now)
-    return None
+    if isinstance(verdict, Absent):
+        return None
+    return _register_preview(verdict, case, now)
 
 
 def _copy_problem(invoice: Invoice | None) -> str | None:

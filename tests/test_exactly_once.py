@@ -1060,6 +1060,27 @@ class TestKeptOutYetInKravia:
         assert sum(sim.simulator.calls()["details"].values()) == details_before
         assert len(sim.cases()) == 1
 
+    def test_a_kept_out_invoice_kravia_holds_twice_is_parked_for_a_person(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Kravia holds two cases with this accountingInvoiceId (one registered by hand, say)
+        and the invoice is paid: neither is adopted on a guess; it is parked for a person,
+        naming both."""
+        passes = sent_then_store_lost(sim, tmp_path, 7, "480.50", now_owed="0.00")
+        (first,) = sim.simulator._cases.values()
+        with httpx.Client(headers={"Authorization": TOKEN}, timeout=5) as kravia:
+            body = json.loads(json.dumps(first.body, default=float))
+            kravia.post(f"{sim.base_url}invoice/register", json=body).raise_for_status()
+
+        summaries = [passes.run() for _ in range(3)]
+
+        case = passes.case("7")
+        assert case.phase.value == "needs_review"
+        assert "2 cases with this accountingInvoiceId" in (case.last_error or "")
+        assert summaries[-1].status == "attention"
+        assert len(sim.cases()) == 2
+        assert sim.simulator.payments() == []
+
     def test_an_invoice_kept_out_that_kravia_does_not_hold_is_not_sent_anything(
         self, sim: Sim, tmp_path: Path
     ) -> None:
