@@ -10,7 +10,7 @@ import json
 import secrets
 import socket
 import sys
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +19,14 @@ from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -28,6 +35,7 @@ from kravia_sync.canary import stored_contract
 from kravia_sync.kravia import Failure, KraviaClient, KraviaError
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES
 from kravia_sync.logging import configure_logging, redact, register_secrets
+from kravia_sync.pacing import Pacing, PacingSnapshot
 from kravia_sync.probe import Contract, Finding, Verdict, differing
 from kravia_sync.reconcile import PlannedAction, Reconciler, RunSummary, build_connector
 from kravia_sync.resolve import ResolveError, resolve_case, resolve_payment
@@ -109,7 +117,7 @@ def _settings(config: Path, secrets_dir: Path | None) -> Settings:
     return settings
 
 
-def _client(settings: Settings) -> KraviaClient:
+def _client(settings: Settings, pacing: Pacing | None = None) -> KraviaClient:
     if settings.kravia_token is None:
         raise FailedError(
             f"no Kravia token: set the environment variable {TOKEN_ENV}, or put it in a file "
@@ -122,20 +130,46 @@ def _client(settings: Settings) -> KraviaClient:
         timeout=kravia.timeout_seconds,
         max_in_flight=kravia.max_in_flight,
         requests_per_second=kravia.requests_per_second,
+        pacing=pacing,
     )
 
 
+def _daemon_clients() -> Callable[[Settings], KraviaClient]:
+    """Clients for a daemon's passes, sharing one pace, so what a pass learned of Kravia's
+    limits holds for the next (a changed max_in_flight or requests_per_second starts anew)."""
+    paces: dict[tuple[int, float | None], Pacing] = {}
+
+    def client_for(settings: Settings) -> KraviaClient:
+        kravia = settings.kravia
+        key = (kravia.max_in_flight, kravia.requests_per_second)
+        if key not in paces:
+            paces.clear()
+            paces[key] = Pacing(max_in_flight=key[0], ceiling=key[1])
+        return _client(settings, pacing=paces[key])
+
+    return client_for
+
+
+def pace_text(pace: PacingSnapshot) -> str:
+    """The pace in a few words: calls answered per second, the limit in flight, any rate."""
+    text = f"{pace.achieved:.0f} calls/s, {pace.limit} in flight"
+    if pace.rate is not None:
+        text += f", at most {pace.rate:.1f}/s"
+    return text
+
+
 class _RichProgress:
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, pace: Callable[[], PacingSnapshot]) -> None:
         self._progress = progress
+        self._pace = pace
         self._task: Any = None
 
     def start(self, total: int) -> None:
-        self._task = self._progress.add_task("applying", total=total)
+        self._task = self._progress.add_task("applying", total=total, pace="")
 
     def advance(self) -> None:
         if self._task is not None:
-            self._progress.advance(self._task)
+            self._progress.update(self._task, advance=1, pace=pace_text(self._pace()))
 
 
 async def _reconcile(
@@ -150,14 +184,17 @@ async def _reconcile(
                 TextColumn("[progress.description]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
+                TextColumn("{task.fields[pace]}"),
                 TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
             )
             with Progress(*columns, console=err, transient=True) as progress:
                 reconciler = Reconciler(
                     settings,
                     store,
                     client=client,
-                    progress=_RichProgress(progress),
+                    progress=_RichProgress(progress, client.pacing),
                     confirm_gone=confirm_gone,
                 )
                 return await reconciler.run()
@@ -165,6 +202,22 @@ async def _reconcile(
 
 def _exit_code(summary: RunSummary) -> int:
     return {"done": EXIT_DONE, "attention": EXIT_ATTENTION}.get(summary.status, EXIT_FAILED)
+
+
+def _closing_rows(summary: RunSummary) -> list[tuple[str, str]]:
+    """The summary's last lines: the calls made, the pace they ended at (with any 429s or
+    overload seen), and the time taken."""
+    calls = sum(summary.remote_calls.values())
+    rows = [("remote calls", str(calls))]
+    pace = summary.pacing
+    if calls and pace is not None:
+        rate = "none" if pace["rate"] is None else f"{pace['rate']}/s"
+        rows.append(("pace at the end", f"{pace['limit']} in flight, rate {rate}"))
+        if pace["throttled"] or pace["overloaded"]:
+            seen = f"{pace['throttled']} / {pace['overloaded']}"
+            rows.append(("answered 429 / overloaded", seen))
+    rows.append(("seconds", f"{summary.duration_seconds:.2f}"))
+    return rows
 
 
 def print_summary(summary: RunSummary, console: Console = out) -> None:
@@ -200,9 +253,8 @@ def print_summary(summary: RunSummary, console: Console = out) -> None:
     for key, label in labels.items():
         if summary.counts.get(key):
             table.add_row(label, str(summary.counts[key]))
-    calls = sum(summary.remote_calls.values())
-    table.add_row("remote calls", str(calls))
-    table.add_row("seconds", f"{summary.duration_seconds:.2f}")
+    for row in _closing_rows(summary):
+        table.add_row(*row)
     console.print(table)
     for source in summary.sources:
         if source.status != "ok":
@@ -210,16 +262,18 @@ def print_summary(summary: RunSummary, console: Console = out) -> None:
     if summary.error:
         console.print(f"[red]run failed:[/] {summary.error}", highlight=False)
     if summary.problems:
-        problems = Table(title="needs attention")
-        for column in ("source", "record", "field", "reason"):
-            problems.add_column(column, overflow="fold")
-        for problem in summary.problems[:50]:
-            problems.add_row(
-                problem["source"], problem["record"], problem["field"], problem["reason"]
-            )
-        console.print(problems)
-        if len(summary.problems) > 50:
-            console.print(f"… and {len(summary.problems) - 50} more: see `kravia-sync status`")
+        _print_problems(summary.problems, console)
+
+
+def _print_problems(found: list[dict[str, str]], console: Console) -> None:
+    problems = Table(title="needs attention")
+    for column in ("source", "record", "field", "reason"):
+        problems.add_column(column, overflow="fold")
+    for problem in found[:50]:
+        problems.add_row(problem["source"], problem["record"], problem["field"], problem["reason"])
+    console.print(problems)
+    if len(found) > 50:
+        console.print(f"… and {len(found) - 50} more: see `kravia-sync status`")
 
 
 @app.command()
@@ -846,7 +900,9 @@ def daemon(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = N
         settings = settings_for_daemon()
         if settings.kravia_token is None:
             _client(settings)  # raises the message that says where the token goes
-        code = run_daemon(Daemon(settings, client_factory=_client, reload=settings_for_daemon))
+        code = run_daemon(
+            Daemon(settings, client_factory=_daemon_clients(), reload=settings_for_daemon)
+        )
     raise typer.Exit(code)
 
 
@@ -1006,6 +1062,13 @@ def simulate(
     latency_ms: Annotated[float, typer.Option(help="Latency added to every call.")] = 0.0,
     error_5xx: Annotated[float, typer.Option(help="Share of calls answered 5xx.")] = 0.0,
     rate_limit_429: Annotated[float, typer.Option(help="Share of calls answered 429.")] = 0.0,
+    rate_limit: Annotated[
+        float | None,
+        typer.Option(
+            help="Enforce this many calls per second (a token bucket of one second's worth); "
+            "calls beyond are answered 429 with Retry-After."
+        ),
+    ] = None,
     drop_after_commit: Annotated[
         float, typer.Option(help="Share of mutating calls applied, then dropped unanswered.")
     ] = 0.0,
@@ -1056,6 +1119,7 @@ def simulate(
     out.print(f"Kravia simulator on http://{host}:{port}/api/v2/  (cases: /_sim/cases)")
     faults = Faults(
         latency_ms=latency_ms,
+        rate_limit=rate_limit,
         error_5xx=error_5xx,
         rate_limit_429=rate_limit_429,
         drop_after_commit=drop_after_commit,

@@ -56,6 +56,7 @@ from kravia_sync.lease import LeaseKeeper
 from kravia_sync.logging import get_logger, redact
 from kravia_sync.metrics import Metrics
 from kravia_sync.mirror import KraviaMirror
+from kravia_sync.pacing import PacingSnapshot
 from kravia_sync.reconcile import Reconciler, RunSummary
 from kravia_sync.scheduling import Schedule, Scheduler, parse_schedule
 from kravia_sync.settings import ConfigError, Settings
@@ -184,6 +185,9 @@ class Daemon:
         self._reload = reload
         self._handle_signals = handle_signals
         self.metrics = Metrics()
+        self._pacing_client: KraviaClient | None = None  # the pass's client, while it runs
+        self._last_pace: PacingSnapshot | None = None  # the pace as the last pass left it
+        self.metrics.watch_pace(self.pace)
         self.sources: dict[str, SourceState] = {}
         self._stop = asyncio.Event()
         self._lease_lost = asyncio.Event()
@@ -325,6 +329,11 @@ class Daemon:
             finally:
                 self.metrics.record_calls(client.stats.counts)
         return "changed" if changed else "unchanged"
+
+    def pace(self) -> PacingSnapshot | None:
+        """The pace of calls to Kravia: the running pass's, or as the last pass left it."""
+        client = self._pacing_client
+        return client.pacing() if client is not None else self._last_pace
 
     def request_stop(self) -> None:
         """Stop as SIGTERM does: finish what is in flight, start nothing new."""
@@ -640,6 +649,7 @@ class Daemon:
             async with self._client_factory(settings) as client:
                 reconciler = self._pass_factory(settings, store, client)
                 self._current = reconciler
+                self._pacing_client = client
                 try:
                     if self._stop.is_set() or self._keeper is None:
                         return
@@ -650,6 +660,9 @@ class Daemon:
                     if self._current is reconciler:  # not a later pass's, if this one was given up
                         self._current = None
                     calls = watch.calls = dict(client.stats.counts)
+                    if self._pacing_client is client:
+                        self._last_pace = client.pacing()
+                        self._pacing_client = None
             run_id = summary.run_id
             status = summary.status
             counts = dict(sorted(summary.counts.items()))

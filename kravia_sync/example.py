@@ -14,8 +14,10 @@ EXAMPLE_CONFIG = """\
 # base_url = "https://api.kravia.ai/api/v2/"   # the default: Kravia's production API
 creditor_id = 10759              # your creditor id at Kravia
 # timeout_seconds = 30
-# max_in_flight = 8              # concurrent requests to Kravia
-# requests_per_second = 20
+# max_in_flight = 16             # the most calls at once; the pace Kravia takes well is
+                                 # found from its answers, up to this
+# requests_per_second = 20       # a hard ceiling, if your contract names one (unset: the
+                                 # rate Kravia allows is found from its 429 answers)
 # start_message = "Collection started by kravia-sync"
 
 [policy]

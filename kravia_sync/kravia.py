@@ -27,11 +27,14 @@ import httpx
 
 from kravia_sync._transport import SlotTransport
 from kravia_sync.lifecycle import Details
+from kravia_sync.logging import get_logger
 from kravia_sync.model import DebtorKind, Invoice
+from kravia_sync.pacing import Pacing, PacingSnapshot, Signal
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "WEBHOOK_SIGNATURE_RECIPES",
+    "CallGate",
     "CaseStanding",
     "Failure",
     "KraviaClient",
@@ -51,6 +54,7 @@ __all__ = [
     "classify_response",
     "dotnet_time_zone",
     "field_of",
+    "load_signal",
     "loads_exact",
     "parse_retry_after",
     "parse_search_items",
@@ -60,6 +64,8 @@ __all__ = [
     "recorded_payments",
     "webhook_signatures",
 ]
+
+log = get_logger(__name__)
 
 # --- documented -------------------------------------------------------------------------------
 DEFAULT_BASE_URL = "https://api.kravia.ai/api/v2/"
@@ -153,6 +159,11 @@ CREDIT_NOTE_TIME_SUFFIX = "T00:00:00"
 # ASSUMED: 429 and 503 mean "not applied, try later". Any other 5xx on a call that creates
 # something may have been applied before the failure, so it is treated as ambiguous.
 NOT_APPLIED_STATUSES = frozenset({429, 503})
+# ASSUMED: Kravia publishes no rate limit and no rate-limit headers: the pace is found from its
+# 429s (with any Retry-After) and overload answers (`pacing.py`); only `requests_per_second`,
+# when configured, is a fixed limit.
+# Answers that mean Kravia (or what stands before it) is overloaded: fewer calls in flight.
+OVERLOAD_STATUSES = frozenset({502, 503, 504})
 # 404 or 405 on an endpoint that is not one case's (register, search, payment, …) means the
 # base URL is wrong: a configuration problem that stops the pass and marks nothing.
 CONFIG_STATUSES = frozenset({404, 405})
@@ -228,11 +239,13 @@ class KraviaError(Exception):
         *,
         status: int | None = None,
         retry_after: float | None = None,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(message)
         self.failure = failure
         self.status = status
         self.retry_after = retry_after
+        self.timed_out = timed_out  # no answer in time: a sign of load
 
     def stop_reason(self, what: str) -> str:
         """Why the pass stops, for a failure that stops it (`Failure.stops_pass`)."""
@@ -493,10 +506,15 @@ def classify_exception(exc: httpx.HTTPError, *, creates: bool) -> KraviaError:
     """Errors before the request left are transient; after it was sent they are ambiguous."""
     not_sent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
     name = type(exc).__name__
+    timed_out = isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.PoolTimeout)
     if isinstance(exc, not_sent) or not creates:
-        return KraviaError(Failure.TRANSIENT, f"{name}: the request was not answered ({exc})")
+        return KraviaError(
+            Failure.TRANSIENT, f"{name}: the request was not answered ({exc})", timed_out=timed_out
+        )
     return KraviaError(
-        Failure.AMBIGUOUS, f"{name}: the connection was lost after the request was sent ({exc})"
+        Failure.AMBIGUOUS,
+        f"{name}: the connection was lost after the request was sent ({exc})",
+        timed_out=timed_out,
     )
 
 
@@ -603,32 +621,61 @@ def _get_ci(item: Mapping[str, Any], name: str) -> Any:  # noqa: ANN401 - JSON v
     return next((value for key, value in item.items() if key.lower() == lowered), None)
 
 
-class RateLimiter:
-    """At most `rate` calls per second, spaced evenly (a simple leaky bucket)."""
+class CallGate:
+    """Lets calls leave as `Pacing` allows: no more in flight than its limit, no sooner than its
+    rate and any Retry-After pause. Waiting calls leave in the order they came."""
 
-    def __init__(self, rate: float | None) -> None:
-        self._interval = 1.0 / rate if rate else 0.0
-        self._next = 0.0
-        self._lock = asyncio.Lock()
+    def __init__(self, pacing: Pacing, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.pacing = pacing
+        self.in_flight = 0
+        self._clock = clock
+        self._turn = asyncio.Lock()  # first come, first to leave
+        self._freed = asyncio.Event()
 
-    async def wait(self) -> None:
-        if not self._interval:
-            return
-        async with self._lock:
-            now = time.monotonic()
-            delay = self._next - now
-            self._next = max(now, self._next) + self._interval
-        if delay > 0:
-            await asyncio.sleep(delay)
+    async def enter(self) -> float:
+        """Wait for this call's turn; the monotonic time it leaves."""
+        async with self._turn:
+            while True:
+                if self.in_flight >= self.pacing.limit:
+                    self._freed.clear()
+                    await self._freed.wait()
+                    continue
+                delay = self.pacing.delay(self._clock())
+                if delay <= 0:
+                    break
+                await asyncio.sleep(delay)  # then look again: the pace may have changed
+            now = self._clock()
+            self.in_flight += 1
+            self.pacing.sent(now, self.in_flight)
+            return now
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        self._freed.set()
+
+    def snapshot(self) -> PacingSnapshot:
+        return self.pacing.snapshot(self._clock())
+
+
+def load_signal(error: KraviaError | None) -> Signal:
+    """What an answer (None: a success; else the error it became) says of Kravia's load."""
+    if error is None:
+        return Signal.ANSWERED
+    if error.status == 429:
+        return Signal.THROTTLED
+    if error.status in OVERLOAD_STATUSES or (error.status is None and error.timed_out):
+        return Signal.OVERLOADED
+    return Signal.ANSWERED
 
 
 class Reservation:
-    """A concurrency slot and a rate token, taken before a call's intent is journaled so the
-    intent means "leaving now" (`KraviaClient.reserve`). Good for one call."""
+    """A turn at the gate (`KraviaClient.reserve`), taken before a call's intent is journaled
+    so the intent means "leaving now". Good for one call."""
 
-    __slots__ = ("used",)
+    __slots__ = ("sent_at", "used")
 
-    def __init__(self) -> None:
+    def __init__(self, sent_at: float) -> None:
+        self.sent_at = sent_at
         self.used = False
 
 
@@ -651,19 +698,23 @@ class KraviaClient:
         base_url: str,
         token: str,
         timeout: float = 30.0,
-        max_in_flight: int = 8,
+        max_in_flight: int = 16,
         requests_per_second: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        pacing: Pacing | None = None,
     ) -> None:
+        """`pacing`: the adaptive limits to share (a daemon keeps one across its passes);
+        by default a new one from `max_in_flight` and `requests_per_second` (a ceiling)."""
         # No httpx.AsyncClient: we need none of its cookies, redirects or auth flows, and its
         # per-request work costs a quarter of a call's CPU. Requests go straight to the
         # transport, which holds one kept-alive connection per slot.
         self._base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._headers = {AUTH_HEADER: token, "Accept": "application/json"}
         self._timeout = httpx.Timeout(timeout).as_dict()
-        self._transport = transport or SlotTransport(slots=max_in_flight)
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._rate = RateLimiter(requests_per_second)
+        if pacing is None:
+            pacing = Pacing(max_in_flight=max_in_flight, ceiling=requests_per_second)
+        self._transport = transport or SlotTransport(slots=pacing.max_in_flight)
+        self._gate = CallGate(pacing)
         self.stats = CallStats()
         self._watchers: list[Callable[[RawAnswer], None]] = []
         # Kravia's clock as its last answer's Date header told it, and when (monotonic) we
@@ -673,11 +724,17 @@ class KraviaClient:
 
     @contextlib.asynccontextmanager
     async def reserve(self) -> AsyncIterator[Reservation]:
-        """Wait for a concurrency slot and a rate token and hold them for one call: the
-        engine journals the call's intent inside this, then sends with the reservation."""
-        async with self._slots:
-            await self._rate.wait()
-            yield Reservation()
+        """Wait for the gate and hold a place in flight for one call: the engine journals the
+        call's intent inside this, then sends with the reservation."""
+        sent_at = await self._gate.enter()
+        try:
+            yield Reservation(sent_at)
+        finally:
+            self._gate.leave()
+
+    def pacing(self) -> PacingSnapshot:
+        """The pace now: the limit in flight, the rate, what got through lately."""
+        return self._gate.snapshot()
 
     async def __aenter__(self) -> Self:
         return self
@@ -728,6 +785,7 @@ class KraviaClient:
             files=files,
             extensions={"timeout": self._timeout},
         )
+        leaving = time.monotonic()
         try:
             response = await self._transport.handle_async_request(request)
             try:
@@ -737,17 +795,41 @@ class KraviaClient:
             response.request = request
         except httpx.HTTPError as exc:
             lost = classify_exception(exc, creates=creates)
+            self._paced(reservation, lost, leaving)
             self.stats.add(operation, lost.failure.value)
             raise lost from None
         self._note_server_time(response)
         for watcher in list(self._watchers):
             watcher(RawAnswer.of(operation, response))
         refused = classify_response(response, creates=creates, per_case=per_case)
+        self._paced(reservation, refused, leaving)
         if refused is not None:
             self.stats.add(operation, refused.failure.value)
             raise refused
         self.stats.add(operation, "ok")
         return response
+
+    def _paced(self, reservation: Reservation, error: KraviaError | None, leaving: float) -> None:
+        """Tell the pace what this answer says of Kravia's load (and the log, when the pace
+        came down)."""
+        now = time.monotonic()
+        pacing = self._gate.pacing
+        before = (pacing.limit, pacing.rate)
+        pacing.answered(
+            load_signal(error),
+            sent_at=reservation.sent_at,
+            now=now,
+            latency=now - leaving,
+            retry_after=None if error is None else error.retry_after,
+        )
+        limit, rate = pacing.limit, pacing.rate
+        if limit < before[0] or (rate is not None and (before[1] is None or rate < before[1])):
+            log.info(
+                "pace lowered",
+                answer=None if error is None else error.status or "no answer",
+                in_flight_limit=limit,
+                rate=None if rate is None else round(rate, 2),
+            )
 
     @contextlib.contextmanager
     def watching(self, watcher: Callable[[RawAnswer], None]) -> Iterator[None]:

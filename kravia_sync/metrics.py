@@ -19,6 +19,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from kravia_sync.lifecycle import Phase
+from kravia_sync.pacing import PacingSnapshot
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
@@ -107,6 +108,14 @@ class Metrics:
             "Cases waiting to be read after a webhook.",
             registry=self.registry,
         )
+        self.pace = Gauge(
+            "kravia_sync_kravia_pace",
+            "The pace of calls to Kravia: limit (calls allowed in flight), max_in_flight, "
+            "rate (calls/s allowed; +Inf when no rate applies), achieved (calls answered in the "
+            "last second), throttled (429s seen), overloaded (502/503/504s and timeouts seen).",
+            ["measure"],
+            registry=self.registry,
+        )
         for phase in Phase:
             self.cases.labels(phase.value).set(0)
         for kind in QUARANTINE_KINDS:
@@ -124,6 +133,23 @@ class Metrics:
 
         self.since_success.labels(name).set_function(seconds)
         self.failures.labels(name).set(0)
+
+    def watch_pace(self, pace: Callable[[], PacingSnapshot | None]) -> None:
+        """Export the pace, read at each scrape from `pace()` (None before the first call)."""
+
+        def measure(name: str) -> Callable[[], float]:
+            def value() -> float:
+                snapshot = pace()
+                if snapshot is None:
+                    return math.nan
+                if name == "rate":
+                    return math.inf if snapshot.rate is None else snapshot.rate
+                return float(getattr(snapshot, name))
+
+            return value
+
+        for name in ("limit", "max_in_flight", "rate", "achieved", "throttled", "overloaded"):
+            self.pace.labels(name).set_function(measure(name))
 
     def record_pass(
         self, source: str, *, outcome: str, seconds: float, calls: Mapping[str, int]

@@ -148,6 +148,7 @@ class RunSummary:
     counts: Counter[str] = field(default_factory=Counter)
     sources: list[SourceResult] = field(default_factory=list)
     remote_calls: dict[str, int] = field(default_factory=dict)
+    pacing: dict[str, float | int | None] | None = None  # the pace at the end (PacingSnapshot)
     planned: list[PlannedAction] = field(default_factory=list)
     problems: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
@@ -160,6 +161,7 @@ class RunSummary:
             "duration_seconds": round(self.duration_seconds, 3),
             "counts": dict(sorted(self.counts.items())),
             "remote_calls": dict(sorted(self.remote_calls.items())),
+            "pacing": self.pacing,
             "sources": [
                 {"name": s.name, "status": s.status, "error": s.error, "counts": dict(s.counts)}
                 for s in self.sources
@@ -332,6 +334,7 @@ class Reconciler:
         assert self._run_id is not None  # noqa: S101 - started before
         summary.duration_seconds = time.monotonic() - clock_start
         summary.remote_calls = dict(self.client.stats.counts)
+        summary.pacing = self.client.pacing().as_dict()
         self.store.finish_run(
             self._run_id,
             status=summary.status,
@@ -939,6 +942,7 @@ class Reconciler:
             summary.error = self._mirror.failure
         summary.duration_seconds = time.monotonic() - clock_start
         summary.remote_calls = dict(self.client.stats.counts)
+        summary.pacing = self.client.pacing().as_dict()
         return summary
 
     async def _flag_gone(self, summary: RunSummary) -> None:

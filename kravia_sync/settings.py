@@ -73,8 +73,11 @@ class KraviaSettings(_Section):
     base_url: str = DEFAULT_BASE_URL
     creditor_id: int = Field(gt=0)
     timeout_seconds: float = Field(default=30.0, gt=0)
-    max_in_flight: int = Field(default=8, ge=1, le=64)
-    requests_per_second: float | None = Field(default=20.0, gt=0)
+    # The most calls in flight; the client finds how many Kravia takes well, up to this.
+    max_in_flight: int = Field(default=16, ge=1, le=64)
+    # A hard ceiling (a contract that names one); unset, the client finds the rate Kravia
+    # allows from its 429 answers.
+    requests_per_second: float | None = Field(default=None, gt=0)
     start_message: str = "Collection started by kravia-sync"
     # How often a pass pulls back the status of Kravia's cases (0: every pass). Passes in
     # between make no call when nothing changed; `kravia-sync refresh` pulls back at once.

@@ -218,7 +218,7 @@ class TestSecrets:
         write_invoices(tmp_path / "invoices", range(1, 21))
         write_config(tmp_path, sim.base_url)
         sim.simulator.faults = Faults(
-            error_5xx=0.3, rate_limit_429=0.2, drop_after_commit=0.1, seed=3
+            error_5xx=0.3, rate_limit_429=0.05, drop_after_commit=0.1, seed=3
         )
         outputs = []
         for args in (

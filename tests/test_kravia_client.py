@@ -31,7 +31,6 @@ from kravia_sync.kravia import (
     KraviaError,
     MoneyLine,
     PaymentKind,
-    RateLimiter,
     RecordedPayment,
     Settlement,
     build_credit_note_body,
@@ -892,34 +891,6 @@ class TestStats:
 
 
 class TestRateAndConcurrency:
-    def test_rate_limiter_schedule(self):
-        """Each wait books the next slot one interval after the previous one."""
-
-        async def go() -> tuple[float, float, float]:
-            limiter = RateLimiter(10.0)  # 0.1 s apart
-            before = time.monotonic()
-            first = asyncio.create_task(limiter.wait())
-            await asyncio.sleep(0)
-            booked_after_one = limiter._next
-            await asyncio.gather(first, limiter.wait(), limiter.wait())
-            return before, booked_after_one, limiter._next
-
-        before, after_one, after_three = asyncio.run(go())
-
-        assert 0.1 <= after_one - before < 0.15
-        assert after_three - after_one == pytest.approx(0.2, abs=1e-6)
-
-    def test_no_rate_means_no_waiting(self):
-        """Without a rate, calls are not spaced."""
-
-        async def go() -> float:
-            limiter = RateLimiter(None)
-            start = time.monotonic()
-            await asyncio.gather(*(limiter.wait() for _ in range(50)))
-            return time.monotonic() - start
-
-        assert asyncio.run(go()) < 0.05
-
     def test_client_spaces_calls(self):
         """With requests_per_second, the requests reach the transport spaced by the interval."""
         arrivals: list[float] = []
