@@ -262,9 +262,15 @@ class Faults:
 
     Shares are probabilities in [0, 1], rolled independently per call in this order: 429, 5xx,
     timeout, drop. `latency_ms` is added to every call of the listed `operations`.
+    `rate_limit` (calls per second) enforces a token bucket over every API call, as a gateway
+    in front of an API would: `rate_limit_burst` calls (default: one second's worth) may come
+    at once, then one per 1/rate_limit seconds; a call beyond is answered 429 at once with a
+    `Retry-After` of whole seconds until the next token, and applies nothing.
     """
 
     latency_ms: float = 0.0
+    rate_limit: float | None = None
+    rate_limit_burst: float | None = None
     error_5xx: float = 0.0
     rate_limit_429: float = 0.0
     timeout: float = 0.0
@@ -281,6 +287,14 @@ class Faults:
                 raise ValueError(f"faults.{name} must be a share between 0 and 1, not {value!r}")
         if self.latency_ms < 0:
             raise ValueError(f"faults.latency_ms must not be negative, not {self.latency_ms!r}")
+        for name in ("rate_limit", "rate_limit_burst"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"faults.{name} must be above 0 or null, not {value!r}")
+        if self.rate_limit_burst is not None and self.rate_limit_burst < 1:
+            raise ValueError(
+                f"faults.rate_limit_burst must be at least 1, not {self.rate_limit_burst!r}"
+            )
         if self.timeout_delay_s < 0:
             raise ValueError(
                 f"faults.timeout_delay_s must not be negative, not {self.timeout_delay_s!r}"
@@ -305,6 +319,9 @@ class Faults:
         for name in (*_SHARE_FIELDS, "latency_ms", "timeout_delay_s"):
             if name in data:
                 kwargs[name] = _fault_number(name, data[name])
+        for name in ("rate_limit", "rate_limit_burst"):
+            if data.get(name) is not None:
+                kwargs[name] = _fault_number(name, data[name])
         if "seed" in data:
             seed = data["seed"]
             if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -323,6 +340,8 @@ class Faults:
         """The faults as a JSON-ready dict (the inverse of from_dict)."""
         return {
             "latency_ms": self.latency_ms,
+            "rate_limit": self.rate_limit,
+            "rate_limit_burst": self.rate_limit_burst,
             "error_5xx": self.error_5xx,
             "rate_limit_429": self.rate_limit_429,
             "timeout": self.timeout,
@@ -331,6 +350,20 @@ class Faults:
             "seed": self.seed,
             "operations": list(self.operations),
         }
+
+
+def _throttled(bucket_wait: float | None, roll: _Roll) -> _Outcome | None:
+    """The 429 for a call the rate limit's bucket had no token for (`bucket_wait`: seconds to
+    the next), or that the roll made a 429; None for any other call."""
+    if bucket_wait is None and not roll.rate_limited:
+        return None
+    outcome = _problem(429)
+    retry_after = roll.retry_after
+    if bucket_wait is not None:
+        retry_after = str(max(1, math.ceil(bucket_wait)))
+    if retry_after is not None:
+        outcome.headers["Retry-After"] = retry_after
+    return outcome
 
 
 def _fault_number(name: str, value: object) -> float:
@@ -1392,6 +1425,9 @@ class Simulator:
         self._data_file = data_file
         self._lock = threading.Lock()
         self._faults = faults if faults is not None else Faults()
+        self._bucket_faults: Faults | None = None  # the faults the rate-limit bucket is for
+        self._bucket_tokens = 0.0
+        self._bucket_at = 0.0
         self._rng = random.Random(self._faults.seed)
         self._rng_key: tuple[int, int | None] = (id(self._faults), self._faults.seed)
         self._shape = Shape.from_dict(
@@ -1764,6 +1800,25 @@ class Simulator:
             if processed:
                 self._processed[operation] += 1
 
+    def _take_token(self, faults: Faults) -> float | None:
+        """Spend a token of the rate limit's bucket: None when there was one (or there is no
+        rate limit), else the seconds until the next."""
+        rate = faults.rate_limit
+        if rate is None:
+            return None
+        burst = faults.rate_limit_burst or max(1.0, rate)
+        with self._lock:
+            now = time.monotonic()
+            if self._bucket_faults is not faults:  # a new limit starts with a full bucket
+                self._bucket_faults, self._bucket_tokens, self._bucket_at = faults, burst, now
+            tokens = min(burst, self._bucket_tokens + (now - self._bucket_at) * rate)
+            self._bucket_at = now
+            if tokens >= 1:
+                self._bucket_tokens = tokens - 1
+                return None
+            self._bucket_tokens = tokens
+            return (1 - tokens) / rate
+
     def _roll(self, operation: str) -> tuple[Faults, _Roll]:
         with self._lock:
             faults = self._faults
@@ -1880,12 +1935,12 @@ class Simulator:
             self._record(operation, 0, processed=False)
             return Response(status_code=400)
         faults, roll = self._roll(operation)
+        bucket_wait = self._take_token(faults)
         if operation in faults.operations and faults.latency_ms > 0:
             await asyncio.sleep(faults.latency_ms / 1000)
-        if roll.rate_limited:
-            outcome = _problem(429)
-            if roll.retry_after is not None:
-                outcome.headers["Retry-After"] = roll.retry_after
+        throttled = _throttled(bucket_wait, roll)
+        if throttled is not None:
+            outcome = throttled
         elif roll.server_error:
             outcome = _server_error(roll.error_status)
         else:
