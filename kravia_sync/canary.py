@@ -15,6 +15,7 @@ record.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,9 +23,11 @@ from datetime import datetime, timedelta
 from kravia_sync.diff import WorkItem
 from kravia_sync.kravia import (
     SEARCH_PAGE_SIZE,
+    Failure,
     KraviaClient,
     KraviaError,
     RawAnswer,
+    backoff_delay,
     parse_http_date,
 )
 from kravia_sync.lifecycle import CaseState, Step, Timing, next_step
@@ -59,6 +62,7 @@ log = get_logger("kravia_sync.canary")
 
 # Kravia's search is read back from this long before the canary's first answer.
 READ_BACK_MARGIN = timedelta(minutes=1)
+READ_BACK_TRIES = 3  # a read-back met with a 429, a 503 or no answer is tried this often
 # Candidates looked at for one with a copy (so the upload is checked too).
 CANDIDATES_FOR_A_COPY = 50
 
@@ -213,14 +217,21 @@ class CanaryRun:
         be read; a refused token stops the pass)."""
         details: RawAnswer | None = None
         search: RawAnswer | None = None
-        try:
-            if kravia_id is not None:
-                details = await self.client.look("details", kravia_id=kravia_id)
-            search = await self.client.look("search", since=since, top=SEARCH_PAGE_SIZE)
-        except KraviaError as error:
-            if error.failure.stops_pass:
-                raise
-            log.warning("canary read-back failed", error=str(error))
+        for attempt in range(READ_BACK_TRIES):
+            try:
+                if details is None and kravia_id is not None:
+                    details = await self.client.look("details", kravia_id=kravia_id)
+                search = await self.client.look("search", since=since, top=SEARCH_PAGE_SIZE)
+            except KraviaError as error:
+                if error.failure.stops_pass:
+                    raise
+                if error.failure is not Failure.TRANSIENT or attempt + 1 == READ_BACK_TRIES:
+                    log.warning("canary read-back failed", error=str(error))
+                    break
+                # A 429 or a 503 is Kravia asking for time, not an answer about the case.
+                await asyncio.sleep(error.retry_after or backoff_delay(attempt, base=1, cap=5))
+            else:
+                break
         return details, search
 
     async def _recheck(self, contract: Contract) -> None:

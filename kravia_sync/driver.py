@@ -151,6 +151,8 @@ class CaseDriver:
                 continue
             before = case
             case = await self._through_gate(decision.step, case, item)
+            if case.attempts > before.attempts and case.next_attempt_at is not None:
+                continue  # not applied (a 429, a 503, no connection): tried again after a wait
             if case.phase is before.phase:  # nothing moved (refused, deferred, conflict)
                 return case
         return case
