@@ -41,9 +41,10 @@ def free_port() -> int:
 class SimulatorProcess:
     """`kravia-sync simulate` in its own process, so it does not share our GIL."""
 
-    def __init__(self, *, latency_ms: float = 0.0) -> None:
+    def __init__(self, *, latency_ms: float = 0.0, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.latency_ms = latency_ms
+        self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -64,6 +65,7 @@ class SimulatorProcess:
                 str(CREDITOR_ID),
                 "--latency-ms",
                 str(self.latency_ms),
+                *self.extra,
             ],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -130,18 +132,30 @@ path = "invoices"
 
 
 def write_config(
-    directory: Path, base_url: str, *, max_in_flight: int = 16, source: str = FOLDER_SOURCE
+    directory: Path,
+    base_url: str,
+    *,
+    max_in_flight: int | None = None,
+    requests_per_second: float | None = None,
+    source: str = FOLDER_SOURCE,
 ) -> Path:
-    """A configuration for a benchmark run: no rate limit, quiet logs, one source."""
+    """A configuration for a benchmark run: kravia-sync's defaults for the pace (unless given),
+    quiet logs, one source."""
     config = directory / "kravia-sync.toml"
+    pace = "".join(
+        f"{key} = {value}\n"
+        for key, value in (
+            ("max_in_flight", max_in_flight),
+            ("requests_per_second", requests_per_second),
+        )
+        if value is not None
+    )
     config.write_text(
         f"""
 [kravia]
 base_url = "{base_url}"
 creditor_id = {CREDITOR_ID}
-max_in_flight = {max_in_flight}
-requests_per_second = 100000
-timeout_seconds = 30
+{pace}
 
 [state]
 path = "state/kravia-sync.db"
