@@ -237,16 +237,14 @@ class Pacing:
         allows over that time; low when calls went slower than it allows for long). Too soon
         after a cut to read it, the rate in force is taken."""
         rate = self.rate
+        if self._last_rate_cut == -math.inf:  # the first 429 (under a ceiling, or none)
+            elapsed = min(ACHIEVED_WINDOW, now - self._first_sent)
+            through = self._achieved(now) / elapsed if elapsed > 0 else 0.0
+        else:
+            through = self._since_cut(now) or 0.0
         if rate is None:
-            elapsed = min(ACHIEVED_WINDOW, now - self._first_sent)
-            lately = self._achieved(now) / elapsed if elapsed > 0 else 0.0
-            return lately or 1.0
-        if self._last_rate_cut == -math.inf:  # a ceiling, but no 429 before
-            elapsed = min(ACHIEVED_WINDOW, now - self._first_sent)
-            lately = self._achieved(now) / elapsed if elapsed > 0 else 0.0
-            return min(rate, lately) if lately else rate
-        since_cut = self._since_cut(now)
-        return rate if not since_cut else min(rate, since_cut)
+            return through or 1.0
+        return min(rate, through) if through else rate
 
     def _grow_rate(self, now: float) -> None:
         """A good answer while a rate applies: the probe's step, or CUBIC's curve."""
@@ -286,7 +284,6 @@ class Pacing:
             self._peak, self._peak_at = achieved, now
         if sent_at >= self._last_rate_cut:  # Kravia took it after the cut
             self._good_since_cut += 1
-        self._achieved(now)  # forget what left the window
         if self._rate is not None:
             self._grow_rate(now)
         if latency is not None and self._slow(latency):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import CREDITOR_ID, TOKEN, Sim, run_pass, write_config, write_invoices
+from support import CREDITOR_ID, TOKEN, Sim, load, run_pass, write_config, write_invoices
 
 from kravia_sync.metrics import Metrics
 from kravia_sync.pacing import Pacing
@@ -117,3 +117,32 @@ def test_the_simulator_rejects_a_rate_limit_it_cannot_keep(bad: dict[str, float]
 def test_the_simulator_keeps_a_rate_limit_it_can() -> None:
     assert Faults.from_dict({"rate_limit": 2.5}).to_dict()["rate_limit"] == 2.5
     assert math.isclose(Faults(rate_limit=7).rate_limit or 0, 7)
+
+
+def test_a_daemon_keeps_the_pace_from_pass_to_pass(tmp_path: Path) -> None:
+    """The daemon's clients share one pace: a rate learnt in one pass holds in the next; a
+    changed max_in_flight starts anew."""
+    from kravia_sync.cli import _daemon_clients  # noqa: PLC0415 - the daemon's own factory
+    from kravia_sync.pacing import Signal  # noqa: PLC0415
+
+    settings = load(write_config(tmp_path, "http://127.0.0.1:9/api/v2/"))
+    client_for = _daemon_clients()
+    first = client_for(settings)
+    for i in range(30):
+        first._gate.pacing.sent(i * 0.05, 8)
+        first._gate.pacing.answered(Signal.ANSWERED, sent_at=i * 0.05, now=i * 0.05 + 0.01)
+    first._gate.pacing.answered(Signal.THROTTLED, sent_at=1.5, now=1.51)
+    learnt = first.pacing().rate
+
+    second = client_for(settings)
+    changed = client_for(
+        settings.model_copy(
+            update={"kravia": settings.kravia.model_copy(update={"max_in_flight": 4})}
+        )
+    )
+
+    assert learnt is not None
+    assert learnt < 1000
+    assert second.pacing().rate == learnt
+    assert changed.pacing().rate == 1000.0  # only the configured ceiling
+    assert changed.pacing().max_in_flight == 4

@@ -387,3 +387,24 @@ def test_contract_round_trips_through_the_meta_table() -> None:
     contract = Contract.loads(json.dumps(data))
     assert Contract.loads(contract.dumps()) == contract
     assert contract.findings == (finding,)
+
+
+@pytest.mark.parametrize("shaped_sim", [{}], ids=["default"], indirect=True)
+def test_a_canary_read_back_met_with_429_is_tried_again(shaped_sim: Sim, tmp_path: Path) -> None:
+    """Kravia answering 429 to every read of a case's details: the canary asks three times
+    (a 429 is a request for time, not an answer about the case), then confirms nothing and
+    sends nothing more in that pass."""
+    from kravia_sync.canary import READ_BACK_TRIES  # noqa: PLC0415
+    from kravia_sync.simulator import Faults  # noqa: PLC0415
+
+    config = first_sync(tmp_path, shaped_sim)
+    shaped_sim.simulator.faults = Faults(rate_limit_429=1.0, operations=("details",))
+
+    summary = run_pass(config)
+
+    details = shaped_sim.simulator.calls()["details"]
+    assert READ_BACK_TRIES > 1
+    assert details == {"429": READ_BACK_TRIES}
+    assert not summary.counts["canary_confirmed"]
+    contract = contract_of_store(config)
+    assert contract is None or not contract.confirmed
