@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from kravia_sync.diff import WorkItem
+from kravia_sync.diff import WorkItem, WorkList
 from kravia_sync.kravia import (
     SEARCH_PAGE_SIZE,
     Failure,
@@ -114,22 +114,22 @@ class CanaryRun:
 
     async def before_work(
         self,
-        work: list[WorkItem],
+        work: WorkList,
         apply: Callable[[list[WorkItem]], Awaitable[list[CaseState]]],
-    ) -> tuple[list[WorkItem], str]:
-        """The work left for the rest of the pass, and what the canary did (`confirmed`,
-        `rechecked`, `inconclusive`, `waiting`, or `known`: a contract was confirmed before).
+    ) -> str:
+        """What the canary did (`confirmed`, `rechecked`, `inconclusive`, `waiting`, or
+        `known`: a contract was confirmed before); the case it sent is taken out of `work`.
         CanaryFailedError when something differs."""
         contract = stored_contract(self.store, self.base_url)
         if contract is not None and contract.confirmed:
-            return work, "known"
+            return "known"
         if contract is not None:
             await self._recheck(contract)
-            return work, "rechecked"
+            return "rechecked"
         item = self._candidate(work)
         if item is None:
-            return work, "waiting"
-        rest = [other for other in work if other is not item]
+            return "waiting"
+        work.remove(item)
         answers = await self._send(item, apply)
         if answers is None:
             log.warning(
@@ -137,9 +137,9 @@ class CanaryRun:
                 "answer's shape); the next new case is the canary",
                 accounting_invoice_id=item.case.accounting_invoice_id,
             )
-            return rest, "inconclusive"
+            return "inconclusive"
         findings = canary_findings(answers)
-        return rest, self._keep(contract_of(findings, now=self.clock(), answers=answers))
+        return self._keep(contract_of(findings, now=self.clock(), answers=answers))
 
     def _keep(self, contract: Contract) -> str:
         self.store.set_meta(contract_key(self.base_url), contract.dumps())
@@ -152,7 +152,7 @@ class CanaryRun:
         )
         return "confirmed"
 
-    def _candidate(self, work: list[WorkItem]) -> WorkItem | None:
+    def _candidate(self, work: WorkList) -> WorkItem | None:
         """The first new invoice to register, preferring one with a copy (not one the gate
         keeps out, which is driven only to adopt a case Kravia may hold)."""
         now = self.clock()

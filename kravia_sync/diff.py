@@ -19,6 +19,7 @@ from kravia_sync.payments import Payment, derived_payment
 from kravia_sync.plan import Change, assess, record_hash, source_id
 from kravia_sync.settings import PolicySettings, SourceConfig
 from kravia_sync.store import QuarantineEntry
+from kravia_sync.worklist import WorkItem, WorkList
 
 __all__ = [
     "ATTENTION_PHASES",
@@ -29,6 +30,7 @@ __all__ = [
     "Lookup",
     "SourceDiff",
     "WorkItem",
+    "WorkList",
 ]
 
 # Steps allowed for a case whose invoice is not in this read (gone, or now invalid): only
@@ -39,22 +41,6 @@ ATTENTION_PHASES = frozenset({Phase.REJECTED, Phase.NEEDS_REVIEW})
 FINISHED_PHASES = ATTENTION_PHASES | {Phase.STARTED}
 # Finished and needing nobody: an unchanged record of a case in one of these is only counted.
 QUIET_PHASES = FINISHED_PHASES - ATTENTION_PHASES
-
-
-@dataclass(slots=True)
-class WorkItem:
-    """A case with (possibly) a next step, and its invoice when the source still has it."""
-
-    case: CaseState
-    invoice: Invoice | None
-    change: Change
-    # Whether the invoice's copy was read and checked in this pass, and why it cannot be sent
-    # (None: it can, or there is none).
-    copy_checked: bool = False
-    copy_problem: str | None = None
-    # Why the gate keeps it out, when it is driven only because Kravia may hold its case
-    # already (to be adopted, never registered; see `SourceDiff.kravia_has`).
-    kept_out: Refusal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +85,12 @@ class SourceDiff:
         payments: str | None = None,
         holds: Mapping[str, str] | None = None,
         kravia_has: Callable[[Invoice, CaseState | None], bool] | None = None,
+        work: WorkList | None = None,
     ) -> None:
         self.source = source
+        # Where the work goes: the pass's list, shared by its sources (new invoices are kept
+        # there from the moment they are read, so memory stays flat on a first sync).
+        self.work_list = WorkList() if work is None else work
         # Whether Kravia (as last mirrored) holds a case that is, or may be, this invoice's.
         # An invoice the gate keeps out is still driven when it does: adopting the case sends
         # nothing, and Kravia's case is then kept in step (a payment made since, a hold).
@@ -117,16 +107,17 @@ class SourceDiff:
         self.kept_out = 0  # records the gate keeps out (held, waiting, or a bad copy)
         self.quarantine: dict[str, QuarantineEntry] = {}
         self.updates: list[CaseState] = []
-        self._items: dict[str, WorkItem] = {}
-        self._valid: dict[str, _Valid] = {}  # validated, to assess in `finish`
-        self._known: set[str] = set()  # ids of `_valid` (and `_settle`) stored for this source
+        self._items: dict[str, WorkItem] = {}  # work on stored cases, until `finish`
+        self._valid: dict[str, _Valid] = {}  # validated records of stored cases, for `finish`
+        self._known: set[str] = set()  # ids of `_valid` (and `_settle`)
         self._settle: set[str] = set()  # seen, invalid now, with a lost answer to settle
         # Payments and credit notes: reported by the source, or derived from amount drops.
         self.payments: list[tuple[str, Payment]] = []
 
     @property
     def work(self) -> list[WorkItem]:
-        return list(self._items.values())
+        """Everything in the work list, in memory (for a look; a pass iterates the list)."""
+        return list(self.work_list)
 
     def problems(self) -> list[dict[str, str]]:
         return [
@@ -228,6 +219,7 @@ class SourceDiff:
         if aid is not None:
             self._valid.pop(aid, None)
             self._items.pop(aid, None)
+            self.work_list.drop_new(self.source.name, aid)
         self._reject(
             QuarantineEntry(
                 key,
@@ -261,13 +253,51 @@ class SourceDiff:
                 self._settle.add(aid)
             return
         if stored is None:
-            refusal = self._refusal(Step.REGISTER, None, invoice)
-            if refusal is not None and not self._in_kravia(invoice, None):
-                self._quarantine(record.key, invoice, refusal)
-                return
+            self._add_new(record.key, invoice, hashed)
+            return
         self._valid[invoice.accounting_invoice_id] = _Valid(invoice, record.key, hashed)
-        if stored is not None:
-            self._known.add(invoice.accounting_invoice_id)
+        self._known.add(invoice.accounting_invoice_id)
+
+    def _add_new(self, key: str, invoice: Invoice, hashed: str) -> None:
+        """A valid invoice nothing is stored for: into the work list now, unless the gate
+        keeps it out (and Kravia holds nothing that may be its case) or an earlier source of
+        the pass has its id. A later record with its id takes it out again (`_duplicate`)."""
+        refusal = self._refusal(Step.REGISTER, None, invoice)
+        if refusal is not None and not self._in_kravia(invoice, None):
+            self._quarantine(key, invoice, refusal)
+            return
+        assessment = assess(
+            invoice,
+            source=self.source.name,
+            record_key=key,
+            hashed=hashed,
+            existing=None,
+            now=self.now,
+        )
+        item = WorkItem(
+            assessment.case,
+            invoice,
+            assessment.change,
+            # The gate read the copy and found nothing wrong; a refused case's is read again
+            # by the driver before any call.
+            copy_checked=self.check_document is not None and refusal is None,
+            # Never registered as far as the store knows, yet Kravia may have it (the store
+            # was restored from an older copy, or lost): the driver adopts it.
+            kept_out=refusal,
+        )
+        owner = self.work_list.add_new(self.source.name, item)
+        if owner is not None:
+            self._reject(
+                QuarantineEntry(
+                    key,
+                    "invalid",
+                    "accounting_invoice_id",
+                    f"accountingInvoiceId {invoice.accounting_invoice_id!r} already belongs to "
+                    f"source {owner!r}; set id_prefix to keep the sources apart",
+                    invoice.accounting_invoice_id,
+                    invoice.invoice_number,
+                )
+            )
 
     def _add_payment(self, record: PaymentRecord) -> None:
         """A payment or credit note the source reports: validated and kept for `payments`."""
@@ -299,8 +329,7 @@ class SourceDiff:
         """Two records with one accountingInvoiceId: neither new one is sent."""
         reason = f"accountingInvoiceId {aid!r} is used by both {first} and {key}"
         self._reject(QuarantineEntry(key, "invalid", "accounting_invoice_id", reason, aid))
-        if aid in self._valid and aid not in self._known:
-            del self._valid[aid]
+        if self.work_list.drop_new(self.source.name, aid):
             self._reject(QuarantineEntry(first, "invalid", "accounting_invoice_id", reason, aid))
 
     def _validate(self, record: SourceRecord, aid: str | None) -> Invoice | None:
@@ -376,30 +405,14 @@ class SourceDiff:
         *,
         gone: int = 0,
         gone_settling: Iterable[CaseState] = (),
-        claimed: Mapping[str, str] | None = None,
     ) -> None:
-        """After a complete read: assess the kept records and settle lost answers.
+        """After a complete read: assess the kept records of stored cases, settle lost
+        answers, and put their work in the work list after the new invoices'.
 
         `known`: the stored cases of `wanted_cases()`; `gone`: how many stored cases of this
-        source the read did not have; `gone_settling`: those of them with a lost answer;
-        `claimed`: new ids already taken by another source earlier in this pass.
+        source the read did not have; `gone_settling`: those of them with a lost answer.
         """
-        taken = claimed or {}
         for aid, valid in list(self._valid.items()):
-            owner = taken.get(aid)
-            if aid not in self._known and owner is not None and owner != self.source.name:
-                self._reject(
-                    QuarantineEntry(
-                        valid.key,
-                        "invalid",
-                        "accounting_invoice_id",
-                        f"accountingInvoiceId {aid!r} already belongs to source {owner!r}; "
-                        "set id_prefix to keep the sources apart",
-                        aid,
-                        valid.invoice.invoice_number,
-                    )
-                )
-                continue
             try:
                 self._assess(valid, known.get(aid))
             except Exception as exc:  # bad input is data: one record never stops the rest
@@ -408,6 +421,12 @@ class SourceDiff:
         for case in [*(known[aid] for aid in self._settle if aid in known), *gone_settling]:
             if case.accounting_invoice_id not in self._items:
                 self._items[case.accounting_invoice_id] = WorkItem(case, None, Change.PENDING)
+        self.counts[Change.NEW.value] += self.work_list.new_count(self.source.name)
+        for item in self.work_list.new_kept_out(self.source.name):
+            if item.invoice is not None and item.kept_out is not None:  # as `_add_new` adds them
+                self._quarantine(item.case.record_key, item.invoice, item.kept_out)
+        for item in self._items.values():
+            self.work_list.add(item)
 
     def stored(self, cases: Iterable[CaseState]) -> None:
         """The `updates` as the state store wrote them (each at its new revision): the work
@@ -416,14 +435,6 @@ class SourceDiff:
             item = self._items.get(case.accounting_invoice_id)
             if item is not None:
                 item.case = case
-
-    def new_ids(self) -> list[str]:
-        """The ids this read would register for the first time."""
-        return [
-            item.case.accounting_invoice_id
-            for item in self._items.values()
-            if item.change is Change.NEW
-        ]
 
     def _assess(self, valid: _Valid, existing: CaseState | None) -> None:
         assessment = assess(

@@ -38,6 +38,7 @@ from kravia_sync.diff import (
     Lookup,
     SourceDiff,
     WorkItem,
+    WorkList,
 )
 from kravia_sync.driver import (
     CaseDriver,
@@ -345,8 +346,10 @@ class Reconciler:
 
     async def _pass(self, summary: RunSummary, *, dry_run: bool) -> None:
         self._check_target(dry_run=dry_run)
-        claimed: dict[str, str] = {}  # new ids taken by an earlier source of this pass
-        work: list[WorkItem] = []
+        with WorkList() as work:
+            await self._pass_with(work, summary, dry_run=dry_run)
+
+    async def _pass_with(self, work: WorkList, summary: RunSummary, *, dry_run: bool) -> None:
         self._payment_work = []
         self._holds = {invoice: row["reason"] for invoice, row in self.store.holds().items()}
         self._gone_in_kravia = []
@@ -370,15 +373,15 @@ class Reconciler:
                 connector = build_connector(self.settings, source)
                 # In a thread: a long read must not hold up the event loop.
                 diff = await asyncio.to_thread(
-                    self._read_source, source, connector, claimed, result, dry_run=dry_run
+                    self._read_source, source, connector, work, result, dry_run=dry_run
                 )
             except (ConnectorError, ConfigError, OSError, StateConflictError) as exc:
+                work.drop_source(source.name)  # nothing of a source read in part is driven
                 result.status = "failed"
                 result.error = redact(f"{type(exc).__name__}: {exc}")
                 summary.status = "failed"
                 log.error("source read failed", source=source.name, error=result.error)  # noqa: TRY400
             else:
-                work.extend(diff.work)
                 self._kept_out += diff.kept_out
                 summary.problems.extend(diff.problems())
                 summary.problems.extend(self._payment_problems)
@@ -386,7 +389,7 @@ class Reconciler:
             summary.counts.update(result.counts)
         if not dry_run:
             self.progress.start(len(work))
-            work = await self._canary(work, summary, began)
+            await self._canary(work, summary, began)
         await self._flag_holds_in_collection(summary, dry_run=dry_run)
         if dry_run:
             await self._preview(work, summary)
@@ -403,7 +406,7 @@ class Reconciler:
         if self.stopping and summary.status != "failed":
             summary.status = "stopped"
 
-    async def _preview(self, work: list[WorkItem], summary: RunSummary) -> None:
+    async def _preview(self, work: WorkList, summary: RunSummary) -> None:
         """What `plan` shows: each case's next step, and the payments due."""
         now = self.clock()
         for item in work:
@@ -412,22 +415,23 @@ class Reconciler:
         summary.counts["payments_to_forward"] += self._payments_due(self._payment_work, now)
         self._payment_work = []
 
-    async def _canary(
-        self, work: list[WorkItem], summary: RunSummary, began: datetime
-    ) -> list[WorkItem]:
+    async def _canary(self, work: WorkList, summary: RunSummary, began: datetime) -> None:
         """First contact (`kravia_sync.canary`): while no contract with this Kravia is
-        confirmed, one case goes end to end and is read back before the rest of the work;
-        when Kravia's answers differ from what the engine reads, the pass stops here."""
+        confirmed, one case goes end to end and is read back before the rest of the work
+        (it is taken out of `work`); when Kravia's answers differ from what the engine
+        reads, the pass stops here."""
         if self.settings.policy.canary == "off":
-            return work
+            return
         assert self.client is not None  # noqa: S101 - applied passes have one
 
         async def apply(items: list[WorkItem]) -> list[CaseState]:
-            return await self._apply(items, summary, began)
+            finals: list[CaseState] = []
+            await self._apply(items, summary, began, finals=finals)
+            return finals
 
         canary = CanaryRun(self.settings, self.store, self.client, self.timing, self.clock)
         try:
-            rest, outcome = await canary.before_work(work, apply)
+            outcome = await canary.before_work(work, apply)
         except CanaryFailedError as exc:
             self._record_target()
             summary.problems.extend(
@@ -447,7 +451,6 @@ class Reconciler:
             raise PassFailedError(exc.stop_reason("search")) from None
         if outcome not in {"known", "waiting"}:
             summary.counts[f"canary_{outcome}"] += 1
-        return rest
 
     def _payments_due(self, payments: list[PaymentState], now: datetime) -> int:
         """How many of these payments a pass would send or verify now (a payment waiting for
@@ -725,7 +728,7 @@ class Reconciler:
         self,
         source: SourceConfig,
         connector: Connector,
-        claimed: dict[str, str],
+        work: WorkList,
         result: SourceResult,
         *,
         dry_run: bool,
@@ -748,20 +751,20 @@ class Reconciler:
                 payments=source.payments or connector.payments_source(),
                 holds=self._holds,
                 kravia_has=kravia_has,
+                work=work,
             )
 
         with _bulk_reading():
             read = self._read_stamped(source, connector, new_diff())
             if read is None:
+                work.drop_source(source.name)  # what the stamped read added, if anything
                 read = self._read_whole(source, connector, new_diff())
         diff, gone, gone_settling = read
         diff.finish(
             self.store.load_cases_by_id(diff.wanted_cases()),
             gone=gone,
             gone_settling=self.store.load_cases_by_id(gone_settling).values(),
-            claimed=claimed,
         )
-        claimed.update((aid, source.name) for aid in diff.new_ids())
         plan = self._plan_payments(source, diff, now)
         result.counts.update(diff.counts)
         for written in plan.writes:
@@ -1018,11 +1021,17 @@ class Reconciler:
 
     # --- applying -----------------------------------------------------------------------------
     async def _apply(
-        self, work: list[WorkItem], summary: RunSummary, began: datetime
-    ) -> list[CaseState]:
+        self,
+        work: WorkList | list[WorkItem],
+        summary: RunSummary,
+        began: datetime,
+        *,
+        finals: list[CaseState] | None = None,
+    ) -> None:
         """Drive every case with a fixed pool of workers (twice the calls allowed in flight, so
-        the next intents are committed while calls are out). Memory does not grow with the
-        number of cases beyond the work list itself."""
+        the next intents are committed while calls are out), counting where each ends (kept
+        in `finals` when given). Memory does not grow with the number of cases: the work
+        list gives them out a chunk at a time."""
         assert self.client is not None  # noqa: S101 - run() checks
         assert self._lease is not None  # noqa: S101 - run() holds one
         assert self._mirror is not None  # noqa: S101 - the pass made one
@@ -1038,14 +1047,16 @@ class Reconciler:
             stop=self._stop,
         )
         pending = iter(work)
-        finals: list[CaseState] = []
 
         async def worker() -> None:
             for item in pending:
                 if self.stopping:
                     return
                 try:
-                    finals.append(await driver.drive(item))
+                    final = await driver.drive(item)
+                    self._tally(final, summary)
+                    if finals is not None:
+                        finals.append(final)
                 except PassStoppedError as exc:
                     raise PassFailedError(str(exc)) from None
                 except (PassFailedError, StateWriteError, LeaseLostError):
@@ -1080,30 +1091,30 @@ class Reconciler:
             raise
         finally:
             summary.counts.update(driver.log.counts)
-        self._tally(finals, summary)
-        return finals
+        self._judge_run(summary)
 
-    def _tally(self, finals: list[CaseState], summary: RunSummary) -> None:
-        """Count where the cases ended, and decide whether the run needs attention."""
-        now = self.clock()
-        for case in finals:
-            if case.phase is Phase.STARTED:
-                continue
-            if case.phase in ATTENTION_PHASES:
-                summary.counts[case.phase.value] += 1
-                summary.problems.append(
-                    {
-                        "source": case.source,
-                        "record": case.record_key,
-                        "field": "kravia",
-                        "reason": case.last_error or case.phase.value,
-                    }
-                )
-                continue
-            decision = next_step(
-                case, start=self.settings.policy.start, now=now, timing=self.timing
+    def _tally(self, case: CaseState, summary: RunSummary) -> None:
+        """Count where a case ended."""
+        if case.phase is Phase.STARTED:
+            return
+        if case.phase in ATTENTION_PHASES:
+            summary.counts[case.phase.value] += 1
+            summary.problems.append(
+                {
+                    "source": case.source,
+                    "record": case.record_key,
+                    "field": "kravia",
+                    "reason": case.last_error or case.phase.value,
+                }
             )
-            summary.counts["awaiting_approval" if decision.step is Step.NONE else "deferred"] += 1
+            return
+        decision = next_step(
+            case, start=self.settings.policy.start, now=self.clock(), timing=self.timing
+        )
+        summary.counts["awaiting_approval" if decision.step is Step.NONE else "deferred"] += 1
+
+    def _judge_run(self, summary: RunSummary) -> None:
+        """Whether the run needs attention, from what it counted."""
         needs_person = summary.counts["rejected"] + summary.counts["needs_review"]
         if summary.status != "failed" and (
             summary.problems or summary.counts["deferred"] or needs_person

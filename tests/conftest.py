@@ -8,6 +8,16 @@ import pytest
 from support import CREDITOR_ID, TOKEN, Sim
 
 from kravia_sync.simulator import RunningSimulator, Simulator
+from kravia_sync.worklist import WorkList
+
+# A pass holds this many new invoices as objects before writing the rest out (5,000 in use):
+# with three, every test of more than three new invoices also drives written-out ones.
+WORK_HELD_IN_MEMORY = 3
+
+
+@pytest.fixture(autouse=True)
+def _work_written_out_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(WorkList, "IN_MEMORY", WORK_HELD_IN_MEMORY)
 
 
 @pytest.fixture

@@ -190,7 +190,7 @@ class TestKeptOutYetInKravia:
         assert (item.case.phase, item.change) == (Phase.NEW, Change.NEW)
         assert diff.quarantine["invoices.csv:20003"].kind == "waiting"
         assert diff.counts["waiting"] == 1  # reported once, not once per look
-        assert [aid for aid, _ in asked] == ["E-20003", "E-20003"]
+        assert asked == [("E-20003", None)]  # a new invoice: Kravia is asked once, without a case
 
     def test_a_stored_new_case_kept_out_that_kravia_holds_is_driven(self):
         record = rec()

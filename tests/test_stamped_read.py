@@ -20,6 +20,7 @@ from support import Sim, invoice_record, load, run_pass, write_config
 import kravia_sync.reconcile as reconcile_module
 from kravia_sync.connector import (
     Connector,
+    ConnectorError,
     ConnectorSettings,
     PaymentRecord,
     RecordError,
@@ -31,6 +32,7 @@ from kravia_sync.model import CallableDocument
 from kravia_sync.reconcile import RunSummary
 from kravia_sync.store import StateStore
 from kravia_sync.testing import minimal_pdf
+from kravia_sync.worklist import WorkList
 
 ROWS = 30
 
@@ -303,3 +305,65 @@ class TestStampedRead:
         assert summary.status == "done"
         assert summary.counts["new"] == 8
         assert len(sim.cases()) == 8
+
+
+class FailingConnector(TableConnector):
+    """Reads `fail_after` rows, then the source fails (a dropped connection)."""
+
+    def __init__(self, rows: list[Any], fail_after: int) -> None:
+        super().__init__(rows, stamped=False)
+        self.fail_after = fail_after
+
+    def read(self) -> Iterator[SourceRecord | PaymentRecord | RecordError]:
+        for count, record in enumerate(super().read()):
+            if count == self.fail_after:
+                raise ConnectorError("the connection to the source was lost")
+            yield record
+
+
+class TestTheWorkList:
+    """New invoices wait in the pass's work list, out of memory, from the moment they are read
+    (`kravia_sync.worklist`)."""
+
+    def test_a_read_that_fails_part_way_drives_none_of_what_it_read(
+        self, monkeypatch: pytest.MonkeyPatch, config: Path, sim: Sim
+    ) -> None:
+        """Invoices read before the failure are valid and new, but the read is not whole (a
+        duplicate of one could come later): none is sent, in this pass or as a leftover."""
+        connector = FailingConnector(table(), fail_after=12)
+
+        summary = passes(monkeypatch, connector, config)
+
+        assert summary.status == "failed"
+        assert "connection to the source was lost" in (summary.sources[0].error or "")
+        assert sim.cases() == []
+        assert stored(config) == {}
+
+        connector.fail_after = ROWS + 1  # the source is back: every invoice once
+        summary = passes(monkeypatch, connector, config)
+        assert summary.status == "done"
+        assert summary.counts["new"] == ROWS
+        assert sorted(case["accountingInvoiceId"] for case in sim.cases()) == sorted(
+            str(30_000 + number) for number in range(ROWS)
+        )
+
+    def test_new_invoices_given_a_few_at_a_time_are_each_sent_once_with_their_copies(
+        self, monkeypatch: pytest.MonkeyPatch, config: Path, sim: Sim
+    ) -> None:
+        monkeypatch.setattr(WorkList, "CHUNK", 4)
+        rows = table()
+        rows[7] = {**rows[7], "invoice_number": rows[20]["invoice_number"]}  # a duplicate pair
+        connector = TableConnector(rows, stamped=False)
+
+        summary = passes(monkeypatch, connector, config)
+
+        assert summary.status == "attention"  # the duplicate pair
+        assert summary.counts["new"] == ROWS - 2
+        cases = sim.cases()
+        assert len(cases) == ROWS - 2
+        assert len({case["accountingInvoiceId"] for case in cases}) == ROWS - 2
+        with_copy = [row for row in rows if isinstance(row, dict) and has_document(row)]
+        assert sum(1 for case in cases if case.get("documents")) == len(
+            [row for row in with_copy if row["invoice_number"] != rows[20]["invoice_number"]]
+        )
+        assert {phase for phase, _, _ in stored(config).values()} == {"started"}

@@ -1,0 +1,215 @@
+"""The pass's work list: new invoices kept out of memory and given back whole, in read order;
+ownership of an id between sources; taking items out."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from kravia_sync.gate import Refusal, RefusalKind
+from kravia_sync.lifecycle import CaseState, Phase
+from kravia_sync.model import CallableDocument, FileDocument, Invoice
+from kravia_sync.plan import Change, assess
+from kravia_sync.worklist import WorkItem, WorkList
+
+NOW = datetime(2026, 12, 5, 9, 30, tzinfo=UTC)
+
+
+def new_item(number: int, *, source: str = "erp", document: object = None) -> WorkItem:
+    invoice = Invoice.from_record(
+        {
+            "invoice_number": str(number),
+            "invoice_date": "2026-09-01",
+            "due_date": "2026-10-01",
+            "amount": f"{number % 900 + 100}.50",
+            "debtor_name": f"Kunde {number} Ødegård",
+            "address_line1": "Storgata 1",
+            "postal_code": "0150",
+            "city": "Oslo",
+        },
+        id_prefix="E-",
+        document=document,
+    )
+    assessment = assess(
+        invoice, source=source, record_key=f"{source}:{number}", hashed="h", existing=None, now=NOW
+    )
+    return WorkItem(assessment.case, invoice, assessment.change)
+
+
+def stored_item(number: int, source: str = "erp") -> WorkItem:
+    item = new_item(number, source=source)
+    case = CaseState(**{**_fields(item.case), "revision": 3, "phase": Phase.REGISTERED})
+    return WorkItem(case, item.invoice, Change.PENDING)
+
+
+def _fields(case: CaseState) -> dict[str, object]:
+    return {name: getattr(case, name) for name in case.__slots__}
+
+
+def ids(work: WorkList) -> list[str]:
+    return [item.case.accounting_invoice_id for item in work]
+
+
+@pytest.fixture(params=["held", "written out"])
+def held(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Each test twice: new items held as objects, and all written out at once."""
+    limit = 10_000 if request.param == "held" else 0
+    monkeypatch.setattr(WorkList, "IN_MEMORY", limit)
+    return limit
+
+
+@pytest.mark.usefixtures("held")
+class TestNewItems:
+    def test_an_item_comes_back_equal(self, held: int):
+        item = new_item(20003)
+        with WorkList() as work:
+            assert work.add_new("erp", item) is None
+            (back,) = list(work)
+        assert (back is item) == bool(held)  # written out: a copy comes back
+        assert back.case == item.case
+        assert back.invoice == item.invoice
+        assert (back.change, back.copy_checked, back.kept_out) == (Change.NEW, False, None)
+
+    def test_stored_cases_first_then_new_ones_in_read_order_across_chunks(self, monkeypatch):
+        monkeypatch.setattr(WorkList, "CHUNK", 7)
+        with WorkList() as work:
+            for number in range(100, 130):
+                work.add_new("erp", new_item(number))
+            work.add(stored_item(5))
+            assert len(work) == 31
+            assert ids(work) == ["E-5", *(f"E-{n}" for n in range(100, 130))]
+            assert ids(work) == ids(work)  # as often as asked
+
+    def test_an_id_an_earlier_source_added_is_refused_with_its_owner(self):
+        with WorkList() as work:
+            assert work.add_new("erp", new_item(20003)) is None
+            assert work.add_new("shop", new_item(20003, source="shop")) == "erp"
+            assert len(work) == 1
+            assert [item.case.source for item in work] == ["erp"]
+
+    def test_drop_new_takes_out_only_the_sources_own(self):
+        with WorkList() as work:
+            work.add_new("erp", new_item(1))
+            work.add_new("erp", new_item(2))
+            assert not work.drop_new("shop", "E-1")
+            assert work.drop_new("erp", "E-1")
+            assert not work.drop_new("erp", "E-1")
+            assert ids(work) == ["E-2"]
+            assert len(work) == 1
+            assert work.new_count("erp") == 1
+            assert work.add_new("shop", new_item(1, source="shop")) is None  # free again
+
+    def test_an_item_taken_out_while_iterating_is_not_given(self, monkeypatch):
+        monkeypatch.setattr(WorkList, "CHUNK", 2)
+        with WorkList() as work:
+            for number in range(1, 7):
+                work.add_new("erp", new_item(number))
+            given = []
+            for item in work:
+                given.append(item.case.accounting_invoice_id)
+                if item.case.accounting_invoice_id == "E-2":
+                    work.drop_new("erp", "E-5")
+            assert given == ["E-1", "E-2", "E-3", "E-4", "E-6"]
+
+    def test_drop_source_takes_out_everything_of_that_source(self):
+        with WorkList() as work:
+            work.add_new("erp", new_item(1))
+            work.add_new("shop", new_item(2, source="shop"))
+            work.add(stored_item(3))
+            work.add(stored_item(4, source="shop"))
+            work.drop_source("erp")
+            assert ids(work) == ["E-4", "E-2"]
+            assert len(work) == 2
+            assert work.add_new("shop", new_item(1, source="shop")) is None
+
+    def test_remove_an_item_given_or_added(self):
+        with WorkList() as work:
+            kept = stored_item(3)
+            work.add(kept)
+            work.add_new("erp", new_item(1))
+            work.add_new("erp", new_item(2))
+            work.remove(next(item for item in work if item.case.accounting_invoice_id == "E-1"))
+            work.remove(kept)
+            assert ids(work) == ["E-2"]
+            assert len(work) == 1
+
+    def test_kept_out_new_items_are_listed(self):
+        refusal = Refusal(RefusalKind.WAITING, "amount", "below min_amount")
+        with WorkList() as work:
+            work.add_new("erp", new_item(1))
+            kept = new_item(2)
+            kept.kept_out = refusal
+            work.add_new("erp", kept)
+            work.add_new("shop", new_item(3, source="shop"))
+            (listed,) = work.new_kept_out("erp")
+            assert listed.case.accounting_invoice_id == "E-2"
+            assert listed.kept_out == refusal
+            assert work.new_kept_out("shop") == []
+
+    def test_items_held_then_written_out_keep_the_read_order(self, monkeypatch):
+        monkeypatch.setattr(WorkList, "IN_MEMORY", 4)
+        monkeypatch.setattr(WorkList, "CHUNK", 3)
+        with WorkList() as work:
+            for number in range(1, 11):
+                assert work.add_new("erp", new_item(number)) is None
+            assert work.add_new("shop", new_item(2, source="shop")) == "erp"  # a held one's
+            assert work.add_new("shop", new_item(9, source="shop")) == "erp"  # a written one's
+            assert work.drop_new("erp", "E-3")
+            assert work.drop_new("erp", "E-8")
+            assert work.add_new("erp", new_item(3)) is None  # goes to the end now
+            assert ids(work) == [f"E-{n}" for n in (1, 2, 4, 5, 6, 7, 9, 10, 3)]
+            assert len(work) == 9
+            assert work.new_count("erp") == 9
+
+
+@pytest.mark.usefixtures("held")
+class TestCopies:
+    def test_a_copy_loaded_by_a_callable_is_kept_by_reference(self):
+        loads: list[str] = []
+
+        def load() -> bytes:
+            loads.append("loaded")
+            return b"%PDF-1.4 copy"
+
+        document = CallableDocument("20003.pdf", load)
+        with WorkList() as work:
+            work.add_new("erp", new_item(20003, document=document))
+            (back,) = list(work)
+            assert back.invoice is not None
+            assert back.invoice.document is document
+            assert loads == []  # nothing read by keeping it
+            assert back.invoice.document.load() == b"%PDF-1.4 copy"
+
+    def test_a_file_copy_is_written_out_by_its_path(self, tmp_path: Path):
+        path = tmp_path / "20003.pdf"
+        path.write_bytes(b"%PDF-1.4 file")
+        with WorkList() as work:
+            work.add_new("erp", new_item(20003, document=FileDocument(path)))
+            (back,) = list(work)
+        assert back.invoice is not None
+        assert isinstance(back.invoice.document, FileDocument)
+        assert back.invoice.document.load() == b"%PDF-1.4 file"
+
+    def test_a_copy_dropped_with_its_item_is_let_go(self):
+        document = CallableDocument("1.pdf", lambda: b"%PDF")
+        with WorkList() as work:
+            work.add_new("erp", new_item(1, document=document))
+            work.drop_new("erp", "E-1")
+            work.add_new("erp", new_item(1))
+            (back,) = list(work)
+            assert back.invoice is not None
+            assert back.invoice.document is None
+
+
+def test_a_closed_list_holds_nothing(monkeypatch):
+    monkeypatch.setattr(WorkList, "IN_MEMORY", 1)
+    work = WorkList()
+    work.add_new("erp", new_item(1, document=CallableDocument("1.pdf", lambda: b"%PDF")))
+    work.add_new("erp", new_item(2, document=CallableDocument("2.pdf", lambda: b"%PDF")))
+    work.close()
+    assert work._held == {}
+    assert work._documents == {}
+    with pytest.raises(Exception, match="closed"):
+        list(work)
