@@ -133,13 +133,20 @@ def main() -> None:
     parser.add_argument("--real-counts", type=int, nargs="*", default=[5_000, 20_000])
     args = parser.parse_args()
     report: dict[str, Any] = {}
-    with SimulatorProcess() as simulator:
-        if args.counts:
-            recorded = [recorded_first_sync(count, simulator.base_url) for count in args.counts]
-            report["postgresql_recorded"] = {"runs": recorded, "memory_ratio": ratio(recorded)}
-        if args.real_counts:
-            real = [real_first_sync(count, simulator) for count in args.real_counts]
-            report["folder_sent_to_the_simulator"] = {"runs": real, "memory_ratio": ratio(real)}
+    if args.counts:
+        with SimulatorProcess() as simulator:
+            recorded = []
+            for count in args.counts:
+                recorded.append(recorded_first_sync(count, simulator.base_url))
+                print(json.dumps(recorded[-1]), file=sys.stderr)
+        report["postgresql_recorded"] = {"runs": recorded, "memory_ratio": ratio(recorded)}
+    if args.real_counts:
+        real = []
+        for count in args.real_counts:
+            with SimulatorProcess() as simulator:  # a fresh Kravia: every invoice new to it
+                real.append(real_first_sync(count, simulator))
+            print(json.dumps(real[-1]), file=sys.stderr)
+        report["folder_sent_to_the_simulator"] = {"runs": real, "memory_ratio": ratio(real)}
     print(json.dumps(report, indent=2))
 
 

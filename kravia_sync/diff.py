@@ -19,7 +19,7 @@ from kravia_sync.payments import Payment, derived_payment
 from kravia_sync.plan import Change, assess, record_hash, source_id
 from kravia_sync.settings import PolicySettings, SourceConfig
 from kravia_sync.store import QuarantineEntry
-from kravia_sync.worklist import WorkItem, WorkList
+from kravia_sync.worklist import WorkItem, WorkList, WorkListError
 
 __all__ = [
     "ATTENTION_PHASES",
@@ -210,6 +210,8 @@ class SourceDiff:
             self.counts["read"] += 1
             try:
                 self._add_invoice(record, lookup)
+            except WorkListError:
+                raise  # the pass's temporary file, not the record
             except Exception as exc:  # bad input is data: one record never stops the rest
                 self._unjudgeable(record.key, lookup.aid, exc)
 

@@ -366,27 +366,9 @@ class Reconciler:
                 continue
             if self.stopping:
                 break
-            result = SourceResult(source.name)
-            summary.sources.append(result)
-            try:
-                self._check_prefix(source, dry_run=dry_run)
-                connector = build_connector(self.settings, source)
-                # In a thread: a long read must not hold up the event loop.
-                diff = await asyncio.to_thread(
-                    self._read_source, source, connector, work, result, dry_run=dry_run
-                )
-            except (ConnectorError, ConfigError, OSError, StateConflictError) as exc:
-                work.drop_source(source.name)  # nothing of a source read in part is driven
-                result.status = "failed"
-                result.error = redact(f"{type(exc).__name__}: {exc}")
-                summary.status = "failed"
-                log.error("source read failed", source=source.name, error=result.error)  # noqa: TRY400
-            else:
-                self._kept_out += diff.kept_out
-                summary.problems.extend(diff.problems())
-                summary.problems.extend(self._payment_problems)
-            self._payment_problems = []
-            summary.counts.update(result.counts)
+            await self._read_into(work, source, summary, dry_run=dry_run)
+        if work.broken is not None:
+            raise PassFailedError(work.broken)
         if not dry_run:
             self.progress.start(len(work))
             await self._canary(work, summary, began)
@@ -405,6 +387,32 @@ class Reconciler:
         await self._flag_duplicates(summary)
         if self.stopping and summary.status != "failed":
             summary.status = "stopped"
+
+    async def _read_into(
+        self, work: WorkList, source: SourceConfig, summary: RunSummary, *, dry_run: bool
+    ) -> None:
+        """Read one source and put its work in `work`; a source that fails leaves none."""
+        result = SourceResult(source.name)
+        summary.sources.append(result)
+        try:
+            self._check_prefix(source, dry_run=dry_run)
+            connector = build_connector(self.settings, source)
+            # In a thread: a long read must not hold up the event loop.
+            diff = await asyncio.to_thread(
+                self._read_source, source, connector, work, result, dry_run=dry_run
+            )
+        except (ConnectorError, ConfigError, OSError, StateConflictError) as exc:
+            work.drop_source(source.name)  # nothing of a source read in part is driven
+            result.status = "failed"
+            result.error = redact(f"{type(exc).__name__}: {exc}")
+            summary.status = "failed"
+            log.error("source read failed", source=source.name, error=result.error)  # noqa: TRY400
+        else:
+            self._kept_out += diff.kept_out
+            summary.problems.extend(diff.problems())
+            summary.problems.extend(self._payment_problems)
+        self._payment_problems = []
+        summary.counts.update(result.counts)
 
     async def _preview(self, work: WorkList, summary: RunSummary) -> None:
         """What `plan` shows: each case's next step, and the payments due."""

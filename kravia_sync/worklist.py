@@ -11,25 +11,34 @@ place after it writes them.
 New invoices are also where two sources of one pass can meet: the list refuses a second
 source's invoice under an accountingInvoiceId an earlier source added, and says whose it is.
 
-What a new invoice's copy is loaded by (a database query, an HTTP download: a callable that
-cannot be written out) stays in memory, by reference; a file's path is written out with the
-rest.
+A new invoice's copy is written out with it: a file's path, or what loads it (a query's
+parameters, a download's address) with its connector kept by reference. A loader that cannot
+be written out (a lambda, a closure) stays in memory.
+
+When the temporary file cannot be written (a full disk), the list is broken for the rest of
+the pass: `WorkListError`, and nothing more is given out.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Self
+from typing import Any, Self
 
+from kravia_sync.connector import Connector
 from kravia_sync.gate import Refusal
 from kravia_sync.lifecycle import CaseState
 from kravia_sync.model import Document, FileDocument, Invoice
 from kravia_sync.plan import Change
 
-__all__ = ["WorkItem", "WorkList"]
+__all__ = ["WorkItem", "WorkList", "WorkListError"]
+
+
+class WorkListError(OSError):
+    """The temporary file of the work list could not be written or read."""
 
 
 @dataclass(slots=True)
@@ -59,7 +68,9 @@ class WorkList:
         self._held: dict[str, tuple[str, WorkItem]] = {}  # new: id -> (source, item)
         self._db: sqlite3.Connection | None = None  # the written-out ones, once there are any
         self._written = 0
-        self._documents: dict[str, Document] = {}  # written-out copies' loaders, by id
+        self._documents: dict[str, Document] = {}  # copies kept by reference, by id
+        self._connectors: dict[int, Connector] = {}  # those the written-out copies load with
+        self.broken: str | None = None  # why the file cannot be used any more
 
     def __enter__(self) -> Self:
         return self
@@ -72,6 +83,7 @@ class WorkList:
             self._db.close()
         self._held.clear()
         self._documents.clear()
+        self._connectors.clear()
 
     def __len__(self) -> int:
         return len(self._stored) + len(self._held) + self._written
@@ -86,15 +98,15 @@ class WorkList:
                 yield held[1]
         after = 0
         while self._db is not None:
-            rows = self._db.execute(
-                "SELECT seq, aid, item FROM new_work WHERE seq > ? ORDER BY seq LIMIT ?",
+            rows = self._execute(
+                "SELECT seq, aid, item, document FROM new_work WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, self.CHUNK),
             ).fetchall()
             if not rows:
                 return
             after = rows[-1][0]
-            for _, aid, blob in rows:
-                yield self._loads(aid, blob)
+            for _, aid, blob, document in rows:
+                yield self._loads(aid, blob, document)
 
     def add(self, item: WorkItem) -> None:
         """Work on a case the state store holds."""
@@ -111,15 +123,16 @@ class WorkList:
             self._held[aid] = (source, item)
             return None
         # Once one is written out, every later one is too: the read order is kept.
-        db = self._file()
-        added = db.execute(
-            "INSERT INTO new_work (aid, source, kept_out, item) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (aid) DO NOTHING",
-            (aid, source, item.kept_out is not None, self._dumps(aid, item)),
-        ).rowcount
-        if not added:
-            (owner,) = db.execute("SELECT source FROM new_work WHERE aid = ?", (aid,)).fetchone()
-            return str(owner)
+        owner = self._execute("SELECT source FROM new_work WHERE aid = ?", (aid,)).fetchone()
+        if owner is not None:
+            return str(owner[0])
+        blob, document, kept = self._written_out(item)
+        self._execute(
+            "INSERT INTO new_work (aid, source, kept_out, item, document) VALUES (?, ?, ?, ?, ?)",
+            (aid, source, item.kept_out is not None, blob, document),
+        )
+        if kept is not None:
+            self._documents[aid] = kept
         self._written += 1
         return None
 
@@ -133,7 +146,7 @@ class WorkList:
             return True
         if self._db is None:
             return False
-        dropped = self._db.execute(
+        dropped = self._execute(
             "DELETE FROM new_work WHERE aid = ? AND source = ?", (aid, source)
         ).rowcount
         if not dropped:
@@ -146,10 +159,10 @@ class WorkList:
         """Take out everything of `source` (its read failed, or begins again)."""
         self._stored = [item for item in self._stored if item.case.source != source]
         self._held = {aid: held for aid, held in self._held.items() if held[0] != source}
-        if self._db is not None:
-            for (aid,) in self._db.execute("SELECT aid FROM new_work WHERE source = ?", (source,)):
+        if self._db is not None and self.broken is None:
+            for (aid,) in self._execute("SELECT aid FROM new_work WHERE source = ?", (source,)):
                 self._documents.pop(aid, None)
-            dropped = self._db.execute("DELETE FROM new_work WHERE source = ?", (source,))
+            dropped = self._execute("DELETE FROM new_work WHERE source = ?", (source,))
             self._written -= dropped.rowcount
 
     def remove(self, item: WorkItem) -> None:
@@ -163,7 +176,7 @@ class WorkList:
         held = sum(1 for owner, _ in self._held.values() if owner == source)
         if self._db is None:
             return held
-        (written,) = self._db.execute(
+        (written,) = self._execute(
             "SELECT count(*) FROM new_work WHERE source = ?", (source,)
         ).fetchone()
         return held + int(written)
@@ -178,43 +191,92 @@ class WorkList:
         ]
         if self._db is not None:
             kept.extend(
-                self._loads(aid, blob)
-                for aid, blob in self._db.execute(
-                    "SELECT aid, item FROM new_work WHERE source = ? AND kept_out ORDER BY seq",
+                self._loads(aid, blob, document)
+                for aid, blob, document in self._execute(
+                    "SELECT aid, item, document FROM new_work "
+                    "WHERE source = ? AND kept_out ORDER BY seq",
                     (source,),
                 )
             )
         return kept
+
+    def _execute(self, sql: str, parameters: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        if self.broken is not None:
+            raise WorkListError(self.broken)
+        try:
+            return self._file().execute(sql, parameters)
+        except sqlite3.Error as exc:
+            self.broken = (
+                f"the new invoices of this pass could not be kept in a temporary file ({exc}); "
+                "is the disk of SQLITE_TMPDIR, TMPDIR or /tmp full? Nothing was sent for them"
+            )
+            raise WorkListError(self.broken) from exc
 
     def _file(self) -> sqlite3.Connection:
         if self._db is None:
             # "": a private temporary database, removed when the connection closes. One
             # transaction, never committed: nothing is flushed but what the cache cannot hold.
             db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+            self._db = db
             db.execute("PRAGMA journal_mode = OFF")
             db.execute(
                 "CREATE TABLE new_work (seq INTEGER PRIMARY KEY, aid TEXT NOT NULL UNIQUE, "
-                "source TEXT NOT NULL, kept_out INTEGER NOT NULL, item BLOB NOT NULL)"
+                "source TEXT NOT NULL, kept_out INTEGER NOT NULL, item BLOB NOT NULL, "
+                "document BLOB)"
             )
             db.execute("BEGIN")
-            self._db = db
         return self._db
 
     # -- writing items out ---------------------------------------------------------------
 
-    def _dumps(self, aid: str, item: WorkItem) -> bytes:
+    def _written_out(self, item: WorkItem) -> tuple[bytes, bytes | None, Document | None]:
+        """The item as written out, its copy's loader as written out (None: none, or with the
+        item), and the copy kept by reference instead (None: written out, or none)."""
         invoice = item.invoice
         document = None if invoice is None else invoice.document
-        if invoice is not None and document is not None and type(document) is not FileDocument:
-            # A loader (a query, a download) cannot be written out: kept here, by reference.
-            self._documents[aid] = document
-            item = replace(item, invoice=invoice.model_copy(update={"document": None}))
-        return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+        if invoice is None or document is None or type(document) is FileDocument:
+            return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL), None, None
+        detached = replace(item, invoice=invoice.model_copy(update={"document": None}))
+        blob = pickle.dumps(detached, protocol=pickle.HIGHEST_PROTOCOL)
+        buffer = io.BytesIO()
+        try:
+            _DocumentPickler(buffer, self._connectors).dump(document)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            return blob, None, document  # a lambda, a closure: kept here, by reference
+        return blob, buffer.getvalue(), None
 
-    def _loads(self, aid: str, blob: bytes) -> WorkItem:
-        item = pickle.loads(blob)  # noqa: S301 - written by `_dumps`, to a file only we hold
-        assert isinstance(item, WorkItem)  # noqa: S101 - written by `_dumps` alone
-        document = self._documents.get(aid)
+    def _loads(self, aid: str, blob: bytes, written: bytes | None) -> WorkItem:
+        # Written by `_written_out`, to a file only this process holds.
+        item = pickle.loads(blob)  # noqa: S301
+        assert isinstance(item, WorkItem)  # noqa: S101 - as written
+        document = (
+            self._documents.get(aid)
+            if written is None
+            else _DocumentUnpickler(io.BytesIO(written), self._connectors).load()
+        )
         if document is not None and item.invoice is not None:
             item.invoice = item.invoice.model_copy(update={"document": document})
         return item
+
+
+class _DocumentPickler(pickle.Pickler):
+    """Writes out what loads a copy; the connector it loads with is kept by reference."""
+
+    def __init__(self, file: io.BytesIO, connectors: dict[int, Connector]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._connectors = connectors
+
+    def persistent_id(self, obj: Any) -> int | None:  # noqa: ANN401 - any part of a loader
+        if isinstance(obj, Connector):
+            self._connectors[id(obj)] = obj
+            return id(obj)
+        return None
+
+
+class _DocumentUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, connectors: dict[int, Connector]) -> None:
+        super().__init__(file)
+        self._connectors = connectors
+
+    def persistent_load(self, pid: Any) -> Connector:  # noqa: ANN401 - what persistent_id gave
+        return self._connectors[pid]

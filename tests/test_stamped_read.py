@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -367,3 +368,70 @@ class TestTheWorkList:
             [row for row in with_copy if row["invoice_number"] != rows[20]["invoice_number"]]
         )
         assert {phase for phase, _, _ in stored(config).values()} == {"started"}
+
+    def test_an_id_of_a_second_source_is_refused_and_its_copy_goes_nowhere(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sim: Sim
+    ) -> None:
+        """`shop` (id_prefix 3000) has invoice 4 under the id of `files`' invoice 30004,
+        which is written out (the fifth new one): shop's is refused, and 30004 goes to Kravia
+        with its own copy, not the other debtor's."""
+        config = write_config(
+            tmp_path,
+            sim.base_url,
+            extra='\n[[sources]]\nname = "shop"\nconnector = "folder"\nid_prefix = "3000"\n'
+            '[sources.settings]\npath = "shop"\n',
+        )
+        files = LabelledCopies([invoice_record(30_000 + n) for n in range(5)], "files", "")
+        shop = LabelledCopies([invoice_record(4, debtor_number="S1")], "shop", "3000")
+        connectors = {"files": files, "shop": shop}
+        monkeypatch.setattr(
+            reconcile_module, "build_connector", lambda _settings, source: connectors[source.name]
+        )
+
+        summary = run_pass(config)
+
+        assert [problem["record"] for problem in summary.problems] == [key_of(shop.rows[0])]
+        copies = {
+            case["accountingInvoiceId"]: [
+                sim.simulator.document_bytes(case["id"], 0) == minimal_pdf(f"files-{number}")
+                for number in [case["accountingInvoiceId"]]
+            ]
+            for case in sim.cases()
+        }
+        assert copies == {str(30_000 + n): [True] for n in range(5)}
+
+    def test_a_full_temporary_disk_fails_the_pass_before_anything_is_sent(
+        self, monkeypatch: pytest.MonkeyPatch, config: Path, sim: Sim
+    ) -> None:
+        opened = WorkList._file
+
+        def full_disk(self: WorkList) -> sqlite3.Connection:
+            db = opened(self)
+            db.execute("PRAGMA max_page_count = 3")  # no room beyond a few items
+            return db
+
+        monkeypatch.setattr(WorkList, "_file", full_disk)
+
+        summary = passes(monkeypatch, TableConnector(table(), stamped=False), config)
+
+        assert summary.status == "failed"
+        assert "could not be kept in a temporary file" in (summary.error or "")
+        assert summary.counts["invalid"] == 0  # not blamed on the records
+        assert sim.cases() == []
+        assert stored(config) == {}
+
+
+class LabelledCopies(TableConnector):
+    """Rows whose copy names the source and the id it came from."""
+
+    def __init__(self, rows: list[Any], label: str, prefix: str) -> None:
+        super().__init__(rows, stamped=False)
+        self.label = label
+        self.prefix = prefix
+
+    def read(self) -> Iterator[SourceRecord | PaymentRecord | RecordError]:
+        for row in self.rows:
+            assert isinstance(row, dict)
+            content = minimal_pdf(f"{self.label}-{self.prefix}{row['invoice_number']}")
+            document = CallableDocument(f"{row['invoice_number']}.pdf", lambda c=content: c)
+            yield SourceRecord(key=key_of(row), fields=dict(row), document=document)

@@ -3,16 +3,19 @@ ownership of an id between sources; taking items out."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from kravia_sync.connector import Connector, ConnectorSettings, SourceRecord
 from kravia_sync.gate import Refusal, RefusalKind
 from kravia_sync.lifecycle import CaseState, Phase
 from kravia_sync.model import CallableDocument, FileDocument, Invoice
 from kravia_sync.plan import Change, assess
-from kravia_sync.worklist import WorkItem, WorkList
+from kravia_sync.worklist import WorkItem, WorkList, WorkListError
 
 NOW = datetime(2026, 12, 5, 9, 30, tzinfo=UTC)
 
@@ -192,6 +195,36 @@ class TestCopies:
         assert isinstance(back.invoice.document, FileDocument)
         assert back.invoice.document.load() == b"%PDF-1.4 file"
 
+    def test_a_refused_second_source_leaves_the_owners_copy_alone(self):
+        """The same id from another source is refused: its copy never takes the place of
+        the owner's (another debtor's invoice would go to Kravia with this one)."""
+        mine = CallableDocument("erp-1.pdf", lambda: b"%PDF erp")
+        theirs = CallableDocument("shop-1.pdf", lambda: b"%PDF shop")
+        with WorkList() as work:
+            assert work.add_new("erp", new_item(1, document=mine)) is None
+            assert work.add_new("shop", new_item(1, source="shop", document=theirs)) == "erp"
+            (back,) = list(work)
+            assert back.invoice is not None
+            assert back.invoice.document is not None
+            assert back.invoice.document.load() == b"%PDF erp"
+
+    def test_a_copy_loaded_through_its_connector_is_written_out(self, held: int):
+        """A query's or a download's loader (a bound method of the connector and its
+        parameters) is written out with the item; the connector itself is kept once."""
+        connector = _LoadingConnector()
+        with WorkList() as work:
+            for number in (1, 2):
+                loader = functools.partial(connector.load, {"number": number}, str(number))
+                document = CallableDocument(f"{number}.pdf", loader)
+                work.add_new("erp", new_item(number, document=document))
+            back = list(work)
+            assert [item.invoice.document.load() for item in back if item.invoice] == [
+                b"%PDF 1",
+                b"%PDF 2",
+            ]
+            assert work._documents == {}  # nothing per invoice kept in memory
+            assert list(work._connectors.values()) == ([] if held else [connector])
+
     def test_a_copy_dropped_with_its_item_is_let_go(self):
         document = CallableDocument("1.pdf", lambda: b"%PDF")
         with WorkList() as work:
@@ -201,6 +234,38 @@ class TestCopies:
             (back,) = list(work)
             assert back.invoice is not None
             assert back.invoice.document is None
+
+
+class _LoadingConnector(Connector):
+    def __init__(self) -> None:
+        super().__init__(ConnectorSettings(), base_dir=Path())
+
+    def read(self) -> Iterator[SourceRecord]:
+        return iter(())
+
+    def load(self, binds: dict[str, int], number: str) -> bytes:
+        return f"%PDF {binds['number']}".encode()
+
+
+def test_a_full_temporary_disk_breaks_the_list_with_a_clear_error(monkeypatch):
+    monkeypatch.setattr(WorkList, "IN_MEMORY", 0)
+    work = WorkList()
+    work.add_new("erp", new_item(1))
+    assert work._db is not None
+    work._db.execute("PRAGMA max_page_count = 1")  # as good as a full disk from here on
+
+    def fill() -> None:
+        for number in range(2, 200):
+            work.add_new("erp", new_item(number))
+
+    with pytest.raises(WorkListError, match="full") as raised:
+        fill()
+    assert "temporary file" in str(raised.value)
+    assert work.broken is not None
+    with pytest.raises(WorkListError):
+        list(work)  # nothing more is given out
+    work.drop_source("erp")  # what a failed read does: no second error
+    work.close()
 
 
 def test_a_closed_list_holds_nothing(monkeypatch):
