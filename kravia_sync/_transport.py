@@ -5,12 +5,17 @@ each, whenever a request starts or ends; with 16 connections that costs more CPU
 of a request. We never have more requests in flight than connections (the client bounds them),
 so a request can simply take an idle connection from a queue and give it back when its response
 is closed. Only that one connection is checked for expiry.
+
+A request leaves in one send: httpcore writes its head, its body and the body's end separately
+(three system calls, each waking the server), so the connection holds what is written until it
+is about to read the answer (or holds 64 KB), then sends it all at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import httpcore
 import httpx
@@ -73,6 +78,75 @@ class _ResponseStream(httpx.AsyncByteStream):
                 self._connection = None
 
 
+class _OneSendStream(httpcore.AsyncNetworkStream):
+    """A connection whose writes wait for its next read (or for HOLD bytes)."""
+
+    HOLD = 64 * 1024
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
+        self._stream = stream
+        self._held: list[bytes] = []
+        self._size = 0
+        self._timeout: float | None = None
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        self._held.append(buffer)
+        self._size += len(buffer)
+        self._timeout = timeout
+        if self._size >= self.HOLD:
+            await self._send()
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        await self._send()
+        return await self._stream.read(max_bytes, timeout)
+
+    async def _send(self) -> None:
+        if self._held:
+            data = b"".join(self._held)
+            self._held.clear()
+            self._size = 0
+            await self._stream.write(data, self._timeout)
+
+    async def aclose(self) -> None:
+        self._held.clear()
+        await self._stream.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: Any,  # noqa: ANN401 - httpcore's signature
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's signature
+    ) -> httpcore.AsyncNetworkStream:
+        await self._send()
+        return _OneSendStream(await self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:  # noqa: ANN401 - httpcore's signature
+        return self._stream.get_extra_info(info)
+
+
+class _OneSendBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's own backend, its connections sending each request at once."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's signature
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._backend.connect_tcp(
+            host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+        )
+        return _OneSendStream(stream)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
+
+
 class SlotTransport(httpx.AsyncBaseTransport):
     """At most `slots` connections; a request waits for an idle one."""
 
@@ -82,6 +156,7 @@ class SlotTransport(httpx.AsyncBaseTransport):
         for _ in range(slots):
             self._idle.put_nowait(None)
         self._all: set[httpcore.AsyncHTTPConnection] = set()
+        self._backend = _OneSendBackend()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -98,7 +173,9 @@ class SlotTransport(httpx.AsyncBaseTransport):
                 connection = None
             if connection is None:
                 connection = httpcore.AsyncHTTPConnection(
-                    origin=origin, keepalive_expiry=self._keepalive_expiry
+                    origin=origin,
+                    keepalive_expiry=self._keepalive_expiry,
+                    network_backend=self._backend,
                 )
                 self._all.add(connection)
             core_request = httpcore.Request(

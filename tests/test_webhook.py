@@ -408,12 +408,18 @@ def stored_cases(settings: Settings) -> dict[int, tuple[Any, ...]]:
         }
 
 
-def started_ids(sim: Sim, count: int) -> list[int]:
-    def started() -> list[int]:
-        ids = [case["id"] for case in sim.cases() if case["started"]]
-        return ids if len(ids) == count else []
+def started_ids(sim: Sim, count: int, settings: Settings) -> list[int]:
+    """The ids of `count` cases started in Kravia, once the state store says so too (the
+    daemon stores a Start's answer a moment after Kravia applied it)."""
 
-    return wait_for(started, what=f"{count} cases started")
+    def started() -> list[int]:
+        ids = sorted(case["id"] for case in sim.cases() if case["started"])
+        if len(ids) != count:
+            return []
+        stored = stored_cases(settings)
+        return ids if all(stored.get(i, ("",))[0] == "started" for i in ids) else []
+
+    return wait_for(started, what=f"{count} cases started, and stored so")
 
 
 class TestDaemonWebhook:
@@ -426,7 +432,7 @@ class TestDaemonWebhook:
         write_invoices(tmp_path / "invoices", range(1, 4), pdf_every=0)
         settings = webhook_settings(tmp_path, sim.base_url, webhook="")
         with running(settings) as daemon:
-            ids = started_ids(sim, 3)
+            ids = started_ids(sim, 3, settings)
             configured = run_cli(
                 "webhook",
                 "configure",
@@ -495,7 +501,7 @@ class TestDaemonWebhook:
             kravia="status_every_seconds = 0",
         )
         with running(settings) as daemon:
-            ids = started_ids(sim, 3)
+            ids = started_ids(sim, 3, settings)
             wait_for(
                 lambda: (
                     all(v[1] == "CollectionStarted" for v in stored_cases(settings).values())
@@ -554,7 +560,7 @@ class TestDaemonWebhook:
         write_invoices(tmp_path / "invoices", range(1, 3), pdf_every=0)
         settings = webhook_settings(tmp_path, sim.base_url, webhook="require_signature = true")
         with running(settings) as daemon:
-            ids = started_ids(sim, 2)
+            ids = started_ids(sim, 2, settings)
             stored = stored_cases(settings)
             before = sim.simulator.calls()
             with httpx.Client(timeout=10) as http:
