@@ -169,13 +169,17 @@ level = "warning"
     return config
 
 
-def run_reconcile(directory: Path) -> dict[str, Any]:
-    """`kravia-sync reconcile --json` as a process: its summary, wall time and peak RSS."""
+RECONCILE = ("-m", "kravia_sync", "reconcile", "--json")
+
+
+def run_reconcile(directory: Path, python_args: tuple[str, ...] = RECONCILE) -> dict[str, Any]:
+    """`kravia-sync reconcile --json` (or Python run with `python_args`) as a process: its
+    summary, wall time and peak RSS."""
     env = dict(os.environ, KRAVIA_TOKEN=TOKEN)
     script = (
         "import resource, subprocess, sys, time, json;"
         "t = time.perf_counter();"
-        "r = subprocess.run([sys.executable, '-m', 'kravia_sync', 'reconcile', '--json'],"
+        f"r = subprocess.run([sys.executable, *{python_args!r}],"
         " capture_output=True, text=True);"
         "wall = time.perf_counter() - t;"
         "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;"

@@ -19,21 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import TOKEN, SimulatorProcess, run_reconcile, write_config, write_csv
+from common import SimulatorProcess, run_reconcile, write_config, write_csv
 from sql_noop import fill_table, sql_source
 
 from kravia_sync.store import StateStore
 
 # In the child: `CaseDriver.drive` writes each case as started through the committer.
 RECORDING_RUN = """
-import itertools, json, resource, sys, time
+import itertools, sys
 from dataclasses import replace
 from kravia_sync import cli
 from kravia_sync.driver import CaseDriver
@@ -52,10 +50,7 @@ async def recorded(self, item):
 
 CaseDriver.drive = recorded
 sys.argv = ["kravia-sync", "reconcile", "--json"]
-try:
-    cli.main()
-except SystemExit as exit:
-    code = exit.code
+cli.main()
 """
 
 
@@ -64,27 +59,9 @@ def recorded_first_sync(count: int, base_url: str) -> dict[str, Any]:
         directory = Path(tmp)
         fill_table(count)
         write_config(directory, base_url, source=sql_source() + POLICY)
-        script = (
-            "import resource, subprocess, sys, time, json;"
-            "t = time.perf_counter();"
-            f"r = subprocess.run([sys.executable, '-c', {RECORDING_RUN!r}],"
-            " capture_output=True, text=True);"
-            "wall = time.perf_counter() - t;"
-            "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;"
-            "print(json.dumps({'code': r.returncode, 'wall': wall, 'rss_kb': rss,"
-            " 'summary': r.stdout, 'stderr': r.stderr[-2000:]}))"
-        )
-        result = subprocess.run(
-            [sys.executable, "-c", script],
-            cwd=directory,
-            env=dict(os.environ, KRAVIA_TOKEN=TOKEN),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        run = json.loads(result.stdout)
+        run = run_reconcile(directory, ("-c", RECORDING_RUN))
         assert run["code"] == 0, run["stderr"]
-        summary = json.loads(run["summary"])
+        summary = run["summary"]
         assert summary["counts"]["new"] == count, summary["counts"]
         with StateStore(directory / "state" / "kravia-sync.db") as store:
             phases = store.phase_counts()
