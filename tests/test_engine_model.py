@@ -1,6 +1,6 @@
 """The whole engine on seeded bad days (`engine_model`): every invariant after every step.
 
-`KRAVIA_SYNC_MODEL_SEEDS` sets how many schedules run (500 by default); `bench/soak_engine_model.py`
+`KRAVIA_SYNC_MODEL_SEEDS` sets how many schedules run (400 by default); `bench/soak_engine_model.py`
 runs 10,000. A failing seed replays alone: `engine_model.run_schedule(seed, directory)`.
 
 The last tests break the engine on purpose and check that the model notices: a model that
@@ -24,7 +24,7 @@ from kravia_sync.identity import Absent
 from kravia_sync.logging import configure_logging
 from kravia_sync.mirror import KraviaMirror
 
-SEEDS = int(os.environ.get("KRAVIA_SYNC_MODEL_SEEDS", "500"))
+SEEDS = int(os.environ.get("KRAVIA_SYNC_MODEL_SEEDS", "400"))
 WORKERS = max(1, min(2, os.cpu_count() or 1))
 
 
