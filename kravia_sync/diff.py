@@ -289,17 +289,7 @@ class SourceDiff:
         )
         owner = self.work_list.add_new(self.source.name, item)
         if owner is not None:
-            self._reject(
-                QuarantineEntry(
-                    key,
-                    "invalid",
-                    "accounting_invoice_id",
-                    f"accountingInvoiceId {invoice.accounting_invoice_id!r} already belongs to "
-                    f"source {owner!r}; set id_prefix to keep the sources apart",
-                    invoice.accounting_invoice_id,
-                    invoice.invoice_number,
-                )
-            )
+            self._owned_elsewhere(key, invoice.accounting_invoice_id, owner, invoice.invoice_number)
 
     def _add_payment(self, record: PaymentRecord) -> None:
         """A payment or credit note the source reports: validated and kept for `payments`."""
@@ -315,7 +305,9 @@ class SourceDiff:
             return
         self.payments.append((record.key, payment))
 
-    def _owned_elsewhere(self, key: str, aid: str | None, owner: str) -> None:
+    def _owned_elsewhere(
+        self, key: str, aid: str | None, owner: str, number: str | None = None
+    ) -> None:
         self._reject(
             QuarantineEntry(
                 key,
@@ -324,6 +316,7 @@ class SourceDiff:
                 f"accountingInvoiceId {aid!r} already belongs to source {owner!r}; "
                 "set id_prefix to keep the sources apart",
                 aid,
+                number,
             )
         )
 
