@@ -48,7 +48,6 @@ from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 from pydantic import Field, field_validator
 
-from connectors import ubl
 from kravia_sync.connector import (
     Connector,
     ConnectorError,
@@ -66,6 +65,7 @@ if TYPE_CHECKING:
 
     from _typeshed import WriteableBuffer
 
+    from connectors import ubl
     from kravia_sync.model import Document
 
     _Item: TypeAlias = SourceRecord | PaymentRecord | RecordError
@@ -260,6 +260,8 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
             data = rules.read(path)
         except _RefusedError as exc:
             return RecordError(name, _FILE, exc.reason)
+        from connectors import ubl  # noqa: PLC0415 - loaded only where there is EHF
+
         try:
             document = ubl.parse(data, source=name)
         except ubl.UblError as exc:
@@ -422,6 +424,10 @@ class _EhfFiles:
     def records(self) -> Iterator[_Item]:
         """Every invoice, netted with the credits that name it; then the credits that could
         not be netted."""
+        if not self.invoices and not self.credits:
+            return
+        from connectors import ubl  # noqa: PLC0415 - loaded only where there is EHF
+
         netted, credit_problems = ubl.apply_credits(
             [invoice for invoice, _ in self.invoices], self.credits
         )
@@ -484,6 +490,8 @@ class EmbeddedPdfDocument:
             data = self._rules.read(self._path)
         except _RefusedError as exc:
             raise InvalidRecordError("document", exc.about(source)) from None
+        from connectors import ubl  # noqa: PLC0415 - loaded only where there is EHF
+
         try:
             return ubl.embedded_pdf(data, self._index)
         except ubl.UblError as exc:

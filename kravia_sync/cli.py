@@ -14,21 +14,10 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from rich.text import Text
 
 from kravia_sync.canary import probe as probe_kravia
 from kravia_sync.canary import stored_contract
@@ -51,6 +40,12 @@ from kravia_sync.settings import (
 )
 from kravia_sync.store import LeaseHeldError, SchemaError, StateStore
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+    from rich.text import Text
+
 app = typer.Typer(
     name="kravia-sync",
     help="Forward overdue invoices from your sources into Kravia debt collection, exactly once.",
@@ -60,8 +55,38 @@ app = typer.Typer(
 )
 webhook_app = typer.Typer(help="Kravia's webhook for your creditor.", no_args_is_help=True)
 app.add_typer(webhook_app, name="webhook")
-out = Console()
-err = Console(stderr=True)
+
+
+class _LazyConsole:
+    """A rich console made on first use: a run that prints only JSON never loads rich."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - the console's own attributes
+        if self._console is None:
+            from rich.console import Console  # noqa: PLC0415
+
+            self._console = Console(stderr=self._stderr)
+        return getattr(self._console, name)
+
+
+out = cast("Console", _LazyConsole(stderr=False))
+err = cast("Console", _LazyConsole(stderr=True))
+
+
+def _table(*headers: str, **options: Any) -> Table:  # noqa: ANN401 - rich's own options
+    from rich.table import Table  # noqa: PLC0415
+
+    return Table(*headers, **options)
+
+
+def _text(text: str, **options: Any) -> Text:  # noqa: ANN401 - rich's own options
+    from rich.text import Text  # noqa: PLC0415
+
+    return Text(text, **options)
+
 
 EXIT_DONE = 0
 EXIT_FAILED = 1
@@ -180,6 +205,15 @@ async def _reconcile(
             if not show_progress:
                 reconciler = Reconciler(settings, store, client=client, confirm_gone=confirm_gone)
                 return await reconciler.run()
+            from rich.progress import (  # noqa: PLC0415 - only with a terminal to show it on
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
             columns = (
                 TextColumn("[progress.description]{task.description}"),
                 BarColumn(),
@@ -223,7 +257,7 @@ def _closing_rows(summary: RunSummary) -> list[tuple[str, str]]:
 def print_summary(summary: RunSummary, console: Console = out) -> None:
     """The end-of-run table: what happened, per source, and what needs a person."""
     colour = {"done": "green", "attention": "yellow"}.get(summary.status, "red")
-    table = Table(
+    table = _table(
         title=f"kravia-sync run {summary.run_id or '(plan)'}: [{colour}]{summary.status}[/]"
     )
     table.add_column("what")
@@ -266,7 +300,7 @@ def print_summary(summary: RunSummary, console: Console = out) -> None:
 
 
 def _print_problems(found: list[dict[str, str]], console: Console) -> None:
-    problems = Table(title="needs attention")
+    problems = _table(title="needs attention")
     for column in ("source", "record", "field", "reason"):
         problems.add_column(column, overflow="fold")
     for problem in found[:50]:
@@ -346,7 +380,7 @@ def _print_plan(
 ) -> None:
     if not actions:
         out.print("plan: nothing to do")
-    table = Table(title=f"plan: {len(actions)} case(s) with something to do")
+    table = _table(title=f"plan: {len(actions)} case(s) with something to do")
     for column in ("source", "invoice", "accountingInvoiceId", "change", "next step", "detail"):
         table.add_column(column, overflow="fold")
     for action in actions:
@@ -393,7 +427,7 @@ def status(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = N
 
 
 def _print_status(store: StateStore) -> None:
-    phases = Table(title="cases by phase")
+    phases = _table(title="cases by phase")
     phases.add_column("phase")
     phases.add_column("count", justify="right")
     for phase, count in sorted(store.phase_counts().items()):
@@ -416,7 +450,7 @@ def _print_status(store: StateStore) -> None:
 def _print_quarantine(store: StateStore) -> None:
     invalid = store.quarantined("invalid")
     if invalid:
-        table = Table(title=f"quarantined records ({len(invalid)}): not sent")
+        table = _table(title=f"quarantined records ({len(invalid)}): not sent")
         for column in ("source", "record", "invoice", "field", "reason", "since"):
             table.add_column(column, overflow="fold")
         for row in invalid:
@@ -431,7 +465,7 @@ def _print_quarantine(store: StateStore) -> None:
         out.print(table)
     waiting = store.quarantined("waiting")
     if waiting:
-        table = Table(title=f"not yet eligible ({len(waiting)})")
+        table = _table(title=f"not yet eligible ({len(waiting)})")
         for column in ("source", "record", "invoice", "reason"):
             table.add_column(column, overflow="fold")
         for row in waiting[:50]:
@@ -446,7 +480,7 @@ def _print_attention(store: StateStore) -> None:
 
     attention = store.cases_in([Phase.REJECTED, Phase.NEEDS_REVIEW])
     if attention:
-        table = Table(title="cases needing attention")
+        table = _table(title="cases needing attention")
         for column in ("invoice", "accountingInvoiceId", "kravia id", "phase", "why"):
             table.add_column(column, overflow="fold")
         for case in attention:
@@ -463,7 +497,7 @@ def _print_attention(store: StateStore) -> None:
 def _print_holds(store: StateStore) -> None:
     holds = store.holds()
     if holds:
-        table = Table(title=f"on hold ({len(holds)}): never sent")
+        table = _table(title=f"on hold ({len(holds)}): never sent")
         for column in ("invoice", "reason", "since", "by"):
             table.add_column(column, overflow="fold")
         for invoice, row in holds.items():
@@ -473,7 +507,7 @@ def _print_holds(store: StateStore) -> None:
         out.print(table)
     noted = store.cases_with_attention()
     if noted:
-        table = Table(title=f"changes to make in Kravia by hand ({len(noted)})")
+        table = _table(title=f"changes to make in Kravia by hand ({len(noted)})")
         for column in ("invoice", "kravia id", "what"):
             table.add_column(column, overflow="fold")
         for case in noted:
@@ -490,7 +524,7 @@ def _print_payments(store: StateStore) -> None:
         + ", ".join(f"{phase}={count}" for phase, count in sorted(counts.items())),
         highlight=False,
     )
-    table = Table(title="latest payments and credit notes")
+    table = _table(title="latest payments and credit notes")
     for column in ("source", "id", "kind", "date", "amounts", "phase", "note"):
         table.add_column(column, overflow="fold")
     for payment in store.all_payments(limit=20):
@@ -513,7 +547,7 @@ def _print_payments(store: StateStore) -> None:
 
 
 def _print_runs(store: StateStore) -> None:
-    runs = Table(title="last runs")
+    runs = _table(title="last runs")
     for column in ("run", "started", "status", "counts"):
         runs.add_column(column, overflow="fold")
     for run in store.last_runs():
@@ -556,7 +590,7 @@ def cases(
                     raise typer.Exit(EXIT_FAILED)
                 return
             for case in found:
-                table = Table(title=f"invoice {case.invoice_number}", show_header=False)
+                table = _table(title=f"invoice {case.invoice_number}", show_header=False)
                 table.add_column("key")
                 table.add_column("value", overflow="fold")
                 for key in (
@@ -581,7 +615,7 @@ def cases(
                     value = getattr(case, key)
                     table.add_row(key, "" if value is None else str(value))
                 out.print(table)
-                journal = Table(title="journal")
+                journal = _table(title="journal")
                 for column in ("at", "kind", "operation", "outcome", "status", "ms", "message"):
                     journal.add_column(column, overflow="fold")
                 for entry in store.journal_for(case.accounting_invoice_id):
@@ -755,7 +789,7 @@ _VERDICT_STYLE = {Verdict.HOLDS: "green", Verdict.DIFFERS: "bold red", Verdict.N
 
 
 def _print_findings(findings: list[Finding]) -> None:
-    table = Table(title="Kravia's answers against what kravia-sync assumes (shapes only)")
+    table = _table(title="Kravia's answers against what kravia-sync assumes (shapes only)")
     table.add_column("assumption", overflow="fold")
     table.add_column("what came back", overflow="fold")
     table.add_column("", no_wrap=True)
@@ -763,10 +797,10 @@ def _print_findings(findings: list[Finding]) -> None:
     for finding in findings:
         style = _VERDICT_STYLE[finding.verdict]
         table.add_row(
-            Text(finding.assumption),
-            Text(finding.seen),
-            Text(finding.verdict.value, style=style),
-            Text(finding.note),
+            _text(finding.assumption),
+            _text(finding.seen),
+            _text(finding.verdict.value, style=style),
+            _text(finding.note),
         )
     out.print(table)
 
@@ -1010,12 +1044,12 @@ def connectors_command(
     if as_json:
         sys.stdout.write(json.dumps([info.as_json() for info in found], indent=2) + "\n")
     else:
-        table = Table("connector", "package", "version", "settings (* required)")
+        table = _table("connector", "package", "version", "settings (* required)")
         for info in found:
             settings = (
-                Text(f"cannot load: {info.error}", style="red")
+                _text(f"cannot load: {info.error}", style="red")
                 if info.error
-                else Text(", ".join(info.settings_keys()))
+                else _text(", ".join(info.settings_keys()))
             )
             table.add_row(info.name, info.package, info.version, settings)
         out.print(table)

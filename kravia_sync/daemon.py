@@ -60,7 +60,7 @@ from kravia_sync.pacing import PacingSnapshot
 from kravia_sync.reconcile import Reconciler, RunSummary
 from kravia_sync.scheduling import Schedule, Scheduler, parse_schedule
 from kravia_sync.settings import ConfigError, Settings
-from kravia_sync.store import QUARANTINE, LeaseHeldError, LeaseLostError, StateStore, utc_now
+from kravia_sync.store import LeaseHeldError, LeaseLostError, StateStore, utc_now
 from kravia_sync.webhook_server import WEBHOOK_ROUTE, WebhookServer
 
 __all__ = ["Daemon", "PassRunner", "run_daemon"]
@@ -880,14 +880,7 @@ async def _ends(task: asyncio.Task[None], *, within: float) -> bool:
 
 
 def _store_counts(store: StateStore) -> tuple[dict[str, int], dict[str, int]]:
-    from sqlalchemy import func, select  # noqa: PLC0415
-
-    with store.engine.connect() as connection:
-        rows = connection.execute(
-            select(QUARANTINE.c.kind, func.count()).group_by(QUARANTINE.c.kind)
-        )
-        quarantined = {str(kind): int(count) for kind, count in rows}
-    return store.phase_counts(), quarantined
+    return store.phase_counts(), store.quarantine_counts()
 
 
 def _iso(value: object) -> str | None:

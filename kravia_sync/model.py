@@ -18,7 +18,6 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any, BinaryIO, Final, Protocol, runtime_checkable
 
-import pycountry
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -28,7 +27,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from stdnum.no import fodselsnummer, orgnr
 
 __all__ = [
     "RECORD_FIELDS",
@@ -87,6 +85,32 @@ REQUIRED_FIELDS: tuple[str, ...] = (
 )
 
 _DOTTED_DATE = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})$")
+
+
+# The registries behind these checks load on first use: a pass with no record to validate
+# never pays for them.
+def _is_country(code: str) -> bool:
+    import pycountry  # noqa: PLC0415
+
+    return pycountry.countries.get(alpha_2=code) is not None
+
+
+def _is_currency(code: str) -> bool:
+    import pycountry  # noqa: PLC0415
+
+    return pycountry.currencies.get(alpha_3=code) is not None
+
+
+def _is_organization_number(value: str) -> bool:
+    from stdnum.no import orgnr  # noqa: PLC0415
+
+    return bool(orgnr.is_valid(value))
+
+
+def _is_fodselsnummer(value: str) -> bool:
+    from stdnum.no import fodselsnummer  # noqa: PLC0415
+
+    return bool(fodselsnummer.is_valid(value))
 
 
 class InvalidRecordError(ValueError):
@@ -375,7 +399,7 @@ class PostalAddress(BaseModel):
         if not isinstance(value, str):
             raise ValueError("the country must be an ISO 3166 code such as NO")
         code = value.strip().upper()
-        if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
+        if len(code) != 2 or not _is_country(code):
             raise ValueError(f"{value!r} is not an ISO 3166 alpha-2 country code")
         return code
 
@@ -413,7 +437,7 @@ class Debtor(BaseModel):
     @field_validator("organization_number")
     @classmethod
     def _organization_number_is_mod11(cls, value: str | None) -> str | None:
-        if value is not None and not orgnr.is_valid(value):
+        if value is not None and not _is_organization_number(value):
             raise ValueError(
                 f"{value!r} is not a valid Norwegian organisation number (9 digits, MOD11)"
             )
@@ -422,7 +446,7 @@ class Debtor(BaseModel):
     @field_validator("ssn")
     @classmethod
     def _ssn_is_fodselsnummer(cls, value: str | None) -> str | None:
-        if value is not None and not fodselsnummer.is_valid(value):
+        if value is not None and not _is_fodselsnummer(value):
             raise ValueError("not a valid fødselsnummer or D-number (11 digits, two check digits)")
         return value
 
@@ -467,7 +491,7 @@ class Invoice(BaseModel):
         if not isinstance(value, str):
             raise ValueError("the currency must be an ISO 4217 code such as NOK")
         code = value.strip().upper()
-        if len(code) != 3 or pycountry.currencies.get(alpha_3=code) is None:
+        if len(code) != 3 or not _is_currency(code):
             raise ValueError(f"{value!r} is not an ISO 4217 currency code")
         return code
 

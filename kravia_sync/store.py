@@ -1,7 +1,9 @@
 """The local state store: cases, the journal of remote calls, runs, quarantine and the lease.
 
-SQLite by default (WAL, `synchronous=FULL`, `BEGIN IMMEDIATE` for writes). Tables are sqlmodel
-models; the hot paths use SQLAlchemy Core on them, so a 100,000-case load is a plain tuple scan.
+SQLite (WAL, `synchronous=FULL`, `BEGIN IMMEDIATE` for writes), through the sqlite3 driver and
+plain SQL. The tables are defined once, as sqlmodel models in `kravia_sync.schema`, which is
+loaded only to create a new state database or migrate an older one: a pass never imports
+SQLAlchemy for its state.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
@@ -19,24 +21,6 @@ from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Self
-
-from sqlalchemy import (
-    Connection,
-    Engine,
-    String,
-    TypeDecorator,
-    create_engine,
-    delete,
-    event,
-    func,
-    select,
-    update,
-)
-from sqlalchemy import insert as sa_insert
-from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Dialect
-from sqlmodel import Field, SQLModel
 
 from kravia_sync._process import holder_alive, this_process
 from kravia_sync.identity import KnownCase
@@ -62,91 +46,17 @@ __all__ = [
     "StateStore",
     "WriteResult",
     "WriteStatus",
+    "utc_text",
 ]
 
 SCHEMA_VERSION = 3
 
 
-def _utc_text(value: datetime) -> str:
+def utc_text(value: datetime) -> str:
+    """A time as the state stores it: UTC ISO 8601 text with microseconds (sortable)."""
     if value.tzinfo is None:
         raise ValueError("naive datetimes are not stored: time is timezone-aware")
     return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime, stored as ISO 8601 text (sortable)."""
-
-    impl = String(40)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> str | None:
-        del dialect
-        return None if value is None else _utc_text(value)
-
-    def process_result_value(self, value: str | None, dialect: Dialect) -> datetime | None:
-        del dialect
-        return None if value is None else datetime.fromisoformat(value)
-
-
-class DecimalText(TypeDecorator[Decimal]):
-    """An exact amount, stored as text (SQLite's NUMERIC would round it through a float)."""
-
-    impl = String(40)
-    cache_ok = True
-
-    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> str | None:
-        del dialect
-        return None if value is None else str(value)
-
-    def process_result_value(self, value: str | None, dialect: Dialect) -> Decimal | None:
-        del dialect
-        return None if value is None else Decimal(value)
-
-
-class Meta(SQLModel, table=True):
-    __tablename__ = "meta"
-    key: str = Field(primary_key=True)
-    value: str
-
-
-class CaseRow(SQLModel, table=True):
-    __tablename__ = "cases"
-    # Clustered on the primary key: a look-up by accountingInvoiceId is one B-tree descent.
-    __table_args__ = {"sqlite_with_rowid": False}
-    accounting_invoice_id: str = Field(primary_key=True)
-    source: str = Field(index=True)
-    record_key: str
-    invoice_number: str = Field(index=True)
-    phase: str = Field(index=True)
-    fingerprint: str
-    record_hash: str
-    has_document: bool
-    first_seen_at: datetime = Field(sa_type=UTCDateTime)
-    updated_at: datetime = Field(sa_type=UTCDateTime)
-    kravia_id: int | None = Field(default=None, index=True)
-    registered_fingerprint: str | None = None
-    pending_attempt: str | None = None
-    pending_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    attempts: int = 0
-    lookups: int = 0
-    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    last_error: str | None = None
-    changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    # Schema 2: keeping cases in step after registration.
-    amount: Decimal | None = Field(default=None, sa_type=DecimalText)
-    payouts_accounted: Decimal | None = Field(default=None, sa_type=DecimalText)
-    attention: str | None = None
-    approved_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    kravia_status: str | None = None
-    kravia_remaining: Decimal | None = Field(default=None, sa_type=DecimalText)
-    status_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    hold_action_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    registered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    # Schema 3: grows with every write of the row; each write names the one it read.
-    revision: int = 1
-    settle_after: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    not_kravia_ids: str | None = None
-    amount_floor: Decimal | None = Field(default=None, sa_type=DecimalText)
 
 
 # Columns schema 2 added to `cases`, for the migration from schema 1.
@@ -161,116 +71,35 @@ _CASES_V2_COLUMNS = (
     "hold_action_at VARCHAR(40)",
     "registered_at VARCHAR(40)",
 )
-
-
-class PaymentRow(SQLModel, table=True):
-    """A payment or credit note of a source, and how far it got (schema 2)."""
-
-    __tablename__ = "payments"
-    source: str = Field(primary_key=True)
-    payment_id: str = Field(primary_key=True)
-    kind: str
-    paid_on: str  # ISO date
-    lines: str  # JSON: [{"accounting_invoice_id", "amount", "sent"}]
-    phase: str = Field(index=True)
-    fingerprint: str
-    first_seen_at: datetime = Field(sa_type=UTCDateTime)
-    updated_at: datetime = Field(sa_type=UTCDateTime)
-    description: str | None = None
-    derived: bool = False
-    pending_attempt: str | None = None
-    pending_since: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    attempts: int = 0
-    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    note: str | None = None
-    settle_after: datetime | None = Field(default=None, sa_type=UTCDateTime)  # schema 3
-
-
-class HoldRow(SQLModel, table=True):
-    """An operator's hold on an invoice, by accountingInvoiceId or invoice number (schema 2)."""
-
-    __tablename__ = "holds"
-    invoice: str = Field(primary_key=True)
-    reason: str
-    held_at: datetime = Field(sa_type=UTCDateTime)
-    held_by: str
-
-
-class JournalRow(SQLModel, table=True):
-    """Append-only: an `intent` row before each remote call, an `outcome` row after it."""
-
-    __tablename__ = "journal"
-    id: int | None = Field(default=None, primary_key=True)
-    attempt_id: str = Field(index=True)
-    kind: str  # intent | outcome
-    operation: str
-    accounting_invoice_id: str = Field(index=True)
-    at: datetime = Field(sa_type=UTCDateTime)
-    run_id: int | None = None
-    kravia_id: int | None = None
-    outcome: str | None = None  # ok | transient | terminal | ambiguous | auth
-    http_status: int | None = None
-    duration_ms: int | None = None
-    message: str | None = None
-    payment_id: str | None = Field(default=None, index=True)  # schema 2: payment calls
-
-
-class RunRow(SQLModel, table=True):
-    __tablename__ = "runs"
-    id: int | None = Field(default=None, primary_key=True)
-    started_at: datetime = Field(sa_type=UTCDateTime)
-    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    holder: str
-    command: str
-    status: str = "running"  # running | done | attention | failed
-    counts: str = "{}"  # JSON object
-    error: str | None = None
-
-
-class QuarantineRow(SQLModel, table=True):
-    __tablename__ = "quarantine"
-    source: str = Field(primary_key=True)
-    record_key: str = Field(primary_key=True)
-    kind: str  # invalid | waiting
-    field: str
-    reason: str
-    accounting_invoice_id: str | None = Field(default=None, index=True)
-    invoice_number: str | None = None
-    first_seen_at: datetime = Field(sa_type=UTCDateTime)
-    last_seen_at: datetime = Field(sa_type=UTCDateTime)
-
-
-class LeaseRow(SQLModel, table=True):
-    """The writer lease. The row stays when the lease is released (`holder_id` empty), so its
-    epoch only ever grows: every take-over by another holder adds one."""
-
-    __tablename__ = "lease"
-    name: str = Field(primary_key=True)
-    holder: str  # for people: "pid 1234 on host"
-    host: str
-    pid: int
-    acquired_at: datetime = Field(sa_type=UTCDateTime)
-    expires_at: datetime = Field(sa_type=UTCDateTime)
-    # Schema 3: fencing. A random id per holder, and whether the holder still runs can be told
-    # (see `kravia_sync._process`).
-    holder_id: str = ""
-    epoch: int = 0
-    host_key: str = ""
-    started: str | None = None
-
-
-class KraviaCaseRow(SQLModel, table=True):
-    """What Kravia's search reported of each of the creditor's cases (schema 3): the mirror
-    checked before any accountingInvoiceId is registered (`kravia_sync.mirror`)."""
-
-    __tablename__ = "kravia_cases"
-    kravia_id: int = Field(primary_key=True)
-    accounting_invoice_id: str | None = Field(default=None, index=True)
-    invoice_number: str | None = Field(default=None, index=True)
-    status: str | None = None
-    remaining: Decimal | None = Field(default=None, sa_type=DecimalText)
-    last_updated: str | None = None  # Kravia's lastUpdatedTime, as it wrote it
-    seen_at: datetime = Field(sa_type=UTCDateTime)
+# How columns are stored, by name (the same name is the same kind in every table; the schema
+# test holds these against `kravia_sync.schema`): times as UTC ISO text, amounts as text,
+# flags as 0/1. Every other column is stored as the driver gives it back.
+TIME_COLUMNS = frozenset(
+    {
+        "acquired_at",
+        "approved_at",
+        "at",
+        "changed_at",
+        "expires_at",
+        "finished_at",
+        "first_seen_at",
+        "held_at",
+        "hold_action_at",
+        "last_seen_at",
+        "next_attempt_at",
+        "pending_since",
+        "registered_at",
+        "seen_at",
+        "settle_after",
+        "started_at",
+        "status_at",
+        "updated_at",
+    }
+)
+DECIMAL_COLUMNS = frozenset(
+    {"amount", "amount_floor", "kravia_remaining", "payouts_accounted", "remaining"}
+)
+FLAG_COLUMNS = frozenset({"derived", "has_document"})
 
 
 class _NotNewError(Exception):
@@ -387,26 +216,6 @@ class QuarantineEntry:
 
 
 _CASE_FIELDS = tuple(f.name for f in fields(CaseState))
-_TABLES = [
-    Meta.__table__,  # type: ignore[attr-defined]
-    CaseRow.__table__,  # type: ignore[attr-defined]
-    JournalRow.__table__,  # type: ignore[attr-defined]
-    RunRow.__table__,  # type: ignore[attr-defined]
-    QuarantineRow.__table__,  # type: ignore[attr-defined]
-    LeaseRow.__table__,  # type: ignore[attr-defined]
-    PaymentRow.__table__,  # type: ignore[attr-defined]
-    HoldRow.__table__,  # type: ignore[attr-defined]
-    KraviaCaseRow.__table__,  # type: ignore[attr-defined]
-]
-CASES = CaseRow.__table__  # type: ignore[attr-defined]
-JOURNAL = JournalRow.__table__  # type: ignore[attr-defined]
-RUNS = RunRow.__table__  # type: ignore[attr-defined]
-QUARANTINE = QuarantineRow.__table__  # type: ignore[attr-defined]
-LEASE = LeaseRow.__table__  # type: ignore[attr-defined]
-META = Meta.__table__  # type: ignore[attr-defined]
-PAYMENTS = PaymentRow.__table__  # type: ignore[attr-defined]
-HOLDS = HoldRow.__table__  # type: ignore[attr-defined]
-KRAVIA_CASES = KraviaCaseRow.__table__  # type: ignore[attr-defined]
 WRITER_LEASE = "writer"
 
 
@@ -465,6 +274,120 @@ _JOURNAL_COLUMNS = ", ".join(_JOURNAL_FIELDS)
 _INSERT_JOURNAL_SQL = (
     f"INSERT INTO journal ({_JOURNAL_COLUMNS}) VALUES ({', '.join('?' for _ in _JOURNAL_FIELDS)})"  # noqa: S608
 )
+
+
+def _insert_sql(table: str, names: Iterable[str], *, upsert_on: tuple[str, ...] = ()) -> str:
+    """An INSERT of named values (`:name`) into `table`; with `upsert_on`, one that updates the
+    other columns of a row with that key instead. Table and column names are our own."""
+    listed = list(names)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(listed)}) "  # noqa: S608 - our own names
+        f"VALUES ({', '.join(f':{name}' for name in listed)})"
+    )
+    if upsert_on:
+        updates = ", ".join(f"{name} = excluded.{name}" for name in listed if name not in upsert_on)
+        sql += f" ON CONFLICT ({', '.join(upsert_on)}) DO UPDATE SET {updates}"
+    return sql
+
+
+def _assignments(names: Iterable[str]) -> str:
+    return ", ".join(f"{name} = :{name}" for name in names)
+
+
+_QUARANTINE_FIELDS = tuple(f.name for f in fields(QuarantineEntry))
+_QUARANTINE_COLUMNS = ", ".join(_QUARANTINE_FIELDS)
+_INSERT_QUARANTINE_SQL = _insert_sql(
+    "quarantine", ("source", *_QUARANTINE_FIELDS, "first_seen_at", "last_seen_at")
+)
+_UPDATE_QUARANTINE_SQL = (
+    f"UPDATE quarantine SET {_assignments((*_QUARANTINE_FIELDS[1:], 'last_seen_at'))} "  # noqa: S608
+    "WHERE source = :source AND record_key = :record_key"
+)
+# The columns of `payments`, as `_payment_values` gives them.
+_PAYMENT_COLUMNS = (
+    "source",
+    "payment_id",
+    "kind",
+    "paid_on",
+    "lines",
+    "phase",
+    "fingerprint",
+    "first_seen_at",
+    "updated_at",
+    "description",
+    "derived",
+    "pending_attempt",
+    "pending_since",
+    "attempts",
+    "next_attempt_at",
+    "note",
+    "settle_after",
+)
+_UPSERT_PAYMENT_SQL = _insert_sql("payments", _PAYMENT_COLUMNS, upsert_on=("source", "payment_id"))
+_PAYMENT_ASSIGNMENTS = _assignments(_PAYMENT_COLUMNS[2:])
+_UPSERT_META_SQL = _insert_sql("meta", ("key", "value"), upsert_on=("key",))
+# Kravia's word on one of our cases (by its Kravia id), written only where it changed.
+_STATUS_SQL = (
+    "UPDATE cases SET kravia_status = :status, kravia_remaining = :remaining, status_at = :now "
+    "WHERE kravia_id = :kravia_id "
+    "AND (kravia_status IS NOT :status OR kravia_remaining IS NOT :remaining)"
+)
+# A case Kravia's search reported, by Kravia id; a search that leaves the accountingInvoiceId
+# out does not forget one its details gave.
+_UPSERT_MIRROR_SQL = (
+    _insert_sql(
+        "kravia_cases",
+        (
+            "kravia_id",
+            "accounting_invoice_id",
+            "invoice_number",
+            "status",
+            "remaining",
+            "last_updated",
+            "seen_at",
+        ),
+    )
+    + " ON CONFLICT (kravia_id) DO UPDATE SET "
+    "accounting_invoice_id = coalesce(excluded.accounting_invoice_id, "
+    "kravia_cases.accounting_invoice_id), invoice_number = excluded.invoice_number, "
+    "status = excluded.status, remaining = excluded.remaining, "
+    "last_updated = excluded.last_updated, seen_at = excluded.seen_at"
+)
+# Columns of a case that are notes, written on their own (`StateStore.set_case_notes`).
+_NOTE_COLUMNS = frozenset({"attention", "hold_action_at", "payouts_accounted", "updated_at"})
+
+
+def _create_statements(*tables: str) -> list[str]:
+    """The statements creating these tables (all, when none is named), from the one schema.
+    Loaded only here: a new or older state database is the only time it is needed."""
+    from kravia_sync.schema import create_statements  # noqa: PLC0415 - see the docstring
+
+    return create_statements(*tables)
+
+
+def _write_note_row(
+    connection: sqlite3.Connection | sqlite3.Cursor, aid: str, values: Mapping[str, Any]
+) -> None:
+    unknown = set(values) - _NOTE_COLUMNS
+    if unknown:
+        raise ValueError(f"not a note column: {sorted(unknown)}")
+    assignments = ", ".join(f"{name} = ?" for name in values)
+    connection.execute(
+        f"UPDATE cases SET {assignments} WHERE accounting_invoice_id = ?",  # noqa: S608 - checked column names
+        (*(_db_value(value) for value in values.values()), aid),
+    )
+
+
+def _write_notes(
+    connection: sqlite3.Connection, updates: Iterable[tuple[str, Mapping[str, Any]]]
+) -> None:
+    for aid, values in updates:
+        _write_note_row(connection, aid, values)
+
+
+def _lease_row(connection: sqlite3.Connection) -> dict[str, Any] | None:
+    row = connection.execute("SELECT * FROM lease WHERE name = ?", (WRITER_LEASE,)).fetchone()
+    return None if row is None else _decoded(row)
 
 
 class SourceRead:
@@ -646,7 +569,7 @@ def _chunks(ids: Iterable[str], size: int = 500) -> Iterator[list[str]]:
 def _db_value(value: object) -> object:
     """A value as the driver stores it: the same encoding `UTCDateTime` and the enums use."""
     if isinstance(value, datetime):
-        return _utc_text(value)
+        return utc_text(value)
     if isinstance(value, Phase):
         return value.value
     if isinstance(value, Decimal):
@@ -664,7 +587,7 @@ def _mirror_known(cursor: Any, known: KnownCase) -> None:  # noqa: ANN401 - a DB
             known.kravia_id,
             known.accounting_invoice_id,
             known.invoice_number,
-            _utc_text(datetime.now(UTC)),
+            utc_text(datetime.now(UTC)),
         ),
     )
 
@@ -682,7 +605,7 @@ def _journal_row(entry: JournalEntry) -> tuple[object, ...]:
 
 
 def _cas_write(
-    execute: Any,  # noqa: ANN401 - a DB-API cursor's or SQLAlchemy's exec_driver_sql
+    connection: sqlite3.Connection | sqlite3.Cursor,
     case: CaseState,
     names: tuple[str, ...],
     update_sql: str,
@@ -691,20 +614,54 @@ def _cas_write(
     the stored row is still at that revision; the case as stored, or None (a conflict)."""
     stored = replace(case, revision=case.revision + 1)
     if case.revision == 0:
-        result = execute(_INSERT_CASE_SQL, _case_row(stored, _CASE_FIELDS))
+        result = connection.execute(_INSERT_CASE_SQL, _case_row(stored, _CASE_FIELDS))
     else:
         values = (*_case_row(stored, names), case.accounting_invoice_id, case.revision)
-        result = execute(update_sql, values)
+        result = connection.execute(update_sql, values)
     return stored if result.rowcount == 1 else None
 
 
-def _case_from_row(row: Mapping[Any, Any]) -> CaseState:
-    values = {name: row[name] for name in _CASE_FIELDS}
-    values["phase"] = Phase(values["phase"])
-    return CaseState(**values)
+def _decoder(name: str) -> Callable[[Any], Any]:
+    """How a stored value of column `name` comes back as the value the code works with."""
+    if name in TIME_COLUMNS:
+        return _time_or_none
+    if name in DECIMAL_COLUMNS:
+        return _decimal_or_none
+    if name in FLAG_COLUMNS:
+        return _flag_or_none
+    return _as_stored
 
 
-def _payment_from_row(row: Mapping[Any, Any]) -> PaymentState:
+def _time_or_none(value: object) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(str(value))
+
+
+def _flag_or_none(value: object) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _as_stored(value: object) -> object:
+    return value
+
+
+def _decoded(row: sqlite3.Row) -> dict[str, Any]:
+    """A row as a dict of the values the code works with (times, amounts, flags decoded)."""
+    return {name: _decoder(name)(row[name]) for name in row.keys()}  # noqa: SIM118 - a Row
+
+
+_CASE_DECODERS: tuple[Callable[[Any], Any], ...] = tuple(
+    Phase if name == "phase" else _decoder(name) for name in _CASE_FIELDS
+)
+
+
+def _case_from_row(row: Sequence[Any]) -> CaseState:
+    """A case from a row of `SELECT {_CASE_COLUMNS} FROM cases` (in that column order)."""
+    values: list[Any] = [decode(value) for decode, value in zip(_CASE_DECODERS, row, strict=True)]
+    return CaseState(*values)
+
+
+def _payment_from_row(stored: sqlite3.Row) -> PaymentState:
+    row = _decoded(stored)
     lines = tuple(
         PaymentLine(
             line["accounting_invoice_id"],
@@ -767,32 +724,26 @@ def _payment_values(payment: PaymentState) -> dict[str, Any]:
     }
 
 
-def _case_values(case: CaseState) -> dict[str, Any]:
-    values = asdict(case)
-    values["phase"] = case.phase.value
-    return values
+def _bound(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Named values as the driver stores them (see `_db_value`)."""
+    return {name: _db_value(value) for name, value in values.items()}
 
 
-def _sqlite_engine(path: Path) -> Engine:
-    engine = create_engine(
-        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
-    )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:  # noqa: ANN401
-        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
-
-    return engine
+def _connect(path: Path, *, rows: bool = True) -> sqlite3.Connection:
+    """A connection to the state database: autocommit (we issue BEGIN ourselves), WAL, every
+    commit on disk before it returns, waiting up to 30 s for another writer's lock; with
+    `rows`, rows readable by column name."""
+    connection = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA busy_timeout=30000")
+    except BaseException:
+        connection.close()
+        raise
+    if rows:
+        connection.row_factory = sqlite3.Row
+    return connection
 
 
 class StateStore:
@@ -806,18 +757,21 @@ class StateStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.engine = _sqlite_engine(path)
+        # Connections for reads and short writes, one thread at a time each.
+        self._pool_lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._closed = False
         # The hot write path keeps one driver connection (used by one thread at a time).
         self._batch_lock = threading.Lock()
-        self._batch_connection: Any = None
+        self._batch_connection: sqlite3.Connection | None = None
         self._lookup_lock = threading.Lock()
-        self._lookup_connection: Any = None
+        self._lookup_connection: sqlite3.Connection | None = None
         self.holder_id = uuid.uuid4().hex
         self._epoch: int | None = None  # the lease's epoch when this store took it
         try:
             self._check_schema()
         except BaseException:
-            self.engine.dispose()
+            self.close()
             raise
 
     def __enter__(self) -> Self:
@@ -835,57 +789,92 @@ class StateStore:
             if self._lookup_connection is not None:
                 self._lookup_connection.close()
                 self._lookup_connection = None
-        self.engine.dispose()
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+            self._closed = True
+        for connection in idle:
+            connection.close()
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection:
-            connection.execution_options(sqlite_begin="IMMEDIATE")
-            with connection.begin():
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        """A connection of the pool in a transaction: committed when the block ends, rolled
+        back when it raises."""
+        with self._pool_lock:
+            connection = self._idle.pop() if self._idle else None
+        if connection is None:
+            connection = _connect(self.path)
+        try:
+            connection.execute(begin)
+            try:
                 yield connection
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        except BaseException:
+            connection.close()
+            raise
+        with self._pool_lock:
+            if self._closed:
+                connection.close()
+            else:
+                self._idle.append(connection)
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as connection, connection.begin():
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._transaction("BEGIN IMMEDIATE") as connection:
             yield connection
 
     @contextmanager
-    def _fenced_write(self) -> Iterator[Connection]:
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._transaction("BEGIN") as connection:
+            yield connection
+
+    @contextmanager
+    def _fenced_write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction of the engine: refused (`LeaseLostError`, nothing written) when
         this store took the writer lease and it is no longer ours."""
         with self._write() as connection:
-            if not self._fence_holds(connection.exec_driver_sql):
+            if not self._fence_holds(connection):
                 raise LeaseLostError(_LEASE_LOST)
             yield connection
 
-    def _fence_holds(self, execute: Any) -> bool:  # noqa: ANN401 - a DB-API or SQLAlchemy execute
+    def _fence_holds(self, connection: sqlite3.Connection | sqlite3.Cursor) -> bool:
         """Whether the writer lease is still this store's, read inside the caller's
         transaction. A store that never took the lease (an operator command, a test) is not
         fenced."""
         if self._epoch is None:
             return True
-        row = execute(_FENCE_SQL, (WRITER_LEASE,)).fetchone()
+        row = connection.execute(_FENCE_SQL, (WRITER_LEASE,)).fetchone()
         return row is not None and (row[0], row[1]) == (self.holder_id, self._epoch)
 
     # --- schema -------------------------------------------------------------------------------
     def _check_schema(self) -> None:
         with self._write() as connection:
-            tables = set(sa_inspect(connection).get_table_names())
+            tables = {
+                name
+                for (name,) in connection.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                )
+            }
             if not tables:
-                for table in _TABLES:
-                    table.create(connection)
+                for statement in _create_statements():
+                    connection.execute(statement)
                 connection.execute(
-                    sa_insert(META).values(key="schema_version", value=str(SCHEMA_VERSION))
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
                 )
                 return
             if "meta" not in tables:
                 raise SchemaError(
                     f"{self.path} is not a kravia-sync state database (it has no schema version)"
                 )
-            found = connection.execute(
-                select(META.c.value).where(META.c.key == "schema_version")
-            ).scalar_one_or_none()
-            if found is None or not found.isdigit():
+            row = connection.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+            found = None if row is None else row[0]
+            if not isinstance(found, str) or not found.isdigit():
                 raise SchemaError(f"{self.path} has an unknown schema version {found!r}")
             version = int(found)
             if version > SCHEMA_VERSION:
@@ -900,29 +889,29 @@ class StateStore:
                 self._migrate_2_to_3(connection)
 
     @staticmethod
-    def _migrate_1_to_2(connection: Connection) -> None:
+    def _migrate_1_to_2(connection: sqlite3.Connection) -> None:
         """Schema 2 keeps cases in step after registration: new case columns, payments and
         holds. Existing rows keep their values; the new columns start empty."""
         for column in _CASES_V2_COLUMNS:
-            connection.exec_driver_sql(f"ALTER TABLE cases ADD COLUMN {column}")
+            connection.execute(f"ALTER TABLE cases ADD COLUMN {column}")
         # Every record is validated once more, so each case learns its amount (a later drop
         # in it is money paid) instead of waiting for its first change.
-        connection.exec_driver_sql("UPDATE cases SET record_hash = ''")
-        connection.exec_driver_sql("ALTER TABLE journal ADD COLUMN payment_id VARCHAR")
-        connection.exec_driver_sql("CREATE INDEX ix_journal_payment_id ON journal (payment_id)")
-        PAYMENTS.create(connection)
-        HOLDS.create(connection)
-        connection.execute(update(META).where(META.c.key == "schema_version").values(value="2"))
+        connection.execute("UPDATE cases SET record_hash = ''")
+        connection.execute("ALTER TABLE journal ADD COLUMN payment_id VARCHAR")
+        connection.execute("CREATE INDEX ix_journal_payment_id ON journal (payment_id)")
+        for statement in _create_statements("payments", "holds"):
+            connection.execute(statement)
+        connection.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
 
     @staticmethod
-    def _migrate_2_to_3(connection: Connection) -> None:
+    def _migrate_2_to_3(connection: sqlite3.Connection) -> None:
         """Schema 3 fences writers and mirrors Kravia: a revision per case row (compare-and-
         set), a holder id and epoch on the lease, and the table of Kravia's cases (filled from
         scratch by the next pass that registers or pulls back statuses, which replaces the
         old status cursor). Refused while an older kravia-sync holds an unexpired lease: it
         would go on writing unfenced."""
-        live = connection.exec_driver_sql("SELECT holder, expires_at FROM lease").fetchall()
-        now = _utc_text(datetime.now(UTC))
+        live = connection.execute("SELECT holder, expires_at FROM lease").fetchall()
+        now = utc_text(datetime.now(UTC))
         for holder, expires_at in live:
             if str(expires_at) > now:
                 raise SchemaError(
@@ -936,35 +925,44 @@ class StateStore:
             "not_kravia_ids VARCHAR",
             "amount_floor VARCHAR(40)",
         ):
-            connection.exec_driver_sql(f"ALTER TABLE cases ADD COLUMN {column}")
+            connection.execute(f"ALTER TABLE cases ADD COLUMN {column}")
         for column in (
             "holder_id VARCHAR NOT NULL DEFAULT ''",
             "epoch INTEGER NOT NULL DEFAULT 0",
             "host_key VARCHAR NOT NULL DEFAULT ''",
             "started VARCHAR",
         ):
-            connection.exec_driver_sql(f"ALTER TABLE lease ADD COLUMN {column}")
-        payment_columns = {c["name"] for c in sa_inspect(connection).get_columns("payments")}
+            connection.execute(f"ALTER TABLE lease ADD COLUMN {column}")
+        payment_columns = {row[1] for row in connection.execute("PRAGMA table_info(payments)")}
         if "settle_after" not in payment_columns:  # a table made by the 1→2 step has it
-            connection.exec_driver_sql("ALTER TABLE payments ADD COLUMN settle_after VARCHAR(40)")
+            connection.execute("ALTER TABLE payments ADD COLUMN settle_after VARCHAR(40)")
         # A lease of an older version holds no epoch: it is taken as released.
-        connection.exec_driver_sql("DELETE FROM lease")
-        KRAVIA_CASES.create(connection)
-        connection.execute(delete(META).where(META.c.key == "status_cursor"))
-        connection.execute(update(META).where(META.c.key == "schema_version").values(value="3"))
+        connection.execute("DELETE FROM lease")
+        for statement in _create_statements("kravia_cases"):
+            connection.execute(statement)
+        connection.execute("DELETE FROM meta WHERE key = 'status_cursor'")
+        connection.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
 
     def schema_version(self) -> int:
         with self._read() as connection:
-            value = connection.execute(
-                select(META.c.value).where(META.c.key == "schema_version")
-            ).scalar_one()
+            (value,) = connection.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
         return int(value)
 
     # --- cases --------------------------------------------------------------------------------
-    def load_cases(self, source: str) -> dict[str, CaseState]:
+    def _cases_where(self, condition: str, parameters: Sequence[object] = ()) -> list[CaseState]:
         with self._read() as connection:
-            rows = connection.execute(select(CASES).where(CASES.c.source == source)).mappings()
-            return {row["accounting_invoice_id"]: _case_from_row(row) for row in rows}
+            rows = connection.execute(
+                f"SELECT {_CASE_COLUMNS} FROM cases WHERE {condition}",  # noqa: S608 - our own SQL
+                parameters,
+            )
+            return [_case_from_row(row) for row in rows]
+
+    def load_cases(self, source: str) -> dict[str, CaseState]:
+        return {
+            case.accounting_invoice_id: case for case in self._cases_where("source = ?", (source,))
+        }
 
     def source_read(self, source: str) -> SourceRead:
         """The state side of reading `source` in chunks (see `SourceRead`)."""
@@ -976,57 +974,52 @@ class StateStore:
         with self._read() as connection:
             for chunk in _chunks(ids):
                 rows = connection.execute(
-                    select(CASES).where(CASES.c.accounting_invoice_id.in_(chunk))
-                ).mappings()
-                found.update((row["accounting_invoice_id"], _case_from_row(row)) for row in rows)
+                    f"SELECT {_CASE_COLUMNS} FROM cases "  # noqa: S608 - placeholders only
+                    f"WHERE accounting_invoice_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                found.update((row[0], _case_from_row(row)) for row in rows)
         return found
 
     def find_cases(self, term: str) -> list[CaseState]:
         """Cases whose invoice number, accountingInvoiceId or Kravia id is `term`."""
-        condition = (CASES.c.invoice_number == term) | (CASES.c.accounting_invoice_id == term)
         if term.isdigit():
-            condition = condition | (CASES.c.kravia_id == int(term))
-        with self._read() as connection:
-            rows = connection.execute(select(CASES).where(condition)).mappings()
-            return [_case_from_row(row) for row in rows]
+            return self._cases_where(
+                "invoice_number = ? OR accounting_invoice_id = ? OR kravia_id = ?",
+                (term, term, int(term)),
+            )
+        return self._cases_where("invoice_number = ? OR accounting_invoice_id = ?", (term, term))
 
     def cases_in(self, phases: Iterable[Phase], limit: int = 50) -> list[CaseState]:
-        with self._read() as connection:
-            rows = connection.execute(
-                select(CASES)
-                .where(CASES.c.phase.in_([phase.value for phase in phases]))
-                .order_by(CASES.c.updated_at.desc())
-                .limit(limit)
-            ).mappings()
-            return [_case_from_row(row) for row in rows]
+        values = [phase.value for phase in phases]
+        return self._cases_where(
+            f"phase IN ({','.join('?' * len(values))}) ORDER BY updated_at DESC LIMIT ?",
+            (*values, limit),
+        )
 
     def cases_with_attention(self, limit: int = 50) -> list[CaseState]:
         """Cases with a change a person must make in Kravia, the most recent first."""
-        with self._read() as connection:
-            rows = connection.execute(
-                select(CASES)
-                .where(CASES.c.attention.is_not(None))
-                .order_by(CASES.c.updated_at.desc())
-                .limit(limit)
-            ).mappings()
-            return [_case_from_row(row) for row in rows]
+        return self._cases_where("attention IS NOT NULL ORDER BY updated_at DESC LIMIT ?", (limit,))
 
     def kravia_status_counts(self) -> dict[str, int]:
         """Cases by the status Kravia last reported (pulled back; unknown ones left out)."""
         with self._read() as connection:
             rows = connection.execute(
-                select(CASES.c.kravia_status, func.count())
-                .where(CASES.c.kravia_status.is_not(None))
-                .group_by(CASES.c.kravia_status)
+                "SELECT kravia_status, count(*) FROM cases WHERE kravia_status IS NOT NULL "
+                "GROUP BY kravia_status"
             )
             return {str(status): int(count) for status, count in rows}
 
     def phase_counts(self) -> dict[str, int]:
-        from sqlalchemy import func  # noqa: PLC0415
-
         with self._read() as connection:
-            rows = connection.execute(select(CASES.c.phase, func.count()).group_by(CASES.c.phase))
+            rows = connection.execute("SELECT phase, count(*) FROM cases GROUP BY phase")
             return {str(phase): int(count) for phase, count in rows}
+
+    def quarantine_counts(self) -> dict[str, int]:
+        """Quarantined records by kind (invalid, waiting)."""
+        with self._read() as connection:
+            rows = connection.execute("SELECT kind, count(*) FROM quarantine GROUP BY kind")
+            return {str(kind): int(count) for kind, count in rows}
 
     def write_batch(self, cases: Iterable[CaseState], journal: Iterable[JournalEntry]) -> None:
         """Set state up as given: upsert the cases whole (last one wins, each at the next
@@ -1045,20 +1038,21 @@ class StateStore:
                 cursor.executemany(_INSERT_JOURNAL_SQL, journal_rows)
 
     @contextmanager
-    def _batch(self) -> Iterator[Any]:
+    def _batch(self) -> Iterator[sqlite3.Cursor]:
         """A write transaction on the hot path's own driver connection: rows go to the driver
         as plain tuples (every remote call writes twice, so this is kept lean)."""
         with self._batch_lock:
             if self._batch_connection is None:
-                self._batch_connection = self.engine.raw_connection()
-            cursor = self._batch_connection.cursor()
+                self._batch_connection = _connect(self.path, rows=False)
+            connection = self._batch_connection
+            cursor = connection.cursor()
             try:
                 cursor.execute("BEGIN IMMEDIATE")
                 try:
                     yield cursor
                     cursor.execute("COMMIT")
                 except BaseException:
-                    if self._batch_connection.in_transaction:
+                    if connection.in_transaction:
                         cursor.execute("ROLLBACK")
                     raise
             finally:
@@ -1068,10 +1062,12 @@ class StateStore:
         """The engine's case writes, in order, in one transaction (see `CaseWrite`); the
         result of each. The lease is read once, inside the transaction."""
         with self._batch() as cursor:
-            fence_holds = self._fence_holds(cursor.execute)
+            fence_holds = self._fence_holds(cursor)
             return [self._commit_one(cursor, write, fence_holds=fence_holds) for write in writes]
 
-    def _commit_one(self, cursor: Any, write: CaseWrite, *, fence_holds: bool) -> WriteResult:  # noqa: ANN401
+    def _commit_one(
+        self, cursor: sqlite3.Cursor, write: CaseWrite, *, fence_holds: bool
+    ) -> WriteResult:
         if write.kravia_case is not None:
             _mirror_known(cursor, write.kravia_case)
         if not fence_holds:
@@ -1088,11 +1084,11 @@ class StateStore:
         status = WriteStatus.OK
         stored: CaseState | None = None
         if write.case is not None:
-            stored = _cas_write(cursor.execute, write.case, _DRIVER_FIELDS, _DRIVER_UPDATE_SQL)
+            stored = _cas_write(cursor, write.case, _DRIVER_FIELDS, _DRIVER_UPDATE_SQL)
             if stored is None:
                 status = WriteStatus.CONFLICT
         if write.notes is not None and status is WriteStatus.OK:
-            self._write_note_row(cursor, *write.notes)
+            _write_note_row(cursor, *write.notes)
         if write.entry is not None and (status is WriteStatus.OK or not write.intent):
             cursor.execute(_INSERT_JOURNAL_SQL, _journal_row(write.entry))
         return WriteResult(status, stored)
@@ -1106,18 +1102,18 @@ class StateStore:
         with self._read() as connection:
             for chunk in _chunks(payment_ids):
                 rows = connection.execute(
-                    select(PAYMENTS).where(
-                        PAYMENTS.c.source == source, PAYMENTS.c.payment_id.in_(chunk)
-                    )
-                ).mappings()
+                    "SELECT * FROM payments WHERE source = ? "  # noqa: S608 - placeholders only
+                    f"AND payment_id IN ({','.join('?' * len(chunk))})",
+                    (source, *chunk),
+                )
                 found.update((row["payment_id"], _payment_from_row(row)) for row in rows)
             if unfinished:
                 final = [phase.value for phase in FINAL_PAYMENT_PHASES]
                 rows = connection.execute(
-                    select(PAYMENTS).where(
-                        PAYMENTS.c.source == source, PAYMENTS.c.phase.not_in(final)
-                    )
-                ).mappings()
+                    "SELECT * FROM payments WHERE source = ? "  # noqa: S608 - placeholders only
+                    f"AND phase NOT IN ({','.join('?' * len(final))})",
+                    (source, *final),
+                )
                 found.update((row["payment_id"], _payment_from_row(row)) for row in rows)
         return found
 
@@ -1125,15 +1121,13 @@ class StateStore:
         """Payments of every source, the most recently changed first."""
         with self._read() as connection:
             rows = connection.execute(
-                select(PAYMENTS).order_by(PAYMENTS.c.updated_at.desc()).limit(limit)
-            ).mappings()
+                "SELECT * FROM payments ORDER BY updated_at DESC LIMIT ?", (limit,)
+            )
             return [_payment_from_row(row) for row in rows]
 
     def payment_counts(self) -> dict[str, int]:
         with self._read() as connection:
-            rows = connection.execute(
-                select(PAYMENTS.c.phase, func.count()).group_by(PAYMENTS.c.phase)
-            )
+            rows = connection.execute("SELECT phase, count(*) FROM payments GROUP BY phase")
             return {str(phase): int(count) for phase, count in rows}
 
     def write_payments(
@@ -1150,18 +1144,9 @@ class StateStore:
         stored_cases: list[CaseState] = []
         with self._fenced_write() as connection:
             for payment in payments:
-                values = _payment_values(payment)
-                statement = sqlite_insert(PAYMENTS).values(**values)
-                connection.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=["source", "payment_id"],
-                        set_={k: v for k, v in values.items() if k not in {"source", "payment_id"}},
-                    )
-                )
+                connection.execute(_UPSERT_PAYMENT_SQL, _bound(_payment_values(payment)))
             for case in cases:
-                stored = _cas_write(
-                    connection.exec_driver_sql, case, _DIFF_FIELDS, _DIFF_UPDATE_SQL
-                )
+                stored = _cas_write(connection, case, _DIFF_FIELDS, _DIFF_UPDATE_SQL)
                 if stored is None:
                     raise StateConflictError(
                         f"case {case.accounting_invoice_id} changed in the state store while "
@@ -1169,10 +1154,8 @@ class StateStore:
                         "again"
                     )
                 stored_cases.append(stored)
-            self._write_notes(connection, case_notes)
-            entries = [asdict(entry) for entry in journal]
-            if entries:
-                connection.execute(sa_insert(JOURNAL), entries)
+            _write_notes(connection, case_notes)
+            connection.executemany(_INSERT_JOURNAL_SQL, [_journal_row(entry) for entry in journal])
         return stored_cases
 
     def begin_payment(
@@ -1183,23 +1166,19 @@ class StateStore:
     ) -> bool:
         """Commit a payment's move to `sending` with its intent, only if it is still `new`
         and not in flight (so two writers can never both send it); False if it is not."""
-        values = _payment_values(pending)
+        values = _bound(_payment_values(pending)) | {"new": PaymentPhase.NEW.value}
         try:
             with self._fenced_write() as connection:
                 result = connection.execute(
-                    update(PAYMENTS)
-                    .where(
-                        PAYMENTS.c.source == pending.source,
-                        PAYMENTS.c.payment_id == pending.payment_id,
-                        PAYMENTS.c.phase == PaymentPhase.NEW.value,
-                        PAYMENTS.c.pending_attempt.is_(None),
-                    )
-                    .values({k: v for k, v in values.items() if k not in {"source", "payment_id"}})
+                    f"UPDATE payments SET {_PAYMENT_ASSIGNMENTS} "  # noqa: S608 - our own names
+                    "WHERE source = :source AND payment_id = :payment_id AND phase = :new "
+                    "AND pending_attempt IS NULL",
+                    values,
                 )
                 if result.rowcount != 1:
                     raise _NotNewError  # noqa: TRY301 - leaving the block rolls back
-                self._write_notes(connection, case_notes)
-                connection.execute(sa_insert(JOURNAL), [asdict(intent)])
+                _write_notes(connection, case_notes)
+                connection.execute(_INSERT_JOURNAL_SQL, _journal_row(intent))
         except _NotNewError:
             return False
         return True
@@ -1207,67 +1186,43 @@ class StateStore:
     def payment_journal(self, payment_id: str) -> list[dict[str, Any]]:
         with self._read() as connection:
             rows = connection.execute(
-                select(JOURNAL).where(JOURNAL.c.payment_id == payment_id).order_by(JOURNAL.c.id)
-            ).mappings()
-            return [dict(row) for row in rows]
-
-    _NOTE_COLUMNS = frozenset({"attention", "hold_action_at", "payouts_accounted", "updated_at"})
-
-    def _write_note_row(self, cursor: Any, aid: str, values: Mapping[str, Any]) -> None:  # noqa: ANN401
-        if set(values) - self._NOTE_COLUMNS:
-            raise ValueError(f"not a note column: {sorted(values)}")
-        assignments = ", ".join(f"{name} = ?" for name in values)
-        cursor.execute(
-            f"UPDATE cases SET {assignments} WHERE accounting_invoice_id = ?",  # noqa: S608 - checked column names
-            (*(_db_value(value) for value in values.values()), aid),
-        )
+                "SELECT * FROM journal WHERE payment_id = ? ORDER BY id", (payment_id,)
+            )
+            return [_decoded(row) for row in rows]
 
     def set_case_notes(self, updates: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
         """Set only these columns of these cases (accountingInvoiceId → values), leaving the
         rest of each row (its phase, its attempts, its revision) as the pass's other writes
         left it. Fenced."""
         with self._fenced_write() as connection:
-            self._write_notes(connection, updates)
-
-    def _write_notes(
-        self, connection: Connection, updates: Iterable[tuple[str, Mapping[str, Any]]]
-    ) -> None:
-        for aid, values in updates:
-            unknown = set(values) - self._NOTE_COLUMNS
-            if unknown:
-                raise ValueError(f"not a note column: {sorted(unknown)}")
-            connection.execute(
-                update(CASES).where(CASES.c.accounting_invoice_id == aid).values(**values)
-            )
+            _write_notes(connection, updates)
 
     # --- holds --------------------------------------------------------------------------------
     def hold(self, invoice: str, *, reason: str, by: str, now: datetime) -> None:
         with self._write() as connection:
-            statement = sqlite_insert(HOLDS).values(
-                invoice=invoice, reason=reason, held_at=now, held_by=by
-            )
             connection.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["invoice"],
-                    set_={"reason": reason, "held_at": now, "held_by": by},
-                )
+                _insert_sql(
+                    "holds", ("invoice", "reason", "held_at", "held_by"), upsert_on=("invoice",)
+                ),
+                _bound({"invoice": invoice, "reason": reason, "held_at": now, "held_by": by}),
             )
 
     def release(self, invoice: str) -> bool:
         """Remove a hold; the cases it flagged lose the flag (a pause sent is undone in
         Kravia by a person)."""
+        held = "(accounting_invoice_id = :invoice OR invoice_number = :invoice)"
         with self._write() as connection:
-            result = connection.execute(delete(HOLDS).where(HOLDS.c.invoice == invoice))
-            held = (CASES.c.accounting_invoice_id == invoice) | (CASES.c.invoice_number == invoice)
-            connection.execute(update(CASES).where(held).values(hold_action_at=None))
+            result = connection.execute(
+                "DELETE FROM holds WHERE invoice = :invoice", {"invoice": invoice}
+            )
             connection.execute(
-                update(CASES)
-                .where(
-                    held,
-                    CASES.c.attention.like("on hold (%")
-                    | CASES.c.attention.like("the hold action %"),
-                )
-                .values(attention=None)
+                f"UPDATE cases SET hold_action_at = NULL WHERE {held}",  # noqa: S608 - our SQL
+                {"invoice": invoice},
+            )
+            connection.execute(
+                f"UPDATE cases SET attention = NULL WHERE {held} "  # noqa: S608 - our SQL
+                "AND (attention LIKE 'on hold (%' OR attention LIKE 'the hold action %')",
+                {"invoice": invoice},
             )
             return bool(result.rowcount)
 
@@ -1280,21 +1235,22 @@ class StateStore:
         refused: list[str] = []
         with self._write() as connection:
             if invoices is None:
-                rows = connection.execute(
-                    select(CASES.c.accounting_invoice_id).where(
-                        CASES.c.phase.in_(waiting), CASES.c.approved_at.is_(None)
+                targets = [
+                    aid
+                    for (aid,) in connection.execute(
+                        "SELECT accounting_invoice_id FROM cases WHERE phase IN (?, ?) "
+                        "AND approved_at IS NULL",
+                        waiting,
                     )
-                ).scalars()
-                targets = list(rows)
+                ]
             else:
                 targets = []
                 for invoice in invoices:
                     found = connection.execute(
-                        select(CASES.c.accounting_invoice_id, CASES.c.phase).where(
-                            (CASES.c.accounting_invoice_id == invoice)
-                            | (CASES.c.invoice_number == invoice)
-                        )
-                    ).all()
+                        "SELECT accounting_invoice_id, phase FROM cases "
+                        "WHERE accounting_invoice_id = ? OR invoice_number = ?",
+                        (invoice, invoice),
+                    ).fetchall()
                     if not found:
                         refused.append(f"{invoice}: no such case")
                     if len(found) > 1:
@@ -1311,9 +1267,8 @@ class StateStore:
                             refused.append(f"{invoice}: {aid} is {phase}, not awaiting approval")
             for aid in targets:
                 connection.execute(
-                    update(CASES)
-                    .where(CASES.c.accounting_invoice_id == aid)
-                    .values(approved_at=now)
+                    "UPDATE cases SET approved_at = ? WHERE accounting_invoice_id = ?",
+                    (utc_text(now), aid),
                 )
                 approved.append(aid)
         return approved, refused
@@ -1321,25 +1276,20 @@ class StateStore:
     # --- status pulled back from Kravia --------------------------------------------------------
     def meta(self, key: str) -> str | None:
         with self._read() as connection:
-            value: str | None = connection.execute(
-                select(META.c.value).where(META.c.key == key)
-            ).scalar_one_or_none()
-            return value
+            row = connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
         """Set a value the engine keeps (fenced)."""
         with self._fenced_write() as connection:
-            statement = sqlite_insert(META).values(key=key, value=value)
-            connection.execute(
-                statement.on_conflict_do_update(index_elements=["key"], set_={"value": value})
-            )
+            connection.execute(_UPSERT_META_SQL, {"key": key, "value": value})
 
     def earliest_first_seen(self) -> datetime | None:
         with self._read() as connection:
-            value = connection.execute(
-                select(func.min(CASES.c.first_seen_at)).where(CASES.c.kravia_id.is_not(None))
-            ).scalar_one_or_none()
-        return None if value is None else datetime.fromisoformat(str(value))
+            (value,) = connection.execute(
+                "SELECT min(first_seen_at) FROM cases WHERE kravia_id IS NOT NULL"
+            ).fetchone()
+        return _time_or_none(value)
 
     def record_statuses(
         self, statuses: Iterable[tuple[int, str | None, Decimal | None]], *, now: datetime
@@ -1350,13 +1300,15 @@ class StateStore:
         with self._fenced_write() as connection:
             for kravia_id, status, remaining in statuses:
                 result = connection.execute(
-                    update(CASES)
-                    .where(
-                        CASES.c.kravia_id == kravia_id,
-                        (CASES.c.kravia_status.is_distinct_from(status))
-                        | (CASES.c.kravia_remaining.is_distinct_from(remaining)),
-                    )
-                    .values(kravia_status=status, kravia_remaining=remaining, status_at=now)
+                    _STATUS_SQL,
+                    _bound(
+                        {
+                            "kravia_id": kravia_id,
+                            "status": status,
+                            "remaining": remaining,
+                            "now": now,
+                        }
+                    ),
                 )
                 changed += result.rowcount
         return changed
@@ -1364,35 +1316,25 @@ class StateStore:
     def holds(self) -> dict[str, dict[str, Any]]:
         """Every hold, by the accountingInvoiceId or invoice number it was placed on."""
         with self._read() as connection:
-            rows = connection.execute(select(HOLDS).order_by(HOLDS.c.held_at)).mappings()
-            return {row["invoice"]: dict(row) for row in rows}
+            rows = connection.execute("SELECT * FROM holds ORDER BY held_at")
+            return {row["invoice"]: _decoded(row) for row in rows}
 
     def journal_for(self, accounting_invoice_id: str) -> list[dict[str, Any]]:
         with self._read() as connection:
             rows = connection.execute(
-                select(JOURNAL)
-                .where(JOURNAL.c.accounting_invoice_id == accounting_invoice_id)
-                .order_by(JOURNAL.c.id)
-            ).mappings()
-            return [dict(row) for row in rows]
+                "SELECT * FROM journal WHERE accounting_invoice_id = ? ORDER BY id",
+                (accounting_invoice_id,),
+            )
+            return [_decoded(row) for row in rows]
 
     # --- quarantine ---------------------------------------------------------------------------
     def load_quarantine(self, source: str) -> dict[str, QuarantineEntry]:
         with self._read() as connection:
             rows = connection.execute(
-                select(QUARANTINE).where(QUARANTINE.c.source == source)
-            ).mappings()
-            return {
-                row["record_key"]: QuarantineEntry(
-                    record_key=row["record_key"],
-                    kind=row["kind"],
-                    field=row["field"],
-                    reason=row["reason"],
-                    accounting_invoice_id=row["accounting_invoice_id"],
-                    invoice_number=row["invoice_number"],
-                )
-                for row in rows
-            }
+                f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine WHERE source = ?",  # noqa: S608
+                (source,),
+            )
+            return {row[0]: QuarantineEntry(*row) for row in rows}
 
     def sync_quarantine(
         self,
@@ -1410,41 +1352,40 @@ class StateStore:
             return
         with self._fenced_write() as connection:
             for entry in changed:
-                values = asdict(entry) | {"source": source, "last_seen_at": now}
+                values = _bound(asdict(entry) | {"source": source, "last_seen_at": now})
                 if entry.record_key in known:
-                    connection.execute(
-                        update(QUARANTINE)
-                        .where(
-                            (QUARANTINE.c.source == source)
-                            & (QUARANTINE.c.record_key == entry.record_key)
-                        )
-                        .values(**values)
-                    )
+                    connection.execute(_UPDATE_QUARANTINE_SQL, values)
                 else:
-                    connection.execute(sa_insert(QUARANTINE).values(**values, first_seen_at=now))
-            if resolved:
-                connection.execute(
-                    delete(QUARANTINE).where(
-                        (QUARANTINE.c.source == source) & QUARANTINE.c.record_key.in_(resolved)
+                    connection.execute(
+                        _INSERT_QUARANTINE_SQL, values | {"first_seen_at": values["last_seen_at"]}
                     )
+            for chunk in _chunks(resolved):
+                connection.execute(
+                    "DELETE FROM quarantine WHERE source = ? "  # noqa: S608 - placeholders only
+                    f"AND record_key IN ({','.join('?' * len(chunk))})",
+                    (source, *chunk),
                 )
 
     def quarantined(self, kind: str | None = None) -> list[dict[str, Any]]:
-        query = select(QUARANTINE).order_by(QUARANTINE.c.source, QUARANTINE.c.record_key)
-        if kind is not None:
-            query = query.where(QUARANTINE.c.kind == kind)
+        where, parameters = ("", ()) if kind is None else ("WHERE kind = ? ", (kind,))
         with self._read() as connection:
-            return [dict(row) for row in connection.execute(query).mappings()]
+            rows = connection.execute(
+                f"SELECT * FROM quarantine {where}ORDER BY source, record_key",  # noqa: S608
+                parameters,
+            )
+            return [_decoded(row) for row in rows]
 
     # --- runs ---------------------------------------------------------------------------------
     def start_run(self, *, holder: str, command: str, now: datetime) -> int:
         with self._write() as connection:
             result = connection.execute(
-                sa_insert(RUNS).values(started_at=now, holder=holder, command=command)
+                "INSERT INTO runs (started_at, holder, command, status, counts) "
+                "VALUES (?, ?, ?, 'running', '{}')",
+                (utc_text(now), holder, command),
             )
-            run_id = result.inserted_primary_key
-            assert run_id is not None  # noqa: S101 - autoincrement always gives one
-            return int(run_id[0])
+            run_id = result.lastrowid
+        assert run_id is not None  # noqa: S101 - an insert into a rowid table always gives one
+        return run_id
 
     def finish_run(
         self,
@@ -1457,22 +1398,20 @@ class StateStore:
     ) -> None:
         with self._write() as connection:
             connection.execute(
-                update(RUNS)
-                .where(RUNS.c.id == run_id)
-                .values(
-                    finished_at=now,
-                    status=status,
-                    counts=json.dumps(counts, sort_keys=True, default=str),
-                    error=error,
-                )
+                "UPDATE runs SET finished_at = ?, status = ?, counts = ?, error = ? WHERE id = ?",
+                (
+                    utc_text(now),
+                    status,
+                    json.dumps(counts, sort_keys=True, default=str),
+                    error,
+                    run_id,
+                ),
             )
 
     def last_runs(self, limit: int = 5) -> list[dict[str, Any]]:
         with self._read() as connection:
-            rows = connection.execute(
-                select(RUNS).order_by(RUNS.c.id.desc()).limit(limit)
-            ).mappings()
-            return [dict(row) | {"counts": json.loads(row["counts"])} for row in rows]
+            rows = connection.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+            return [_decoded(row) | {"counts": json.loads(row["counts"])} for row in rows]
 
     # --- lease --------------------------------------------------------------------------------
     def acquire_lease(self, *, ttl: timedelta, now: datetime) -> str:
@@ -1487,14 +1426,15 @@ class StateStore:
         me = this_process()
         holder = f"pid {me.pid} on {me.host}"
         with self._write() as connection:
-            row = self._lease_row(connection)
+            row = _lease_row(connection)
             ours = row is not None and row["holder_id"] == self.holder_id
             if row is not None and row["holder_id"] and not ours:
                 alive = holder_alive(row["host_key"], row["pid"], row["started"])
                 if row["expires_at"] > now and alive is not False:
                     raise LeaseHeldError(row["holder"], row["acquired_at"], row["expires_at"])
-            epoch = (0 if row is None else row["epoch"]) + (0 if ours else 1)
+            epoch = (0 if row is None else int(row["epoch"])) + (0 if ours else 1)
             values = {
+                "name": WRITER_LEASE,
                 "holder": holder,
                 "host": me.host,
                 "pid": me.pid,
@@ -1505,17 +1445,10 @@ class StateStore:
                 "host_key": me.host_key,
                 "started": me.started,
             }
-            connection.execute(delete(LEASE).where(LEASE.c.name == WRITER_LEASE))
-            connection.execute(sa_insert(LEASE).values(name=WRITER_LEASE, **values))
+            connection.execute("DELETE FROM lease WHERE name = ?", (WRITER_LEASE,))
+            connection.execute(_insert_sql("lease", values), _bound(values))
         self._epoch = epoch
         return holder
-
-    @staticmethod
-    def _lease_row(connection: Connection) -> dict[str, Any] | None:
-        row = (
-            connection.execute(select(LEASE).where(LEASE.c.name == WRITER_LEASE)).mappings().first()
-        )
-        return None if row is None else dict(row)
 
     def renew_lease(self, *, ttl: timedelta, now: datetime) -> bool:
         """Extend our lease; False when it is no longer ours (it was taken over)."""
@@ -1523,24 +1456,18 @@ class StateStore:
             return False
         with self._write() as connection:
             result = connection.execute(
-                update(LEASE)
-                .where(
-                    LEASE.c.name == WRITER_LEASE,
-                    LEASE.c.holder_id == self.holder_id,
-                    LEASE.c.epoch == self._epoch,
-                )
-                .values(expires_at=now + ttl)
+                "UPDATE lease SET expires_at = ? WHERE name = ? AND holder_id = ? AND epoch = ?",
+                (utc_text(now + ttl), WRITER_LEASE, self.holder_id, self._epoch),
             )
-            return bool(result.rowcount == 1)
+            return result.rowcount == 1
 
     def release_lease(self) -> None:
         """Give the lease up (if it is still ours). Its row stays, with its epoch; this store
         is fenced from then on, as if the lease had been taken over."""
         with self._write() as connection:
             connection.execute(
-                update(LEASE)
-                .where(LEASE.c.name == WRITER_LEASE, LEASE.c.holder_id == self.holder_id)
-                .values(holder_id="")
+                "UPDATE lease SET holder_id = '' WHERE name = ? AND holder_id = ?",
+                (WRITER_LEASE, self.holder_id),
             )
 
     @property
@@ -1549,28 +1476,26 @@ class StateStore:
         if self._epoch is None:
             return False
         with self._read() as connection:
-            return self._fence_holds(connection.exec_driver_sql)
+            return self._fence_holds(connection)
 
     def current_lease(self) -> dict[str, Any] | None:
         """The writer lease as held now, or None when nobody holds it."""
         with self._read() as connection:
-            row = self._lease_row(connection)
-            return None if row is None or not row["holder_id"] else dict(row)
+            row = _lease_row(connection)
+        return None if row is None or not row["holder_id"] else row
 
     def force_unlock(self) -> dict[str, Any] | None:
         """Remove the writer lease, whoever holds it; what was removed, or None. Refused
         (`LeaseHeldError`) while its holder runs on this machine: that process would go on
         writing (it is fenced from its next write on, but its calls in flight finish)."""
         with self._write() as connection:
-            row = self._lease_row(connection)
+            row = _lease_row(connection)
             if row is None or not row["holder_id"]:
                 return None
             if holder_alive(row["host_key"], row["pid"], row["started"]):
                 raise LeaseHeldError(row["holder"], row["acquired_at"], row["expires_at"])
-            connection.execute(
-                update(LEASE).where(LEASE.c.name == WRITER_LEASE).values(holder_id="")
-            )
-            return dict(row)
+            connection.execute("UPDATE lease SET holder_id = '' WHERE name = ?", (WRITER_LEASE,))
+            return row
 
     # --- the mirror of Kravia's cases ---------------------------------------------------------
     def record_mirror(
@@ -1583,44 +1508,16 @@ class StateStore:
         changed: list[int] = []
         with self._fenced_write() as connection:
             for item in items:
-                values = {
-                    "accounting_invoice_id": item.accounting_invoice_id,
-                    "invoice_number": item.invoice_number,
-                    "status": item.status,
-                    "remaining": item.remaining,
-                    "last_updated": item.last_updated,
-                    "seen_at": now,
-                }
-                # A search that leaves the id out does not forget one details gave.
-                kept = {
-                    **values,
-                    "accounting_invoice_id": func.coalesce(
-                        item.accounting_invoice_id, KRAVIA_CASES.c.accounting_invoice_id
-                    ),
-                }
-                connection.execute(
-                    sqlite_insert(KRAVIA_CASES)
-                    .values(kravia_id=item.kravia_id, **values)
-                    .on_conflict_do_update(index_elements=["kravia_id"], set_=kept)
-                )
+                values = _bound(asdict(item) | {"seen_at": now})
+                connection.execute(_UPSERT_MIRROR_SQL, values)
                 result = connection.execute(
-                    update(CASES)
-                    .where(
-                        CASES.c.kravia_id == item.kravia_id,
-                        (CASES.c.kravia_status.is_distinct_from(item.status))
-                        | (CASES.c.kravia_remaining.is_distinct_from(item.remaining)),
-                    )
-                    .values(
-                        kravia_status=item.status, kravia_remaining=item.remaining, status_at=now
-                    )
+                    _STATUS_SQL,
+                    values | {"now": values["seen_at"]},
                 )
                 if result.rowcount:
                     changed.append(item.kravia_id)
             for key, value in meta.items():
-                statement = sqlite_insert(META).values(key=key, value=value)
-                connection.execute(
-                    statement.on_conflict_do_update(index_elements=["key"], set_={"value": value})
-                )
+                connection.execute(_UPSERT_META_SQL, {"key": key, "value": value})
         return changed
 
     def known_in_kravia(self, accounting_invoice_id: str, invoice_number: str) -> list[KnownCase]:
@@ -1629,41 +1526,33 @@ class StateStore:
         statement on a connection of its own (no transaction to open and close)."""
         with self._lookup_lock:
             if self._lookup_connection is None:
-                self._lookup_connection = self.engine.raw_connection()
-            cursor = self._lookup_connection.cursor()
-            try:
-                rows = cursor.execute(
-                    _KNOWN_IN_KRAVIA_SQL, (accounting_invoice_id, invoice_number)
-                ).fetchall()
-            finally:
-                cursor.close()
+                self._lookup_connection = _connect(self.path, rows=False)
+            rows = self._lookup_connection.execute(
+                _KNOWN_IN_KRAVIA_SQL, (accounting_invoice_id, invoice_number)
+            ).fetchall()
         return [KnownCase(kravia_id, aid, number) for kravia_id, aid, number in rows]
 
     def latest_kravia_id(self) -> int | None:
         """The Kravia id of the case of this store updated last, None when none has one."""
         with self._read() as connection:
-            value: int | None = connection.execute(
-                select(CASES.c.kravia_id)
-                .where(CASES.c.kravia_id.is_not(None))
-                .order_by(CASES.c.updated_at.desc())
-                .limit(1)
-            ).scalar_one_or_none()
-            return value
+            row = connection.execute(
+                "SELECT kravia_id FROM cases WHERE kravia_id IS NOT NULL "
+                "ORDER BY updated_at DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else int(row[0])
 
     def has_kravia_cases(self) -> bool:
         """Whether any case of this store has a Kravia id."""
         with self._read() as connection:
-            return (
-                connection.execute(
-                    select(CASES.c.kravia_id).where(CASES.c.kravia_id.is_not(None)).limit(1)
-                ).first()
-                is not None
-            )
+            row = connection.execute(
+                "SELECT 1 FROM cases WHERE kravia_id IS NOT NULL LIMIT 1"
+            ).fetchone()
+        return row is not None
 
     def kravia_duplicates(self) -> dict[str, list[int]]:
         """Our accountingInvoiceIds that Kravia (as mirrored) holds more than one case of."""
         with self._read() as connection:
-            rows = connection.exec_driver_sql(
+            rows = connection.execute(
                 "SELECT k.accounting_invoice_id, k.kravia_id FROM kravia_cases AS k "
                 "WHERE k.accounting_invoice_id IN ("
                 "  SELECT accounting_invoice_id FROM kravia_cases"
@@ -1683,19 +1572,16 @@ class StateStore:
         reported it."""
         with self._read() as connection:
             row = connection.execute(
-                select(
-                    KRAVIA_CASES.c.kravia_id,
-                    KRAVIA_CASES.c.accounting_invoice_id,
-                    KRAVIA_CASES.c.invoice_number,
-                ).where(KRAVIA_CASES.c.kravia_id == kravia_id)
-            ).first()
+                "SELECT kravia_id, accounting_invoice_id, invoice_number FROM kravia_cases "
+                "WHERE kravia_id = ?",
+                (kravia_id,),
+            ).fetchone()
         return None if row is None else KnownCase(row[0], row[1], row[2])
 
     def mirrored_count(self) -> int:
         with self._read() as connection:
-            return int(
-                connection.execute(select(func.count()).select_from(KRAVIA_CASES)).scalar_one()
-            )
+            (count,) = connection.execute("SELECT count(*) FROM kravia_cases").fetchone()
+        return int(count)
 
     # --- operators settling what the engine parked --------------------------------------------
     def resolve_case(
@@ -1708,7 +1594,7 @@ class StateStore:
         if resolved.revision != case.revision:
             raise ValueError("a resolution is written over the revision it was decided on")
         with self._batch() as cursor:
-            stored = _cas_write(cursor.execute, resolved, _DRIVER_FIELDS, _DRIVER_UPDATE_SQL)
+            stored = _cas_write(cursor, resolved, _DRIVER_FIELDS, _DRIVER_UPDATE_SQL)
             if stored is not None:
                 cursor.execute(_INSERT_JOURNAL_SQL, _journal_row(entry))
         return stored
@@ -1718,21 +1604,20 @@ class StateStore:
     ) -> bool:
         """An operator's decision on a payment that needs review: written only while it is
         still as they were shown it, journaled with their reason."""
-        values = _payment_values(resolved)
+        values = _bound(_payment_values(resolved)) | {
+            "shown_phase": payment.phase.value,
+            "shown_updated_at": utc_text(payment.updated_at),
+        }
         with self._write() as connection:
             result = connection.execute(
-                update(PAYMENTS)
-                .where(
-                    PAYMENTS.c.source == payment.source,
-                    PAYMENTS.c.payment_id == payment.payment_id,
-                    PAYMENTS.c.phase == payment.phase.value,
-                    PAYMENTS.c.updated_at == payment.updated_at,
-                )
-                .values({k: v for k, v in values.items() if k not in {"source", "payment_id"}})
+                f"UPDATE payments SET {_PAYMENT_ASSIGNMENTS} "  # noqa: S608 - our own names
+                "WHERE source = :source AND payment_id = :payment_id "
+                "AND phase = :shown_phase AND updated_at = :shown_updated_at",
+                values,
             )
             if result.rowcount != 1:
                 return False
-            connection.execute(sa_insert(JOURNAL), [asdict(entry)])
+            connection.execute(_INSERT_JOURNAL_SQL, _journal_row(entry))
         return True
 
     # --- a source's id prefix -----------------------------------------------------------------
@@ -1745,23 +1630,19 @@ class StateStore:
         if not prefix:
             return 0  # every id starts with ""
         with self._read() as connection:
-            query = (
-                select(func.count())
-                .select_from(CASES)
-                .where(
-                    CASES.c.source == source,
-                    func.substr(CASES.c.accounting_invoice_id, 1, len(prefix)) != prefix,
-                )
-            )
-            return int(connection.execute(query).scalar_one())
+            (count,) = connection.execute(
+                "SELECT count(*) FROM cases WHERE source = ? "
+                "AND substr(accounting_invoice_id, 1, ?) != ?",
+                (source, len(prefix), prefix),
+            ).fetchone()
+        return int(count)
 
     def source_case_count(self, source: str) -> int:
         with self._read() as connection:
-            return int(
-                connection.execute(
-                    select(func.count()).select_from(CASES).where(CASES.c.source == source)
-                ).scalar_one()
-            )
+            (count,) = connection.execute(
+                "SELECT count(*) FROM cases WHERE source = ?", (source,)
+            ).fetchone()
+        return int(count)
 
 
 _PREFIX_KEY = "id_prefix:"

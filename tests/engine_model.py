@@ -53,7 +53,6 @@ from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
 import httpx
-from sqlalchemy import Connection
 
 from kravia_sync.kravia import KraviaClient
 from kravia_sync.logging import configure_logging
@@ -425,7 +424,7 @@ class _MortalStore(StateStore):
             raise self._world.kill("at a state write")
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self) -> Iterator[sqlite3.Connection]:
         self._check()
         with super()._write() as connection:
             yield connection

@@ -15,7 +15,7 @@ import pytest
 from support import Sim, cases_by_accounting_id, cli_command, cli_env, write_config, write_invoices
 
 from kravia_sync.simulator import Faults, Shape
-from kravia_sync.store import JOURNAL, StateStore
+from kravia_sync.store import StateStore
 
 KILLS = 24
 NEW_PER_ROUND = 6
@@ -24,10 +24,11 @@ NEW_PER_ROUND = 6
 def _unanswered_intents(state: Path) -> int:
     """Journal intents that have no outcome: calls a kill left without an answer."""
     from sqlalchemy import func, select  # noqa: PLC0415
+    from state_sql import JOURNAL, state_engine  # noqa: PLC0415
 
     store = StateStore(state)
     try:
-        with store.engine.connect() as connection:
+        with state_engine(store).connect() as connection:
             rows = connection.execute(
                 select(JOURNAL.c.attempt_id, func.count())
                 .where(

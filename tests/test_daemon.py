@@ -15,10 +15,11 @@ import pytest
 from daemon_support import DaemonProcess, daemon_config
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, insert, select
+from state_sql import JOURNAL, LEASE, state_engine
 from support import TOKEN, Sim, cases_by_accounting_id, cli_env, write_invoices
 
 from kravia_sync.simulator import Faults
-from kravia_sync.store import JOURNAL, LEASE, StateStore, utc_now
+from kravia_sync.store import StateStore, utc_now
 
 STATE = Path("state") / "kravia-sync.db"
 
@@ -57,7 +58,7 @@ def journal_counts(state: Path) -> tuple[int, int]:
     """(calls journaled with an outcome, intents without one)."""
     store = StateStore(state)
     try:
-        with store.engine.connect() as connection:
+        with state_engine(store).connect() as connection:
             outcomes = connection.execute(
                 select(func.count()).select_from(JOURNAL).where(JOURNAL.c.kind == "outcome")
             ).scalar_one()
@@ -344,7 +345,7 @@ class TestLease:
         write_invoices(tmp_path / "invoices", range(1, 3), pdf_every=0)
         daemon_config(tmp_path, sim.base_url, schedule="1h")
         expires = utc_now() + timedelta(seconds=2.5)
-        with StateStore(tmp_path / STATE) as store, store.engine.begin() as connection:
+        with StateStore(tmp_path / STATE) as store, state_engine(store).begin() as connection:
             connection.execute(
                 insert(LEASE).values(
                     name="writer",

@@ -139,7 +139,6 @@ class TestLeaseTakenOverMidPass:
                 registers.append("x")
                 if len(registers) == 3:
                     with passes.store() as rival:
-                        rival.engine.dispose()
                         with sqlite3.connect(rival.path) as db:  # the lease ran out
                             db.execute("UPDATE lease SET expires_at = '2000-01-01T00:00:00+00:00'")
                         rival.acquire_lease(ttl=timedelta(minutes=2), now=passes.now)
@@ -546,8 +545,8 @@ class TestPlanIsReconcileWithoutSending:
         passes = Passes(config)
         passes.run()
         assert run_cli("refresh", cwd=tmp_path).returncode == 0  # the mirror learns the case
-        with passes.store() as store, store.engine.begin() as connection:
-            connection.exec_driver_sql("DELETE FROM cases")
+        with passes.store() as store, sqlite3.connect(store.path) as connection:
+            connection.execute("DELETE FROM cases")
 
         plan = passes.run(dry_run=True)
         summary = passes.run()
@@ -1106,10 +1105,10 @@ class TestPlanOfACaseKraviaListsWithoutItsId:
         config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)
         passes = Passes(config)
         passes.run()
-        with passes.store() as store, store.engine.begin() as connection:
-            connection.exec_driver_sql("DELETE FROM cases")
+        with passes.store() as store, sqlite3.connect(store.path) as connection:
+            connection.execute("DELETE FROM cases")
             # What the mirror knows of Kravia's case is only what its search said.
-            connection.exec_driver_sql("UPDATE kravia_cases SET accounting_invoice_id = NULL")
+            connection.execute("UPDATE kravia_cases SET accounting_invoice_id = NULL")
 
         plan = passes.run(dry_run=True)
         planned = run_cli("plan", cwd=tmp_path)

@@ -213,6 +213,18 @@ class TestEntryPoint:
         assert available_connectors()["folder"] == "connectors.folder:FolderConnector"
         assert FolderConnector.settings_model is FolderSettings
 
+    def test_the_built_in_connectors_are_the_packages_entry_points(self) -> None:
+        """The built-in names load without reading package metadata; they are exactly what
+        kravia-sync registers as entry points, and an unknown name is refused naming them."""
+        from importlib.metadata import entry_points  # noqa: PLC0415
+
+        from kravia_sync.connector import BUILT_IN_CONNECTORS, ENTRY_POINT_GROUP  # noqa: PLC0415
+
+        registered = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        assert {name: registered[name] for name in BUILT_IN_CONNECTORS} == BUILT_IN_CONNECTORS
+        with pytest.raises(LookupError, match=r"'nosuch'.*folder, rest, sql"):
+            load_connector("nosuch")
+
 
 class TestJson:
     def test_single_object(self, tmp_path: Path) -> None:

@@ -306,8 +306,7 @@ class TestLease:
         from datetime import UTC, datetime, timedelta  # noqa: PLC0415
 
         from sqlalchemy import delete, insert  # noqa: PLC0415
-
-        from kravia_sync.store import LEASE  # noqa: PLC0415
+        from state_sql import LEASE, state_engine  # noqa: PLC0415
 
         write_invoices(tmp_path / "invoices", range(1, 41), pdf_every=0)
         config = write_config(tmp_path, sim.base_url)
@@ -322,7 +321,7 @@ class TestLease:
             time.sleep(0.8)
             store = StateStore(state)
             try:
-                with store.engine.begin() as connection:
+                with state_engine(store).begin() as connection:
                     connection.execute(delete(LEASE))
                     connection.execute(
                         insert(LEASE).values(

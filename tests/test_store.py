@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select
+from state_sql import JOURNAL, LEASE, state_engine
 
 from kravia_sync._process import start_time, this_process
 from kravia_sync.lifecycle import CaseState, Phase
 from kravia_sync.payments import PaymentKind, PaymentLine, PaymentPhase, PaymentState
 from kravia_sync.store import (
-    JOURNAL,
-    LEASE,
     SCHEMA_VERSION,
     CaseWrite,
     JournalEntry,
@@ -102,7 +101,7 @@ def put_lease(
     """A lease row as another holder would have written it (`host_key` None: this
     machine's)."""
     key = host_key or this_process().host_key
-    with store.engine.begin() as connection:
+    with state_engine(store).begin() as connection:
         connection.execute(
             insert(LEASE).values(
                 name="writer",
@@ -225,7 +224,7 @@ class TestSchema:
 
     def test_wal_and_full_sync(self, store):
         """Connections run in WAL mode with synchronous=FULL."""
-        with store.engine.connect() as connection:
+        with state_engine(store).connect() as connection:
             journal_mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
             synchronous = connection.exec_driver_sql("PRAGMA synchronous").scalar()
 
@@ -363,7 +362,7 @@ class TestCases:
             store.write_batch([make_case("A-9")], [bad])
 
         assert store.load_cases("erp") == {}
-        with store.engine.connect() as connection:
+        with state_engine(store).connect() as connection:
             assert connection.execute(select(JOURNAL)).all() == []
 
     def test_sources_kept_apart(self, store):

@@ -393,9 +393,9 @@ def wait_for(check: Any, *, within: float = 15.0, what: str = "") -> Any:
 
 def stored_cases(settings: Settings) -> dict[int, tuple[Any, ...]]:
     """Our cases by Kravia id: phase, Kravia's status and capital as stored, revision."""
-    with StateStore(settings.state_path) as store, store.engine.connect() as connection:
-        from kravia_sync.store import CASES  # noqa: PLC0415
+    from state_sql import CASES, state_engine  # noqa: PLC0415
 
+    with StateStore(settings.state_path) as store, state_engine(store).connect() as connection:
         rows = connection.execute(CASES.select().where(CASES.c.kravia_id.is_not(None))).mappings()
         return {
             row["kravia_id"]: (
