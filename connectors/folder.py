@@ -347,6 +347,7 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
             yield header_error
             return
         invoice_file = _InvoiceFile(name, pdfs, rules)
+        payments = "payment_id" in columns
         while True:
             line = reader.line_num + 1  # where the next row starts
             try:
@@ -361,7 +362,7 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
                 return
             if not "".join(row).strip():
                 continue  # blank lines and `;;;;` rows from spreadsheet exports
-            yield _csv_record(row, columns, line, invoice_file)
+            yield _csv_record(row, columns, line, invoice_file, payments=payments)
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -686,13 +687,18 @@ def _unknown_reason(kind: str, unknown: list[str], names: tuple[str, ...] = RECO
 
 
 def _csv_record(
-    row: list[str], columns: list[str | None], line: int, invoice_file: _InvoiceFile
+    row: list[str],
+    columns: list[str | None],
+    line: int,
+    invoice_file: _InvoiceFile,
+    *,
+    payments: bool,
 ) -> _Item:
-    """The record of the CSV row starting at `line`."""
-    line_key = f"{invoice_file.name}:line {line}"
+    """The record of the CSV row starting at `line` (of a file of payments, with `payments`).
+    Runs for every row of every pass: what only an error needs is made only then."""
     if len(row) != len(columns):
         reason = f"line {line} has {len(row)} cells, the header has {len(columns)}"
-        return RecordError(line_key, "row", reason)
+        return RecordError(f"{invoice_file.name}:line {line}", "row", reason)
     # Empty cells leave the field out; non-empty ones are kept as text, exactly as in the file.
     cells: dict[str | None, object] = {
         field: cell for field, cell in zip(columns, row, strict=True) if cell and not cell.isspace()
@@ -704,11 +710,13 @@ def _csv_record(
             if field is None and cell.strip()
         )
         reason = f"line {line} has a value in column {position}, which has no known header"
-        return RecordError(line_key, "row", reason)
+        return RecordError(f"{invoice_file.name}:line {line}", "row", reason)
     fields = cast("dict[str, object]", cells)  # no None key: checked just above
-    if "payment_id" in columns:
+    line_key = f"{invoice_file.name}:line {line}"
+    if payments:
         return PaymentRecord(key=f"{line_key} (payment {fields.get('payment_id')})", fields=fields)
-    number = _invoice_number(fields.get("invoice_number"))
+    given = fields.get("invoice_number")
+    number = given.strip() if isinstance(given, str) else None  # a kept cell is never blank
     key = invoice_file.key(number, line_key, f"line {line}")
     return SourceRecord(key=key, fields=fields, document=invoice_file.document(number))
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import typer
 
+from kravia_sync import _startup  # noqa: F401 - before anything imports httpx (see the module)
 from kravia_sync.canary import probe as probe_kravia
 from kravia_sync.canary import stored_contract
 from kravia_sync.kravia import Failure, KraviaClient, KraviaError
@@ -38,7 +39,7 @@ from kravia_sync.settings import (
     Settings,
     load_settings,
 )
-from kravia_sync.store import LeaseHeldError, SchemaError, StateStore
+from kravia_sync.store import LeaseHeldError, SchemaError, StateError, StateStore
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -130,7 +131,7 @@ class FailedError(Exception):
 def _user_errors() -> Iterator[None]:
     try:
         yield
-    except (ConfigError, SchemaError, LeaseHeldError, FailedError, ResolveError) as exc:
+    except (ConfigError, SchemaError, StateError, LeaseHeldError, FailedError, ResolveError) as exc:
         err.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False, markup=True)
         raise typer.Exit(EXIT_FAILED) from None
 

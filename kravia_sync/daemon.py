@@ -60,7 +60,7 @@ from kravia_sync.pacing import PacingSnapshot
 from kravia_sync.reconcile import Reconciler, RunSummary
 from kravia_sync.scheduling import Schedule, Scheduler, parse_schedule
 from kravia_sync.settings import ConfigError, Settings
-from kravia_sync.store import LeaseHeldError, LeaseLostError, StateStore, utc_now
+from kravia_sync.store import LeaseHeldError, LeaseLostError, StateError, StateStore, utc_now
 from kravia_sync.webhook_server import WEBHOOK_ROUTE, WebhookServer
 
 __all__ = ["Daemon", "PassRunner", "run_daemon"]
@@ -672,6 +672,10 @@ class Daemon:
         except (LeaseHeldError, LeaseLostError) as exc:  # another process took the lease over
             self._lose_lease(str(exc))
             return
+        except StateError as exc:  # a locked or broken state store: said, and tried again
+            log.error("pass failed", source=name, error=redact(str(exc)))  # noqa: TRY400 - said in full, no traceback
+            status = "failed"
+            error = redact(str(exc))
         except Exception as exc:  # one source's trouble never stops the daemon
             log.exception("pass failed unexpectedly", source=name)
             status = "failed"

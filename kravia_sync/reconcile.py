@@ -80,6 +80,7 @@ from kravia_sync.store import (
     LeaseLostError,
     SourceRead,
     StateConflictError,
+    StateError,
     StateStore,
     WriteStatus,
 )
@@ -303,7 +304,13 @@ class Reconciler:
             async with GroupCommitter(self.store) as committer:
                 self._committer = committer
                 await self._pass(summary, dry_run=False)
-        except (PassFailedError, StateWriteError, LeaseLostError, StateConflictError) as exc:
+        except (
+            PassFailedError,
+            StateWriteError,
+            LeaseLostError,
+            StateConflictError,
+            StateError,
+        ) as exc:
             summary.status = "failed"
             summary.error = redact(str(exc))
         except BaseException as exc:  # interrupted or a bug: the run row still says so

@@ -43,6 +43,7 @@ __all__ = [
     "QuarantineEntry",
     "SchemaError",
     "StateConflictError",
+    "StateError",
     "StateStore",
     "WriteResult",
     "WriteStatus",
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 3
+BUSY_TIMEOUT_SECONDS = 30  # how long a write waits for another writer's lock
 
 
 def utc_text(value: datetime) -> str:
@@ -104,6 +106,33 @@ FLAG_COLUMNS = frozenset({"derived", "has_document"})
 
 class _NotNewError(Exception):
     """The payment is no longer new: another writer began it."""
+
+
+class StateError(RuntimeError):
+    """The state database could not be read or written: locked by another program past the
+    wait, a full disk, a file that is not a database or is damaged. What the pass had not
+    committed is not sent; the next pass starts from what was."""
+
+
+def _state_error(path: Path, exc: sqlite3.Error) -> StateError:
+    reason = str(exc) or type(exc).__name__
+    if "locked" in reason or "busy" in reason:
+        reason += (
+            f" (waited {BUSY_TIMEOUT_SECONDS} s): another program holds a lock on it, e.g. a "
+            "database browser with a transaction open; close it and run again"
+        )
+    elif "disk is full" in reason or "disk I/O" in reason:
+        reason += ": check the disk it is on"
+    return StateError(f"the state store {path} could not be used: {reason}")
+
+
+@contextmanager
+def _state_errors(path: Path) -> Iterator[None]:
+    """The driver's errors inside the block, as `StateError`s naming the file."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise _state_error(path, exc) from exc
 
 
 class SchemaError(RuntimeError):
@@ -405,7 +434,9 @@ class SourceRead:
 
     def __init__(self, path: Path, source: str) -> None:
         self._source = source
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self._path = path
+        with _state_errors(path):
+            self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
         variables = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self._chunk = max(1, min(self.CHUNK, (variables - 32) // 3))
         self._phases = {phase.value: phase for phase in Phase}
@@ -422,6 +453,13 @@ class SourceRead:
         self._db.close()
 
     def triage(
+        self, records: list[tuple[str, str, str]], *, quiet: Collection[str]
+    ) -> tuple[dict[str, CaseSummary | None], list[str | None]]:
+        """See `_triage`; the driver's errors as `StateError`s."""
+        with _state_errors(self._path):
+            return self._triage(records, quiet=quiet)
+
+    def _triage(
         self, records: list[tuple[str, str, str]], *, quiet: Collection[str]
     ) -> tuple[dict[str, CaseSummary | None], list[str | None]]:
         """For (accountingInvoiceId, record key, record hash) triples in read order: which ids
@@ -526,9 +564,10 @@ class SourceRead:
 
     def known(self) -> int:
         """How many cases of the source the state holds."""
-        (stored,) = self._db.execute(
-            "SELECT count(*) FROM main.cases WHERE source = ?", (self._source,)
-        ).fetchone()
+        with _state_errors(self._path):
+            (stored,) = self._db.execute(
+                "SELECT count(*) FROM main.cases WHERE source = ?", (self._source,)
+            ).fetchone()
         return int(stored)
 
     def unseen(self) -> tuple[int, list[str]]:
@@ -546,14 +585,11 @@ class SourceRead:
             f"WHERE +source = ? AND phase IN ({marks})"
         )
         seen = self._in_memory
-        if seen is not None:
-            return [
-                aid
-                for (aid,) in self._db.execute(query, (self._source, *listed))
-                if aid not in seen
-            ]
-        query += " AND accounting_invoice_id NOT IN (SELECT aid FROM temp.seen_ids)"
-        return [aid for (aid,) in self._db.execute(query, (self._source, *listed))]
+        if seen is None:
+            query += " AND accounting_invoice_id NOT IN (SELECT aid FROM temp.seen_ids)"
+        with _state_errors(self._path):
+            rows = self._db.execute(query, (self._source, *listed)).fetchall()
+        return [aid for (aid,) in rows if seen is None or aid not in seen]
 
 
 _SETTLING = (Phase.REGISTERING.value, Phase.UPLOADING.value, Phase.STARTING.value)
@@ -733,11 +769,13 @@ def _connect(path: Path, *, rows: bool = True) -> sqlite3.Connection:
     """A connection to the state database: autocommit (we issue BEGIN ourselves), WAL, every
     commit on disk before it returns, waiting up to 30 s for another writer's lock; with
     `rows`, rows readable by column name."""
-    connection = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    connection = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+    )
     try:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
-        connection.execute("PRAGMA busy_timeout=30000")
+        connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}")
     except BaseException:
         connection.close()
         raise
@@ -801,20 +839,21 @@ class StateStore:
         back when it raises."""
         with self._pool_lock:
             connection = self._idle.pop() if self._idle else None
-        if connection is None:
-            connection = _connect(self.path)
-        try:
-            connection.execute(begin)
+        with _state_errors(self.path):
+            if connection is None:
+                connection = _connect(self.path)
             try:
-                yield connection
-                connection.execute("COMMIT")
+                connection.execute(begin)
+                try:
+                    yield connection
+                    connection.execute("COMMIT")
+                except BaseException:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    raise
             except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
+                connection.close()
                 raise
-        except BaseException:
-            connection.close()
-            raise
         with self._pool_lock:
             if self._closed:
                 connection.close()
@@ -1041,7 +1080,7 @@ class StateStore:
     def _batch(self) -> Iterator[sqlite3.Cursor]:
         """A write transaction on the hot path's own driver connection: rows go to the driver
         as plain tuples (every remote call writes twice, so this is kept lean)."""
-        with self._batch_lock:
+        with self._batch_lock, _state_errors(self.path):
             if self._batch_connection is None:
                 self._batch_connection = _connect(self.path, rows=False)
             connection = self._batch_connection
@@ -1524,7 +1563,7 @@ class StateStore:
         """Kravia's cases, as last mirrored, with this accountingInvoiceId or invoice number.
         Asked for every invoice kept out of collection in every read, so it runs as one plain
         statement on a connection of its own (no transaction to open and close)."""
-        with self._lookup_lock:
+        with self._lookup_lock, _state_errors(self.path):
             if self._lookup_connection is None:
                 self._lookup_connection = _connect(self.path, rows=False)
             rows = self._lookup_connection.execute(

@@ -155,3 +155,20 @@ def test_a_pass_over_an_existing_store_does_not_load_sqlalchemy(tmp_path: Path) 
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_command_line_loads_neither_sqlalchemy_nor_httpx_own_command_line() -> None:
+    """What start-up leaves out stays out: the command line's modules import no SQLAlchemy
+    (a folder or Fiken source never needs it) and not httpx's own command-line tool."""
+    script = (
+        "import sys\n"
+        "import kravia_sync.cli\n"
+        "import httpx\n"
+        "assert httpx.AsyncClient\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in {'sqlalchemy', 'sqlmodel'}]\n"
+        "print(loaded, getattr(sys.modules['httpx._main'], '__file__', None))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[] None"
