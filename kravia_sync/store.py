@@ -52,6 +52,7 @@ __all__ = [
 
 SCHEMA_VERSION = 3
 BUSY_TIMEOUT_SECONDS = 30  # how long a write waits for another writer's lock
+_IDLE_CONNECTIONS = 4  # connections kept open for the next read or write
 
 
 def utc_text(value: datetime) -> str:
@@ -126,11 +127,25 @@ def _state_error(path: Path, exc: sqlite3.Error) -> StateError:
     return StateError(f"the state store {path} could not be used: {reason}")
 
 
+# The driver's errors that say the database cannot be used (locked, unreadable, full disk,
+# not a database) rather than that a statement is wrong: those stay as they are (a bug, or a
+# race the caller handles).
+_STATEMENT_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.ProgrammingError,
+    sqlite3.InterfaceError,
+    sqlite3.NotSupportedError,
+)
+
+
 @contextmanager
 def _state_errors(path: Path) -> Iterator[None]:
-    """The driver's errors inside the block, as `StateError`s naming the file."""
+    """The driver's errors inside the block that say the database cannot be used, as
+    `StateError`s naming the file."""
     try:
         yield
+    except _STATEMENT_ERRORS:
+        raise
     except sqlite3.Error as exc:
         raise _state_error(path, exc) from exc
 
@@ -400,10 +415,12 @@ def _write_note_row(
     unknown = set(values) - _NOTE_COLUMNS
     if unknown:
         raise ValueError(f"not a note column: {sorted(unknown)}")
+    if not values:
+        return
     assignments = ", ".join(f"{name} = ?" for name in values)
     connection.execute(
         f"UPDATE cases SET {assignments} WHERE accounting_invoice_id = ?",  # noqa: S608 - checked column names
-        (*(_db_value(value) for value in values.values()), aid),
+        (*_bound(values).values(), aid),
     )
 
 
@@ -761,8 +778,22 @@ def _payment_values(payment: PaymentState) -> dict[str, Any]:
 
 
 def _bound(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Named values as the driver stores them (see `_db_value`)."""
-    return {name: _db_value(value) for name, value in values.items()}
+    """Named values as the driver stores them (see `_db_value`), each checked against the
+    kind its column name stands for: a time, an amount or a flag of another type is refused
+    (`TypeError`) rather than stored in a form no read could decode."""
+    return {name: _db_value(_checked(name, value)) for name, value in values.items()}
+
+
+def _checked(name: str, value: object) -> object:
+    if value is None:
+        return value
+    if name in TIME_COLUMNS and not isinstance(value, datetime):
+        raise TypeError(f"{name} is a time, not {type(value).__name__}: {value!r}")
+    if name in DECIMAL_COLUMNS and not isinstance(value, Decimal):
+        raise TypeError(f"{name} is an amount (Decimal), not {type(value).__name__}: {value!r}")
+    if name in FLAG_COLUMNS and not isinstance(value, bool):
+        raise TypeError(f"{name} is a flag (bool), not {type(value).__name__}: {value!r}")
+    return value
 
 
 def _connect(path: Path, *, rows: bool = True) -> sqlite3.Connection:
@@ -855,10 +886,11 @@ class StateStore:
                 connection.close()
                 raise
         with self._pool_lock:
-            if self._closed:
-                connection.close()
-            else:
+            keep = not self._closed and len(self._idle) < _IDLE_CONNECTIONS
+            if keep:
                 self._idle.append(connection)
+        if not keep:
+            connection.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -894,7 +926,8 @@ class StateStore:
             tables = {
                 name
                 for (name,) in connection.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite%'"
                 )
             }
             if not tables:
@@ -1644,6 +1677,8 @@ class StateStore:
         """An operator's decision on a payment that needs review: written only while it is
         still as they were shown it, journaled with their reason."""
         values = _bound(_payment_values(resolved)) | {
+            "source": payment.source,  # the row as shown (its key is not among the updates)
+            "payment_id": payment.payment_id,
             "shown_phase": payment.phase.value,
             "shown_updated_at": utc_text(payment.updated_at),
         }

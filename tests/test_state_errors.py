@@ -135,3 +135,33 @@ def test_a_lock_taken_mid_pass_ends_it_failed_with_nothing_sent_unrecorded(
     cases = cases_by_accounting_id(sim.cases())
     assert len(cases) == 5
     assert all(len(found) == 1 for found in cases.values())
+
+
+def test_a_wrong_statement_is_not_taken_for_an_unusable_store(tmp_path: Path) -> None:
+    """A constraint the statement breaks is a bug or a race to handle, not a store that
+    cannot be used: it stays the driver's own error."""
+    with StateStore(tmp_path / "state.db") as store:
+        with pytest.raises(sqlite3.IntegrityError), store._write() as connection:
+            connection.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '3')")
+        assert store.schema_version() == store_module.SCHEMA_VERSION
+
+
+def test_a_value_of_the_wrong_kind_is_refused_before_it_is_stored(tmp_path: Path) -> None:
+    """A time column given text (or an amount given a float) would be stored in a form no
+    later read could decode: refused, nothing written."""
+    with StateStore(tmp_path / "state.db") as store:
+        with pytest.raises(TypeError, match="hold_action_at is a time, not str"):
+            store.set_case_notes([("A-1", {"hold_action_at": "yesterday"})])
+        with pytest.raises(TypeError, match="payouts_accounted is an amount"):
+            store.set_case_notes([("A-1", {"payouts_accounted": 0.1 + 0.2})])
+
+
+def test_a_file_with_only_sqlites_own_tables_gets_the_schema(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (x)")
+        db.execute("INSERT INTO t VALUES (1)")
+        db.execute("ANALYZE")
+        db.execute("DROP TABLE t")
+    with StateStore(path) as store:
+        assert store.schema_version() == store_module.SCHEMA_VERSION
