@@ -819,9 +819,9 @@ class TestLaziness:
         parsed: list[int] = []
         original = folder_module._csv_record
 
-        def counting(*args: Any) -> Any:
+        def counting(*args: Any, **kwargs: Any) -> Any:
             parsed.append(1)
-            return original(*args)
+            return original(*args, **kwargs)
 
         monkeypatch.setattr(folder_module, "_csv_record", counting)
         reader = connector(tmp_path).read()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from ehf_support import BILLION_LAUGHS, MIB, XXE_TEMPLATE, ehf_credit_note, ehf_invoice, write
 
-from connectors import folder as folder_module
+from connectors import ubl as ubl_module
 from connectors.folder import EmbeddedPdfDocument, FolderConnector
 from kravia_sync.connector import PaymentRecord, RecordError, SourceRecord
 from kravia_sync.model import FileDocument, InvalidRecordError, Invoice
@@ -108,13 +108,13 @@ class TestCopies:
     ) -> None:
         """Reading the folder decodes no attachment; `load()` does, from the file."""
         calls: list[int] = []
-        real = folder_module.ubl.embedded_pdf
+        real = ubl_module.embedded_pdf
 
         def counting(data: bytes, index: int) -> bytes:
             calls.append(index)
             return real(data, index)
 
-        monkeypatch.setattr(folder_module.ubl, "embedded_pdf", counting)
+        monkeypatch.setattr(ubl_module, "embedded_pdf", counting)
         write(tmp_path, "1.xml", ehf_invoice("1", pdf=minimal_pdf()))
         document = record(read_all(tmp_path), "1.xml:1").document
         assert calls == []
@@ -296,7 +296,7 @@ class TestHostileFiles:
         """A file over max_file_bytes is refused from its size, before it is opened or parsed."""
         write(tmp_path, "big.xml", ehf_invoice("1") + b" " * 2048)
         parsed: list[bytes] = []
-        monkeypatch.setattr(folder_module.ubl, "parse", lambda data, **_: parsed.append(data))
+        monkeypatch.setattr(ubl_module, "parse", lambda data, **_: parsed.append(data))
         (item,) = read_all(tmp_path, max_file_bytes=1024)
         assert isinstance(item, RecordError)
         assert "more than max_file_bytes (1024)" in item.reason
