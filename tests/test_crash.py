@@ -8,6 +8,7 @@ import random
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -42,12 +43,33 @@ def _unanswered_intents(state: Path) -> int:
         store.close()
 
 
+# `kravia-sync` with its work list holding one new invoice in memory: every other one is
+# written to the pass's temporary file and read back as the workers take it.
+WRITTEN_OUT = (
+    "import sys\n"
+    "from kravia_sync.worklist import WorkList\n"
+    "WorkList.IN_MEMORY = 1\n"
+    "from kravia_sync.cli import main\n"
+    "sys.argv = ['kravia-sync', *sys.argv[1:]]\n"
+    "main()\n"
+)
+
+
+def _reconcile_command(work_list: str) -> list[str]:
+    if work_list == "in memory":
+        return cli_command("reconcile")
+    return [sys.executable, "-c", WRITTEN_OUT, "reconcile"]
+
+
 @pytest.mark.slow
 class TestKilledRuns:
+    @pytest.mark.parametrize("work_list", ["in memory", "written out"])
     def test_sigkill_at_24_moments_leaves_exactly_one_started_case_each(
-        self, sim: Sim, tmp_path: Path
+        self, sim: Sim, tmp_path: Path, work_list: str
     ) -> None:
-        """Kill `kravia-sync reconcile` mid-run again and again; re-runs settle every invoice."""
+        """Kill `kravia-sync reconcile` mid-run again and again; re-runs settle every invoice.
+        Also with the new invoices of each pass written out to its temporary file (`written
+        out`): a kill while they are there loses nothing and sends nothing twice."""
         folder = tmp_path / "invoices"
         config = write_config(
             tmp_path,
@@ -70,7 +92,7 @@ class TestKilledRuns:
             )
             next_number += NEW_PER_ROUND
             process = subprocess.Popen(
-                cli_command("reconcile"),
+                _reconcile_command(work_list),
                 cwd=tmp_path,
                 env=cli_env(),
                 stdout=subprocess.DEVNULL,
@@ -97,7 +119,7 @@ class TestKilledRuns:
 
         for _ in range(6):
             final = subprocess.run(
-                cli_command("reconcile"),
+                _reconcile_command(work_list),
                 cwd=tmp_path,
                 env=cli_env(),
                 capture_output=True,
