@@ -18,7 +18,7 @@ Reading is safe by construction:
   connector relies on the database user's permissions (give it a login with `db_datareader`
   only). The connector never commits, so even there a write is rolled back when the
   connection closes.
-* **Bound parameters only.** The query may use `:today` (today's date in Europe/Oslo), the
+* **Bound parameters only.** The query may use `:today` (today's date in `policy.timezone`), the
   document query `:invoice_number` and/or `:accounting_invoice_id` (the record's values).
   Values are always bound by the driver, never formatted into SQL. Another bind name is a
   settings error (a literal colon followed by a word can be written `\\:`).
@@ -74,7 +74,6 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 from urllib.parse import quote, quote_plus
-from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 from sqlalchemy import (
@@ -119,7 +118,6 @@ __all__ = [
     "parse_money_text",
 ]
 
-TIMEZONE: Final = "Europe/Oslo"
 QUERY_BINDS: Final = frozenset({"today"})
 DOCUMENT_BINDS: Final = frozenset({"accounting_invoice_id", "invoice_number"})
 HAS_DOCUMENT: Final = "has_document"
@@ -221,7 +219,7 @@ password_env = "KRAVIA_DB_PASSWORD"
 # The unpaid invoices past their due date, one row each, in a read-only transaction.
 # Columns named like the record fields (see the README) are used as they are: alias yours.
 # Amounts must be NUMERIC/DECIMAL (on PostgreSQL MONEY works too), never FLOAT/REAL.
-# :today is today's date in Europe/Oslo, bound by the driver. min_days_overdue in [policy]
+# :today is today's date in policy.timezone, bound by the driver. min_days_overdue in [policy]
 # decides when an invoice may go to collection (younger ones are listed as waiting), so the
 # query need not count days; if it must, per database:
 #   PostgreSQL  i.due_date <= :today - 14
@@ -539,7 +537,7 @@ class SqlConnector(Connector):
         in full."""
         if self.backend != "postgresql" or self.url.get_driver_name() != "psycopg":
             return None
-        today = _today()
+        today = self.today()
         connection = self._connect()
         try:
             with self._failure("cannot start a read on"):
@@ -568,7 +566,7 @@ class SqlConnector(Connector):
         """Yield one record per row of `query`, streamed, then one payment record per row of
         `payments_query`; fail before any row when a required column is missing, and raise
         `ConnectorError` when the database fails at any point."""
-        today = _today()
+        today = self.today()
         connection = self._connect()
         try:
             yield from self._read_invoices(connection, today)
@@ -1287,11 +1285,6 @@ def _wrapped(query: str, select: str) -> str:
     comment ending the query cannot swallow the parenthesis; a final semicolon is dropped."""
     inner = query.strip().removesuffix(";")
     return f"SELECT {select} FROM (\n{inner}\n) AS {_SUBQUERY}"  # noqa: S608 - the configured query itself
-
-
-def _today() -> date:
-    """Today in Europe/Oslo: `:today`, taken once per read."""
-    return datetime.now(ZoneInfo(TIMEZONE)).date()
 
 
 def _close(result: CursorResult[Any] | None) -> None:

@@ -22,16 +22,20 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, tzinfo
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple, Self
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
 from kravia_sync.model import Document
 
 ENTRY_POINT_GROUP = "kravia_sync.connectors"
+DEFAULT_TIMEZONE = "Europe/Oslo"
 
 __all__ = [
+    "DEFAULT_TIMEZONE",
     "ENTRY_POINT_GROUP",
     "Connector",
     "ConnectorError",
@@ -156,9 +160,18 @@ class Connector(ABC):
     # A commented `[[sources]]` block for `kravia-sync init --source NAME`.
     example_config: ClassVar[str] = ""
 
+    # Whose calendar `today()` is on: the engine sets `policy.timezone` on every connector it
+    # builds; a connector made by hand keeps Kravia's own (Europe/Oslo).
+    timezone: tzinfo = ZoneInfo(DEFAULT_TIMEZONE)
+
     def __init__(self, settings: ConnectorSettings, *, base_dir: Path) -> None:
         self.settings = settings
         self.base_dir = base_dir
+
+    def today(self) -> date:
+        """Today's date on the creditor's calendar (`timezone`): what a source asks for as
+        "today" (an SQL `:today`, a REST `{today}`)."""
+        return datetime.now(self.timezone).date()
 
     @classmethod
     def from_settings(cls, raw: Mapping[str, Any], *, base_dir: Path) -> Connector:

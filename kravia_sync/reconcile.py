@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
+from zoneinfo import ZoneInfo
 
 from kravia_sync.canary import CanaryFailedError, CanaryRun
 from kravia_sync.committer import GroupCommitter, StateWriteError
@@ -189,6 +190,7 @@ def build_connector(settings: Settings, source: SourceConfig) -> Connector:
             for e in exc.errors(include_url=False, include_input=False)
         )
         raise ConfigError(details) from None
+    connector.timezone = ZoneInfo(settings.policy.timezone)
     register_secrets(connector.secret_values())
     return connector
 

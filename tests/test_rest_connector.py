@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -173,6 +174,14 @@ class TestTemplates:
         assert Template("{now}").render(CLOCK) == "2025-03-01T09:30:00+00:00"
         assert Template("since={now - 2h}").render(CLOCK) == "since=2025-03-01T07:30:00+00:00"
 
+    def test_today_is_on_the_creditors_calendar(self) -> None:
+        """{today} is the date where `policy.timezone` says: 11:00 UTC on 1 March is still
+        1 March in Oslo and already 2 March on Kiritimati (UTC+14)."""
+        moment = datetime(2025, 3, 1, 11, 0, tzinfo=UTC)
+        assert Template("{today}").render(Clock(moment)) == "2025-03-01"
+        kiritimati = Clock(moment, ZoneInfo("Pacific/Kiritimati"))
+        assert Template("{today} {today - 1d}").render(kiritimati) == "2025-03-02 2025-03-01"
+
     def test_braces_are_escaped_by_doubling(self) -> None:
         """{{ and }} are literal braces."""
         assert Template("{{today}} {today}").render(CLOCK) == "{today} 2025-03-01"
@@ -235,6 +244,9 @@ class TestMapping:
         iso = FieldMapping.model_validate({"path": "d", "transform": "date"})
         assert iso.apply({"d": "2025-01-31"}) == date(2025, 1, 31)
         assert iso.apply({"d": "2025-01-31T23:30:00Z"}) == date(2025, 2, 1)
+        # ... on the creditor's calendar where `policy.timezone` is another
+        new_york = ZoneInfo("America/New_York")
+        assert iso.apply({"d": "2025-01-31T23:30:00Z"}, new_york) == date(2025, 1, 31)
         dotted = FieldMapping.model_validate(
             {"path": "d", "transform": "date", "format": "%d.%m.%Y"}
         )

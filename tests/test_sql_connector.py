@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -19,11 +20,12 @@ import tomllib
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -1605,3 +1607,43 @@ class TestExample:
         settings = load(config)
         (source,) = [source for source in settings.sources if source.connector == "sql"]
         assert SqlSettings.model_validate(source.settings).password_env == "KRAVIA_DB_PASSWORD"
+
+
+def test_today_is_bound_on_the_creditors_calendar(tmp_path: Path) -> None:
+    """`:today` is today's date in the connector's time zone (the engine gives it
+    `policy.timezone`): two zones 25 hours apart never bind the same day."""
+    database = tmp_path / "dates.db"
+    sqlite3.connect(database).close()
+    made = SqlConnector.from_settings(
+        {
+            "url": f"sqlite:///{database}",
+            "query": "SELECT 'A1' AS invoice_number, :today AS invoice_date, "
+            "'2025-01-01' AS due_date, '10.00' AS amount, 'D' AS debtor_name, "
+            "'Gate 1' AS address_line1, '0150' AS postal_code, 'Oslo' AS city",
+        },
+        base_dir=tmp_path,
+    )
+    bound = {}
+    for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):
+        made.timezone = ZoneInfo(zone)
+        before = datetime.now(made.timezone).date()
+        (record,) = [item for item in made.read() if isinstance(item, SourceRecord)]
+        bound[zone] = date.fromisoformat(str(record.fields["invoice_date"]))
+        assert before <= bound[zone] <= datetime.now(made.timezone).date()
+    assert bound["Pacific/Kiritimati"] != bound["Pacific/Pago_Pago"]
+
+
+def test_the_engine_gives_each_connector_the_policy_time_zone(tmp_path: Path) -> None:
+    from kravia_sync.reconcile import build_connector  # noqa: PLC0415
+    from kravia_sync.settings import SourceConfig, load_settings  # noqa: PLC0415
+
+    config = tmp_path / "kravia-sync.toml"
+    config.write_text(
+        '[kravia]\ncreditor_id = 1\n[policy]\ntimezone = "Pacific/Kiritimati"\n'
+        '[[sources]]\nname = "db"\nconnector = "sql"\n'
+        '[sources.settings]\nurl = "sqlite:///x.db"\nquery = "SELECT 1"\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(config, overrides={"kravia_token": "t"})
+    source: SourceConfig = settings.sources[0]
+    assert build_connector(settings, source).timezone == ZoneInfo("Pacific/Kiritimati")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any, ClassVar, Final
 from urllib.parse import quote
@@ -126,7 +127,7 @@ class RestConnector(Connector):
         """Yield one item per invoice, page by page; raise `ConnectorError` when the API fails
         (after the retries) or the pages do not add up, at any point of the read."""
         self.stats = ReadStats()
-        clock = Clock.current()
+        clock = Clock.current(self.timezone)
         invoices = self.settings.invoices
         pager = invoices.paging.pager()
         params = dict(self._param_constants)
@@ -192,7 +193,7 @@ class RestConnector(Connector):
     ) -> SourceRecord | RecordError | None:
         if not isinstance(raw, dict):
             return RecordError(where, "record", f"is {type(raw).__name__}, not a JSON object")
-        fields, error = _map(self.settings.fields, raw, "")
+        fields, error = _map(self.settings.fields, raw, "", self.timezone)
         key = _key(fields, where)
         if error is not None:
             return RecordError(key, *error)
@@ -264,7 +265,7 @@ class RestConnector(Connector):
         if not isinstance(found, dict):
             where = f" at {self._customer_record.text!r}" if self._customer_record.text else ""
             return _Customer(error=("customer", f"the answer to {path} has no object{where}"))
-        fields, error = _map(settings.fields, found, f"the customer {path}: ")
+        fields, error = _map(settings.fields, found, f"the customer {path}: ", self.timezone)
         return _Customer(fields=fields, error=error)
 
     # -- documents -------------------------------------------------------------------------
@@ -337,14 +338,17 @@ def _too_large_reason(name: str, exc: BodyTooLargeError) -> str:
 
 
 def _map(
-    mappings: Mapping[str, FieldMapping], data: Mapping[str, Any], context: str
+    mappings: Mapping[str, FieldMapping],
+    data: Mapping[str, Any],
+    context: str,
+    timezone: tzinfo,
 ) -> tuple[dict[str, object], tuple[str, str] | None]:
     """The record fields of `data`, and the first field that could not be mapped."""
     fields: dict[str, object] = {}
     error: tuple[str, str] | None = None
     for name, mapping in mappings.items():
         try:
-            value = mapping.apply(data)
+            value = mapping.apply(data, timezone)
         except ValueError as exc:
             if error is None:
                 error = (name, f"{context}{mapping.describe()}: {exc}")

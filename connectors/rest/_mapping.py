@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Literal
 
@@ -94,9 +94,10 @@ class FieldMapping(BaseModel):
     def describe(self) -> str:
         return f"value {self.value!r}" if self.path is None else f"path {self.path!r}"
 
-    def apply(self, data: object) -> object:
+    def apply(self, data: object, timezone: tzinfo = TIMEZONE) -> object:
         """The field's value from `data` (None: leave the field out); `ValueError` with a
-        reason a person can act on when the value cannot be what the field needs."""
+        reason a person can act on when the value cannot be what the field needs. A
+        timestamp with an offset becomes the date it falls on in `timezone` (the creditor's)."""
         raw: object = self.value
         if self.path is not None:
             raw = compiled_path(self.path).find(data)
@@ -107,7 +108,7 @@ class FieldMapping(BaseModel):
         if isinstance(raw, dict | list):
             kind = "an object" if isinstance(raw, dict) else "a list"
             raise ValueError(f"is {kind}, not a single value")
-        return _TRANSFORMS[self.transform](self, raw)
+        return _TRANSFORMS[self.transform](self, raw, timezone)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -116,17 +117,17 @@ def compiled_path(text: str) -> JsonPath:
     return JsonPath(text)
 
 
-def _auto(_mapping: FieldMapping, raw: object) -> object:
+def _auto(_mapping: FieldMapping, raw: object, _timezone: tzinfo) -> object:
     return raw.strip() if isinstance(raw, str) else raw
 
 
-def _text(_mapping: FieldMapping, raw: object) -> object:
+def _text(_mapping: FieldMapping, raw: object, _timezone: tzinfo) -> object:
     if isinstance(raw, bool):
         raise ValueError(f"{raw!r} is a boolean, not text")
     return raw.strip() if isinstance(raw, str) else str(raw)
 
 
-def _date(mapping: FieldMapping, raw: object) -> date:
+def _date(mapping: FieldMapping, raw: object, timezone: tzinfo) -> date:
     if not isinstance(raw, str):
         raise ValueError(f"{raw!r} is not a date")
     text = raw.strip()
@@ -140,11 +141,11 @@ def _date(mapping: FieldMapping, raw: object) -> date:
         expected = mapping.format or "an ISO date (YYYY-MM-DD)"
         raise ValueError(f"{raw!r} is not a date in the format {expected}") from None
     if moment.tzinfo is not None:
-        return moment.astimezone(TIMEZONE).date()
+        return moment.astimezone(timezone).date()
     return moment.date()
 
 
-def _minor_units(mapping: FieldMapping, raw: object) -> Decimal:
+def _minor_units(mapping: FieldMapping, raw: object, _timezone: tzinfo) -> Decimal:
     if isinstance(raw, bool):
         raise ValueError(f"{raw!r} is not an amount")
     whole: int | None = None
@@ -161,14 +162,14 @@ def _minor_units(mapping: FieldMapping, raw: object) -> Decimal:
     return Decimal(whole).scaleb(-mapping.decimals)
 
 
-def _decimal(_mapping: FieldMapping, raw: object) -> Decimal:
+def _decimal(_mapping: FieldMapping, raw: object, _timezone: tzinfo) -> Decimal:
     try:
         return parse_amount(raw)
     except (ValueError, InvalidOperation) as exc:
         raise ValueError(str(exc)) from None
 
 
-def _boolean(mapping: FieldMapping, raw: object) -> str:
+def _boolean(mapping: FieldMapping, raw: object, _timezone: tzinfo) -> str:
     if isinstance(raw, bool):
         truth = raw
     elif isinstance(raw, int | Decimal) and raw in {0, 1}:
@@ -180,7 +181,7 @@ def _boolean(mapping: FieldMapping, raw: object) -> str:
     return mapping.if_true if truth else mapping.if_false
 
 
-def _country(_mapping: FieldMapping, raw: object) -> object:
+def _country(_mapping: FieldMapping, raw: object, _timezone: tzinfo) -> object:
     if not isinstance(raw, str):
         return raw
     text = raw.strip()

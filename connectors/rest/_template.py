@@ -3,7 +3,7 @@
 A template is text with placeholders in braces; `{{` and `}}` are literal braces.
 
 =========================  ===============================================================
-``{today}``                today's date in Europe/Oslo, ISO (``2025-03-01``)
+``{today}``                today's date in ``policy.timezone``, ISO (``2025-03-01``)
 ``{today - 14d}``          14 days before today; units ``d`` (days) and ``w`` (weeks)
 ``{today + 1w}``           a week after today
 ``{now}``                  the time the read started, ISO 8601 in UTC with its offset
@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Final
 from zoneinfo import ZoneInfo
@@ -44,17 +44,19 @@ _INVOICE_PREFIX: Final = "invoice."
 
 @dataclass(frozen=True, slots=True)
 class Clock:
-    """The moment a read started: `today` on Oslo's calendar and `now` in UTC."""
+    """The moment a read started: `today` on the creditor's calendar (`timezone`, Oslo's
+    unless the connector was given `policy.timezone`) and `now` in UTC."""
 
     now: datetime
+    timezone: tzinfo = TIMEZONE
 
     @classmethod
-    def current(cls) -> Clock:
-        return cls(datetime.now(UTC))
+    def current(cls, timezone: tzinfo = TIMEZONE) -> Clock:
+        return cls(datetime.now(UTC), timezone)
 
     @property
     def today(self) -> date:
-        return self.now.astimezone(TIMEZONE).date()
+        return self.now.astimezone(self.timezone).date()
 
 
 class MissingValueError(ValueError):
