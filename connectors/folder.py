@@ -36,6 +36,7 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import hashlib
 import io
 import itertools
 import json
@@ -347,7 +348,7 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
             yield header_error
             return
         invoice_file = _InvoiceFile(name, pdfs, rules)
-        payments = "payment_id" in columns
+        layout = _CsvLayout.of(columns)
         while True:
             line = reader.line_num + 1  # where the next row starts
             try:
@@ -362,7 +363,7 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
                 return
             if not "".join(row).strip():
                 continue  # blank lines and `;;;;` rows from spreadsheet exports
-            yield _csv_record(row, columns, line, invoice_file, payments=payments)
+            yield _csv_record(row, layout, line, invoice_file)
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -686,39 +687,70 @@ def _unknown_reason(kind: str, unknown: list[str], names: tuple[str, ...] = RECO
     return f"unknown {kind}{plural} {listed}{hint}; known {kind}s: {', '.join(names)}"
 
 
-def _csv_record(
-    row: list[str],
-    columns: list[str | None],
-    line: int,
-    invoice_file: _InvoiceFile,
-    *,
-    payments: bool,
-) -> _Item:
-    """The record of the CSV row starting at `line` (of a file of payments, with `payments`).
-    Runs for every row of every pass: what only an error needs is made only then."""
+@dataclass(frozen=True, slots=True)
+class _CsvLayout:
+    """One CSV file's columns, worked out once from its header for every row."""
+
+    columns: list[str | None]  # the canonical field of each column (None: no header)
+    unnamed: tuple[int, ...]  # the positions of the columns without a header
+    payments: bool  # a file of payments (it has a payment_id column)
+    stamp: bytes  # the columns as the digest of each row includes them
+
+    @classmethod
+    def of(cls, columns: list[str | None]) -> _CsvLayout:
+        return cls(
+            columns,
+            tuple(index for index, field in enumerate(columns) if field is None),
+            "payment_id" in columns,
+            "\x1f".join(field or "" for field in columns).encode() + b"\x1e",
+        )
+
+
+def _csv_record(row: list[str], layout: _CsvLayout, line: int, invoice_file: _InvoiceFile) -> _Item:
+    """The record of the CSV row starting at `line`. Runs for every row of every pass, so it
+    is kept lean: an invoice's fields are its non-empty cells by column (kept as text, exactly
+    as in the file), and its digest is a hash of the row with the file's columns, so the
+    engine recognises an unchanged row without hashing its fields."""
+    columns = layout.columns
     if len(row) != len(columns):
         reason = f"line {line} has {len(row)} cells, the header has {len(columns)}"
         return RecordError(f"{invoice_file.name}:line {line}", "row", reason)
-    # Empty cells leave the field out; non-empty ones are kept as text, exactly as in the file.
-    cells: dict[str | None, object] = {
-        field: cell for field, cell in zip(columns, row, strict=True) if cell and not cell.isspace()
-    }
-    if None in cells:
-        position = next(
-            index
-            for index, (field, cell) in enumerate(zip(columns, row, strict=True), start=1)
-            if field is None and cell.strip()
-        )
-        reason = f"line {line} has a value in column {position}, which has no known header"
-        return RecordError(f"{invoice_file.name}:line {line}", "row", reason)
-    fields = cast("dict[str, object]", cells)  # no None key: checked just above
+    for position in layout.unnamed:
+        if row[position].strip():
+            reason = f"line {line} has a value in column {position + 1}, which has no known header"
+            return RecordError(f"{invoice_file.name}:line {line}", "row", reason)
     line_key = f"{invoice_file.name}:line {line}"
-    if payments:
-        return PaymentRecord(key=f"{line_key} (payment {fields.get('payment_id')})", fields=fields)
+    if layout.payments:
+        paid = {
+            field: cell
+            for field, cell in zip(columns, row, strict=True)
+            if field is not None and cell and not cell.isspace()
+        }
+        return PaymentRecord(key=f"{line_key} (payment {paid.get('payment_id')})", fields=paid)
+    fields: dict[str | None, object]
+    if "" in row or any(map(str.isspace, row)):  # empty cells leave their field out
+        fields = {
+            field: cell
+            for field, cell in zip(columns, row, strict=True)
+            if field is not None and cell and not cell.isspace()
+        }
+    else:
+        fields = dict(zip(columns, row, strict=True))
+        fields.pop(None, None)  # (a column without a header holds nothing here: checked above)
     given = fields.get("invoice_number")
-    number = given.strip() if isinstance(given, str) else None  # a kept cell is never blank
+    number = given.strip() or None if isinstance(given, str) else None
     key = invoice_file.key(number, line_key, f"line {line}")
-    return SourceRecord(key=key, fields=fields, document=invoice_file.document(number))
+    text = "\x1f".join(row)
+    if text.count("\x1f") != len(row) - 1:  # a cell holds the separator: spelled out instead
+        text = json.dumps(row)
+    digest = hashlib.blake2b(layout.stamp, digest_size=16)
+    digest.update(text.encode())
+    return SourceRecord(
+        key=key,
+        fields=cast("dict[str, object]", fields),  # no None key: removed just above
+        document=invoice_file.document(number),
+        digest=digest.hexdigest(),
+    )
 
 
 def _decode_reason(exc: UnicodeDecodeError, line: int, encoding: str) -> str:

@@ -359,6 +359,52 @@ class TestJson:
         assert [item.key for item in read_all(tmp_path)] == ["bom.json:20003"]
 
 
+class TestCsvDigest:
+    """A CSV invoice carries a digest of its row and the file's columns: the engine skips
+    revalidating a finished case whose digest is the one stored, so every change to what
+    the record carries must change it."""
+
+    def digests(
+        self, folder: Path, rows: list[list[str]], header: list[str] | None = None
+    ) -> list[str]:
+        write_csv(folder / "x.csv", csv_text(rows, ";", header))
+        found = records(read_all(folder))
+        assert all(record.digest for record in found)
+        return [str(record.digest) for record in found]
+
+    def test_the_same_row_keeps_its_digest_and_any_change_makes_a_new_one(
+        self, tmp_path: Path
+    ) -> None:
+        first = self.digests(tmp_path, [ROW_20003, ROW_20004])
+        assert first == self.digests(tmp_path, [ROW_20003, ROW_20004])
+        assert len(set(first)) == 2
+        for position in range(len(ROW_20003)):
+            changed = list(ROW_20003)
+            changed[position] += "9"
+            assert self.digests(tmp_path, [changed, ROW_20004])[0] != first[0], COLUMNS[position]
+        # A cell emptied or given spaces is a change too (the field is then not given).
+        emptied = [*ROW_20003[:-1], ""]
+        spaced = [*ROW_20003[:-1], "  "]
+        assert (
+            len({first[0], *self.digests(tmp_path, [emptied]), *self.digests(tmp_path, [spaced])})
+            == 3
+        )
+
+    def test_columns_in_another_order_give_another_digest(self, tmp_path: Path) -> None:
+        """The same cells under other headers are another record."""
+        first = self.digests(tmp_path, [ROW_20003])
+        swapped_header = [COLUMNS[1], COLUMNS[0], *COLUMNS[2:]]
+        swapped_row = [ROW_20003[1], ROW_20003[0], *ROW_20003[2:]]
+        assert self.digests(tmp_path, [swapped_row], swapped_header) != first
+
+    def test_a_cell_holding_the_separator_cannot_pass_for_another_row(self, tmp_path: Path) -> None:
+        """Moving a unit separator (U+001F) from one cell into the next changes the digest:
+        rows are not told apart by their cells joined with it alone."""
+        one = [*ROW_20003[:-2], "a\x1fb", "c"]
+        other = [*ROW_20003[:-2], "a", "b\x1fc"]
+        assert self.digests(tmp_path, [one]) != self.digests(tmp_path, [other])
+
+
 class TestCsv:
     @pytest.mark.parametrize("delimiter", [",", ";"])
     @pytest.mark.parametrize("bom", [False, True])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import time
@@ -107,6 +108,13 @@ class TestFirstSync:
         assert body["postalAddress"]["addressPostalCode"] == "0150"
 
 
+def write_csv_invoices(path: Path, records: list[dict[str, str]]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]), delimiter=";")
+        writer.writeheader()
+        writer.writerows(records)
+
+
 class TestSecondPass:
     def test_a_second_pass_makes_no_remote_call(self, sim: Sim, tmp_path: Path) -> None:
         """Once every case is started, a pass over the unchanged source calls Kravia zero times."""
@@ -122,21 +130,33 @@ class TestSecondPass:
         assert summary.counts["unchanged"] == 30
         assert summary.status == "done"
 
+    @pytest.mark.parametrize("layout", ["json", "csv"])
     def test_a_changed_invoice_is_recorded_not_registered_again(
-        self, sim: Sim, tmp_path: Path
+        self, sim: Sim, tmp_path: Path, layout: str
     ) -> None:
-        """An amount changed after registration is shown as a change and never re-sent."""
+        """An amount changed after registration is shown as a change and never re-sent; in
+        a CSV (whose rows are recognised by their digest), likewise, and an unchanged pass
+        after it is quiet."""
         folder = tmp_path / "invoices"
         records = write_invoices(folder, range(1, 4), pdf_every=0, name="batch.json")
+        if layout == "csv":
+            (folder / "batch.json").unlink()
+            write_csv_invoices(folder / "batch.csv", records)
         config = write_config(tmp_path, sim.base_url)
         run_pass(config)
+        assert run_pass(config).counts["unchanged"] == 3
         records[1]["amount"] = "10.00"
-        (folder / "batch.json").write_text(json.dumps(records), encoding="utf-8")
+        if layout == "csv":
+            write_csv_invoices(folder / "batch.csv", records)
+        else:
+            (folder / "batch.json").write_text(json.dumps(records), encoding="utf-8")
         before = sim.calls_total()
 
         summary = run_pass(config)
 
         assert summary.counts["changed"] == 1
+        assert summary.counts["unchanged"] == 2
+        assert run_pass(config).counts["unchanged"] == 3
         assert sim.calls_total() == before
         assert len(sim.cases()) == 3
         store = StateStore(load(config).state_path)
