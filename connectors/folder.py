@@ -361,9 +361,9 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
                 )
                 yield RecordError(f"{name}:line {line}", _FILE, reason)
                 return
-            if not "".join(row).strip():
-                continue  # blank lines and `;;;;` rows from spreadsheet exports
-            yield _csv_record(row, layout, line, invoice_file)
+            item = _csv_record(row, layout, line, invoice_file)
+            if item is not None:
+                yield item
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -706,11 +706,17 @@ class _CsvLayout:
         )
 
 
-def _csv_record(row: list[str], layout: _CsvLayout, line: int, invoice_file: _InvoiceFile) -> _Item:
-    """The record of the CSV row starting at `line`. Runs for every row of every pass, so it
-    is kept lean: an invoice's fields are its non-empty cells by column (kept as text, exactly
-    as in the file), and its digest is a hash of the row with the file's columns, so the
-    engine recognises an unchanged row without hashing its fields."""
+def _csv_record(
+    row: list[str], layout: _CsvLayout, line: int, invoice_file: _InvoiceFile
+) -> _Item | None:
+    """The record of the CSV row starting at `line`, or None for a row with nothing in it (a
+    blank line, a `;;;;` row of a spreadsheet export). Runs for every row of every pass, so
+    it is kept lean: an invoice's fields are its non-empty cells by column (kept as text,
+    exactly as in the file), and its digest is a hash of the row with the file's columns, so
+    the engine recognises an unchanged row without hashing its fields."""
+    blanks = not row or "" in row or any(map(str.isspace, row))
+    if blanks and not "".join(row).strip():
+        return None
     columns = layout.columns
     if len(row) != len(columns):
         reason = f"line {line} has {len(row)} cells, the header has {len(columns)}"
@@ -728,7 +734,7 @@ def _csv_record(row: list[str], layout: _CsvLayout, line: int, invoice_file: _In
         }
         return PaymentRecord(key=f"{line_key} (payment {paid.get('payment_id')})", fields=paid)
     fields: dict[str | None, object]
-    if "" in row or any(map(str.isspace, row)):  # empty cells leave their field out
+    if blanks:  # empty cells leave their field out
         fields = {
             field: cell
             for field, cell in zip(columns, row, strict=True)
