@@ -15,6 +15,7 @@ from kravia_sync.connector import (
     SourceRecord,
     StampedRead,
 )
+from kravia_sync.errors import KraviaSyncError
 from kravia_sync.model import (
     RECORD_FIELDS,
     REQUIRED_FIELDS,
@@ -40,6 +41,7 @@ __all__ = [
     "FileDocument",
     "InvalidRecordError",
     "Invoice",
+    "KraviaSyncError",
     "Payment",
     "PaymentRecord",
     "RecordError",

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from kravia_sync.diff import WorkItem, WorkList
+from kravia_sync.errors import KraviaSyncError
 from kravia_sync.kravia import (
     SEARCH_PAGE_SIZE,
     Failure,
@@ -67,7 +68,7 @@ READ_BACK_TRIES = 3  # a read-back met with a 429, a 503 or no answer is tried t
 CANDIDATES_FOR_A_COPY = 50
 
 
-class CanaryFailedError(Exception):
+class CanaryFailedError(KraviaSyncError):
     """The canary found answers the engine cannot read: the pass stops, nothing more is sent."""
 
     def __init__(self, message: str, findings: Sequence[Finding]) -> None:

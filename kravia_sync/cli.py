@@ -22,12 +22,18 @@ import typer
 from kravia_sync import _startup  # noqa: F401 - before anything imports httpx (see the module)
 from kravia_sync.canary import probe as probe_kravia
 from kravia_sync.canary import stored_contract
-from kravia_sync.kravia import Failure, KraviaClient, KraviaError
+from kravia_sync.kravia import KraviaAuthError, KraviaClient, KraviaError
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES
 from kravia_sync.logging import configure_logging, redact, register_secrets
 from kravia_sync.pacing import Pacing, PacingSnapshot
 from kravia_sync.probe import Contract, Finding, Verdict, differing
-from kravia_sync.reconcile import PlannedAction, Reconciler, RunSummary, build_connector
+from kravia_sync.reconcile import (
+    PlannedAction,
+    Reconciler,
+    RunStatus,
+    RunSummary,
+    build_connector,
+)
 from kravia_sync.resolve import ResolveError, resolve_case, resolve_payment
 from kravia_sync.settings import (
     DEFAULT_CONFIG,
@@ -236,7 +242,8 @@ async def _reconcile(
 
 
 def _exit_code(summary: RunSummary) -> int:
-    return {"done": EXIT_DONE, "attention": EXIT_ATTENTION}.get(summary.status, EXIT_FAILED)
+    codes = {RunStatus.DONE: EXIT_DONE, RunStatus.ATTENTION: EXIT_ATTENTION}
+    return codes.get(summary.status, EXIT_FAILED)
 
 
 def _closing_rows(summary: RunSummary) -> list[tuple[str, str]]:
@@ -257,7 +264,7 @@ def _closing_rows(summary: RunSummary) -> list[tuple[str, str]]:
 
 def print_summary(summary: RunSummary, console: Console = out) -> None:
     """The end-of-run table: what happened, per source, and what needs a person."""
-    colour = {"done": "green", "attention": "yellow"}.get(summary.status, "red")
+    colour = {RunStatus.DONE: "green", RunStatus.ATTENTION: "yellow"}.get(summary.status, "red")
     table = _table(
         title=f"kravia-sync run {summary.run_id or '(plan)'}: [{colour}]{summary.status}[/]"
     )
@@ -370,7 +377,7 @@ def plan(
                 f"{action.detail}",
                 highlight=False,
             )
-    if summary.status == "failed":
+    if summary.status == RunStatus.FAILED:
         raise typer.Exit(EXIT_FAILED)
     pending = actions or summary.counts.get("payments_to_forward")
     raise typer.Exit(EXIT_PENDING if pending else EXIT_DONE)
@@ -645,7 +652,7 @@ def refresh(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = 
                     return await Reconciler(settings, store, client=client).refresh()
 
         summary = asyncio.run(go())
-    if summary.status == "failed":
+    if summary.status == RunStatus.FAILED:
         err.print(f"refresh failed: {summary.error}", highlight=False)
         raise typer.Exit(EXIT_FAILED)
     out.print(
@@ -772,9 +779,9 @@ def check(
 
         try:
             findings = asyncio.run(try_token())
+        except KraviaAuthError as exc:
+            raise FailedError(str(exc)) from None
         except KraviaError as exc:
-            if exc.failure is Failure.AUTH:
-                raise FailedError(f"Kravia refused the token ({exc.status})") from None
             raise FailedError(
                 f"could not reach Kravia at {settings.kravia.base_url}: {exc}"
             ) from None
@@ -978,9 +985,9 @@ def webhook_configure(
 
         try:
             asyncio.run(configure())
+        except KraviaAuthError as exc:
+            raise FailedError(str(exc)) from None
         except KraviaError as exc:
-            if exc.failure is Failure.AUTH:
-                raise FailedError(f"Kravia refused the token ({exc.status})") from None
             raise FailedError(f"Kravia did not set the webhook: {exc}") from None
     state = "disabled" if disable else "enabled"
     out.print(f"webhook at Kravia {state}: {url}", highlight=False)
@@ -1183,7 +1190,7 @@ def demo(
 
     with _user_errors():
         summary = run_demo(directory, console=out)
-    raise typer.Exit(EXIT_FAILED if summary.status == "failed" else EXIT_DONE)
+    raise typer.Exit(EXIT_FAILED if summary.status == RunStatus.FAILED else EXIT_DONE)
 
 
 def main() -> None:

@@ -16,12 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Self
 
+from kravia_sync.errors import KraviaSyncError
 from kravia_sync.store import CaseWrite, StateStore, WriteResult
 
 __all__ = ["GroupCommitter", "StateWriteError"]
 
 
-class StateWriteError(RuntimeError):
+class StateWriteError(KraviaSyncError, RuntimeError):
     """A journal or case write failed: the pass must stop before sending anything more."""
 
 

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
+from kravia_sync.errors import KraviaSyncError
 from kravia_sync.model import Document
 
 ENTRY_POINT_GROUP = "kravia_sync.connectors"
@@ -50,7 +51,7 @@ __all__ = [
 ]
 
 
-class ConnectorError(Exception):
+class ConnectorError(KraviaSyncError):
     """The source could not be read completely. Nothing from this read is taken as gone."""
 
 

@@ -57,7 +57,7 @@ from kravia_sync.logging import get_logger, redact
 from kravia_sync.metrics import Metrics
 from kravia_sync.mirror import KraviaMirror
 from kravia_sync.pacing import PacingSnapshot
-from kravia_sync.reconcile import Reconciler, RunSummary
+from kravia_sync.reconcile import Reconciler, RunStatus, RunSummary
 from kravia_sync.scheduling import Schedule, Scheduler, parse_schedule
 from kravia_sync.settings import ConfigError, Settings
 from kravia_sync.store import LeaseHeldError, LeaseLostError, StateError, StateStore, utc_now
@@ -67,7 +67,7 @@ __all__ = ["Daemon", "PassRunner", "run_daemon"]
 
 log = get_logger("kravia_sync.daemon")
 
-SUCCESS = frozenset({"done", "attention"})  # attention: records need a person, the pass worked
+SUCCESS = frozenset({RunStatus.DONE, RunStatus.ATTENTION})  # attention: the pass worked
 # How long a pass cancelled past its deadline (or at the stop timeout) may take to unwind, i.e.
 # journal the outcomes it has and close its client, before the daemon goes on without it;
 # never longer than daemon.stop_timeout_seconds.
@@ -603,7 +603,7 @@ class Daemon:
         watch.recorded = True
         self._after_pass(
             state,
-            status="failed",
+            status=RunStatus.FAILED,
             error=_overran_error(self.settings.daemon.pass_timeout_seconds, cut_off=True),
             seconds=time.monotonic() - watch.started,
             calls=watch.calls,
@@ -674,11 +674,11 @@ class Daemon:
             return
         except StateError as exc:  # a locked or broken state store: said, and tried again
             log.error("pass failed", source=name, error=redact(str(exc)))  # noqa: TRY400 - said in full, no traceback
-            status = "failed"
+            status = RunStatus.FAILED
             error = redact(str(exc))
         except Exception as exc:  # one source's trouble never stops the daemon
             log.exception("pass failed unexpectedly", source=name)
-            status = "failed"
+            status = RunStatus.FAILED
             error = redact(f"{type(exc).__name__}: {exc}")
         finally:
             # Counted even for a pass cut off or lost: the calls were made.
@@ -686,7 +686,7 @@ class Daemon:
         if watch.recorded:  # given up and counted by the watchdog before it ended
             return
         if watch.overran_at is not None:  # stopped on request, or finished late: it overran
-            status = "failed"
+            status = RunStatus.FAILED
             error = _overran_error(settings.daemon.pass_timeout_seconds, also=error)
         watch.recorded = True
         self._after_pass(

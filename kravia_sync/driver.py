@@ -61,7 +61,7 @@ from kravia_sync.logging import get_logger, redact
 from kravia_sync.mirror import KraviaMirror
 from kravia_sync.model import InvalidRecordError, Invoice, check_pdf
 from kravia_sync.settings import PolicySettings, Settings
-from kravia_sync.store import CaseWrite, JournalEntry, LeaseLostError, WriteStatus
+from kravia_sync.store import CaseWrite, JournalEntry, JournalKind, LeaseLostError, WriteStatus
 
 __all__ = ["CaseDriver", "PassStoppedError", "Preview"]
 
@@ -220,7 +220,7 @@ class CaseDriver:
             written = await self.committer.commit(
                 CaseWrite(
                     pending,
-                    self._journal(pending, operation, attempt_id, "intent"),
+                    self._journal(pending, operation, attempt_id, JournalKind.INTENT),
                     intent=True,
                     holds=(case.accounting_invoice_id, case.invoice_number),
                 )
@@ -524,7 +524,9 @@ class CaseDriver:
         adopted case got."""
         assert case.kravia_id is not None  # noqa: S101 - only cases in Kravia are verified
         attempt_id = uuid.uuid4().hex
-        self.committer.submit(CaseWrite(entry=self._journal(case, "details", attempt_id, "intent")))
+        self.committer.submit(
+            CaseWrite(entry=self._journal(case, "details", attempt_id, JournalKind.INTENT))
+        )
         started = time.monotonic()
         try:
             details = await self.client.details(case.kravia_id)
@@ -586,7 +588,9 @@ class CaseDriver:
         """Write a decision taken without a call (compare-and-set), journaled."""
         if after == case:
             return case
-        entry = self._journal(case, operation, uuid.uuid4().hex, "decision", message=message)
+        entry = self._journal(
+            case, operation, uuid.uuid4().hex, JournalKind.DECISION, message=message
+        )
         written = await self.committer.commit(CaseWrite(after, entry))
         if written.status is WriteStatus.FENCED:
             raise LeaseLostError("the writer lease was taken over by another process")
@@ -607,7 +611,7 @@ class CaseDriver:
         case: CaseState,
         operation: str,
         attempt_id: str,
-        kind: str,
+        kind: JournalKind,
         *,
         outcome: str | None = None,
         status: int | None = None,
@@ -647,7 +651,7 @@ class CaseDriver:
             after,
             operation,
             attempt_id,
-            "outcome",
+            JournalKind.OUTCOME,
             outcome=outcome,
             status=status,
             message=message,
@@ -672,7 +676,7 @@ def journal_entry(
     case: CaseState,
     operation: str,
     attempt_id: str,
-    kind: str,
+    kind: JournalKind,
     *,
     at: datetime,
     run_id: int | None,

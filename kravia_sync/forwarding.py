@@ -19,6 +19,7 @@ from decimal import Decimal
 
 import structlog
 
+from kravia_sync.errors import KraviaSyncError
 from kravia_sync.kravia import (
     CaseStanding,
     Failure,
@@ -46,7 +47,7 @@ from kravia_sync.payments import (
     next_payment_step,
     payment_arrived,
 )
-from kravia_sync.store import JournalEntry, StateStore
+from kravia_sync.store import JournalEntry, JournalKind, StateStore
 
 __all__ = ["HAS_KRAVIA_CASE", "PaymentForwarder", "PaymentOutcome"]
 
@@ -56,7 +57,7 @@ log = structlog.get_logger("kravia_sync.forwarding")
 HAS_KRAVIA_CASE = IN_KRAVIA_PHASES | {Phase.NEEDS_REVIEW}
 
 
-class AuthRefusedError(RuntimeError):
+class AuthRefusedError(KraviaSyncError, RuntimeError):
     """Kravia refused the token: the pass stops."""
 
 
@@ -328,7 +329,7 @@ class PaymentForwarder:
         amounts = ", ".join(
             f"{line.sent} on {line.accounting_invoice_id}" for line in pending.lines
         )
-        intent = self._journal(pending, operation, attempt_id, "intent", message=amounts)
+        intent = self._journal(pending, operation, attempt_id, JournalKind.INTENT, message=amounts)
         money = [
             MoneyLine(kravia_id=_kravia_id(cases, line), amount=line.sent)
             for line in pending.lines
@@ -372,7 +373,7 @@ class PaymentForwarder:
                         after,
                         operation,
                         attempt_id,
-                        "outcome",
+                        JournalKind.OUTCOME,
                         outcome=error.failure.value,
                         status=error.status,
                         message=str(error),
@@ -399,7 +400,7 @@ class PaymentForwarder:
                     sent,
                     operation,
                     attempt_id,
-                    "outcome",
+                    JournalKind.OUTCOME,
                     outcome="ok",
                     status=200,
                     started=started,
@@ -565,7 +566,7 @@ class PaymentForwarder:
                     after,
                     "payment_verify",
                     attempt_id,
-                    "outcome",
+                    JournalKind.OUTCOME,
                     outcome="ok",
                     status=200,
                     started=started,
@@ -616,7 +617,7 @@ class PaymentForwarder:
         payment: PaymentState,
         operation: str,
         attempt_id: str,
-        kind: str,
+        kind: JournalKind,
         *,
         outcome: str | None = None,
         status: int | None = None,

@@ -26,6 +26,7 @@ from typing import Any, Literal, Self
 import httpx
 
 from kravia_sync._transport import SlotTransport
+from kravia_sync.errors import KraviaSyncError
 from kravia_sync.lifecycle import Details
 from kravia_sync.logging import get_logger
 from kravia_sync.model import DebtorKind, Invoice
@@ -37,6 +38,7 @@ __all__ = [
     "CallGate",
     "CaseStanding",
     "Failure",
+    "KraviaAuthError",
     "KraviaClient",
     "KraviaError",
     "MoneyLine",
@@ -229,7 +231,7 @@ class Failure(StrEnum):
         return self in {Failure.AUTH, Failure.CONFIG}
 
 
-class KraviaError(Exception):
+class KraviaError(KraviaSyncError):
     """A Kravia call that did not succeed, classified by what to do next."""
 
     def __init__(
@@ -250,8 +252,19 @@ class KraviaError(Exception):
     def stop_reason(self, what: str) -> str:
         """Why the pass stops, for a failure that stops it (`Failure.stops_pass`)."""
         if self.failure is Failure.AUTH:
-            return f"Kravia refused the token ({what}): {self}"
+            return f"Kravia refused the token ({what}): {self.args[0]}"
         return f"Kravia's {what} is not where kravia.base_url says: {self}"
+
+
+class KraviaAuthError(KraviaError):
+    """Kravia refused the token (401 or 403): wrong, expired, or without the rights the call
+    needs. Stops the whole pass; nothing is retried with it."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(Failure.AUTH, message, status=status)
+
+    def __str__(self) -> str:
+        return f"Kravia refused the token ({self.status}): {self.args[0]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,7 +499,7 @@ def classify_response(  # noqa: PLR0911 - one return per class of answer reads b
         return None
     message = f"Kravia answered {status}: {_problem_text(response)}"
     if status in {401, 403}:
-        return KraviaError(Failure.AUTH, message, status=status)
+        return KraviaAuthError(message, status=status)
     if status in CONFIG_STATUSES and not per_case:
         return KraviaError(Failure.CONFIG, f"{message} (is kravia.base_url right?)", status=status)
     if status in NOT_APPLIED_STATUSES:

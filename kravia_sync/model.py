@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from kravia_sync.errors import KraviaSyncError
+
 __all__ = [
     "RECORD_FIELDS",
     "REQUIRED_FIELDS",
@@ -113,7 +115,7 @@ def _is_fodselsnummer(value: str) -> bool:
     return bool(fodselsnummer.is_valid(value))
 
 
-class InvalidRecordError(ValueError):
+class InvalidRecordError(KraviaSyncError, ValueError):
     """A source record that cannot become a canonical invoice: names the field and the reason."""
 
     def __init__(self, field: str, reason: str) -> None:

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -50,6 +51,7 @@ from kravia_sync.driver import (
     preview,
     timing_of,
 )
+from kravia_sync.errors import KraviaSyncError
 from kravia_sync.forwarding import HAS_KRAVIA_CASE, AuthRefusedError, PaymentForwarder
 from kravia_sync.kravia import KraviaClient, KraviaError, backoff_delay
 from kravia_sync.lease import LeaseKeeper
@@ -78,6 +80,7 @@ from kravia_sync.settings import ConfigError, Settings, SourceConfig
 from kravia_sync.store import (
     CaseWrite,
     JournalEntry,
+    JournalKind,
     LeaseLostError,
     SourceRead,
     StateConflictError,
@@ -92,6 +95,7 @@ __all__ = [
     "PlannedAction",
     "Progress",
     "Reconciler",
+    "RunStatus",
     "RunSummary",
     "build_connector",
     "kravia_target",
@@ -116,7 +120,7 @@ class _NoProgress:
         return
 
 
-class PassFailedError(Exception):
+class PassFailedError(KraviaSyncError):
     """The whole pass must stop (a bad token, a state store that cannot be written)."""
 
 
@@ -142,11 +146,21 @@ class SourceResult:
     counts: Counter[str] = field(default_factory=Counter)
 
 
+class RunStatus(StrEnum):
+    """How a run ended (`running` only while it has not)."""
+
+    RUNNING = "running"
+    DONE = "done"  # everything it could do is done
+    ATTENTION = "attention"  # done, but records are quarantined, need review or were deferred
+    STOPPED = "stopped"  # stopped on request before the end (a signal, a lost lease)
+    FAILED = "failed"  # a source, Kravia or the state store failed: see its error
+
+
 @dataclass
 class RunSummary:
     run_id: int | None
     started_at: datetime
-    status: str = "done"  # done | attention | failed
+    status: RunStatus = RunStatus.DONE
     duration_seconds: float = 0.0
     counts: Counter[str] = field(default_factory=Counter)
     sources: list[SourceResult] = field(default_factory=list)
@@ -265,7 +279,7 @@ class Reconciler:
             try:
                 await self._pass(summary, dry_run=True)
             except PassFailedError as exc:
-                summary.status = "failed"
+                summary.status = RunStatus.FAILED
                 summary.error = redact(str(exc))
             summary.duration_seconds = time.monotonic() - clock_start
             return summary
@@ -282,8 +296,8 @@ class Reconciler:
             )
             summary.run_id = self._run_id
             await self._applied_pass(summary, clock_start)
-            if keeper.lost is not None and summary.status != "failed":
-                summary.status = "failed"
+            if keeper.lost is not None and summary.status != RunStatus.FAILED:
+                summary.status = RunStatus.FAILED
                 summary.error = keeper.lost
             self._finish_run(summary, clock_start)
         finally:
@@ -313,10 +327,10 @@ class Reconciler:
             StateConflictError,
             StateError,
         ) as exc:
-            summary.status = "failed"
+            summary.status = RunStatus.FAILED
             summary.error = redact(str(exc))
         except BaseException as exc:  # interrupted or a bug: the run row still says so
-            summary.status = "failed"
+            summary.status = RunStatus.FAILED
             summary.error = redact(f"{type(exc).__name__}: {exc}")
             self._finish_run(summary, clock_start)
             raise
@@ -394,8 +408,8 @@ class Reconciler:
             await self.refresh_status(summary)
             await self._flag_gone(summary)
         await self._flag_duplicates(summary)
-        if self.stopping and summary.status != "failed":
-            summary.status = "stopped"
+        if self.stopping and summary.status != RunStatus.FAILED:
+            summary.status = RunStatus.STOPPED
 
     async def _read_into(
         self, work: WorkList, source: SourceConfig, summary: RunSummary, *, dry_run: bool
@@ -414,7 +428,7 @@ class Reconciler:
             work.drop_source(source.name)  # nothing of a source read in part is driven
             result.status = "failed"
             result.error = redact(f"{type(exc).__name__}: {exc}")
-            summary.status = "failed"
+            summary.status = RunStatus.FAILED
             log.error("source read failed", source=source.name, error=result.error)  # noqa: TRY400
         else:
             self._kept_out += diff.kept_out
@@ -633,7 +647,7 @@ class Reconciler:
             self._lease.check()
             written = await self.committer.commit(
                 CaseWrite(
-                    entry=self._journal(case, "hold_action", attempt_id, "intent"),
+                    entry=self._journal(case, "hold_action", attempt_id, JournalKind.INTENT),
                     intent=True,
                     holds=(case.accounting_invoice_id, case.invoice_number),
                     held_only=True,
@@ -668,7 +682,7 @@ class Reconciler:
                     case,
                     "hold_action",
                     attempt_id,
-                    "outcome",
+                    JournalKind.OUTCOME,
                     outcome="ok",
                     status=200,
                     started=started,
@@ -696,7 +710,7 @@ class Reconciler:
                     case,
                     "hold_action",
                     attempt_id,
-                    "outcome",
+                    JournalKind.OUTCOME,
                     outcome=error.failure.value,
                     status=error.status,
                     message=str(error),
@@ -727,7 +741,7 @@ class Reconciler:
         case: CaseState,
         operation: str,
         attempt_id: str,
-        kind: str,
+        kind: JournalKind,
         **details: Any,  # noqa: ANN401 - journal_entry's keywords
     ) -> JournalEntry:
         return journal_entry(
@@ -953,12 +967,12 @@ class Reconciler:
         try:
             await self.refresh_status(summary, force=True)
         except (PassFailedError, LeaseLostError) as exc:
-            summary.status = "failed"
+            summary.status = RunStatus.FAILED
             summary.error = redact(str(exc))
         finally:
             keeper.release()
         if summary.counts["status_refresh_failed"]:
-            summary.status = "failed"
+            summary.status = RunStatus.FAILED
             summary.error = self._mirror.failure
         summary.duration_seconds = time.monotonic() - clock_start
         summary.remote_calls = dict(self.client.stats.counts)
@@ -990,8 +1004,8 @@ class Reconciler:
         if flagged:
             notes = [(c.accounting_invoice_id, _notes_of(c)) for c in flagged]
             await asyncio.to_thread(self.store.set_case_notes, notes)
-        if summary.counts["gone_unexplained"] and summary.status == "done":
-            summary.status = "attention"
+        if summary.counts["gone_unexplained"] and summary.status == RunStatus.DONE:
+            summary.status = RunStatus.ATTENTION
 
     async def _flag_duplicates(self, summary: RunSummary) -> None:
         """The net under every other guard: after a search of Kravia, any of our invoices
@@ -1014,8 +1028,8 @@ class Reconciler:
             notes.append((aid, {"attention": note}))
         if notes:
             await asyncio.to_thread(self.store.set_case_notes, notes)
-            if summary.status == "done":
-                summary.status = "attention"
+            if summary.status == RunStatus.DONE:
+                summary.status = RunStatus.ATTENTION
 
     def _plan_payments(self, source: SourceConfig, diff: SourceDiff, now: datetime) -> PaymentPlan:
         """The payments of this read against the stored ones (see `kravia_sync.payments`)."""
@@ -1133,10 +1147,10 @@ class Reconciler:
     def _judge_run(self, summary: RunSummary) -> None:
         """Whether the run needs attention, from what it counted."""
         needs_person = summary.counts["rejected"] + summary.counts["needs_review"]
-        if summary.status != "failed" and (
+        if summary.status != RunStatus.FAILED and (
             summary.problems or summary.counts["deferred"] or needs_person
         ):
-            summary.status = "attention"
+            summary.status = RunStatus.ATTENTION
 
 
 READ_CHUNK = 2000  # records looked up in the state store together

@@ -12,14 +12,15 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from kravia_sync.errors import KraviaSyncError
 from kravia_sync.lifecycle import CaseState, resolved
 from kravia_sync.payments import PaymentPhase, PaymentState
-from kravia_sync.store import JournalEntry, StateStore
+from kravia_sync.store import JournalEntry, JournalKind, StateStore
 
 __all__ = ["ResolveError", "resolve_case", "resolve_payment"]
 
 
-class ResolveError(Exception):
+class ResolveError(KraviaSyncError):
     """The resolution cannot be made; the message says why and what to do."""
 
 
@@ -78,7 +79,7 @@ def resolve_case(
         raise ResolveError(str(exc)) from None
     entry = JournalEntry(
         attempt_id=uuid.uuid4().hex,
-        kind="operator",
+        kind=JournalKind.OPERATOR,
         operation="resolve",
         accounting_invoice_id=case.accounting_invoice_id,
         at=now,
@@ -137,7 +138,7 @@ def resolve_payment(store: StateStore, payment_id: str, decision: str, reason: s
     )
     entry = JournalEntry(
         attempt_id=uuid.uuid4().hex,
-        kind="operator",
+        kind=JournalKind.OPERATOR,
         operation="resolve",
         accounting_invoice_id=payment.lines[0].accounting_invoice_id,
         at=now,

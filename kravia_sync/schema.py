@@ -177,7 +177,7 @@ class RunRow(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     holder: str
     command: str
-    status: str = "running"  # running | done | attention | failed
+    status: str = "running"  # a `kravia_sync.reconcile.RunStatus`
     counts: str = "{}"  # JSON object
     error: str | None = None
 
@@ -186,7 +186,7 @@ class QuarantineRow(SQLModel, table=True):
     __tablename__ = "quarantine"
     source: str = Field(primary_key=True)
     record_key: str = Field(primary_key=True)
-    kind: str  # invalid | waiting
+    kind: str  # why it is kept out: a `kravia_sync.gate.RefusalKind` (invalid, waiting, held, …)
     field: str
     reason: str
     accounting_invoice_id: str | None = Field(default=None, index=True)

@@ -37,6 +37,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from kravia_sync.errors import KraviaSyncError
 from kravia_sync.kravia import DEFAULT_BASE_URL
 from kravia_sync.lifecycle import StartPolicy
 
@@ -61,7 +62,7 @@ WEBHOOK_SECRET_ENV = "KRAVIA_WEBHOOK_SECRET"
 WEBHOOK_SECRET_FILE = "kravia_webhook_secret"
 
 
-class ConfigError(Exception):
+class ConfigError(KraviaSyncError):
     """The configuration cannot be used; the message names the file, the key and the problem."""
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from kravia_sync._process import holder_alive, this_process
+from kravia_sync.errors import KraviaSyncError
 from kravia_sync.identity import KnownCase
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase
 from kravia_sync.payments import (
@@ -37,6 +38,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "CaseWrite",
     "JournalEntry",
+    "JournalKind",
     "LeaseHeldError",
     "LeaseLostError",
     "MirrorItem",
@@ -109,7 +111,7 @@ class _NotNewError(Exception):
     """The payment is no longer new: another writer began it."""
 
 
-class StateError(RuntimeError):
+class StateError(KraviaSyncError, RuntimeError):
     """The state database could not be read or written: locked by another program past the
     wait, a full disk, a file that is not a database or is damaged. What the pass had not
     committed is not sent; the next pass starts from what was."""
@@ -150,11 +152,11 @@ def _state_errors(path: Path) -> Iterator[None]:
         raise _state_error(path, exc) from exc
 
 
-class SchemaError(RuntimeError):
+class SchemaError(KraviaSyncError, RuntimeError):
     """The state database is not one this version of kravia-sync can use."""
 
 
-class LeaseHeldError(RuntimeError):
+class LeaseHeldError(KraviaSyncError, RuntimeError):
     """Another process holds the writer lease."""
 
     def __init__(self, holder: str, acquired_at: datetime, expires_at: datetime) -> None:
@@ -169,12 +171,12 @@ class LeaseHeldError(RuntimeError):
         self.holder = holder
 
 
-class LeaseLostError(RuntimeError):
+class LeaseLostError(KraviaSyncError, RuntimeError):
     """The writer lease is no longer this store's (another process took it over): nothing
     more may be written or sent."""
 
 
-class StateConflictError(RuntimeError):
+class StateConflictError(KraviaSyncError, RuntimeError):
     """A case changed in the state store after it was read (an operator command during the
     read): the read's writes were not made; the next pass reads it again."""
 
@@ -233,10 +235,19 @@ class MirrorItem:
     last_updated: str | None
 
 
+class JournalKind(StrEnum):
+    """What a journal row records."""
+
+    INTENT = "intent"  # a call about to leave (committed before it is sent)
+    OUTCOME = "outcome"  # what came back (or that nothing did)
+    DECISION = "decision"  # what the engine decided without a call (e.g. a case adopted)
+    OPERATOR = "operator"  # a person's decision on a parked case or payment
+
+
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
     attempt_id: str
-    kind: str
+    kind: JournalKind
     operation: str
     accounting_invoice_id: str
     at: datetime

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Self
 
 from kravia_sync.connector import Connector
+from kravia_sync.errors import KraviaSyncError
 from kravia_sync.gate import Refusal
 from kravia_sync.lifecycle import CaseState
 from kravia_sync.model import Document, FileDocument, Invoice
@@ -37,7 +38,7 @@ from kravia_sync.plan import Change
 __all__ = ["WorkItem", "WorkList", "WorkListError"]
 
 
-class WorkListError(OSError):
+class WorkListError(KraviaSyncError, OSError):
     """The temporary file of the work list could not be written or read."""
 
 

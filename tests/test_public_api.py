@@ -24,6 +24,7 @@ PUBLIC_API = [
     "FileDocument",
     "InvalidRecordError",
     "Invoice",
+    "KraviaSyncError",
     "Payment",
     "PaymentRecord",
     "RecordError",
@@ -89,3 +90,50 @@ class TestPublicApi:
     def test_the_version_is_the_distributions(self) -> None:
         """__version__ matches the installed package's metadata."""
         assert kravia_sync.__version__ == version("kravia-sync")
+
+
+def test_every_error_raised_on_purpose_is_a_kravia_sync_error() -> None:
+    """One `except KraviaSyncError` catches what kravia-sync raises on purpose (and each
+    keeps the built-in base it had, so older `except` clauses still work)."""
+    from kravia_sync.canary import CanaryFailedError  # noqa: PLC0415
+    from kravia_sync.committer import StateWriteError  # noqa: PLC0415
+    from kravia_sync.kravia import Failure, KraviaAuthError, KraviaError  # noqa: PLC0415
+    from kravia_sync.reconcile import PassFailedError  # noqa: PLC0415
+    from kravia_sync.resolve import ResolveError  # noqa: PLC0415
+    from kravia_sync.settings import ConfigError  # noqa: PLC0415
+    from kravia_sync.store import (  # noqa: PLC0415
+        LeaseHeldError,
+        LeaseLostError,
+        SchemaError,
+        StateConflictError,
+        StateError,
+    )
+    from kravia_sync.worklist import WorkListError  # noqa: PLC0415
+
+    for error in (
+        kravia_sync.ConnectorError,
+        kravia_sync.InvalidRecordError,
+        CanaryFailedError,
+        ConfigError,
+        KraviaError,
+        KraviaAuthError,
+        LeaseHeldError,
+        LeaseLostError,
+        PassFailedError,
+        ResolveError,
+        SchemaError,
+        StateConflictError,
+        StateError,
+        StateWriteError,
+        WorkListError,
+    ):
+        assert issubclass(error, kravia_sync.KraviaSyncError), error
+    assert issubclass(kravia_sync.InvalidRecordError, ValueError)
+    assert issubclass(StateError, RuntimeError)
+    assert issubclass(WorkListError, OSError)
+    refused = KraviaAuthError("Kravia answered 401: no", status=401)
+    assert refused.failure is Failure.AUTH
+    assert str(refused) == "Kravia refused the token (401): Kravia answered 401: no"
+    assert refused.stop_reason("search") == (
+        "Kravia refused the token (search): Kravia answered 401: no"
+    )
