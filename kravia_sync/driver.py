@@ -63,7 +63,7 @@ from kravia_sync.model import InvalidRecordError, Invoice, check_pdf
 from kravia_sync.settings import PolicySettings, Settings
 from kravia_sync.store import CaseWrite, JournalEntry, JournalKind, LeaseLostError, WriteStatus
 
-__all__ = ["CaseDriver", "PassStoppedError", "Preview"]
+__all__ = ["CaseDriver", "PassStoppedError", "Preview", "copy_problem"]
 
 log = get_logger("kravia_sync.driver")
 
@@ -161,7 +161,7 @@ class CaseDriver:
         """`step` sent if the gate lets it go; the case after it (or after the refusal)."""
         if not item.copy_checked and step in {Step.REGISTER, Step.UPLOAD}:
             # Off the event loop: a copy may come over the network (a REST source).
-            item.copy_problem = await asyncio.to_thread(_copy_problem, item.invoice)
+            item.copy_problem = await asyncio.to_thread(copy_problem, item.invoice)
             item.copy_checked = True
         refusal = self._judge(step, case, item)
         if refusal is not None:
@@ -777,7 +777,7 @@ def preview(
     if step in {Step.NONE, Step.WAIT} or step in SETTLING_STEPS | {Step.VERIFY_ADOPTED}:
         return Preview(step.value, decision.reason)
     if not item.copy_checked and step in {Step.REGISTER, Step.UPLOAD}:
-        item.copy_problem = _copy_problem(item.invoice)
+        item.copy_problem = copy_problem(item.invoice)
         item.copy_checked = True
     refusal = _judged(step, case, item, policy=settings.policy, today=settings.policy.today(now))
     if refusal is not None:
@@ -845,7 +845,7 @@ def _adoption_preview(verdict: Verdict, case: CaseState, now: datetime) -> Previ
     return _register_preview(verdict, case, now)
 
 
-def _copy_problem(invoice: Invoice | None) -> str | None:
+def copy_problem(invoice: Invoice | None) -> str | None:
     """Why the invoice's copy cannot be sent, or None (read within the source's limits)."""
     document = None if invoice is None else invoice.document
     if document is None:

@@ -46,6 +46,7 @@ from kravia_sync.driver import (
     CaseDriver,
     PassStoppedError,
     Preview,
+    copy_problem,
     journal_entry,
     kravia_may_hold,
     preview,
@@ -65,7 +66,7 @@ from kravia_sync.lifecycle import (
 )
 from kravia_sync.logging import get_logger, redact, register_secrets
 from kravia_sync.mirror import KraviaMirror
-from kravia_sync.model import InvalidRecordError, Invoice, check_pdf
+from kravia_sync.model import Invoice
 from kravia_sync.payments import (
     CHANGED_AFTER_SENT,
     PaymentPhase,
@@ -778,7 +779,7 @@ class Reconciler:
                 source,
                 policy=self.settings.policy,
                 now=now,
-                check_document=_document_problem,
+                check_document=copy_problem,
                 payments=source.payments or connector.payments_source(),
                 holds=self._holds,
                 kravia_has=kravia_has,
@@ -1283,17 +1284,3 @@ def _notes_of(case: CaseState) -> dict[str, object]:
 
 def _paused_note(reason: str, action: str | None) -> str:
     return f"on hold ({reason}): {action} sent to Kravia"
-
-
-def _document_problem(invoice: Invoice) -> str | None:
-    document = invoice.document
-    if document is None:
-        return None
-    try:
-        content = document.load()
-        check_pdf(content, document.name)
-    except InvalidRecordError as exc:
-        return exc.reason
-    except OSError as exc:
-        return f"{document.name} cannot be read: {exc}"
-    return None
