@@ -807,6 +807,20 @@ def _checked(name: str, value: object) -> object:
     return value
 
 
+@contextmanager
+def _committed(connection: sqlite3.Connection, begin: str) -> Iterator[None]:
+    """A transaction on `connection` (`begin` opens it): committed when the block ends, rolled
+    back when it raises."""
+    connection.execute(begin)
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
 def _connect(path: Path, *, rows: bool = True) -> sqlite3.Connection:
     """A connection to the state database: autocommit (we issue BEGIN ourselves), WAL, every
     commit on disk before it returns, waiting up to 30 s for another writer's lock; with
@@ -885,14 +899,8 @@ class StateStore:
             if connection is None:
                 connection = _connect(self.path)
             try:
-                connection.execute(begin)
-                try:
+                with _committed(connection, begin):
                     yield connection
-                    connection.execute("COMMIT")
-                except BaseException:
-                    if connection.in_transaction:
-                        connection.execute("ROLLBACK")
-                    raise
             except BaseException:
                 connection.close()
                 raise
@@ -1127,17 +1135,10 @@ class StateStore:
         with self._batch_lock, _state_errors(self.path):
             if self._batch_connection is None:
                 self._batch_connection = _connect(self.path, rows=False)
-            connection = self._batch_connection
-            cursor = connection.cursor()
+            cursor = self._batch_connection.cursor()
             try:
-                cursor.execute("BEGIN IMMEDIATE")
-                try:
+                with _committed(self._batch_connection, "BEGIN IMMEDIATE"):
                     yield cursor
-                    cursor.execute("COMMIT")
-                except BaseException:
-                    if connection.in_transaction:
-                        cursor.execute("ROLLBACK")
-                    raise
             finally:
                 cursor.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -166,6 +167,36 @@ class TestSecondPass:
             store.close()
         assert case.changed_at is not None
         assert case.fingerprint != case.registered_fingerprint
+
+    def test_a_store_from_before_csv_digests_revalidates_once_and_sends_nothing(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """A state store whose CSV cases carry the older hash of their fields: the first pass
+        looks at every row again, sends nothing, and stores the row digests; the next pass
+        is quiet."""
+        folder = tmp_path / "invoices"
+        records = write_invoices(folder, range(1, 4), pdf_every=0, name="batch.json")
+        (folder / "batch.json").unlink()
+        write_csv_invoices(folder / "batch.csv", records)
+        config = write_config(tmp_path, sim.base_url)
+        run_pass(config)
+        state = load(config).state_path
+        with sqlite3.connect(state) as db:  # as an older kravia-sync stored them
+            db.execute("UPDATE cases SET record_hash = 'a hash of the fields'")
+        before = sim.calls_total()
+
+        upgraded = run_pass(config)
+
+        assert upgraded.status == "done"
+        assert upgraded.counts["unchanged"] == 3
+        assert sim.calls_total() == before
+        with sqlite3.connect(state) as db:
+            stored = {hashed for (hashed,) in db.execute("SELECT record_hash FROM cases")}
+        assert len(stored) == 3
+        assert all(hashed.startswith("n:") for hashed in stored)  # the row digests now
+        quiet = run_pass(config)
+        assert quiet.counts["unchanged"] == 3
+        assert sim.calls_total() == before
 
     def test_a_new_invoice_in_the_folder_is_registered_next_pass(
         self, sim: Sim, tmp_path: Path

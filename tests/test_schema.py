@@ -30,6 +30,14 @@ from kravia_sync.store import (
 )
 
 
+def python_prints(script: str) -> str:
+    """What a fresh interpreter running `script` prints."""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
 def columns(table: str) -> set[str]:
     return {column.name for column in TABLES[table].columns}
 
@@ -151,10 +159,7 @@ def test_a_pass_over_an_existing_store_does_not_load_sqlalchemy(tmp_path: Path) 
         "    store.release_lease()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'sqlalchemy', 'sqlmodel'}))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "[]"
+    assert python_prints(script) == "[]"
 
 
 def test_the_command_line_loads_neither_sqlalchemy_nor_httpx_own_command_line() -> None:
@@ -168,7 +173,4 @@ def test_the_command_line_loads_neither_sqlalchemy_nor_httpx_own_command_line() 
         "loaded = [m for m in sys.modules if m.split('.')[0] in {'sqlalchemy', 'sqlmodel'}]\n"
         "print(loaded, getattr(sys.modules['httpx._main'], '__file__', None))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "[] None"
+    assert python_prints(script) == "[] None"
