@@ -147,6 +147,10 @@ class CaseDriver:
                 settled = await self._settle(decision.step, case)
                 if settled == case:
                     return case
+                if decision.step is Step.LOOKUP and self.mirror.failure is not None:
+                    # This pass's search failed and is not made again in it: a retry here
+                    # would charge the case another failed look-up for the same search.
+                    return settled
                 case = settled
                 continue
             before = case

@@ -299,25 +299,64 @@ class TestFaults:
         )
 
         passes = 0
+        history = []  # each pass's status and counts, shown when an assertion fails
         while passes < 8:
             passes += 1
             summary = run_pass(config)
+            history.append((summary.status.value, dict(summary.counts), summary.problems[:3]))
             if summary.status == "done":
                 break
 
         grouped = cases_by_accounting_id(sim.cases())
         duplicates = {aid: len(cases) for aid, cases in grouped.items() if len(cases) > 1}
         assert duplicates == {}
-        assert len(grouped) == 300
+        assert len(grouped) == 300, history
         assert all(cases[0]["started"] for cases in grouped.values())
         for aid, cases in grouped.items():
             expected = 1 if int(aid) % 3 == 0 else 0
             assert len(cases[0]["documents"]) == expected, f"invoice {aid}"
-        assert summary.status == "done", f"not settled after {passes} passes"
+        assert summary.status == "done", f"not settled after {passes} passes: {history}"
         statuses = sim.simulator.calls()
         assert any(status.startswith("5") for status in statuses["register"]), "no 5xx injected"
         assert "0" in statuses["register"] or "0" in statuses["action"], "no drop injected"
         assert _phases(config) == {"started": 300}
+
+    def test_a_failed_search_counts_once_against_a_lost_register_per_pass(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """A pass whose search of Kravia fails does not search again, so each register it
+        could not settle is charged one failed look-up, however many retries the pass allows:
+        a case is parked for a person only after `max_lookups` bad passes."""
+        write_invoices(tmp_path / "invoices", range(1, 4), pdf_every=0)
+        retry = (
+            "backoff_base_seconds = 0.01\nbackoff_cap_seconds = 0.02\nsettle_seconds = 0.1\n"
+            "retries_per_pass = 6\nmax_lookups = 3\n"
+        )
+        # Pass 1: every register lands and its answer is lost; no wait for the settle time.
+        config = write_config(tmp_path, sim.base_url, retry=retry + "max_inline_wait_seconds = 0")
+        sim.simulator.faults = Faults(drop_after_commit=1.0, operations=("register",))
+        first = run_pass(config)
+        assert first.counts["register_ambiguous"] == 3, first.as_dict()
+
+        # Then every search fails, in passes that may wait and retry inline.
+        config = write_config(tmp_path, sim.base_url, retry=retry + "max_inline_wait_seconds = 2")
+        sim.simulator.faults = Faults(error_5xx=1.0, operations=("search",))
+
+        def phases_and_lookups() -> set[tuple[str, int]]:
+            store = StateStore(load(config).state_path)
+            try:
+                cases = store.load_cases("files")
+            finally:
+                store.close()
+            return {(case.phase.value, case.lookups) for case in cases.values()}
+
+        seen = []
+        for _ in range(3):
+            run_pass(config)
+            seen.append(phases_and_lookups())
+        registering, review = Phase.REGISTERING.value, Phase.NEEDS_REVIEW.value
+        assert seen == [{(registering, 1)}, {(registering, 2)}, {(review, 3)}]
+        assert len(sim.cases()) == 3  # each register landed once: none was sent again
 
     def test_a_register_that_times_out_is_looked_up_not_resent(
         self, sim: Sim, tmp_path: Path
