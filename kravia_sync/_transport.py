@@ -1,150 +1,137 @@
-"""An httpx transport with a fixed set of kept-alive HTTP/1.1 connections.
+"""An httpx transport with a fixed set of kept-alive HTTP/1.1 connections on asyncio streams.
 
-httpx's default pool (httpcore's) re-examines every pooled connection, with two system calls
-each, whenever a request starts or ends; with 16 connections that costs more CPU than the rest
-of a request. We never have more requests in flight than connections (the client bounds them),
-so a request can simply take an idle connection from a queue and give it back when its response
-is closed. Only that one connection is checked for expiry.
+httpx's own transport (httpcore's pool, on anyio) spends more CPU on a request than the rest of
+the engine does: cancel scopes, locks and back-end look-ups around every read and write, and a
+pool that re-examines every connection whenever a request starts or ends. We need none of it:
+the client never has more requests in flight than connections, every answer is read whole, and
+HTTP/2, proxies and streaming are not used. So a request takes an idle connection from a queue
+(or a free slot, and connects), leaves in one write, its answer is read whole (h11 parses it,
+as it does inside httpcore), and the connection goes back to the queue.
 
-A request leaves in one send: httpcore writes its head, its body and the body's end separately
-(three system calls, each waking the server), so the connection holds what is written until it
-is about to read the answer (or holds 64 KB), then sends it all at once.
+The errors are httpx's, and which one says how far the request got, because the engine decides
+from them whether a call may have reached Kravia: nothing was sent (`ConnectError`,
+`ConnectTimeout`), or it was sent in whole or in part (`WriteError`, `WriteTimeout`,
+`ReadError`, `ReadTimeout`, `RemoteProtocolError`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+import ssl
+import time
 
-import httpcore
+import h11
 import httpx
 
 __all__ = ["SlotTransport"]
 
-# httpcore's exceptions and the httpx ones callers catch (the same pairs httpx maps).
-_EXCEPTIONS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.ProxyError, httpx.ProxyError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-)
+READ_SIZE = 64 * 1024
 
 
-def _as_httpx_error(exc: Exception, request: httpx.Request) -> Exception:
-    for source, target in _EXCEPTIONS:
-        if isinstance(exc, source):
-            return target(str(exc), request=request)
-    return exc
+class _Connection:
+    """One kept-alive HTTP/1.1 connection to one origin."""
 
-
-class _ResponseStream(httpx.AsyncByteStream):
     def __init__(
         self,
-        stream: AsyncIterator[bytes],
-        request: httpx.Request,
-        release: asyncio.Queue[httpcore.AsyncHTTPConnection | None],
-        connection: httpcore.AsyncHTTPConnection,
+        origin: tuple[str, str, int],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> None:
-        self._stream = stream
-        self._request = request
-        self._release = release
-        self._connection: httpcore.AsyncHTTPConnection | None = connection
+        self.origin = origin
+        self._reader = reader
+        self._writer = writer
+        self._h11 = h11.Connection(h11.CLIENT)
+        self.idle_since = time.monotonic()
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for part in self._stream:
-                yield part
-        except Exception as exc:
-            raise _as_httpx_error(exc, self._request) from exc
-
-    async def aclose(self) -> None:
-        closer = getattr(self._stream, "aclose", None)
-        try:
-            if closer is not None:
-                await closer()
-        finally:
-            if self._connection is not None:
-                self._release.put_nowait(self._connection)
-                self._connection = None
-
-
-class _OneSendStream(httpcore.AsyncNetworkStream):
-    """A connection whose writes wait for its next read (or for HOLD bytes)."""
-
-    HOLD = 64 * 1024
-
-    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
-        self._stream = stream
-        self._held: list[bytes] = []
-        self._size = 0
-        self._timeout: float | None = None
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        self._held.append(buffer)
-        self._size += len(buffer)
-        self._timeout = timeout
-        if self._size >= self.HOLD:
-            await self._send()
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-        await self._send()
-        return await self._stream.read(max_bytes, timeout)
-
-    async def _send(self) -> None:
-        if self._held:
-            data = b"".join(self._held)
-            self._held.clear()
-            self._size = 0
-            await self._stream.write(data, self._timeout)
-
-    async def aclose(self) -> None:
-        self._held.clear()
-        await self._stream.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: Any,  # noqa: ANN401 - httpcore's signature
-        server_hostname: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's signature
-    ) -> httpcore.AsyncNetworkStream:
-        await self._send()
-        return _OneSendStream(await self._stream.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> Any:  # noqa: ANN401 - httpcore's signature
-        return self._stream.get_extra_info(info)
-
-
-class _OneSendBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's own backend, its connections sending each request at once."""
-
-    def __init__(self) -> None:
-        self._backend = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's signature
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        stream = await self._backend.connect_tcp(
-            host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+    def reusable(self, origin: tuple[str, str, int], *, now: float, expiry: float) -> bool:
+        """Whether a new request may go out on this connection: same origin, the last
+        exchange finished cleanly, the server has not closed it, not idle too long."""
+        return (
+            origin == self.origin
+            and self._h11.our_state is h11.IDLE
+            and not self._reader.at_eof()
+            and not self._writer.is_closing()
+            and now - self.idle_since < expiry
         )
-        return _OneSendStream(stream)
 
-    async def sleep(self, seconds: float) -> None:
-        await self._backend.sleep(seconds)
+    async def exchange(
+        self, request: httpx.Request, body: bytes, timeouts: dict[str, float | None]
+    ) -> httpx.Response:
+        """Send `request` in one write and read its answer whole."""
+        try:
+            data = (
+                self._h11.send(
+                    h11.Request(
+                        method=request.method,
+                        target=request.url.raw_path,
+                        headers=request.headers.raw,
+                    )
+                )
+                or b""
+            )
+            if body:
+                data += self._h11.send(h11.Data(data=body)) or b""
+            data += self._h11.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError as exc:
+            raise httpx.LocalProtocolError(str(exc), request=request) from exc
+        try:
+            self._writer.write(data)
+            async with asyncio.timeout(timeouts.get("write")):
+                await self._writer.drain()
+        except TimeoutError:
+            raise httpx.WriteTimeout(
+                "the request could not be written in time", request=request
+            ) from None
+        except OSError as exc:
+            raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
+        response = await self._read_response(request, timeouts.get("read"))
+        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+            self._h11.start_next_cycle()
+            self.idle_since = time.monotonic()
+        return response
+
+    async def _read_response(self, request: httpx.Request, timeout: float | None) -> httpx.Response:  # noqa: ASYNC109
+        head: h11.Response | None = None
+        parts: list[bytes] = []
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+            if event is h11.NEED_DATA:
+                data = await self._read(request, timeout)
+                if not data and head is None:
+                    raise httpx.RemoteProtocolError(
+                        "Server disconnected without sending a response.", request=request
+                    )
+                self._h11.receive_data(data)
+            elif isinstance(event, h11.Response):
+                head = event
+            elif isinstance(event, h11.Data):
+                parts.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage) and head is not None:
+                break
+            # An informational (1xx) answer is skipped: the final one follows.
+        assert head is not None  # noqa: S101 - the loop ends only after a Response
+        return httpx.Response(
+            status_code=head.status_code,
+            headers=head.headers.raw_items(),
+            content=b"".join(parts),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
+            request=request,
+        )
+
+    async def _read(self, request: httpx.Request, timeout: float | None) -> bytes:  # noqa: ASYNC109
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._reader.read(READ_SIZE)
+        except TimeoutError:
+            raise httpx.ReadTimeout("no answer in time", request=request) from None
+        except OSError as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 class SlotTransport(httpx.AsyncBaseTransport):
@@ -152,66 +139,77 @@ class SlotTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, *, slots: int, keepalive_expiry: float = 5.0) -> None:
         self._keepalive_expiry = keepalive_expiry
-        self._idle: asyncio.Queue[httpcore.AsyncHTTPConnection | None] = asyncio.Queue()
+        self._idle: asyncio.Queue[_Connection | None] = asyncio.Queue()
         for _ in range(slots):
             self._idle.put_nowait(None)
-        self._all: set[httpcore.AsyncHTTPConnection] = set()
-        self._backend = _OneSendBackend()
+        self._all: set[_Connection] = set()
+        self._ssl: ssl.SSLContext | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        origin = httpcore.Origin(url.raw_scheme, url.raw_host, url.port or _default_port(url))
+        origin = (url.scheme, url.host, url.port or _default_port(url))
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        body = await request.aread()
         connection = await self._idle.get()
         try:
-            if connection is not None and (
-                connection.is_closed()
-                or connection.has_expired()
-                or not connection.can_handle_request(origin)
+            if connection is not None and not connection.reusable(
+                origin, now=time.monotonic(), expiry=self._keepalive_expiry
             ):
-                await connection.aclose()
-                self._all.discard(connection)
+                self._drop(connection)
                 connection = None
             if connection is None:
-                connection = httpcore.AsyncHTTPConnection(
-                    origin=origin,
-                    keepalive_expiry=self._keepalive_expiry,
-                    network_backend=self._backend,
-                )
+                connection = await self._connect(request, origin, timeouts.get("connect"))
                 self._all.add(connection)
-            core_request = httpcore.Request(
-                method=request.method,
-                url=httpcore.URL(
-                    scheme=url.raw_scheme,
-                    host=url.raw_host,
-                    port=url.port,
-                    target=url.raw_path,
-                ),
-                headers=request.headers.raw,
-                content=request.stream,
-                extensions=request.extensions,
-            )
-            core_response = await connection.handle_async_request(core_request)
-        except BaseException as exc:
-            try:
-                if connection is not None:
-                    self._all.discard(connection)
-                    await connection.aclose()
-            finally:
-                self._idle.put_nowait(None)  # the slot is returned whatever happens
-            if isinstance(exc, Exception):
-                raise _as_httpx_error(exc, request) from exc
+            response = await connection.exchange(request, body, timeouts)
+        except BaseException:
+            if connection is not None:
+                self._drop(connection)
+            self._idle.put_nowait(None)  # the slot is returned whatever happens
             raise
-        stream = core_response.stream
-        return httpx.Response(
-            status_code=core_response.status,
-            headers=core_response.headers,
-            stream=_ResponseStream(stream, request, self._idle, connection),  # type: ignore[arg-type]
-            extensions=core_response.extensions,
-        )
+        if connection.reusable(origin, now=time.monotonic(), expiry=self._keepalive_expiry):
+            self._idle.put_nowait(connection)
+        else:
+            self._drop(connection)
+            self._idle.put_nowait(None)
+        return response
+
+    async def _connect(
+        self,
+        request: httpx.Request,
+        origin: tuple[str, str, int],
+        timeout: float | None,  # noqa: ASYNC109
+    ) -> _Connection:
+        scheme, host, port = origin
+        if scheme not in {"http", "https"}:
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}", request=request)
+        tls = self._tls() if scheme == "https" else None
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=tls, server_hostname=host if tls else None, limit=READ_SIZE
+                )
+        except TimeoutError:
+            raise httpx.ConnectTimeout(
+                f"no connection to {host}:{port} in time", request=request
+            ) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+        return _Connection(origin, reader, writer)
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            import certifi  # noqa: PLC0415 - only for https, and httpx's own CA bundle
+
+            self._ssl = ssl.create_default_context(cafile=certifi.where())
+        return self._ssl
+
+    def _drop(self, connection: _Connection) -> None:
+        self._all.discard(connection)
+        connection.close()
 
     async def aclose(self) -> None:
         for connection in list(self._all):
-            await connection.aclose()
+            connection.close()
         self._all.clear()
 
 
