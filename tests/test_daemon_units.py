@@ -4,6 +4,7 @@ deadline, and the Reconciler's stop request and one-source passes."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -13,8 +14,9 @@ import httpx
 import pytest
 from daemon_support import FakePasses
 from structlog.testing import capture_logs
-from support import TOKEN, Sim, load, write_config, write_invoices
+from support import TOKEN, Sim, cases_by_accounting_id, load, write_config, write_invoices
 
+from kravia_sync import store as store_module
 from kravia_sync.daemon import Daemon
 from kravia_sync.kravia import KraviaClient
 from kravia_sync.reconcile import Reconciler
@@ -456,3 +458,51 @@ class TestReconcilerStop:
         assert sorted(c["accountingInvoiceId"] for c in sim.cases()) == ["O7"]
         with pytest.raises(ValueError, match="no such source: nope"):
             asyncio.run(go(["nope"]))
+
+
+class TestLockedStore:
+    def test_a_pass_on_a_locked_store_fails_in_one_line_and_the_next_one_works(
+        self, sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Another program holding the state store's write lock fails the daemon's pass with
+        one error line naming the file and the lock (no traceback); the daemon goes on, and
+        the first pass after the lock is let go works, sending nothing twice."""
+        monkeypatch.setattr(store_module, "BUSY_TIMEOUT_SECONDS", 0.3)
+        write_invoices(tmp_path / "invoices", range(1, 3), pdf_every=0)
+        config = write_config(tmp_path, sim.base_url, source='schedule = "1s"')
+        config.write_text(
+            config.read_text()
+            + "\n[daemon]\nport = 0\nbackoff_seconds = 0.2\nbackoff_cap_seconds = 0.4\n"
+            "stop_timeout_seconds = 5\n"
+        )
+        settings = load(config)
+        daemon = Daemon(settings, client_factory=client_for, handle_signals=False)
+        files = daemon.sources["files"]
+
+        async def go() -> None:
+            task = asyncio.create_task(daemon.run())
+            await until(lambda: files.last_status == "done", what="the first pass")
+            locker = sqlite3.connect(settings.state_path, isolation_level=None)
+            locker.execute("BEGIN EXCLUSIVE")
+            try:
+                await until(lambda: files.failures >= 1, what="a failed pass")
+            finally:
+                locker.execute("ROLLBACK")
+                locker.close()
+            await until(lambda: files.last_status == "done", what="a pass after the lock")
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, timeout=10) == 0
+
+        with capture_logs() as logs:
+            asyncio.run(go())
+
+        failed = events(logs, "pass failed", source="files")
+        assert failed, [line["event"] for line in logs]
+        assert failed[0]["log_level"] == "error"
+        assert "exc_info" not in failed[0]  # said in one line, not with a traceback
+        assert settings.state_path.name in failed[0]["error"]
+        assert "lock" in failed[0]["error"]
+        assert not [line for line in logs if line["event"] == "pass failed unexpectedly"]
+        grouped = cases_by_accounting_id(sim.cases())
+        assert sorted(grouped) == ["1", "2"]
+        assert all(len(cases) == 1 for cases in grouped.values())
