@@ -1189,7 +1189,9 @@ def demo(
     from kravia_sync.demo import run_demo  # noqa: PLC0415
 
     with _user_errors():
-        summary = run_demo(directory, console=out)
+        summary = run_demo(
+            directory, console=out, show_summary=lambda shown: print_summary(shown, out)
+        )
     raise typer.Exit(EXIT_FAILED if summary.status == RunStatus.FAILED else EXIT_DONE)
 
 

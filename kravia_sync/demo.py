@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shutil
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 
@@ -55,10 +56,11 @@ def _copy_sample(target: Path) -> None:
                 shutil.copyfileobj(source, copy)
 
 
-def run_demo(directory: Path, *, console: Console) -> RunSummary:
-    """One pass over the sample folder into a simulator whose cases persist in `directory`."""
-    from kravia_sync.cli import print_summary  # noqa: PLC0415 - the CLI imports this module
-
+def run_demo(
+    directory: Path, *, console: Console, show_summary: Callable[[RunSummary], None]
+) -> RunSummary:
+    """One pass over the sample folder into a simulator whose cases persist in `directory`;
+    `show_summary` shows the pass's summary (the CLI's table)."""
     directory.mkdir(parents=True, exist_ok=True)
     _copy_sample(directory / "invoices")
     token = "demo-" + secrets.token_urlsafe(12)
@@ -92,7 +94,7 @@ def run_demo(directory: Path, *, console: Console) -> RunSummary:
             summary = asyncio.run(one_pass())
         finally:
             store.close()
-        print_summary(summary, console)
+        show_summary(summary)
         held = simulator.cases()
         started = sum(1 for case in held if case.get("started"))
         console.print(f"The simulator holds {len(held)} case(s), {started} started.")

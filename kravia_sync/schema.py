@@ -23,7 +23,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlmodel import Field, SQLModel
 
-from kravia_sync.store import utc_text
+from kravia_sync.stored import utc_text
 
 __all__ = [
     "TABLES",

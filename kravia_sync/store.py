@@ -33,6 +33,7 @@ from kravia_sync.payments import (
     PaymentPhase,
     PaymentState,
 )
+from kravia_sync.stored import utc_text
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -55,13 +56,6 @@ __all__ = [
 SCHEMA_VERSION = 3
 BUSY_TIMEOUT_SECONDS = 30  # how long a write waits for another writer's lock
 _IDLE_CONNECTIONS = 4  # connections kept open for the next read or write
-
-
-def utc_text(value: datetime) -> str:
-    """A time as the state stores it: UTC ISO 8601 text with microseconds (sortable)."""
-    if value.tzinfo is None:
-        raise ValueError("naive datetimes are not stored: time is timezone-aware")
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 # Columns schema 2 added to `cases`, for the migration from schema 1.
