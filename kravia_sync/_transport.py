@@ -45,14 +45,23 @@ class _Connection:
 
     def reusable(self, origin: tuple[str, str, int], *, now: float, expiry: float) -> bool:
         """Whether a new request may go out on this connection: same origin, the last
-        exchange finished cleanly, the server has not closed it, not idle too long."""
+        exchange finished cleanly, not idle too long, and the server has neither closed it
+        nor sent anything since its last answer (whatever it sent, a late answer or a
+        `408` before closing, would be read as the next request's answer)."""
         return (
             origin == self.origin
             and self._h11.our_state is h11.IDLE
+            and self._h11.trailing_data == (b"", False)
+            and not self._unread()
             and not self._reader.at_eof()
             and not self._writer.is_closing()
             and now - self.idle_since < expiry
         )
+
+    def _unread(self) -> bool:
+        """Whether the stream holds bytes no answer has read. StreamReader keeps them in
+        `_buffer` and offers no public way to ask."""
+        return bool(getattr(self._reader, "_buffer", b""))
 
     async def exchange(
         self, request: httpx.Request, body: bytes, timeouts: dict[str, float | None]
@@ -85,7 +94,11 @@ class _Connection:
         except OSError as exc:
             raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
         response = await self._read_response(request, timeouts.get("read"))
-        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+        if (
+            self._h11.our_state is h11.DONE
+            and self._h11.their_state is h11.DONE
+            and self._h11.trailing_data == (b"", False)  # nothing after the answer
+        ):
             self._h11.start_next_cycle()
             self.idle_since = time.monotonic()
         return response

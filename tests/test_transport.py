@@ -249,13 +249,15 @@ def test_tls_refused_by_the_server_is_a_connect_error() -> None:
     asyncio.run(go())
 
 
-def test_an_answer_that_does_not_come_is_a_read_timeout_and_the_slot_comes_back() -> None:
-    async def silent_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        await asyncio.sleep(1.0)
+async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Reads a request and never answers it (for a second)."""
+    await read_request(reader)
+    await asyncio.sleep(1.0)
 
+
+def test_an_answer_that_does_not_come_is_a_read_timeout_and_the_slot_comes_back() -> None:
     async def go() -> None:
-        async with Server(silent_once) as slow, Server(answer_each) as fine:
+        async with Server(silent) as slow, Server(answer_each) as fine:
             transport = SlotTransport(slots=1)
             with pytest.raises(httpx.ReadTimeout):
                 await send(transport, request("POST", slow.url(), content=b"x", timeout=0.2))
@@ -291,10 +293,6 @@ def test_a_connection_lost_after_sending_is_a_remote_protocol_error(
 
 
 def test_a_cancelled_request_gives_its_slot_back() -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        await asyncio.sleep(1.0)
-
     async def go() -> None:
         async with Server(silent) as slow, Server(answer_each) as fine:
             transport = SlotTransport(slots=1)
@@ -308,3 +306,51 @@ def test_a_cancelled_request_gives_its_slot_back() -> None:
             await transport.aclose()
 
     asyncio.run(go())
+
+
+def test_bytes_after_an_answer_are_never_read_as_the_next_answer() -> None:
+    """A server that sends more than one answer's worth (a late or stray answer in the same
+    write): the next request goes out on a new connection and gets its own answer."""
+    stray = b'HTTP/1.1 201 Created\r\nContent-Length: 7\r\n\r\n"stray"'
+
+    async def chatty(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, body = await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body) + stray)
+        await writer.drain()
+        await asyncio.sleep(1.0)
+
+    async def go() -> tuple[list[bytes], int]:
+        async with Server(chatty) as server:
+            transport = SlotTransport(slots=1)
+            answers = [
+                (await send(transport, request("POST", server.url(), content=body))).content
+                for body in (b"first", b"second")
+            ]
+            await transport.aclose()
+            return answers, server.connections
+
+    assert asyncio.run(go()) == ([b"first", b"second"], 2)
+
+
+def test_what_a_server_sends_to_an_idle_connection_is_not_the_next_answer() -> None:
+    """A `408` (or anything) sent while the connection sits idle, then a close that has not
+    reached us yet: the connection is not used again."""
+
+    async def times_out(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK)
+        await asyncio.sleep(0.05)
+        writer.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1.0)  # the close comes later
+
+    async def go() -> tuple[list[int], int]:
+        async with Server(times_out) as server:
+            transport = SlotTransport(slots=1)
+            first = await send(transport, request("GET", server.url()))
+            await asyncio.sleep(0.2)
+            second = await send(transport, request("POST", server.url(), content=b"x"))
+            await transport.aclose()
+            return [first.status_code, second.status_code], server.connections
+
+    assert asyncio.run(go()) == ([200, 200], 2)
