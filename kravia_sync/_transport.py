@@ -94,12 +94,8 @@ class _Connection:
         except OSError as exc:
             raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
         response = await self._read_response(request, timeouts.get("read"))
-        if (
-            self._h11.our_state is h11.DONE
-            and self._h11.their_state is h11.DONE
-            and self._h11.trailing_data == (b"", False)  # nothing after the answer
-        ):
-            self._h11.start_next_cycle()
+        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+            self._h11.start_next_cycle()  # anything sent after the answer: see `reusable`
             self.idle_since = time.monotonic()
         return response
 

@@ -163,17 +163,26 @@ def test_chunked_and_informational_answers_are_read_whole() -> None:
     assert response.headers["X-Case"] == "7"
 
 
-def test_a_connection_the_server_closes_is_not_reused() -> None:
-    """`Connection: close`, or a server that closes an idle connection: the next request
-    opens a new one and succeeds."""
+def answer_once(answer: bytes) -> Handler:
+    """A server that reads one request, sends `answer` and closes the connection."""
 
-    async def close_after_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
-        writer.write(OK)
+        writer.write(answer)
         await writer.drain()
 
+    return handler
+
+
+@pytest.mark.parametrize(
+    "answer", [OK, b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"]
+)
+def test_a_connection_the_server_closes_is_not_reused(answer: bytes) -> None:
+    """A server that closes an idle connection, or says `Connection: close` in its answer:
+    the next request opens a new one and succeeds."""
+
     async def go() -> int:
-        async with Server(close_after_one) as server:
+        async with Server(answer_once(answer)) as server:
             transport = SlotTransport(slots=1)
             for _ in range(3):
                 assert (await send(transport, request("GET", server.url()))).status_code == 200
@@ -278,13 +287,8 @@ def test_an_answer_that_does_not_come_is_a_read_timeout_and_the_slot_comes_back(
 def test_a_connection_lost_after_sending_is_a_remote_protocol_error(
     answer: bytes, message: str
 ) -> None:
-    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(answer)
-        await writer.drain()
-
     async def go() -> None:
-        async with Server(cut) as server:
+        async with Server(answer_once(answer)) as server:
             transport = SlotTransport(slots=1)
             with pytest.raises(httpx.RemoteProtocolError, match=message):
                 await send(transport, request("POST", server.url(), content=b"x"))
