@@ -24,7 +24,7 @@ from pathlib import Path
 from connectors.fiken import FikenConnector
 from kravia_sync.connector import SourceRecord
 from kravia_sync.logging import configure_logging
-from kravia_sync.testing_fiken import FikenSimulator, RunningFiken, demo_company
+from kravia_sync.testing.fiken import FikenSimulator, RunningFiken, demo_company
 
 TOKEN = "bench-fiken-token-51c2"
 

@@ -27,16 +27,16 @@ from typing import Any
 from common import SimulatorProcess, run_reconcile, write_config, write_csv
 from sql_noop import fill_table, sql_source
 
-from kravia_sync.store import StateStore
+from kravia_sync.state.store import StateStore
 
 # In the child: `CaseDriver.drive` writes each case as started through the committer.
 RECORDING_RUN = """
 import itertools, sys
 from dataclasses import replace
-from kravia_sync import cli
-from kravia_sync.driver import CaseDriver
+from kravia_sync.cli import app as cli
+from kravia_sync.engine.driver import CaseDriver
 from kravia_sync.lifecycle import Phase
-from kravia_sync.store import CaseWrite
+from kravia_sync.state.store import CaseWrite
 
 ids = itertools.count(3_000_000)
 

@@ -26,10 +26,10 @@ from common import SimulatorProcess, run_reconcile, write_config
 
 from connectors.sql import SqlConnector
 from kravia_sync.connector import SourceRecord
+from kravia_sync.engine.plan import record_hash
 from kravia_sync.lifecycle import CaseState, Phase
 from kravia_sync.model import Invoice
-from kravia_sync.plan import record_hash
-from kravia_sync.store import StateStore
+from kravia_sync.state.store import StateStore
 
 URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TABLE = "bench_invoices"

@@ -1,5 +1,5 @@
 """`python -m kravia_sync` runs the command line."""
 
-from kravia_sync.cli import main
+from kravia_sync.cli.app import main
 
 main()

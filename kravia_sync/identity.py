@@ -1,7 +1,8 @@
 """Does Kravia already have this invoice? Pure judgement over what Kravia's search reported.
 
 Kravia documents no idempotency key, so the engine never registers an accountingInvoiceId
-before it has looked at what Kravia holds (the mirror of Kravia's cases, `kravia_sync.mirror`).
+before it has looked at what Kravia holds (the mirror of Kravia's cases,
+`kravia_sync.engine.mirror`).
 This module decides from those look-ups alone; it fails closed: whatever could be the same
 invoice but cannot be told apart is `Unknown`, never `Absent`.
 """

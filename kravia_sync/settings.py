@@ -38,7 +38,7 @@ from pydantic_settings import (
 )
 
 from kravia_sync.errors import KraviaSyncError
-from kravia_sync.kravia import DEFAULT_BASE_URL
+from kravia_sync.kravia.assumptions import DEFAULT_BASE_URL
 from kravia_sync.lifecycle import StartPolicy
 
 __all__ = [
@@ -156,7 +156,7 @@ class LogSettings(_Section):
 
 
 def _check_schedule(value: str | None) -> str | None:
-    from kravia_sync.scheduling import parse_schedule  # noqa: PLC0415
+    from kravia_sync.schedule import parse_schedule  # noqa: PLC0415
 
     return None if value is None else parse_schedule(value).text
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from support import CREDITOR_ID, TOKEN, Sim
 
-from kravia_sync.simulator import RunningSimulator, Simulator
-from kravia_sync.worklist import WorkList
+from kravia_sync.engine.worklist import WorkList
+from kravia_sync.testing.simulator import RunningSimulator, Simulator
 
 # A pass holds this many new invoices as objects before writing the rest out (5,000 in use):
 # with three, every test of more than three new invoices also drives written-out ones.

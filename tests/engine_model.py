@@ -54,14 +54,14 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from kravia_sync.kravia import KraviaClient
+from kravia_sync.engine.reconcile import Reconciler, RunSummary
+from kravia_sync.engine.worklist import WorkList
+from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.logging import configure_logging
-from kravia_sync.reconcile import Reconciler, RunSummary
 from kravia_sync.settings import load_settings
-from kravia_sync.simulator import Shape, Simulator
-from kravia_sync.store import LeaseHeldError, StateStore
+from kravia_sync.state.store import LeaseHeldError, StateStore
 from kravia_sync.testing import minimal_pdf
-from kravia_sync.worklist import WorkList
+from kravia_sync.testing.simulator import Shape, Simulator
 
 TOKEN = "model-token-4Kq9w"
 CREDITOR_ID = 10759

@@ -1,13 +1,13 @@
 """Direct SQL on a state database, for tests that set up or look at what the store's own
-methods do not: SQLAlchemy Core on the tables of `kravia_sync.schema`."""
+methods do not: SQLAlchemy Core on the tables of `kravia_sync.state.schema`."""
 
 from __future__ import annotations
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
-from kravia_sync.schema import TABLES
-from kravia_sync.store import StateStore
+from kravia_sync.state.schema import TABLES
+from kravia_sync.state.store import StateStore
 
 CASES = TABLES["cases"]
 JOURNAL = TABLES["journal"]

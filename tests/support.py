@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from kravia_sync.kravia import KraviaClient
-from kravia_sync.reconcile import Reconciler, RunSummary
+from kravia_sync.engine.reconcile import Reconciler, RunSummary
+from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.settings import Settings, load_settings
-from kravia_sync.simulator import RunningSimulator, Simulator
-from kravia_sync.store import StateStore
+from kravia_sync.state.store import StateStore
 from kravia_sync.testing import minimal_pdf
+from kravia_sync.testing.simulator import RunningSimulator, Simulator
 
 TOKEN = "test-token-Zq8v1Xw3"
 CREDITOR_ID = 10759

@@ -19,8 +19,8 @@ from support import (
     write_invoices,
 )
 
-from kravia_sync.simulator import Faults
-from kravia_sync.store import StateStore
+from kravia_sync.state.store import StateStore
+from kravia_sync.testing.simulator import Faults
 
 EXIT_ATTENTION = 3
 

@@ -28,7 +28,7 @@ from connectors.rest import RestConnector
 from connectors.sql import SqlConnector
 from kravia_sync import RECORD_FIELDS, Connector
 from kravia_sync.testing import ConnectorConformance, minimal_pdf, sample_invoices
-from kravia_sync.testing_fiken import FikenSimulator, RunningFiken, demo_company
+from kravia_sync.testing.fiken import FikenSimulator, RunningFiken, demo_company
 
 FIKEN_TOKEN = "fiken-pat-Conformance-7Hq2"
 CLOSED_PORT_URL = "http://127.0.0.1:9/api/v2/"  # the discard port: nothing listens

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from support import Sim, cases_by_accounting_id, cli_command, cli_env, write_config, write_invoices
 
-from kravia_sync.simulator import Faults, Shape
-from kravia_sync.store import StateStore
+from kravia_sync.state.store import StateStore
+from kravia_sync.testing.simulator import Faults, Shape
 
 KILLS = 24
 NEW_PER_ROUND = 6
@@ -47,9 +47,9 @@ def _unanswered_intents(state: Path) -> int:
 # written to the pass's temporary file and read back as the workers take it.
 WRITTEN_OUT = (
     "import sys\n"
-    "from kravia_sync.worklist import WorkList\n"
+    "from kravia_sync.engine.worklist import WorkList\n"
     "WorkList.IN_MEMORY = 1\n"
-    "from kravia_sync.cli import main\n"
+    "from kravia_sync.cli.app import main\n"
     "sys.argv = ['kravia-sync', *sys.argv[1:]]\n"
     "main()\n"
 )

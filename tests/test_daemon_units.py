@@ -16,14 +16,15 @@ from daemon_support import FakePasses
 from structlog.testing import capture_logs
 from support import TOKEN, Sim, cases_by_accounting_id, load, write_config, write_invoices
 
-from kravia_sync import store as store_module
-from kravia_sync.daemon import Daemon
-from kravia_sync.kravia import KraviaClient
-from kravia_sync.reconcile import Reconciler
-from kravia_sync.scheduling import Scheduler, parse_schedule
+from kravia_sync.engine.reconcile import Reconciler
+from kravia_sync.kravia.client import KraviaClient
+from kravia_sync.schedule import parse_schedule
+from kravia_sync.service.daemon import Daemon
+from kravia_sync.service.scheduling import Scheduler
 from kravia_sync.settings import ConfigError, Settings, load_settings
-from kravia_sync.simulator import Faults
-from kravia_sync.store import StateStore
+from kravia_sync.state import store as store_module
+from kravia_sync.state.store import StateStore
+from kravia_sync.testing.simulator import Faults
 
 
 def client_for(settings: Settings) -> KraviaClient:

@@ -1,4 +1,4 @@
-"""Tests of the source diff (`kravia_sync.diff`): one read against the stored cases."""
+"""Tests of the source diff (`kravia_sync.engine.diff`): one read against the stored cases."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from kravia_sync.connector import RecordError, SourceRecord
-from kravia_sync.diff import SETTLING_PHASES, Lookup, SourceDiff
-from kravia_sync.gate import RefusalKind
+from kravia_sync.engine.diff import SETTLING_PHASES, Lookup, SourceDiff
+from kravia_sync.engine.gate import RefusalKind
+from kravia_sync.engine.plan import Change, record_hash, source_id
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase
 from kravia_sync.model import CallableDocument, Invoice
-from kravia_sync.plan import Change, record_hash, source_id
 from kravia_sync.settings import PolicySettings, SourceConfig
 from kravia_sync.testing import minimal_pdf
 

@@ -18,7 +18,7 @@ from ehf_support import (
 from support import Sim, load, run_cli, run_pass, write_config
 
 from kravia_sync.lifecycle import Phase
-from kravia_sync.store import StateStore
+from kravia_sync.state.store import StateStore
 from kravia_sync.testing import minimal_pdf
 
 

@@ -31,11 +31,11 @@ from support import (
     write_invoices,
 )
 
-from kravia_sync.kravia import KraviaClient
-from kravia_sync.reconcile import Reconciler, RunSummary
-from kravia_sync.simulator import Faults, Shape
-from kravia_sync.store import StateStore
+from kravia_sync.engine.reconcile import Reconciler, RunSummary
+from kravia_sync.kravia.client import KraviaClient
+from kravia_sync.state.store import StateStore
 from kravia_sync.testing import minimal_pdf
+from kravia_sync.testing.simulator import Faults, Shape
 
 SETTLE = "backoff_base_seconds = 0.05\nbackoff_cap_seconds = 1\nsettle_seconds = 0.1\n"
 NO_WAITS = SETTLE + "max_inline_wait_seconds = 0\nretries_per_pass = 0"
@@ -205,7 +205,7 @@ class TestSameIdentity:
         settings = load(config)
         with StateStore(settings.state_path) as holder:
             holder.acquire_lease(ttl=timedelta(minutes=2), now=datetime.now(UTC))
-            from kravia_sync.store import LeaseHeldError  # noqa: PLC0415
+            from kravia_sync.state.store import LeaseHeldError  # noqa: PLC0415
 
             with pytest.raises(LeaseHeldError):
                 Passes(config).run(later=timedelta(0))
@@ -780,8 +780,8 @@ class TestLeaseCheckedBeforeSending:
         """The lease's renewals stall just while a register's intent is being committed: the
         call is not sent; the intent is settled later by looking, and the invoice is
         registered once."""
-        from kravia_sync.lease import LeaseKeeper  # noqa: PLC0415
-        from kravia_sync.store import LeaseLostError  # noqa: PLC0415
+        from kravia_sync.state.lease import LeaseKeeper  # noqa: PLC0415
+        from kravia_sync.state.store import LeaseLostError  # noqa: PLC0415
 
         write_invoices(folder(tmp_path), [11], pdf_every=0)
         config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)

@@ -27,9 +27,9 @@ from connectors.fiken import FikenConnector, FikenSettings
 from connectors.rest import EXAMPLE_SETTINGS as REST_EXAMPLE
 from kravia_sync.connector import ConnectorError, RecordError, SourceRecord, load_connector
 from kravia_sync.lifecycle import Phase
-from kravia_sync.simulator import RunningSimulator, Simulator
-from kravia_sync.store import StateStore
-from kravia_sync.testing_fiken import FikenCompany, FikenSimulator, RunningFiken, demo_company
+from kravia_sync.state.store import StateStore
+from kravia_sync.testing.fiken import FikenCompany, FikenSimulator, RunningFiken, demo_company
+from kravia_sync.testing.simulator import RunningSimulator, Simulator
 
 FIKEN_TOKEN = "fiken-pat-Hq7Lm2Zx9PwK"
 SLUG = "fiken-demo-as"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from kravia_sync.testing_fiken import FikenSimulator, RunningFiken, demo_company
+from kravia_sync.testing.fiken import FikenSimulator, RunningFiken, demo_company
 
 TOKEN = "sim-fiken-token-3k"
 SLUG = "demo-as"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from kravia_sync.forwarding import PaymentForwarder
-from kravia_sync.kravia import CaseStanding, KraviaClient, MoneyLine, Settlement
+from kravia_sync.engine.forwarding import PaymentForwarder
+from kravia_sync.kravia.client import CaseStanding, KraviaClient, MoneyLine, Settlement
 from kravia_sync.lifecycle import CaseState, Phase
 from kravia_sync.payments import (
     Payment,
@@ -22,7 +22,7 @@ from kravia_sync.payments import (
     derived_payment,
     plan_payments,
 )
-from kravia_sync.store import StateStore
+from kravia_sync.state.store import StateStore
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 

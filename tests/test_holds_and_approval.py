@@ -6,7 +6,7 @@ from pathlib import Path
 
 from support import Sim, run_cli, run_pass, write_config, write_invoices
 
-from kravia_sync.store import StateStore
+from kravia_sync.state.store import StateStore
 
 MANUAL = 'start = "manual"'
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from kravia_sync.gate import RefusalKind, ineligibility, judge
+from kravia_sync.engine.gate import RefusalKind, ineligibility, judge
 from kravia_sync.identity import Absent, Adopt, KnownCase, Several, Unknown, identity_verdict
 from kravia_sync.lifecycle import CaseState, Phase, StartPolicy, Step
 from kravia_sync.model import FileDocument, Invoice

@@ -103,3 +103,89 @@ def test_the_cycle_finder_finds_a_cycle_through_a_late_import(tmp_path: Path) ->
     modules = {f"pkg.{n}": package / f"{n}.py" for n in ("a", "b", "c")}
     assert import_graph(modules) == {"pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}, "pkg.c": {"pkg.a"}}
     assert cycles(import_graph(modules)) == [["pkg.a", "pkg.b"]]
+
+
+# --- the layers ---------------------------------------------------------------------------
+# Lowest first. A module imports only from its own layer or the ones below; two groups on
+# one level (the client and the connectors) do not import each other. `kravia_sync.testing` (the test doubles and the conformance kit) is used by
+# nothing in the runtime, except the two commands that run a simulator on purpose.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("kravia_sync",),  # the model, the lifecycle, payments, the connector API, the settings
+    ("kravia_sync.kravia", "connectors"),
+    ("kravia_sync.state",),
+    ("kravia_sync.engine",),
+    ("kravia_sync.service",),  # the daemon: schedules, health, metrics, webhooks
+    ("kravia_sync.cli",),  # the command line runs passes and the daemon
+)
+# What Kravia's API looks like, as named constants: the settings read the default base URL
+# from it, so it belongs with the bottom layer although it sits beside the client.
+BOTTOM_EXTRAS = ("kravia_sync.kravia.assumptions",)
+TESTING = "kravia_sync.testing"
+# `kravia-sync demo` and `kravia-sync simulate` start the bundled simulator (the [simulator]
+# extra), importing it inside the command.
+MAY_USE_TESTING = ("kravia_sync.cli.app", "kravia_sync.cli.demo")
+
+
+def _group(module: str) -> str:
+    """The longest layer group that `module` belongs to (a module of the package itself, such
+    as `kravia_sync.model`, belongs to `kravia_sync`)."""
+    if module in BOTTOM_EXTRAS or module == "kravia_sync.__main__":
+        return "kravia_sync"
+    if module == TESTING or module.startswith(TESTING + "."):
+        return TESTING
+    groups = [group for layer in LAYERS for group in layer]
+    matching = [g for g in groups if module == g or module.startswith(g + ".")]
+    longest = max(matching, key=len)
+    if longest == "kravia_sync" and module.count(".") > 1:
+        raise AssertionError(f"{module} is in no layer: add its package to LAYERS")
+    return longest
+
+
+def _level(group: str) -> int:
+    return next(level for level, layer in enumerate(LAYERS) if group in layer)
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for module, targets in sorted(graph.items()):
+        source = _group(module)
+        for target in sorted(targets):
+            wanted = _group(target)
+            if wanted == TESTING:
+                if source != TESTING and module not in MAY_USE_TESTING:
+                    found.append(f"{module} imports the test double {target}")
+                continue
+            if source in {TESTING, wanted}:
+                continue
+            if module == "kravia_sync.__main__":
+                continue  # `python -m kravia_sync` runs the command line
+            if _level(wanted) >= _level(source):
+                found.append(f"{module} ({source}) imports {target} ({wanted}), not below it")
+    return found
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    graph = import_graph(_modules())
+    assert layer_violations(graph) == []
+
+
+def test_the_layer_check_finds_an_import_upwards_and_a_test_double() -> None:
+    """The check above can fail: the state store importing the engine, the client importing a
+    connector, and the engine importing the simulator, are each found."""
+    graph = {
+        "kravia_sync.state.store": {"kravia_sync.engine.driver", "kravia_sync.model"},
+        "kravia_sync.kravia.client": {"connectors.sql"},
+        "kravia_sync.engine.driver": {"kravia_sync.testing.simulator", "kravia_sync.state.store"},
+        "kravia_sync.cli.demo": {"kravia_sync.testing.simulator"},
+    }
+    assert layer_violations(graph) == [
+        "kravia_sync.engine.driver imports the test double kravia_sync.testing.simulator",
+        (
+            "kravia_sync.kravia.client (kravia_sync.kravia) imports connectors.sql (connectors), "
+            "not below it"
+        ),
+        (
+            "kravia_sync.state.store (kravia_sync.state) imports kravia_sync.engine.driver "
+            "(kravia_sync.engine), not below it"
+        ),
+    ]

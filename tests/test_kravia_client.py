@@ -1,4 +1,4 @@
-"""Tests of the Kravia client module (`kravia_sync.kravia`): bodies, errors, and the client
+"""Tests of the Kravia client module (`kravia_sync.kravia.client`): bodies, errors, and the client
 over `httpx.MockTransport` (no network)."""
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ import pytest
 from support import CREDITOR_ID, Sim
 from support import TOKEN as SIM_TOKEN
 
-from kravia_sync.kravia import (
+from kravia_sync.kravia.assumptions import (
     DEFAULT_BASE_URL,
     MAX_RETRY_AFTER_SECONDS,
     SEARCH_PAGE_OVERLAP,
     SEARCH_PAGE_SIZE,
+)
+from kravia_sync.kravia.client import (
     CaseStanding,
     Failure,
     KraviaClient,
@@ -47,8 +49,8 @@ from kravia_sync.kravia import (
     payment_recorded,
 )
 from kravia_sync.model import Invoice
-from kravia_sync.simulator import Faults
 from kravia_sync.testing import minimal_pdf
+from kravia_sync.testing.simulator import Faults
 
 BASE = "https://kravia.test/api/v2/"
 TOKEN = "tok-3f9a-raw"

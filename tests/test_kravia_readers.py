@@ -1,5 +1,5 @@
 """Reading Kravia's answers tolerantly where they may vary, strictly where money or identity
-depends on them (`kravia_sync.kravia`, the module of assumptions)."""
+depends on them (`kravia_sync.kravia.client`, the module of assumptions)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from kravia_sync.kravia import (
+from kravia_sync.kravia.client import (
     Failure,
     KraviaError,
     available_actions,

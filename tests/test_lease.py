@@ -1,4 +1,4 @@
-"""The lease keeper (`kravia_sync.lease`): renewals from a thread of its own, the margin
+"""The lease keeper (`kravia_sync.state.lease`): renewals from a thread of its own, the margin
 before a call may start, and noticing a take-over."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kravia_sync.lease import LeaseKeeper
-from kravia_sync.store import LeaseLostError, StateStore
+from kravia_sync.state.lease import LeaseKeeper
+from kravia_sync.state.store import LeaseLostError, StateStore
 
 TTL = timedelta(seconds=0.3)
 

@@ -1,4 +1,4 @@
-"""The mirror of Kravia's cases (`kravia_sync.mirror`): searches measured on Kravia's clock,
+"""The mirror of Kravia's cases (`kravia_sync.engine.mirror`): searches measured on Kravia's clock,
 stored whole or not at all, shared by a pass."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import httpx
 import pytest
 from support import CREDITOR_ID, TOKEN, invoice_record
 
+from kravia_sync.engine.mirror import CURSOR, MIRROR_EPOCH, SEARCH_OVERLAP, KraviaMirror
 from kravia_sync.identity import Absent, Adopt, Unknown
-from kravia_sync.kravia import KraviaClient
-from kravia_sync.mirror import CURSOR, MIRROR_EPOCH, SEARCH_OVERLAP, KraviaMirror
+from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.model import Invoice
-from kravia_sync.simulator import Shape, Simulator
-from kravia_sync.store import StateStore
+from kravia_sync.state.store import StateStore
+from kravia_sync.testing.simulator import Shape, Simulator
 
 NOW = datetime(2026, 12, 5, 9, tzinfo=UTC)
 

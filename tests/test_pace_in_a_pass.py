@@ -10,9 +10,9 @@ import httpx
 import pytest
 from support import CREDITOR_ID, TOKEN, Sim, load, run_pass, write_config, write_invoices
 
-from kravia_sync.metrics import Metrics
-from kravia_sync.pacing import Pacing
-from kravia_sync.simulator import Faults, RunningSimulator, Simulator
+from kravia_sync.kravia.pacing import Pacing
+from kravia_sync.service.metrics import Metrics
+from kravia_sync.testing.simulator import Faults, RunningSimulator, Simulator
 
 
 def test_a_pass_against_an_unpublished_rate_limit_sends_everything_exactly_once(
@@ -122,8 +122,8 @@ def test_the_simulator_keeps_a_rate_limit_it_can() -> None:
 def test_a_daemon_keeps_the_pace_from_pass_to_pass(tmp_path: Path) -> None:
     """The daemon's clients share one pace: a rate learnt in one pass holds in the next; a
     changed max_in_flight starts anew."""
-    from kravia_sync.cli import _daemon_clients  # noqa: PLC0415 - the daemon's own factory
-    from kravia_sync.pacing import Signal  # noqa: PLC0415
+    from kravia_sync.cli.app import _daemon_clients  # noqa: PLC0415 - the daemon's own factory
+    from kravia_sync.kravia.pacing import Signal  # noqa: PLC0415
 
     settings = load(write_config(tmp_path, "http://127.0.0.1:9/api/v2/"))
     client_for = _daemon_clients()

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from support import Sim, invoice_record, run_cli, run_pass, write_config
 
-from kravia_sync.simulator import Faults
-from kravia_sync.store import StateStore
+from kravia_sync.state.store import StateStore
+from kravia_sync.testing.simulator import Faults
 
 RECORDS = 'payments = "records"'  # the folder's default, spelled out
 DROPS = 'payments = "amount_drops"'

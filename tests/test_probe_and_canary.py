@@ -22,11 +22,17 @@ from support import (
     write_invoices,
 )
 
-from kravia_sync.canary import contract_key, probe
-from kravia_sync.kravia import KraviaClient
-from kravia_sync.probe import Contract, Finding, Verdict
-from kravia_sync.simulator import RegisterShape, RunningSimulator, Shape, Simulator, TimeZone
-from kravia_sync.store import StateStore
+from kravia_sync.engine.canary import contract_key, probe
+from kravia_sync.kravia.client import KraviaClient
+from kravia_sync.kravia.probe import Contract, Finding, Verdict
+from kravia_sync.state.store import StateStore
+from kravia_sync.testing.simulator import (
+    RegisterShape,
+    RunningSimulator,
+    Shape,
+    Simulator,
+    TimeZone,
+)
 
 WRITES = ("register", "document", "action", "payment", "creditnote", "bookkeep")
 # Shapes the engine reads (each a simulator Shape's settings).
@@ -394,8 +400,8 @@ def test_a_canary_read_back_met_with_429_is_tried_again(shaped_sim: Sim, tmp_pat
     """Kravia answering 429 to every read of a case's details: the canary asks three times
     (a 429 is a request for time, not an answer about the case), then confirms nothing and
     sends nothing more in that pass."""
-    from kravia_sync.canary import READ_BACK_TRIES  # noqa: PLC0415
-    from kravia_sync.simulator import Faults  # noqa: PLC0415
+    from kravia_sync.engine.canary import READ_BACK_TRIES  # noqa: PLC0415
+    from kravia_sync.testing.simulator import Faults  # noqa: PLC0415
 
     config = first_sync(tmp_path, shaped_sim)
     shaped_sim.simulator.faults = Faults(rate_limit_429=1.0, operations=("details",))

@@ -11,6 +11,7 @@ import pytest
 
 import kravia_sync
 import kravia_sync.testing
+import kravia_sync.testing.kit
 
 PUBLIC_API = [
     "PAYMENT_FIELDS",
@@ -42,12 +43,12 @@ TESTING_API = [
 ]
 
 
-def package_surface() -> list[str]:
-    """Names a user can import from kravia_sync: not private, not a submodule (kravia_sync.cli
-    and the others become attributes of the package once imported)."""
+def package_surface(package: types.ModuleType = kravia_sync) -> list[str]:
+    """Names a user can import from `package`: not private, not a submodule (kravia_sync.cli and
+    the others become attributes of the package once imported)."""
     return sorted(
         name
-        for name, value in vars(kravia_sync).items()
+        for name, value in vars(package).items()
         if (not name.startswith("_") or name == "__version__")
         and not isinstance(value, types.ModuleType)
     )
@@ -69,9 +70,10 @@ class TestPublicApi:
         assert package_surface() == sorted(kravia_sync.__all__)
 
     def test_the_kit_exports_exactly_all(self) -> None:
-        """kravia_sync.testing's public names are its __all__."""
+        """kravia_sync.testing's public names are its __all__, all of them the kit's own."""
         assert sorted(kravia_sync.testing.__all__) == TESTING_API
-        assert defined_in(kravia_sync.testing) == TESTING_API
+        assert package_surface(kravia_sync.testing) == TESTING_API
+        assert defined_in(kravia_sync.testing.kit) == TESTING_API
 
     @pytest.mark.parametrize("name", PUBLIC_API)
     def test_every_export_is_documented(self, name: str) -> None:
@@ -95,20 +97,20 @@ class TestPublicApi:
 def test_every_error_raised_on_purpose_is_a_kravia_sync_error() -> None:
     """One `except KraviaSyncError` catches what kravia-sync raises on purpose (and each
     keeps the built-in base it had, so older `except` clauses still work)."""
-    from kravia_sync.canary import CanaryFailedError  # noqa: PLC0415
-    from kravia_sync.committer import StateWriteError  # noqa: PLC0415
-    from kravia_sync.kravia import Failure, KraviaAuthError, KraviaError  # noqa: PLC0415
-    from kravia_sync.reconcile import PassFailedError  # noqa: PLC0415
-    from kravia_sync.resolve import ResolveError  # noqa: PLC0415
+    from kravia_sync.engine.canary import CanaryFailedError  # noqa: PLC0415
+    from kravia_sync.engine.reconcile import PassFailedError  # noqa: PLC0415
+    from kravia_sync.engine.resolve import ResolveError  # noqa: PLC0415
+    from kravia_sync.engine.worklist import WorkListError  # noqa: PLC0415
+    from kravia_sync.kravia.client import Failure, KraviaAuthError, KraviaError  # noqa: PLC0415
     from kravia_sync.settings import ConfigError  # noqa: PLC0415
-    from kravia_sync.store import (  # noqa: PLC0415
+    from kravia_sync.state.committer import StateWriteError  # noqa: PLC0415
+    from kravia_sync.state.store import (  # noqa: PLC0415
         LeaseHeldError,
         LeaseLostError,
         SchemaError,
         StateConflictError,
         StateError,
     )
-    from kravia_sync.worklist import WorkListError  # noqa: PLC0415
 
     for error in (
         kravia_sync.ConnectorError,

@@ -21,9 +21,9 @@ from support import (
 )
 
 from kravia_sync.lifecycle import Phase
-from kravia_sync.simulator import Faults
-from kravia_sync.store import StateStore
+from kravia_sync.state.store import StateStore
 from kravia_sync.testing import minimal_pdf
+from kravia_sync.testing.simulator import Faults
 
 
 def _phases(config: Path) -> dict[str, int]:

@@ -10,8 +10,8 @@ from support import Sim, load, run_cli, run_pass, write_config, write_invoices
 
 from kravia_sync.lifecycle import Phase
 from kravia_sync.payments import PaymentPhase
-from kravia_sync.simulator import Faults
-from kravia_sync.store import StateStore
+from kravia_sync.state.store import StateStore
+from kravia_sync.testing.simulator import Faults
 
 
 def park(config: Path, aid: str, **changes: object) -> None:

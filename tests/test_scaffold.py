@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from support import CREDITOR_ID, TOKEN, Sim, cli_env, write_config
 
-from kravia_sync.scaffold import ConnectorNames, scaffold
+from kravia_sync.cli.scaffold import ConnectorNames, scaffold
 from kravia_sync.testing import minimal_pdf, sample_invoices
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""The state's schema is defined once (`kravia_sync.schema`); the store writes it with plain
+"""The state's schema is defined once (`kravia_sync.state.schema`); the store writes it with plain
 SQL. These tests hold the store's column lists and encodings against that one definition, so
 the two cannot drift apart."""
 
@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import Boolean, create_engine
 from sqlmodel import SQLModel
 
-from kravia_sync import store as store_module
 from kravia_sync.lifecycle import CaseState, Phase
-from kravia_sync.schema import TABLES, DecimalText, UTCDateTime
-from kravia_sync.store import (
+from kravia_sync.state import store as store_module
+from kravia_sync.state.schema import TABLES, DecimalText, UTCDateTime
+from kravia_sync.state.store import (
     DECIMAL_COLUMNS,
     FLAG_COLUMNS,
     TIME_COLUMNS,
@@ -151,7 +151,7 @@ def test_a_pass_over_an_existing_store_does_not_load_sqlalchemy(tmp_path: Path) 
         "import sys\n"
         "from datetime import UTC, datetime, timedelta\n"
         "from pathlib import Path\n"
-        "from kravia_sync.store import StateStore\n"
+        "from kravia_sync.state.store import StateStore\n"
         f"with StateStore(Path({str(tmp_path / 'state.db')!r})) as store:\n"
         "    store.acquire_lease(ttl=timedelta(minutes=1), now=datetime.now(UTC))\n"
         "    store.load_cases('folder')\n"
@@ -167,7 +167,7 @@ def test_the_command_line_loads_neither_sqlalchemy_nor_httpx_own_command_line() 
     (a folder or Fiken source never needs it) and not httpx's own command-line tool."""
     script = (
         "import sys\n"
-        "import kravia_sync.cli\n"
+        "import kravia_sync.cli.app\n"
         "import httpx\n"
         "assert httpx.AsyncClient\n"
         "loaded = [m for m in sys.modules if m.split('.')[0] in {'sqlalchemy', 'sqlmodel'}]\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kravia_sync.kravia import DEFAULT_BASE_URL
+from kravia_sync.kravia.assumptions import DEFAULT_BASE_URL
 from kravia_sync.lifecycle import StartPolicy
 from kravia_sync.settings import ConfigError, Settings, load_settings
 

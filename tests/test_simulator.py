@@ -25,9 +25,9 @@ from typing import Any, TypeVar, get_args, get_type_hints
 import httpx
 import pytest
 
-from kravia_sync import cli
-from kravia_sync._dropped import ConnectionDroppedError
-from kravia_sync.simulator import (
+from kravia_sync.cli import app as cli
+from kravia_sync.testing._dropped import ConnectionDroppedError
+from kravia_sync.testing.simulator import (
     FIRST_CASE_ID,
     FIRST_SETTLEMENT_ID,
     OPERATIONS,
@@ -1473,7 +1473,7 @@ class TestServing:
         """serve() runs a simulator until interrupted (the CLI's `simulate` path)."""
         port = free_port()
         code = (
-            "from kravia_sync.simulator import Faults, serve\n"
+            "from kravia_sync.testing.simulator import Faults, serve\n"
             f"serve(host='127.0.0.1', port={port}, token='t', creditor_id=None,"
             " faults=Faults(), data_file=None)\n"
         )

@@ -49,7 +49,7 @@ from sql_fixture import (
 )
 from support import Sim, cli_env, load, run_cli, run_pass, write_config
 
-import kravia_sync.reconcile as reconcile_module
+import kravia_sync.engine.reconcile as reconcile_module
 from connectors.sql import (
     EXAMPLE_SETTINGS,
     SqlConnector,
@@ -60,9 +60,9 @@ from connectors.sql import (
     parse_money_text,
 )
 from kravia_sync.connector import ConnectorError, RecordStamp, SourceRecord, StampedRead
+from kravia_sync.engine.plan import source_id
 from kravia_sync.model import InvalidRecordError, Invoice, parse_date
-from kravia_sync.plan import source_id
-from kravia_sync.store import StateStore
+from kravia_sync.state.store import StateStore
 
 # A password that is easy to find in any output, with characters a URL must escape.
 PASSWORD = "Hemmelig-Æ@pw/7%Zq"
@@ -1634,7 +1634,7 @@ def test_today_is_bound_on_the_creditors_calendar(tmp_path: Path) -> None:
 
 
 def test_the_engine_gives_each_connector_the_policy_time_zone(tmp_path: Path) -> None:
-    from kravia_sync.reconcile import build_connector  # noqa: PLC0415
+    from kravia_sync.engine.reconcile import build_connector  # noqa: PLC0415
     from kravia_sync.settings import SourceConfig, load_settings  # noqa: PLC0415
 
     config = tmp_path / "kravia-sync.toml"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from support import Sim, invoice_record, load, run_pass, write_config
 
-import kravia_sync.reconcile as reconcile_module
+import kravia_sync.engine.reconcile as reconcile_module
 from kravia_sync.connector import (
     Connector,
     ConnectorError,
@@ -29,11 +29,11 @@ from kravia_sync.connector import (
     SourceRecord,
     StampedRead,
 )
+from kravia_sync.engine.reconcile import RunSummary
+from kravia_sync.engine.worklist import WorkList
 from kravia_sync.model import CallableDocument
-from kravia_sync.reconcile import RunSummary
-from kravia_sync.store import StateStore
+from kravia_sync.state.store import StateStore
 from kravia_sync.testing import minimal_pdf
-from kravia_sync.worklist import WorkList
 
 ROWS = 30
 
@@ -324,7 +324,7 @@ class FailingConnector(TableConnector):
 
 class TestTheWorkList:
     """New invoices wait in the pass's work list, out of memory, from the moment they are read
-    (`kravia_sync.worklist`)."""
+    (`kravia_sync.engine.worklist`)."""
 
     def test_a_read_that_fails_part_way_drives_none_of_what_it_read(
         self, monkeypatch: pytest.MonkeyPatch, config: Path, sim: Sim

@@ -20,10 +20,10 @@ from support import (
     write_invoices,
 )
 
-from kravia_sync import store as store_module
-from kravia_sync.kravia import KraviaClient
-from kravia_sync.reconcile import Reconciler, RunSummary
-from kravia_sync.store import StateError, StateStore
+from kravia_sync.engine.reconcile import Reconciler, RunSummary
+from kravia_sync.kravia.client import KraviaClient
+from kravia_sync.state import store as store_module
+from kravia_sync.state.store import StateError, StateStore
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from support import Sim, invoice_record, run_cli, run_pass, write_config
 
-from kravia_sync.store import StateStore
+from kravia_sync.state.store import StateStore
 
 EVERY_PASS = "status_every_seconds = 0"
 

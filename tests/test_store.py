@@ -1,4 +1,4 @@
-"""Tests of the state store (`kravia_sync.store`) on a real SQLite file."""
+"""Tests of the state store (`kravia_sync.state.store`) on a real SQLite file."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import insert, select
 from state_sql import JOURNAL, LEASE, state_engine
 
-from kravia_sync._process import start_time, this_process
 from kravia_sync.lifecycle import CaseState, Phase
 from kravia_sync.payments import PaymentKind, PaymentLine, PaymentPhase, PaymentState
-from kravia_sync.store import (
+from kravia_sync.state.process import start_time, this_process
+from kravia_sync.state.store import (
     SCHEMA_VERSION,
     CaseWrite,
     JournalEntry,
@@ -532,6 +532,7 @@ class TestLease:
             (None, os.getppid(), None),
             (None, os.getpid(), None),  # this very process, another store (holder)
         ],
+        ids=["another-host", "another-host-pid-1", "our-parent", "this-process"],
     )
     def test_held_by_another(self, store, host_key, pid, started):
         """A live (or unknowable) lease of another holder raises LeaseHeldError naming it."""

@@ -10,7 +10,7 @@ from typing import Any, Self
 import httpx
 import pytest
 
-from kravia_sync._transport import SlotTransport
+from kravia_sync.kravia.transport import SlotTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

@@ -22,13 +22,10 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from support import TOKEN, Sim, cli_env, load, run_cli, write_config, write_invoices
 
-from kravia_sync.cli import webhook_url_problem
-from kravia_sync.daemon import Daemon
-from kravia_sync.kravia import WEBHOOK_SIGNATURE_RECIPES, KraviaClient
-from kravia_sync.logging import configure_logging, register_secrets
-from kravia_sync.settings import ConfigError, Settings, load_settings
-from kravia_sync.store import StateStore
-from kravia_sync.webhook import (
+from kravia_sync.cli.app import webhook_url_problem
+from kravia_sync.kravia.assumptions import WEBHOOK_SIGNATURE_RECIPES
+from kravia_sync.kravia.client import KraviaClient
+from kravia_sync.kravia.webhook import (
     LogThrottle,
     MalformedWebhookError,
     Outcome,
@@ -38,6 +35,10 @@ from kravia_sync.webhook import (
     check_signature,
     parse_webhook,
 )
+from kravia_sync.logging import configure_logging, register_secrets
+from kravia_sync.service.daemon import Daemon
+from kravia_sync.settings import ConfigError, Settings, load_settings
+from kravia_sync.state.store import StateStore
 
 SECRET = "whsec-Lq3n9Vt2Kp"
 DOCUMENTED = (
@@ -140,7 +141,7 @@ class TestSignatures:
 
     def test_the_simulator_signs_with_the_first_recipe(self) -> None:
         """What the simulator sends is valid by the first candidate recipe."""
-        from kravia_sync._sim_webhooks import webhook_body  # noqa: PLC0415
+        from kravia_sync.testing._sim_webhooks import webhook_body  # noqa: PLC0415
 
         event = parse_webhook(webhook_body(SECRET, 1000001, 1700000000))
         assert check_signature(event, SECRET) == (

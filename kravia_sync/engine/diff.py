@@ -1,0 +1,498 @@
+"""Diff one source read against the state store: which records are bad, waiting, new, changed,
+unchanged, and which cases have a next step. No I/O of its own: the stored cases come in, and
+the one check that reads a file (is the invoice copy a PDF?) is passed in as a function.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from kravia_sync.connector import PaymentRecord, RecordError, RecordStamp, SourceRecord
+from kravia_sync.engine.gate import Refusal, RefusalKind, hold_reason, judge
+from kravia_sync.engine.plan import Change, assess, record_hash, source_id
+from kravia_sync.engine.worklist import WorkItem, WorkList, WorkListError
+from kravia_sync.lifecycle import CaseState, CaseSummary, Phase, Step
+from kravia_sync.model import InvalidRecordError, Invoice
+from kravia_sync.payments import Payment, derived_payment
+from kravia_sync.settings import PolicySettings, SourceConfig
+from kravia_sync.state.store import QuarantineEntry
+
+__all__ = [
+    "ATTENTION_PHASES",
+    "QUIET_PHASES",
+    "SETTLING_PHASES",
+    "SETTLING_STEPS",
+    "CaseSummary",
+    "Lookup",
+    "SourceDiff",
+    "WorkItem",
+    "WorkList",
+]
+
+# Steps allowed for a case whose invoice is not in this read (gone, or now invalid): only
+# settling a call whose answer was lost. Never register, upload or start it.
+SETTLING_STEPS = frozenset({Step.LOOKUP, Step.VERIFY_UPLOAD, Step.VERIFY_START})
+SETTLING_PHASES = frozenset({Phase.REGISTERING, Phase.UPLOADING, Phase.STARTING})
+ATTENTION_PHASES = frozenset({Phase.REJECTED, Phase.NEEDS_REVIEW})
+FINISHED_PHASES = ATTENTION_PHASES | {Phase.STARTED}
+# Finished and needing nobody: an unchanged record of a case in one of these is only counted.
+QUIET_PHASES = FINISHED_PHASES - ATTENTION_PHASES
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What is known about one record's accountingInvoiceId, looked up in chunks by the caller:
+    its stored case (of any source), and the key of an earlier record of this read with the
+    same id."""
+
+    aid: str | None = None  # the record's accountingInvoiceId, when the caller computed it
+    stored: CaseSummary | None = None
+    earlier_key: str | None = None
+    hashed: str | None = None  # the record's hash, when the caller computed it
+
+
+NOTHING_KNOWN = Lookup()
+
+
+@dataclass(slots=True)
+class _Valid:
+    invoice: Invoice
+    key: str
+    hashed: str
+
+
+class SourceDiff:
+    """Diff one source read; memory grows with what changed, not with the size of the source.
+
+    1. `add` every record with its `Lookup`: a record whose case is finished and whose raw
+       record is unchanged costs a hash and a comparison; the rest are validated and kept.
+    2. `finish` with the full stored state of `wanted_cases()`, what the caller found gone,
+       and ids claimed by earlier sources of the pass: assess what was kept, settle lost
+       answers of cases whose invoice is gone or invalid now (they are sent nothing else).
+    """
+
+    def __init__(
+        self,
+        source: SourceConfig,
+        *,
+        policy: PolicySettings,
+        now: datetime,
+        check_document: Callable[[Invoice], str | None] | None = None,
+        payments: str | None = None,
+        holds: Mapping[str, str] | None = None,
+        kravia_has: Callable[[Invoice, CaseState | None], bool] | None = None,
+        work: WorkList | None = None,
+    ) -> None:
+        self.source = source
+        # Where the work goes: the pass's list, shared by its sources (new invoices are kept
+        # there from the moment they are read, so memory stays flat on a first sync).
+        self.work_list = WorkList() if work is None else work
+        # Whether Kravia (as last mirrored) holds a case that is, or may be, this invoice's.
+        # An invoice the gate keeps out is still driven when it does: adopting the case sends
+        # nothing, and Kravia's case is then kept in step (a payment made since, a hold).
+        self.kravia_has = kravia_has
+        # Operator holds: accountingInvoiceId or invoice number → reason. Never sent.
+        self.holds = holds or {}
+        # How the source tells of money paid (see `SourceConfig.payments`).
+        self.payments_mode = payments or source.payments or "amount_drops"
+        self.policy = policy
+        self.now = now
+        self.today = now.astimezone(ZoneInfo(policy.timezone)).date()
+        self.check_document = check_document
+        self.counts: Counter[str] = Counter()
+        self.kept_out = 0  # records the gate keeps out (held, waiting, or a bad copy)
+        self.quarantine: dict[str, QuarantineEntry] = {}
+        self.updates: list[CaseState] = []
+        self._items: dict[str, WorkItem] = {}  # work on stored cases, until `finish`
+        self._valid: dict[str, _Valid] = {}  # validated records of stored cases, for `finish`
+        self._known: set[str] = set()  # ids of `_valid` (and `_settle`)
+        self._settle: set[str] = set()  # seen, invalid now, with a lost answer to settle
+        # Payments and credit notes: reported by the source, or derived from amount drops.
+        self.payments: list[tuple[str, Payment]] = []
+
+    @property
+    def work(self) -> list[WorkItem]:
+        """Everything in the work list, in memory (for a look; a pass iterates the list)."""
+        return list(self.work_list)
+
+    def problems(self) -> list[dict[str, str]]:
+        return [
+            {
+                "source": self.source.name,
+                "record": entry.record_key,
+                "field": entry.field,
+                "reason": entry.reason,
+            }
+            for entry in self.quarantine.values()
+            if entry.kind == "invalid"
+        ]
+
+    def _reject(self, entry: QuarantineEntry) -> None:
+        self.quarantine[entry.record_key] = entry
+        self.counts[entry.kind] += 1
+
+    def identify(
+        self, record: SourceRecord | RecordStamp | PaymentRecord | RecordError
+    ) -> tuple[str, str] | None:
+        """A record's (or stamp's) accountingInvoiceId and hash, for looking it up (None:
+        nothing to look up: the record is bad, or a payment)."""
+        if not isinstance(record, SourceRecord | RecordStamp):
+            return None
+        aid = source_id(record.fields, self.source.id_prefix)
+        return None if aid is None else (aid, record_hash(record))
+
+    def add_chunk(
+        self,
+        records: Sequence[SourceRecord | PaymentRecord | RecordError],
+        identities: Sequence[tuple[str, str] | None],
+        looked_at: Mapping[str, CaseSummary | None],
+        earlier: Iterable[str | None],
+    ) -> None:
+        """Add records in read order with what the state store said of them (see
+        `StateStore.source_read().triage`): an identified record whose id it did not single
+        out, met for the first time in this read, is unchanged in a quiet phase."""
+        firsts = iter(earlier)
+        quiet = 0
+        for record, identity in zip(records, identities, strict=True):
+            if identity is None:
+                self.add(record)
+                continue
+            aid, hashed = identity
+            first = next(firsts)
+            if first is None and aid not in looked_at:
+                quiet += 1
+                continue
+            self.add(record, Lookup(aid, looked_at.get(aid), first, hashed))
+        self.counts["read"] += quiet
+        self.counts[Change.UNCHANGED.value] += quiet
+
+    def add_stamps(
+        self,
+        stamps: Sequence[RecordStamp | PaymentRecord | RecordError],
+        identities: Sequence[tuple[str, str] | None],
+        looked_at: Mapping[str, CaseSummary | None],
+        earlier: Iterable[str | None],
+    ) -> list[tuple[RecordStamp | PaymentRecord | RecordError, Lookup]]:
+        """The first phase of a stamped read, like `add_chunk`: count the stamps of unchanged
+        records in a quiet phase, and return everything else with its look-up, in read order:
+        each stamp's full record is to be `add`ed with it, payments and errors as they are,
+        in this order (as a plain read would add them)."""
+        firsts = iter(earlier)
+        rest: list[tuple[RecordStamp | PaymentRecord | RecordError, Lookup]] = []
+        quiet = 0
+        for stamp, identity in zip(stamps, identities, strict=True):
+            if identity is None:
+                rest.append((stamp, NOTHING_KNOWN))
+                continue
+            aid, hashed = identity
+            first = next(firsts)
+            if first is None and aid not in looked_at:
+                quiet += 1
+            else:
+                rest.append((stamp, Lookup(aid, looked_at.get(aid), first, hashed)))
+        self.counts["read"] += quiet
+        self.counts[Change.UNCHANGED.value] += quiet
+        return rest
+
+    def add(
+        self, record: SourceRecord | PaymentRecord | RecordError, lookup: Lookup = NOTHING_KNOWN
+    ) -> None:
+        if isinstance(record, PaymentRecord):
+            self._add_payment(record)
+        elif isinstance(record, RecordError):
+            self.counts["read"] += 1
+            self._reject(QuarantineEntry(record.key, "invalid", record.field, record.reason))
+        else:
+            self.counts["read"] += 1
+            try:
+                self._add_invoice(record, lookup)
+            except WorkListError:
+                raise  # the pass's temporary file, not the record
+            except Exception as exc:  # bad input is data: one record never stops the rest
+                self._unjudgeable(record.key, lookup.aid, exc)
+
+    def _unjudgeable(self, key: str, aid: str | None, exc: Exception) -> None:
+        """A record whose judgement failed unexpectedly: quarantined with the reason; any
+        state kept for it in this read is dropped, so nothing is sent for it."""
+        if aid is not None:
+            self._valid.pop(aid, None)
+            self._items.pop(aid, None)
+            self.work_list.drop_new(self.source.name, aid)
+        self._reject(
+            QuarantineEntry(
+                key,
+                "invalid",
+                "record",
+                f"the record could not be judged ({type(exc).__name__}: {exc}); correct it in "
+                "the source",
+                aid,
+            )
+        )
+
+    def _add_invoice(self, record: SourceRecord, lookup: Lookup) -> None:
+        aid = lookup.aid or source_id(record.fields, self.source.id_prefix)
+        if aid is not None and lookup.earlier_key is not None:
+            self._duplicate(aid, lookup.earlier_key, record.key)
+            return
+        stored = lookup.stored
+        if stored is not None and stored.source != self.source.name:
+            self._owned_elsewhere(record.key, aid, stored.source)
+            return
+        hashed = lookup.hashed or record_hash(record)
+        if stored is not None and stored.record_hash == hashed and stored.phase in FINISHED_PHASES:
+            # Finished and byte-for-byte the same record: nothing to validate or do.
+            self.counts[Change.UNCHANGED.value] += 1
+            if stored.phase in ATTENTION_PHASES:
+                self.counts[stored.phase.value] += 1
+            return
+        invoice = self._validate(record, aid)
+        if invoice is None:
+            if aid is not None and stored is not None and stored.phase in SETTLING_PHASES:
+                self._settle.add(aid)
+            return
+        if stored is None:
+            self._add_new(record.key, invoice, hashed)
+            return
+        self._valid[invoice.accounting_invoice_id] = _Valid(invoice, record.key, hashed)
+        self._known.add(invoice.accounting_invoice_id)
+
+    def _add_new(self, key: str, invoice: Invoice, hashed: str) -> None:
+        """A valid invoice nothing is stored for: into the work list now, unless the gate
+        keeps it out (and Kravia holds nothing that may be its case) or an earlier source of
+        the pass has its id. A later record with its id takes it out again (`_duplicate`)."""
+        refusal = self._refusal(Step.REGISTER, None, invoice)
+        if refusal is not None and not self._in_kravia(invoice, None):
+            self._quarantine(key, invoice, refusal)
+            return
+        assessment = assess(
+            invoice,
+            source=self.source.name,
+            record_key=key,
+            hashed=hashed,
+            existing=None,
+            now=self.now,
+        )
+        item = WorkItem(
+            assessment.case,
+            invoice,
+            assessment.change,
+            # The gate read the copy and found nothing wrong; a refused case's is read again
+            # by the driver before any call.
+            copy_checked=self.check_document is not None and refusal is None,
+            # Never registered as far as the store knows, yet Kravia may have it (the store
+            # was restored from an older copy, or lost): the driver adopts it.
+            kept_out=refusal,
+        )
+        owner = self.work_list.add_new(self.source.name, item)
+        if owner is not None:
+            self._owned_elsewhere(key, invoice.accounting_invoice_id, owner, invoice.invoice_number)
+
+    def _add_payment(self, record: PaymentRecord) -> None:
+        """A payment or credit note the source reports: validated and kept for `payments`."""
+        self.counts["payments_read"] += 1
+        if self.payments_mode != "records":
+            # The amounts tell of money paid (or nothing should): counted, not forwarded.
+            self.counts["payments_ignored"] += 1
+            return
+        try:
+            payment = Payment.from_record(record.fields, id_prefix=self.source.id_prefix)
+        except InvalidRecordError as exc:
+            self._reject(QuarantineEntry(record.key, "invalid", exc.field, exc.reason))
+            return
+        self.payments.append((record.key, payment))
+
+    def _owned_elsewhere(
+        self, key: str, aid: str | None, owner: str, number: str | None = None
+    ) -> None:
+        self._reject(
+            QuarantineEntry(
+                key,
+                "invalid",
+                "accounting_invoice_id",
+                f"accountingInvoiceId {aid!r} already belongs to source {owner!r}; "
+                "set id_prefix to keep the sources apart",
+                aid,
+                number,
+            )
+        )
+
+    def _duplicate(self, aid: str, first: str, key: str) -> None:
+        """Two records with one accountingInvoiceId: neither new one is sent."""
+        reason = f"accountingInvoiceId {aid!r} is used by both {first} and {key}"
+        self._reject(QuarantineEntry(key, "invalid", "accounting_invoice_id", reason, aid))
+        if self.work_list.drop_new(self.source.name, aid):
+            self._reject(QuarantineEntry(first, "invalid", "accounting_invoice_id", reason, aid))
+
+    def _validate(self, record: SourceRecord, aid: str | None) -> Invoice | None:
+        number = record.fields.get("invoice_number")
+        try:
+            invoice = Invoice.from_record(
+                record.fields, id_prefix=self.source.id_prefix, document=record.document
+            )
+            if invoice.accounting_invoice_id != aid:
+                # Never diff under one id and register under another.
+                raise InvalidRecordError(  # noqa: TRY301 - reported like any invalid field
+                    "accounting_invoice_id",
+                    f"the id {aid!r} becomes {invoice.accounting_invoice_id!r} when validated; "
+                    "correct it in the source",
+                )
+        except InvalidRecordError as exc:
+            self._reject(
+                QuarantineEntry(
+                    record.key,
+                    "invalid",
+                    exc.field,
+                    exc.reason,
+                    aid,
+                    None if number is None else str(number),
+                )
+            )
+            return None
+        return invoice
+
+    def _refusal(self, step: Step, case: CaseState | None, invoice: Invoice) -> Refusal | None:
+        """Why the gate keeps `step` from going for this invoice now (None: it may go, or
+        only waits for an approval). Asked again at the moment of the call."""
+
+        def copy_problem() -> str | None:
+            return None if self.check_document is None else self.check_document(invoice)
+
+        refusal = judge(
+            step,
+            case,
+            invoice,
+            policy=self.policy,
+            today=self.today,
+            hold=hold_reason(self.holds, invoice),
+            copy_problem=copy_problem,
+        )
+        return None if refusal is None or refusal.kind is RefusalKind.APPROVAL else refusal
+
+    def _quarantine(self, key: str, invoice: Invoice, refusal: Refusal) -> None:
+        """The record is reported held, waiting or invalid with the gate's reason."""
+        self.kept_out += 1
+        self._reject(
+            QuarantineEntry(
+                key,
+                refusal.kind.value,
+                refusal.field,
+                refusal.reason,
+                invoice.accounting_invoice_id,
+                invoice.invoice_number,
+            )
+        )
+
+    def _in_kravia(self, invoice: Invoice, case: CaseState | None) -> bool:
+        return self.kravia_has is not None and self.kravia_has(invoice, case)
+
+    def wanted_cases(self) -> list[str]:
+        """The stored cases `finish` needs in full: those of the kept records, and those of
+        records that are invalid now but have a lost answer to settle."""
+        return [*self._known, *self._settle]
+
+    def finish(
+        self,
+        known: Mapping[str, CaseState],
+        *,
+        gone: int = 0,
+        gone_settling: Iterable[CaseState] = (),
+    ) -> None:
+        """After a complete read: assess the kept records of stored cases, settle lost
+        answers, and put their work in the work list after the new invoices'.
+
+        `known`: the stored cases of `wanted_cases()`; `gone`: how many stored cases of this
+        source the read did not have; `gone_settling`: those of them with a lost answer.
+        """
+        for aid, valid in list(self._valid.items()):
+            try:
+                self._assess(valid, known.get(aid))
+            except Exception as exc:  # bad input is data: one record never stops the rest
+                self._unjudgeable(valid.key, aid, exc)
+        self.counts["gone"] += gone
+        for case in [*(known[aid] for aid in self._settle if aid in known), *gone_settling]:
+            if case.accounting_invoice_id not in self._items:
+                self._items[case.accounting_invoice_id] = WorkItem(case, None, Change.PENDING)
+        self.counts[Change.NEW.value] += self.work_list.new_count(self.source.name)
+        for item in self.work_list.new_kept_out(self.source.name):
+            if item.invoice is not None and item.kept_out is not None:  # as `_add_new` adds them
+                self._quarantine(item.case.record_key, item.invoice, item.kept_out)
+        for item in self._items.values():
+            self.work_list.add(item)
+
+    def stored(self, cases: Iterable[CaseState]) -> None:
+        """The `updates` as the state store wrote them (each at its new revision): the work
+        items carry those from now on."""
+        for case in cases:
+            item = self._items.get(case.accounting_invoice_id)
+            if item is not None:
+                item.case = case
+
+    def _assess(self, valid: _Valid, existing: CaseState | None) -> None:
+        assessment = assess(
+            valid.invoice,
+            source=self.source.name,
+            record_key=valid.key,
+            hashed=valid.hashed,
+            existing=existing,
+            now=self.now,
+        )
+        self.counts[assessment.change.value] += 1
+        if assessment.write:
+            self.updates.append(assessment.case)
+        if assessment.dropped_from is not None and self.payments_mode == "amount_drops":
+            drop = derived_payment(
+                valid.invoice.accounting_invoice_id,
+                assessment.dropped_from,
+                valid.invoice.amount,
+                on=self.today,
+                since=""
+                if existing is None or existing.changed_at is None
+                else existing.changed_at.isoformat(),
+            )
+            self.payments.append((valid.key, drop))
+            self.counts["amount_drops"] += 1
+        case = assessment.case
+        if case.phase in ATTENTION_PHASES:
+            self.counts[case.phase.value] += 1
+        elif case.phase is Phase.STARTED:
+            return
+        else:
+            refusal = (
+                self._refusal(_sending_step(case), case, valid.invoice)
+                if case.phase in SENDS_NEXT
+                else None
+            )
+            if refusal is not None:
+                # Re-judged each pass, and again at the moment of any call.
+                self._quarantine(valid.key, valid.invoice, refusal)
+                if case.phase is not Phase.NEW or not self._in_kravia(valid.invoice, case):
+                    return
+                # Never registered as far as the store knows, yet Kravia has it (the store
+                # was restored from an older copy, or lost): the driver adopts it.
+            self._items[valid.invoice.accounting_invoice_id] = WorkItem(
+                case,
+                valid.invoice,
+                assessment.change,
+                # The gate read the copy and found nothing wrong; a refused case's is read
+                # again by the driver before any call.
+                copy_checked=self.check_document is not None
+                and case.phase in SENDS_NEXT
+                and refusal is None,
+                kept_out=refusal,
+            )
+
+
+# Phases whose next step sends something to Kravia (see `_sending_step`).
+SENDS_NEXT = frozenset({Phase.NEW, Phase.REGISTERED, Phase.DOCUMENTED})
+
+
+def _sending_step(case: CaseState) -> Step:
+    if case.phase is Phase.NEW:
+        return Step.REGISTER
+    if case.phase is Phase.REGISTERED and case.has_document:
+        return Step.UPLOAD
+    return Step.START

@@ -1,0 +1,1 @@
+"""The long-running daemon: schedules, passes, health, metrics and the webhook listener."""

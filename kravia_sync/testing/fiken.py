@@ -1,0 +1,569 @@
+"""A local Fiken API v2 for tests and benchmarks: invoices, contacts and invoice PDFs over HTTP.
+
+It follows Fiken's published description (api.fiken.no/api/v2, OpenAPI 2.0.0):
+
+* `GET /companies/{companySlug}/invoices` — `InvoiceResult` objects in creation order, filtered
+  by `settled` ("false returns all invoices that have not been fully settled"),
+  `issueDate[Le|Lt|Ge|Gt]`, `customerId` and `invoiceNumber`; paged with `page` (from 0,
+  default 0) and `pageSize` (default 25, at most 100: more is a 400), and the headers
+  `Fiken-Api-Page`, `Fiken-Api-Page-Size`, `Fiken-Api-Page-Count`, `Fiken-Api-Result-Count`.
+  Amounts are in cents (øre). Each invoice's `customer` holds the contact's `contactId` and
+  `name` only; the full contact is at the contacts endpoint.
+* `GET /companies/{companySlug}/invoices/{invoiceId}` and
+  `GET /companies/{companySlug}/contacts/{contactId}` (`Contact` with its `Address`).
+* The invoice PDF at `invoicePdf.downloadUrl`. Fiken does not document the form of that URL;
+  here it is `/companies/{slug}/invoices/{invoiceId}/invoicePdf` on the same host.
+* `Authorization: Bearer <token>` on every request (401 otherwise).
+* Rate limits: Fiken allows a single concurrent request per user ("may result in a 429") and
+  says calls "may be slowed" beyond 4 per second. The simulator is strict about both: a request
+  while another is in flight gets 429, and so does one beyond a token bucket of
+  `requests_per_second` (burst `burst`), with `Retry-After: 1`.
+
+Faults are scripted per endpoint and page: `fail("invoices", page=2, faults=["503", "drop"])`
+makes the next two requests for that page answer 503, then drop the connection half-way
+through the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import operator
+import random
+import socket
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+from zoneinfo import ZoneInfo
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from stdnum.no import orgnr
+
+from kravia_sync.testing import minimal_pdf
+from kravia_sync.testing._dropped import DroppedResponse, quiet_dropped_connections
+
+__all__ = [
+    "FikenCompany",
+    "FikenSimulator",
+    "RunningFiken",
+    "demo_company",
+]
+
+API_PREFIX: Final = "/api/v2"
+MAX_PAGE_SIZE: Final = 100
+DEFAULT_PAGE_SIZE: Final = 25
+Kind = Literal["invoices", "invoice", "contact", "pdf"]
+Fault = Literal["500", "502", "503", "504", "429", "drop"]
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+@dataclass
+class FikenCompany:
+    """One company's data in Fiken's shapes (amounts in øre)."""
+
+    slug: str
+    invoices: list[dict[str, Any]]
+    contacts: dict[int, dict[str, Any]]
+    pdfs: dict[int, bytes] = field(default_factory=dict)
+
+    def unpaid_overdue(self, today: date, min_days: int = 14) -> list[dict[str, Any]]:
+        """The invoices a pass must send to collection: unsettled, due `min_days` ago or more."""
+        return [
+            invoice
+            for invoice in self.invoices
+            if not invoice["sale"]["settled"]
+            and invoice["sale"]["outstandingBalance"] > 0
+            and (today - date.fromisoformat(invoice["dueDate"])).days >= min_days
+        ]
+
+
+def _org_number(seed: int) -> str:
+    candidate = 910_000_000 + seed * 97
+    while not orgnr.is_valid(str(candidate)):
+        candidate += 1
+    return str(candidate)
+
+
+def demo_company(
+    *,
+    invoices: int = 300,
+    customers: int = 60,
+    slug: str = "fiken-demo-as",
+    today: date | None = None,
+    seed: int = 7,
+    pdf_every: int = 1,
+    with_settled: bool = True,
+) -> FikenCompany:
+    """`invoices` invoices of `customers` customers, every tenth one of each kind:
+
+    settled (paid); not due yet; 5 days overdue (too young for collection); and 20 to 140 days
+    overdue, some partly paid. Every other customer is a business (a valid organisation
+    number); countries are written as Fiken users do, as names ("Norge") or codes ("NO").
+    Every `pdf_every`-th invoice has a PDF (0: none). Without `with_settled`, the tenth that
+    would be settled is overdue and unpaid like most.
+    """
+    rng = random.Random(seed)
+    today = today or _oslo_today()
+    contacts: dict[int, dict[str, Any]] = {}
+    for index in range(customers):
+        contact_id = 5_000_000 + index
+        business = index % 2 == 0
+        contacts[contact_id] = {
+            "contactId": contact_id,
+            "createdDate": (today - timedelta(days=400)).isoformat(),
+            "lastModifiedDate": (today - timedelta(days=30)).isoformat(),
+            "name": f"Kunde {index + 1} {'AS' if business else 'Ødegård'}",
+            "email": f"kunde{index + 1}@example.no",
+            "organizationNumber": _org_number(index) if business else None,
+            "customerNumber": 10_001 + index,
+            "customerAccountCode": f"1500:{10_001 + index}",
+            "phoneNumber": f"+47 9{index:07d}",
+            "customer": True,
+            "supplier": False,
+            "currency": "NOK",
+            "language": "NORWEGIAN",
+            "inactive": False,
+            "daysUntilInvoicingDueDate": 14,
+            "address": {
+                "streetAddress": f"Storgata {index % 90 + 1}",
+                "streetAddressLine2": "",
+                "city": "Oslo",
+                "postCode": f"{150 + index % 40:04d}",
+                "country": "Norge" if index % 3 else "NO",
+            },
+            "groups": [],
+        }
+    contact_ids = sorted(contacts)
+    company = FikenCompany(slug=slug, invoices=[], contacts=contacts)
+    for index in range(invoices):
+        invoice_id = 1_000_000 + index
+        number = 10_001 + index
+        kind = index % 10
+        if kind == 1:
+            due = today + timedelta(days=10)
+        elif kind == 2:
+            due = today - timedelta(days=5)
+        else:
+            due = today - timedelta(days=20 + rng.randrange(120))
+        issue = due - timedelta(days=14)
+        net = rng.randrange(50_000, 5_000_000)
+        vat = net // 4
+        gross = net + vat
+        settled = kind == 0 and with_settled
+        paid = gross if settled else (gross // 3 if kind == 5 else 0)
+        contact = contacts[contact_ids[index % len(contact_ids)]]
+        invoice: dict[str, Any] = {
+            "invoiceId": invoice_id,
+            "createdDate": issue.isoformat(),
+            "lastModifiedDate": issue.isoformat(),
+            "invoiceNumber": number,
+            "kid": f"{number}{index % 10}",
+            "issueDate": issue.isoformat(),
+            "dueDate": due.isoformat(),
+            "originalDueDate": due.isoformat(),
+            "net": net,
+            "vat": vat,
+            "gross": gross,
+            "netInNok": net,
+            "vatInNok": vat,
+            "grossInNok": gross,
+            "cash": False,
+            "invoiceText": f"Faktura {number}",
+            "yourReference": "",
+            "ourReference": "",
+            "orderReference": "",
+            "address": dict(contact["address"]),
+            "lines": [
+                {
+                    "net": net,
+                    "vat": vat,
+                    "vatType": "HIGH",
+                    "gross": gross,
+                    "vatInPercent": 25,
+                    "quantity": 1,
+                    "description": "Konsulenttimer",
+                }
+            ],
+            "currency": "NOK",
+            "bankAccountNumber": "15032080119",
+            "sentManually": False,
+            "associatedCreditNotes": [],
+            "attachments": [],
+            "customer": {"contactId": contact["contactId"], "name": contact["name"]},
+            "sale": {
+                "saleId": 2_000_000 + index,
+                "lastModifiedDate": issue.isoformat(),
+                "saleNumber": str(number),
+                "date": issue.isoformat(),
+                "kind": "invoice",
+                "netAmount": net,
+                "vatAmount": vat,
+                "settled": settled,
+                "settledDate": due.isoformat() if settled else None,
+                "writeOff": False,
+                "totalPaid": paid,
+                "totalPaidInCurrency": paid,
+                "outstandingBalance": gross - paid,
+                "currency": "NOK",
+                "dueDate": due.isoformat(),
+                "kid": f"{number}{index % 10}",
+                "deleted": False,
+            },
+        }
+        if pdf_every and index % pdf_every == 0:
+            company.pdfs[invoice_id] = minimal_pdf(f"Faktura {number}")
+        company.invoices.append(invoice)
+    return company
+
+
+def _oslo_today() -> date:
+    from datetime import datetime  # noqa: PLC0415 - only here
+
+    return datetime.now(ZoneInfo("Europe/Oslo")).date()
+
+
+# -- the simulator ---------------------------------------------------------------------------
+
+
+class _Bucket:
+    """A token bucket: `rate` tokens a second, at most `burst` saved up."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@dataclass
+class _Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    media_type: str = "application/json"
+
+
+class FikenSimulator:
+    """The simulated Fiken API for one company and one API token."""
+
+    def __init__(
+        self,
+        company: FikenCompany,
+        *,
+        token: str,
+        requests_per_second: float = 4.0,
+        burst: float | None = None,
+        max_in_flight: int = 1,
+        latency_ms: float = 0.0,
+    ) -> None:
+        self.company = company
+        self._token = token
+        self.latency_s = latency_ms / 1000
+        self.max_in_flight = max_in_flight
+        self._bucket = _Bucket(requests_per_second, burst or max(1.0, requests_per_second))
+        self._lock = threading.Lock()
+        self._faults: dict[tuple[str, int | None], deque[Fault]] = {}
+        self._in_flight = 0
+        self.counts: Counter[str] = Counter()
+        self.statuses: Counter[int] = Counter()
+        self.most_in_flight = 0
+        self.base_url = ""  # set when served: the downloadUrl of PDFs points here
+        prefix = f"{API_PREFIX}/companies/{{slug}}"
+        self.app = Starlette(
+            routes=[
+                Route(f"{prefix}/invoices", self._endpoint("invoices", self._invoices)),
+                Route(
+                    f"{prefix}/invoices/{{invoice_id:int}}",
+                    self._endpoint("invoice", self._invoice),
+                ),
+                Route(
+                    f"{prefix}/invoices/{{invoice_id:int}}/invoicePdf",
+                    self._endpoint("pdf", self._pdf),
+                ),
+                Route(
+                    f"{prefix}/contacts/{{contact_id:int}}",
+                    self._endpoint("contact", self._contact),
+                ),
+            ]
+        )
+
+    # -- test controls ---
+
+    def fail(self, kind: Kind, *, page: int | None = None, faults: list[Fault]) -> None:
+        """The next requests of `kind` (for `invoices`, of that `page`) answer these faults."""
+        with self._lock:
+            self._faults.setdefault((kind, page), deque()).extend(faults)
+
+    def calls(self) -> dict[str, Any]:
+        """Requests by endpoint, rejected ones, statuses and the most seen in flight."""
+        with self._lock:
+            return {
+                "total": sum(self.statuses.values()),
+                **dict(self.counts),
+                "statuses": dict(self.statuses),
+                "most_in_flight": self.most_in_flight,
+            }
+
+    def settle(self, invoice_id: int) -> None:
+        """Mark an invoice paid in full (as if the customer paid it)."""
+        with self._lock:
+            for invoice in self.company.invoices:
+                if invoice["invoiceId"] == invoice_id:
+                    sale = invoice["sale"]
+                    sale["settled"] = True
+                    sale["totalPaid"] = invoice["gross"]
+                    sale["outstandingBalance"] = 0
+
+    # -- serving ---
+
+    def _endpoint(
+        self, kind: Kind, handler: Callable[[Request], Awaitable[_Answer]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            with self._lock:
+                busy = self._in_flight >= self.max_in_flight
+                if busy:
+                    self.counts["rejected_concurrent"] += 1
+                elif not self._bucket.take():
+                    self.counts["rejected_rate"] += 1
+                    busy = True
+                else:
+                    self._in_flight += 1
+                    self.most_in_flight = max(self.most_in_flight, self._in_flight)
+            if busy:
+                return self._respond(
+                    _Answer(429, _json({"error": "Too many requests"}), {"Retry-After": "1"})
+                )
+            try:
+                if self.latency_s:
+                    await asyncio.sleep(self.latency_s)
+                return await self._serve(kind, handler, request)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+
+        return endpoint
+
+    async def _serve(
+        self, kind: Kind, handler: Callable[[Request], Awaitable[_Answer]], request: Request
+    ) -> Response:
+        if request.headers.get("authorization") != f"Bearer {self._token}":
+            return self._respond(_Answer(401, _json({"error": "Unauthorized"})))
+        if request.path_params.get("slug") != self.company.slug:
+            return self._respond(_Answer(403, _json({"error": "No access to this company"})))
+        page = None
+        if kind == "invoices":
+            page = _int(request.query_params.get("page")) or 0
+        fault = self._next_fault(kind, page)
+        with self._lock:
+            self.counts[kind] += 1
+        if fault == "drop":
+            answer = await handler(request)
+            with self._lock:
+                self.statuses[0] += 1
+            return DroppedResponse(content=answer.body, status_code=answer.status)
+        if fault is not None:
+            headers = {"Retry-After": "1"} if fault == "429" else {}
+            return self._respond(_Answer(int(fault), _json({"error": "Simulated fault"}), headers))
+        return self._respond(await handler(request))
+
+    def _next_fault(self, kind: Kind, page: int | None) -> Fault | None:
+        with self._lock:
+            queue = self._faults.get((kind, page))
+            return queue.popleft() if queue else None
+
+    def _respond(self, answer: _Answer) -> Response:
+        with self._lock:
+            self.statuses[answer.status] += 1
+        return Response(
+            content=answer.body,
+            status_code=answer.status,
+            headers=answer.headers,
+            media_type=answer.media_type,
+        )
+
+    # -- the endpoints ---
+
+    async def _invoices(self, request: Request) -> _Answer:
+        query = request.query_params
+        page = _int(query.get("page"))
+        size = _int(query.get("pageSize"))
+        if ("page" in query and page is None) or ("pageSize" in query and size is None):
+            return _Answer(400, _json({"error": "page and pageSize must be whole numbers"}))
+        page = page or 0
+        size = DEFAULT_PAGE_SIZE if size is None else size
+        if size < 1 or size > MAX_PAGE_SIZE or page < 0:
+            return _Answer(400, _json({"error": f"pageSize must be 1 to {MAX_PAGE_SIZE}"}))
+        with self._lock:
+            selected = [invoice for invoice in self.company.invoices if _matches(invoice, query)]
+            # only the page is shown (copied, with its PDF's URL), not every match
+            body = [self._shown(invoice) for invoice in selected[page * size : (page + 1) * size]]
+        total = len(selected)
+        headers = {
+            "Fiken-Api-Page": str(page),
+            "Fiken-Api-Page-Size": str(size),
+            "Fiken-Api-Page-Count": str(math.ceil(total / size)),
+            "Fiken-Api-Result-Count": str(total),
+        }
+        return _Answer(200, _json(body), headers)
+
+    async def _invoice(self, request: Request) -> _Answer:
+        invoice_id = request.path_params["invoice_id"]
+        with self._lock:
+            for invoice in self.company.invoices:
+                if invoice["invoiceId"] == invoice_id:
+                    return _Answer(200, _json(self._shown(invoice)))
+        return _Answer(404, _json({"error": "Not found"}))
+
+    async def _contact(self, request: Request) -> _Answer:
+        contact = self.company.contacts.get(request.path_params["contact_id"])
+        if contact is None:
+            return _Answer(404, _json({"error": "Not found"}))
+        return _Answer(200, _json(contact))
+
+    async def _pdf(self, request: Request) -> _Answer:
+        content = self.company.pdfs.get(request.path_params["invoice_id"])
+        if content is None:
+            return _Answer(404, _json({"error": "Not found"}))
+        return _Answer(200, content, media_type="application/pdf")
+
+    def _shown(self, invoice: dict[str, Any]) -> dict[str, Any]:
+        """The invoice as the API shows it: with its PDF's download URL."""
+        shown = dict(invoice)
+        if invoice["invoiceId"] in self.company.pdfs:
+            url = (
+                f"{self.base_url}companies/{self.company.slug}/invoices/"
+                f"{invoice['invoiceId']}/invoicePdf"
+            )
+            shown["invoicePdf"] = {
+                "identifier": str(invoice["invoiceNumber"]),
+                "downloadUrl": url,
+                "downloadUrlWithFikenNormalUserCredentials": url.replace("/api/v2/", "/"),
+                "type": "invoice",
+            }
+        return shown
+
+
+def _matches(invoice: dict[str, Any], query: Any) -> bool:  # noqa: ANN401 - starlette's QueryParams
+    settled = query.get("settled")
+    if settled is not None and (settled.lower() == "true") != invoice["sale"]["settled"]:
+        return False
+    issued = invoice["issueDate"]
+    for suffix, test in (
+        ("", operator.eq),
+        ("Le", operator.le),
+        ("Lt", operator.lt),
+        ("Ge", operator.ge),
+        ("Gt", operator.gt),
+    ):
+        bound = query.get(f"issueDate{suffix}")
+        if bound is not None and not test(issued, bound):
+            return False
+    customer = query.get("customerId")
+    if customer is not None and str(invoice["customer"]["contactId"]) != customer:
+        return False
+    number = query.get("invoiceNumber")
+    return number is None or str(invoice["invoiceNumber"]) == number
+
+
+def _int(text: str | None) -> int | None:
+    if text is None or not text.strip().lstrip("-").isdigit():
+        return None
+    return int(text)
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+# -- running it -------------------------------------------------------------------------------
+
+
+class RunningFiken:
+    """Serves a `FikenSimulator` with uvicorn on 127.0.0.1 (a free port) in a thread."""
+
+    START_TIMEOUT_S: Final = 10.0
+    STOP_TIMEOUT_S: Final = 10.0
+
+    def __init__(self, simulator: FikenSimulator) -> None:
+        self.simulator = simulator
+        self.base_url = ""
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        # IPPROTO_TCP: asyncio then sets TCP_NODELAY (no 40 ms delayed-ACK stalls).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+        config = uvicorn.Config(
+            self.simulator.app,
+            log_level="warning",
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=int(self.STOP_TIMEOUT_S / 2),
+        )
+        server = uvicorn.Server(config)
+        quiet_dropped_connections()
+        self._server = server
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(server.serve(sockets=[sock])),
+            name=f"fiken-simulator-{port}",
+            daemon=True,
+        )
+        self._thread.start()
+        deadline = time.monotonic() + self.START_TIMEOUT_S
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                sock.close()
+                raise RuntimeError("the Fiken simulator did not start")
+            time.sleep(0.005)
+        self.base_url = f"http://127.0.0.1:{port}{API_PREFIX}/"
+        self.simulator.base_url = self.base_url
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.should_exit = True
+        thread.join(self.STOP_TIMEOUT_S)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(self.STOP_TIMEOUT_S)
+        self._server = None
+        self._thread = None
