@@ -51,7 +51,7 @@ def _invoices(folder: Path) -> Iterator[tuple[bytes, bytes]]:
     """Each invoice of the folder: its register body (JSON) and its PDF."""
     from connectors.folder import FolderConnector  # noqa: PLC0415
     from kravia_sync.connector import SourceRecord  # noqa: PLC0415
-    from kravia_sync.kravia.client import build_register_body, dumps_exact  # noqa: PLC0415
+    from kravia_sync.kravia.bodies import build_register_body, dumps_exact  # noqa: PLC0415
     from kravia_sync.model import Invoice  # noqa: PLC0415
 
     connector = FolderConnector.from_settings({"path": str(folder)}, base_dir=folder.parent)

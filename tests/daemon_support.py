@@ -23,7 +23,8 @@ from kravia_sync.engine.reconcile import RunSummary
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.service.daemon import PassRunner
 from kravia_sync.settings import Settings
-from kravia_sync.state.store import StateStore, utc_now
+from kravia_sync.state.store import StateStore
+from kravia_sync.state.stored import utc_now
 
 # How a source's stand-in pass behaves: `wait` hangs in an async wait and ignores a stop request;
 # `obey` hangs until asked to stop; `thread` is stuck in a blocking read in a thread; `deaf`

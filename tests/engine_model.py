@@ -59,7 +59,8 @@ from kravia_sync.engine.worklist import WorkList
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.logging import configure_logging
 from kravia_sync.settings import load_settings
-from kravia_sync.state.store import LeaseHeldError, StateStore
+from kravia_sync.state.errors import LeaseHeldError
+from kravia_sync.state.store import StateStore
 from kravia_sync.testing import minimal_pdf
 from kravia_sync.testing.simulator import Shape, Simulator
 

@@ -18,7 +18,8 @@ from sqlalchemy import func, insert, select
 from state_sql import JOURNAL, LEASE, state_engine
 from support import TOKEN, Sim, cases_by_accounting_id, cli_env, write_invoices
 
-from kravia_sync.state.store import StateStore, utc_now
+from kravia_sync.state.store import StateStore
+from kravia_sync.state.stored import utc_now
 from kravia_sync.testing.simulator import Faults
 
 STATE = Path("state") / "kravia-sync.db"

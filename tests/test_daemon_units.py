@@ -22,7 +22,7 @@ from kravia_sync.schedule import parse_schedule
 from kravia_sync.service.daemon import Daemon
 from kravia_sync.service.scheduling import Scheduler
 from kravia_sync.settings import ConfigError, Settings, load_settings
-from kravia_sync.state import store as store_module
+from kravia_sync.state import rows
 from kravia_sync.state.store import StateStore
 from kravia_sync.testing.simulator import Faults
 
@@ -468,7 +468,7 @@ class TestLockedStore:
         """Another program holding the state store's write lock fails the daemon's pass with
         one error line naming the file and the lock (no traceback); the daemon goes on, and
         the first pass after the lock is let go works, sending nothing twice."""
-        monkeypatch.setattr(store_module, "BUSY_TIMEOUT_SECONDS", 0.3)
+        monkeypatch.setattr(rows, "BUSY_TIMEOUT_SECONDS", 0.3)
         write_invoices(tmp_path / "invoices", range(1, 3), pdf_every=0)
         config = write_config(tmp_path, sim.base_url, source='schedule = "1s"')
         config.write_text(

@@ -205,7 +205,7 @@ class TestSameIdentity:
         settings = load(config)
         with StateStore(settings.state_path) as holder:
             holder.acquire_lease(ttl=timedelta(minutes=2), now=datetime.now(UTC))
-            from kravia_sync.state.store import LeaseHeldError  # noqa: PLC0415
+            from kravia_sync.state.errors import LeaseHeldError  # noqa: PLC0415
 
             with pytest.raises(LeaseHeldError):
                 Passes(config).run(later=timedelta(0))
@@ -780,8 +780,8 @@ class TestLeaseCheckedBeforeSending:
         """The lease's renewals stall just while a register's intent is being committed: the
         call is not sent; the intent is settled later by looking, and the invoice is
         registered once."""
+        from kravia_sync.state.errors import LeaseLostError  # noqa: PLC0415
         from kravia_sync.state.lease import LeaseKeeper  # noqa: PLC0415
-        from kravia_sync.state.store import LeaseLostError  # noqa: PLC0415
 
         write_invoices(folder(tmp_path), [11], pdf_every=0)
         config = write_config(tmp_path, sim.base_url, retry=NO_WAITS)

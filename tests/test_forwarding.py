@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 
 from kravia_sync.engine.forwarding import PaymentForwarder
-from kravia_sync.kravia.client import CaseStanding, KraviaClient, MoneyLine, Settlement
+from kravia_sync.kravia.answers import CaseStanding, MoneyLine, Settlement
+from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.lifecycle import CaseState, Phase
 from kravia_sync.payments import (
     Payment,

@@ -20,33 +20,37 @@ import pytest
 from support import CREDITOR_ID, Sim
 from support import TOKEN as SIM_TOKEN
 
+from kravia_sync.kravia.answers import (
+    CaseStanding,
+    MoneyLine,
+    PaymentKind,
+    RecordedPayment,
+    Settlement,
+    can_start,
+    case_standing,
+    loads_exact,
+    parse_settlements,
+    payment_recorded,
+)
 from kravia_sync.kravia.assumptions import (
     DEFAULT_BASE_URL,
     MAX_RETRY_AFTER_SECONDS,
     SEARCH_PAGE_OVERLAP,
     SEARCH_PAGE_SIZE,
 )
-from kravia_sync.kravia.client import (
-    CaseStanding,
-    Failure,
-    KraviaClient,
-    KraviaError,
-    MoneyLine,
-    PaymentKind,
-    RecordedPayment,
-    Settlement,
+from kravia_sync.kravia.bodies import (
     build_credit_note_body,
     build_payment_body,
     build_register_body,
-    can_start,
-    case_standing,
+    dumps_exact,
+)
+from kravia_sync.kravia.client import KraviaClient
+from kravia_sync.kravia.errors import (
+    Failure,
+    KraviaError,
     classify_exception,
     classify_response,
-    dumps_exact,
-    loads_exact,
     parse_retry_after,
-    parse_settlements,
-    payment_recorded,
 )
 from kravia_sync.model import Invoice
 from kravia_sync.testing import minimal_pdf

@@ -7,9 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from kravia_sync.kravia.client import (
-    Failure,
-    KraviaError,
+from kravia_sync.kravia.answers import (
     available_actions,
     can_start,
     case_progress,
@@ -17,8 +15,8 @@ from kravia_sync.kravia.client import (
     parse_dotnet_time,
     parse_http_date,
     parse_register_id,
-    start_already_done,
 )
+from kravia_sync.kravia.errors import Failure, KraviaError, start_already_done
 from kravia_sync.lifecycle import Details
 
 

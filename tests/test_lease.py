@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from kravia_sync.state.errors import LeaseLostError
 from kravia_sync.state.lease import LeaseKeeper
-from kravia_sync.state.store import LeaseLostError, StateStore
+from kravia_sync.state.store import StateStore
 
 TTL = timedelta(seconds=0.3)
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from kravia_sync.kravia.client import KraviaClient, KraviaError
+from kravia_sync.kravia.client import KraviaClient
+from kravia_sync.kravia.errors import KraviaError
 from kravia_sync.kravia.pacing import (
     CUBIC_PLATEAU_SECONDS,
     SLOW_START_LIMIT,

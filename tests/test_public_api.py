@@ -101,10 +101,10 @@ def test_every_error_raised_on_purpose_is_a_kravia_sync_error() -> None:
     from kravia_sync.engine.reconcile import PassFailedError  # noqa: PLC0415
     from kravia_sync.engine.resolve import ResolveError  # noqa: PLC0415
     from kravia_sync.engine.worklist import WorkListError  # noqa: PLC0415
-    from kravia_sync.kravia.client import Failure, KraviaAuthError, KraviaError  # noqa: PLC0415
+    from kravia_sync.kravia.errors import Failure, KraviaAuthError, KraviaError  # noqa: PLC0415
     from kravia_sync.settings import ConfigError  # noqa: PLC0415
     from kravia_sync.state.committer import StateWriteError  # noqa: PLC0415
-    from kravia_sync.state.store import (  # noqa: PLC0415
+    from kravia_sync.state.errors import (  # noqa: PLC0415
         LeaseHeldError,
         LeaseLostError,
         SchemaError,

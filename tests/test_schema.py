@@ -17,17 +17,11 @@ from sqlalchemy import Boolean, create_engine
 from sqlmodel import SQLModel
 
 from kravia_sync.lifecycle import CaseState, Phase
-from kravia_sync.state import store as store_module
+from kravia_sync.state import rows
+from kravia_sync.state.records import JournalEntry, MirrorItem, QuarantineEntry
+from kravia_sync.state.rows import DECIMAL_COLUMNS, FLAG_COLUMNS, TIME_COLUMNS
 from kravia_sync.state.schema import TABLES, DecimalText, UTCDateTime
-from kravia_sync.state.store import (
-    DECIMAL_COLUMNS,
-    FLAG_COLUMNS,
-    TIME_COLUMNS,
-    JournalEntry,
-    MirrorItem,
-    QuarantineEntry,
-    StateStore,
-)
+from kravia_sync.state.store import StateStore
 
 
 def python_prints(script: str) -> str:
@@ -53,7 +47,7 @@ def columns_of_type(kind: type) -> set[str]:
 
 def test_the_store_writes_every_column_of_each_table_it_writes_whole() -> None:
     assert {f.name for f in fields(CaseState)} == columns("cases")
-    assert set(store_module._PAYMENT_COLUMNS) == columns("payments")
+    assert set(rows.PAYMENT_COLUMNS) == columns("payments")
     assert {f.name for f in fields(JournalEntry)} | {"id"} == columns("journal")
     assert {f.name for f in fields(QuarantineEntry)} | {
         "source",

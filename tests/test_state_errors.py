@@ -22,14 +22,15 @@ from support import (
 
 from kravia_sync.engine.reconcile import Reconciler, RunSummary
 from kravia_sync.kravia.client import KraviaClient
-from kravia_sync.state import store as store_module
-from kravia_sync.state.store import StateError, StateStore
+from kravia_sync.state import database, rows
+from kravia_sync.state.errors import StateError
+from kravia_sync.state.store import StateStore
 
 
 @pytest.fixture
 def short_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer gives up on a lock after 0.3 s instead of 30."""
-    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr(rows, "BUSY_TIMEOUT_SECONDS", 0.3)
 
 
 def lock(path: Path) -> sqlite3.Connection:
@@ -49,7 +50,7 @@ def test_a_locked_store_is_a_state_error_naming_the_file(tmp_path: Path, short_w
     finally:
         holder.close()
     with StateStore(path) as store:  # usable again once the lock is gone
-        assert store.schema_version() == store_module.SCHEMA_VERSION
+        assert store.schema_version() == database.SCHEMA_VERSION
 
 
 def test_a_file_that_is_not_a_database_is_a_state_error(tmp_path: Path) -> None:
@@ -143,7 +144,7 @@ def test_a_wrong_statement_is_not_taken_for_an_unusable_store(tmp_path: Path) ->
     with StateStore(tmp_path / "state.db") as store:
         with pytest.raises(sqlite3.IntegrityError), store._write() as connection:
             connection.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '3')")
-        assert store.schema_version() == store_module.SCHEMA_VERSION
+        assert store.schema_version() == database.SCHEMA_VERSION
 
 
 def test_a_value_of_the_wrong_kind_is_refused_before_it_is_stored(tmp_path: Path) -> None:
@@ -164,4 +165,4 @@ def test_a_file_with_only_sqlites_own_tables_gets_the_schema(tmp_path: Path) -> 
         db.execute("ANALYZE")
         db.execute("DROP TABLE t")
     with StateStore(path) as store:
-        assert store.schema_version() == store_module.SCHEMA_VERSION
+        assert store.schema_version() == database.SCHEMA_VERSION

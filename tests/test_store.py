@@ -20,21 +20,18 @@ from state_sql import JOURNAL, LEASE, state_engine
 
 from kravia_sync.lifecycle import CaseState, Phase
 from kravia_sync.payments import PaymentKind, PaymentLine, PaymentPhase, PaymentState
+from kravia_sync.state.database import SCHEMA_VERSION
+from kravia_sync.state.errors import LeaseHeldError, LeaseLostError, SchemaError, StateConflictError
 from kravia_sync.state.process import start_time, this_process
-from kravia_sync.state.store import (
-    SCHEMA_VERSION,
+from kravia_sync.state.records import (
     CaseWrite,
     JournalEntry,
-    LeaseHeldError,
-    LeaseLostError,
     MirrorItem,
     QuarantineEntry,
-    SchemaError,
-    SourceRead,
-    StateConflictError,
-    StateStore,
     WriteStatus,
 )
+from kravia_sync.state.source_read import SourceRead
+from kravia_sync.state.store import StateStore
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(minutes=2)

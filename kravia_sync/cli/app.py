@@ -30,7 +30,8 @@ from kravia_sync.engine.reconcile import (
     build_connector,
 )
 from kravia_sync.engine.resolve import ResolveError, resolve_case, resolve_payment
-from kravia_sync.kravia.client import KraviaAuthError, KraviaClient, KraviaError
+from kravia_sync.kravia.client import KraviaClient
+from kravia_sync.kravia.errors import KraviaAuthError, KraviaError
 from kravia_sync.kravia.pacing import Pacing, PacingSnapshot
 from kravia_sync.kravia.probe import Contract, Finding, Verdict, differing
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES
@@ -45,7 +46,8 @@ from kravia_sync.settings import (
     Settings,
     load_settings,
 )
-from kravia_sync.state.store import LeaseHeldError, SchemaError, StateError, StateStore
+from kravia_sync.state.errors import LeaseHeldError, SchemaError, StateError
+from kravia_sync.state.store import StateStore
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -22,15 +22,10 @@ from datetime import datetime, timedelta
 
 from kravia_sync.engine.diff import WorkItem, WorkList
 from kravia_sync.errors import KraviaSyncError
+from kravia_sync.kravia.answers import RawAnswer, parse_http_date
 from kravia_sync.kravia.assumptions import SEARCH_PAGE_SIZE
-from kravia_sync.kravia.client import (
-    Failure,
-    KraviaClient,
-    KraviaError,
-    RawAnswer,
-    backoff_delay,
-    parse_http_date,
-)
+from kravia_sync.kravia.client import KraviaClient
+from kravia_sync.kravia.errors import Failure, KraviaError, backoff_delay
 from kravia_sync.kravia.probe import (
     CanaryAnswers,
     Contract,

@@ -19,7 +19,7 @@ from kravia_sync.lifecycle import CaseState, CaseSummary, Phase, Step
 from kravia_sync.model import InvalidRecordError, Invoice
 from kravia_sync.payments import Payment, derived_payment
 from kravia_sync.settings import PolicySettings, SourceConfig
-from kravia_sync.state.store import QuarantineEntry
+from kravia_sync.state.records import QuarantineEntry
 
 __all__ = [
     "ATTENTION_PHASES",

@@ -31,16 +31,10 @@ from kravia_sync.engine.diff import SETTLING_STEPS, WorkItem
 from kravia_sync.engine.gate import Refusal, RefusalKind, judge
 from kravia_sync.engine.mirror import KraviaMirror
 from kravia_sync.identity import Absent, Adopt, KnownCase, Unknown, Verdict
-from kravia_sync.kravia.client import (
-    Failure,
-    KraviaClient,
-    KraviaError,
-    Reservation,
-    backoff_delay,
-    case_progress,
-    case_standing,
-    start_already_done,
-)
+from kravia_sync.kravia.answers import case_progress, case_standing
+from kravia_sync.kravia.calls import Reservation
+from kravia_sync.kravia.client import KraviaClient
+from kravia_sync.kravia.errors import Failure, KraviaError, backoff_delay, start_already_done
 from kravia_sync.lifecycle import (
     CaseState,
     Decision,
@@ -60,14 +54,9 @@ from kravia_sync.logging import get_logger, redact
 from kravia_sync.model import InvalidRecordError, Invoice, check_pdf
 from kravia_sync.settings import PolicySettings, Settings
 from kravia_sync.state.committer import GroupCommitter
+from kravia_sync.state.errors import LeaseLostError
 from kravia_sync.state.lease import LeaseKeeper
-from kravia_sync.state.store import (
-    CaseWrite,
-    JournalEntry,
-    JournalKind,
-    LeaseLostError,
-    WriteStatus,
-)
+from kravia_sync.state.records import CaseWrite, JournalEntry, JournalKind, WriteStatus
 
 __all__ = ["CaseDriver", "PassStoppedError", "Preview", "copy_problem"]
 

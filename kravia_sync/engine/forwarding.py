@@ -20,17 +20,16 @@ from decimal import Decimal
 import structlog
 
 from kravia_sync.errors import KraviaSyncError
-from kravia_sync.kravia.client import (
+from kravia_sync.kravia.answers import (
     CaseStanding,
-    Failure,
-    KraviaClient,
-    KraviaError,
     MoneyLine,
     Settlement,
     case_standing,
     payment_recorded,
 )
-from kravia_sync.kravia.client import PaymentKind as RecordedKind
+from kravia_sync.kravia.answers import PaymentKind as RecordedKind
+from kravia_sync.kravia.client import KraviaClient
+from kravia_sync.kravia.errors import Failure, KraviaError
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState, Phase
 from kravia_sync.logging import redact
 from kravia_sync.payments import (
@@ -47,7 +46,8 @@ from kravia_sync.payments import (
     payment_arrived,
 )
 from kravia_sync.state.lease import LeaseKeeper
-from kravia_sync.state.store import JournalEntry, JournalKind, StateStore
+from kravia_sync.state.records import JournalEntry, JournalKind
+from kravia_sync.state.store import StateStore
 
 __all__ = ["HAS_KRAVIA_CASE", "PaymentForwarder", "PaymentOutcome"]
 

@@ -26,17 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from kravia_sync.identity import Verdict, identity_verdict
-from kravia_sync.kravia.client import (
-    Failure,
-    KraviaClient,
-    KraviaError,
-    SearchItem,
-    SearchResult,
-    details_summary,
-    parse_dotnet_time,
-)
+from kravia_sync.kravia.answers import SearchItem, details_summary, parse_dotnet_time
+from kravia_sync.kravia.client import KraviaClient, SearchResult
+from kravia_sync.kravia.errors import Failure, KraviaError
 from kravia_sync.logging import get_logger, redact
-from kravia_sync.state.store import MirrorItem, StateStore
+from kravia_sync.state.records import MirrorItem
+from kravia_sync.state.store import StateStore
 
 __all__ = ["MIRROR_EPOCH", "SEARCH_OVERLAP", "KraviaMirror", "MirrorSync"]
 

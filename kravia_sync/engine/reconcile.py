@@ -54,7 +54,8 @@ from kravia_sync.engine.driver import (
 from kravia_sync.engine.forwarding import HAS_KRAVIA_CASE, AuthRefusedError, PaymentForwarder
 from kravia_sync.engine.mirror import KraviaMirror
 from kravia_sync.errors import KraviaSyncError
-from kravia_sync.kravia.client import KraviaClient, KraviaError, backoff_delay
+from kravia_sync.kravia.client import KraviaClient
+from kravia_sync.kravia.errors import KraviaError, backoff_delay
 from kravia_sync.lifecycle import (
     IN_KRAVIA_PHASES,
     CaseState,
@@ -77,19 +78,12 @@ from kravia_sync.payments import (
 )
 from kravia_sync.settings import ConfigError, Settings, SourceConfig
 from kravia_sync.state.committer import GroupCommitter, StateWriteError
+from kravia_sync.state.errors import LeaseLostError, StateConflictError, StateError
 from kravia_sync.state.lease import LeaseKeeper
-from kravia_sync.state.store import (
-    CaseWrite,
-    JournalEntry,
-    JournalKind,
-    LeaseLostError,
-    SourceRead,
-    StateConflictError,
-    StateError,
-    StateStore,
-    WriteStatus,
-)
-from kravia_sync.state.store import utc_now as store_now
+from kravia_sync.state.records import CaseWrite, JournalEntry, JournalKind, WriteStatus
+from kravia_sync.state.source_read import SourceRead
+from kravia_sync.state.store import StateStore
+from kravia_sync.state.stored import utc_now as store_now
 
 __all__ = [
     "KRAVIA_TARGET",

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from kravia_sync.errors import KraviaSyncError
 from kravia_sync.lifecycle import CaseState, resolved
 from kravia_sync.payments import PaymentPhase, PaymentState
-from kravia_sync.state.store import JournalEntry, JournalKind, StateStore
+from kravia_sync.state.records import JournalEntry, JournalKind
+from kravia_sync.state.store import StateStore
 
 __all__ = ["ResolveError", "resolve_case", "resolve_payment"]
 

@@ -18,15 +18,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from kravia_sync.kravia.assumptions import (
-    DETAILS_ACTIONS_KEY,
-    DETAILS_DOCUMENTS_KEY,
-    DETAILS_PAYMENTS_KEY,
-    DETAILS_REMAINING_CAPITAL_KEY,
-    DETAILS_STATUS_KEY,
-)
-from kravia_sync.kravia.client import (
-    KraviaError,
+from kravia_sync.kravia.answers import (
     RawAnswer,
     available_actions,
     case_progress,
@@ -42,6 +34,14 @@ from kravia_sync.kravia.client import (
     read_amount,
     recorded_payments,
 )
+from kravia_sync.kravia.assumptions import (
+    DETAILS_ACTIONS_KEY,
+    DETAILS_DOCUMENTS_KEY,
+    DETAILS_PAYMENTS_KEY,
+    DETAILS_REMAINING_CAPITAL_KEY,
+    DETAILS_STATUS_KEY,
+)
+from kravia_sync.kravia.errors import KraviaError
 
 __all__ = [
     "ZONE_TOLERANCE",

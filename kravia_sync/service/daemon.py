@@ -52,7 +52,8 @@ from prometheus_client import Gauge
 
 from kravia_sync.engine.mirror import KraviaMirror
 from kravia_sync.engine.reconcile import Reconciler, RunStatus, RunSummary
-from kravia_sync.kravia.client import KraviaClient, backoff_delay
+from kravia_sync.kravia.client import KraviaClient
+from kravia_sync.kravia.errors import backoff_delay
 from kravia_sync.kravia.pacing import PacingSnapshot
 from kravia_sync.logging import get_logger, redact
 from kravia_sync.schedule import Schedule, parse_schedule
@@ -61,8 +62,10 @@ from kravia_sync.service.metrics import Metrics
 from kravia_sync.service.scheduling import Scheduler
 from kravia_sync.service.webhook_server import WEBHOOK_ROUTE, WebhookServer
 from kravia_sync.settings import ConfigError, Settings
+from kravia_sync.state.errors import LeaseHeldError, LeaseLostError, StateError
 from kravia_sync.state.lease import LeaseKeeper
-from kravia_sync.state.store import LeaseHeldError, LeaseLostError, StateError, StateStore, utc_now
+from kravia_sync.state.store import StateStore
+from kravia_sync.state.stored import utc_now
 
 __all__ = ["Daemon", "PassRunner", "run_daemon"]
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Self
 
 from kravia_sync.errors import KraviaSyncError
-from kravia_sync.state.store import CaseWrite, StateStore, WriteResult
+from kravia_sync.state.records import CaseWrite, WriteResult
+from kravia_sync.state.store import StateStore
 
 __all__ = ["GroupCommitter", "StateWriteError"]
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from kravia_sync.logging import get_logger, redact
-from kravia_sync.state.store import LeaseLostError, StateStore
+from kravia_sync.state.errors import LeaseLostError
+from kravia_sync.state.store import StateStore
 
 __all__ = ["LeaseKeeper"]
 
