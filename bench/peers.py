@@ -86,7 +86,7 @@ def _send_one(client: Any, body: bytes, pdf: bytes) -> None:
     ).raise_for_status()
 
 
-def _client(base_url: str) -> Any:
+def kravia_client(base_url: str) -> Any:
     import httpx  # noqa: PLC0415
 
     return httpx.Client(
@@ -98,7 +98,7 @@ def _client(base_url: str) -> Any:
 
 def plain_pass(directory: Path, base_url: str) -> None:
     """The plain script: every invoice of the folder, three calls each, one after another."""
-    with _client(base_url) as client:
+    with kravia_client(base_url) as client:
         for body, pdf in _invoices(directory / "invoices"):
             _send_one(client, body, pdf)
 
@@ -117,7 +117,7 @@ def dlt_pass(directory: Path, base_url: str) -> None:
 
     @dlt.destination(batch_size=10, name="kravia")
     def kravia(items: Any, table: Any) -> None:  # noqa: ARG001
-        with _client(base_url) as client:
+        with kravia_client(base_url) as client:
             for item in items:
                 body = item["body"].encode("utf-8")
                 number = json.loads(body)["invoiceNo"]

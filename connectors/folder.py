@@ -57,7 +57,9 @@ from kravia_sync.connector import (
     RecordError,
     SourceRecord,
 )
-from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS, FileDocument, InvalidRecordError
+from kravia_sync.documents import FileDocument
+from kravia_sync.errors import InvalidRecordError
+from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS
 from kravia_sync.payments import PAYMENT_FIELDS, REQUIRED_PAYMENT_FIELDS, is_payment_record
 
 if TYPE_CHECKING:
@@ -67,7 +69,7 @@ if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
     from connectors import ubl
-    from kravia_sync.model import Document
+    from kravia_sync.documents import Document
 
     _Item: TypeAlias = SourceRecord | PaymentRecord | RecordError
     _PdfIndex: TypeAlias = Mapping[str, Path]

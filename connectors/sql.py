@@ -100,7 +100,9 @@ from kravia_sync.connector import (
     SourceRecord,
     StampedRead,
 )
-from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS, CallableDocument, InvalidRecordError
+from kravia_sync.documents import CallableDocument
+from kravia_sync.errors import InvalidRecordError
+from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS
 from kravia_sync.payments import PAYMENT_FIELDS, REQUIRED_PAYMENT_FIELDS
 
 if TYPE_CHECKING:

@@ -15,16 +15,9 @@ from kravia_sync.connector import (
     SourceRecord,
     StampedRead,
 )
-from kravia_sync.errors import KraviaSyncError
-from kravia_sync.model import (
-    RECORD_FIELDS,
-    REQUIRED_FIELDS,
-    CallableDocument,
-    Document,
-    FileDocument,
-    InvalidRecordError,
-    Invoice,
-)
+from kravia_sync.documents import CallableDocument, Document, FileDocument
+from kravia_sync.errors import InvalidRecordError, KraviaSyncError
+from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS, Invoice
 from kravia_sync.payments import PAYMENT_FIELDS, Payment
 
 __version__ = "0.1.0"

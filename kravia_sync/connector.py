@@ -29,8 +29,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
+from kravia_sync.documents import Document
 from kravia_sync.errors import KraviaSyncError
-from kravia_sync.model import Document
 
 ENTRY_POINT_GROUP = "kravia_sync.connectors"
 DEFAULT_TIMEZONE = "Europe/Oslo"

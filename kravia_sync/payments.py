@@ -32,14 +32,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from kravia_sync.errors import InvalidRecordError
 from kravia_sync.lifecycle import backing_off
-from kravia_sync.model import (
-    InvalidRecordError,
-    money,
-    parse_amount,
-    parse_date,
-    record_accounting_id,
-)
+from kravia_sync.model import money, parse_amount, parse_date, record_accounting_id
 
 __all__ = [
     "PAYMENT_FIELDS",

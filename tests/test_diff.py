@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from kravia_sync.connector import RecordError, SourceRecord
+from kravia_sync.documents import CallableDocument
 from kravia_sync.engine.diff import SETTLING_PHASES, Lookup, SourceDiff
 from kravia_sync.engine.gate import RefusalKind
 from kravia_sync.engine.plan import Change, record_hash, source_id
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase
-from kravia_sync.model import CallableDocument, Invoice
+from kravia_sync.model import Invoice
 from kravia_sync.settings import PolicySettings, SourceConfig
 from kravia_sync.testing import minimal_pdf
 

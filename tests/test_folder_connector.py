@@ -33,13 +33,9 @@ from kravia_sync.connector import (
     available_connectors,
     load_connector,
 )
-from kravia_sync.model import (
-    REQUIRED_FIELDS,
-    FileDocument,
-    InvalidRecordError,
-    Invoice,
-    check_pdf,
-)
+from kravia_sync.documents import FileDocument, check_pdf
+from kravia_sync.errors import InvalidRecordError
+from kravia_sync.model import REQUIRED_FIELDS, Invoice
 from kravia_sync.testing import minimal_pdf
 
 DATA = Path(__file__).parent / "data"

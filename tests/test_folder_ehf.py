@@ -14,7 +14,9 @@ from ehf_support import BILLION_LAUGHS, MIB, XXE_TEMPLATE, ehf_credit_note, ehf_
 from connectors import ubl as ubl_module
 from connectors.folder import EmbeddedPdfDocument, FolderConnector
 from kravia_sync.connector import PaymentRecord, RecordError, SourceRecord
-from kravia_sync.model import FileDocument, InvalidRecordError, Invoice
+from kravia_sync.documents import FileDocument
+from kravia_sync.errors import InvalidRecordError
+from kravia_sync.model import Invoice
 from kravia_sync.testing import minimal_pdf
 
 PEPPOL = Path(__file__).parent / "data" / "peppol"

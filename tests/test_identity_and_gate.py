@@ -8,10 +8,11 @@ from decimal import Decimal
 
 import pytest
 
+from kravia_sync.documents import FileDocument
 from kravia_sync.engine.gate import RefusalKind, ineligibility, judge
 from kravia_sync.identity import Absent, Adopt, KnownCase, Several, Unknown, identity_verdict
 from kravia_sync.lifecycle import CaseState, Phase, StartPolicy, Step
-from kravia_sync.model import FileDocument, Invoice
+from kravia_sync.model import Invoice
 from kravia_sync.payments import LineEvidence, payment_arrived
 from kravia_sync.settings import PolicySettings
 

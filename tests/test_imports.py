@@ -123,7 +123,7 @@ BOTTOM_EXTRAS = ("kravia_sync.kravia.assumptions",)
 TESTING = "kravia_sync.testing"
 # `kravia-sync demo` and `kravia-sync simulate` start the bundled simulator (the [simulator]
 # extra), importing it inside the command.
-MAY_USE_TESTING = ("kravia_sync.cli.app", "kravia_sync.cli.demo")
+MAY_USE_TESTING = ("kravia_sync.cli.setup", "kravia_sync.cli.demo")
 
 
 def _group(module: str) -> str:

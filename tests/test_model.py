@@ -14,18 +14,10 @@ import pytest
 from file_support import MIB, sparse_file, within
 from stdnum.no import fodselsnummer
 
-from kravia_sync import model
-from kravia_sync.model import (
-    MAX_DOCUMENT_BYTES,
-    REQUIRED_FIELDS,
-    CallableDocument,
-    DebtorKind,
-    FileDocument,
-    InvalidRecordError,
-    Invoice,
-    parse_amount,
-    parse_date,
-)
+from kravia_sync import documents
+from kravia_sync.documents import MAX_DOCUMENT_BYTES, CallableDocument, FileDocument
+from kravia_sync.errors import InvalidRecordError
+from kravia_sync.model import REQUIRED_FIELDS, DebtorKind, Invoice, parse_amount, parse_date
 from kravia_sync.testing import minimal_pdf
 
 PRIVATE: dict[str, Any] = {
@@ -676,6 +668,6 @@ class TestFileDocument:
     def test_reading_stops_one_byte_past_the_limit(self) -> None:
         """A file that grew after it was measured is read no further than limit + 1 bytes."""
         grown = io.BytesIO(b"x" * 1000)
-        assert model._read_at_most(grown, 100, expected=10) == b"x" * 101
+        assert documents._read_at_most(grown, 100, expected=10) == b"x" * 101
         assert grown.tell() == 101
-        assert model._read_at_most(io.BytesIO(b"abc"), 100, expected=3) == b"abc"
+        assert documents._read_at_most(io.BytesIO(b"abc"), 100, expected=3) == b"abc"

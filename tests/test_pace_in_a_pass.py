@@ -122,11 +122,11 @@ def test_the_simulator_keeps_a_rate_limit_it_can() -> None:
 def test_a_daemon_keeps_the_pace_from_pass_to_pass(tmp_path: Path) -> None:
     """The daemon's clients share one pace: a rate learnt in one pass holds in the next; a
     changed max_in_flight starts anew."""
-    from kravia_sync.cli.app import _daemon_clients  # noqa: PLC0415 - the daemon's own factory
+    from kravia_sync.cli.common import daemon_clients  # noqa: PLC0415 - the daemon's own factory
     from kravia_sync.kravia.pacing import Signal  # noqa: PLC0415
 
     settings = load(write_config(tmp_path, "http://127.0.0.1:9/api/v2/"))
-    client_for = _daemon_clients()
+    client_for = daemon_clients()
     first = client_for(settings)
     for i in range(30):
         first._gate.pacing.sent(i * 0.05, 8)

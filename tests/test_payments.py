@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from kravia_sync.model import InvalidRecordError
+from kravia_sync.errors import InvalidRecordError
 from kravia_sync.payments import (
     DERIVED_PREFIX,
     Payment,

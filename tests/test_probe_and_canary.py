@@ -24,7 +24,8 @@ from support import (
 
 from kravia_sync.engine.canary import contract_key, probe
 from kravia_sync.kravia.client import KraviaClient
-from kravia_sync.kravia.probe import Contract, Finding, Verdict
+from kravia_sync.kravia.contract import Contract
+from kravia_sync.kravia.probe import Finding, Verdict
 from kravia_sync.state.store import StateStore
 from kravia_sync.testing.simulator import (
     RegisterShape,

@@ -36,8 +36,9 @@ from connectors.rest import (
 from connectors.rest._http import RateLimitSettings, Throttle
 from connectors.rest._paging import next_link
 from kravia_sync.connector import ConnectorError, RecordError, SourceRecord, load_connector
+from kravia_sync.errors import InvalidRecordError
 from kravia_sync.logging import redact
-from kravia_sync.model import InvalidRecordError, Invoice
+from kravia_sync.model import Invoice
 from kravia_sync.testing import minimal_pdf
 
 BASE = "https://api.example.com/v1/"

@@ -25,7 +25,7 @@ from typing import Any, TypeVar, get_args, get_type_hints
 import httpx
 import pytest
 
-from kravia_sync.cli import app as cli
+from kravia_sync.cli import setup as cli
 from kravia_sync.testing._dropped import ConnectionDroppedError
 from kravia_sync.testing.simulator import (
     FIRST_CASE_ID,

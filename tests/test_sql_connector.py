@@ -61,7 +61,8 @@ from connectors.sql import (
 )
 from kravia_sync.connector import ConnectorError, RecordStamp, SourceRecord, StampedRead
 from kravia_sync.engine.plan import source_id
-from kravia_sync.model import InvalidRecordError, Invoice, parse_date
+from kravia_sync.errors import InvalidRecordError
+from kravia_sync.model import Invoice, parse_date
 from kravia_sync.state.store import StateStore
 
 # A password that is easy to find in any output, with characters a URL must escape.

@@ -12,7 +12,9 @@ import pytest
 from ehf_support import ORGNR, attachment, buyer_party, ehf_credit_note, ehf_invoice
 
 from connectors import ubl
-from kravia_sync.model import DebtorKind, InvalidRecordError, Invoice, check_pdf
+from kravia_sync.documents import check_pdf
+from kravia_sync.errors import InvalidRecordError
+from kravia_sync.model import DebtorKind, Invoice
 from kravia_sync.testing import minimal_pdf
 
 PEPPOL = Path(__file__).parent / "data" / "peppol"

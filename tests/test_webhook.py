@@ -22,7 +22,7 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from support import TOKEN, Sim, cli_env, load, run_cli, write_config, write_invoices
 
-from kravia_sync.cli.app import webhook_url_problem
+from kravia_sync.cli.checks import webhook_url_problem
 from kravia_sync.kravia.assumptions import WEBHOOK_SIGNATURE_RECIPES
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.webhook import (

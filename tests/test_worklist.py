@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from kravia_sync.connector import Connector, ConnectorSettings, SourceRecord
+from kravia_sync.documents import CallableDocument, FileDocument
 from kravia_sync.engine.gate import Refusal, RefusalKind
 from kravia_sync.engine.plan import Change, assess
 from kravia_sync.engine.worklist import WorkItem, WorkList, WorkListError
 from kravia_sync.lifecycle import CaseState, Phase
-from kravia_sync.model import CallableDocument, FileDocument, Invoice
+from kravia_sync.model import Invoice
 
 NOW = datetime(2026, 12, 5, 9, 30, tzinfo=UTC)
 

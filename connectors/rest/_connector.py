@@ -26,8 +26,9 @@ from kravia_sync.connector import (
     RecordError,
     SourceRecord,
 )
+from kravia_sync.documents import CallableDocument
+from kravia_sync.errors import InvalidRecordError
 from kravia_sync.logging import get_logger
-from kravia_sync.model import CallableDocument, InvalidRecordError
 
 __all__ = ["ReadStats", "RestConnector", "RestDocumentError"]
 

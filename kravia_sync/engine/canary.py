@@ -25,20 +25,22 @@ from kravia_sync.errors import KraviaSyncError
 from kravia_sync.kravia.answers import RawAnswer, parse_http_date
 from kravia_sync.kravia.assumptions import SEARCH_PAGE_SIZE
 from kravia_sync.kravia.client import KraviaClient
-from kravia_sync.kravia.errors import Failure, KraviaError, backoff_delay
-from kravia_sync.kravia.probe import (
+from kravia_sync.kravia.contract import (
     CanaryAnswers,
     Contract,
-    Finding,
-    Verdict,
     canary_findings,
     contract_of,
+    recheck_findings,
+    state_of,
+)
+from kravia_sync.kravia.errors import Failure, KraviaError, backoff_delay
+from kravia_sync.kravia.probe import (
+    Finding,
+    Verdict,
     details_findings,
     differing,
-    recheck_findings,
     search_findings,
     settlements_findings,
-    state_of,
 )
 from kravia_sync.lifecycle import CaseState, Step, Timing, next_step
 from kravia_sync.logging import get_logger

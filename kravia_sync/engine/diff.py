@@ -15,8 +15,9 @@ from kravia_sync.connector import PaymentRecord, RecordError, RecordStamp, Sourc
 from kravia_sync.engine.gate import Refusal, RefusalKind, hold_reason, judge
 from kravia_sync.engine.plan import Change, assess, record_hash, source_id
 from kravia_sync.engine.worklist import WorkItem, WorkList, WorkListError
+from kravia_sync.errors import InvalidRecordError
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase, Step
-from kravia_sync.model import InvalidRecordError, Invoice
+from kravia_sync.model import Invoice
 from kravia_sync.payments import Payment, derived_payment
 from kravia_sync.settings import PolicySettings, SourceConfig
 from kravia_sync.state.records import QuarantineEntry

@@ -27,9 +27,11 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
+from kravia_sync.documents import check_pdf
 from kravia_sync.engine.diff import SETTLING_STEPS, WorkItem
 from kravia_sync.engine.gate import Refusal, RefusalKind, judge
 from kravia_sync.engine.mirror import KraviaMirror
+from kravia_sync.errors import InvalidRecordError
 from kravia_sync.identity import Absent, Adopt, KnownCase, Unknown, Verdict
 from kravia_sync.kravia.answers import case_progress, case_standing
 from kravia_sync.kravia.calls import Reservation
@@ -51,7 +53,7 @@ from kravia_sync.lifecycle import (
     next_step,
 )
 from kravia_sync.logging import get_logger, redact
-from kravia_sync.model import InvalidRecordError, Invoice, check_pdf
+from kravia_sync.model import Invoice
 from kravia_sync.settings import PolicySettings, Settings
 from kravia_sync.state.committer import GroupCommitter
 from kravia_sync.state.errors import LeaseLostError

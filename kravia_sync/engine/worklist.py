@@ -29,11 +29,12 @@ from dataclasses import dataclass, replace
 from typing import Any, Self
 
 from kravia_sync.connector import Connector
+from kravia_sync.documents import Document, FileDocument
 from kravia_sync.engine.gate import Refusal
 from kravia_sync.engine.plan import Change
 from kravia_sync.errors import KraviaSyncError
 from kravia_sync.lifecycle import CaseState
-from kravia_sync.model import Document, FileDocument, Invoice
+from kravia_sync.model import Invoice
 
 __all__ = ["WorkItem", "WorkList", "WorkListError"]
 

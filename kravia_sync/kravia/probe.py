@@ -3,17 +3,17 @@
 `kravia-sync check --probe` and the first-contact canary make a few calls and hand the
 answers here; each function turns answers into findings (assumption, what came back, and
 whether it holds). Every check is made with the readers the engine itself uses
-(`kravia_sync.kravia.client`), so a finding that holds means the engine reads that answer. What
+(`kravia_sync.kravia.answers`), so a finding that holds means the engine reads that answer. What
 came back is shown as its shape only (key names and JSON types), never values: no personal
-data reaches a report, a log line or the state store.
+data reaches a report, a log line or the state store. The canary's own judgements and the
+recorded contract are in `kravia_sync.kravia.contract`.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -21,7 +21,6 @@ from typing import Any
 from kravia_sync.kravia.answers import (
     RawAnswer,
     available_actions,
-    case_progress,
     details_summary,
     dotnet_time_zone,
     field_of,
@@ -45,26 +44,19 @@ from kravia_sync.kravia.errors import KraviaError
 
 __all__ = [
     "ZONE_TOLERANCE",
-    "CanaryAnswers",
-    "Contract",
-    "ContractState",
     "Finding",
     "Verdict",
-    "canary_findings",
-    "contract_of",
     "details_findings",
     "differing",
-    "recheck_findings",
+    "field_shape",
+    "register_finding",
     "register_findings",
-    "rejudged_register",
     "sample_of",
     "search_findings",
     "settlements_findings",
     "shape_of",
-    "state_of",
-    "zone_evidence",
+    "shape_tree",
     "zone_finding",
-    "zone_from_evidence",
 ]
 
 # A `lastUpdatedTime` more than this far outside the Date headers around it is on another
@@ -146,12 +138,12 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
-def _tree(value: object) -> object:
+def shape_tree(value: object) -> object:
     """The shape as JSON (stored with a contract): types for scalars."""
     if isinstance(value, Mapping):
-        return {str(key): _tree(item) for key, item in value.items()}
+        return {str(key): shape_tree(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_tree(value[0])] if value else []
+        return [shape_tree(value[0])] if value else []
     return _type_name(value)
 
 
@@ -171,7 +163,7 @@ def _keys(value: object) -> str:
     return shape_of(value, depth=1)
 
 
-def _field_shape(item: Mapping[str, Any], name: str, *, depth: int = 2) -> str:
+def field_shape(item: Mapping[str, Any], name: str, *, depth: int = 2) -> str:
     value = field_of(item, name)
     present = any(str(key).lower() == name.lower() for key in item)
     return f"{name}: {shape_of(value, depth=depth)}" if present else f"no {name}"
@@ -186,10 +178,10 @@ def register_findings(answer: RawAnswer | None) -> list[Finding]:
     assumption = "register: the answer carries the new integer id (bare, id or invoiceId)"
     if answer is None or not 200 <= answer.status < 300:
         return [Finding(assumption, "no answer", Verdict.NOT_SEEN)]
-    return [_register_finding(assumption, answer.body, shape_of(answer.body, depth=1))]
+    return [register_finding(assumption, answer.body, shape_of(answer.body, depth=1))]
 
 
-def _register_finding(assumption: str, body: object, seen: str) -> Finding:
+def register_finding(assumption: str, body: object, seen: str) -> Finding:
     try:
         parse_register_id(body)
     except ValueError as exc:
@@ -229,7 +221,7 @@ def search_findings(answer: RawAnswer) -> list[Finding]:
     findings.append(
         Finding(
             "search: items carry accountingInvoiceId",
-            _field_shape(first, "accountingInvoiceId"),
+            field_shape(first, "accountingInvoiceId"),
             Verdict.HOLDS if with_aid else Verdict.NOT_SEEN,
             "" if with_aid else "the engine reads such a case's details to identify it",
         )
@@ -259,7 +251,7 @@ def _raw_items(body: object) -> list[Mapping[str, Any]]:
 def _id_shape(item: Mapping[str, Any]) -> str:
     for name in ("id", "invoiceId"):
         if any(str(key).lower() == name.lower() for key in item):
-            return _field_shape(item, name)
+            return field_shape(item, name)
     return "no id"
 
 
@@ -348,7 +340,7 @@ def details_findings(answer: RawAnswer) -> list[Finding]:
     findings.append(
         Finding(
             "details: status is Registered, CollectionStarted, Paused or Closed",
-            _field_shape(body, DETAILS_STATUS_KEY),
+            field_shape(body, DETAILS_STATUS_KEY),
             Verdict.HOLDS if known else Verdict.DIFFERS,
             "" if known else "another status leaves whether the case is closed unknown",
         )
@@ -357,7 +349,7 @@ def details_findings(answer: RawAnswer) -> list[Finding]:
     findings.append(
         Finding(
             "details: remainingAmount is an exact amount",
-            _field_shape(body, DETAILS_REMAINING_CAPITAL_KEY),
+            field_shape(body, DETAILS_REMAINING_CAPITAL_KEY),
             Verdict.HOLDS if capital is not None else Verdict.DIFFERS,
             "" if capital is not None else "the capital left is then unknown",
         )
@@ -367,7 +359,7 @@ def details_findings(answer: RawAnswer) -> list[Finding]:
     findings.append(
         Finding(
             "details: availableActions (names, objects naming them, or an object of booleans)",
-            _field_shape(body, DETAILS_ACTIONS_KEY),
+            field_shape(body, DETAILS_ACTIONS_KEY),
             Verdict.HOLDS if actions is not None else Verdict.DIFFERS,
             "" if actions is not None else "whether Start is done is then unknown",
         )
@@ -376,7 +368,7 @@ def details_findings(answer: RawAnswer) -> list[Finding]:
     findings.append(
         Finding(
             "details: payments, each with type, accountingPaymentId, date, amount",
-            _field_shape(body, DETAILS_PAYMENTS_KEY, depth=3),
+            field_shape(body, DETAILS_PAYMENTS_KEY, depth=3),
             Verdict.HOLDS if payments is not None else Verdict.DIFFERS,
             "" if payments is not None else "whether a payment was recorded is then unknown",
         )
@@ -386,7 +378,7 @@ def details_findings(answer: RawAnswer) -> list[Finding]:
 
 def _documents_finding(body: Mapping[str, Any]) -> Finding:
     assumption = "details: documents, each with type or documentType"
-    seen = _field_shape(body, DETAILS_DOCUMENTS_KEY, depth=3)
+    seen = field_shape(body, DETAILS_DOCUMENTS_KEY, depth=3)
     if field_of(body, DETAILS_DOCUMENTS_KEY) is None:
         note = "a lost upload answer is then settled by sending the copy again"
         return Finding(assumption, seen, Verdict.NOT_SEEN, note)
@@ -410,247 +402,3 @@ def settlements_findings(answer: RawAnswer) -> list[Finding]:
     if not settlements:
         return [Finding(assumption, seen, Verdict.NOT_SEEN, "no unbooked settlement to look at")]
     return [Finding(assumption, seen, Verdict.HOLDS)]
-
-
-# --- the canary -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CanaryAnswers:
-    """What the canary saw of its one case: the answers to its calls and the read-back."""
-
-    kravia_id: int | None
-    accounting_invoice_id: str
-    register: RawAnswer | None  # None: not registered by this canary (adopted, or a fault)
-    uploaded: bool  # a copy was sent and accepted
-    started: bool  # Start was sent and accepted
-    first_date: datetime | None  # Kravia's Date on the first answer of the canary's calls
-    details: RawAnswer | None
-    search: RawAnswer | None
-    search_page_size: int = 100
-
-
-def canary_findings(answers: CanaryAnswers) -> list[Finding]:
-    """Every assumption the engine relies on, checked on the one case the canary sent."""
-    findings = register_findings(answers.register)
-    if answers.details is None:
-        findings.append(Finding("details: read back", "no answer", Verdict.NOT_SEEN))
-    else:
-        findings.extend(details_findings(answers.details))
-        findings.extend(_progress_findings(answers))
-    if answers.search is None:
-        findings.append(Finding("search: read back", "no answer", Verdict.NOT_SEEN))
-    else:
-        page = search_findings(answers.search)
-        findings.extend(f for f in page if not f.assumption.startswith("search: lastUpdated"))
-        findings.append(_found_finding(answers)[0])
-    findings.append(zone_from_evidence(zone_evidence(answers)))
-    return findings
-
-
-def zone_evidence(answers: CanaryAnswers) -> dict[str, str]:
-    """What the time-zone check needs, kept with the contract: the case's `lastUpdatedTime`
-    right after the canary's calls, and Kravia's Date headers before and after them (times
-    only, nothing personal)."""
-    updated: str | None = None
-    last_date: str | None = None
-    if answers.details is not None:
-        if isinstance(answers.details.body, Mapping):
-            raw = field_of(answers.details.body, "lastUpdatedTime")
-            updated = raw if isinstance(raw, str) else None
-        last_date = answers.details.date
-    if answers.search is not None:
-        if updated is None:
-            updated = _found_finding(answers)[1]
-        last_date = last_date or answers.search.date
-    evidence = {"updated": updated, "last_date": last_date}
-    if answers.first_date is not None:
-        evidence["first_date"] = answers.first_date.isoformat()
-    return {key: value for key, value in evidence.items() if value is not None}
-
-
-def zone_from_evidence(evidence: Mapping[str, str]) -> Finding:
-    """The time-zone finding from `zone_evidence` (judged again with today's readers)."""
-    first = evidence.get("first_date")
-    return zone_finding(
-        evidence.get("updated"),
-        not_before=None if first is None else datetime.fromisoformat(first),
-        not_after=parse_http_date(evidence.get("last_date")),
-        assumption="lastUpdatedTime is UTC (compared with Kravia's Date headers)",
-    )
-
-
-def _progress_findings(answers: CanaryAnswers) -> list[Finding]:
-    assert answers.details is not None  # noqa: S101 - only called with details
-    body = answers.details.body
-    assert isinstance(body, Mapping)  # noqa: S101 - details_findings judged it
-    progress = case_progress(body)
-    findings = []
-    if answers.uploaded:
-        findings.append(
-            _expected(
-                "details: the uploaded copy is listed",
-                progress.documented,
-                _field_shape(body, DETAILS_DOCUMENTS_KEY, depth=1),
-            )
-        )
-    if answers.started:
-        findings.append(
-            _expected(
-                "details: a started case shows it (status, or Start no longer available)",
-                progress.started,
-                _field_shape(body, DETAILS_ACTIONS_KEY, depth=2),
-            )
-        )
-    return findings
-
-
-def _expected(assumption: str, value: bool | None, seen: str) -> Finding:
-    if value is None:
-        return Finding(assumption, seen, Verdict.NOT_SEEN, "the details do not say")
-    if value:
-        return Finding(assumption, seen, Verdict.HOLDS)
-    return Finding(assumption, seen, Verdict.DIFFERS, "the details say the opposite")
-
-
-def _found_finding(answers: CanaryAnswers) -> tuple[Finding, str | None]:
-    """Whether the search lists the canary's case under its accountingInvoiceId (and that
-    item's `lastUpdatedTime`)."""
-    assumption = "search: lists the case under its accountingInvoiceId"
-    assert answers.search is not None  # noqa: S101 - only called with a search
-    try:
-        items = parse_search_items(answers.search.body)
-    except (ValueError, KraviaError):
-        return Finding(assumption, "unreadable search", Verdict.DIFFERS), None
-    mine = [
-        item
-        for item in items
-        if item.kravia_id == answers.kravia_id
-        or item.accounting_invoice_id == answers.accounting_invoice_id
-    ]
-    if not mine:
-        full = len(items) >= answers.search_page_size
-        verdict = Verdict.NOT_SEEN if full else Verdict.DIFFERS
-        note = "beyond the first page" if full else "the search does not list the case"
-        return Finding(assumption, f"{len(items)} item(s)", verdict, note), None
-    item = mine[0]
-    if item.accounting_invoice_id is None:
-        note = "listed without it: the engine reads the details to identify it"
-        return Finding(assumption, "no accountingInvoiceId", Verdict.NOT_SEEN, note), item.updated
-    if item.accounting_invoice_id != answers.accounting_invoice_id:
-        note = "listed under another accountingInvoiceId"
-        return Finding(assumption, "accountingInvoiceId: string", Verdict.DIFFERS, note), None
-    if answers.kravia_id is not None and item.kravia_id != answers.kravia_id:
-        note = "listed under another id than register answered"
-        return Finding(assumption, "id: int", Verdict.DIFFERS, note), item.updated
-    return Finding(assumption, "accountingInvoiceId: string", Verdict.HOLDS), item.updated
-
-
-# --- the recorded contract --------------------------------------------------------------------
-
-
-class ContractState(StrEnum):
-    CONFIRMED = "confirmed"  # the canary found nothing that differs
-    DIFFERS = "differs"  # the canary found something the engine cannot read
-
-
-@dataclass(frozen=True, slots=True)
-class Contract:
-    """What the canary found at a Kravia (kept in the state store's meta table under
-    `contract:<base_url>`), with what is needed to judge it again without sending: the
-    register answer's shape and the case."""
-
-    state: ContractState
-    checked_at: datetime
-    accounting_invoice_id: str | None
-    kravia_id: int | None
-    findings: tuple[Finding, ...]
-    register_shape: object = None  # the register answer's shape (`_tree`), if seen
-    evidence: dict[str, str] = field(default_factory=dict)  # time texts, no personal data
-
-    @property
-    def confirmed(self) -> bool:
-        return self.state is ContractState.CONFIRMED
-
-    def dumps(self) -> str:
-        return json.dumps(
-            {
-                "state": self.state.value,
-                "checked_at": self.checked_at.astimezone(UTC).isoformat(),
-                "accounting_invoice_id": self.accounting_invoice_id,
-                "kravia_id": self.kravia_id,
-                "findings": [finding.to_dict() for finding in self.findings],
-                "register_shape": self.register_shape,
-                "evidence": self.evidence,
-            }
-        )
-
-    @classmethod
-    def loads(cls, text: str) -> Contract:
-        data = json.loads(text)
-        return cls(
-            state=ContractState(data["state"]),
-            checked_at=datetime.fromisoformat(data["checked_at"]),
-            accounting_invoice_id=data.get("accounting_invoice_id"),
-            kravia_id=data.get("kravia_id"),
-            findings=tuple(Finding.from_dict(item) for item in data.get("findings", [])),
-            register_shape=data.get("register_shape"),
-            evidence=dict(data.get("evidence") or {}),
-        )
-
-
-def state_of(findings: Iterable[Finding]) -> ContractState:
-    return ContractState.DIFFERS if differing(findings) else ContractState.CONFIRMED
-
-
-def contract_of(
-    findings: Sequence[Finding],
-    *,
-    now: datetime,
-    answers: CanaryAnswers,
-) -> Contract:
-    """The contract the canary's findings make."""
-    register = answers.register
-    body = None if register is None else register.body
-    return Contract(
-        state=state_of(findings),
-        checked_at=now,
-        accounting_invoice_id=answers.accounting_invoice_id,
-        kravia_id=answers.kravia_id,
-        findings=tuple(findings),
-        register_shape=None if register is None else _tree(body),
-        evidence=zone_evidence(answers),
-    )
-
-
-def rejudged_register(contract: Contract) -> list[Finding]:
-    """The register finding judged again, with today's readers, on the stored shape."""
-    assumption = "register: the answer carries the new integer id (bare, id or invoiceId)"
-    if contract.register_shape is None:
-        return [Finding(assumption, "no answer", Verdict.NOT_SEEN)]
-    sample = sample_of(contract.register_shape)
-    return [_register_finding(assumption, sample, shape_of(sample, depth=1))]
-
-
-def recheck_findings(
-    contract: Contract, *, details: RawAnswer | None, search: RawAnswer | None
-) -> list[Finding]:
-    """A differing contract judged again with today's readers, without sending anything: the
-    canary's case read back now, the register answer and the times as they were stored."""
-    stored = {finding.assumption for finding in contract.findings}
-    answers = CanaryAnswers(
-        kravia_id=contract.kravia_id,
-        accounting_invoice_id=contract.accounting_invoice_id or "",
-        register=None,
-        uploaded=any("uploaded copy" in assumption for assumption in stored),
-        started=any("started case" in assumption for assumption in stored),
-        first_date=None,
-        details=details,
-        search=search,
-    )
-    fresh = [
-        finding
-        for finding in canary_findings(answers)
-        if not finding.assumption.startswith(("register:", "lastUpdatedTime"))
-    ]
-    return [*rejudged_register(contract), *fresh, zone_from_evidence(contract.evidence)]

@@ -34,7 +34,7 @@ from kravia_sync.kravia.webhook import (
     parse_webhook,
 )
 from kravia_sync.logging import get_logger, redact
-from kravia_sync.service.health import HttpListener
+from kravia_sync.service.listener import HttpListener
 from kravia_sync.service.metrics import Metrics
 from kravia_sync.settings import Settings
 

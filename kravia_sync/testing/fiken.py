@@ -31,18 +31,15 @@ import json
 import math
 import operator
 import random
-import socket
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -50,7 +47,8 @@ from starlette.routing import Route
 from stdnum.no import orgnr
 
 from kravia_sync.testing import minimal_pdf
-from kravia_sync.testing._dropped import DroppedResponse, quiet_dropped_connections
+from kravia_sync.testing._dropped import DroppedResponse
+from kravia_sync.testing.running import RunningServer
 
 __all__ = [
     "FikenCompany",
@@ -500,70 +498,17 @@ def _json(value: object) -> bytes:
 # -- running it -------------------------------------------------------------------------------
 
 
-class RunningFiken:
-    """Serves a `FikenSimulator` with uvicorn on 127.0.0.1 (a free port) in a thread."""
-
-    START_TIMEOUT_S: Final = 10.0
-    STOP_TIMEOUT_S: Final = 10.0
+class RunningFiken(RunningServer):
+    """Serves a `FikenSimulator` on 127.0.0.1 (a free port) in a background thread."""
 
     def __init__(self, simulator: FikenSimulator) -> None:
+        super().__init__(simulator.app, name="Fiken simulator")
         self.simulator = simulator
-        self.base_url = ""
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    @property
+    def base_url(self) -> str:
+        return f"{self.root_url}{API_PREFIX}/" if self.root_url else ""
 
     def start(self) -> None:
-        # IPPROTO_TCP: asyncio then sets TCP_NODELAY (no 40 ms delayed-ACK stalls).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-        config = uvicorn.Config(
-            self.simulator.app,
-            log_level="warning",
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=int(self.STOP_TIMEOUT_S / 2),
-        )
-        server = uvicorn.Server(config)
-        quiet_dropped_connections()
-        self._server = server
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(server.serve(sockets=[sock])),
-            name=f"fiken-simulator-{port}",
-            daemon=True,
-        )
-        self._thread.start()
-        deadline = time.monotonic() + self.START_TIMEOUT_S
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                sock.close()
-                raise RuntimeError("the Fiken simulator did not start")
-            time.sleep(0.005)
-        self.base_url = f"http://127.0.0.1:{port}{API_PREFIX}/"
+        super().start()
         self.simulator.base_url = self.base_url
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        server.should_exit = True
-        thread.join(self.STOP_TIMEOUT_S)
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(self.STOP_TIMEOUT_S)
-        self._server = None
-        self._thread = None

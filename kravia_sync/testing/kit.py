@@ -60,13 +60,9 @@ from kravia_sync.connector import (
     RecordStamp,
     SourceRecord,
 )
-from kravia_sync.model import (
-    PDF_MAGIC,
-    Document,
-    InvalidRecordError,
-    Invoice,
-    record_accounting_id,
-)
+from kravia_sync.documents import PDF_MAGIC, Document
+from kravia_sync.errors import InvalidRecordError
+from kravia_sync.model import Invoice, record_accounting_id
 from kravia_sync.payments import Payment
 
 __all__ = [

@@ -111,7 +111,6 @@ import math
 import random
 import re
 import secrets
-import socket
 import tempfile
 import threading
 import time
@@ -122,7 +121,7 @@ from decimal import Decimal
 from email.utils import format_datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
+from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo
 
 import uvicorn
@@ -144,10 +143,7 @@ from kravia_sync.testing._sim_webhooks import (
     deliveries_for,
     validate_setting,
 )
-
-if TYPE_CHECKING:
-    from types import TracebackType
-
+from kravia_sync.testing.running import RunningServer
 
 __all__ = [
     "MUTATING_OPERATIONS",
@@ -2459,90 +2455,17 @@ def _decode_base64(value: str, name: str | None) -> tuple[bytes, str | None, str
 # --- serving ----------------------------------------------------------------------------------
 
 
-class RunningSimulator:
-    """Serves a Simulator with uvicorn on 127.0.0.1 (a free port) in a background thread."""
-
-    START_TIMEOUT_S: Final = 10.0
-    STOP_TIMEOUT_S: Final = 10.0
+class RunningSimulator(RunningServer):
+    """Serves a Simulator on 127.0.0.1 (a free port) in a background thread."""
 
     def __init__(self, simulator: Simulator) -> None:
+        # The app sets Date from Kravia's clock (see _DateHeader).
+        super().__init__(simulator.app, name="Kravia simulator", date_header=False)
         self.simulator = simulator
-        self.base_url = ""
-        self.root_url = ""
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        """Bind a free port, start serving, and wait until the server accepts connections."""
-        if self._thread is not None:
-            raise RuntimeError("this simulator is already running")
-        # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose
-        # proto says TCP; without it every response waits ~40 ms for a delayed ACK (Nagle).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-            config = uvicorn.Config(
-                self.simulator.app,
-                log_level="warning",
-                log_config=None,  # leave the host application's logging alone
-                access_log=False,
-                lifespan="off",
-                date_header=False,  # the app sets Date from Kravia's clock (see _DateHeader)
-                timeout_graceful_shutdown=int(self.STOP_TIMEOUT_S / 2),
-            )
-            server = uvicorn.Server(config)
-        except BaseException:
-            sock.close()
-            raise
-        quiet_dropped_connections()
-        self._server = server
-        self._thread = threading.Thread(
-            target=self._run, args=(server, sock), name=f"kravia-simulator-{port}", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + self.START_TIMEOUT_S
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the Kravia simulator did not start") from self._error
-            time.sleep(0.005)
-        self.root_url = f"http://127.0.0.1:{port}"
-        self.base_url = f"{self.root_url}/api/v2/"
-
-    def stop(self) -> None:
-        """Shut the server down and join its thread (bounded wait)."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        server.should_exit = True
-        thread.join(self.STOP_TIMEOUT_S)
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(self.STOP_TIMEOUT_S)
-        self._server = None
-        self._thread = None
-
-    def _run(self, server: uvicorn.Server, sock: socket.socket) -> None:
-        try:
-            asyncio.run(server.serve(sockets=[sock]))
-        except BaseException as exc:  # reported by start(); never kill the interpreter
-            self._error = exc
-        finally:
-            sock.close()
+    @property
+    def base_url(self) -> str:
+        return f"{self.root_url}/api/v2/" if self.root_url else ""
 
 
 def serve(

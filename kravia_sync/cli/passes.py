@@ -1,0 +1,196 @@
+"""The commands that run passes: `reconcile`, `plan`, `refresh` and `daemon`."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from kravia_sync.cli import _startup  # noqa: F401 - before anything imports httpx (see the module)
+from kravia_sync.cli.common import (
+    EXIT_DONE,
+    EXIT_FAILED,
+    EXIT_PENDING,
+    PENDING_STEPS,
+    ConfigOption,
+    SecretsOption,
+    app,
+    daemon_clients,
+    err,
+    kravia_client,
+    new_table,
+    out,
+    settings_from,
+    user_errors,
+)
+from kravia_sync.cli.summary import exit_code, print_summary, run_pass
+from kravia_sync.engine.reconcile import (
+    PlannedAction,
+    Reconciler,
+    RunStatus,
+    RunSummary,
+)
+from kravia_sync.logging import configure_logging, redact, register_secrets
+from kravia_sync.settings import (
+    DEFAULT_CONFIG,
+    Settings,
+    load_settings,
+)
+from kravia_sync.state.store import StateStore
+
+__all__ = ["daemon", "plan", "reconcile", "refresh"]
+
+
+@app.command()
+def reconcile(
+    config: ConfigOption = DEFAULT_CONFIG,
+    secrets_dir: SecretsOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+    confirm_gone: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--confirm-gone",
+            metavar="SOURCE",
+            help="Confirm that many cases really left this source (lifts the breaker once).",
+        ),
+    ] = None,
+) -> None:
+    """Run one pass: register, document and start what is new; exit 0 done, 3 done with
+    records needing attention, 1 failed."""
+    with user_errors():
+        settings = settings_from(config, secrets_dir)
+        show_progress = not as_json and err.is_terminal
+        summary = asyncio.run(
+            run_pass(settings, show_progress=show_progress, confirm_gone=confirm_gone or ())
+        )
+    if as_json:
+        sys.stdout.write(redact(json.dumps(summary.as_dict(), indent=2)) + "\n")
+    else:
+        print_summary(summary)
+    raise typer.Exit(exit_code(summary))
+
+
+@app.command()
+def plan(
+    config: ConfigOption = DEFAULT_CONFIG,
+    secrets_dir: SecretsOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Show what a pass would do, changing nothing. Exit 0 nothing to do, 2 changes pending,
+    1 error."""
+    with user_errors():
+        settings = settings_from(config, secrets_dir)
+        with StateStore(settings.state_path) as store:
+            summary = asyncio.run(Reconciler(settings, store).run(dry_run=True))
+    actions = [a for a in summary.planned if a.step in PENDING_STEPS]
+    awaiting = [a for a in summary.planned if a.step == "none" and "awaiting approval" in a.detail]
+    waiting = [a for a in summary.planned if a.step not in PENDING_STEPS and a.step != "none"]
+    if as_json:
+        payload = summary.as_dict() | {
+            "actions": [dataclasses.asdict(a) for a in actions],
+            "awaiting_approval": [dataclasses.asdict(a) for a in awaiting],
+            "not_now": [dataclasses.asdict(a) for a in waiting],
+        }
+        sys.stdout.write(redact(json.dumps(payload, indent=2)) + "\n")
+    else:
+        _print_plan(summary, actions, awaiting)
+        for action in waiting:
+            out.print(
+                f"[yellow]{action.step}[/] {action.source} {action.invoice_number}: "
+                f"{action.detail}",
+                highlight=False,
+            )
+    if summary.status == RunStatus.FAILED:
+        raise typer.Exit(EXIT_FAILED)
+    pending = actions or summary.counts.get("payments_to_forward")
+    raise typer.Exit(EXIT_PENDING if pending else EXIT_DONE)
+
+
+def _print_plan(
+    summary: RunSummary, actions: list[PlannedAction], awaiting: list[PlannedAction]
+) -> None:
+    if not actions:
+        out.print("plan: nothing to do")
+    table = new_table(title=f"plan: {len(actions)} case(s) with something to do")
+    for column in ("source", "invoice", "accountingInvoiceId", "change", "next step", "detail"):
+        table.add_column(column, overflow="fold")
+    for action in actions:
+        table.add_row(
+            action.source,
+            action.invoice_number,
+            action.accounting_invoice_id,
+            action.change,
+            action.step,
+            action.detail,
+        )
+    if actions:
+        out.print(table)
+    if awaiting:
+        out.print(
+            f"{len(awaiting)} case(s) awaiting approval (start = manual): "
+            + ", ".join(a.invoice_number for a in awaiting[:20])
+            + (" …" if len(awaiting) > 20 else "")
+            + "; approve with kravia-sync start",
+            highlight=False,
+        )
+    if summary.counts.get("changed"):
+        out.print(f"{summary.counts['changed']} case(s) changed after registration (not re-sent)")
+    if summary.counts.get("payments_to_forward"):
+        out.print(
+            f"{summary.counts['payments_to_forward']} payment(s) or credit note(s) to "
+            "forward to Kravia"
+        )
+    for problem in summary.problems:
+        out.print(
+            f"[yellow]quarantined[/] {problem['source']} {problem['record']}: "
+            f"{problem['field']}: {problem['reason']}",
+            highlight=False,
+        )
+
+
+@app.command()
+def refresh(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = None) -> None:
+    """Pull back the status and capital left of Kravia's cases now (passes do it every
+    kravia.status_every_seconds)."""
+    with user_errors():
+        settings = settings_from(config, secrets_dir)
+
+        async def go() -> RunSummary:
+            with StateStore(settings.state_path) as store:
+                async with kravia_client(settings) as client:
+                    return await Reconciler(settings, store, client=client).refresh()
+
+        summary = asyncio.run(go())
+    if summary.status == RunStatus.FAILED:
+        err.print(f"refresh failed: {summary.error}", highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+    out.print(
+        f"read {summary.counts['status_read']} case(s) from Kravia, "
+        f"{summary.counts['status_changed']} changed"
+    )
+
+
+@app.command()
+def daemon(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = None) -> None:
+    """Run as a service: each source on its schedule, /healthz, /readyz and /metrics over HTTP,
+    JSON log lines on stdout. SIGTERM stops cleanly, SIGHUP reloads the configuration."""
+    from kravia_sync.service.daemon import Daemon, run_daemon  # noqa: PLC0415
+
+    def settings_for_daemon() -> Settings:
+        settings = load_settings(config, secrets_dir=secrets_dir)
+        register_secrets(settings.secret_values())
+        configure_logging(level=settings.log.level, fmt=settings.log.format, stream=sys.stdout)
+        return settings
+
+    with user_errors():
+        settings = settings_for_daemon()
+        if settings.kravia_token is None:
+            kravia_client(settings)  # raises the message that says where the token goes
+        code = run_daemon(
+            Daemon(settings, client_factory=daemon_clients(), reload=settings_for_daemon)
+        )
+    raise typer.Exit(code)
