@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Final, Protocol, runtime_checkable
 
 from kravia_sync.errors import InvalidRecordError
@@ -14,9 +15,11 @@ __all__ = [
     "MAX_DOCUMENT_BYTES",
     "PDF_MAGIC",
     "CallableDocument",
+    "CopyRead",
     "Document",
     "FileDocument",
     "check_pdf",
+    "read_copy",
 ]
 
 
@@ -181,3 +184,26 @@ def check_pdf(content: bytes, name: str) -> None:
     if not content.startswith(PDF_MAGIC):
         head = content[:8]
         raise InvalidRecordError("document", f"{name} is not a PDF (it starts with {head!r})")
+
+
+@dataclass(frozen=True, slots=True)
+class CopyRead:
+    """An invoice's copy, read and checked: why it cannot be sent (None: it can, or there is
+    none), and the checked PDF when there is one, to be uploaded without reading it again."""
+
+    problem: str | None
+    content: bytes | None = None
+
+
+def read_copy(document: Document | None) -> CopyRead:
+    """`document` read within its limits and checked to be a PDF."""
+    if document is None:
+        return CopyRead(None)
+    try:
+        content = document.load()
+        check_pdf(content, document.name)
+    except InvalidRecordError as exc:
+        return CopyRead(exc.reason)
+    except OSError as exc:
+        return CopyRead(f"{document.name} cannot be read: {exc}")
+    return CopyRead(None, content)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kravia_sync.connector import RecordError, SourceRecord
-from kravia_sync.documents import CallableDocument
+from kravia_sync.documents import CallableDocument, CopyRead
 from kravia_sync.engine.diff import SETTLING_PHASES, Lookup, SourceDiff
 from kravia_sync.engine.gate import RefusalKind
 from kravia_sync.engine.plan import Change, record_hash, source_id
@@ -263,9 +263,9 @@ class TestInvalid:
         """A copy that check_document rejects quarantines the new invoice, naming document."""
         checked: list[str] = []
 
-        def check(invoice: Invoice) -> str | None:
+        def check(invoice: Invoice) -> CopyRead:
             checked.append(invoice.accounting_invoice_id)
-            return "20003.pdf is not a PDF"
+            return CopyRead("20003.pdf is not a PDF")
 
         diff = run(rec(document=True), rec("20004"), check_document=check)
 
@@ -279,10 +279,14 @@ class TestInvalid:
         assert [item.case.accounting_invoice_id for item in diff.work] == ["E-20004"]
 
     def test_document_ok(self):
-        """A copy that check_document accepts lets the invoice through."""
-        diff = run(rec(document=True), check_document=lambda _invoice: None)
+        """A copy that check_document accepts lets the invoice through, and its item carries
+        the copy as read, for the upload."""
+        copy = minimal_pdf("20003")
+        diff = run(rec(document=True), check_document=lambda _invoice: CopyRead(None, copy))
 
-        assert len(diff.work) == 1
+        (item,) = diff.work
+        assert item.copy_checked
+        assert item.copy == copy
         assert diff.quarantine == {}
 
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from kravia_sync.connector import PaymentRecord, RecordError, RecordStamp, SourceRecord
+from kravia_sync.documents import CopyRead
 from kravia_sync.engine.gate import Refusal, RefusalKind, hold_reason, judge
 from kravia_sync.engine.plan import Change, assess, record_hash, source_id
 from kravia_sync.engine.worklist import WorkItem, WorkList, WorkListError
@@ -82,7 +83,7 @@ class SourceDiff:
         *,
         policy: PolicySettings,
         now: datetime,
-        check_document: Callable[[Invoice], str | None] | None = None,
+        check_document: Callable[[Invoice], CopyRead] | None = None,
         payments: str | None = None,
         holds: Mapping[str, str] | None = None,
         kravia_has: Callable[[Invoice, CaseState | None], bool] | None = None,
@@ -265,7 +266,7 @@ class SourceDiff:
         """A valid invoice nothing is stored for: into the work list now, unless the gate
         keeps it out (and Kravia holds nothing that may be its case) or an earlier source of
         the pass has its id. A later record with its id takes it out again (`_duplicate`)."""
-        refusal = self._refusal(Step.REGISTER, None, invoice)
+        refusal, copy = self._refusal(Step.REGISTER, None, invoice)
         if refusal is not None and not self._in_kravia(invoice, None):
             self._quarantine(key, invoice, refusal)
             return
@@ -284,6 +285,7 @@ class SourceDiff:
             # The gate read the copy and found nothing wrong; a refused case's is read again
             # by the driver before any call.
             copy_checked=self.check_document is not None and refusal is None,
+            copy=self.work_list.kept_copy(copy),
             # Never registered as far as the store knows, yet Kravia may have it (the store
             # was restored from an older copy, or lost): the driver adopts it.
             kept_out=refusal,
@@ -355,12 +357,19 @@ class SourceDiff:
             return None
         return invoice
 
-    def _refusal(self, step: Step, case: CaseState | None, invoice: Invoice) -> Refusal | None:
+    def _refusal(
+        self, step: Step, case: CaseState | None, invoice: Invoice
+    ) -> tuple[Refusal | None, bytes | None]:
         """Why the gate keeps `step` from going for this invoice now (None: it may go, or
-        only waits for an approval). Asked again at the moment of the call."""
+        only waits for an approval; asked again at the moment of the call), and the copy the
+        gate read and found sendable (None: not read, or none)."""
+        read: list[CopyRead] = []
 
         def copy_problem() -> str | None:
-            return None if self.check_document is None else self.check_document(invoice)
+            if self.check_document is None:
+                return None
+            read.append(self.check_document(invoice))
+            return read[-1].problem
 
         refusal = judge(
             step,
@@ -371,7 +380,9 @@ class SourceDiff:
             hold=hold_reason(self.holds, invoice),
             copy_problem=copy_problem,
         )
-        return None if refusal is None or refusal.kind is RefusalKind.APPROVAL else refusal
+        if refusal is not None and refusal.kind is not RefusalKind.APPROVAL:
+            return refusal, None
+        return None, read[-1].content if read else None
 
     def _quarantine(self, key: str, invoice: Invoice, refusal: Refusal) -> None:
         """The record is reported held, waiting or invalid with the gate's reason."""
@@ -462,10 +473,10 @@ class SourceDiff:
         elif case.phase is Phase.STARTED:
             return
         else:
-            refusal = (
+            refusal, copy = (
                 self._refusal(_sending_step(case), case, valid.invoice)
                 if case.phase in SENDS_NEXT
-                else None
+                else (None, None)
             )
             if refusal is not None:
                 # Re-judged each pass, and again at the moment of any call.
@@ -483,6 +494,7 @@ class SourceDiff:
                 copy_checked=self.check_document is not None
                 and case.phase in SENDS_NEXT
                 and refusal is None,
+                copy=self.work_list.kept_copy(copy),
                 kept_out=refusal,
             )
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
-from kravia_sync.documents import check_pdf
+from kravia_sync.documents import check_pdf, read_copy
 from kravia_sync.engine.diff import SETTLING_STEPS, WorkItem
 from kravia_sync.engine.gate import Refusal, RefusalKind, judge
 from kravia_sync.engine.mirror import KraviaMirror
@@ -162,13 +162,18 @@ class CaseDriver:
         """`step` sent if the gate lets it go; the case after it (or after the refusal)."""
         if not item.copy_checked and step in {Step.REGISTER, Step.UPLOAD}:
             # Off the event loop: a copy may come over the network (a REST source).
-            item.copy_problem = await asyncio.to_thread(copy_problem, item.invoice)
+            document = None if item.invoice is None else item.invoice.document
+            read = await asyncio.to_thread(read_copy, document)
+            item.copy_problem, item.copy = read.problem, read.content
             item.copy_checked = True
         refusal = self._judge(step, case, item)
         if refusal is not None:
             return await self._refused(step, case, refusal)
         assert item.invoice is not None  # noqa: S101 - the gate refuses a gone invoice
-        return await self._send(step, case, item.invoice)
+        checked = None
+        if step is Step.UPLOAD:  # the copy read and checked this pass goes up as it was read
+            checked, item.copy = item.copy, None
+        return await self._send(step, case, item.invoice, checked_copy=checked)
 
     def _judge(self, step: Step, case: CaseState, item: WorkItem) -> Refusal | None:
         return _judged(
@@ -194,14 +199,18 @@ class CaseDriver:
         return case
 
     # --- the one door for calls that change a case --------------------------------------------
-    async def _send(self, step: Step, case: CaseState, invoice: Invoice) -> CaseState:
+    async def _send(
+        self, step: Step, case: CaseState, invoice: Invoice, *, checked_copy: bytes | None = None
+    ) -> CaseState:
+        """`checked_copy`: for an upload, the copy as read and checked earlier in this pass
+        (None: it is read now)."""
         if step is Step.REGISTER:
             known = await self._known_in_kravia(case)
             if known is not None:
                 return known
         content = b""
         if step is Step.UPLOAD:
-            loaded = await self._load_copy(case, invoice)
+            loaded = checked_copy or await self._load_copy(case, invoice)
             if isinstance(loaded, CaseState):
                 return loaded
             content = loaded
@@ -848,14 +857,4 @@ def _adoption_preview(verdict: Verdict, case: CaseState, now: datetime) -> Previ
 
 def copy_problem(invoice: Invoice | None) -> str | None:
     """Why the invoice's copy cannot be sent, or None (read within the source's limits)."""
-    document = None if invoice is None else invoice.document
-    if document is None:
-        return None
-    try:
-        content = document.load()
-        check_pdf(content, document.name)
-    except InvalidRecordError as exc:
-        return exc.reason
-    except OSError as exc:
-        return f"{document.name} cannot be read: {exc}"
-    return None
+    return read_copy(None if invoice is None else invoice.document).problem

@@ -32,6 +32,7 @@ from kravia_sync.connector import (
     StampedRead,
     load_connector,
 )
+from kravia_sync.documents import read_copy
 from kravia_sync.engine.canary import CanaryFailedError, CanaryRun
 from kravia_sync.engine.diff import (
     ATTENTION_PHASES,
@@ -45,7 +46,6 @@ from kravia_sync.engine.driver import (
     CaseDriver,
     PassStoppedError,
     Preview,
-    copy_problem,
     journal_entry,
     kravia_may_hold,
     preview,
@@ -773,7 +773,7 @@ class Reconciler:
                 source,
                 policy=self.settings.policy,
                 now=now,
-                check_document=copy_problem,
+                check_document=lambda invoice: read_copy(invoice.document),
                 payments=source.payments or connector.payments_source(),
                 holds=self._holds,
                 kravia_has=kravia_has,

@@ -54,6 +54,9 @@ class WorkItem:
     # (None: it can, or there is none).
     copy_checked: bool = False
     copy_problem: str | None = None
+    # The copy as read and checked, handed to the upload so that it is read once a pass (None:
+    # not kept, and read again at the upload; see `WorkList.COPIES_IN_MEMORY_BYTES`).
+    copy: bytes | None = None
     # Why the gate keeps it out, when it is driven only because Kravia may hold its case
     # already (to be adopted, never registered; see `SourceDiff.kravia_has`).
     kept_out: Refusal | None = None
@@ -64,6 +67,9 @@ class WorkList:
 
     IN_MEMORY = 5_000  # new items held as objects (about 25 MB); the rest are written out
     CHUNK = 500  # written-out items read back together
+    # Checked copies kept for their upload, in all; beyond that (and for every item written
+    # out) a copy is read a second time at its upload instead.
+    COPIES_IN_MEMORY_BYTES = 64 * 1024 * 1024
 
     def __init__(self) -> None:
         self._stored: list[WorkItem] = []
@@ -72,6 +78,7 @@ class WorkList:
         self._written = 0
         self._documents: dict[str, Document] = {}  # copies kept by reference, by id
         self._connectors: dict[int, Connector] = {}  # those the written-out copies load with
+        self._copy_bytes = 0  # of the copies kept for their upload
         self.broken: str | None = None  # why the file cannot be used any more
 
     def __enter__(self) -> Self:
@@ -124,6 +131,9 @@ class WorkList:
         if self._db is None and len(self._held) < self.IN_MEMORY:
             self._held[aid] = (source, item)
             return None
+        if item.copy is not None:  # written out: its copy is read again at its upload
+            self._copy_bytes -= len(item.copy)
+            item.copy = None
         # Once one is written out, every later one is too: the read order is kept.
         owner = self._execute("SELECT source FROM new_work WHERE aid = ?", (aid,)).fetchone()
         if owner is not None:
@@ -137,6 +147,14 @@ class WorkList:
             self._documents[aid] = kept
         self._written += 1
         return None
+
+    def kept_copy(self, content: bytes | None) -> bytes | None:
+        """A checked copy to keep on its item for the upload, while the copies kept stay
+        within `COPIES_IN_MEMORY_BYTES`; None past that (it is read again at the upload)."""
+        if content is None or self._copy_bytes + len(content) > self.COPIES_IN_MEMORY_BYTES:
+            return None
+        self._copy_bytes += len(content)
+        return content
 
     def drop_new(self, source: str, aid: str) -> bool:
         """Take out the new item `source` added under `aid`; whether there was one."""
