@@ -17,14 +17,10 @@ from file_support import MIB, sparse_file, within
 from pydantic import ValidationError
 from support import invoice_record, run_cli, run_pass, write_config
 
-from connectors import folder as folder_module
-from connectors.folder import (
-    EmbeddedPdfDocument,
-    FolderConnector,
-    FolderSettings,
-    _detect_delimiter,
-    _FileRules,
-)
+from connectors.folder import EmbeddedPdfDocument, FolderConnector, FolderSettings
+from connectors.folder import _connector as folder_module
+from connectors.folder._files import FileRules, RefusedError
+from connectors.folder._formats import detect_delimiter
 from kravia_sync.connector import (
     ConnectorError,
     ConnectorSettings,
@@ -123,8 +119,8 @@ def errors(items: list[SourceRecord | RecordError]) -> list[RecordError]:
     return [item for item in items if isinstance(item, RecordError)]
 
 
-def rules(folder: Path, *, max_bytes: int = 20 * MIB, follow: bool = False) -> _FileRules:
-    return _FileRules.of(folder, max_bytes, follow)
+def rules(folder: Path, *, max_bytes: int = 20 * MIB, follow: bool = False) -> FileRules:
+    return FileRules.of(folder, max_bytes, follow)
 
 
 def load_refused(document: object) -> InvalidRecordError:
@@ -600,7 +596,7 @@ class TestCsv:
     )
     def test_delimiter_detection(self, line: str, expected: str) -> None:
         """Detection counts `;` and `,` outside quotes in the header line."""
-        assert _detect_delimiter(line) == expected
+        assert detect_delimiter(line) == expected
 
     def test_empty_file(self, tmp_path: Path) -> None:
         """A CSV file without a header row is an error, not an empty source."""
@@ -727,13 +723,13 @@ class TestPdfPairing:
     ) -> None:
         """The PDF index is built once per directory and read, not once per record."""
         calls: list[int] = []
-        original = folder_module._pdf_index
+        original = folder_module.pdf_index
 
         def counting(entries: Any) -> dict[str, Path]:
             calls.append(1)
             return original(entries)
 
-        monkeypatch.setattr(folder_module, "_pdf_index", counting)
+        monkeypatch.setattr(folder_module, "pdf_index", counting)
         write_csv(tmp_path / "x.csv", csv_text([ROW_20003, ROW_20004] * 5, ";"))
         write_json(tmp_path / "y.json", [invoice(str(n)) for n in range(10)])
         assert len(read_all(tmp_path)) == 20
@@ -761,7 +757,7 @@ class TestFolder:
         def denied(path: Any) -> Any:
             raise PermissionError(13, "Permission denied", str(path))
 
-        monkeypatch.setattr("connectors.folder.os.scandir", denied)
+        monkeypatch.setattr("connectors.folder._files.os.scandir", denied)
         with pytest.raises(
             ConnectorError, match=f"cannot read source folder {tmp_path}: Permission denied"
         ):
@@ -859,13 +855,13 @@ class TestLaziness:
         """The first CSV row arrives before the rest of the file has been parsed."""
         write_csv(tmp_path / "x.csv", csv_text([ROW_20003] * 1000, ";"))
         parsed: list[int] = []
-        original = folder_module._csv_record
+        original = folder_module.csv_record
 
         def counting(*args: Any, **kwargs: Any) -> Any:
             parsed.append(1)
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(folder_module, "_csv_record", counting)
+        monkeypatch.setattr(folder_module, "csv_record", counting)
         reader = connector(tmp_path).read()
         next(reader)
         assert len(parsed) == 1
@@ -890,7 +886,7 @@ class TestCappedReads:
         with rules(tmp_path, max_bytes=100).open(path) as handle:
             with path.open("ab") as more:
                 more.truncate(100 * MIB)  # the file grows while it is open
-            with pytest.raises(folder_module._RefusedError, match="grew beyond max_file_bytes"):
+            with pytest.raises(RefusedError, match="grew beyond max_file_bytes"):
                 handle.read_whole()
             assert handle._position == 101
 

@@ -50,15 +50,9 @@ from sql_fixture import (
 from support import Sim, cli_env, load, run_cli, run_pass, write_config
 
 import kravia_sync.engine.reconcile as reconcile_module
-from connectors.sql import (
-    EXAMPLE_SETTINGS,
-    SqlConnector,
-    SqlSettings,
-    _connect_args,
-    _PostgresStampedRead,
-    _statement_limit,
-    parse_money_text,
-)
+from connectors.sql import EXAMPLE_SETTINGS, SqlConnector, SqlSettings, parse_money_text
+from connectors.sql._postgres import PostgresStampedRead
+from connectors.sql._server import driver_connect_args, statement_limit
 from kravia_sync.connector import ConnectorError, RecordStamp, SourceRecord, StampedRead
 from kravia_sync.engine.plan import source_id
 from kravia_sync.errors import InvalidRecordError
@@ -621,14 +615,14 @@ class TestStampedRead:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         built: list[str] = []
-        build = SqlConnector._record
+        build = SqlConnector.record
 
         def counting(self: SqlConnector, *args: Any) -> SourceRecord:
             record = build(self, *args)
             built.append(record.key)
             return record
 
-        monkeypatch.setattr(SqlConnector, "_record", counting)
+        monkeypatch.setattr(SqlConnector, "record", counting)
         config = sql_config(tmp_path, sim, fixture_settings(pg_db))
         first = run_pass(config)
         assert first.counts["new"] == len(SENT_INVOICES)
@@ -1078,7 +1072,7 @@ class TestTimeLimits:
             pg_db, tmp_path, query=query, statement_timeout_seconds=1
         ).stamped_read()
         assert stamped is not None
-        assert isinstance(stamped, _PostgresStampedRead)
+        assert isinstance(stamped, PostgresStampedRead)
 
         def slow_from_now() -> None:
             stamped._connection.execute(sa.text("SET ks_test.slow = 'on'"))
@@ -1273,22 +1267,22 @@ class TestDriverLimits:
             }
         )
 
-        assert _connect_args("psycopg", settings) == {"connect_timeout": 4}
-        assert _connect_args("pymysql", settings) == {
+        assert driver_connect_args("psycopg", settings) == {"connect_timeout": 4}
+        assert driver_connect_args("pymysql", settings) == {
             "connect_timeout": 4,
             "read_timeout": 4,
             "write_timeout": 4,
         }
-        assert _connect_args("pymssql", settings) == {"login_timeout": 4, "timeout": 60}
-        assert _connect_args("pysqlite", settings) == {}
+        assert driver_connect_args("pymssql", settings) == {"login_timeout": 4, "timeout": 60}
+        assert driver_connect_args("pysqlite", settings) == {}
 
     def test_session_statement_limits_per_server(self) -> None:
         """PostgreSQL and MySQL count milliseconds, MariaDB seconds; others set none."""
-        assert _statement_limit("postgresql", 2) == "SET statement_timeout = 2000"
-        assert _statement_limit("mariadb", 2) == "SET SESSION max_statement_time = 2"
-        assert _statement_limit("mysql", 2) == "SET SESSION max_execution_time = 2000"
-        assert _statement_limit("sqlite", 2) is None
-        assert _statement_limit("mssql", 2) is None
+        assert statement_limit("postgresql", 2) == "SET statement_timeout = 2000"
+        assert statement_limit("mariadb", 2) == "SET SESSION max_statement_time = 2"
+        assert statement_limit("mysql", 2) == "SET SESSION max_execution_time = 2000"
+        assert statement_limit("sqlite", 2) is None
+        assert statement_limit("mssql", 2) is None
 
     @pytest.mark.parametrize(
         ("backend", "error", "advice"),
