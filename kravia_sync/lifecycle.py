@@ -41,6 +41,7 @@ __all__ = [
     "backing_off",
     "begin",
     "next_step",
+    "note_columns",
     "resolved",
 ]
 
@@ -587,3 +588,13 @@ def resolved(
         kravia_id=kravia_id,
         registered_fingerprint=case.registered_fingerprint or case.fingerprint,
     )
+
+
+def note_columns(case: CaseState) -> dict[str, object]:
+    """The columns a note on a case owns (written alone: the rest of the row is not
+    rewritten)."""
+    return {
+        "attention": case.attention,
+        "hold_action_at": case.hold_action_at,
+        "updated_at": case.updated_at,
+    }

@@ -98,7 +98,7 @@ def test_every_error_raised_on_purpose_is_a_kravia_sync_error() -> None:
     """One `except KraviaSyncError` catches what kravia-sync raises on purpose (and each
     keeps the built-in base it had, so older `except` clauses still work)."""
     from kravia_sync.engine.canary import CanaryFailedError  # noqa: PLC0415
-    from kravia_sync.engine.reconcile import PassFailedError  # noqa: PLC0415
+    from kravia_sync.engine.errors import PassFailedError  # noqa: PLC0415
     from kravia_sync.engine.resolve import ResolveError  # noqa: PLC0415
     from kravia_sync.engine.worklist import WorkListError  # noqa: PLC0415
     from kravia_sync.kravia.errors import Failure, KraviaAuthError, KraviaError  # noqa: PLC0415

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -10,7 +11,6 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import typer
 from typer.core import TyperGroup
 
-from kravia_sync.cli import _startup  # noqa: F401 - before anything imports httpx (see the module)
 from kravia_sync.engine.resolve import ResolveError
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.pacing import Pacing
@@ -23,6 +23,7 @@ from kravia_sync.settings import (
     load_settings,
 )
 from kravia_sync.state.errors import LeaseHeldError, SchemaError, StateError
+from kravia_sync.state.store import StateStore
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -171,6 +172,15 @@ def kravia_client(settings: Settings, pacing: Pacing | None = None) -> KraviaCli
         requests_per_second=kravia.requests_per_second,
         pacing=pacing,
     )
+
+
+@contextlib.asynccontextmanager
+async def store_and_client(settings: Settings) -> AsyncIterator[tuple[StateStore, KraviaClient]]:
+    """The state store and a Kravia client for a command that runs a pass (the client says
+    where the token goes when there is none); both are closed when the block ends."""
+    with StateStore(settings.state_path) as store:
+        async with kravia_client(settings) as client:
+            yield store, client
 
 
 def daemon_clients() -> Callable[[Settings], KraviaClient]:

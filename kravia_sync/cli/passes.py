@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from kravia_sync.cli import _startup  # noqa: F401 - before anything imports httpx (see the module)
 from kravia_sync.cli.common import (
     EXIT_DONE,
     EXIT_FAILED,
@@ -25,6 +24,7 @@ from kravia_sync.cli.common import (
     new_table,
     out,
     settings_from,
+    store_and_client,
     user_errors,
 )
 from kravia_sync.cli.summary import exit_code, print_summary, run_pass
@@ -160,9 +160,8 @@ def refresh(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = 
         settings = settings_from(config, secrets_dir)
 
         async def go() -> RunSummary:
-            with StateStore(settings.state_path) as store:
-                async with kravia_client(settings) as client:
-                    return await Reconciler(settings, store, client=client).refresh()
+            async with store_and_client(settings) as (store, client):
+                return await Reconciler(settings, store, client=client).refresh()
 
         summary = asyncio.run(go())
     if summary.status == RunStatus.FAILED:

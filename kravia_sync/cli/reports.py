@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from kravia_sync.cli import _startup  # noqa: F401 - before anything imports httpx (see the module)
 from kravia_sync.cli.common import (
     EXIT_FAILED,
     ConfigOption,

@@ -11,7 +11,6 @@ from typing import Annotated, Literal
 
 import typer
 
-from kravia_sync.cli import _startup  # noqa: F401 - before anything imports httpx (see the module)
 from kravia_sync.cli.common import (
     EXIT_DONE,
     EXIT_FAILED,

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
-from kravia_sync.cli import _startup  # noqa: F401 - before anything imports httpx (see the module)
 from kravia_sync.engine.reconcile import (
     Reconciler,
     RunStatus,
@@ -16,7 +15,6 @@ from kravia_sync.kravia.pacing import PacingSnapshot
 from kravia_sync.settings import (
     Settings,
 )
-from kravia_sync.state.store import StateStore
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -26,9 +24,9 @@ from kravia_sync.cli.common import (
     EXIT_DONE,
     EXIT_FAILED,
     err,
-    kravia_client,
     new_table,
     out,
+    store_and_client,
 )
 
 __all__ = ["pace_text", "print_summary"]
@@ -136,35 +134,34 @@ def _print_problems(found: list[dict[str, str]], console: Console) -> None:
 async def run_pass(
     settings: Settings, *, show_progress: bool, confirm_gone: Collection[str] = ()
 ) -> RunSummary:
-    with StateStore(settings.state_path) as store:
-        async with kravia_client(settings) as client:
-            if not show_progress:
-                reconciler = Reconciler(settings, store, client=client, confirm_gone=confirm_gone)
-                return await reconciler.run()
-            from rich.progress import (  # noqa: PLC0415 - only with a terminal to show it on
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+    async with store_and_client(settings) as (store, client):
+        if not show_progress:
+            reconciler = Reconciler(settings, store, client=client, confirm_gone=confirm_gone)
+            return await reconciler.run()
+        from rich.progress import (  # noqa: PLC0415 - only with a terminal to show it on
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-            columns = (
-                TextColumn("[progress.description]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[pace]}"),
-                TimeElapsedColumn(),
-                TextColumn("left"),
-                TimeRemainingColumn(),
+        columns = (
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[pace]}"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=err, transient=True) as progress:
+            reconciler = Reconciler(
+                settings,
+                store,
+                client=client,
+                progress=RichProgress(progress, client.pacing),
+                confirm_gone=confirm_gone,
             )
-            with Progress(*columns, console=err, transient=True) as progress:
-                reconciler = Reconciler(
-                    settings,
-                    store,
-                    client=client,
-                    progress=RichProgress(progress, client.pacing),
-                    confirm_gone=confirm_gone,
-                )
-                return await reconciler.run()
+            return await reconciler.run()

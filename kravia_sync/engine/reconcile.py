@@ -13,7 +13,6 @@ import contextlib
 import gc
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
@@ -51,9 +50,10 @@ from kravia_sync.engine.driver import (
     preview,
     timing_of,
 )
+from kravia_sync.engine.errors import PassFailedError
 from kravia_sync.engine.forwarding import HAS_KRAVIA_CASE, AuthRefusedError, PaymentForwarder
+from kravia_sync.engine.holds import HoldsInKravia, HoldsOutcome
 from kravia_sync.engine.mirror import KraviaMirror
-from kravia_sync.errors import KraviaSyncError
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.errors import KraviaError, backoff_delay
 from kravia_sync.lifecycle import (
@@ -63,6 +63,7 @@ from kravia_sync.lifecycle import (
     Phase,
     Step,
     next_step,
+    note_columns,
 )
 from kravia_sync.logging import get_logger, redact, register_secrets
 from kravia_sync.model import Invoice
@@ -80,7 +81,7 @@ from kravia_sync.settings import ConfigError, Settings, SourceConfig
 from kravia_sync.state.committer import GroupCommitter, StateWriteError
 from kravia_sync.state.errors import LeaseLostError, StateConflictError, StateError
 from kravia_sync.state.lease import LeaseKeeper
-from kravia_sync.state.records import CaseWrite, JournalEntry, JournalKind, WriteStatus
+from kravia_sync.state.records import JournalEntry, JournalKind
 from kravia_sync.state.source_read import SourceRead
 from kravia_sync.state.store import StateStore
 from kravia_sync.state.stored import utc_now as store_now
@@ -113,10 +114,6 @@ class _NoProgress:
 
     def advance(self) -> None:
         return
-
-
-class PassFailedError(KraviaSyncError):
-    """The whole pass must stop (a bad token, a state store that cannot be written)."""
 
 
 class GoneBreakerError(PassFailedError):
@@ -390,7 +387,21 @@ class Reconciler:
         if not dry_run:
             self.progress.start(len(work))
             await self._canary(work, summary, began)
-        await self._flag_holds_in_collection(summary, dry_run=dry_run)
+        held = HoldsOutcome()
+        try:
+            await HoldsInKravia(
+                self.settings,
+                self.store,
+                client=self.client,
+                committer=self._committer,
+                lease=self._lease,
+                clock=self.clock,
+                run_id=self._run_id,
+                holds=self._holds,
+            ).flag(held, dry_run=dry_run)
+        finally:
+            summary.counts.update(held.counts)
+            summary.problems.extend(held.problems)
         if dry_run:
             await self._preview(work, summary)
             return
@@ -578,158 +589,6 @@ class Reconciler:
             raise PassFailedError(str(exc)) from None
         summary.counts.update(outcome.counts)
         summary.problems.extend(outcome.problems)
-
-    async def _flag_holds_in_collection(self, summary: RunSummary, *, dry_run: bool) -> None:
-        """A held invoice already in Kravia cannot be taken back: it is flagged on the case and
-        in every run until released; with `policy.hold_action`, a started case is also sent
-        that action once (journaled; a lost answer is left to a person, never resent)."""
-        action = self.settings.policy.hold_action
-        for case, reason in self._held_in_kravia():
-            summary.counts["held_in_kravia"] += 1
-            flagged = case
-            if action and case.phase is Phase.STARTED and case.hold_action_at is None:
-                if dry_run:
-                    summary.counts["hold_actions_to_send"] += 1
-                    continue
-                flagged = await self._send_hold_action(case, action, reason, summary)
-            paused = flagged.attention == _paused_note(reason, action)
-            if flagged.hold_action_at is None:  # no action configured, or it waits
-                note = f"on hold ({reason}) but already in Kravia: pause it in Kravia"
-                if flagged.attention != note:
-                    flagged = replace(flagged, attention=note, updated_at=self.clock())
-            if not paused:
-                summary.problems.append(
-                    {
-                        "source": case.source,
-                        "record": case.record_key,
-                        "field": "hold",
-                        "reason": f"{flagged.attention} (Kravia id {case.kravia_id})",
-                    }
-                )
-            if flagged != case and not dry_run:
-                notes = [(flagged.accounting_invoice_id, _notes_of(flagged))]
-                await asyncio.to_thread(self.store.set_case_notes, notes)
-
-    def _held_in_kravia(self) -> list[tuple[CaseState, str]]:
-        """Cases already in Kravia whose invoice is on hold, with the hold's reason."""
-        found: list[tuple[CaseState, str]] = []
-        for invoice, reason in self._holds.items():
-            found.extend(
-                (case, reason)
-                for case in self.store.find_cases(invoice)
-                if invoice in {case.accounting_invoice_id, case.invoice_number}
-                and (case.phase in IN_KRAVIA_PHASES or case.kravia_id is not None)
-            )
-        return found
-
-    async def _send_hold_action(
-        self, case: CaseState, action: str, reason: str, summary: RunSummary
-    ) -> CaseState:
-        """Send the configured pause action for a held case, through the same door as every
-        call: a slot first, then the intent (only while the hold still stands and the lease
-        is ours), then the call, journaled before and after."""
-        assert self.client is not None  # noqa: S101 - run() checks
-        assert self._lease is not None  # noqa: S101 - run() holds one
-        assert case.kravia_id is not None  # noqa: S101 - started cases have one
-        attempt_id = uuid.uuid4().hex
-        now = self.clock()
-        # Marked sent with its intent: a crash before its answer never sends it twice.
-        lost = (
-            f"the hold action {action!r} was sent but its answer was lost: check in Kravia "
-            "that the case is paused"
-        )
-        async with self.client.reserve() as reservation:
-            self._lease.check()
-            written = await self.committer.commit(
-                CaseWrite(
-                    entry=self._journal(case, "hold_action", attempt_id, JournalKind.INTENT),
-                    intent=True,
-                    holds=(case.accounting_invoice_id, case.invoice_number),
-                    held_only=True,
-                    notes=(
-                        case.accounting_invoice_id,
-                        {"hold_action_at": now, "attention": lost, "updated_at": now},
-                    ),
-                )
-            )
-            if written.status is WriteStatus.FENCED:
-                raise LeaseLostError("the writer lease was taken over by another process")
-            if not written.ok:
-                return case  # released meanwhile: nothing to pause
-            self._lease.check()
-            started = time.monotonic()
-            try:
-                await self.client.send_action(
-                    case.kravia_id, action, message=f"On hold: {reason}", reservation=reservation
-                )
-            except KraviaError as error:
-                return self._hold_action_failed(
-                    case,
-                    action=action,
-                    error=error,
-                    attempt_id=attempt_id,
-                    started=started,
-                    summary=summary,
-                )
-        await self.committer.commit(
-            CaseWrite(
-                entry=self._journal(
-                    case,
-                    "hold_action",
-                    attempt_id,
-                    JournalKind.OUTCOME,
-                    outcome="ok",
-                    status=200,
-                    started=started,
-                )
-            )
-        )
-        summary.counts["hold_actions_sent"] += 1
-        return replace(
-            case, hold_action_at=now, attention=_paused_note(reason, action), updated_at=now
-        )
-
-    def _hold_action_failed(
-        self,
-        case: CaseState,
-        *,
-        action: str,
-        error: KraviaError,
-        attempt_id: str,
-        started: float,
-        summary: RunSummary,
-    ) -> CaseState:
-        self.committer.submit(
-            CaseWrite(
-                entry=self._journal(
-                    case,
-                    "hold_action",
-                    attempt_id,
-                    JournalKind.OUTCOME,
-                    outcome=error.failure.value,
-                    status=error.status,
-                    message=str(error),
-                    started=started,
-                )
-            )
-        )
-        if error.failure.stops_pass:
-            self.store.set_case_notes([(case.accounting_invoice_id, _notes_of(case))])
-            raise PassFailedError(error.stop_reason("hold action")) from None
-        if error.failure.value == "transient":  # not applied: tried again next pass
-            summary.counts["hold_action_deferred"] += 1
-            self.store.set_case_notes([(case.accounting_invoice_id, _notes_of(case))])
-            return case
-        summary.counts["hold_action_failed"] += 1
-        now = self.clock()
-        note = (
-            f"the hold action {action!r} was sent but its answer was lost: check in Kravia "
-            "that the case is paused"
-            if error.failure.value == "ambiguous"
-            else f"the hold action {action!r} was refused by Kravia ({redact(str(error))}): "
-            "pause the case in Kravia"
-        )
-        return replace(case, hold_action_at=now, attention=note, updated_at=now)
 
     def _journal(
         self,
@@ -997,7 +856,7 @@ class Reconciler:
                 if case.attention != note:
                     flagged.append(replace(case, attention=note, updated_at=self.clock()))
         if flagged:
-            notes = [(c.accounting_invoice_id, _notes_of(c)) for c in flagged]
+            notes = [(c.accounting_invoice_id, note_columns(c)) for c in flagged]
             await asyncio.to_thread(self.store.set_case_notes, notes)
         if summary.counts["gone_unexplained"] and summary.status == RunStatus.DONE:
             summary.status = RunStatus.ATTENTION
@@ -1265,16 +1124,3 @@ def _planned(item: WorkItem, shown: Preview) -> PlannedAction:
         step=shown.step,
         detail=shown.detail,
     )
-
-
-def _notes_of(case: CaseState) -> dict[str, object]:
-    """The columns a note on a case owns; the rest of the row is not rewritten."""
-    return {
-        "attention": case.attention,
-        "hold_action_at": case.hold_action_at,
-        "updated_at": case.updated_at,
-    }
-
-
-def _paused_note(reason: str, action: str | None) -> str:
-    return f"on hold ({reason}): {action} sent to Kravia"

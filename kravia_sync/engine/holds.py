@@ -1,0 +1,234 @@
+"""Holds on invoices already in Kravia: a held invoice cannot be taken back, so its case is
+flagged in every run until released, and with `policy.hold_action` a started case is sent that
+action once, through the same door as every call (a place in flight, the intent, the call)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from kravia_sync.engine.driver import journal_entry
+from kravia_sync.engine.errors import PassFailedError
+from kravia_sync.kravia.client import KraviaClient
+from kravia_sync.kravia.errors import KraviaError
+from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState, Phase, note_columns
+from kravia_sync.logging import redact
+from kravia_sync.settings import Settings
+from kravia_sync.state.committer import GroupCommitter
+from kravia_sync.state.errors import LeaseLostError
+from kravia_sync.state.lease import LeaseKeeper
+from kravia_sync.state.records import CaseWrite, JournalEntry, JournalKind, WriteStatus
+from kravia_sync.state.store import StateStore
+
+__all__ = ["HoldsInKravia", "HoldsOutcome"]
+
+
+@dataclass(slots=True)
+class HoldsOutcome:
+    """What the holds stage did: counts (`held_in_kravia`, `hold_actions_sent`, ...) and the
+    problems to report, one per held case not yet paused."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+
+class HoldsInKravia:
+    """The holds stage of a pass: every held invoice Kravia already has, flagged (and paused
+    where configured), with what it did counted in a `HoldsOutcome`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        *,
+        client: KraviaClient | None,
+        committer: GroupCommitter | None,
+        lease: LeaseKeeper | None,
+        clock: Callable[[], datetime],
+        run_id: int | None,
+        holds: dict[str, str],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.committer = committer
+        self._lease = lease
+        self.clock = clock
+        self._run_id = run_id
+        self._holds = holds
+
+    async def flag(self, outcome: HoldsOutcome, *, dry_run: bool) -> None:
+        """A held invoice already in Kravia cannot be taken back: it is flagged on the case and
+        in every run until released; with `policy.hold_action`, a started case is also sent
+        that action once (journaled; a lost answer is left to a person, never resent)."""
+        action = self.settings.policy.hold_action
+        for case, reason in self._held_in_kravia():
+            outcome.counts["held_in_kravia"] += 1
+            flagged = case
+            if action and case.phase is Phase.STARTED and case.hold_action_at is None:
+                if dry_run:
+                    outcome.counts["hold_actions_to_send"] += 1
+                    continue
+                flagged = await self._send_action(case, action, reason, outcome)
+            paused = flagged.attention == _paused_note(reason, action)
+            if flagged.hold_action_at is None:  # no action configured, or it waits
+                note = f"on hold ({reason}) but already in Kravia: pause it in Kravia"
+                if flagged.attention != note:
+                    flagged = replace(flagged, attention=note, updated_at=self.clock())
+            if not paused:
+                outcome.problems.append(
+                    {
+                        "source": case.source,
+                        "record": case.record_key,
+                        "field": "hold",
+                        "reason": f"{flagged.attention} (Kravia id {case.kravia_id})",
+                    }
+                )
+            if flagged != case and not dry_run:
+                notes = [(flagged.accounting_invoice_id, note_columns(flagged))]
+                await asyncio.to_thread(self.store.set_case_notes, notes)
+
+    def _held_in_kravia(self) -> list[tuple[CaseState, str]]:
+        """Cases already in Kravia whose invoice is on hold, with the hold's reason."""
+        found: list[tuple[CaseState, str]] = []
+        for invoice, reason in self._holds.items():
+            found.extend(
+                (case, reason)
+                for case in self.store.find_cases(invoice)
+                if invoice in {case.accounting_invoice_id, case.invoice_number}
+                and (case.phase in IN_KRAVIA_PHASES or case.kravia_id is not None)
+            )
+        return found
+
+    async def _send_action(
+        self, case: CaseState, action: str, reason: str, outcome: HoldsOutcome
+    ) -> CaseState:
+        """Send the configured pause action for a held case, through the same door as every
+        call: a slot first, then the intent (only while the hold still stands and the lease
+        is ours), then the call, journaled before and after."""
+        assert self.client is not None  # noqa: S101 - a pass that sends has a client
+        assert self._lease is not None  # noqa: S101 - and holds the lease
+        assert self.committer is not None  # noqa: S101 - and a committer
+        assert case.kravia_id is not None  # noqa: S101 - started cases have one
+        attempt_id = uuid.uuid4().hex
+        now = self.clock()
+        # Marked sent with its intent: a crash before its answer never sends it twice.
+        lost = (
+            f"the hold action {action!r} was sent but its answer was lost: check in Kravia "
+            "that the case is paused"
+        )
+        async with self.client.reserve() as reservation:
+            self._lease.check()
+            written = await self.committer.commit(
+                CaseWrite(
+                    entry=self._journal(case, "hold_action", attempt_id, JournalKind.INTENT),
+                    intent=True,
+                    holds=(case.accounting_invoice_id, case.invoice_number),
+                    held_only=True,
+                    notes=(
+                        case.accounting_invoice_id,
+                        {"hold_action_at": now, "attention": lost, "updated_at": now},
+                    ),
+                )
+            )
+            if written.status is WriteStatus.FENCED:
+                raise LeaseLostError("the writer lease was taken over by another process")
+            if not written.ok:
+                return case  # released meanwhile: nothing to pause
+            self._lease.check()
+            started = time.monotonic()
+            try:
+                await self.client.send_action(
+                    case.kravia_id, action, message=f"On hold: {reason}", reservation=reservation
+                )
+            except KraviaError as error:
+                return self._action_failed(
+                    case,
+                    action=action,
+                    error=error,
+                    attempt_id=attempt_id,
+                    started=started,
+                    outcome=outcome,
+                )
+        await self.committer.commit(
+            CaseWrite(
+                entry=self._journal(
+                    case,
+                    "hold_action",
+                    attempt_id,
+                    JournalKind.OUTCOME,
+                    outcome="ok",
+                    status=200,
+                    started=started,
+                )
+            )
+        )
+        outcome.counts["hold_actions_sent"] += 1
+        return replace(
+            case, hold_action_at=now, attention=_paused_note(reason, action), updated_at=now
+        )
+
+    def _action_failed(
+        self,
+        case: CaseState,
+        *,
+        action: str,
+        error: KraviaError,
+        attempt_id: str,
+        started: float,
+        outcome: HoldsOutcome,
+    ) -> CaseState:
+        assert self.committer is not None  # noqa: S101 - only after a call was sent
+        self.committer.submit(
+            CaseWrite(
+                entry=self._journal(
+                    case,
+                    "hold_action",
+                    attempt_id,
+                    JournalKind.OUTCOME,
+                    outcome=error.failure.value,
+                    status=error.status,
+                    message=str(error),
+                    started=started,
+                )
+            )
+        )
+        if error.failure.stops_pass:
+            self.store.set_case_notes([(case.accounting_invoice_id, note_columns(case))])
+            raise PassFailedError(error.stop_reason("hold action")) from None
+        if error.failure.value == "transient":  # not applied: tried again next pass
+            outcome.counts["hold_action_deferred"] += 1
+            self.store.set_case_notes([(case.accounting_invoice_id, note_columns(case))])
+            return case
+        outcome.counts["hold_action_failed"] += 1
+        now = self.clock()
+        note = (
+            f"the hold action {action!r} was sent but its answer was lost: check in Kravia "
+            "that the case is paused"
+            if error.failure.value == "ambiguous"
+            else f"the hold action {action!r} was refused by Kravia ({redact(str(error))}): "
+            "pause the case in Kravia"
+        )
+        return replace(case, hold_action_at=now, attention=note, updated_at=now)
+
+    def _journal(
+        self,
+        case: CaseState,
+        operation: str,
+        attempt_id: str,
+        kind: JournalKind,
+        **details: Any,  # noqa: ANN401 - journal_entry's keywords
+    ) -> JournalEntry:
+        return journal_entry(
+            case, operation, attempt_id, kind, at=self.clock(), run_id=self._run_id, **details
+        )
+
+
+def _paused_note(reason: str, action: str | None) -> str:
+    return f"on hold ({reason}): {action} sent to Kravia"
