@@ -19,7 +19,7 @@ from typing import Any, Literal
 import httpx
 from support import TOKEN, cli_command, cli_env, write_config
 
-from kravia_sync.engine.reconcile import RunSummary
+from kravia_sync.engine.summary import RunSummary
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.service.daemon import PassRunner
 from kravia_sync.settings import Settings

@@ -54,7 +54,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from kravia_sync.engine.reconcile import Reconciler, RunSummary
+from kravia_sync.engine.reconcile import Reconciler
+from kravia_sync.engine.summary import RunSummary
 from kravia_sync.engine.worklist import WorkList
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.logging import configure_logging

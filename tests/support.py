@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from kravia_sync.engine.reconcile import Reconciler, RunSummary
+from kravia_sync.engine.reconcile import Reconciler
+from kravia_sync.engine.summary import RunSummary
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.settings import Settings, load_settings
 from kravia_sync.state.store import StateStore

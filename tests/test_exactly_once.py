@@ -31,7 +31,8 @@ from support import (
     write_invoices,
 )
 
-from kravia_sync.engine.reconcile import Reconciler, RunSummary
+from kravia_sync.engine.reconcile import Reconciler
+from kravia_sync.engine.summary import RunSummary
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.state.store import StateStore
 from kravia_sync.testing import minimal_pdf

@@ -30,7 +30,7 @@ from kravia_sync.connector import (
     StampedRead,
 )
 from kravia_sync.documents import CallableDocument
-from kravia_sync.engine.reconcile import RunSummary
+from kravia_sync.engine.summary import RunSummary
 from kravia_sync.engine.worklist import WorkList
 from kravia_sync.state.store import StateStore
 from kravia_sync.testing import minimal_pdf

@@ -20,7 +20,8 @@ from support import (
     write_invoices,
 )
 
-from kravia_sync.engine.reconcile import Reconciler, RunSummary
+from kravia_sync.engine.reconcile import Reconciler
+from kravia_sync.engine.summary import RunSummary
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.state import database, rows
 from kravia_sync.state.errors import StateError

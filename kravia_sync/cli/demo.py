@@ -11,7 +11,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from kravia_sync.engine.reconcile import KRAVIA_TARGET, Reconciler, RunSummary, kravia_target
+from kravia_sync.engine.reconcile import KRAVIA_TARGET, Reconciler, kravia_target
+from kravia_sync.engine.summary import RunSummary
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.logging import configure_logging, register_secrets
 from kravia_sync.settings import load_settings

@@ -28,12 +28,8 @@ from kravia_sync.cli.common import (
     user_errors,
 )
 from kravia_sync.cli.summary import exit_code, print_summary, run_pass
-from kravia_sync.engine.reconcile import (
-    PlannedAction,
-    Reconciler,
-    RunStatus,
-    RunSummary,
-)
+from kravia_sync.engine.reconcile import Reconciler
+from kravia_sync.engine.summary import PlannedAction, RunStatus, RunSummary
 from kravia_sync.logging import configure_logging, redact, register_secrets
 from kravia_sync.settings import (
     DEFAULT_CONFIG,

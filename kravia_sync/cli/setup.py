@@ -23,9 +23,7 @@ from kravia_sync.cli.common import (
     user_errors,
 )
 from kravia_sync.cli.summary import print_summary
-from kravia_sync.engine.reconcile import (
-    RunStatus,
-)
+from kravia_sync.engine.summary import RunStatus
 from kravia_sync.settings import (
     DEFAULT_CONFIG,
 )

@@ -6,11 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
-from kravia_sync.engine.reconcile import (
-    Reconciler,
-    RunStatus,
-    RunSummary,
-)
+from kravia_sync.engine.reconcile import Reconciler
+from kravia_sync.engine.summary import RunStatus, RunSummary
 from kravia_sync.kravia.pacing import PacingSnapshot
 from kravia_sync.settings import (
     Settings,

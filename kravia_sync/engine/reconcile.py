@@ -15,9 +15,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -54,6 +53,8 @@ from kravia_sync.engine.errors import PassFailedError
 from kravia_sync.engine.forwarding import HAS_KRAVIA_CASE, AuthRefusedError, PaymentForwarder
 from kravia_sync.engine.holds import HoldsInKravia, HoldsOutcome
 from kravia_sync.engine.mirror import KraviaMirror
+from kravia_sync.engine.status import StatusPullBack
+from kravia_sync.engine.summary import PlannedAction, RunStatus, RunSummary, SourceResult
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.errors import KraviaError, backoff_delay
 from kravia_sync.lifecycle import (
@@ -63,7 +64,6 @@ from kravia_sync.lifecycle import (
     Phase,
     Step,
     next_step,
-    note_columns,
 )
 from kravia_sync.logging import get_logger, redact, register_secrets
 from kravia_sync.model import Invoice
@@ -88,11 +88,8 @@ from kravia_sync.state.stored import utc_now as store_now
 
 __all__ = [
     "KRAVIA_TARGET",
-    "PlannedAction",
     "Progress",
     "Reconciler",
-    "RunStatus",
-    "RunSummary",
     "build_connector",
     "kravia_target",
 ]
@@ -118,66 +115,6 @@ class _NoProgress:
 
 class GoneBreakerError(PassFailedError):
     """Too many known cases are missing from one complete read: a person must confirm."""
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedAction:
-    source: str
-    accounting_invoice_id: str
-    invoice_number: str
-    change: str
-    step: str
-    detail: str = ""
-
-
-@dataclass
-class SourceResult:
-    name: str
-    status: str = "ok"  # ok | failed
-    error: str | None = None
-    counts: Counter[str] = field(default_factory=Counter)
-
-
-class RunStatus(StrEnum):
-    """How a run ended (`running` only while it has not)."""
-
-    RUNNING = "running"
-    DONE = "done"  # everything it could do is done
-    ATTENTION = "attention"  # done, but records are quarantined, need review or were deferred
-    STOPPED = "stopped"  # stopped on request before the end (a signal, a lost lease)
-    FAILED = "failed"  # a source, Kravia or the state store failed: see its error
-
-
-@dataclass
-class RunSummary:
-    run_id: int | None
-    started_at: datetime
-    status: RunStatus = RunStatus.DONE
-    duration_seconds: float = 0.0
-    counts: Counter[str] = field(default_factory=Counter)
-    sources: list[SourceResult] = field(default_factory=list)
-    remote_calls: dict[str, int] = field(default_factory=dict)
-    pacing: dict[str, float | int | None] | None = None  # the pace at the end (PacingSnapshot)
-    planned: list[PlannedAction] = field(default_factory=list)
-    problems: list[dict[str, str]] = field(default_factory=list)
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "status": self.status,
-            "started_at": self.started_at.isoformat(),
-            "duration_seconds": round(self.duration_seconds, 3),
-            "counts": dict(sorted(self.counts.items())),
-            "remote_calls": dict(sorted(self.remote_calls.items())),
-            "pacing": self.pacing,
-            "sources": [
-                {"name": s.name, "status": s.status, "error": s.error, "counts": dict(s.counts)}
-                for s in self.sources
-            ],
-            "problems": self.problems,
-            "error": self.error,
-        }
 
 
 def build_connector(settings: Settings, source: SourceConfig) -> Connector:
@@ -411,9 +348,10 @@ class Reconciler:
             self._record_target()
         await self._forward_payments(summary)
         if not self.stopping:
-            await self.refresh_status(summary)
-            await self._flag_gone(summary)
-        await self._flag_duplicates(summary)
+            await self._pull_back().refresh(summary, kept_out=self._kept_out)
+            gone, self._gone_in_kravia = self._gone_in_kravia, []
+            await self._pull_back().flag_gone(summary, gone)
+        await self._pull_back().flag_duplicates(summary)
         if self.stopping and summary.status != RunStatus.FAILED:
             summary.status = RunStatus.STOPPED
 
@@ -773,41 +711,11 @@ class Reconciler:
             f"{source.name}"
         )
 
-    async def refresh_status(self, summary: RunSummary, *, force: bool = False) -> None:
-        """Pull back what Kravia reports of its cases (status, capital left): one search of
-        the mirror (`kravia_sync.engine.mirror`), unless this pass searched already. Unless
-        `force`d, only once `status_every_seconds` passed since the last (the first pass only
-        sets the clock), so a no-op pass calls nothing. One exception: a store that never
-        searched Kravia's cases (new, lost, or restored to before its first search) and kept
-        invoices out in this pass searches once, so that the next pass knows whether Kravia
-        holds any of them already (`SourceDiff.kravia_has`)."""
+    def _pull_back(self) -> StatusPullBack:
         assert self.client is not None  # noqa: S101 - run() and refresh check
-        started = self.clock()
-        every = timedelta(seconds=self.settings.kravia.status_every_seconds)
-        mirror = self._mirror or KraviaMirror(self.store, self.client, clock=self.clock)
-        if not force and every:
-            due = await asyncio.to_thread(self.store.meta, STATUS_DUE)
-            if due is None and (
-                not self._kept_out or await asyncio.to_thread(mirror.searched_before)
-            ):
-                await asyncio.to_thread(
-                    self.store.set_meta, STATUS_DUE, (started + every).isoformat()
-                )
-                return
-            if due is not None and started < datetime.fromisoformat(due):
-                return
-        searched = mirror.last
-        if searched is None:
-            try:
-                searched = await mirror.search()
-            except KraviaError as error:
-                raise PassFailedError(error.stop_reason("search")) from None
-        if searched is None:
-            summary.counts["status_refresh_failed"] += 1
-            return
-        await asyncio.to_thread(self.store.set_meta, STATUS_DUE, (started + every).isoformat())
-        summary.counts["status_read"] += searched.cases
-        summary.counts["status_changed"] += searched.changed
+        return StatusPullBack(
+            self.settings, self.store, client=self.client, clock=self.clock, mirror=self._mirror
+        )
 
     async def refresh(self) -> RunSummary:
         """Only the status pull-back (`kravia-sync refresh`), under the writer lease."""
@@ -819,7 +727,7 @@ class Reconciler:
         keeper.acquire()
         self._mirror = KraviaMirror(self.store, self.client, clock=self.clock)
         try:
-            await self.refresh_status(summary, force=True)
+            await self._pull_back().refresh(summary, force=True)
         except (PassFailedError, LeaseLostError) as exc:
             summary.status = RunStatus.FAILED
             summary.error = redact(str(exc))
@@ -832,58 +740,6 @@ class Reconciler:
         summary.remote_calls = dict(self.client.stats.counts)
         summary.pacing = self.client.pacing().as_dict()
         return summary
-
-    async def _flag_gone(self, summary: RunSummary) -> None:
-        """Cases in Kravia that left a complete read: explained when Kravia reports nothing
-        left to collect (paid, credited), else noted for a person. Nothing is closed."""
-        ids, self._gone_in_kravia = self._gone_in_kravia, []
-        flagged: list[CaseState] = []
-        for start in range(0, len(ids), 500):
-            cases = self.store.load_cases_by_id(ids[start : start + 500])
-            for case in cases.values():
-                if case.kravia_id is None:
-                    continue  # never confirmed in Kravia: its review note says why
-                if case.kravia_remaining is not None and case.kravia_remaining <= 0:
-                    summary.counts["gone_settled"] += 1
-                    continue
-                summary.counts["gone_unexplained"] += 1
-                left = "" if case.kravia_remaining is None else f" ({case.kravia_remaining} left)"
-                note = (
-                    "no longer in the source, and no payment or credit note forwarded explains "
-                    f"it: Kravia still collects{left}. Was it paid? Forward the payment, or "
-                    "stop the case in Kravia"
-                )
-                if case.attention != note:
-                    flagged.append(replace(case, attention=note, updated_at=self.clock()))
-        if flagged:
-            notes = [(c.accounting_invoice_id, note_columns(c)) for c in flagged]
-            await asyncio.to_thread(self.store.set_case_notes, notes)
-        if summary.counts["gone_unexplained"] and summary.status == RunStatus.DONE:
-            summary.status = RunStatus.ATTENTION
-
-    async def _flag_duplicates(self, summary: RunSummary) -> None:
-        """The net under every other guard: after a search of Kravia, any of our invoices
-        Kravia holds twice is flagged on its case and in the run, for a person to withdraw
-        the extra case in Kravia."""
-        if self._mirror is None or self._mirror.last is None:
-            return
-        duplicates = await asyncio.to_thread(self.store.kravia_duplicates)
-        notes: list[tuple[str, dict[str, object]]] = []
-        for aid, kravia_ids in duplicates.items():
-            ids = ", ".join(str(kravia_id) for kravia_id in kravia_ids)
-            note = (
-                f"Kravia holds {len(kravia_ids)} cases for this accountingInvoiceId ({ids}): "
-                "withdraw the extra one in Kravia"
-            )
-            summary.counts["duplicated_in_kravia"] += 1
-            summary.problems.append(
-                {"source": "kravia", "record": aid, "field": "kravia", "reason": note}
-            )
-            notes.append((aid, {"attention": note}))
-        if notes:
-            await asyncio.to_thread(self.store.set_case_notes, notes)
-            if summary.status == RunStatus.DONE:
-                summary.status = RunStatus.ATTENTION
 
     def _plan_payments(self, source: SourceConfig, diff: SourceDiff, now: datetime) -> PaymentPlan:
         """The payments of this read against the stored ones (see `kravia_sync.payments`)."""
@@ -1014,7 +870,6 @@ READ_CHUNK = 2000  # records looked up in the state store together
 STAMPED_BATCH = 10_000
 STAMPED_MAX_BATCHES = 4
 KRAVIA_TARGET = "kravia_target"  # meta key: the Kravia (base URL, creditor) of this store
-STATUS_DUE = "status_due"  # meta key: when the next pull-back in a pass is due
 # Phases of a case in Kravia, for the gone check (needs_review ones may be collecting too).
 _IN_KRAVIA_VALUES = frozenset(phase.value for phase in IN_KRAVIA_PHASES | {Phase.NEEDS_REVIEW})
 

@@ -51,7 +51,8 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 from prometheus_client import Gauge
 
 from kravia_sync.engine.mirror import KraviaMirror
-from kravia_sync.engine.reconcile import Reconciler, RunStatus, RunSummary
+from kravia_sync.engine.reconcile import Reconciler
+from kravia_sync.engine.summary import RunStatus, RunSummary
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.errors import backoff_delay
 from kravia_sync.kravia.pacing import PacingSnapshot

@@ -177,7 +177,7 @@ class RunRow(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     holder: str
     command: str
-    status: str = "running"  # a `kravia_sync.engine.reconcile.RunStatus`
+    status: str = "running"  # a `kravia_sync.engine.summary.RunStatus`
     counts: str = "{}"  # JSON object
     error: str | None = None
 

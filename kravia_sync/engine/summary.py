@@ -1,0 +1,72 @@
+"""What a run did, as every command and the daemon report it: its status, counts, sources,
+remote calls, pace, plan and problems."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["PlannedAction", "RunStatus", "RunSummary", "SourceResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAction:
+    source: str
+    accounting_invoice_id: str
+    invoice_number: str
+    change: str
+    step: str
+    detail: str = ""
+
+
+@dataclass
+class SourceResult:
+    name: str
+    status: str = "ok"  # ok | failed
+    error: str | None = None
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+class RunStatus(StrEnum):
+    """How a run ended (`running` only while it has not)."""
+
+    RUNNING = "running"
+    DONE = "done"  # everything it could do is done
+    ATTENTION = "attention"  # done, but records are quarantined, need review or were deferred
+    STOPPED = "stopped"  # stopped on request before the end (a signal, a lost lease)
+    FAILED = "failed"  # a source, Kravia or the state store failed: see its error
+
+
+@dataclass
+class RunSummary:
+    run_id: int | None
+    started_at: datetime
+    status: RunStatus = RunStatus.DONE
+    duration_seconds: float = 0.0
+    counts: Counter[str] = field(default_factory=Counter)
+    sources: list[SourceResult] = field(default_factory=list)
+    remote_calls: dict[str, int] = field(default_factory=dict)
+    pacing: dict[str, float | int | None] | None = None  # the pace at the end (PacingSnapshot)
+    planned: list[PlannedAction] = field(default_factory=list)
+    problems: list[dict[str, str]] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "duration_seconds": round(self.duration_seconds, 3),
+            "counts": dict(sorted(self.counts.items())),
+            "remote_calls": dict(sorted(self.remote_calls.items())),
+            "pacing": self.pacing,
+            "sources": [
+                {"name": s.name, "status": s.status, "error": s.error, "counts": dict(s.counts)}
+                for s in self.sources
+            ],
+            "problems": self.problems,
+            "error": self.error,
+        }
