@@ -137,6 +137,32 @@ class TestExitCodes:
         assert nothing.returncode == 0, nothing.stderr
         assert sim.simulator.calls()["processed"]["register"] == 3
 
+    def test_plan_exits_2_when_only_a_start_is_left(self, sim: Sim, tmp_path: Path) -> None:
+        """Cases registered and documented whose Start Kravia turned away (429: not applied)
+        are work left: `plan` lists the start and exits 2 once its wait is over."""
+        write_invoices(tmp_path / "invoices", range(1, 3), pdf_every=1)
+        write_config(
+            tmp_path,
+            sim.base_url,
+            retry="backoff_base_seconds = 0.05\nmax_inline_wait_seconds = 0\nretries_per_pass = 0",
+        )
+        sim.simulator.faults = Faults(rate_limit_429=1.0, operations=("action",))
+        turned_away = run_cli("reconcile", cwd=tmp_path)
+        sim.simulator.faults = Faults()
+
+        deadline = time.monotonic() + 10
+        while True:
+            pending = run_cli("plan", "--json", cwd=tmp_path)
+            steps = {action["step"] for action in json.loads(pending.stdout)["actions"]}
+            if steps or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+
+        assert turned_away.returncode in {0, 3}, turned_away.stderr
+        assert sim.simulator.calls()["processed"].get("register") == 2
+        assert steps == {"start"}, pending.stdout
+        assert pending.returncode == 2, pending.stderr
+
     def test_a_config_error_names_file_and_key_and_exits_1(self, tmp_path: Path) -> None:
         """A wrong value is reported with the file and the dotted key."""
         config = write_config(tmp_path, "http://127.0.0.1:9/api/v2/")

@@ -114,6 +114,7 @@ PENDING_STEPS = frozenset(
     {
         "register",
         "upload",
+        "start",
         "lookup",
         "verify_upload",
         "verify_start",
