@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Final
 from pydantic import Field, field_validator, model_validator
 
 from connectors.rest import RestConnector, RestSettings, RetrySettings
-from kravia_sync.connector import ConnectorSettings, RecordError
+from kravia_sync import ConnectorSettings, RecordError
 
 __all__ = ["EXAMPLE_SETTINGS", "FIKEN_API", "FikenConnector", "FikenSettings", "rest_settings"]
 

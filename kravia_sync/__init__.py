@@ -17,8 +17,14 @@ from kravia_sync.connector import (
 )
 from kravia_sync.documents import CallableDocument, Document, FileDocument
 from kravia_sync.errors import InvalidRecordError, KraviaSyncError
-from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS, Invoice
-from kravia_sync.payments import PAYMENT_FIELDS, Payment
+from kravia_sync.logging import get_logger, register_secrets
+from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS, Invoice, parse_amount
+from kravia_sync.payments import (
+    PAYMENT_FIELDS,
+    REQUIRED_PAYMENT_FIELDS,
+    Payment,
+    is_payment_record,
+)
 
 __version__ = "0.1.0"
 
@@ -26,6 +32,7 @@ __all__ = [
     "PAYMENT_FIELDS",
     "RECORD_FIELDS",
     "REQUIRED_FIELDS",
+    "REQUIRED_PAYMENT_FIELDS",
     "CallableDocument",
     "Connector",
     "ConnectorError",
@@ -42,4 +49,8 @@ __all__ = [
     "SourceRecord",
     "StampedRead",
     "__version__",
+    "get_logger",
+    "is_payment_record",
+    "parse_amount",
+    "register_secrets",
 ]

@@ -92,4 +92,5 @@ def configure_logging(
 
 
 def get_logger(name: str) -> Any:  # noqa: ANN401 - structlog's bound logger is dynamically typed
+    """A logger whose lines go through kravia-sync's set-up (secrets redacted everywhere)."""
     return structlog.get_logger(name)

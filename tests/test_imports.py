@@ -189,3 +189,24 @@ def test_the_layer_check_finds_an_import_upwards_and_a_test_double() -> None:
             "(kravia_sync.engine), not below it"
         ),
     ]
+
+
+def test_built_in_connectors_use_only_the_public_connector_api() -> None:
+    """The connectors shipped with kravia-sync import from kravia-sync only what a third-party
+    connector can: the names `kravia_sync` exports (not its modules)."""
+    reaching_in = []
+    for path in sorted((ROOT / "connectors").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            modules = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            reaching_in.extend(
+                f"{path.relative_to(ROOT)}:{node.lineno} imports {module}"
+                for module in modules
+                if module.startswith("kravia_sync.")
+            )
+    assert reaching_in == []

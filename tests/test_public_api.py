@@ -17,6 +17,7 @@ PUBLIC_API = [
     "PAYMENT_FIELDS",
     "RECORD_FIELDS",
     "REQUIRED_FIELDS",
+    "REQUIRED_PAYMENT_FIELDS",
     "CallableDocument",
     "Connector",
     "ConnectorError",
@@ -33,6 +34,10 @@ PUBLIC_API = [
     "SourceRecord",
     "StampedRead",
     "__version__",
+    "get_logger",
+    "is_payment_record",
+    "parse_amount",
+    "register_secrets",
 ]
 TESTING_API = [
     "ConformanceError",

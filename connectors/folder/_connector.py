@@ -44,20 +44,14 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from kravia_sync.connector import (
-    Connector,
-    ConnectorSettings,
-    PaymentRecord,
-    RecordError,
-    SourceRecord,
-)
+from kravia_sync import Connector, ConnectorSettings, PaymentRecord, RecordError, SourceRecord
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
     from typing import TypeAlias
 
     from connectors import ubl
-    from kravia_sync.documents import Document
+    from kravia_sync import Document
 
     _Item: TypeAlias = SourceRecord | PaymentRecord | RecordError
     _PdfIndex: TypeAlias = Mapping[str, Path]

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import TypeAlias
 
 from connectors.folder._files import FileRules, RefusedError, is_directory
-from kravia_sync.documents import FileDocument
-from kravia_sync.errors import InvalidRecordError
+from kravia_sync import FileDocument, InvalidRecordError
 
 _PdfIndex: TypeAlias = Mapping[str, Path]
 

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
-from kravia_sync.connector import (
-    ConnectorError,
-)
+from kravia_sync import ConnectorError
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer

@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal, cast
 
-from kravia_sync.connector import (
+from kravia_sync import (
+    PAYMENT_FIELDS,
+    RECORD_FIELDS,
+    REQUIRED_FIELDS,
+    REQUIRED_PAYMENT_FIELDS,
     PaymentRecord,
     RecordError,
     SourceRecord,
+    is_payment_record,
 )
-from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS
-from kravia_sync.payments import PAYMENT_FIELDS, REQUIRED_PAYMENT_FIELDS, is_payment_record
 
 if TYPE_CHECKING:
     from typing import TypeAlias

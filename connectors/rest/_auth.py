@@ -21,8 +21,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from kravia_sync.connector import ConnectorError
-from kravia_sync.logging import register_secrets
+from kravia_sync import ConnectorError, register_secrets
 
 __all__ = [
     "ApiKeyAuth",

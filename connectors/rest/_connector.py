@@ -19,16 +19,16 @@ from connectors.rest._paging import PageRequest, PageResponse, PagingError
 from connectors.rest._paths import MISSING, JsonPath
 from connectors.rest._settings import RestSettings
 from connectors.rest._template import Clock, MissingValueError, Template
-from kravia_sync.connector import (
+from kravia_sync import (
+    CallableDocument,
     Connector,
     ConnectorError,
     ConnectorSettings,
+    InvalidRecordError,
     RecordError,
     SourceRecord,
+    get_logger,
 )
-from kravia_sync.documents import CallableDocument
-from kravia_sync.errors import InvalidRecordError
-from kravia_sync.logging import get_logger
 
 __all__ = ["ReadStats", "RestConnector", "RestDocumentError"]
 

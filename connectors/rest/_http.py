@@ -28,8 +28,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.rest._auth import Authenticator, TokenResponse
-from kravia_sync.connector import ConnectorError
-from kravia_sync.logging import get_logger
+from kravia_sync import ConnectorError, get_logger
 
 __all__ = [
     "BodyTooLargeError",

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.rest._paths import MISSING, JsonPath
 from connectors.rest._template import TIMEZONE
-from kravia_sync.model import parse_amount
+from kravia_sync import parse_amount
 
 __all__ = ["FieldMapping", "Transform", "compiled_path"]
 

@@ -13,8 +13,7 @@ from connectors.rest._mapping import FieldMapping
 from connectors.rest._paging import NoPaging, Paging
 from connectors.rest._paths import JsonPath
 from connectors.rest._template import Template
-from kravia_sync.connector import ConnectorSettings
-from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS
+from kravia_sync import RECORD_FIELDS, REQUIRED_FIELDS, ConnectorSettings
 
 __all__ = [
     "CustomerSettings",

@@ -83,18 +83,19 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
 
-from kravia_sync.connector import (
+from kravia_sync import (
+    RECORD_FIELDS,
+    REQUIRED_FIELDS,
+    CallableDocument,
     Connector,
     ConnectorError,
     ConnectorSettings,
+    InvalidRecordError,
     PaymentRecord,
     RecordError,
     SourceRecord,
     StampedRead,
 )
-from kravia_sync.documents import CallableDocument
-from kravia_sync.errors import InvalidRecordError
-from kravia_sync.model import RECORD_FIELDS, REQUIRED_FIELDS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence

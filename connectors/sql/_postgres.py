@@ -9,13 +9,7 @@ import functools
 from datetime import date
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from kravia_sync.connector import (
-    PaymentRecord,
-    RecordError,
-    RecordStamp,
-    SourceRecord,
-    StampedRead,
-)
+from kravia_sync import PaymentRecord, RecordError, RecordStamp, SourceRecord, StampedRead
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence

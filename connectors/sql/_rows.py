@@ -14,10 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from kravia_sync.connector import (
-    ConnectorError,
-)
-from kravia_sync.payments import PAYMENT_FIELDS, REQUIRED_PAYMENT_FIELDS
+from kravia_sync import PAYMENT_FIELDS, REQUIRED_PAYMENT_FIELDS, ConnectorError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence

@@ -13,10 +13,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from kravia_sync.connector import (
-    ConnectorSettings,
-)
-from kravia_sync.model import RECORD_FIELDS
+from kravia_sync import RECORD_FIELDS, ConnectorSettings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
