@@ -47,14 +47,12 @@ from pydantic import Field, field_validator
 from kravia_sync import Connector, ConnectorSettings, PaymentRecord, RecordError, SourceRecord
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
-    from typing import TypeAlias
+    from collections.abc import Iterable, Iterator
 
     from connectors import ubl
+    from connectors.folder._documents import PdfIndex
+    from connectors.folder._formats import Item
     from kravia_sync import Document
-
-    _Item: TypeAlias = SourceRecord | PaymentRecord | RecordError
-    _PdfIndex: TypeAlias = Mapping[str, Path]
 from connectors.folder._documents import EmbeddedPdfDocument, FolderPdf, InvoiceFile, pdf_index
 from connectors.folder._files import (
     CHUNK_BYTES,
@@ -160,7 +158,7 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
 
     # -- directories ---------------------------------------------------------------------
 
-    def _read_directory(self, directory: Path, walk: _Walk) -> Iterator[_Item]:
+    def _read_directory(self, directory: Path, walk: _Walk) -> Iterator[Item]:
         entries = list_directory(directory)
         pdfs = pdf_index(entries)  # once per directory and read, not per record
         for entry in entries:
@@ -185,7 +183,7 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
                     yield problem
             # anything else (PDFs, notes) is not an invoice file
 
-    def _read_linked_directory(self, path: Path, name: str, walk: _Walk) -> Iterator[_Item]:
+    def _read_linked_directory(self, path: Path, name: str, walk: _Walk) -> Iterator[Item]:
         """A symbolic link to a directory: read only if it leads out of the folder and
         `follow_symlinks` allows it; a link within the folder is skipped, since the files it
         leads to are read where they are (following it would read them twice, under two
@@ -203,9 +201,7 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
 
     # -- JSON ----------------------------------------------------------------------------
 
-    def _read_json(
-        self, path: Path, name: str, pdfs: _PdfIndex, rules: FileRules
-    ) -> Iterator[_Item]:
+    def _read_json(self, path: Path, name: str, pdfs: PdfIndex, rules: FileRules) -> Iterator[Item]:
         text = self._json_text(path, name, rules)
         if isinstance(text, RecordError):
             yield text
@@ -240,7 +236,7 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
 
     # -- EHF -----------------------------------------------------------------------------
 
-    def _read_ehf(self, path: Path, name: str, pdfs: _PdfIndex, walk: _Walk) -> RecordError | None:
+    def _read_ehf(self, path: Path, name: str, pdfs: PdfIndex, walk: _Walk) -> RecordError | None:
         """Parse one EHF file into `walk.ehf`; a file that cannot be used is the error returned."""
         rules = walk.rules
         try:
@@ -275,9 +271,7 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
 
     # -- CSV -----------------------------------------------------------------------------
 
-    def _read_csv(
-        self, path: Path, name: str, pdfs: _PdfIndex, rules: FileRules
-    ) -> Iterator[_Item]:
+    def _read_csv(self, path: Path, name: str, pdfs: PdfIndex, rules: FileRules) -> Iterator[Item]:
         try:
             with rules.open(path) as handle:
                 problem = self._undecodable(handle, name)
@@ -313,8 +307,8 @@ path = "invoices"                # *.json, *.csv and EHF *.xml files; 20003.pdf 
         return None
 
     def _csv_records(
-        self, lines: Iterable[str], name: str, pdfs: _PdfIndex, rules: FileRules
-    ) -> Iterator[_Item]:
+        self, lines: Iterable[str], name: str, pdfs: PdfIndex, rules: FileRules
+    ) -> Iterator[Item]:
         lines = iter(lines)
         header_line = next(lines, "")
         if not header_line.strip():
@@ -362,7 +356,7 @@ class _EhfFiles:
         self.invoices: list[tuple[ubl.UblInvoice, Document | None]] = []
         self.credits: list[ubl.Credit] = []
 
-    def records(self) -> Iterator[_Item]:
+    def records(self) -> Iterator[Item]:
         """Every invoice, netted with the credits that name it; then the credits that could
         not be netted."""
         if not self.invoices and not self.credits:

@@ -11,7 +11,8 @@ from typing import TypeAlias
 from connectors.folder._files import FileRules, RefusedError, is_directory
 from kravia_sync import FileDocument, InvalidRecordError
 
-_PdfIndex: TypeAlias = Mapping[str, Path]
+# A directory's PDFs by file stem.
+PdfIndex: TypeAlias = Mapping[str, Path]
 
 
 def pdf_index(entries: Iterable[os.DirEntry[str]]) -> dict[str, Path]:
@@ -89,7 +90,7 @@ class FolderPdf(FileDocument):
 class InvoiceFile:
     """One invoice file being read: its name, the PDFs beside it, the record keys given out."""
 
-    def __init__(self, name: str, pdfs: _PdfIndex, rules: FileRules) -> None:
+    def __init__(self, name: str, pdfs: PdfIndex, rules: FileRules) -> None:
         self.name = name
         self._pdfs = pdfs
         self._rules = rules

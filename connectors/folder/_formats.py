@@ -26,7 +26,7 @@ from kravia_sync import (
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-    _Item: TypeAlias = SourceRecord | PaymentRecord | RecordError
+    Item: TypeAlias = SourceRecord | PaymentRecord | RecordError
 from connectors.folder._documents import InvoiceFile
 from connectors.folder._files import FILE
 
@@ -54,7 +54,7 @@ def _invoice_number(value: object) -> str | None:
     return None
 
 
-def json_record(item: object, index: int | None, invoice_file: InvoiceFile) -> _Item:
+def json_record(item: object, index: int | None, invoice_file: InvoiceFile) -> Item:
     """The record of one JSON object: `index` is its position in a list, None if it is alone."""
     fallback = invoice_file.name if index is None else f"{invoice_file.name}#{index}"
     if not isinstance(item, dict):
@@ -203,7 +203,7 @@ class CsvLayout:
 
 def csv_record(
     row: list[str], layout: CsvLayout, line: int, invoice_file: InvoiceFile
-) -> _Item | None:
+) -> Item | None:
     """The record of the CSV row starting at `line`, or None for a row with nothing in it (a
     blank line, a `;;;;` row of a spreadsheet export). Runs for every row of every pass, so
     it is kept lean: an invoice's fields are its non-empty cells by column (kept as text,

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from kravia_sync.connector import (
@@ -44,7 +44,6 @@ from kravia_sync.engine.driver import (
     CaseDriver,
     PassStoppedError,
     Preview,
-    journal_entry,
     kravia_may_hold,
     preview,
     timing_of,
@@ -81,7 +80,6 @@ from kravia_sync.settings import ConfigError, Settings, SourceConfig
 from kravia_sync.state.committer import GroupCommitter, StateWriteError
 from kravia_sync.state.errors import LeaseLostError, StateConflictError, StateError
 from kravia_sync.state.lease import LeaseKeeper
-from kravia_sync.state.records import JournalEntry, JournalKind
 from kravia_sync.state.source_read import SourceRead
 from kravia_sync.state.store import StateStore
 from kravia_sync.state.stored import utc_now as store_now
@@ -527,18 +525,6 @@ class Reconciler:
             raise PassFailedError(str(exc)) from None
         summary.counts.update(outcome.counts)
         summary.problems.extend(outcome.problems)
-
-    def _journal(
-        self,
-        case: CaseState,
-        operation: str,
-        attempt_id: str,
-        kind: JournalKind,
-        **details: Any,  # noqa: ANN401 - journal_entry's keywords
-    ) -> JournalEntry:
-        return journal_entry(
-            case, operation, attempt_id, kind, at=self.clock(), run_id=self._run_id, **details
-        )
 
     @property
     def committer(self) -> GroupCommitter:
