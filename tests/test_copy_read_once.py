@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from support import Sim, invoice_record, run_pass, write_config
 
-import kravia_sync.engine.reconcile as reconcile_module
+import kravia_sync.engine.reading as reading_module
 from kravia_sync.connector import Connector, ConnectorSettings, SourceRecord
 from kravia_sync.documents import CallableDocument
 from kravia_sync.engine.plan import Change
@@ -64,7 +64,7 @@ def test_each_new_invoices_copy_is_read_once_and_uploaded_as_read(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sim: Sim
 ) -> None:
     connector = CountingConnector()
-    monkeypatch.setattr(reconcile_module, "build_connector", lambda *_: connector)
+    monkeypatch.setattr(reading_module, "build_connector", lambda *_: connector)
     monkeypatch.setattr(WorkList, "IN_MEMORY", 5_000)  # the suite's own default writes out
 
     summary = run_pass(write_config(tmp_path, sim.base_url))
@@ -84,7 +84,7 @@ def test_past_the_budget_a_copy_is_read_again_at_its_upload(
     size = len(connector.copy_of(str(NUMBERS[0])))
     monkeypatch.setattr(WorkList, "COPIES_IN_MEMORY_BYTES", 3 * size)
     monkeypatch.setattr(WorkList, "IN_MEMORY", 5_000)
-    monkeypatch.setattr(reconcile_module, "build_connector", lambda *_: connector)
+    monkeypatch.setattr(reading_module, "build_connector", lambda *_: connector)
 
     summary = run_pass(write_config(tmp_path, sim.base_url))
 

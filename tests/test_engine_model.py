@@ -19,7 +19,7 @@ import pytest
 import structlog
 from engine_model import InvariantError, run_schedule, run_seeds
 
-from kravia_sync.engine import driver, forwarding
+from kravia_sync.engine import driver, payment_sizing
 from kravia_sync.engine.mirror import KraviaMirror
 from kravia_sync.identity import Absent
 from kravia_sync.logging import configure_logging
@@ -108,7 +108,7 @@ class TestTheModelCatchesABrokenEngine:
     ) -> None:
         """An engine that forwards a drop without limiting it to what is still owed pays a
         drop twice once its state store forgot the first."""
-        self._break(monkeypatch, forwarding, "limit_to_owed", lambda lines, *_args: (lines, []))
+        self._break(monkeypatch, payment_sizing, "limit_to_owed", lambda lines, *_args: (lines, []))
 
         violation = _first_violation(range(90), tmp_path)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from kravia_sync.engine.forwarding import PaymentForwarder
+from kravia_sync.engine.payment_sizing import DropSizing, net_late_registers
 from kravia_sync.kravia.answers import CaseStanding, MoneyLine, Settlement
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.lifecycle import CaseState, Phase
@@ -71,20 +72,13 @@ def test_without_payments_in_the_details_settlements_explain_a_drop(tmp_path: Pa
         ]
     )
     with StateStore(tmp_path / "state.db") as store:
-        forwarder = PaymentForwarder(
-            store,
-            client,
-            clock=lambda: NOW,
-            settle=timedelta(0),
-            retry_in=lambda _: timedelta(0),
-            run_id=None,
-        )
+        sizing = DropSizing(store, client, clock=lambda: NOW)
         unknown = CaseStanding(None, Decimal("700.00"), None, None, None)
         lines, updates, notes = asyncio.run(
-            forwarder._explain(state.writes[0], {"A-1": case("A-1", 77)}, {"A-1": unknown})
+            sizing.explain(state.writes[0], {"A-1": case("A-1", 77)}, {"A-1": unknown})
         )
         again, _, _ = asyncio.run(
-            forwarder._explain(
+            sizing.explain(
                 state.writes[0],
                 {"A-1": replace(case("A-1", 77), payouts_accounted=Decimal("300.00"))},
                 {"A-1": unknown},
@@ -120,17 +114,8 @@ def test_a_line_registered_again_after_the_payment_was_seen_is_netted(tmp_path: 
     state = plan_payments(parts, {}, source="erp", rule=PayoutRule(), now=seen).writes[0]
     again = replace(case("A-1", 77), registered_at=seen + timedelta(minutes=3))
     before = replace(case("A-2", 78), registered_at=seen - timedelta(days=2))
-    with StateStore(tmp_path / "state.db") as store:
-        forwarder = PaymentForwarder(
-            store,
-            SettlementsOnly([]),
-            clock=lambda: NOW,
-            settle=timedelta(0),
-            retry_in=lambda _: timedelta(0),
-            run_id=None,
-        )
-        kept = forwarder._net_late_registers(state, {"A-1": again, "A-2": before})
-        alone = forwarder._net_late_registers(replace(state, lines=state.lines[:1]), {"A-1": again})
+    kept = net_late_registers(state, {"A-1": again, "A-2": before}, now=NOW)
+    alone = net_late_registers(replace(state, lines=state.lines[:1]), {"A-1": again}, now=NOW)
 
     assert [line.accounting_invoice_id for line in kept.lines] == ["A-2"]
     assert "netted 300.00 on A-1" in (kept.note or "")

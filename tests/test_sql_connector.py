@@ -49,7 +49,7 @@ from sql_fixture import (
 )
 from support import Sim, cli_env, load, run_cli, run_pass, write_config
 
-import kravia_sync.engine.reconcile as reconcile_module
+import kravia_sync.engine.reading as reading_module
 from connectors.sql import EXAMPLE_SETTINGS, SqlConnector, SqlSettings, parse_money_text
 from connectors.sql._postgres import PostgresStampedRead
 from connectors.sql._server import driver_connect_args, statement_limit
@@ -655,9 +655,9 @@ class TestStampedRead:
         """Tiny chunks and batches: the second phase runs again and again while the first
         phase's server-side cursor is still open, in the same transaction; the cases are those
         of a plain read."""
-        monkeypatch.setattr(reconcile_module, "READ_CHUNK", 2)
-        monkeypatch.setattr(reconcile_module, "STAMPED_BATCH", 2)
-        monkeypatch.setattr(reconcile_module, "STAMPED_MAX_BATCHES", 100)
+        monkeypatch.setattr(reading_module, "READ_CHUNK", 2)
+        monkeypatch.setattr(reading_module, "STAMPED_BATCH", 2)
+        monkeypatch.setattr(reading_module, "STAMPED_MAX_BATCHES", 100)
         config = sql_config(tmp_path, sim, fixture_settings(pg_db, fetch_size=1))
 
         summary = run_pass(config)

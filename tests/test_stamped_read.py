@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from support import Sim, invoice_record, load, run_pass, write_config
 
-import kravia_sync.engine.reconcile as reconcile_module
+import kravia_sync.engine.reading as reading_module
 from kravia_sync.connector import (
     Connector,
     ConnectorError,
@@ -134,7 +134,7 @@ def table(count: int = ROWS) -> list[dict[str, Any] | PaymentRecord | RecordErro
 def passes(
     monkeypatch: pytest.MonkeyPatch, connector: TableConnector, config: Path, **kwargs: Any
 ) -> RunSummary:
-    monkeypatch.setattr(reconcile_module, "build_connector", lambda *_: connector)
+    monkeypatch.setattr(reading_module, "build_connector", lambda *_: connector)
     return run_pass(config, **kwargs)
 
 
@@ -258,9 +258,9 @@ class TestStampedRead:
         self, monkeypatch: pytest.MonkeyPatch, config: Path, sim: Sim
     ) -> None:
         """Chunks and batches of 4: a duplicate pair split across batches is refused whole."""
-        monkeypatch.setattr(reconcile_module, "READ_CHUNK", 4)
-        monkeypatch.setattr(reconcile_module, "STAMPED_BATCH", 4)
-        monkeypatch.setattr(reconcile_module, "STAMPED_MAX_BATCHES", 100)
+        monkeypatch.setattr(reading_module, "READ_CHUNK", 4)
+        monkeypatch.setattr(reading_module, "STAMPED_BATCH", 4)
+        monkeypatch.setattr(reading_module, "STAMPED_MAX_BATCHES", 100)
         rows = table()
         rows[21] = {**rows[21], "invoice_number": rows[1]["invoice_number"]}
         connector = TableConnector(rows)
@@ -277,9 +277,9 @@ class TestStampedRead:
     def test_too_many_batches_read_the_source_whole(
         self, monkeypatch: pytest.MonkeyPatch, config: Path, sim: Sim
     ) -> None:
-        monkeypatch.setattr(reconcile_module, "READ_CHUNK", 5)
-        monkeypatch.setattr(reconcile_module, "STAMPED_BATCH", 5)
-        monkeypatch.setattr(reconcile_module, "STAMPED_MAX_BATCHES", 2)
+        monkeypatch.setattr(reading_module, "READ_CHUNK", 5)
+        monkeypatch.setattr(reading_module, "STAMPED_BATCH", 5)
+        monkeypatch.setattr(reading_module, "STAMPED_MAX_BATCHES", 2)
         rows = table()
         connector = TableConnector(rows)
 
@@ -385,7 +385,7 @@ class TestTheWorkList:
         shop = LabelledCopies([invoice_record(4, debtor_number="S1")], "shop", "3000")
         connectors = {"files": files, "shop": shop}
         monkeypatch.setattr(
-            reconcile_module, "build_connector", lambda _settings, source: connectors[source.name]
+            reading_module, "build_connector", lambda _settings, source: connectors[source.name]
         )
 
         summary = run_pass(config)

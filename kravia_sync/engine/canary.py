@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from kravia_sync.engine.diff import WorkItem, WorkList
+from kravia_sync.engine.errors import PassFailedError
+from kravia_sync.engine.summary import RunSummary
 from kravia_sync.errors import KraviaSyncError
 from kravia_sync.kravia.answers import RawAnswer, parse_http_date
 from kravia_sync.kravia.assumptions import SEARCH_PAGE_SIZE
@@ -50,6 +52,7 @@ from kravia_sync.state.store import StateStore
 __all__ = [
     "CanaryFailedError",
     "CanaryRun",
+    "canary_stage",
     "contract_key",
     "probe",
     "report",
@@ -282,3 +285,37 @@ async def probe(client: KraviaClient, *, kravia_id: int | None) -> list[Finding]
 
 def _ok(answers: list[RawAnswer], operation: str) -> RawAnswer | None:
     return next((a for a in answers if a.operation == operation and 200 <= a.status < 300), None)
+
+
+async def canary_stage(
+    canary: CanaryRun,
+    work: WorkList,
+    summary: RunSummary,
+    apply: Callable[[list[WorkItem]], Awaitable[list[CaseState]]],
+    *,
+    on_failed: Callable[[], None],
+) -> None:
+    """First contact, as a stage of a pass: while no contract with this Kravia is confirmed,
+    one case goes end to end and is read back before the rest of the work (it is taken out
+    of `work`). When Kravia's answers differ from what the engine reads, `on_failed` is
+    called, the differences are the summary's problems and the pass fails here."""
+    try:
+        outcome = await canary.before_work(work, apply)
+    except CanaryFailedError as exc:
+        on_failed()
+        summary.problems.extend(
+            {
+                "source": "kravia",
+                "record": canary.base_url,
+                "field": finding.assumption,
+                "reason": f"came back: {finding.seen}" + (f"; {finding.note}" * bool(finding.note)),
+            }
+            for finding in exc.findings
+            if finding.verdict.value == "differs"
+        )
+        summary.counts["canary_differs"] += 1
+        raise PassFailedError(str(exc)) from None
+    except KraviaError as exc:
+        raise PassFailedError(exc.stop_reason("search")) from None
+    if outcome not in {"known", "waiting"}:
+        summary.counts[f"canary_{outcome}"] += 1

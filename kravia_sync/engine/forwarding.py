@@ -19,11 +19,13 @@ from decimal import Decimal
 
 import structlog
 
+from kravia_sync.engine.payment_journal import kravia_id_of, payment_journal
+from kravia_sync.engine.payment_sizing import DropSizing, net_late_registers, payouts_of
+from kravia_sync.engine.payment_verify import PaymentVerifier
 from kravia_sync.errors import KraviaSyncError
 from kravia_sync.kravia.answers import (
     CaseStanding,
     MoneyLine,
-    Settlement,
     case_standing,
     payment_recorded,
 )
@@ -33,17 +35,12 @@ from kravia_sync.kravia.errors import Failure, KraviaError
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState, Phase
 from kravia_sync.logging import redact
 from kravia_sync.payments import (
-    LineEvidence,
     PaymentKind,
-    PaymentLine,
     PaymentPhase,
     PaymentState,
     PaymentStep,
     clamp_lines,
-    explain_by_payouts,
-    limit_to_owed,
     next_payment_step,
-    payment_arrived,
 )
 from kravia_sync.state.lease import LeaseKeeper
 from kravia_sync.state.records import JournalEntry, JournalKind
@@ -93,8 +90,9 @@ class PaymentForwarder:
         self.run_id = run_id
         self.max_inline_wait = max_inline_wait
         self.max_waits = max_waits
-        self._settlements: list[Settlement] | None = None  # read once, when first needed
         self.should_stop = should_stop  # checked before each payment and each step
+        self.sizing = DropSizing(store, client, clock=clock)
+        self.verifier = PaymentVerifier(store, client, clock=clock, run_id=run_id)
 
     async def forward(self, payments: list[PaymentState]) -> PaymentOutcome:
         outcome = PaymentOutcome()
@@ -151,12 +149,20 @@ class PaymentForwarder:
             await asyncio.sleep(max(delay, 0.0))
         return payment
 
+    async def _verify(
+        self, payment: PaymentState, cases: Mapping[str, CaseState], outcome: PaymentOutcome
+    ) -> PaymentState:
+        verified = await self.verifier.verify(payment, cases)
+        if verified.phase is PaymentPhase.NEW:  # it did not arrive: sent again
+            return await self._drive(verified, outcome)
+        return verified
+
     async def _send(
         self, payment: PaymentState, cases: Mapping[str, CaseState], outcome: PaymentOutcome
     ) -> PaymentState:
         if not payment.derived:
             # A drop is limited by Kravia's capital instead (below): no clock is compared.
-            payment = self._net_late_registers(payment, cases)
+            payment = net_late_registers(payment, cases, now=self.clock())
         if payment.phase is PaymentPhase.NETTED:
             self.store.write_payments([payment], [])
             return payment
@@ -173,7 +179,7 @@ class PaymentForwarder:
         case_updates: list[CaseState] = []
         notes: list[str] = []
         if payment.derived:
-            derived = await self._drop_lines(payment, cases, standings, outcome)
+            derived = await self.sizing.drop_lines(payment, cases, standings, outcome.counts)
             if isinstance(derived, PaymentState):
                 return derived
             lines, case_updates, notes = derived
@@ -192,7 +198,7 @@ class PaymentForwarder:
             final = replace(
                 payment, lines=clamped, phase=phase, updated_at=now, note="; ".join(notes) or None
             )
-            self.store.write_payments([final], [], case_notes=_payouts(case_updates))
+            self.store.write_payments([final], [], case_notes=payouts_of(case_updates))
             return final
         attempt_id = uuid.uuid4().hex
         pending = replace(
@@ -205,83 +211,7 @@ class PaymentForwarder:
             note="; ".join(notes) or payment.note,
             settle_after=self._kravia_now() + self.settle,
         )
-        return await self._transmit(payment, pending, cases, _payouts(case_updates))
-
-    async def _drop_lines(
-        self,
-        payment: PaymentState,
-        cases: Mapping[str, CaseState],
-        standings: Mapping[str, CaseStanding],
-        outcome: PaymentOutcome,
-    ) -> tuple[tuple[PaymentLine, ...], list[CaseState], list[str]] | PaymentState:
-        """What of an amount drop is still to be sent: Kravia's own payouts taken out, each
-        line limited to what the source says is owed; the payment as written when it is not
-        sent (parked or netted)."""
-        unknown = _unknown_money(standings)
-        if unknown is not None:
-            # Money of a type we cannot read could be Kravia's own payout: never sent
-            # back on a guess.
-            review = replace(
-                payment, phase=PaymentPhase.NEEDS_REVIEW, updated_at=self.clock(), note=unknown
-            )
-            self.store.write_payments([review], [])
-            return review
-        lines, case_updates, notes = await self._explain(payment, cases, standings)
-        remaining = {aid: standing.remaining_capital for aid, standing in standings.items()}
-        limited = self._limited_to_owed(payment, lines, cases, remaining, outcome)
-        if isinstance(limited, PaymentState):
-            return limited
-        lines, owed_notes = limited
-        if owed_notes and not any(line.amount for line in lines):
-            netted = replace(
-                payment,
-                phase=PaymentPhase.NETTED,
-                updated_at=self.clock(),
-                note="; ".join(notes + owed_notes),
-            )
-            self.store.write_payments([netted], [], case_notes=_payouts(case_updates))
-            return netted  # counted by `forward`, as every payment's final phase
-        return lines, case_updates, notes + owed_notes
-
-    def _limited_to_owed(
-        self,
-        payment: PaymentState,
-        lines: tuple[PaymentLine, ...],
-        cases: Mapping[str, CaseState],
-        remaining: Mapping[str, Decimal | None],
-        outcome: PaymentOutcome,
-    ) -> tuple[tuple[PaymentLine, ...], list[str]] | PaymentState:
-        """A drop's lines limited so no case's capital falls below what the source says is
-        owed (`limit_to_owed`), with a note per line limited; the payment as written when a
-        case's capital cannot be read (a person looks: a drop sent on a guess could be money
-        paid twice)."""
-        now = self.clock()
-        unread = [
-            line.accounting_invoice_id
-            for line in lines
-            if remaining.get(line.accounting_invoice_id) is None
-        ]
-        if unread:
-            review = replace(
-                payment,
-                phase=PaymentPhase.NEEDS_REVIEW,
-                updated_at=now,
-                note=(
-                    f"Kravia's case details do not say the capital left on {', '.join(unread)}, "
-                    "so how much of the drop is still to be paid cannot be told: check the case "
-                    f"in Kravia, then kravia-sync resolve --payment {payment.payment_id}"
-                ),
-            )
-            self.store.write_payments([review], [])
-            return review
-        owed = {aid: cases[aid].amount for aid in payment.invoices}
-        limited, notes = limit_to_owed(lines, remaining, owed)
-        for note in notes:
-            log.warning(
-                "payment limited to what was paid", payment_id=payment.payment_id, detail=note
-            )
-            outcome.counts["payments_limited"] += 1
-        return limited, notes
+        return await self._transmit(payment, pending, cases, payouts_of(case_updates))
 
     def _already_in_kravia(
         self, payment: PaymentState, standings: Mapping[str, CaseStanding]
@@ -331,7 +261,7 @@ class PaymentForwarder:
         )
         intent = self._journal(pending, operation, attempt_id, JournalKind.INTENT, message=amounts)
         money = [
-            MoneyLine(kravia_id=_kravia_id(cases, line), amount=line.sent)
+            MoneyLine(kravia_id=kravia_id_of(cases, line), amount=line.sent)
             for line in pending.lines
             if line.sent
         ]
@@ -409,183 +339,6 @@ class PaymentForwarder:
         )
         return sent
 
-    async def _explain(
-        self,
-        payment: PaymentState,
-        cases: Mapping[str, CaseState],
-        standings: Mapping[str, CaseStanding],
-    ) -> tuple[tuple[PaymentLine, ...], list[CaseState], list[str]]:
-        """The part of a derived payment (an amount drop) that Kravia's own payouts do not
-        explain; the cases with the payouts now accounted for; notes. Kravia's payouts on a
-        case are those its details list as collected; where the details list no payments,
-        those of `GET settlements` (booked or not). Neither readable: the call fails and the
-        payment waits, since a payout we cannot see could be echoed back."""
-        lines: list[PaymentLine] = []
-        updates: list[CaseState] = []
-        notes: list[str] = []
-        for line in payment.lines:
-            case = cases[line.accounting_invoice_id]
-            standing = standings[line.accounting_invoice_id]
-            if standing.payments is not None:
-                collected = sum(
-                    (p.amount for p in standing.payments if p.kind is RecordedKind.COLLECTED),
-                    Decimal(0),
-                )
-            else:
-                collected = await self._settled(case.kravia_id)
-            explained, accounted = explain_by_payouts(
-                line.amount, collected=collected, accounted=case.payouts_accounted or Decimal(0)
-            )
-            if explained:
-                notes.append(
-                    f"{explained} of the drop on {line.accounting_invoice_id} is Kravia's own "
-                    "payout: not sent back"
-                )
-                updates.append(replace(case, payouts_accounted=accounted))
-            lines.append(replace(line, amount=line.amount - explained))
-        return tuple(lines), updates, notes
-
-    def _net_late_registers(
-        self, payment: PaymentState, cases: Mapping[str, CaseState]
-    ) -> PaymentState:
-        """A case whose register's answer was lost when the payment was first seen may have
-        been registered again since, with the source's amount of then, which already left
-        the payment out: such lines are netted, not sent."""
-        late = [
-            line
-            for line in payment.lines
-            if (registered := cases[line.accounting_invoice_id].registered_at) is not None
-            and payment.first_seen_at <= registered
-        ]
-        if not late:
-            return payment
-        netted = ", ".join(f"{line.amount} on {line.accounting_invoice_id}" for line in late)
-        note = (
-            f"netted {netted}: the register that created the case was sent after this was "
-            "first seen, with an amount that already left it out"
-        )
-        kept = tuple(line for line in payment.lines if line not in late)
-        if not kept:
-            return replace(payment, phase=PaymentPhase.NETTED, note=note, updated_at=self.clock())
-        joined = f"{payment.note}; {note}" if payment.note else note
-        return replace(payment, lines=kept, note=joined, updated_at=self.clock())
-
-    async def _settled(self, kravia_id: int | None) -> Decimal:
-        """What Kravia's settlements say it paid out on one case."""
-        if self._settlements is None:
-            self._settlements = await self.client.settlements(exclude_closed=False)
-        return sum(
-            (
-                line.amount
-                for settlement in self._settlements
-                for line in settlement.lines
-                if line.kravia_id == kravia_id
-            ),
-            Decimal(0),
-        )
-
-    async def _verify(
-        self, payment: PaymentState, cases: Mapping[str, CaseState], outcome: PaymentOutcome
-    ) -> PaymentState:
-        """After a lost answer: did the payment reach the cases it was sent to (the lines that
-        carried an amount)? See `payment_arrived`: never a second payment on a guess. An
-        amount drop that Kravia does not list where it lists the case's payments, though the
-        capital moved, is sent again: limited to what Kravia's capital holds above what the
-        source says is owed, a drop that did arrive sends nothing."""
-        attempt_id = uuid.uuid4().hex
-        started = time.monotonic()
-        kind = (
-            RecordedKind.CREDIT_NOTE
-            if payment.kind is PaymentKind.CREDIT_NOTE
-            else RecordedKind.PAYMENT
-        )
-        evidence: list[LineEvidence] = []
-        # Whether every case it was sent to lists payments of ours by their ids (so Kravia
-        # does fill the list in), and this one on none of them.
-        listed_elsewhere = True
-        for line in payment.lines:
-            if line.sent is not None and line.sent <= 0:
-                continue  # not in the body: Kravia cannot list it there
-            standing = case_standing(await self.client.details(_kravia_id(cases, line)))
-            recorded_here = payment_recorded(standing, payment.payment_id, kind=kind)
-            evidence.append(
-                LineEvidence(recorded_here, standing.remaining_capital, line.left_before)
-            )
-            listed_elsewhere = (
-                listed_elsewhere
-                and recorded_here is False
-                and any(p.accounting_payment_id for p in standing.payments or ())
-            )
-        recorded = payment_arrived(evidence)
-        listed_elsewhere = listed_elsewhere and bool(evidence)
-        now = self.clock()
-        if recorded is not True and not self._past_settle(payment):
-            return payment  # it may still land: decided at a later pass, on Kravia's clock
-        if recorded is True:
-            after = replace(
-                payment,
-                phase=PaymentPhase.SENT,
-                pending_attempt=None,
-                pending_since=None,
-                updated_at=now,
-            )
-        elif recorded is False or (payment.derived and listed_elsewhere):
-            after = replace(
-                payment,
-                phase=PaymentPhase.NEW,
-                pending_attempt=None,
-                pending_since=None,
-                updated_at=now,
-                note=(
-                    "the answer was lost and Kravia does not list the payment: sending again"
-                    if recorded is False
-                    # Not listed, but the capital moved (another payment since): an amount drop
-                    # is limited to what Kravia's capital holds above what the source says is
-                    # owed, read afresh, so one that did arrive after all sends nothing.
-                    else "the answer was lost; Kravia lists the case's payments but not this "
-                    "one, and its capital moved since: sent again, limited to what is still "
-                    "owed (nothing, if it did arrive)"
-                ),
-            )
-        else:
-            after = replace(
-                payment,
-                phase=PaymentPhase.NEEDS_REVIEW,
-                updated_at=now,
-                note=(
-                    "the answer was lost and Kravia's case details do not show whether it "
-                    f"arrived: check in Kravia whether {payment.payment_id} is there, then "
-                    f"kravia-sync resolve --payment {payment.payment_id} --as sent (or --as new "
-                    "to send it again)"
-                ),
-            )
-        self.store.write_payments(
-            [after],
-            [
-                self._journal(
-                    after,
-                    "payment_verify",
-                    attempt_id,
-                    JournalKind.OUTCOME,
-                    outcome="ok",
-                    status=200,
-                    started=started,
-                    message=f"recorded: {recorded}",
-                )
-            ],
-        )
-        if after.phase is PaymentPhase.NEW:
-            return await self._drive(after, outcome)
-        return after
-
-    def _past_settle(self, payment: PaymentState) -> bool:
-        """Whether a sent payment whose answer was lost has had the settle time to land
-        (Kravia's clock, read from the details just fetched, is past its `settle_after`)."""
-        kravia_now = self.client.kravia_now()
-        if payment.settle_after is None or kravia_now is None:
-            return True  # nothing to wait for, or no Kravia clock: the host's settle applies
-        return kravia_now >= payment.settle_after
-
     def _after_failure(self, pending: PaymentState, error: KraviaError) -> PaymentState:
         now = self.clock()
         message = redact(str(error))
@@ -624,44 +377,15 @@ class PaymentForwarder:
         message: str | None = None,
         started: float | None = None,
     ) -> JournalEntry:
-        return JournalEntry(
-            attempt_id=attempt_id,
-            kind=kind,
-            operation=operation,
-            accounting_invoice_id=payment.lines[0].accounting_invoice_id,
+        return payment_journal(
+            payment,
+            operation,
+            attempt_id,
+            kind,
+            outcome=outcome,
+            status=status,
+            message=message,
+            started=started,
             at=self.clock(),
             run_id=self.run_id,
-            outcome=outcome,
-            http_status=status,
-            duration_ms=None if started is None else round((time.monotonic() - started) * 1000),
-            message=None if message is None else redact(message)[:1000],
-            payment_id=payment.payment_id,
         )
-
-
-def _unknown_money(standings: Mapping[str, CaseStanding]) -> str | None:
-    """Why money Kravia lists on a case cannot be told apart from its own payouts, or None."""
-    for aid, standing in standings.items():
-        unknown = [p for p in standing.payments or () if p.kind is RecordedKind.UNKNOWN]
-        if unknown:
-            return (
-                f"Kravia lists {unknown[0].amount} of a type we do not know on {aid}'s case: it "
-                "may be Kravia's own payout, which must not be sent back. Check the case in "
-                "Kravia, then resolve this payment (--as new to send it, --as sent to drop it)"
-            )
-    return None
-
-
-def _payouts(cases: list[CaseState]) -> list[tuple[str, dict[str, Decimal | None]]]:
-    """Only the payouts accounted for: the rest of each case row is not ours to write."""
-    return [
-        (case.accounting_invoice_id, {"payouts_accounted": case.payouts_accounted})
-        for case in cases
-    ]
-
-
-def _kravia_id(cases: Mapping[str, CaseState], line: PaymentLine) -> int:
-    kravia_id = cases[line.accounting_invoice_id].kravia_id
-    if kravia_id is None:
-        raise ValueError(f"{line.accounting_invoice_id} is not in Kravia")
-    return kravia_id

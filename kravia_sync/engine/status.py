@@ -5,6 +5,7 @@ collects, and any invoice Kravia holds twice. Each is flagged on its case and in
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -16,9 +17,11 @@ from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.errors import KraviaError
 from kravia_sync.lifecycle import CaseState, note_columns
 from kravia_sync.settings import Settings
+from kravia_sync.state.errors import LeaseLostError
+from kravia_sync.state.lease import LeaseKeeper
 from kravia_sync.state.store import StateStore
 
-__all__ = ["STATUS_DUE", "StatusPullBack"]
+__all__ = ["STATUS_DUE", "StatusPullBack", "refresh_statuses"]
 
 STATUS_DUE = "status_due"  # meta key: when the next pull-back in a pass is due
 
@@ -126,3 +129,31 @@ class StatusPullBack:
             await asyncio.to_thread(self.store.set_case_notes, notes)
             if summary.status == RunStatus.DONE:
                 summary.status = RunStatus.ATTENTION
+
+
+async def refresh_statuses(
+    settings: Settings,
+    store: StateStore,
+    client: KraviaClient,
+    *,
+    clock: Callable[[], datetime],
+    lease: LeaseKeeper,
+) -> RunSummary:
+    """All of `kravia-sync refresh`: the status pull-back alone, forced, under the writer
+    lease (taken here and given up at the end)."""
+    summary = RunSummary(run_id=None, started_at=clock())
+    clock_start = time.monotonic()
+    lease.acquire()
+    mirror = KraviaMirror(store, client, clock=clock)
+    try:
+        pull_back = StatusPullBack(settings, store, client=client, clock=clock, mirror=mirror)
+        await pull_back.refresh(summary, force=True)
+    except (PassFailedError, LeaseLostError) as exc:
+        summary.fail(str(exc))
+    finally:
+        lease.release()
+    if summary.counts["status_refresh_failed"]:
+        summary.status = RunStatus.FAILED
+        summary.error = mirror.failure
+    summary.close(client, clock_start=clock_start)
+    return summary

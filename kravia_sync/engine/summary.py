@@ -3,11 +3,15 @@ remote calls, pace, plan and problems."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from kravia_sync.kravia.client import KraviaClient
+from kravia_sync.logging import redact
 
 __all__ = ["PlannedAction", "RunStatus", "RunSummary", "SourceResult"]
 
@@ -53,6 +57,18 @@ class RunSummary:
     planned: list[PlannedAction] = field(default_factory=list)
     problems: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
+
+    def fail(self, why: str) -> None:
+        """The run failed: `why`, with any secret in it masked, is its error."""
+        self.status = RunStatus.FAILED
+        self.error = redact(why)
+
+    def close(self, client: KraviaClient, *, clock_start: float) -> None:
+        """At the run's end: how long it took (`clock_start`: its `time.monotonic()` at the
+        start), the calls it made and the pace they went at."""
+        self.duration_seconds = time.monotonic() - clock_start
+        self.remote_calls = dict(client.stats.counts)
+        self.pacing = client.pacing().as_dict()
 
     def as_dict(self) -> dict[str, Any]:
         return {

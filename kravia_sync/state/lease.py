@@ -9,6 +9,7 @@ could expire under a call in flight.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +53,26 @@ class LeaseKeeper:
         self._renewed = 0.0  # when the lease was last renewed (`_elapsed`)
         self.lost: str | None = None
         self.holder: str | None = None
+
+    @classmethod
+    def stopping(
+        cls,
+        store: StateStore,
+        *,
+        ttl: timedelta,
+        clock: Callable[[], datetime],
+        stop: Callable[[], None],
+    ) -> LeaseKeeper:
+        """A keeper for a pass of its own, made on the pass's event loop: losing the lease
+        calls `stop` there (nothing more is sent: every write after that is refused by the
+        fence anyway)."""
+        loop = asyncio.get_running_loop()
+
+        def lost(why: str) -> None:
+            log.error("stopping the pass", reason=why)
+            loop.call_soon_threadsafe(stop)
+
+        return cls(store, ttl=ttl, clock=clock, on_lost=lost)
 
     @property
     def ttl(self) -> timedelta:

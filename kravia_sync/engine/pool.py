@@ -1,0 +1,144 @@
+"""Drive every case of a pass's work through the case driver, with a fixed pool of workers.
+
+Each case goes through `kravia_sync.engine.driver.CaseDriver`; this stage hands the cases
+out, stops taking new ones when the pass is asked to stop, keeps one case's unexpected
+failure from stopping the rest, and counts where each case ended in the run summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+from kravia_sync.engine.diff import ATTENTION_PHASES
+from kravia_sync.engine.driver import CaseDriver, PassStoppedError
+from kravia_sync.engine.errors import PassFailedError
+from kravia_sync.engine.summary import RunStatus, RunSummary
+from kravia_sync.engine.worklist import WorkItem, WorkList
+from kravia_sync.lifecycle import CaseState, Phase, Step, Timing, next_step
+from kravia_sync.logging import get_logger, redact
+from kravia_sync.settings import Settings
+from kravia_sync.state.committer import StateWriteError
+from kravia_sync.state.errors import LeaseLostError
+
+__all__ = ["CasePool", "Progress", "judge_run"]
+
+log = get_logger("kravia_sync.engine.pool")
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+
+    def advance(self) -> None: ...
+
+
+class CasePool:
+    """Drives a pass's cases, `max_in_flight * 2` at a time (so the next intents are
+    committed while calls are out)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        driver: CaseDriver,
+        *,
+        timing: Timing,
+        clock: Callable[[], datetime],
+        stop: asyncio.Event,
+        progress: Progress,
+    ) -> None:
+        self.settings = settings
+        self.driver = driver
+        self.timing = timing
+        self.clock = clock
+        self.stop = stop
+        self.progress = progress
+
+    async def drive(
+        self,
+        work: WorkList | list[WorkItem],
+        summary: RunSummary,
+        *,
+        finals: list[CaseState] | None = None,
+    ) -> None:
+        """Drive every case with a fixed pool of workers (twice the calls allowed in flight, so
+        the next intents are committed while calls are out), counting where each ends (kept
+        in `finals` when given). Memory does not grow with the number of cases: the work
+        list gives them out a chunk at a time."""
+        driver = self.driver
+        pending = iter(work)
+
+        async def worker() -> None:
+            for item in pending:
+                if self.stop.is_set():
+                    return
+                try:
+                    final = await driver.drive(item)
+                    self._tally(final, summary)
+                    if finals is not None:
+                        finals.append(final)
+                except PassStoppedError as exc:
+                    raise PassFailedError(str(exc)) from None
+                except (PassFailedError, StateWriteError, LeaseLostError):
+                    raise
+                except Exception as exc:  # one case's unexpected failure never stops the rest
+                    log.exception(
+                        "case failed unexpectedly",
+                        accounting_invoice_id=item.case.accounting_invoice_id,
+                    )
+                    summary.counts["errors"] += 1
+                    summary.problems.append(
+                        {
+                            "source": item.case.source,
+                            "record": item.case.record_key,
+                            "field": "engine",
+                            "reason": redact(f"{type(exc).__name__}: {exc}"),
+                        }
+                    )
+                finally:
+                    self.progress.advance()
+
+        workers = [
+            asyncio.create_task(worker())
+            for _ in range(min(len(work), self.settings.kravia.max_in_flight * 2))
+        ]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+        finally:
+            summary.counts.update(driver.log.counts)
+        judge_run(summary)
+
+    def _tally(self, case: CaseState, summary: RunSummary) -> None:
+        """Count where a case ended."""
+        if case.phase is Phase.STARTED:
+            return
+        if case.phase in ATTENTION_PHASES:
+            summary.counts[case.phase.value] += 1
+            summary.problems.append(
+                {
+                    "source": case.source,
+                    "record": case.record_key,
+                    "field": "kravia",
+                    "reason": case.last_error or case.phase.value,
+                }
+            )
+            return
+        decision = next_step(
+            case, start=self.settings.policy.start, now=self.clock(), timing=self.timing
+        )
+        summary.counts["awaiting_approval" if decision.step is Step.NONE else "deferred"] += 1
+
+
+def judge_run(summary: RunSummary) -> None:
+    """Whether the run needs attention, from what it counted."""
+    needs_person = summary.counts["rejected"] + summary.counts["needs_review"]
+    if summary.status != RunStatus.FAILED and (
+        summary.problems or summary.counts["deferred"] or needs_person
+    ):
+        summary.status = RunStatus.ATTENTION
