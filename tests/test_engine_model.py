@@ -19,7 +19,7 @@ import pytest
 import structlog
 from engine_model import InvariantError, run_schedule, run_seeds
 
-from kravia_sync.engine import driver, payment_sizing
+from kravia_sync.engine import payment_sizing, settling
 from kravia_sync.engine.mirror import KraviaMirror
 from kravia_sync.identity import Absent
 from kravia_sync.logging import configure_logging
@@ -124,7 +124,7 @@ class TestTheModelCatchesABrokenEngine:
         async def never(*_args: object) -> bool:
             return False
 
-        self._break(monkeypatch, driver.CaseDriver, "_refused_start_was_done", never)
+        self._break(monkeypatch, settling.CaseSettler, "refused_start_was_done", never)
 
         violation = _first_violation(range(40), tmp_path)
 

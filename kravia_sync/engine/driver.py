@@ -11,9 +11,11 @@ Every call that changes a case in Kravia goes through one door, `CaseDriver._sen
    transaction: `StateStore.commit_case_writes`);
 4. the call, then its outcome (compare-and-set again).
 
-Settling a call whose answer was lost (a look-up in the mirror, a read of the case's details)
-sends nothing; whatever the case's next step is then, it goes through the door like any other.
-`plan` asks `CaseDriver.preview` the same questions without sending anything.
+Settling a call whose answer was lost (a look-up in the mirror, a read of the case's details:
+`kravia_sync.engine.settling`) sends nothing; whatever the case's next step is then, it goes
+through the door like any other. `plan` asks the same questions without sending anything
+(`kravia_sync.engine.case_preview.preview`); what the driver and the settling share, writing
+each outcome with its journal line, is in `kravia_sync.engine.case_writes`.
 """
 
 from __future__ import annotations
@@ -22,45 +24,55 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
 
 from kravia_sync.documents import check_pdf, read_copy
+from kravia_sync.engine.case_preview import (
+    Preview,
+    copy_problem,
+    judged,
+    kravia_may_hold,
+    preview,
+    timing_of,
+)
+from kravia_sync.engine.case_writes import CaseWrites, DriveLog, PassStoppedError, journal_entry
 from kravia_sync.engine.diff import SETTLING_STEPS, WorkItem
-from kravia_sync.engine.gate import Refusal, RefusalKind, judge
+from kravia_sync.engine.gate import Refusal
 from kravia_sync.engine.mirror import KraviaMirror
+from kravia_sync.engine.settling import CaseSettler
 from kravia_sync.errors import InvalidRecordError
-from kravia_sync.identity import Absent, Adopt, KnownCase, Unknown, Verdict
-from kravia_sync.kravia.answers import case_progress, case_standing
+from kravia_sync.identity import KnownCase
 from kravia_sync.kravia.calls import Reservation
 from kravia_sync.kravia.client import KraviaClient
-from kravia_sync.kravia.errors import Failure, KraviaError, backoff_delay, start_already_done
+from kravia_sync.kravia.errors import Failure, KraviaError, start_already_done
 from kravia_sync.lifecycle import (
     CaseState,
-    Decision,
-    Phase,
     Step,
-    Timing,
-    adopted_at_capital,
-    after_details,
     after_failure,
-    after_identity,
-    after_lookup_failed,
     after_success,
     begin,
     next_step,
 )
 from kravia_sync.logging import get_logger, redact
 from kravia_sync.model import Invoice
-from kravia_sync.settings import PolicySettings, Settings
+from kravia_sync.settings import Settings
 from kravia_sync.state.committer import GroupCommitter
 from kravia_sync.state.errors import LeaseLostError
 from kravia_sync.state.lease import LeaseKeeper
-from kravia_sync.state.records import CaseWrite, JournalEntry, JournalKind, WriteStatus
+from kravia_sync.state.records import CaseWrite, JournalKind, WriteStatus
 
-__all__ = ["CaseDriver", "PassStoppedError", "Preview", "copy_problem"]
+__all__ = [
+    "CaseDriver",
+    "PassStoppedError",
+    "Preview",
+    "copy_problem",
+    "journal_entry",
+    "kravia_may_hold",
+    "preview",
+    "timing_of",
+]
 
 log = get_logger("kravia_sync.engine.driver")
 
@@ -68,27 +80,7 @@ _OPERATION = {Step.REGISTER: "register", Step.UPLOAD: "document", Step.START: "s
 _DONE_COUNT = {Step.REGISTER: "registered", Step.UPLOAD: "documented", Step.START: "started"}
 
 
-class PassStoppedError(Exception):
-    """The whole pass must stop (a refused token, a wrong base URL)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Preview:
-    """What the driver would do next for a case, and why."""
-
-    step: str
-    detail: str = ""
-
-
-@dataclass(slots=True)
-class DriveLog:
-    """What the driver did in a pass, for the run summary."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-    problems: list[dict[str, str]] = field(default_factory=list)
-
-
-class CaseDriver:
+class CaseDriver(CaseWrites):
     """Drives the cases of one pass against one Kravia client and one state store."""
 
     def __init__(
@@ -104,17 +96,30 @@ class CaseDriver:
         pass_began: datetime,
         stop: asyncio.Event,
     ) -> None:
-        self.settings = settings
-        self.client = client
-        self.committer = committer
-        self.mirror = mirror
-        self.lease = lease
-        self.clock = clock
-        self.run_id = run_id
+        super().__init__(
+            settings,
+            client=client,
+            committer=committer,
+            mirror=mirror,
+            lease=lease,
+            clock=clock,
+            run_id=run_id,
+            stop=stop,
+            log=DriveLog(),
+        )
         self.pass_began = pass_began
-        self.stop = stop
-        self.timing = timing_of(settings)
-        self.log = DriveLog()
+        # Settling shares this driver's means of writing and its log.
+        self.settler = CaseSettler(
+            settings,
+            client=client,
+            committer=committer,
+            mirror=mirror,
+            lease=lease,
+            clock=clock,
+            run_id=run_id,
+            stop=stop,
+            log=self.log,
+        )
 
     # --- one case -----------------------------------------------------------------------------
     async def drive(self, item: WorkItem) -> CaseState:
@@ -141,7 +146,7 @@ class CaseDriver:
             if decision.step in SETTLING_STEPS | {Step.VERIFY_ADOPTED}:
                 # Settling decides nothing about sending: the next step is decided afresh and
                 # passes the gate like any other.
-                settled = await self._settle(decision.step, case)
+                settled = await self.settler.settle(decision.step, case)
                 if settled == case:
                     return case
                 if decision.step is Step.LOOKUP and self.mirror.failure is not None:
@@ -176,7 +181,7 @@ class CaseDriver:
         return await self._send(step, case, item.invoice, checked_copy=checked)
 
     def _judge(self, step: Step, case: CaseState, item: WorkItem) -> Refusal | None:
-        return _judged(
+        return judged(
             step,
             case,
             item,
@@ -186,8 +191,8 @@ class CaseDriver:
 
     async def _refused(self, step: Step, case: CaseState, refusal: Refusal) -> CaseState:
         """The case after the gate refused `step`: as it was, or adopted instead of a
-        register (`_adopted_instead`)."""
-        adopted = await self._adopted_instead(case) if step is Step.REGISTER else None
+        register (`CaseSettler.adopted_instead`)."""
+        adopted = await self.settler.adopted_instead(case) if step is Step.REGISTER else None
         if adopted is not None:
             return adopted
         self.log.counts[f"gated_{refusal.kind.value}"] += 1
@@ -205,12 +210,12 @@ class CaseDriver:
         """`checked_copy`: for an upload, the copy as read and checked earlier in this pass
         (None: it is read now)."""
         if step is Step.REGISTER:
-            known = await self._known_in_kravia(case)
+            known = await self.settler.known_in_kravia(case)
             if known is not None:
                 return known
         content = b""
         if step is Step.UPLOAD:
-            loaded = checked_copy or await self._load_copy(case, invoice)
+            loaded = checked_copy or await _load_copy(case, invoice, self.log)
             if isinstance(loaded, CaseState):
                 return loaded
             content = loaded
@@ -249,7 +254,7 @@ class CaseDriver:
             except KraviaError as error:
                 failure = error
         if failure is not None:  # the slot is given back first: a look at details takes one
-            done = await self._refused_start_was_done(step, pending, failure)
+            done = await self.settler.refused_start_was_done(step, pending, failure)
             if done is None:
                 failure = KraviaError(
                     Failure.TRANSIENT,
@@ -365,496 +370,22 @@ class CaseDriver:
         )
         return replace(after, revision=pending.revision + 1)
 
-    async def _refused_start_was_done(
-        self, step: Step, pending: CaseState, error: KraviaError
-    ) -> bool | None:
-        """Whether a Start Kravia refused is one it had done already (sent by a process whose
-        state store was lost or restored from an older copy): its case details say started.
-        False leaves the refusal as it is; None: the details could not be read (the Start is
-        tried again later, never parked on a failed look)."""
-        if step is not Step.START or error.failure is not Failure.TERMINAL:
-            return False
-        assert pending.kravia_id is not None  # noqa: S101 - only cases in Kravia are started
-        try:
-            details = await self.client.details(pending.kravia_id)
-        except KraviaError as look:
-            if look.failure.stops_pass:
-                raise PassStoppedError(look.stop_reason("details")) from None
-            return None
-        return case_progress(details).started is True
 
-    def _not_written(self, case: CaseState, status: WriteStatus, reason: str | None) -> None:
-        self.log.counts["held" if status is WriteStatus.HELD else "conflicts"] += 1
+async def _load_copy(case: CaseState, invoice: Invoice, drive_log: DriveLog) -> bytes | CaseState:
+    """The copy to upload, or the case to keep when it cannot be read now."""
+    document = invoice.document
+    if document is None:  # the gate refuses an upload without one: never an empty copy
+        return case
+    try:
+        # Off the event loop: a copy may come over the network (a REST source).
+        content = await asyncio.to_thread(document.load)
+        check_pdf(content, document.name)
+    except (OSError, InvalidRecordError) as exc:
+        drive_log.counts["gated_invalid"] += 1
         log.warning(
-            "not sent: the intent was not written",
+            "not sent: the invoice copy cannot be read",
             accounting_invoice_id=case.accounting_invoice_id,
-            status=status.value,
-            reason=reason or "the case changed in the state store since it was read",
+            error=redact(str(exc)),
         )
-
-    async def _known_in_kravia(self, case: CaseState) -> CaseState | None:
-        """Before a register: what Kravia already holds (the mirror, as it was when this pass
-        began at the latest). None: Kravia has no such case, register it; else the case as
-        now written (adopted, parked, or unchanged when Kravia could not be asked)."""
-        if not await self._fresh(None):  # a search of this very pass
-            self.log.counts["register_deferred"] += 1
-            return case
-        verdict = await self._identified(case)
-        if isinstance(verdict, Absent):
-            return None
-        after = after_identity(case, verdict, now=self.clock())
-        if after.phase is Phase.ADOPTED:  # a case parked is counted where the pass ends
-            self.log.counts["adopted"] += 1
-        return await self._decided(case, after, "identity", str(verdict))
-
-    async def _adopted_instead(self, case: CaseState) -> CaseState | None:
-        """A register the gate refuses, of an invoice Kravia holds all the same (the store was
-        restored from a copy older than the register, or lost): Kravia's case is adopted, which
-        sends nothing, so that what happened since (a payment, a hold) reaches it. The mirror
-        as last searched is enough: a case Kravia reported does not go away. Several cases, or
-        one that may be it and whose details do not tell, park it for a person (resolve), as
-        before a register: Kravia may be collecting what is not to be collected, and it is not
-        looked at again at every pass. None: Kravia has no case that is, or may be, this
-        invoice's; the refusal stands."""
-        verdict = await self._identified(case)
-        if isinstance(verdict, Absent):
-            return None
-        if isinstance(verdict, Adopt):
-            log.info(
-                "adopted a case the gate keeps out: Kravia has it",
-                accounting_invoice_id=case.accounting_invoice_id,
-                kravia_id=verdict.kravia_id,
-            )
-        after = after_identity(case, verdict, now=self.clock())
-        if after.phase is Phase.ADOPTED:  # a case parked is counted where the pass ends
-            self.log.counts["adopted"] += 1
-        return await self._decided(case, after, "identity", str(verdict))
-
-    def _verdict(self, case: CaseState) -> Verdict:
-        return known_verdict(self.settings, self.mirror, case)
-
-    async def _identified(self, case: CaseState) -> Verdict:
-        """The verdict, after reading the details of the cases that made it unknown (search
-        items without an accountingInvoiceId): what their details say decides, where they
-        say it."""
-        verdict = self._verdict(case)
-        if (
-            isinstance(verdict, Unknown)
-            and verdict.unreadable
-            and await self.mirror.identify(verdict.kravia_ids)
-        ):
-            return self._verdict(case)
-        return verdict
-
-    def _until_kravia(self, moment: datetime) -> float:
-        """Seconds until Kravia's clock (at the earliest it can be) reaches `moment`."""
-        kravia_now = self.client.kravia_now() or self.clock()
-        return (moment - kravia_now).total_seconds()
-
-    def _kravia_now(self) -> datetime:
-        """Kravia's clock now (at the latest it can be) where its answers told it, else
-        ours: when a call went out, for settling it later."""
-        return self.client.kravia_latest() or self.clock()
-
-    async def _fresh(self, moment: datetime | None) -> bool:
-        """Whether the mirror holds a search that began at or after `moment` (searching if
-        not); a refused token or a wrong base URL stops the pass."""
-        try:
-            return await self.mirror.ensure_fresh(moment)
-        except KraviaError as error:
-            raise PassStoppedError(error.stop_reason("search")) from None
-
-    async def _load_copy(self, case: CaseState, invoice: Invoice) -> bytes | CaseState:
-        """The copy to upload, or the case to keep when it cannot be read now."""
-        document = invoice.document
-        if document is None:  # the gate refuses an upload without one: never an empty copy
-            return case
-        try:
-            # Off the event loop: a copy may come over the network (a REST source).
-            content = await asyncio.to_thread(document.load)
-            check_pdf(content, document.name)
-        except (OSError, InvalidRecordError) as exc:
-            self.log.counts["gated_invalid"] += 1
-            log.warning(
-                "not sent: the invoice copy cannot be read",
-                accounting_invoice_id=case.accounting_invoice_id,
-                error=redact(str(exc)),
-            )
-            return case
-        return content
-
-    # --- settling what a lost answer left open ------------------------------------------------
-    async def _settle(self, step: Step, case: CaseState) -> CaseState:
-        if step is Step.LOOKUP:
-            return await self._lookup(case)
-        return await self._verify(step, case)
-
-    async def _lookup(self, case: CaseState) -> CaseState:
-        """Settle a register whose answer was lost, on a search that began after the call
-        could still land (`settle_after`, on Kravia's clock; one search serves every such
-        case). Too early in this pass: it waits for the next, without counting against it."""
-        target = case.settle_after or (case.pending_since or case.updated_at) + self.timing.settle
-        now = self.clock()
-        fresh = await self._fresh(target)
-        soon = self._until_kravia(target)
-        if (
-            not fresh
-            and self.mirror.failure is None
-            and soon <= self.settings.retry.max_inline_wait_seconds
-        ):
-            # Kravia's clock is nearly there (its Date headers are cut to the second): wait.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), timeout=max(soon, 0.0))
-            fresh = await self._fresh(target)
-        if not fresh:
-            if self.mirror.failure is None:  # no search left in this pass: not a failure
-                self.log.counts["lookups_deferred"] += 1
-                return case
-            after = after_lookup_failed(
-                case,
-                now=now,
-                retry_in=self._retry_in(case, None),
-                max_lookups=self.timing.max_lookups,
-                why=self.mirror.failure or "Kravia's search could not be made this pass",
-            )
-            return await self._decided(case, after, "lookup", "search failed")
-        verdict = await self._identified(case)
-        after = after_identity(case, verdict, now=self.clock())
-        self.log.counts["adopted" if after.phase is Phase.REGISTERED else "lookups"] += 1
-        log.info(
-            "lookup after a lost answer",
-            accounting_invoice_id=case.accounting_invoice_id,
-            verdict=str(verdict),
-            phase=after.phase.value,
-        )
-        return await self._decided(case, after, "lookup", str(verdict))
-
-    async def _verify(self, step: Step, case: CaseState) -> CaseState:
-        """Read the case's details: settle a lost upload or Start answer, or learn how far an
-        adopted case got."""
-        assert case.kravia_id is not None  # noqa: S101 - only cases in Kravia are verified
-        attempt_id = uuid.uuid4().hex
-        self.committer.submit(
-            CaseWrite(entry=self._journal(case, "details", attempt_id, JournalKind.INTENT))
-        )
-        started = time.monotonic()
-        try:
-            details = await self.client.details(case.kravia_id)
-        except KraviaError as error:
-            if error.failure.stops_pass:
-                raise PassStoppedError(error.stop_reason("details")) from None
-            if error.failure is Failure.TERMINAL:
-                after = replace(
-                    case,
-                    phase=Phase.NEEDS_REVIEW,
-                    last_error=redact(f"Kravia's details of case {case.kravia_id}: {error}"),
-                    updated_at=self.clock(),
-                )
-            else:
-                after = replace(
-                    case,
-                    next_attempt_at=self.clock() + self._retry_in(case, error),
-                    attempts=case.attempts + 1,
-                    last_error=redact(str(error)),
-                )
-            self._record(
-                after,
-                case,
-                "details",
-                attempt_id,
-                started,
-                outcome=error.failure.value,
-                status=error.status,
-                message=str(error),
-            )
-            return replace(after, revision=case.revision + 1)
-        progress = case_progress(details)
-        after = after_details(
-            case,
-            step,
-            progress,
-            now=self.clock(),
-            resend_unconfirmed_uploads=self.settings.retry.resend_unconfirmed_uploads,
-            max_unconfirmed=self.timing.max_lookups,
-        )
-        if step is Step.VERIFY_ADOPTED:
-            after = adopted_at_capital(after, case_standing(details).remaining_capital)
-        self._record(
-            after,
-            case,
-            "details",
-            attempt_id,
-            started,
-            outcome="ok",
-            status=200,
-            message=f"copy: {progress.documented}, started: {progress.started}",
-        )
-        self.log.counts["verified"] += 1
-        return replace(after, revision=case.revision + 1)
-
-    async def _decided(
-        self, case: CaseState, after: CaseState, operation: str, message: str
-    ) -> CaseState:
-        """Write a decision taken without a call (compare-and-set), journaled."""
-        if after == case:
-            return case
-        entry = self._journal(
-            case, operation, uuid.uuid4().hex, JournalKind.DECISION, message=message
-        )
-        written = await self.committer.commit(CaseWrite(after, entry))
-        if written.status is WriteStatus.FENCED:
-            raise LeaseLostError("the writer lease was taken over by another process")
-        if not written.ok or written.case is None:
-            self._not_written(case, written.status, written.reason)
-            return case
-        return written.case
-
-    # --- plan: the same questions, nothing sent -----------------------------------------------
-    def preview(self, item: WorkItem, now: datetime) -> Preview:
-        """What `drive` would do next for this case (without searching Kravia: registers are
-        judged on the mirror as stored)."""
-        return preview(self.settings, item, now, mirror=self.mirror)
-
-    # --- journaling ---------------------------------------------------------------------------
-    def _journal(
-        self,
-        case: CaseState,
-        operation: str,
-        attempt_id: str,
-        kind: JournalKind,
-        *,
-        outcome: str | None = None,
-        status: int | None = None,
-        message: str | None = None,
-        started: float | None = None,
-    ) -> JournalEntry:
-        return journal_entry(
-            case,
-            operation,
-            attempt_id,
-            kind,
-            at=self.clock(),
-            run_id=self.run_id,
-            outcome=outcome,
-            status=status,
-            message=message,
-            started=started,
-        )
-
-    def _record(
-        self,
-        after: CaseState,
-        before: CaseState,
-        operation: str,
-        attempt_id: str,
-        started: float,
-        *,
-        outcome: str,
-        status: int | None,
-        message: str | None = None,
-        kravia_case: KnownCase | None = None,
-    ) -> None:
-        """Queue a call's outcome: the case row over the revision it was read at (`before`),
-        and the journal entry (appended even if the row moved on: it is a fact), and a case
-        Kravia made for us into the mirror of its cases."""
-        entry = self._journal(
-            after,
-            operation,
-            attempt_id,
-            JournalKind.OUTCOME,
-            outcome=outcome,
-            status=status,
-            message=message,
-            started=started,
-        )
-        self.committer.submit(
-            CaseWrite(replace(after, revision=before.revision), entry, kravia_case=kravia_case)
-        )
-
-    def _retry_in(self, case: CaseState, error: KraviaError | None) -> timedelta:
-        if error is not None and error.retry_after is not None:
-            return timedelta(seconds=error.retry_after)
-        seconds = backoff_delay(
-            case.attempts + case.lookups,
-            base=self.timing.backoff_base.total_seconds(),
-            cap=self.timing.backoff_cap.total_seconds(),
-        )
-        return timedelta(seconds=seconds)
-
-
-def journal_entry(
-    case: CaseState,
-    operation: str,
-    attempt_id: str,
-    kind: JournalKind,
-    *,
-    at: datetime,
-    run_id: int | None,
-    outcome: str | None = None,
-    status: int | None = None,
-    message: str | None = None,
-    started: float | None = None,
-) -> JournalEntry:
-    """A journal row for a call about `case` (`started`: its time.monotonic() start)."""
-    return JournalEntry(
-        attempt_id=attempt_id,
-        kind=kind,
-        operation=operation,
-        accounting_invoice_id=case.accounting_invoice_id,
-        at=at,
-        run_id=run_id,
-        kravia_id=case.kravia_id,
-        outcome=outcome,
-        http_status=status,
-        duration_ms=None if started is None else round((time.monotonic() - started) * 1000),
-        message=None if message is None else redact(message)[:1000],
-    )
-
-
-def known_verdict(settings: Settings, mirror: KraviaMirror, case: CaseState) -> Verdict:
-    """Whether Kravia (as mirrored) already has the case's invoice, leaving out the cases a
-    person declared are not it."""
-    not_these = {int(i) for i in (case.not_kravia_ids or "").split(",") if i.strip().isdigit()}
-    return _mirrored_verdict(
-        settings,
-        mirror,
-        case.source,
-        case.accounting_invoice_id,
-        case.invoice_number,
-        not_these=not_these,
-    )
-
-
-def kravia_may_hold(
-    settings: Settings, mirror: KraviaMirror, source: str, invoice: Invoice, case: CaseState | None
-) -> bool:
-    """Whether Kravia (as mirrored) holds a case that is, or may be, this invoice's: an
-    invoice the gate keeps out is then driven all the same, for its case to be adopted or
-    the invoice parked (`CaseDriver._adopted_instead`)."""
-    verdict = (
-        known_verdict(settings, mirror, case)
-        if case is not None
-        else _mirrored_verdict(
-            settings, mirror, source, invoice.accounting_invoice_id, invoice.invoice_number
-        )
-    )
-    return not isinstance(verdict, Absent)
-
-
-def _mirrored_verdict(
-    settings: Settings,
-    mirror: KraviaMirror,
-    source_name: str,
-    accounting_invoice_id: str,
-    invoice_number: str,
-    *,
-    not_these: Collection[int] = (),
-) -> Verdict:
-    """The fallback id is what the source gives an invoice without an id of its own: its
-    prefix and number."""
-    source = next((s for s in settings.sources if s.name == source_name), None)
-    return mirror.verdict(
-        accounting_invoice_id,
-        invoice_number,
-        fallback_id=(source.id_prefix if source else "") + invoice_number,
-        not_these=not_these,
-    )
-
-
-def timing_of(settings: Settings) -> Timing:
-    retry = settings.retry
-    return Timing(
-        settle=timedelta(seconds=retry.settle_seconds),
-        backoff_base=timedelta(seconds=retry.backoff_base_seconds),
-        backoff_cap=timedelta(seconds=retry.backoff_cap_seconds),
-        max_lookups=retry.max_lookups,
-    )
-
-
-def preview(
-    settings: Settings, item: WorkItem, now: datetime, *, mirror: KraviaMirror | None
-) -> Preview:
-    """What the driver would do next for `item`: one decision path for `plan` and passes."""
-    case = item.case
-    decision: Decision = next_step(
-        case, start=settings.policy.start, now=now, timing=timing_of(settings)
-    )
-    step = decision.step
-    if step is Step.WAIT and decision.not_before is not None:
-        return Preview(
-            "wait", f"{decision.reason}, not before {decision.not_before:%Y-%m-%d %H:%M:%S %Z}"
-        )
-    if step in {Step.NONE, Step.WAIT} or step in SETTLING_STEPS | {Step.VERIFY_ADOPTED}:
-        return Preview(step.value, decision.reason)
-    if not item.copy_checked and step in {Step.REGISTER, Step.UPLOAD}:
-        item.copy_problem = copy_problem(item.invoice)
-        item.copy_checked = True
-    refusal = _judged(step, case, item, policy=settings.policy, today=settings.policy.today(now))
-    if refusal is not None:
-        if step is Step.REGISTER and mirror is not None:
-            adopted = _adoption_preview(known_verdict(settings, mirror, case), case, now)
-            if adopted is not None:
-                return adopted
-        shown = "none" if refusal.kind is RefusalKind.APPROVAL else refusal.kind.value
-        return Preview(shown, refusal.reason)
-    if step is Step.REGISTER and mirror is not None:
-        return _register_preview(known_verdict(settings, mirror, case), case, now)
-    return Preview(step.value, decision.reason)
-
-
-def _register_preview(verdict: Verdict, case: CaseState, now: datetime) -> Preview:
-    """What a register comes to, given what the mirror says Kravia holds."""
-    if isinstance(verdict, Unknown) and verdict.unreadable:
-        ids = ", ".join(str(kravia_id) for kravia_id in verdict.kravia_ids)
-        return Preview(
-            "identify",
-            f"Kravia's search lists case {ids} with this invoice number but no "
-            "accountingInvoiceId: its details are read first, then it is adopted, "
-            "registered, or left to a person",
-        )
-    if not isinstance(verdict, Absent):
-        after = after_identity(case, verdict, now=now)
-        return Preview(
-            "adopt" if after.phase is Phase.ADOPTED else "needs_review",
-            after.last_error or "",
-        )
-    return Preview("register", "Kravia has no case for it (as last searched)")
-
-
-def _judged(
-    step: Step, case: CaseState, item: WorkItem, *, policy: PolicySettings, today: date
-) -> Refusal | None:
-    """The gate's answer for `step` now (holds are checked again in the intent's own
-    transaction). A case the source read kept out is never registered, whatever else
-    changed: it is driven only to adopt the case Kravia may hold."""
-    refusal = judge(
-        step,
-        case,
-        item.invoice,
-        policy=policy,
-        today=today,
-        hold=None,  # checked in the intent's own transaction
-        copy_problem=lambda: item.copy_problem,
-    )
-    if refusal is None and step is Step.REGISTER:
-        return item.kept_out
-    return refusal
-
-
-def _adoption_preview(verdict: Verdict, case: CaseState, now: datetime) -> Preview | None:
-    """What a register the gate refuses comes to when Kravia may hold the invoice all the
-    same (see `CaseDriver._adopted_instead`); None: the refusal stands."""
-    if isinstance(verdict, Adopt):
-        return Preview(
-            "adopt",
-            f"not to be sent, but Kravia holds case {verdict.kravia_id} for it already: "
-            "adopted (nothing is sent), so that what changed since reaches Kravia",
-        )
-    if isinstance(verdict, Absent):
-        return None
-    return _register_preview(verdict, case, now)
-
-
-def copy_problem(invoice: Invoice | None) -> str | None:
-    """Why the invoice's copy cannot be sent, or None (read within the source's limits)."""
-    return read_copy(None if invoice is None else invoice.document).problem
+        return case
+    return content
