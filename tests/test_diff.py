@@ -159,7 +159,7 @@ class TestWaiting:
         assert entry.accounting_invoice_id == "E-20003"
         assert entry.invoice_number == "20003"
         assert diff.counts["waiting"] == 1
-        assert diff.problems() == []  # waiting is not a problem
+        assert diff.rejections.problems() == []  # waiting is not a problem
 
     def test_below_min_amount(self):
         """An invoice below min_amount waits, naming amount."""
@@ -240,7 +240,7 @@ class TestInvalid:
         assert entry.accounting_invoice_id == "E-20003"
         assert entry.invoice_number == "20003"
         assert diff.counts["invalid"] == 1
-        assert diff.problems() == [
+        assert diff.rejections.problems() == [
             {
                 "source": "erp",
                 "record": "invoices.csv:20003",

@@ -6,20 +6,22 @@ the one check that reads a file (is the invoice copy a PDF?) is passed in as a f
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from kravia_sync.connector import PaymentRecord, RecordError, RecordStamp, SourceRecord
 from kravia_sync.documents import CopyRead
-from kravia_sync.engine.gate import Refusal, RefusalKind, hold_reason, judge
+from kravia_sync.engine.gate import gate_refusal
 from kravia_sync.engine.plan import Change, assess, record_hash, source_id
+from kravia_sync.engine.read_payments import ReadPayments
+from kravia_sync.engine.rejections import Rejections
 from kravia_sync.engine.worklist import WorkItem, WorkList, WorkListError
-from kravia_sync.errors import InvalidRecordError
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase, Step
 from kravia_sync.model import Invoice
-from kravia_sync.payments import Payment, derived_payment
 from kravia_sync.settings import PolicySettings, SourceConfig
 from kravia_sync.state.records import QuarantineEntry
 
@@ -43,6 +45,8 @@ ATTENTION_PHASES = frozenset({Phase.REJECTED, Phase.NEEDS_REVIEW})
 FINISHED_PHASES = ATTENTION_PHASES | {Phase.STARTED}
 # Finished and needing nobody: an unchanged record of a case in one of these is only counted.
 QUIET_PHASES = FINISHED_PHASES - ATTENTION_PHASES
+
+_T = TypeVar("_T")  # an item of a read: a record, a stamp, a payment or an error
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,46 +100,41 @@ class SourceDiff:
         # Whether Kravia (as last mirrored) holds a case that is, or may be, this invoice's.
         # An invoice the gate keeps out is still driven when it does: adopting the case sends
         # nothing, and Kravia's case is then kept in step (a payment made since, a hold).
-        self.kravia_has = kravia_has
+        self.kravia_has = kravia_has or (lambda _invoice, _case: False)
         # Operator holds: accountingInvoiceId or invoice number → reason. Never sent.
         self.holds = holds or {}
-        # How the source tells of money paid (see `SourceConfig.payments`).
-        self.payments_mode = payments or source.payments or "amount_drops"
         self.policy = policy
         self.now = now
         self.today = now.astimezone(ZoneInfo(policy.timezone)).date()
         self.check_document = check_document
+        # The gate's answer for a step of an invoice now, and the copy it read.
+        self._judge = partial(
+            gate_refusal,
+            policy=policy,
+            today=self.today,
+            holds=self.holds,
+            check_document=check_document,
+        )
         self.counts: Counter[str] = Counter()
-        self.kept_out = 0  # records the gate keeps out (held, waiting, or a bad copy)
-        self.quarantine: dict[str, QuarantineEntry] = {}
+        self.rejections = Rejections(source.name, source.id_prefix, self.counts)
+        self.quarantine = self.rejections.entries  # record key → why it is kept out
         self.updates: list[CaseState] = []
         self._items: dict[str, WorkItem] = {}  # work on stored cases, until `finish`
         self._valid: dict[str, _Valid] = {}  # validated records of stored cases, for `finish`
         self._known: set[str] = set()  # ids of `_valid` (and `_settle`)
         self._settle: set[str] = set()  # seen, invalid now, with a lost answer to settle
-        # Payments and credit notes: reported by the source, or derived from amount drops.
-        self.payments: list[tuple[str, Payment]] = []
+        self.payments_read = ReadPayments(
+            payments or source.payments or "amount_drops",
+            id_prefix=source.id_prefix,
+            counts=self.counts,
+            rejections=self.rejections,
+        )
+        self.payments = self.payments_read.items  # (record key, payment), in read order
 
     @property
     def work(self) -> list[WorkItem]:
         """Everything in the work list, in memory (for a look; a pass iterates the list)."""
         return list(self.work_list)
-
-    def problems(self) -> list[dict[str, str]]:
-        return [
-            {
-                "source": self.source.name,
-                "record": entry.record_key,
-                "field": entry.field,
-                "reason": entry.reason,
-            }
-            for entry in self.quarantine.values()
-            if entry.kind == "invalid"
-        ]
-
-    def _reject(self, entry: QuarantineEntry) -> None:
-        self.quarantine[entry.record_key] = entry
-        self.counts[entry.kind] += 1
 
     def identify(
         self, record: SourceRecord | RecordStamp | PaymentRecord | RecordError
@@ -157,20 +156,8 @@ class SourceDiff:
         """Add records in read order with what the state store said of them (see
         `StateStore.source_read().triage`): an identified record whose id it did not single
         out, met for the first time in this read, is unchanged in a quiet phase."""
-        firsts = iter(earlier)
-        quiet = 0
-        for record, identity in zip(records, identities, strict=True):
-            if identity is None:
-                self.add(record)
-                continue
-            aid, hashed = identity
-            first = next(firsts)
-            if first is None and aid not in looked_at:
-                quiet += 1
-                continue
-            self.add(record, Lookup(aid, looked_at.get(aid), first, hashed))
-        self.counts["read"] += quiet
-        self.counts[Change.UNCHANGED.value] += quiet
+        for record, lookup in _not_quiet(self.counts, records, identities, looked_at, earlier):
+            self.add(record, lookup)
 
     def add_stamps(
         self,
@@ -183,31 +170,18 @@ class SourceDiff:
         records in a quiet phase, and return everything else with its look-up, in read order:
         each stamp's full record is to be `add`ed with it, payments and errors as they are,
         in this order (as a plain read would add them)."""
-        firsts = iter(earlier)
-        rest: list[tuple[RecordStamp | PaymentRecord | RecordError, Lookup]] = []
-        quiet = 0
-        for stamp, identity in zip(stamps, identities, strict=True):
-            if identity is None:
-                rest.append((stamp, NOTHING_KNOWN))
-                continue
-            aid, hashed = identity
-            first = next(firsts)
-            if first is None and aid not in looked_at:
-                quiet += 1
-            else:
-                rest.append((stamp, Lookup(aid, looked_at.get(aid), first, hashed)))
-        self.counts["read"] += quiet
-        self.counts[Change.UNCHANGED.value] += quiet
-        return rest
+        return list(_not_quiet(self.counts, stamps, identities, looked_at, earlier))
 
     def add(
         self, record: SourceRecord | PaymentRecord | RecordError, lookup: Lookup = NOTHING_KNOWN
     ) -> None:
         if isinstance(record, PaymentRecord):
-            self._add_payment(record)
+            self.payments_read.add_record(record)
         elif isinstance(record, RecordError):
             self.counts["read"] += 1
-            self._reject(QuarantineEntry(record.key, "invalid", record.field, record.reason))
+            self.rejections.reject(
+                QuarantineEntry(record.key, "invalid", record.field, record.reason)
+            )
         else:
             self.counts["read"] += 1
             try:
@@ -224,25 +198,17 @@ class SourceDiff:
             self._valid.pop(aid, None)
             self._items.pop(aid, None)
             self.work_list.drop_new(self.source.name, aid)
-        self._reject(
-            QuarantineEntry(
-                key,
-                "invalid",
-                "record",
-                f"the record could not be judged ({type(exc).__name__}: {exc}); correct it in "
-                "the source",
-                aid,
-            )
-        )
+        self.rejections.unjudgeable(key, aid, exc)
 
     def _add_invoice(self, record: SourceRecord, lookup: Lookup) -> None:
         aid = lookup.aid or source_id(record.fields, self.source.id_prefix)
         if aid is not None and lookup.earlier_key is not None:
-            self._duplicate(aid, lookup.earlier_key, record.key)
+            first_too = self.work_list.drop_new(self.source.name, aid)
+            self.rejections.duplicate(aid, lookup.earlier_key, record.key, first_too=first_too)
             return
         stored = lookup.stored
         if stored is not None and stored.source != self.source.name:
-            self._owned_elsewhere(record.key, aid, stored.source)
+            self.rejections.owned_elsewhere(record.key, aid, stored.source)
             return
         hashed = lookup.hashed or record_hash(record)
         if stored is not None and stored.record_hash == hashed and stored.phase in FINISHED_PHASES:
@@ -251,7 +217,7 @@ class SourceDiff:
             if stored.phase in ATTENTION_PHASES:
                 self.counts[stored.phase.value] += 1
             return
-        invoice = self._validate(record, aid)
+        invoice = self.rejections.validated(record, aid)
         if invoice is None:
             if aid is not None and stored is not None and stored.phase in SETTLING_PHASES:
                 self._settle.add(aid)
@@ -265,10 +231,11 @@ class SourceDiff:
     def _add_new(self, key: str, invoice: Invoice, hashed: str) -> None:
         """A valid invoice nothing is stored for: into the work list now, unless the gate
         keeps it out (and Kravia holds nothing that may be its case) or an earlier source of
-        the pass has its id. A later record with its id takes it out again (`_duplicate`)."""
-        refusal, copy = self._refusal(Step.REGISTER, None, invoice)
-        if refusal is not None and not self._in_kravia(invoice, None):
-            self._quarantine(key, invoice, refusal)
+        the pass has its id. A later record with its id takes it out again (see
+        `Rejections.duplicate`)."""
+        refusal, copy = self._judge(Step.REGISTER, None, invoice)
+        if refusal is not None and not self.kravia_has(invoice, None):
+            self.rejections.kept_out_by_gate(key, invoice, refusal)
             return
         assessment = assess(
             invoice,
@@ -292,114 +259,9 @@ class SourceDiff:
         )
         owner = self.work_list.add_new(self.source.name, item)
         if owner is not None:
-            self._owned_elsewhere(key, invoice.accounting_invoice_id, owner, invoice.invoice_number)
-
-    def _add_payment(self, record: PaymentRecord) -> None:
-        """A payment or credit note the source reports: validated and kept for `payments`."""
-        self.counts["payments_read"] += 1
-        if self.payments_mode != "records":
-            # The amounts tell of money paid (or nothing should): counted, not forwarded.
-            self.counts["payments_ignored"] += 1
-            return
-        try:
-            payment = Payment.from_record(record.fields, id_prefix=self.source.id_prefix)
-        except InvalidRecordError as exc:
-            self._reject(QuarantineEntry(record.key, "invalid", exc.field, exc.reason))
-            return
-        self.payments.append((record.key, payment))
-
-    def _owned_elsewhere(
-        self, key: str, aid: str | None, owner: str, number: str | None = None
-    ) -> None:
-        self._reject(
-            QuarantineEntry(
-                key,
-                "invalid",
-                "accounting_invoice_id",
-                f"accountingInvoiceId {aid!r} already belongs to source {owner!r}; "
-                "set id_prefix to keep the sources apart",
-                aid,
-                number,
+            self.rejections.owned_elsewhere(
+                key, invoice.accounting_invoice_id, owner, invoice.invoice_number
             )
-        )
-
-    def _duplicate(self, aid: str, first: str, key: str) -> None:
-        """Two records with one accountingInvoiceId: neither new one is sent."""
-        reason = f"accountingInvoiceId {aid!r} is used by both {first} and {key}"
-        self._reject(QuarantineEntry(key, "invalid", "accounting_invoice_id", reason, aid))
-        if self.work_list.drop_new(self.source.name, aid):
-            self._reject(QuarantineEntry(first, "invalid", "accounting_invoice_id", reason, aid))
-
-    def _validate(self, record: SourceRecord, aid: str | None) -> Invoice | None:
-        number = record.fields.get("invoice_number")
-        try:
-            invoice = Invoice.from_record(
-                record.fields, id_prefix=self.source.id_prefix, document=record.document
-            )
-            if invoice.accounting_invoice_id != aid:
-                # Never diff under one id and register under another.
-                raise InvalidRecordError(  # noqa: TRY301 - reported like any invalid field
-                    "accounting_invoice_id",
-                    f"the id {aid!r} becomes {invoice.accounting_invoice_id!r} when validated; "
-                    "correct it in the source",
-                )
-        except InvalidRecordError as exc:
-            self._reject(
-                QuarantineEntry(
-                    record.key,
-                    "invalid",
-                    exc.field,
-                    exc.reason,
-                    aid,
-                    None if number is None else str(number),
-                )
-            )
-            return None
-        return invoice
-
-    def _refusal(
-        self, step: Step, case: CaseState | None, invoice: Invoice
-    ) -> tuple[Refusal | None, bytes | None]:
-        """Why the gate keeps `step` from going for this invoice now (None: it may go, or
-        only waits for an approval; asked again at the moment of the call), and the copy the
-        gate read and found sendable (None: not read, or none)."""
-        read: list[CopyRead] = []
-
-        def copy_problem() -> str | None:
-            if self.check_document is None:
-                return None
-            read.append(self.check_document(invoice))
-            return read[-1].problem
-
-        refusal = judge(
-            step,
-            case,
-            invoice,
-            policy=self.policy,
-            today=self.today,
-            hold=hold_reason(self.holds, invoice),
-            copy_problem=copy_problem,
-        )
-        if refusal is not None and refusal.kind is not RefusalKind.APPROVAL:
-            return refusal, None
-        return None, read[-1].content if read else None
-
-    def _quarantine(self, key: str, invoice: Invoice, refusal: Refusal) -> None:
-        """The record is reported held, waiting or invalid with the gate's reason."""
-        self.kept_out += 1
-        self._reject(
-            QuarantineEntry(
-                key,
-                refusal.kind.value,
-                refusal.field,
-                refusal.reason,
-                invoice.accounting_invoice_id,
-                invoice.invoice_number,
-            )
-        )
-
-    def _in_kravia(self, invoice: Invoice, case: CaseState | None) -> bool:
-        return self.kravia_has is not None and self.kravia_has(invoice, case)
 
     def wanted_cases(self) -> list[str]:
         """The stored cases `finish` needs in full: those of the kept records, and those of
@@ -431,7 +293,7 @@ class SourceDiff:
         self.counts[Change.NEW.value] += self.work_list.new_count(self.source.name)
         for item in self.work_list.new_kept_out(self.source.name):
             if item.invoice is not None and item.kept_out is not None:  # as `_add_new` adds them
-                self._quarantine(item.case.record_key, item.invoice, item.kept_out)
+                self.rejections.kept_out_by_gate(item.case.record_key, item.invoice, item.kept_out)
         for item in self._items.values():
             self.work_list.add(item)
 
@@ -455,18 +317,10 @@ class SourceDiff:
         self.counts[assessment.change.value] += 1
         if assessment.write:
             self.updates.append(assessment.case)
-        if assessment.dropped_from is not None and self.payments_mode == "amount_drops":
-            drop = derived_payment(
-                valid.invoice.accounting_invoice_id,
-                assessment.dropped_from,
-                valid.invoice.amount,
-                on=self.today,
-                since=""
-                if existing is None or existing.changed_at is None
-                else existing.changed_at.isoformat(),
+        if assessment.dropped_from is not None:
+            self.payments_read.add_drop(
+                valid.key, valid.invoice, assessment.dropped_from, existing, on=self.today
             )
-            self.payments.append((valid.key, drop))
-            self.counts["amount_drops"] += 1
         case = assessment.case
         if case.phase in ATTENTION_PHASES:
             self.counts[case.phase.value] += 1
@@ -474,14 +328,14 @@ class SourceDiff:
             return
         else:
             refusal, copy = (
-                self._refusal(_sending_step(case), case, valid.invoice)
+                self._judge(_sending_step(case), case, valid.invoice)
                 if case.phase in SENDS_NEXT
                 else (None, None)
             )
             if refusal is not None:
                 # Re-judged each pass, and again at the moment of any call.
-                self._quarantine(valid.key, valid.invoice, refusal)
-                if case.phase is not Phase.NEW or not self._in_kravia(valid.invoice, case):
+                self.rejections.kept_out_by_gate(valid.key, valid.invoice, refusal)
+                if case.phase is not Phase.NEW or not self.kravia_has(valid.invoice, case):
                     return
                 # Never registered as far as the store knows, yet Kravia has it (the store
                 # was restored from an older copy, or lost): the driver adopts it.
@@ -497,6 +351,31 @@ class SourceDiff:
                 copy=self.work_list.kept_copy(copy),
                 kept_out=refusal,
             )
+
+
+def _not_quiet(
+    counts: Counter[str],
+    items: Sequence[_T],
+    identities: Sequence[tuple[str, str] | None],
+    looked_at: Mapping[str, CaseSummary | None],
+    earlier: Iterable[str | None],
+) -> Iterator[tuple[_T, Lookup]]:
+    """The items with their look-up, in read order, but for those of unchanged records in
+    a quiet phase: those are only counted."""
+    firsts = iter(earlier)
+    quiet = 0
+    for item, identity in zip(items, identities, strict=True):
+        if identity is None:
+            yield item, NOTHING_KNOWN
+            continue
+        aid, hashed = identity
+        first = next(firsts)
+        if first is None and aid not in looked_at:
+            quiet += 1
+        else:
+            yield item, Lookup(aid, looked_at.get(aid), first, hashed)
+    counts["read"] += quiet
+    counts[Change.UNCHANGED.value] += quiet
 
 
 # Phases whose next step sends something to Kravia (see `_sending_step`).

@@ -24,12 +24,9 @@ from kravia_sync.engine.payment_sizing import DropSizing, net_late_registers, pa
 from kravia_sync.engine.payment_verify import PaymentVerifier
 from kravia_sync.errors import KraviaSyncError
 from kravia_sync.kravia.answers import (
-    CaseStanding,
     MoneyLine,
     case_standing,
-    payment_recorded,
 )
-from kravia_sync.kravia.answers import PaymentKind as RecordedKind
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.errors import Failure, KraviaError
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState, Phase
@@ -172,7 +169,7 @@ class PaymentForwarder:
             assert kravia_id is not None  # noqa: S101 - next_payment_step checked
             standings[aid] = case_standing(await self.client.details(kravia_id))
         now = self.clock()
-        already = self._already_in_kravia(payment, standings)
+        already = self.verifier.already_listed(payment, standings)
         if already is not None:
             return already
         lines = payment.lines
@@ -212,33 +209,6 @@ class PaymentForwarder:
             settle_after=self._kravia_now() + self.settle,
         )
         return await self._transmit(payment, pending, cases, payouts_of(case_updates))
-
-    def _already_in_kravia(
-        self, payment: PaymentState, standings: Mapping[str, CaseStanding]
-    ) -> PaymentState | None:
-        """A payment Kravia already lists (our record of sending it was lost: a state store
-        restored from an older copy) is marked sent, never sent again."""
-        kind = RecordedKind.CREDIT_NOTE if payment.kind is PaymentKind.CREDIT_NOTE else None
-        kind = kind or RecordedKind.PAYMENT
-        listed = [
-            aid
-            for aid, standing in standings.items()
-            if payment_recorded(standing, payment.payment_id, kind=kind) is True
-        ]
-        if not listed:
-            return None
-        sent = replace(
-            payment,
-            phase=PaymentPhase.SENT,
-            updated_at=self.clock(),
-            note=(
-                f"Kravia already lists {payment.payment_id} on {', '.join(listed)}: not sent "
-                "again (the record of sending it was not in the state store)"
-            ),
-        )
-        log.warning("payment already in Kravia", payment_id=payment.payment_id)
-        self.store.write_payments([sent], [])
-        return sent
 
     def _kravia_now(self) -> datetime:
         """Kravia's clock now (at the latest it can be) where its answers told it, else

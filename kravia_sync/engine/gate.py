@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
 
+from kravia_sync.documents import CopyRead
 from kravia_sync.lifecycle import CaseState, Phase, StartPolicy, Step
 from kravia_sync.model import Invoice
 from kravia_sync.settings import PolicySettings
 
-__all__ = ["Refusal", "RefusalKind", "hold_reason", "ineligibility", "judge"]
+__all__ = ["Refusal", "RefusalKind", "gate_refusal", "hold_reason", "ineligibility", "judge"]
 
 # The steps the gate judges: they change what Kravia holds against a debtor.
 GATED_STEPS = frozenset({Step.REGISTER, Step.UPLOAD, Step.START})
@@ -131,3 +132,39 @@ def _start_refusal(
             "awaiting approval (start = manual): kravia-sync start",
         )
     return None
+
+
+def gate_refusal(
+    step: Step,
+    case: CaseState | None,
+    invoice: Invoice,
+    *,
+    policy: PolicySettings,
+    today: date,
+    holds: Mapping[str, str],
+    check_document: Callable[[Invoice], CopyRead] | None,
+) -> tuple[Refusal | None, bytes | None]:
+    """Why the gate keeps `step` from going for this invoice now (None: it may go, or only
+    waits for an approval; asked again at the moment of the call), and the copy the gate
+    read and found sendable (None: not read, or none). `check_document` reads the copy
+    (None: it is not read here)."""
+    read: list[CopyRead] = []
+
+    def copy_problem() -> str | None:
+        if check_document is None:
+            return None
+        read.append(check_document(invoice))
+        return read[-1].problem
+
+    refusal = judge(
+        step,
+        case,
+        invoice,
+        policy=policy,
+        today=today,
+        hold=hold_reason(holds, invoice),
+        copy_problem=copy_problem,
+    )
+    if refusal is not None and refusal.kind is not RefusalKind.APPROVAL:
+        return refusal, None
+    return None, read[-1].content if read else None

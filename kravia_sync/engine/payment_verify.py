@@ -3,7 +3,9 @@
 `PaymentVerifier` reads the details of each case the payment was sent to and decides with
 `kravia_sync.payments.payment_arrived`: sent, to be sent again (Kravia lists the case's
 payments but not this one), or for a person to look at. Until Kravia's clock is past the
-payment's settle time, an answer that may still land is waited for.
+payment's settle time, an answer that may still land is waited for. Before a payment is
+sent, `already_listed` marks one Kravia lists already as sent (our record of sending it was
+lost).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 
+import structlog
+
 from kravia_sync.engine.payment_journal import kravia_id_of, payment_journal
+from kravia_sync.kravia.answers import CaseStanding, case_standing, payment_recorded
 from kravia_sync.kravia.answers import PaymentKind as RecordedKind
-from kravia_sync.kravia.answers import case_standing, payment_recorded
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.lifecycle import CaseState
 from kravia_sync.payments import (
@@ -30,6 +34,8 @@ from kravia_sync.state.records import JournalKind
 from kravia_sync.state.store import StateStore
 
 __all__ = ["PaymentVerifier"]
+
+log = structlog.get_logger("kravia_sync.engine.forwarding")
 
 
 class PaymentVerifier:
@@ -47,6 +53,33 @@ class PaymentVerifier:
         self.client = client
         self.clock = clock
         self.run_id = run_id
+
+    def already_listed(
+        self, payment: PaymentState, standings: Mapping[str, CaseStanding]
+    ) -> PaymentState | None:
+        """A payment Kravia already lists (our record of sending it was lost: a state store
+        restored from an older copy) is marked sent, never sent again."""
+        kind = RecordedKind.CREDIT_NOTE if payment.kind is PaymentKind.CREDIT_NOTE else None
+        kind = kind or RecordedKind.PAYMENT
+        listed = [
+            aid
+            for aid, standing in standings.items()
+            if payment_recorded(standing, payment.payment_id, kind=kind) is True
+        ]
+        if not listed:
+            return None
+        sent = replace(
+            payment,
+            phase=PaymentPhase.SENT,
+            updated_at=self.clock(),
+            note=(
+                f"Kravia already lists {payment.payment_id} on {', '.join(listed)}: not sent "
+                "again (the record of sending it was not in the state store)"
+            ),
+        )
+        log.warning("payment already in Kravia", payment_id=payment.payment_id)
+        self.store.write_payments([sent], [])
+        return sent
 
     async def verify(self, payment: PaymentState, cases: Mapping[str, CaseState]) -> PaymentState:
         """After a lost answer: did the payment reach the cases it was sent to (the lines that

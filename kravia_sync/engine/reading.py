@@ -164,7 +164,7 @@ class SourceReader:
             summary.status = RunStatus.FAILED
             log.error("source read failed", source=source.name, error=result.error)  # noqa: TRY400
         else:
-            summary.problems.extend(read.diff.problems())
+            summary.problems.extend(read.diff.rejections.problems())
             summary.problems.extend(read.payment_problems)
         summary.counts.update(result.counts)
         return read

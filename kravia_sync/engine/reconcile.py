@@ -241,7 +241,7 @@ class Reconciler:
             if read is not None:
                 payment_work.extend(read.payment_work)
                 gone_in_kravia.extend(read.gone_in_kravia)
-                kept_out += read.diff.kept_out
+                kept_out += read.diff.rejections.kept_out
         if work.broken is not None:
             raise PassFailedError(work.broken)
         if not dry_run:
