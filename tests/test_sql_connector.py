@@ -1322,7 +1322,7 @@ class TestDriverLimits:
         )
         assert isinstance(made, SqlConnector)
 
-        given = made._limit_advice(error, connecting=False)
+        given = made._database._limit_advice(error, connecting=False)
 
         if advice is None:
             assert given == ""

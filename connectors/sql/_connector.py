@@ -62,35 +62,13 @@ whose document query returns no row is quarantined (field `document`) with that 
 from __future__ import annotations
 
 import contextlib
-import functools
-import os
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
-from urllib.parse import quote, quote_plus
-
-from sqlalchemy import (
-    ARRAY,
-    BigInteger,
-    Date,
-    NullPool,
-    Text,
-    bindparam,
-    create_engine,
-    event,
-    text,
-)
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from kravia_sync import (
-    RECORD_FIELDS,
-    REQUIRED_FIELDS,
-    CallableDocument,
     Connector,
-    ConnectorError,
     ConnectorSettings,
-    InvalidRecordError,
     PaymentRecord,
     RecordError,
     SourceRecord,
@@ -100,66 +78,20 @@ from kravia_sync import (
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
-    from sqlalchemy import BindParameter, TextClause
-    from sqlalchemy.engine import Connection, CursorResult, Engine
-    from sqlalchemy.pool import ConnectionPoolEntry
-from connectors.sql._postgres import (
-    PG_HASHABLE_TYPES,
-    PG_ROW_HASH_SINCE,
-    PG_SESSION,
-    ROW_HASH,
-    SYNTAX_ERROR,
-    WITH_ROW_HASH,
-    PostgresStampedRead,
-)
-from connectors.sql._rows import (
-    PLAIN,
-    SUBQUERY,
-    Layout,
-    close_result,
-    payment_columns,
-    record_key,
-    register_money_loader,
-    text_of,
-    truthy,
-    value_of,
-    wrapped,
-)
-from connectors.sql._server import (
-    READ_ONLY,
-    SQLITE_PROGRESS_STEPS,
-    STATEMENT_CLOCK,
-    StatementClock,
-    driver_connect_args,
-    limit_reached,
-    missing_driver,
-    server_kind,
-    start_statement_clock,
-    statement_limit,
-)
-from connectors.sql._settings import (
-    DOCUMENT_BINDS,
-    EXAMPLE_SETTINGS,
-    HAS_DOCUMENT,
-    HIDDEN,
-    QUERY_BINDS,
-    SqlSettings,
-    check_binds,
-    with_default_driver,
-)
+    from sqlalchemy import TextClause
+    from sqlalchemy.engine import URL, Connection, CursorResult
+from connectors.sql._columns import QueryColumns
+from connectors.sql._database import SqlDatabase
+from connectors.sql._documents import SqlDocumentError, SqlDocuments
+from connectors.sql._payments import read_payments
+from connectors.sql._postgres import WITH_ROW_HASH, PostgresStampedRead
+from connectors.sql._rows import PLAIN, Layout, close_result, record_key, value_of
+from connectors.sql._settings import EXAMPLE_SETTINGS, SqlSettings
 
 __all__ = [
     "SqlConnector",
     "SqlDocumentError",
 ]
-
-
-class SqlDocumentError(ConnectorError, OSError):
-    """An invoice copy could not be fetched because the database failed.
-
-    An `OSError` as well, so that the engine treats it like any unreadable copy: a new invoice
-    waits (quarantined with this reason), an upload is retried with backoff.
-    """
 
 
 class SqlConnector(Connector):
@@ -174,81 +106,46 @@ class SqlConnector(Connector):
             raise TypeError(f"SqlConnector needs SqlSettings, not {type(settings).__name__}")
         super().__init__(settings, base_dir=base_dir)
         self.settings = settings
-        url = with_default_driver(make_url(settings.url))
-        self._password = url.password if url.password is not None else self._read_password()
-        if self._password is not None:
-            url = url.set(password=self._password)
-        self.url = self._complete(url)
-        self.backend = url.get_backend_name()
-        self._engine: Engine | None = None
+        self._database = SqlDatabase(settings, base_dir)
+        self._columns = QueryColumns(self._database)
+        self._documents = SqlDocuments(self._database)
 
     # -- settings ------------------------------------------------------------------------
 
-    def _read_password(self) -> str | None:
-        settings = self.settings
-        if settings.password_env is not None:
-            value = os.environ.get(settings.password_env)
-            if value is None:
-                raise ConnectorError(
-                    f"the environment variable {settings.password_env} (password_env) is not set"
-                )
-            return value
-        if settings.password_file is not None:
-            path = self.base_dir / settings.password_file.expanduser()
-            try:
-                content = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                raise ConnectorError(
-                    f"cannot read the password file {path} (password_file): {reason}"
-                ) from None
-            return content.removesuffix("\n").removesuffix("\r")
-        return None
+    @property
+    def url(self) -> URL:
+        """The database's URL (with the password: see `display_url` for messages)."""
+        return self._database.url
 
-    def _complete(self, url: URL) -> URL:
-        """Defaults that keep text intact, and SQLite paths relative to the config file."""
-        backend = url.get_backend_name()
-        if backend in {"mysql", "mariadb"} and "charset" not in url.query:
-            url = url.update_query_dict({"charset": "utf8mb4"})
-        if url.get_driver_name() == "psycopg" and "client_encoding" not in url.query:
-            url = url.update_query_dict({"client_encoding": "utf8"})
-        database = url.database
-        if (
-            backend == "sqlite"
-            and database
-            and database != ":memory:"
-            and not database.startswith("file:")
-            and not Path(database).expanduser().is_absolute()
-        ):
-            url = url.set(database=str(self.base_dir / Path(database).expanduser()))
-        return url
+    @property
+    def backend(self) -> str:
+        """The backend's name in SQLAlchemy's terms (`postgresql`, `mysql`, `sqlite`, ...)."""
+        return self._database.backend
 
     def secret_values(self) -> list[str]:
         """The database password, as it is and as it is written inside a URL."""
-        if not self._password:
-            return []
-        return sorted({self._password, quote(self._password, safe=""), quote_plus(self._password)})
+        return self._database.secret_values()
 
     @property
     def display_url(self) -> str:
         """The database for messages (password hidden)."""
-        return self.url.render_as_string(hide_password=True)
+        return self._database.display_url
 
     # -- reading -------------------------------------------------------------------------
 
     def stamped_read(self) -> StampedRead | None:
         """On PostgreSQL 14 and later through psycopg, when the server can hash the query's
-        rows (see `_server_layout`): a two-phase read in one read-only REPEATABLE READ
-        transaction (see `PostgresStampedRead`). Otherwise None: the engine reads every row
-        in full."""
+        rows (see `QueryColumns.server_layout`): a two-phase read in one read-only REPEATABLE
+        READ transaction (see `PostgresStampedRead`). Otherwise None: the engine reads every
+        row in full."""
         if self.backend != "postgresql" or self.url.get_driver_name() != "psycopg":
             return None
         today = self.today()
-        connection = self._connect()
+        connection = self._database.connect()
         try:
             with self.failures("cannot start a read on"):
                 connection.execution_options(isolation_level="REPEATABLE READ")
-            layout = self._server_layout(connection, today)
+            layout = self._columns.server_layout(connection, today)
         except BaseException:
             self.close_connection(connection)
             raise
@@ -258,11 +155,8 @@ class SqlConnector(Connector):
         return PostgresStampedRead(self, connection, layout, today)
 
     def close_connection(self, connection: Connection) -> None:
-        # Errors while closing are not errors of the read (the rows are read, or it failed).
-        with contextlib.suppress(SQLAlchemyError, OSError):
-            connection.close()
-        if self._engine is not None:
-            self._engine.dispose()
+        """Close a connection of a read (see `SqlDatabase.close_connection`)."""
+        self._database.close_connection(connection)
 
     def payments_source(self) -> Literal["amount_drops", "records"]:
         """Records when a payments query is configured, else amount drops."""
@@ -273,7 +167,7 @@ class SqlConnector(Connector):
         `payments_query`; fail before any row when a required column is missing, and raise
         `ConnectorError` when the database fails at any point."""
         today = self.today()
-        connection = self._connect()
+        connection = self._database.connect()
         try:
             yield from self._read_invoices(connection, today)
             if self.settings.payments_query is not None:
@@ -291,33 +185,16 @@ class SqlConnector(Connector):
         hashes: list[str] | None = None,
         no_rows: bool = False,
     ) -> tuple[TextClause, dict[str, object]]:
-        """`query` ready to run, with its parameters (`today` for `:today`, the same for every
-        statement of one read). With `select`, wrapped as the subquery `kravia_sync_q` of
-        `SELECT <select> FROM (query) AS kravia_sync_q`, where `seed` seeds the server's row
-        hash (when `select` computes it): with `hashes` too, only the rows whose row hash is
-        one of them; with `no_rows`, none (`LIMIT 0`, for the columns alone)."""
-        sql = query if select is None else wrapped(query, select)
-        if no_rows:
-            sql = f"{sql} LIMIT 0"
-        params: dict[str, object] = {}
-        binds: list[BindParameter[Any]] = []
-        if hashes is not None:
-            sql = f"SELECT * FROM ({sql}) AS s WHERE s.{ROW_HASH} = ANY(:hashes)"  # noqa: S608 - no value in it
-            binds.append(bindparam("hashes", type_=ARRAY(Text())))
-            params["hashes"] = hashes
-        if seed is not None:
-            binds.append(bindparam("kravia_sync_seed", type_=BigInteger()))
-            params["kravia_sync_seed"] = seed
-        if "today" in check_binds(query, QUERY_BINDS):
-            binds.append(bindparam("today", type_=Date()))
-            params["today"] = today
-        return text(sql).bindparams(*binds), params
+        """`query` ready to run, with its parameters (see `SqlDatabase.bound_query`)."""
+        return self._database.bound_query(
+            query, today=today, select=select, seed=seed, hashes=hashes, no_rows=no_rows
+        )
 
     def _read_invoices(
         self, connection: Connection, today: date
     ) -> Iterator[SourceRecord | RecordError]:
         query = self.settings.query
-        layout = self._server_layout(connection, today)
+        layout = self._columns.server_layout(connection, today)
         if layout is not None:
             statement, params = self.bound_query(
                 query, today=today, select=WITH_ROW_HASH, seed=layout.seed
@@ -332,7 +209,7 @@ class SqlConnector(Connector):
                 layout = Layout(
                     self.backend,
                     keys,
-                    self._columns(keys),
+                    self._columns.columns(keys),
                     with_documents=self.settings.document_query is not None,
                 )
             number = 0
@@ -343,144 +220,21 @@ class SqlConnector(Connector):
         finally:
             close_result(result)
 
-    def _server_layout(self, connection: Connection, today: date) -> Layout | None:
-        """On PostgreSQL 14 and later (through psycopg), the layout of the query's rows, read
-        without running it (a `LIMIT 0` of it), when the server can hash them exactly: every
-        column of a type in `PG_HASHABLE_TYPES`, no nondeterministic collation in the
-        database, no column named like ours. It fails naming a missing field before any row
-        is read. None otherwise: the query then runs as written, digested here."""
-        if self.backend != "postgresql" or self.url.get_driver_name() != "psycopg":
-            return None
-        if (connection.dialect.server_version_info or (0,)) < PG_ROW_HASH_SINCE:
-            return None
-        statement, params = self.bound_query(
-            self.settings.query, today=today, select="*", no_rows=True
-        )
-        try:
-            result = connection.execute(statement, params)
-        except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) != SYNTAX_ERROR:
-                with self.failures("the query failed on"):
-                    raise
-            # The query does not read as a subquery (a semicolon and a comment after it,
-            # say): it runs as written instead.
-            with self.failures("the query failed on"):
-                connection.rollback()
-            return None
-        with self.failures("the query failed on"):
-            keys = list(result.keys()) if result.returns_rows else []
-            types = {column[1] for column in result.cursor.description or ()}
-            result.close()
-            zone, loose_collations = connection.execute(text(PG_SESSION)).one()
-        columns = self._columns(keys)
-        ours = {ROW_HASH, SUBQUERY}
-        if loose_collations or not types <= PG_HASHABLE_TYPES:
-            return None
-        if any(key.casefold() in ours for key in keys):
-            return None
-        return Layout(
-            self.backend,
-            keys,
-            columns,
-            with_documents=self.settings.document_query is not None,
-            server_hash=True,
-            session=str(zone),
-        )
-
     def execute(
         self, connection: Connection, statement: TextClause, params: dict[str, object], what: str
     ) -> CursorResult[Any]:
-        """Run `statement` for streaming: rows come `fetch_size` at a time through a
-        server-side cursor where the driver has one."""
-        with self.failures(f"{what} failed on"):
-            return connection.execution_options(
-                stream_results=True, yield_per=self.settings.fetch_size
-            ).execute(statement, params)
+        """Run `statement` for streaming (see `SqlDatabase.execute`)."""
+        return self._database.execute(connection, statement, params, what)
 
     def batches(self, result: CursorResult[Any], what: str) -> Iterator[Sequence[Any]]:
-        """The rows of `result` a batch at a time; a failure at any point is a
-        `ConnectorError` saying how many rows came before it."""
-        partitions = result.partitions(self.settings.fetch_size)
-        count = 0
-        while True:
-            with self.failures(f"{what} failed after {count} rows on"):
-                rows = next(partitions, None)
-            if rows is None:
-                return
-            count += len(rows)
-            yield rows
+        """The rows of `result` a batch at a time (see `SqlDatabase.batches`)."""
+        return self._database.batches(result, what)
 
     def read_payments(
         self, connection: Connection, query: str, today: date
     ) -> Iterator[PaymentRecord]:
-        statement, params = self.bound_query(query, today=today)
-        result: CursorResult[Any] | None = None
-        try:
-            result = self.execute(connection, statement, params, "the payments query")
-            keys = list(result.keys()) if result.returns_rows else []
-            positions = payment_columns(keys, self.display_url)
-            sqlite = self.backend == "sqlite"
-            for rows in self.batches(result, "the payments query"):
-                for row in rows:
-                    fields = {
-                        name: value_of(row[position], sqlite=sqlite)
-                        for name, position in positions.items()
-                    }
-                    invoice = text_of(fields.get("invoice_number")) or text_of(
-                        fields.get("accounting_invoice_id")
-                    )
-                    key = f"payment {text_of(fields.get('payment_id'))} (invoice {invoice})"
-                    yield PaymentRecord(key=key, fields=fields)
-        finally:
-            close_result(result)
-
-    def _columns(self, keys: Sequence[str]) -> dict[str, int]:
-        """Field (and `has_document`) → position in the row; every required field present."""
-        if not keys:
-            raise ConnectorError(
-                f"the query on {self.display_url} returns no rows: it must be a SELECT"
-            )
-        exact: dict[str, list[int]] = {}
-        folded: dict[str, list[int]] = {}
-        for position, key in enumerate(keys):
-            exact.setdefault(key, []).append(position)
-            folded.setdefault(key.casefold(), []).append(position)
-        positions: dict[str, int] = {}
-        missing: list[str] = []
-        wanted = [*RECORD_FIELDS, HAS_DOCUMENT]
-        for field in wanted:
-            column = self.settings.columns.get(field, field)
-            found = exact.get(column) or folded.get(column.casefold())
-            if found is None:
-                if field in REQUIRED_FIELDS or field in self.settings.columns:
-                    missing.append(field)
-                continue
-            if len(found) > 1:
-                raise ConnectorError(
-                    f"the query returns {len(found)} columns named {column!r} (for the field "
-                    f"{field!r}); give them distinct aliases"
-                )
-            positions[field] = found[0]
-        if missing:
-            wanted_columns = ", ".join(
-                f"{field!r} (column {self.settings.columns.get(field, field)!r})"
-                for field in missing
-            )
-            plural = "s" if len(missing) > 1 else ""
-            raise ConnectorError(
-                f"the query returns no column for the field{plural} {wanted_columns}; "
-                f"its columns: {', '.join(keys)}. Alias them in the query or map them in "
-                "[sources.settings.columns]; no row was read"
-            )
-        if self.settings.document_query is not None:
-            needed = check_binds(self.settings.document_query, DOCUMENT_BINDS)
-            absent = sorted(name for name in needed if name not in positions)
-            if absent:
-                raise ConnectorError(
-                    f"the document query binds :{absent[0]}, but the query returns no "
-                    f"{absent[0]!r} column; no row was read"
-                )
-        return positions
+        """One payment record per row of `query` (see `_payments.read_payments`)."""
+        return read_payments(self._database, connection, query, today)
 
     def record(self, row: tuple[Any, ...], layout: Layout, number: int) -> SourceRecord:
         """The record of one row (this runs for every row: the common types go straight)."""
@@ -496,206 +250,16 @@ class SqlConnector(Connector):
         return SourceRecord(
             key=record_key(fields, number),
             fields=fields,
-            document=self._document(row, layout.columns),
+            document=self._documents.document(row, layout.columns),
             digest=layout.digest(row),
         )
 
     def has_document(self, row: tuple[Any, ...], columns: Mapping[str, int]) -> bool:
-        """Whether the record of `row` comes with a document (see `_document`)."""
-        if self.settings.document_query is None:
-            return False
-        return HAS_DOCUMENT not in columns or truthy(row[columns[HAS_DOCUMENT]])
+        """Whether the record of `row` comes with a document (see `SqlDocuments.document`)."""
+        return self._documents.has_document(row, columns)
 
-    # -- documents -----------------------------------------------------------------------
-
-    def _document(
-        self, row: tuple[Any, ...], columns: Mapping[str, int]
-    ) -> CallableDocument | None:
-        query = self.settings.document_query
-        if query is None or not self.has_document(row, columns):
-            return None
-        binds = {
-            name: row[columns[name]]
-            for name in check_binds(query, DOCUMENT_BINDS)
-            if name in columns
-        }
-        number = text_of(value_of(row[columns["invoice_number"]], sqlite=False)) or "invoice"
-        loader = functools.partial(self._load_document, binds, number)
-        return CallableDocument(f"{number}.pdf", loader)
-
-    def _load_document(self, binds: Mapping[str, object], number: str) -> bytes:
-        """The bytes `document_query` returns for one invoice (its own read-only connection)."""
-        query = self.settings.document_query
-        if query is None:  # pragma: no cover - only documents of a document query exist
-            raise RuntimeError("no document query")
-        action = f"the document query for invoice {number} failed on"
-        try:
-            with self._connect() as connection, self.failures(action):
-                result = connection.execute(text(query), dict(binds))
-                width = len(result.keys()) if result.returns_rows else 0
-                rows = result.fetchmany(2) if width else []
-        except ConnectorError as exc:
-            raise SqlDocumentError(str(exc)) from None
-        if width != 1:
-            raise InvalidRecordError(
-                "document",
-                f"document_query returns {width} columns; it must return one: the PDF's bytes",
-            )
-        if not rows or rows[0][0] is None:
-            raise InvalidRecordError(
-                "document", f"document_query returned no document for invoice {number}"
-            )
-        if len(rows) > 1:
-            raise InvalidRecordError(
-                "document", f"document_query returned several rows for invoice {number}"
-            )
-        content = rows[0][0]
-        if isinstance(content, memoryview | bytearray):
-            content = bytes(content)
-        if not isinstance(content, bytes):
-            raise InvalidRecordError(
-                "document",
-                f"document_query returned {type(content).__name__} for invoice {number}, "
-                "not bytes (select a BLOB/BYTEA/VARBINARY column)",
-            )
-        limit = self.settings.max_document_bytes
-        if len(content) > limit:
-            raise InvalidRecordError(
-                "document",
-                f"document_query returned {len(content)} bytes for invoice {number}, more than "
-                f"max_document_bytes ({limit}); it is not uploaded",
-            )
-        return content
-
-    # -- the engine ----------------------------------------------------------------------
-
-    def _connect(self) -> Connection:
-        """A new read-only connection (an SQLite file must exist: it is never created)."""
-        database = self.url.database
-        if (
-            self.backend == "sqlite"
-            and database
-            and database != ":memory:"
-            and not database.startswith("file:")
-            and not Path(database).is_file()
-        ):
-            raise ConnectorError(f"the SQLite database {database} does not exist")
-        engine = self._get_engine()
-        with self.failures("cannot connect to", connecting=True):
-            return engine.connect()
-
-    def _get_engine(self) -> Engine:
-        """The engine (no pool: every `connect` is a new read-only, time-limited connection)."""
-        if self._engine is None:
-            connect_args = driver_connect_args(self.url.get_driver_name(), self.settings)
-            with self.failures("cannot use"):
-                engine = create_engine(self.url, poolclass=NullPool, connect_args=connect_args)
-            event.listen(engine, "connect", self._prepare_session)
-            if self.backend == "sqlite":
-                event.listen(engine, "before_cursor_execute", start_statement_clock)
-            self._engine = engine
-        return self._engine
-
-    def _prepare_session(
-        self,
-        dbapi_connection: Any,  # noqa: ANN401 - the driver's own connection
-        record: ConnectionPoolEntry,
-    ) -> None:
-        """Make a new connection read-only, then time-limited, before the connector uses it."""
-        read_only = READ_ONLY.get(self.backend)
-        if read_only is not None:
-            cursor = dbapi_connection.cursor()
-            try:
-                cursor.execute(read_only)  # first: nothing of ours runs in a writable session
-                limit = statement_limit(
-                    server_kind(self.backend, cursor), self.settings.statement_timeout_seconds
-                )
-                if limit is not None:
-                    cursor.execute(limit)
-            finally:
-                cursor.close()
-            if self.backend == "postgresql":
-                dbapi_connection.commit()  # SET is transactional: a rollback would undo it
-        driver = self.url.get_driver_name()
-        if driver == "psycopg":
-            register_money_loader(dbapi_connection)
-        elif driver == "pymysql":
-            # PyMySQL waits for every answer, its greeting included, with read_timeout: it was
-            # opened with the connect limit. From now on the server's statement limit decides,
-            # and its error takes a moment to arrive; silence longer than both is a stall.
-            limits = self.settings
-            dbapi_connection._read_timeout = (  # noqa: SLF001 - PyMySQL has no setter for it
-                limits.statement_timeout_seconds + limits.connect_timeout_seconds
-            )
-        elif self.backend == "sqlite":
-            clock = StatementClock(self.settings.statement_timeout_seconds)
-            record.info[STATEMENT_CLOCK] = clock
-            dbapi_connection.set_progress_handler(clock.expired, SQLITE_PROGRESS_STEPS)
-
-    @contextlib.contextmanager
-    def failures(self, action: str, *, connecting: bool = False) -> Iterator[None]:
-        """Turn database and driver exceptions into a `ConnectorError` that names the database
-        (password hidden), says which time limit ended the call if one did (`connecting`: the
-        connection was being made), and never carries the password."""
-        failures: tuple[type[Exception], ...] = (
-            SQLAlchemyError,
-            OSError,
-            UnicodeError,
-            *self._driver_errors(),
-        )
-        try:
-            yield
-        except ConnectorError:
-            raise
-        except (ImportError, NoSuchModuleError) as exc:
-            raise ConnectorError(self._redact(missing_driver(self.url, exc))) from None
-        except failures as exc:
-            orig = exc.orig if isinstance(exc, DBAPIError) else None
-            reason: BaseException = exc if orig is None else orig
-            detail = " ".join(str(reason).split()) or type(reason).__name__
-            advice = self._limit_advice(reason, connecting=connecting)
-            message = f"{action} {self.display_url}: {detail}{advice}"
-            raise ConnectorError(self._redact(message)) from None
-
-    def _limit_advice(self, reason: BaseException, *, connecting: bool) -> str:
-        """When a time limit ended the call, what happened and the setting to raise."""
-        reached = limit_reached(self.backend, reason)
-        if reached is None:
-            return ""
-        connect = self.settings.connect_timeout_seconds
-        statement = self.settings.statement_timeout_seconds
-        if connecting and reached == "wait":
-            return (
-                f"; not connected within connect_timeout_seconds = {connect}: check that the "
-                "database is up and reachable, or raise connect_timeout_seconds in the "
-                "source's settings"
-            )
-        # pymssql's own timeout is the statement limit (SQL Server has none for a session).
-        if reached == "statement" or self.backend == "mssql":
-            return (
-                f"; the statement ran longer than statement_timeout_seconds = {statement}: make "
-                "the query faster or raise statement_timeout_seconds in the source's settings"
-            )
-        return (
-            f"; the server sent nothing for {statement + connect} s (statement_timeout_seconds "
-            "+ connect_timeout_seconds): raise statement_timeout_seconds in the source's "
-            "settings if the query needs longer"
-        )
-
-    def _driver_errors(self) -> tuple[type[Exception], ...]:
-        """The driver's own exception base (raised where SQLAlchemy is bypassed)."""
-        if self._engine is None:
-            return ()
-        error = getattr(self._engine.dialect.loaded_dbapi, "Error", None)
-        return (error,) if isinstance(error, type) and issubclass(error, Exception) else ()
-
-    def _redact(self, message: str) -> str:
-        for secret in sorted(self.secret_values(), key=len, reverse=True):
-            message = message.replace(secret, HIDDEN)
-        return message
-
-
-# -- time limits ---------------------------------------------------------------------------
-
-
-# -- PostgreSQL MONEY ----------------------------------------------------------------------
+    def failures(
+        self, action: str, *, connecting: bool = False
+    ) -> contextlib.AbstractContextManager[None]:
+        """Database and driver exceptions as a `ConnectorError` (see `SqlDatabase.failures`)."""
+        return self._database.failures(action, connecting=connecting)
