@@ -16,6 +16,7 @@ import tomllib
 from contextvars import ContextVar
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -208,15 +209,22 @@ class WebhookSettings(_Section):
     queue_size: int = Field(default=100, ge=1, le=100_000)
 
 
+class PaymentsMode(StrEnum):
+    """How a source tells of money paid."""
+
+    AMOUNT_DROPS = "amount_drops"  # an invoice's outstanding amount drops
+    RECORDS = "records"  # it yields payment and credit-note records
+    OFF = "off"  # it does not: nothing is forwarded
+
+
 class SourceConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
     connector: str
     schedule: str | None = None  # the daemon's schedule for this source; unset: daemon.schedule
     id_prefix: str = Field(default="", pattern=r"^\S*$")  # no spaces: ids are compared as is
-    # How the source tells of money paid: `amount_drops` (an invoice's outstanding amount
-    # drops), `records` (it yields payment and credit-note records), or `off`. Unset: the
-    # connector's default (folder: records; sql, rest, fiken: amount_drops).
-    payments: Literal["amount_drops", "records", "off"] | None = None
+    # How the source tells of money paid (`PaymentsMode`). Unset: the connector's default
+    # (folder: records; sql, rest, fiken: amount_drops).
+    payments: PaymentsMode | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("schedule")

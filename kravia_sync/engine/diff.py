@@ -22,8 +22,8 @@ from kravia_sync.engine.rejections import Rejections
 from kravia_sync.engine.worklist import WorkItem, WorkList, WorkListError
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase, Step
 from kravia_sync.model import Invoice
-from kravia_sync.settings import PolicySettings, SourceConfig
-from kravia_sync.state.records import QuarantineEntry
+from kravia_sync.settings import PaymentsMode, PolicySettings, SourceConfig
+from kravia_sync.state.records import QuarantineEntry, QuarantineKind
 
 __all__ = [
     "ATTENTION_PHASES",
@@ -124,7 +124,7 @@ class SourceDiff:
         self._known: set[str] = set()  # ids of `_valid` (and `_settle`)
         self._settle: set[str] = set()  # seen, invalid now, with a lost answer to settle
         self.payments_read = ReadPayments(
-            payments or source.payments or "amount_drops",
+            PaymentsMode(payments or source.payments or PaymentsMode.AMOUNT_DROPS),
             id_prefix=source.id_prefix,
             counts=self.counts,
             rejections=self.rejections,
@@ -180,7 +180,7 @@ class SourceDiff:
         elif isinstance(record, RecordError):
             self.counts["read"] += 1
             self.rejections.reject(
-                QuarantineEntry(record.key, "invalid", record.field, record.reason)
+                QuarantineEntry(record.key, QuarantineKind.INVALID, record.field, record.reason)
             )
         else:
             self.counts["read"] += 1

@@ -15,7 +15,8 @@ from kravia_sync.errors import InvalidRecordError
 from kravia_sync.lifecycle import CaseState
 from kravia_sync.model import Invoice
 from kravia_sync.payments import Payment, derived_payment
-from kravia_sync.state.records import QuarantineEntry
+from kravia_sync.settings import PaymentsMode
+from kravia_sync.state.records import QuarantineEntry, QuarantineKind
 
 __all__ = ["ReadPayments"]
 
@@ -24,7 +25,7 @@ class ReadPayments:
     """Collects one read's payments; `mode` is how the source tells of money paid."""
 
     def __init__(
-        self, mode: str, *, id_prefix: str, counts: Counter[str], rejections: Rejections
+        self, mode: PaymentsMode, *, id_prefix: str, counts: Counter[str], rejections: Rejections
     ) -> None:
         self.mode = mode
         self.id_prefix = id_prefix
@@ -35,14 +36,16 @@ class ReadPayments:
     def add_record(self, record: PaymentRecord) -> None:
         """A payment or credit note the source reports: validated and kept."""
         self.counts["payments_read"] += 1
-        if self.mode != "records":
+        if self.mode is not PaymentsMode.RECORDS:
             # The amounts tell of money paid (or nothing should): counted, not forwarded.
             self.counts["payments_ignored"] += 1
             return
         try:
             payment = Payment.from_record(record.fields, id_prefix=self.id_prefix)
         except InvalidRecordError as exc:
-            self.rejections.reject(QuarantineEntry(record.key, "invalid", exc.field, exc.reason))
+            self.rejections.reject(
+                QuarantineEntry(record.key, QuarantineKind.INVALID, exc.field, exc.reason)
+            )
             return
         self.items.append((record.key, payment))
 
@@ -57,7 +60,7 @@ class ReadPayments:
     ) -> None:
         """The invoice's amount went down from `dropped_from` (`existing`: its stored case):
         money paid, where the source's amounts tell of it."""
-        if self.mode != "amount_drops":
+        if self.mode is not PaymentsMode.AMOUNT_DROPS:
             return
         drop = derived_payment(
             invoice.accounting_invoice_id,

@@ -15,7 +15,7 @@ from kravia_sync.connector import SourceRecord
 from kravia_sync.engine.gate import Refusal
 from kravia_sync.errors import InvalidRecordError
 from kravia_sync.model import Invoice
-from kravia_sync.state.records import QuarantineEntry
+from kravia_sync.state.records import QuarantineEntry, QuarantineKind
 
 __all__ = ["Rejections"]
 
@@ -40,7 +40,7 @@ class Rejections:
                 "reason": entry.reason,
             }
             for entry in self.entries.values()
-            if entry.kind == "invalid"
+            if entry.kind == QuarantineKind.INVALID
         ]
 
     def reject(self, entry: QuarantineEntry) -> None:
@@ -52,7 +52,7 @@ class Rejections:
         self.reject(
             QuarantineEntry(
                 key,
-                "invalid",
+                QuarantineKind.INVALID,
                 "record",
                 f"the record could not be judged ({type(exc).__name__}: {exc}); correct it in "
                 "the source",
@@ -66,7 +66,7 @@ class Rejections:
         self.reject(
             QuarantineEntry(
                 key,
-                "invalid",
+                QuarantineKind.INVALID,
                 "accounting_invoice_id",
                 f"accountingInvoiceId {aid!r} already belongs to source {owner!r}; "
                 "set id_prefix to keep the sources apart",
@@ -79,9 +79,13 @@ class Rejections:
         """Two records with one accountingInvoiceId: neither new one is sent (`first_too`:
         the first was new, and is taken back)."""
         reason = f"accountingInvoiceId {aid!r} is used by both {first} and {key}"
-        self.reject(QuarantineEntry(key, "invalid", "accounting_invoice_id", reason, aid))
+        self.reject(
+            QuarantineEntry(key, QuarantineKind.INVALID, "accounting_invoice_id", reason, aid)
+        )
         if first_too:
-            self.reject(QuarantineEntry(first, "invalid", "accounting_invoice_id", reason, aid))
+            self.reject(
+                QuarantineEntry(first, QuarantineKind.INVALID, "accounting_invoice_id", reason, aid)
+            )
 
     def validated(self, record: SourceRecord, aid: str | None) -> Invoice | None:
         """The record's invoice; None, with the record quarantined, when it is invalid."""
@@ -101,7 +105,7 @@ class Rejections:
             self.reject(
                 QuarantineEntry(
                     record.key,
-                    "invalid",
+                    QuarantineKind.INVALID,
                     exc.field,
                     exc.reason,
                     aid,
@@ -117,7 +121,7 @@ class Rejections:
         self.reject(
             QuarantineEntry(
                 key,
-                refusal.kind.value,
+                QuarantineKind(refusal.kind.value),
                 refusal.field,
                 refusal.reason,
                 invoice.accounting_invoice_id,

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from kravia_sync.identity import KnownCase
@@ -19,7 +18,6 @@ from kravia_sync.state.rows import (
     connect,
     decoded_row,
     insert_sql,
-    time_or_none,
 )
 
 __all__ = ["KraviaTables"]
@@ -65,38 +63,9 @@ _UPSERT_MIRROR_SQL = (
 
 
 class KraviaTables(Database):
-    """Statuses pulled back from Kravia and the mirror of its cases."""
+    """Holds, the journal as operators read it, and the mirror of Kravia's cases."""
 
-    # --- status pulled back from Kravia -----------------------------------------------------------
-    def earliest_first_seen(self) -> datetime | None:
-        with self._read() as connection:
-            (value,) = connection.execute(
-                "SELECT min(first_seen_at) FROM cases WHERE kravia_id IS NOT NULL"
-            ).fetchone()
-        return time_or_none(value)
-
-    def record_statuses(
-        self, statuses: Iterable[tuple[int, str | None, Decimal | None]], *, now: datetime
-    ) -> int:
-        """Store what Kravia reports of its cases (Kravia id, status, capital left); cases we
-        do not know are ignored. How many of ours changed."""
-        changed = 0
-        with self._fenced_write() as connection:
-            for kravia_id, status, remaining in statuses:
-                result = connection.execute(
-                    _STATUS_SQL,
-                    bound_values(
-                        {
-                            "kravia_id": kravia_id,
-                            "status": status,
-                            "remaining": remaining,
-                            "now": now,
-                        }
-                    ),
-                )
-                changed += result.rowcount
-        return changed
-
+    # --- holds and the journal, as operator commands read them ---------------------------------
     def holds(self) -> dict[str, dict[str, Any]]:
         """Every hold, by the accountingInvoiceId or invoice number it was placed on."""
         with self._read() as connection:

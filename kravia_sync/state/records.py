@@ -103,10 +103,18 @@ class JournalEntry:
     payment_id: str | None = None
 
 
+class QuarantineKind(StrEnum):
+    """Why a record of a source is kept out of Kravia."""
+
+    INVALID = "invalid"  # a field, a duplicate or foreign id, a copy that cannot be sent
+    WAITING = "waiting"  # the policy keeps it out today (not overdue enough, too small, paid)
+    HELD = "held"  # an operator holds the invoice
+
+
 @dataclass(frozen=True, slots=True)
 class QuarantineEntry:
     record_key: str
-    kind: str
+    kind: QuarantineKind
     field: str
     reason: str
     accounting_invoice_id: str | None = None

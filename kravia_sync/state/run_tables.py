@@ -13,7 +13,7 @@ from typing import Any
 from kravia_sync.state.database import Database
 from kravia_sync.state.errors import LeaseHeldError
 from kravia_sync.state.process import holder_alive, this_process
-from kravia_sync.state.records import QuarantineEntry
+from kravia_sync.state.records import QuarantineEntry, QuarantineKind
 from kravia_sync.state.rows import (
     WRITER_LEASE,
     assignments_sql,
@@ -59,7 +59,9 @@ class RunTables(Database):
                 f"SELECT {_QUARANTINE_COLUMNS} FROM quarantine WHERE source = ?",  # noqa: S608
                 (source,),
             )
-            return {row[0]: QuarantineEntry(*row) for row in rows}
+            return {
+                key: QuarantineEntry(key, QuarantineKind(kind), *rest) for key, kind, *rest in rows
+            }
 
     def sync_quarantine(
         self,
@@ -194,14 +196,6 @@ class RunTables(Database):
                 "UPDATE lease SET holder_id = '' WHERE name = ? AND holder_id = ?",
                 (WRITER_LEASE, self.holder_id),
             )
-
-    @property
-    def holds_lease(self) -> bool:
-        """Whether this store took the writer lease and has not been fenced off since."""
-        if self._epoch is None:
-            return False
-        with self._read() as connection:
-            return self._fence_holds(connection)
 
     def current_lease(self) -> dict[str, Any] | None:
         """The writer lease as held now, or None when nobody holds it."""
