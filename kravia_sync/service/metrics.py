@@ -20,11 +20,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from kravia_sync.kravia.pacing import PacingSnapshot
 from kravia_sync.lifecycle import Phase
+from kravia_sync.state.records import QuarantineKind
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-QUARANTINE_KINDS = ("invalid", "waiting")
+QUARANTINE_KINDS = tuple(kind.value for kind in QuarantineKind)
 
 
 class Metrics:
