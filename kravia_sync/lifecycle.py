@@ -168,6 +168,7 @@ class Timing:
     backoff_base: timedelta
     backoff_cap: timedelta
     max_lookups: int = 8
+    boarding: timedelta = timedelta(0)  # the longest a journaled call waits to leave
 
 
 def next_step(  # noqa: PLR0911 - one return per phase reads best
@@ -304,16 +305,15 @@ def after_failure(
     now: datetime,
     retry_in: timedelta,
 ) -> CaseState:
-    """The state after `step` failed as `failure` (transient, terminal, ambiguous, or auth /
-    config: refused before it was applied, the pass stops and nothing is held against the
-    case)."""
+    """The state after `step` failed as `failure`: transient, terminal, ambiguous; or auth,
+    config (refused unapplied: the pass stops), not_sent (it never left): nothing held."""
     if failure == "ambiguous":
         # Keep the sending phase and the attempt: the next step is to look, not to resend.
         return replace(case, last_error=message, updated_at=now)
     cleared = replace(
         case, pending_attempt=None, pending_since=None, settle_after=None, updated_at=now
     )
-    if failure in {"auth", "config"}:
+    if failure in {"auth", "config", "not_sent"}:
         return replace(cleared, phase=_phase_before(step, case), last_error=message)
     if failure == "terminal":
         if step is Step.REGISTER:

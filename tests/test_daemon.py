@@ -60,8 +60,10 @@ def journal_counts(state: Path) -> tuple[int, int]:
     store = StateStore(state)
     try:
         with state_engine(store).connect() as connection:
-            outcomes = connection.execute(
-                select(func.count()).select_from(JOURNAL).where(JOURNAL.c.kind == "outcome")
+            outcomes = connection.execute(  # of calls that left (not the intents not sent)
+                select(func.count())
+                .select_from(JOURNAL)
+                .where(JOURNAL.c.kind == "outcome", JOURNAL.c.outcome != "not_sent")
             ).scalar_one()
             unanswered = connection.execute(
                 select(func.count()).select_from(

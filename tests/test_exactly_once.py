@@ -122,6 +122,78 @@ def write_records(tmp_path: Path, records: list[dict[str, Any]], name: str = "a.
     (folder(tmp_path) / name).write_text(json.dumps(records), encoding="utf-8")
 
 
+class TestIntentBeforeAPlaceInFlight:
+    """A call's intent is journaled before it takes a place in flight, so the commit does not
+    hold a place idle; a call that then finds no place in time is never sent, and a lost
+    answer is settled only once the latest moment the call could have left is past."""
+
+    def test_a_call_that_finds_no_place_in_time_is_not_sent_and_goes_later_once(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """One place in flight, answers 300 ms slow, and 50 ms to find a place: the other
+        worker's intents keep missing it. Each miss is journaled as not sent and no such call
+        reaches Kravia; passes then register and start every invoice exactly once."""
+        sim.simulator.faults = Faults(latency_ms=300.0)
+        write_invoices(folder(tmp_path), range(1, 7), pdf_every=0)
+        retry = "backoff_base_seconds = 0.05\nsettle_seconds = 0.05\nmax_inline_wait_seconds = 0"
+        config = write_config(tmp_path, sim.base_url, retry=retry)
+        config.write_text(config.read_text().replace("max_in_flight = 8", "max_in_flight = 1"))
+        passes = Passes(config)
+
+        for _ in range(12):
+            summary = passes.run()
+            if summary.status == "done" and summary.counts["started"] == 0:
+                break
+
+        no_duplicates(sim)
+        assert {aid: len(cases) for aid, cases in kravia_cases(sim).items()} == {
+            str(n): 1 for n in range(1, 7)
+        }
+        with passes.store() as store:
+            journal = [row for n in range(1, 7) for row in store.journal_for(str(n))]
+        missed = [row for row in journal if row["outcome"] == "not_sent"]
+        assert missed, "no call ever missed its place: the test tested nothing"
+        answered = [
+            row
+            for row in journal
+            if row["kind"] == "outcome" and row["operation"] in {"register", "start"}
+        ]
+        # Every register and start Kravia received has its answer journaled, and only those:
+        # the intents that found no place were never sent.
+        received = sim.simulator.calls()
+        sent = sum(received["register"].values()) + sum(received["action"].values())
+        assert len(answered) - len(missed) == sent
+        intents = {row["attempt_id"] for row in journal if row["kind"] == "intent"}
+        assert {row["attempt_id"] for row in missed} <= intents
+
+    def test_an_intents_settle_time_counts_from_the_latest_moment_the_call_could_leave(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Should the process die with a register's intent journaled, the register is looked
+        up only once the settle time has passed since the latest moment the call could have
+        left: the intent's settle_after, as the store holds it when the call leaves, covers
+        the wait for a place in flight (as long as the settle time, here 5 s) as well."""
+        write_invoices(folder(tmp_path), [1], pdf_every=0)
+        retry = "settle_seconds = 5\nmax_inline_wait_seconds = 0\nretries_per_pass = 0"
+        config = write_config(tmp_path, sim.base_url, retry=retry)
+        passes = Passes(config)
+        journaled: list[datetime | None] = []
+
+        def look(request: httpx.Request) -> None:
+            if request.url.path.endswith("/register"):
+                journaled.append(passes.case("1").settle_after)
+
+        passes.on_request = look
+        before = datetime.now(UTC)
+        passes.run(later=timedelta(0))
+
+        (settle_after,) = journaled
+        # On Kravia's clock, which runs with ours here (its Date headers are cut to the
+        # second): 5 s to find a place and 5 s to settle, from no earlier than `before`.
+        assert settle_after is not None
+        assert settle_after >= before + timedelta(seconds=10)
+
+
 class TestLeaseTakenOverMidPass:
     def test_a_writer_whose_lease_is_taken_over_sends_nothing_more(
         self, sim: Sim, tmp_path: Path
@@ -150,7 +222,10 @@ class TestLeaseTakenOverMidPass:
 
         assert first.status == "failed"
         assert "lease" in (first.error or "")
-        assert len(sim.cases()) <= 4  # the calls already reserved before the take-over
+        # Two registers were answered before the take-over; after it, only calls whose
+        # intents were journaled before it may leave: one per worker of the pool at most
+        # (2 x max_in_flight), each settled by the new holder, never sent twice.
+        assert len(sim.cases()) <= 2 + 2 * 2
         passes.on_request = None
         second = passes.run()
         assert second.status == "done", second.problems

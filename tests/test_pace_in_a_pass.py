@@ -46,7 +46,9 @@ def test_a_pass_against_an_unpublished_rate_limit_sends_everything_exactly_once(
 
 
 def test_the_summary_reports_the_pace_without_a_limit(sim: Sim, tmp_path: Path) -> None:
-    """Nothing refused: the summary shows the limit in flight reached and no rate."""
+    """Nothing refused, and calls slow enough that the limit in flight is what holds them
+    back: the summary shows the limit grown to max_in_flight, and no rate."""
+    sim.simulator.faults = Faults(latency_ms=20.0)
     write_invoices(tmp_path / "invoices", range(1, 41), pdf_every=0)
     config = write_config(tmp_path, sim.base_url, kravia="")
 

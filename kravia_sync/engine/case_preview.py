@@ -97,12 +97,19 @@ def _mirrored_verdict(
 
 def timing_of(settings: Settings) -> Timing:
     retry = settings.retry
+    settle = timedelta(seconds=retry.settle_seconds)
     return Timing(
-        settle=timedelta(seconds=retry.settle_seconds),
+        settle=settle,
         backoff_base=timedelta(seconds=retry.backoff_base_seconds),
         backoff_cap=timedelta(seconds=retry.backoff_cap_seconds),
         max_lookups=retry.max_lookups,
+        boarding=min(settle, MAX_BOARDING),
     )
+
+
+# The longest a call's intent waits for a place in flight (see `Timing.boarding`): places
+# free up within a call's latency, and a lost answer's settling waits this much longer.
+MAX_BOARDING = timedelta(seconds=10)
 
 
 def preview(

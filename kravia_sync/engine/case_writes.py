@@ -18,9 +18,7 @@ from kravia_sync.engine.mirror import KraviaMirror
 from kravia_sync.identity import KnownCase, Unknown, Verdict
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.errors import KraviaError, backoff_delay
-from kravia_sync.lifecycle import (
-    CaseState,
-)
+from kravia_sync.lifecycle import CaseState, Step, after_failure, begin
 from kravia_sync.logging import get_logger, redact
 from kravia_sync.settings import Settings
 from kravia_sync.state.committer import GroupCommitter
@@ -131,6 +129,66 @@ class CaseWrites:
             self._not_written(case, written.status, written.reason)
             return case
         return written.case
+
+    async def _intent(
+        self, step: Step, case: CaseState, operation: str
+    ) -> tuple[CaseState, str, float] | None:
+        """Journal the intent to send `step` (its turn at the pace is booked): the case as
+        written, the attempt's id and the monotonic deadline for its place in flight; None
+        when the intent was not written (a conflict, a hold)."""
+        self.lease.check()
+        attempt_id = uuid.uuid4().hex
+        deadline = time.monotonic() + self.timing.boarding.total_seconds()
+        # If this process dies with the call out, the call may still land for a while: it is
+        # settled only on a search that began the settle time after it could have left
+        # (Kravia's clock).
+        pending = begin(
+            case,
+            step,
+            attempt_id=attempt_id,
+            now=self.clock(),
+            settle_after=self._kravia_now() + self.timing.boarding + self.timing.settle,
+        )
+        written = await self.committer.commit(
+            CaseWrite(
+                pending,
+                self._journal(pending, operation, attempt_id, JournalKind.INTENT),
+                intent=True,
+                holds=(case.accounting_invoice_id, case.invoice_number),
+            )
+        )
+        if written.status is WriteStatus.FENCED:
+            raise LeaseLostError("the writer lease was taken over by another process")
+        if not written.ok or written.case is None:
+            self._not_written(case, written.status, written.reason)
+            return None
+        return written.case, attempt_id, deadline
+
+    def _not_sent(
+        self, step: Step, pending: CaseState, attempt_id: str, operation: str
+    ) -> CaseState:
+        """The case after its intent's call found no place in flight in time: never sent."""
+        message = "no place in flight came in time: not sent"
+        after = after_failure(
+            pending,
+            step,
+            failure="not_sent",
+            message=message,
+            now=self.clock(),
+            retry_in=timedelta(0),
+        )
+        self.log.counts["not_boarded"] += 1
+        self._record(
+            after,
+            pending,
+            operation,
+            attempt_id,
+            time.monotonic(),
+            outcome="not_sent",
+            status=None,
+            message=message,
+        )
+        return replace(after, revision=pending.revision + 1)
 
     def _journal(
         self,

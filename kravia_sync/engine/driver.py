@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -52,16 +51,13 @@ from kravia_sync.lifecycle import (
     Step,
     after_failure,
     after_success,
-    begin,
     next_step,
 )
 from kravia_sync.logging import get_logger, redact
 from kravia_sync.model import Invoice
 from kravia_sync.settings import Settings
 from kravia_sync.state.committer import GroupCommitter
-from kravia_sync.state.errors import LeaseLostError
 from kravia_sync.state.lease import LeaseKeeper
-from kravia_sync.state.records import CaseWrite, JournalKind, WriteStatus
 
 __all__ = [
     "CaseDriver",
@@ -78,6 +74,9 @@ log = get_logger("kravia_sync.engine.driver")
 
 _OPERATION = {Step.REGISTER: "register", Step.UPLOAD: "document", Step.START: "start"}
 _DONE_COUNT = {Step.REGISTER: "registered", Step.UPLOAD: "documented", Step.START: "started"}
+# How often a call whose intent is journaled may find no place in flight in time, and be
+# journaled again, before the case waits for its next turn.
+BOARDING_TRIES = 3
 
 
 class CaseDriver(CaseWrites):
@@ -209,50 +208,41 @@ class CaseDriver(CaseWrites):
     ) -> CaseState:
         """`checked_copy`: for an upload, the copy as read and checked earlier in this pass
         (None: it is read now)."""
-        if step is Step.REGISTER:
-            known = await self.settler.known_in_kravia(case)
-            if known is not None:
-                return known
-        content = b""
-        if step is Step.UPLOAD:
-            loaded = checked_copy or await _load_copy(case, invoice, self.log)
-            if isinstance(loaded, CaseState):
-                return loaded
-            content = loaded
+        content = await self._content(step, case, invoice, checked_copy)
+        if isinstance(content, CaseState):
+            return content
         operation = _OPERATION[step]
-        async with self.client.reserve() as reservation:
-            self.lease.check()
-            attempt_id = uuid.uuid4().hex
-            # If this process dies with the call out, the call may still land for a while:
-            # it is settled only on a search that began the settle time later (Kravia's clock).
-            pending = begin(
-                case,
-                step,
-                attempt_id=attempt_id,
-                now=self.clock(),
-                settle_after=self._kravia_now() + self.timing.settle,
-            )
-            written = await self.committer.commit(
-                CaseWrite(
-                    pending,
-                    self._journal(pending, operation, attempt_id, JournalKind.INTENT),
-                    intent=True,
-                    holds=(case.accounting_invoice_id, case.invoice_number),
-                )
-            )
-            if written.status is WriteStatus.FENCED:
-                raise LeaseLostError("the writer lease was taken over by another process")
-            if not written.ok or written.case is None:
-                self._not_written(case, written.status, written.reason)
+        for _ in range(BOARDING_TRIES):
+            if self.stop.is_set():
                 return case
-            pending = written.case
-            self.lease.check()  # the intent's commit may have waited: still ours to send?
-            started = time.monotonic()
-            failure: KraviaError | None = None
-            try:
-                kravia_id = await self._call(step, pending, invoice, content, reservation)
-            except KraviaError as error:
-                failure = error
+            await self.client.pace()
+            intent = await self._intent(step, case, operation)
+            if intent is None:
+                return case
+            pending, attempt_id, deadline = intent
+            async with self.client.board(within=deadline - time.monotonic()) as reservation:
+                if reservation is None or self.stop.is_set():
+                    # No place in flight in time (tried again), or asked to stop: never sent.
+                    case = self._not_sent(step, pending, attempt_id, operation)
+                    continue
+                self.lease.check()  # the intent's commit may have waited: still ours to send?
+                started = time.monotonic()
+                failure: KraviaError | None = None
+                try:
+                    kravia_id = await _call(
+                        self.client,
+                        self.settings,
+                        step,
+                        pending,
+                        invoice=invoice,
+                        content=content,
+                        reservation=reservation,
+                    )
+                except KraviaError as error:
+                    failure = error
+            break
+        else:
+            return case
         if failure is not None:  # the slot is given back first: a look at details takes one
             done = await self.settler.refused_start_was_done(step, pending, failure)
             if done is None:
@@ -282,29 +272,19 @@ class CaseDriver(CaseWrites):
         self.log.counts[_DONE_COUNT[step]] += 1
         return replace(after, revision=pending.revision + 1)
 
-    async def _call(
-        self,
-        step: Step,
-        case: CaseState,
-        invoice: Invoice,
-        content: bytes,
-        reservation: Reservation,
-    ) -> int | None:
+    async def _content(
+        self, step: Step, case: CaseState, invoice: Invoice, checked_copy: bytes | None
+    ) -> bytes | CaseState:
+        """What the call sends besides the invoice (an upload's copy, else nothing), or the
+        case as it stays: adopted or parked instead of a register, a copy that cannot be
+        read now."""
         if step is Step.REGISTER:
-            return await self.client.register(
-                invoice, creditor_id=self.settings.kravia.creditor_id, reservation=reservation
-            )
-        assert case.kravia_id is not None  # noqa: S101 - only cases in Kravia get here
-        if step is Step.UPLOAD:
-            name = invoice.document.name if invoice.document else "invoice.pdf"
-            await self.client.upload_document(
-                case.kravia_id, name=name, content=content, reservation=reservation
-            )
-        else:
-            await self.client.start(
-                case.kravia_id, message=self.settings.kravia.start_message, reservation=reservation
-            )
-        return None
+            known = await self.settler.known_in_kravia(case)
+            if known is not None:
+                return known
+        if step is not Step.UPLOAD:
+            return b""
+        return checked_copy or await _load_copy(case, invoice, self.log)
 
     def _failed(
         self,
@@ -389,3 +369,30 @@ async def _load_copy(case: CaseState, invoice: Invoice, drive_log: DriveLog) -> 
         )
         return case
     return content
+
+
+async def _call(
+    client: KraviaClient,
+    settings: Settings,
+    step: Step,
+    case: CaseState,
+    *,
+    invoice: Invoice,
+    content: bytes,
+    reservation: Reservation,
+) -> int | None:
+    if step is Step.REGISTER:
+        return await client.register(
+            invoice, creditor_id=settings.kravia.creditor_id, reservation=reservation
+        )
+    assert case.kravia_id is not None  # noqa: S101 - only cases in Kravia get here
+    if step is Step.UPLOAD:
+        name = invoice.document.name if invoice.document else "invoice.pdf"
+        await client.upload_document(
+            case.kravia_id, name=name, content=content, reservation=reservation
+        )
+    else:
+        await client.start(
+            case.kravia_id, message=settings.kravia.start_message, reservation=reservation
+        )
+    return None

@@ -69,6 +69,7 @@ class CallGate:
         self.in_flight = 0
         self._clock = clock
         self._turn = asyncio.Lock()  # first come, first to leave
+        self._boarding = asyncio.Lock()  # calls whose turn is taken board in order too
         self._freed = asyncio.Event()
 
     async def enter(self) -> float:
@@ -86,6 +87,41 @@ class CallGate:
             now = self._clock()
             self.in_flight += 1
             self.pacing.sent(now, self.in_flight)
+            return now
+
+    async def pace(self) -> None:
+        """The first half of `enter`, for a call whose intent is journaled in between: wait
+        for this call's turn at the pace (the rate, any Retry-After pause) and book its
+        departure; its place in flight is taken later (`board`)."""
+        async with self._turn:
+            while True:
+                delay = self.pacing.delay(self._clock())
+                if delay <= 0:
+                    break
+                await asyncio.sleep(delay)  # then look again: the pace may have changed
+            self.pacing.booked(self._clock())
+
+    async def board(self, within: float) -> float | None:
+        """The second half: a place in flight, taken within `within` seconds and outside any
+        Retry-After pause; the monotonic time it leaves, or None when none came in time
+        (nothing is taken then)."""
+        deadline = self._clock() + within
+        async with self._boarding:
+            while True:
+                now = self._clock()
+                paused = self.pacing.paused_for(now)
+                if self.in_flight < self.pacing.limit and paused <= 0:
+                    break
+                if deadline - now <= 0:
+                    return None
+                if paused > 0:
+                    await asyncio.sleep(min(paused, deadline - now))
+                    continue
+                self._freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), timeout=deadline - now)
+            self.in_flight += 1
+            self.pacing.boarded(self.in_flight)
             return now
 
     def leave(self) -> None:
@@ -146,6 +182,24 @@ class KraviaCalls:
         """Wait for the gate and hold a place in flight for one call: the engine journals the
         call's intent inside this, then sends with the reservation."""
         sent_at = await self._gate.enter()
+        try:
+            yield Reservation(sent_at)
+        finally:
+            self._gate.leave()
+
+    async def pace(self) -> None:
+        """Wait for a call's turn at the pace and book it (see `CallGate.pace`); then journal
+        its intent, then `board`."""
+        await self._gate.pace()
+
+    @contextlib.asynccontextmanager
+    async def board(self, *, within: float) -> AsyncIterator[Reservation | None]:
+        """A place in flight for a call whose turn `pace` booked, held for the call: None
+        when none came within `within` seconds (the call must not be sent then)."""
+        sent_at = await self._gate.board(within)
+        if sent_at is None:
+            yield None
+            return
         try:
             yield Reservation(sent_at)
         finally:

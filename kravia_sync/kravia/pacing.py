@@ -145,6 +145,10 @@ class Pacing:
             return self.ceiling
         return self._rate if self.ceiling is None else min(self._rate, self.ceiling)
 
+    def paused_for(self, now: float) -> float:
+        """Seconds a Retry-After pause still holds every call back (0 or less: none)."""
+        return self._paused_until - now
+
     def delay(self, now: float) -> float:
         """Seconds before the next call may leave (0 or less: now), a slot being free."""
         return max(self._paused_until, self._next_departure) - now
@@ -152,11 +156,20 @@ class Pacing:
     def sent(self, now: float, in_flight: int = 1) -> None:
         """A call left at `now`, making `in_flight` calls out: the next one leaves one rate
         interval later."""
-        self._in_flight_at_send = in_flight
+        self.booked(now)
+        self.boarded(in_flight)
+
+    def booked(self, now: float) -> None:
+        """A call took its turn at the pace at `now` (it leaves once it has a place in
+        flight): the next one leaves one rate interval later."""
         self._first_sent = min(self._first_sent, now)
         rate = self.rate
         if rate is not None:
             self._next_departure = max(now, self._next_departure) + 1.0 / rate
+
+    def boarded(self, in_flight: int) -> None:
+        """A call whose turn was booked left, making `in_flight` calls out."""
+        self._in_flight_at_send = in_flight
 
     # --- what the answers say -----------------------------------------------------------------
     def answered(
