@@ -11,8 +11,10 @@ A preset of the `rest` connector, from Fiken's published OpenAPI description (2.
 * Fields: `invoiceId` (the accountingInvoiceId: Fiken's primary key), `invoiceNumber`,
   `issueDate`, `dueDate`, `currency`, `invoiceText`, and the outstanding balance
   `sale.outstandingBalance` in øre (Fiken: "Amounts are always represented as a number, and
-  specifies the number of cents"). Invoices whose sale is settled or whose outstanding balance
-  is zero are left out: there is nothing to collect.
+  specifies the number of cents"). Invoices whose sale is settled, written off
+  (`sale.writeOff`: a loss registered, e.g. after collection failed) or deleted (`sale.deleted`:
+  reversed), or whose outstanding balance is zero, are left out: there is nothing to collect.
+  One already in Kravia is then gone from the source: flagged for a person, never sent again.
 * The customer: `GET /companies/{companySlug}/contacts/{contactId}` for the invoice's
   `customer.contactId`, once per customer per read — `name`, `customerNumber`,
   `organizationNumber` (a business debtor when present), `email`, `address.streetAddress`,
@@ -172,10 +174,16 @@ class FikenConnector(RestConnector):
     def review(
         self, key: str, invoice: Mapping[str, Any], fields: dict[str, object]
     ) -> RecordError | bool:
-        """Leave out what has nothing to collect; quarantine what Fiken's documentation does
-        not let us read safely (the outstanding balance of an invoice in another currency)."""
+        """Leave out what has nothing to collect (settled, written off, deleted, nothing
+        outstanding); quarantine what Fiken's documentation does not let us read safely (the
+        outstanding balance of an invoice in another currency)."""
         sale = invoice.get("sale")
-        if isinstance(sale, Mapping) and sale.get("settled") is True:
+        if isinstance(sale, Mapping) and (
+            sale.get("settled") is True
+            # A loss registered (e.g. COLLECTION_FAILED) or a reversed sale: nothing to collect.
+            or sale.get("writeOff") not in {None, False}
+            or sale.get("deleted") is True
+        ):
             return False
         amount = fields.get("amount")
         if isinstance(amount, Decimal) and amount == 0:

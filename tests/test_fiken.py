@@ -213,6 +213,41 @@ class TestFikenIntoKravia:
             private = contact["organizationNumber"] is None
             assert body["isPrivateIndividual"] == ("true" if private else "false")
 
+    def test_written_off_and_deleted_invoices_are_never_sent(
+        self, sim: Sim, fiken: FikenSimulator, company: FikenCompany, tmp_path: Path
+    ) -> None:
+        """Overdue and unpaid, but with a loss registered (sale.writeOff) or the sale reversed
+        (sale.deleted): nothing to collect, so no case. One written off after it reached
+        Kravia is gone from the source: flagged, nothing more sent for it."""
+        overdue = [int(i) for i in expected_ids(company)]
+        written_off, deleted, later = overdue[0], overdue[1], overdue[2]
+        fiken.write_off(written_off)
+        fiken.delete(deleted)
+        config = config_with(tmp_path, sim, fiken_source(fiken))
+
+        first = run_pass(config)
+
+        assert first.status == "done", first.as_dict()
+        ids = sorted(c["accountingInvoiceId"] for c in sim.cases())
+        assert ids == expected_ids(company)
+        assert len(ids) == 208
+        assert str(written_off) not in ids
+        assert str(deleted) not in ids
+        assert str(later) in ids
+
+        fiken.write_off(later)
+        sending = ("register", "document", "action", "payment", "creditnote")
+        before = {name: sum(sim.simulator.calls()[name].values()) for name in sending}
+        second = run_pass(config)
+
+        assert second.counts["gone"] == 1
+        assert second.status == "attention"  # a person looks at what Kravia still collects
+        after = {name: sum(sim.simulator.calls()[name].values()) for name in sending}
+        assert after == before  # nothing sent for it, nor for anything else
+        with StateStore(load(config).state_path) as store:
+            case = store.load_cases_by_id([str(later)])[str(later)]
+        assert case.phase is Phase.STARTED
+
     def test_a_second_pass_makes_no_kravia_calls_and_few_fiken_calls(
         self, sim: Sim, fiken: FikenSimulator, company: FikenCompany, tmp_path: Path
     ) -> None:

@@ -77,11 +77,14 @@ class FikenCompany:
     pdfs: dict[int, bytes] = field(default_factory=dict)
 
     def unpaid_overdue(self, today: date, min_days: int = 14) -> list[dict[str, Any]]:
-        """The invoices a pass must send to collection: unsettled, due `min_days` ago or more."""
+        """The invoices a pass must send to collection: unsettled, neither written off nor
+        deleted, due `min_days` ago or more."""
         return [
             invoice
             for invoice in self.invoices
             if not invoice["sale"]["settled"]
+            and not invoice["sale"]["writeOff"]
+            and not invoice["sale"]["deleted"]
             and invoice["sale"]["outstandingBalance"] > 0
             and (today - date.fromisoformat(invoice["dueDate"])).days >= min_days
         ]
@@ -332,6 +335,23 @@ class FikenSimulator:
                     sale["settled"] = True
                     sale["totalPaid"] = invoice["gross"]
                     sale["outstandingBalance"] = 0
+
+    def write_off(self, invoice_id: int) -> None:
+        """Register the invoice's outstanding balance as a loss (`sale.writeOff`)."""
+        with self._lock:
+            self._sale(invoice_id)["writeOff"] = True
+
+    def delete(self, invoice_id: int) -> None:
+        """Reverse the invoice's sale (`sale.deleted`); Fiken still lists the invoice."""
+        with self._lock:
+            self._sale(invoice_id)["deleted"] = True
+
+    def _sale(self, invoice_id: int) -> dict[str, Any]:
+        for invoice in self.company.invoices:
+            if invoice["invoiceId"] == invoice_id:
+                sale: dict[str, Any] = invoice["sale"]
+                return sale
+        raise KeyError(f"no invoice {invoice_id}")
 
     # -- serving ---
 
