@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import random
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from kravia_sync.kravia.calls import CallGate
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.errors import KraviaError
 from kravia_sync.kravia.pacing import (
@@ -390,3 +392,71 @@ def test_the_client_pauses_every_call_for_a_retry_after() -> None:
     assert min(later - leaving[0] for later in leaving[1:]) >= 0.95
     assert pace["throttled"] == 1
     assert pace["rate"] is not None
+
+
+class TestBoarding:
+    """A case's call books its turn at the pace, journals its intent, then boards: the
+    place it takes must come within the time its intent allowed for, or not at all."""
+
+    def test_a_call_whose_boarding_time_is_over_does_not_board_though_a_place_is_free(
+        self,
+    ) -> None:
+        gate = CallGate(Pacing(max_in_flight=4))
+
+        async def go() -> tuple[float | None, float | None]:
+            await gate.pace()
+            late = await gate.board(-0.5)  # the intent's commit took longer than allowed
+            await gate.pace()
+            in_time = await gate.board(1.0)
+            return late, in_time
+
+        late, in_time = asyncio.run(go())
+
+        assert late is None
+        assert in_time is not None
+        assert gate.in_flight == 1
+
+    def test_a_full_gate_turns_a_call_away_when_its_time_is_up(self) -> None:
+        gate = CallGate(Pacing(max_in_flight=1))
+
+        async def go() -> tuple[float | None, float]:
+            await gate.enter()  # the one place, held by a call in flight
+            await gate.pace()
+            began = time.monotonic()
+            boarded = await gate.board(0.1)
+            return boarded, time.monotonic() - began
+
+        boarded, waited = asyncio.run(go())
+
+        assert boarded is None
+        assert 0.09 <= waited < 1.0
+        assert gate.in_flight == 1
+
+    def test_calls_booked_while_places_were_full_leave_at_the_ceiling_not_all_at_once(
+        self,
+    ) -> None:
+        """Four calls booked their turns (at 20 a second) while the only place was taken:
+        when it frees, they leave one rate interval apart, as `enter` would send them."""
+        gate = CallGate(Pacing(max_in_flight=4, ceiling=20.0))
+        departures: list[float] = []
+
+        async def one() -> None:
+            await gate.pace()
+            boarded = await gate.board(5.0)
+            assert boarded is not None
+            departures.append(boarded)
+            gate.leave()
+
+        async def go() -> None:
+            hold = [await gate.enter() for _ in range(gate.pacing.limit)]  # every place taken
+            waiting = [asyncio.create_task(one()) for _ in range(4)]
+            await asyncio.sleep(0.3)  # every turn booked by now
+            for _ in hold:
+                gate.leave()
+            await asyncio.gather(*waiting)
+
+        asyncio.run(go())
+
+        gaps = [later - earlier for earlier, later in itertools.pairwise(departures)]
+        assert len(gaps) == 3
+        assert min(gaps) >= 0.045  # 1/20 s, less the clock's grain

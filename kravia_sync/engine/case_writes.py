@@ -23,7 +23,7 @@ from kravia_sync.logging import get_logger, redact
 from kravia_sync.settings import Settings
 from kravia_sync.state.committer import GroupCommitter
 from kravia_sync.state.errors import LeaseLostError
-from kravia_sync.state.lease import LeaseKeeper
+from kravia_sync.state.lease import LeaseKeeper, elapsed
 from kravia_sync.state.records import CaseWrite, JournalEntry, JournalKind, WriteStatus
 
 __all__ = ["CaseWrites", "DriveLog", "PassStoppedError", "journal_entry"]
@@ -134,11 +134,12 @@ class CaseWrites:
         self, step: Step, case: CaseState, operation: str
     ) -> tuple[CaseState, str, float] | None:
         """Journal the intent to send `step` (its turn at the pace is booked): the case as
-        written, the attempt's id and the monotonic deadline for its place in flight; None
-        when the intent was not written (a conflict, a hold)."""
+        written, the attempt's id and the deadline for its place in flight (on `elapsed()`,
+        which runs on while the machine is suspended); None when the intent was not written
+        (a conflict, a hold)."""
         self.lease.check()
         attempt_id = uuid.uuid4().hex
-        deadline = time.monotonic() + self.timing.boarding.total_seconds()
+        deadline = elapsed() + self.timing.boarding.total_seconds()
         # If this process dies with the call out, the call may still land for a while: it is
         # settled only on a search that began the settle time after it could have left
         # (Kravia's clock).

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from kravia_sync.documents import check_pdf, read_copy
@@ -57,7 +57,7 @@ from kravia_sync.logging import get_logger, redact
 from kravia_sync.model import Invoice
 from kravia_sync.settings import Settings
 from kravia_sync.state.committer import GroupCommitter
-from kravia_sync.state.lease import LeaseKeeper
+from kravia_sync.state.lease import LeaseKeeper, elapsed
 
 __all__ = [
     "CaseDriver",
@@ -74,9 +74,18 @@ log = get_logger("kravia_sync.engine.driver")
 
 _OPERATION = {Step.REGISTER: "register", Step.UPLOAD: "document", Step.START: "start"}
 _DONE_COUNT = {Step.REGISTER: "registered", Step.UPLOAD: "documented", Step.START: "started"}
-# How often a call whose intent is journaled may find no place in flight in time, and be
-# journaled again, before the case waits for its next turn.
-BOARDING_TRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Departed:
+    """A call that left: its case as journaled, the attempt, when it left (monotonic), and
+    Kravia's answer (the new case's id for a register) or the failure."""
+
+    pending: CaseState
+    attempt_id: str
+    started: float
+    kravia_id: int | None
+    failure: KraviaError | None
 
 
 class CaseDriver(CaseWrites):
@@ -212,37 +221,11 @@ class CaseDriver(CaseWrites):
         if isinstance(content, CaseState):
             return content
         operation = _OPERATION[step]
-        for _ in range(BOARDING_TRIES):
-            if self.stop.is_set():
-                return case
-            await self.client.pace()
-            intent = await self._intent(step, case, operation)
-            if intent is None:
-                return case
-            pending, attempt_id, deadline = intent
-            async with self.client.board(within=deadline - time.monotonic()) as reservation:
-                if reservation is None or self.stop.is_set():
-                    # No place in flight in time (tried again), or asked to stop: never sent.
-                    case = self._not_sent(step, pending, attempt_id, operation)
-                    continue
-                self.lease.check()  # the intent's commit may have waited: still ours to send?
-                started = time.monotonic()
-                failure: KraviaError | None = None
-                try:
-                    kravia_id = await _call(
-                        self.client,
-                        self.settings,
-                        step,
-                        pending,
-                        invoice=invoice,
-                        content=content,
-                        reservation=reservation,
-                    )
-                except KraviaError as error:
-                    failure = error
-            break
-        else:
-            return case
+        departed = await self._depart(step, case, invoice, content)
+        if isinstance(departed, CaseState):
+            return departed
+        pending, attempt_id, started = departed.pending, departed.attempt_id, departed.started
+        kravia_id, failure = departed.kravia_id, departed.failure
         if failure is not None:  # the slot is given back first: a look at details takes one
             done = await self.settler.refused_start_was_done(step, pending, failure)
             if done is None:
@@ -271,6 +254,56 @@ class CaseDriver(CaseWrites):
         )
         self.log.counts[_DONE_COUNT[step]] += 1
         return replace(after, revision=pending.revision + 1)
+
+    async def _depart(
+        self, step: Step, case: CaseState, invoice: Invoice, content: bytes
+    ) -> _Departed | CaseState:
+        """Journal the intent and send the call: what came of it, or the case as it stays
+        (its intent not written, a stop request, no place in flight twice)."""
+        operation = _OPERATION[step]
+        # First the intent, then a place in flight, so the intent's commit holds no place
+        # idle; a call that found none in time takes its place first on the second try, then
+        # journals its intent (as payments do), and so always goes.
+        for pipelined in (True, False):
+            if self.stop.is_set():
+                return case
+            intent: tuple[CaseState, str, float] | None = None
+            place: contextlib.AbstractAsyncContextManager[Reservation | None]
+            if pipelined:
+                await self.client.pace()
+                intent = await self._intent(step, case, operation)
+                if intent is None:
+                    return case
+                place = self.client.board(within=intent[2] - elapsed())
+            else:
+                place = self.client.reserve()
+            async with place as reservation:
+                intent = intent or await self._intent(step, case, operation)
+                if intent is None:
+                    return case
+                pending, attempt_id, deadline = intent
+                if reservation is None or self.stop.is_set() or elapsed() > deadline:
+                    # No place in flight in time, or asked to stop: never sent.
+                    case = self._not_sent(step, pending, attempt_id, operation)
+                    continue
+                self.lease.check()  # the intent's commit may have waited: still ours to send?
+                started = time.monotonic()
+                failure: KraviaError | None = None
+                kravia_id: int | None = None
+                try:
+                    kravia_id = await _call(
+                        self.client,
+                        self.settings,
+                        step,
+                        pending,
+                        invoice=invoice,
+                        content=content,
+                        reservation=reservation,
+                    )
+                except KraviaError as error:
+                    failure = error
+            return _Departed(pending, attempt_id, started, kravia_id, failure)
+        return case
 
     async def _content(
         self, step: Step, case: CaseState, invoice: Invoice, checked_copy: bytes | None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ class CallGate:
         self._clock = clock
         self._turn = asyncio.Lock()  # first come, first to leave
         self._boarding = asyncio.Lock()  # calls whose turn is taken board in order too
+        self._boarded_at = -math.inf  # when the last booked call boarded (monotonic)
         self._freed = asyncio.Event()
 
     async def enter(self) -> float:
@@ -102,25 +104,30 @@ class CallGate:
             self.pacing.booked(self._clock())
 
     async def board(self, within: float) -> float | None:
-        """The second half: a place in flight, taken within `within` seconds and outside any
-        Retry-After pause; the monotonic time it leaves, or None when none came in time
+        """The second half: a place in flight, taken within `within` seconds, outside any
+        Retry-After pause and, where a rate applies, one rate interval after the call that
+        boarded last (calls whose turns were booked while every place was taken must not
+        leave all at once); the monotonic time it leaves, or None when none came in time
         (nothing is taken then)."""
         deadline = self._clock() + within
         async with self._boarding:
             while True:
                 now = self._clock()
-                paused = self.pacing.paused_for(now)
-                if self.in_flight < self.pacing.limit and paused <= 0:
-                    break
-                if deadline - now <= 0:
+                if now >= deadline:
                     return None
-                if paused > 0:
-                    await asyncio.sleep(min(paused, deadline - now))
+                rate = self.pacing.rate
+                spaced = -math.inf if rate is None else self._boarded_at + 1.0 / rate
+                hold_back = max(self.pacing.paused_for(now), spaced - now)
+                if self.in_flight < self.pacing.limit and hold_back <= 0:
+                    break
+                if hold_back > 0:
+                    await asyncio.sleep(min(hold_back, deadline - now))
                     continue
                 self._freed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._freed.wait(), timeout=deadline - now)
             self.in_flight += 1
+            self._boarded_at = now
             self.pacing.boarded(self.in_flight)
             return now
 
@@ -133,8 +140,10 @@ class CallGate:
 
 
 class Reservation:
-    """A turn at the gate (`KraviaClient.reserve`), taken before a call's intent is journaled
-    so the intent means "leaving now". Good for one call."""
+    """A place in flight for one call: taken with its turn at the pace (`KraviaClient.reserve`:
+    payments and reads journal their intent inside it, so it means "leaving now"), or after
+    the case's intent was journaled (`KraviaClient.board`: the intent allowed for the wait).
+    Good for one call."""
 
     __slots__ = ("sent_at", "used")
 

@@ -19,12 +19,12 @@ from kravia_sync.logging import get_logger, redact
 from kravia_sync.state.errors import LeaseLostError
 from kravia_sync.state.store import StateStore
 
-__all__ = ["LeaseKeeper"]
+__all__ = ["LeaseKeeper", "elapsed"]
 
 log = get_logger("kravia_sync.state.lease")
 
 
-def _elapsed() -> float:
+def elapsed() -> float:
     """Seconds on a clock that also runs while the machine is suspended (where there is one):
     a process frozen past its lease must find its margin gone when it wakes."""
     boottime = getattr(time, "CLOCK_BOOTTIME", None)
@@ -50,7 +50,7 @@ class LeaseKeeper:
         self._on_lost = on_lost
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._renewed = 0.0  # when the lease was last renewed (`_elapsed`)
+        self._renewed = 0.0  # when the lease was last renewed (`elapsed`)
         self.lost: str | None = None
         self.holder: str | None = None
 
@@ -80,7 +80,7 @@ class LeaseKeeper:
 
     def acquire(self) -> str:
         self.holder = self._store.acquire_lease(ttl=self._ttl, now=self._clock())
-        self._renewed = _elapsed()
+        self._renewed = elapsed()
         self.lost = None
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name="lease-keeper", daemon=True)
@@ -104,7 +104,7 @@ class LeaseKeeper:
         if self.lost is not None:
             return False
         beat = self._ttl.total_seconds() / 3
-        return _elapsed() - self._renewed < 2 * beat
+        return elapsed() - self._renewed < 2 * beat
 
     def check(self) -> None:
         """Raise `LeaseLostError` unless a call may start now (see `has_margin`)."""
@@ -126,7 +126,7 @@ class LeaseKeeper:
                 log.warning("could not renew the writer lease", error=redact(str(exc)))
                 continue
             if ours:
-                self._renewed = _elapsed()
+                self._renewed = elapsed()
                 continue
             self.lost = "the writer lease was taken over by another process"
             log.error("writer lease lost: this process stops writing and sending")
