@@ -67,6 +67,45 @@ class TestFikenSimulator:
         assert early
         assert all(i["issueDate"] <= bound for i in early)
 
+    def test_due_date_and_last_modified_filters_and_no_filter_ignored(
+        self, client: tuple[FikenSimulator, httpx.Client]
+    ) -> None:
+        """dueDate and lastModified filter as issueDate does; a parameter the simulator does
+        not apply is a 400, never silently ignored."""
+        simulator, http = client
+        bound = sorted(i["dueDate"] for i in simulator.company.invoices)[10]
+        due_early = http.get(
+            f"companies/{SLUG}/invoices", params={"dueDateLt": bound, "pageSize": 100}
+        ).json()
+        expected = [i["invoiceId"] for i in simulator.company.invoices if i["dueDate"] < bound]
+        assert expected
+        assert [i["invoiceId"] for i in due_early] == expected
+        changed = max(i["sale"]["lastModifiedDate"] for i in simulator.company.invoices)
+        latest = http.get(
+            f"companies/{SLUG}/invoices", params={"lastModifiedGe": changed, "pageSize": 100}
+        ).json()
+        assert latest
+        assert all(i["sale"]["lastModifiedDate"] >= changed for i in latest)
+        unknown = http.get(f"companies/{SLUG}/invoices", params={"orderReference": "x"})
+        assert unknown.status_code == 400
+        assert "orderReference" in unknown.json()["error"]
+
+    def test_contacts_read_as_the_spec_types_them(
+        self, client: tuple[FikenSimulator, httpx.Client]
+    ) -> None:
+        """No write-only field in a read; the country in the spec example's English form
+        among others; the invoice list's customer is the full contact."""
+        simulator, http = client
+        contacts = [
+            http.get(f"companies/{SLUG}/contacts/{contact_id}").json()
+            for contact_id in simulator.company.contacts
+        ]
+        assert all("phoneNumber" not in c and "currency" not in c for c in contacts)
+        assert {c["address"]["country"] for c in contacts} == {"Norway", "Norge", "NO"}
+        listed = http.get(f"companies/{SLUG}/invoices").json()[0]
+        contact = simulator.company.contacts[listed["customer"]["contactId"]]
+        assert listed["customer"] == contact
+
     def test_contacts_pdfs_and_auth(self, client: tuple[FikenSimulator, httpx.Client]) -> None:
         """A contact by id, a PDF at its downloadUrl, 401 without the token, 404 unknown."""
         simulator, http = client

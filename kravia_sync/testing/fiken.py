@@ -4,13 +4,17 @@ It follows Fiken's published description (api.fiken.no/api/v2, OpenAPI 2.0.0):
 
 * `GET /companies/{companySlug}/invoices` — `InvoiceResult` objects in creation order, filtered
   by `settled` ("false returns all invoices that have not been fully settled"),
-  `issueDate[Le|Lt|Ge|Gt]`, `customerId` and `invoiceNumber`; paged with `page` (from 0,
-  default 0) and `pageSize` (default 25, at most 100: more is a 400), and the headers
+  `issueDate`, `dueDate` and `lastModified` (each also with `Le|Lt|Ge|Gt`), `customerId` and
+  `invoiceNumber`; any other query parameter is a 400 rather than ignored. Paged with `page`
+  (from 0, default 0) and `pageSize` (default 25, at most 100: more is a 400), and the headers
   `Fiken-Api-Page`, `Fiken-Api-Page-Size`, `Fiken-Api-Page-Count`, `Fiken-Api-Result-Count`.
-  Amounts are in cents (øre). Each invoice's `customer` holds the contact's `contactId` and
-  `name` only; the full contact is at the contacts endpoint.
+  Amounts are in cents (øre). Each invoice's `customer` is the full contact, as the spec types
+  it (whether Fiken's list embeds it in full is not documented; the connector reads the
+  contacts endpoint either way). A sale may be settled, written off (`writeOff`) or deleted.
 * `GET /companies/{companySlug}/invoices/{invoiceId}` and
-  `GET /companies/{companySlug}/contacts/{contactId}` (`Contact` with its `Address`).
+  `GET /companies/{companySlug}/contacts/{contactId}` (`Contact` with its `Address`; the
+  write-only `phoneNumber` and `currency` are never in a read; `country` in the three forms
+  users meet: the spec example's English name `Norway`, `Norge`, and `NO`).
 * The invoice PDF at `invoicePdf.downloadUrl`. Fiken does not document the form of that URL;
   here it is `/companies/{slug}/invoices/{invoiceId}/invoicePdf` on the same host.
 * `Authorization: Bearer <token>` on every request (401 otherwise).
@@ -130,10 +134,8 @@ def demo_company(
             "organizationNumber": _org_number(index) if business else None,
             "customerNumber": 10_001 + index,
             "customerAccountCode": f"1500:{10_001 + index}",
-            "phoneNumber": f"+47 9{index:07d}",
             "customer": True,
             "supplier": False,
-            "currency": "NOK",
             "language": "NORWEGIAN",
             "inactive": False,
             "daysUntilInvoicingDueDate": 14,
@@ -142,7 +144,8 @@ def demo_company(
                 "streetAddressLine2": "",
                 "city": "Oslo",
                 "postCode": f"{150 + index % 40:04d}",
-                "country": "Norge" if index % 3 else "NO",
+                # The spec's example writes the English name; Norwegian users type "Norge".
+                "country": ("Norway", "Norge", "NO")[index % 3],
             },
             "groups": [],
         }
@@ -429,6 +432,9 @@ class FikenSimulator:
         size = _int(query.get("pageSize"))
         if ("page" in query and page is None) or ("pageSize" in query and size is None):
             return _Answer(400, _json({"error": "page and pageSize must be whole numbers"}))
+        unknown = sorted(set(query) - INVOICE_PARAMETERS)
+        if unknown:
+            return _Answer(400, _json({"error": f"unsupported query parameter: {unknown[0]}"}))
         page = page or 0
         size = DEFAULT_PAGE_SIZE if size is None else size
         if size < 1 or size > MAX_PAGE_SIZE or page < 0:
@@ -467,8 +473,12 @@ class FikenSimulator:
         return _Answer(200, content, media_type="application/pdf")
 
     def _shown(self, invoice: dict[str, Any]) -> dict[str, Any]:
-        """The invoice as the API shows it: with its PDF's download URL."""
+        """The invoice as the API shows it: its customer as the full contact (the spec types
+        it so), and its PDF's download URL."""
         shown = dict(invoice)
+        contact = self.company.contacts.get(invoice["customer"]["contactId"])
+        if contact is not None:
+            shown["customer"] = dict(contact)
         if invoice["invoiceId"] in self.company.pdfs:
             url = (
                 f"{self.base_url}companies/{self.company.slug}/invoices/"
@@ -483,21 +493,37 @@ class FikenSimulator:
         return shown
 
 
+# The filters of GET /companies/{slug}/invoices in Fiken's spec that this simulator applies;
+# any other query parameter is answered 400, so a filter is never ignored in silence.
+_DATE_FILTERS = {"issueDate": "issueDate", "dueDate": "dueDate", "lastModified": "lastModified"}
+_COMPARISONS = (
+    ("", operator.eq),
+    ("Le", operator.le),
+    ("Lt", operator.lt),
+    ("Ge", operator.ge),
+    ("Gt", operator.gt),
+)
+INVOICE_PARAMETERS = frozenset(
+    {"page", "pageSize", "settled", "customerId", "invoiceNumber"}
+    | {f"{name}{suffix}" for name in _DATE_FILTERS for suffix, _ in _COMPARISONS}
+)
+
+
+def _date_of(invoice: dict[str, Any], name: str) -> str:
+    if name == "lastModified":
+        return str(invoice["sale"]["lastModifiedDate"])
+    return str(invoice[name])
+
+
 def _matches(invoice: dict[str, Any], query: Any) -> bool:  # noqa: ANN401 - starlette's QueryParams
     settled = query.get("settled")
     if settled is not None and (settled.lower() == "true") != invoice["sale"]["settled"]:
         return False
-    issued = invoice["issueDate"]
-    for suffix, test in (
-        ("", operator.eq),
-        ("Le", operator.le),
-        ("Lt", operator.lt),
-        ("Ge", operator.ge),
-        ("Gt", operator.gt),
-    ):
-        bound = query.get(f"issueDate{suffix}")
-        if bound is not None and not test(issued, bound):
-            return False
+    for name in _DATE_FILTERS:
+        for suffix, test in _COMPARISONS:
+            bound = query.get(f"{name}{suffix}")
+            if bound is not None and not test(_date_of(invoice, name), bound):
+                return False
     customer = query.get("customerId")
     if customer is not None and str(invoice["customer"]["contactId"]) != customer:
         return False
