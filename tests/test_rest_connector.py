@@ -806,6 +806,56 @@ class TestAuth:
         assert "client-secret-77aa" in connector.secret_values()
         assert redact("token access-2-Zz9") == "token **********"
 
+    def test_oauth2_key_header_goes_with_the_token_request_and_every_call(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """PowerOffice Go's shape: client credentials plus a subscription key header on the
+        token request and on each call; the key is a secret, redacted like the others."""
+        monkeypatch.setenv("CLIENT_SECRET", "client-secret-77aa")
+        monkeypatch.setenv("SUBSCRIPTION_KEY", "sub-key-4f1e9c")
+        keys: list[str | None] = []
+        api = Api([invoice(n) for n in range(1, 3)])
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            keys.append(request.headers.get("ocp-apim-subscription-key"))
+            if request.url.host == "auth.example.com":
+                return httpx.Response(200, json={"access_token": "access-Qq1", "expires_in": 1200})
+            return api(request)
+
+        auth = {
+            "type": "oauth2_client_credentials",
+            "token_url": "https://auth.example.com/token",
+            "client_id": "application-key",
+            "client_secret_env": "CLIENT_SECRET",
+            "key_header": "Ocp-Apim-Subscription-Key",
+            "key_env": "SUBSCRIPTION_KEY",
+        }
+        connector, _ = make(settings(auth=auth), handler, tmp_path)
+
+        assert len(records(connector)) == 2
+        assert len(keys) >= 2
+        assert set(keys) == {"sub-key-4f1e9c"}  # the token request and every call
+        # What the engine redacts from every log line and message (build_connector).
+        assert "sub-key-4f1e9c" in connector.secret_values()
+        assert "sub-key-4f1e9c" not in repr(connector)
+
+    def test_oauth2_key_settings_need_each_other(self) -> None:
+        """A key without its header, or a header without exactly one key source, is refused."""
+        base = {
+            "type": "oauth2_client_credentials",
+            "token_url": "https://auth.example.com/token",
+            "client_id": "application-key",
+            "client_secret_env": "CLIENT_SECRET",
+        }
+        with pytest.raises(ValidationError, match="need key_header"):
+            RestSettings.model_validate(settings(auth={**base, "key_env": "SUBSCRIPTION_KEY"}))
+        with pytest.raises(ValidationError, match="exactly one"):
+            RestSettings.model_validate(settings(auth={**base, "key_header": "X-Key"}))
+        with pytest.raises(ValidationError, match="cannot be set here"):
+            RestSettings.model_validate(
+                settings(auth={**base, "key_header": "Authorization", "key_env": "K"})
+            )
+
     def test_oauth2_token_errors_name_the_endpoint_not_the_secret(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

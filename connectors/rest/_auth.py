@@ -172,19 +172,36 @@ class OAuth2ClientCredentials(_Model):
     """How the client authenticates: HTTP Basic (RFC 6749's default) or in the form body."""
     token_params: dict[str, str] = Field(default_factory=dict)
     """Extra form fields of the token request (e.g. `audience`); not secrets."""
+    key_header: str | None = None
+    """A key header sent with the token request and with every call, its value a secret
+    (`key_env` or `key_file`): PowerOffice Go's `Ocp-Apim-Subscription-Key`, for one."""
+    key_env: str | None = None
+    key_file: Path | None = None
 
     @model_validator(mode="after")
     def _secret(self) -> OAuth2ClientCredentials:
         _one_secret(self, "client_secret")
         if not self.token_url.startswith(("https://", "http://")):
             raise ValueError("token_url must be an http(s) URL")
+        if self.key_header is not None:
+            name = self.key_header
+            if not name.strip() or any(char in name for char in " :\r\n"):
+                raise ValueError(f"key_header {name!r} is not an HTTP header name")
+            if name.lower() in {"authorization", "host", "content-length"}:
+                raise ValueError(f"key_header {name!r} cannot be set here")
+            _one_secret(self, "key")
+        elif self.key_env is not None or self.key_file is not None:
+            raise ValueError("key_env and key_file need key_header: the header to send it in")
         return self
 
     def authenticator(self, base_dir: Path) -> Authenticator:
         secret = read_secret(
             self.client_secret_env, self.client_secret_file, base_dir, "client secret"
         )
-        return _OAuth2(self, secret)
+        key = None
+        if self.key_header is not None:
+            key = read_secret(self.key_env, self.key_file, base_dir, f"{self.key_header} key")
+        return _OAuth2(self, secret, key)
 
 
 Auth = Annotated[
@@ -228,9 +245,12 @@ class _Static(Authenticator):
 
 
 class _OAuth2(Authenticator):
-    def __init__(self, settings: OAuth2ClientCredentials, secret: SecretStr) -> None:
+    def __init__(
+        self, settings: OAuth2ClientCredentials, secret: SecretStr, key: SecretStr | None = None
+    ) -> None:
         self.settings = settings
         self._secret = secret
+        self._key = key
         self._token: SecretStr | None = None
         self._expires_at = 0.0
         self._seen: list[str] = []
@@ -241,7 +261,12 @@ class _OAuth2(Authenticator):
             if self._token is None or time.monotonic() >= self._expires_at:
                 self._fetch(request_token)
             assert self._token is not None  # noqa: S101 - _fetch sets it or raises
-            return {"Authorization": f"Bearer {self._token.get_secret_value()}"}
+            return {"Authorization": f"Bearer {self._token.get_secret_value()}", **self._keyed()}
+
+    def _keyed(self) -> dict[str, str]:
+        if self._key is None or self.settings.key_header is None:
+            return {}
+        return {self.settings.key_header: self._key.get_secret_value()}
 
     def refresh(self) -> bool:
         with self._lock:
@@ -249,14 +274,15 @@ class _OAuth2(Authenticator):
         return True
 
     def secrets(self) -> list[str]:
-        return [self._secret.get_secret_value(), *self._seen]
+        key = [] if self._key is None else [self._key.get_secret_value()]
+        return [self._secret.get_secret_value(), *key, *self._seen]
 
     def _fetch(self, request_token: TokenRequest) -> None:
         s = self.settings
         form = {"grant_type": "client_credentials", **s.token_params}
         if s.scope:
             form["scope"] = s.scope
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **self._keyed()}
         if s.client_auth == "basic":
             pair = f"{_form_quote(s.client_id)}:{_form_quote(self._secret.get_secret_value())}"
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
