@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Self
 
 from kravia_sync.engine.case_preview import known_verdict, timing_of
 from kravia_sync.engine.mirror import KraviaMirror
+from kravia_sync.engine.summary import StageOutcome
 from kravia_sync.identity import KnownCase, Unknown, Verdict
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.errors import KraviaError, backoff_delay
@@ -26,21 +27,13 @@ from kravia_sync.state.errors import LeaseLostError
 from kravia_sync.state.lease import LeaseKeeper, elapsed
 from kravia_sync.state.records import CaseWrite, JournalEntry, JournalKind, WriteStatus
 
-__all__ = ["CaseWrites", "DriveLog", "PassStoppedError", "journal_entry"]
+__all__ = ["CaseWrites", "PassStoppedError", "journal_entry"]
 
 log = get_logger("kravia_sync.engine.driver")
 
 
 class PassStoppedError(Exception):
     """The whole pass must stop (a refused token, a wrong base URL)."""
-
-
-@dataclass(slots=True)
-class DriveLog:
-    """What the driver did in a pass, for the run summary."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-    problems: list[dict[str, str]] = field(default_factory=list)
 
 
 class CaseWrites:
@@ -57,7 +50,7 @@ class CaseWrites:
         clock: Callable[[], datetime],
         run_id: int | None,
         stop: asyncio.Event,
-        log: DriveLog,
+        log: StageOutcome,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -69,6 +62,22 @@ class CaseWrites:
         self.stop = stop
         self.timing = timing_of(settings)
         self.log = log
+
+    @classmethod
+    def sharing(cls, other: CaseWrites) -> Self:
+        """One of the same pass as `other`, sharing its client, committer, mirror, lease,
+        clock, run, stop request and log."""
+        return cls(
+            other.settings,
+            client=other.client,
+            committer=other.committer,
+            mirror=other.mirror,
+            lease=other.lease,
+            clock=other.clock,
+            run_id=other.run_id,
+            stop=other.stop,
+            log=other.log,
+        )
 
     def _not_written(self, case: CaseState, status: WriteStatus, reason: str | None) -> None:
         self.log.counts["held" if status is WriteStatus.HELD else "conflicts"] += 1

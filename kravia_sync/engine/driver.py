@@ -36,11 +36,12 @@ from kravia_sync.engine.case_preview import (
     preview,
     timing_of,
 )
-from kravia_sync.engine.case_writes import CaseWrites, DriveLog, PassStoppedError, journal_entry
+from kravia_sync.engine.case_writes import CaseWrites, PassStoppedError, journal_entry
 from kravia_sync.engine.diff import SETTLING_STEPS, WorkItem
 from kravia_sync.engine.gate import Refusal
 from kravia_sync.engine.mirror import KraviaMirror
 from kravia_sync.engine.settling import CaseSettler
+from kravia_sync.engine.summary import StageOutcome
 from kravia_sync.errors import InvalidRecordError
 from kravia_sync.identity import KnownCase
 from kravia_sync.kravia.calls import Reservation
@@ -101,7 +102,6 @@ class CaseDriver(CaseWrites):
         lease: LeaseKeeper,
         clock: Callable[[], datetime],
         run_id: int | None,
-        pass_began: datetime,
         stop: asyncio.Event,
     ) -> None:
         super().__init__(
@@ -113,21 +113,10 @@ class CaseDriver(CaseWrites):
             clock=clock,
             run_id=run_id,
             stop=stop,
-            log=DriveLog(),
+            log=StageOutcome(),
         )
-        self.pass_began = pass_began
         # Settling shares this driver's means of writing and its log.
-        self.settler = CaseSettler(
-            settings,
-            client=client,
-            committer=committer,
-            mirror=mirror,
-            lease=lease,
-            clock=clock,
-            run_id=run_id,
-            stop=stop,
-            log=self.log,
-        )
+        self.settler = CaseSettler.sharing(self)
 
     # --- one case -----------------------------------------------------------------------------
     async def drive(self, item: WorkItem) -> CaseState:
@@ -384,7 +373,9 @@ class CaseDriver(CaseWrites):
         return replace(after, revision=pending.revision + 1)
 
 
-async def _load_copy(case: CaseState, invoice: Invoice, drive_log: DriveLog) -> bytes | CaseState:
+async def _load_copy(
+    case: CaseState, invoice: Invoice, drive_log: StageOutcome
+) -> bytes | CaseState:
     """The copy to upload, or the case to keep when it cannot be read now."""
     document = invoice.document
     if document is None:  # the gate refuses an upload without one: never an empty copy

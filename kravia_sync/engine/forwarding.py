@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -22,6 +21,7 @@ import structlog
 from kravia_sync.engine.payment_journal import kravia_id_of, payment_journal
 from kravia_sync.engine.payment_sizing import DropSizing, net_late_registers, payouts_of
 from kravia_sync.engine.payment_verify import PaymentVerifier
+from kravia_sync.engine.summary import StageOutcome
 from kravia_sync.errors import KraviaSyncError
 from kravia_sync.kravia.answers import (
     MoneyLine,
@@ -43,7 +43,7 @@ from kravia_sync.state.lease import LeaseKeeper
 from kravia_sync.state.records import JournalEntry, JournalKind
 from kravia_sync.state.store import StateStore
 
-__all__ = ["HAS_KRAVIA_CASE", "PaymentForwarder", "PaymentOutcome"]
+__all__ = ["HAS_KRAVIA_CASE", "PaymentForwarder"]
 
 log = structlog.get_logger("kravia_sync.engine.forwarding")
 # Phases in which a case with a Kravia id exists in Kravia (needs_review: a person looks at
@@ -53,12 +53,6 @@ HAS_KRAVIA_CASE = IN_KRAVIA_PHASES | {Phase.NEEDS_REVIEW}
 
 class AuthRefusedError(KraviaSyncError, RuntimeError):
     """Kravia refused the token: the pass stops."""
-
-
-@dataclass(slots=True)
-class PaymentOutcome:
-    counts: Counter[str] = field(default_factory=Counter)
-    problems: list[dict[str, str]] = field(default_factory=list)
 
 
 class PaymentForwarder:
@@ -91,8 +85,8 @@ class PaymentForwarder:
         self.sizing = DropSizing(store, client, clock=clock)
         self.verifier = PaymentVerifier(store, client, clock=clock, run_id=run_id)
 
-    async def forward(self, payments: list[PaymentState]) -> PaymentOutcome:
-        outcome = PaymentOutcome()
+    async def forward(self, payments: list[PaymentState]) -> StageOutcome:
+        outcome = StageOutcome()
         for payment in payments:
             if self.should_stop():
                 break
@@ -121,7 +115,7 @@ class PaymentForwarder:
     def _cases(self, payment: PaymentState) -> dict[str, CaseState]:
         return self.store.load_cases_by_id(payment.invoices)
 
-    async def _drive(self, payment: PaymentState, outcome: PaymentOutcome) -> PaymentState:
+    async def _drive(self, payment: PaymentState, outcome: StageOutcome) -> PaymentState:
         """One step, after a short wait where the next one is due soon (a lost answer
         settling, a short back-off), as the cases do."""
         for _ in range(self.max_waits + 1):
@@ -147,7 +141,7 @@ class PaymentForwarder:
         return payment
 
     async def _verify(
-        self, payment: PaymentState, cases: Mapping[str, CaseState], outcome: PaymentOutcome
+        self, payment: PaymentState, cases: Mapping[str, CaseState], outcome: StageOutcome
     ) -> PaymentState:
         verified = await self.verifier.verify(payment, cases)
         if verified.phase is PaymentPhase.NEW:  # it did not arrive: sent again
@@ -155,7 +149,7 @@ class PaymentForwarder:
         return verified
 
     async def _send(
-        self, payment: PaymentState, cases: Mapping[str, CaseState], outcome: PaymentOutcome
+        self, payment: PaymentState, cases: Mapping[str, CaseState], outcome: StageOutcome
     ) -> PaymentState:
         if not payment.derived:
             # A drop is limited by Kravia's capital instead (below): no clock is compared.

@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from kravia_sync.engine.driver import journal_entry
 from kravia_sync.engine.errors import PassFailedError
+from kravia_sync.engine.summary import StageOutcome
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.errors import KraviaError
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState, Phase, note_columns
@@ -26,21 +26,12 @@ from kravia_sync.state.lease import LeaseKeeper
 from kravia_sync.state.records import CaseWrite, JournalEntry, JournalKind, WriteStatus
 from kravia_sync.state.store import StateStore
 
-__all__ = ["HoldsInKravia", "HoldsOutcome"]
-
-
-@dataclass(slots=True)
-class HoldsOutcome:
-    """What the holds stage did: counts (`held_in_kravia`, `hold_actions_sent`, ...) and the
-    problems to report, one per held case not yet paused."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-    problems: list[dict[str, str]] = field(default_factory=list)
+__all__ = ["HoldsInKravia"]
 
 
 class HoldsInKravia:
     """The holds stage of a pass: every held invoice Kravia already has, flagged (and paused
-    where configured), with what it did counted in a `HoldsOutcome`."""
+    where configured), with what it did counted in a `StageOutcome`."""
 
     def __init__(
         self,
@@ -63,7 +54,7 @@ class HoldsInKravia:
         self._run_id = run_id
         self._holds = holds
 
-    async def flag(self, outcome: HoldsOutcome, *, dry_run: bool) -> None:
+    async def flag(self, outcome: StageOutcome, *, dry_run: bool) -> None:
         """A held invoice already in Kravia cannot be taken back: it is flagged on the case and
         in every run until released; with `policy.hold_action`, a started case is also sent
         that action once (journaled; a lost answer is left to a person, never resent)."""
@@ -107,7 +98,7 @@ class HoldsInKravia:
         return found
 
     async def _send_action(
-        self, case: CaseState, action: str, reason: str, outcome: HoldsOutcome
+        self, case: CaseState, action: str, reason: str, outcome: StageOutcome
     ) -> CaseState:
         """Send the configured pause action for a held case, through the same door as every
         call: a slot first, then the intent (only while the hold still stands and the lease
@@ -182,7 +173,7 @@ class HoldsInKravia:
         error: KraviaError,
         attempt_id: str,
         started: float,
-        outcome: HoldsOutcome,
+        outcome: StageOutcome,
     ) -> CaseState:
         assert self.committer is not None  # noqa: S101 - only after a call was sent
         self.committer.submit(

@@ -86,5 +86,4 @@ class PaymentStage:
             outcome = await self.forwarder.forward(work)
         except AuthRefusedError as exc:
             raise PassFailedError(str(exc)) from None
-        summary.counts.update(outcome.counts)
-        summary.problems.extend(outcome.problems)
+        outcome.add_to(summary)

@@ -111,7 +111,7 @@ class CasePool:
             await asyncio.gather(*workers, return_exceptions=True)
             raise
         finally:
-            summary.counts.update(driver.log.counts)
+            driver.log.add_to(summary)
         judge_run(summary)
 
     def _tally(self, case: CaseState, summary: RunSummary) -> None:

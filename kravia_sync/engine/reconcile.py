@@ -25,13 +25,13 @@ from kravia_sync.engine.driver import (
     timing_of,
 )
 from kravia_sync.engine.errors import PassFailedError
-from kravia_sync.engine.holds import HoldsInKravia, HoldsOutcome
+from kravia_sync.engine.holds import HoldsInKravia
 from kravia_sync.engine.mirror import KraviaMirror
 from kravia_sync.engine.payment_stage import PaymentStage, payments_due
 from kravia_sync.engine.pool import CasePool, Progress
 from kravia_sync.engine.reading import SourceReader, build_connector
 from kravia_sync.engine.status import StatusPullBack, refresh_statuses
-from kravia_sync.engine.summary import PlannedAction, RunStatus, RunSummary
+from kravia_sync.engine.summary import PlannedAction, RunStatus, RunSummary, StageOutcome
 from kravia_sync.engine.target import KRAVIA_TARGET, StoreTarget, kravia_target
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.lifecycle import (
@@ -216,7 +216,6 @@ class Reconciler:
         payment_work: list[PaymentState] = []
         gone_in_kravia: list[str] = []
         kept_out = 0  # invoices the gate kept out: Kravia may hold some of them already
-        began = self.clock()
         self._mirror = KraviaMirror(
             self.store,
             self.client,
@@ -246,8 +245,8 @@ class Reconciler:
             raise PassFailedError(work.broken)
         if not dry_run:
             self.progress.start(len(work))
-            await self._canary(work, summary, began)
-        held = HoldsOutcome()
+            await self._canary(work, summary)
+        held = StageOutcome()
         try:
             await HoldsInKravia(
                 self.settings,
@@ -260,8 +259,7 @@ class Reconciler:
                 holds=holds,
             ).flag(held, dry_run=dry_run)
         finally:
-            summary.counts.update(held.counts)
-            summary.problems.extend(held.problems)
+            held.add_to(summary)
         if dry_run:
             await _preview(
                 self.settings,
@@ -274,7 +272,7 @@ class Reconciler:
             )
             return
         try:
-            await self._apply(work, summary, began)
+            await self._apply(work, summary)
         finally:
             self.target.record_target()
         assert self.client is not None  # noqa: S101 - run() checks
@@ -297,7 +295,7 @@ class Reconciler:
         if self.stopping and summary.status != RunStatus.FAILED:
             summary.status = RunStatus.STOPPED
 
-    async def _canary(self, work: WorkList, summary: RunSummary, began: datetime) -> None:
+    async def _canary(self, work: WorkList, summary: RunSummary) -> None:
         """First contact (see `kravia_sync.engine.canary.canary_stage`)."""
         if self.settings.policy.canary == "off":
             return
@@ -305,7 +303,7 @@ class Reconciler:
 
         async def apply(items: list[WorkItem]) -> list[CaseState]:
             finals: list[CaseState] = []
-            await self._apply(items, summary, began, finals=finals)
+            await self._apply(items, summary, finals=finals)
             return finals
 
         canary = CanaryRun(self.settings, self.store, self.client, self.timing, self.clock)
@@ -315,7 +313,6 @@ class Reconciler:
         self,
         work: WorkList | list[WorkItem],
         summary: RunSummary,
-        began: datetime,
         *,
         finals: list[CaseState] | None = None,
     ) -> None:
@@ -331,7 +328,6 @@ class Reconciler:
             lease=self._lease,
             clock=self.clock,
             run_id=self._run_id,
-            pass_began=began,
             stop=self._stop,
         )
         pool = CasePool(

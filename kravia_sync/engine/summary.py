@@ -13,7 +13,7 @@ from typing import Any
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.logging import redact
 
-__all__ = ["PlannedAction", "RunStatus", "RunSummary", "SourceResult"]
+__all__ = ["PlannedAction", "RunStatus", "RunSummary", "SourceResult", "StageOutcome"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,3 +86,16 @@ class RunSummary:
             "problems": self.problems,
             "error": self.error,
         }
+
+
+@dataclass(slots=True)
+class StageOutcome:
+    """What one stage of a pass did (the case driver, the holds, the payments): counts for the
+    run summary, and the problems to report."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+    def add_to(self, summary: RunSummary) -> None:
+        summary.counts.update(self.counts)
+        summary.problems.extend(self.problems)
