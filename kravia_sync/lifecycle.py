@@ -260,7 +260,22 @@ def after_success(
     case: CaseState, step: Step, *, now: datetime, kravia_id: int | None = None
 ) -> CaseState:
     """The state after Kravia confirmed `step`."""
-    settled = replace(
+    if step is Step.REGISTER:
+        if kravia_id is None:
+            raise ValueError("a successful register has a Kravia id")
+        reached: dict[str, Any] = {
+            "phase": Phase.REGISTERED,
+            "kravia_id": kravia_id,
+            "registered_fingerprint": case.fingerprint,
+            "registered_at": case.pending_since or now,
+        }
+    elif step is Step.UPLOAD:
+        reached = {"phase": Phase.DOCUMENTED}
+    elif step is Step.START:
+        reached = {"phase": Phase.STARTED}
+    else:
+        raise ValueError(f"{step} is not a sending step")
+    return replace(
         case,
         pending_attempt=None,
         pending_since=None,
@@ -270,22 +285,8 @@ def after_success(
         next_attempt_at=None,
         last_error=None,
         updated_at=now,
+        **reached,
     )
-    if step is Step.REGISTER:
-        if kravia_id is None:
-            raise ValueError("a successful register has a Kravia id")
-        return replace(
-            settled,
-            phase=Phase.REGISTERED,
-            kravia_id=kravia_id,
-            registered_fingerprint=case.fingerprint,
-            registered_at=case.pending_since or now,
-        )
-    if step is Step.UPLOAD:
-        return replace(settled, phase=Phase.DOCUMENTED)
-    if step is Step.START:
-        return replace(settled, phase=Phase.STARTED)
-    raise ValueError(f"{step} is not a sending step")
 
 
 def _phase_before(step: Step, case: CaseState) -> Phase:

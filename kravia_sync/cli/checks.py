@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from typing import Annotated
 from urllib.parse import urlsplit
 
 import typer
 
+from kravia_sync import event_loop
 from kravia_sync.cli.common import (
     EXIT_PENDING,
     ConfigOption,
@@ -77,7 +77,7 @@ def check(
                 return await probe_kravia(client, kravia_id=known_id) if probe else []
 
         try:
-            findings = asyncio.run(try_token())
+            findings = event_loop.run(try_token())
         except KraviaAuthError as exc:
             raise FailedError(str(exc)) from None
         except KraviaError as exc:
@@ -176,7 +176,7 @@ def webhook_configure(
                 )
 
         try:
-            asyncio.run(configure())
+            event_loop.run(configure())
         except KraviaAuthError as exc:
             raise FailedError(str(exc)) from None
         except KraviaError as exc:

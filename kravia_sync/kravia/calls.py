@@ -185,6 +185,7 @@ class KraviaCalls:
         # read it.
         self.server_time: datetime | None = None
         self._server_time_read = 0.0
+        self._date_header: tuple[str | None, datetime | None] = (None, None)
 
     @contextlib.asynccontextmanager
     async def reserve(self) -> AsyncIterator[Reservation]:
@@ -362,7 +363,10 @@ class KraviaCalls:
         return RawAnswer.of(operation, response)
 
     def _note_server_time(self, response: httpx.Response) -> None:
-        moment = parse_http_date(response.headers.get("Date"))
+        text = response.headers.get("Date")
+        if text != self._date_header[0]:  # a Date names a second: most answers repeat the last
+            self._date_header = (text, parse_http_date(text))
+        moment = self._date_header[1]
         if moment is not None:
             self.server_time = moment
             self._server_time_read = time.monotonic()
