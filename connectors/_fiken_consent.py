@@ -25,10 +25,11 @@ from connectors._fiken_oauth import (
     FikenOAuthSettings,
     TokenAnswer,
     basic_credentials,
+    hide,
+    secret_forms,
     token_answer,
 )
 from kravia_sync import ConnectorError, register_secrets
-from kravia_sync.logging import redact
 
 __all__ = ["CallbackListener", "ConsentError", "code_from", "exchange_code", "is_local"]
 
@@ -167,7 +168,7 @@ class _CallbackHandler(BaseHTTPRequestHandler):
         self._send(status, message)
 
     def _send(self, status: int, message: str) -> None:
-        body = _PAGE.format(message=redact(message)).encode("utf-8")
+        body = _PAGE.format(message=message).encode("utf-8")  # never holds the code
         self.send_response(status)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -192,6 +193,8 @@ def exchange_code(
     as Fiken's description lists them). A refusal or failure is a `ConnectorError` without
     secrets; an answer without a refresh token is one too (it could not be renewed)."""
     url = settings.token_endpoint
+    known = [*secret_forms(code.get_secret_value()), *secret_forms(secret.get_secret_value())]
+    register_secrets(known)
     form = {
         "grant_type": "authorization_code",
         "code": code.get_secret_value(),
@@ -205,14 +208,14 @@ def exchange_code(
             )
     except httpx.HTTPError as exc:
         failure = f"{type(exc).__name__}: {exc}"
-        raise ConnectorError(
-            redact(f"the Fiken token endpoint {url} could not be reached ({failure})")
-        ) from None
+        message = f"the Fiken token endpoint {url} could not be reached ({failure})"
+        raise ConnectorError(hide(message, known)) from None
     try:
         body: object = response.json()
     except ValueError:
         body = None
-    answer = token_answer(response.status_code, body, url, grant="authorization_code")
+    status = response.status_code
+    answer = token_answer(status, body, url, grant="authorization_code", secrets=known)
     if answer.refresh_token is None:
         raise ConnectorError(
             f"the Fiken token endpoint {url} answered no refresh_token: without one the "

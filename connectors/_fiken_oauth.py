@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -37,7 +37,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from connectors._fiken_tokens import RefreshTokenFile
 from connectors.rest._auth import Authenticator, TokenRequest, read_secret
 from kravia_sync import ConnectorError, register_secrets
-from kravia_sync.logging import redact
 
 __all__ = [
     "DEFAULT_REDIRECT_URI",
@@ -47,6 +46,8 @@ __all__ = [
     "TokenAnswer",
     "authorize_url",
     "basic_credentials",
+    "hide",
+    "secret_forms",
     "token_answer",
 ]
 
@@ -151,15 +152,34 @@ class TokenAnswer:
     expires_in: float | None
 
 
-def token_answer(status: int, body: object, url: str, *, grant: str) -> TokenAnswer:
+def hide(text: str, secrets: Iterable[str]) -> str:
+    """`text` with each of `secrets` replaced (the engine redacts registered secrets too; this
+    is for messages made before they reach it)."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def secret_forms(secret: str) -> list[str]:
+    """A secret as it is, and as a form body carries it (Fiken's tokens end in "=")."""
+    quoted = quote_plus(secret)
+    return [secret] if quoted == secret else [secret, quoted]
+
+
+def token_answer(
+    status: int, body: object, url: str, *, grant: str, secrets: Iterable[str] = ()
+) -> TokenAnswer:
     """The tokens in the token endpoint's answer (registered for redaction at once), or a
-    `ConnectorError` saying what Fiken refused and what to do."""
+    `ConnectorError` saying what Fiken refused and what to do (without any of `secrets`)."""
     if isinstance(body, dict):
         register_secrets(
-            str(body[name]) for name in ("access_token", "refresh_token") if body.get(name)
+            form
+            for name in ("access_token", "refresh_token")
+            if body.get(name)
+            for form in secret_forms(str(body[name]))
         )
     if not 200 <= status < 300:
-        raise ConnectorError(redact(_refusal(status, body, url, grant)))
+        raise ConnectorError(hide(_refusal(status, body, url, grant), secrets))
     if not isinstance(body, dict):
         raise ConnectorError(f"the Fiken token endpoint {url} did not answer a JSON object")
     access = body.get("access_token")
@@ -221,11 +241,12 @@ class FikenOAuth(Authenticator):
     ) -> None:
         self.settings = settings
         self._secret = settings.client_secret(base_dir)
+        self._seen: list[str] = []
+        self._remember(self._secret)
         self.tokens = settings.token_file(base_dir)
         self._clock = clock
         self._access: SecretStr | None = None
         self._expires_at = 0.0
-        self._seen: list[str] = []
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -244,15 +265,16 @@ class FikenOAuth(Authenticator):
         return True
 
     def secrets(self) -> list[str]:
-        return [self._secret.get_secret_value(), *self._seen]
+        return list(self._seen)  # the client secret first
 
     def _remember(self, *values: SecretStr | str | None) -> None:
         for value in values:
             if value is None:
                 continue
             text = value.get_secret_value() if isinstance(value, SecretStr) else value
-            if text not in self._seen:
-                self._seen.append(text)
+            for form in secret_forms(text):
+                if form not in self._seen:
+                    self._seen.append(form)
         register_secrets(self._seen)
 
     def _renew(self, request_token: TokenRequest) -> None:
@@ -266,7 +288,9 @@ class FikenOAuth(Authenticator):
             headers = basic_credentials(s.client_id, self._secret)
             self._remember(headers["Authorization"].removeprefix("Basic "))
             status, body = request_token(s.token_endpoint, form, headers)
-            answer = token_answer(status, body, s.token_endpoint, grant="refresh_token")
+            answer = token_answer(
+                status, body, s.token_endpoint, grant="refresh_token", secrets=self.secrets()
+            )
             self._remember(answer.access_token, answer.refresh_token)
             new = answer.refresh_token
             if new is not None and new.get_secret_value() != refresh:

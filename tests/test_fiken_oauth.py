@@ -9,6 +9,7 @@ refresh token"; a refused grant is `{"error": "invalid_grant", …}`; access tok
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from collections.abc import Iterator
@@ -16,8 +17,10 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from fiken_oauth_support import (
+    CLIENT_ID,
     CLIENT_SECRET,
     SLUG,
     Fiken,
@@ -29,8 +32,11 @@ from fiken_oauth_support import (
     stored,
     token_path,
 )
+from pydantic import SecretStr
 from support import Sim, cli_env, run_cli, run_pass
 
+from connectors._fiken_consent import exchange_code
+from connectors._fiken_oauth import FikenOAuthSettings
 from connectors._fiken_tokens import RefreshTokenFile
 from connectors.fiken import FikenSettings
 from kravia_sync.connector import ConnectorError, SourceRecord
@@ -185,6 +191,62 @@ class TestRefresh:
 
         assert "refused the client id and secret" in str(failure.value)
         assert "not-the-secret-Xw4" not in str(failure.value)
+
+
+class TestSecrets:
+    def test_an_http_error_carrying_the_whole_request_shows_no_secret(
+        self, fiken: Fiken, tmp_path: Path
+    ) -> None:
+        """A transport error whose message holds the token request's body and headers (as
+        encoded on the wire): neither the refresh token, the client secret nor the Basic
+        credentials survive into the error or its repr."""
+        token = seed(fiken, tmp_path)
+        source = connector(fiken, tmp_path, retry={"attempts": 1})
+
+        def explode(request: httpx.Request) -> httpx.Response:
+            raise httpx.ConnectError(
+                f"failed sending {request.content.decode()} {dict(request.headers)}"
+            )
+
+        source.http.transport = httpx.MockTransport(explode)
+        with pytest.raises(ConnectorError) as failure:
+            list(source.read())
+
+        text = str(failure.value) + repr(failure.value)
+        assert "failed sending grant_type=refresh_token" in text
+        assert token.rstrip("=") not in text
+        assert CLIENT_SECRET not in text
+        basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        assert basic not in text
+        assert "Basic ***" in text
+
+    def test_the_code_exchange_shows_no_secret_in_its_errors(self, tmp_path: Path) -> None:
+        settings = FikenOAuthSettings.model_validate(
+            {
+                "client_id": CLIENT_ID,
+                "client_secret_env": "FIKEN_CLIENT_SECRET",
+                "refresh_token_file": "token",
+            }
+        )
+        code = SecretStr("auth-code-Jq8=")
+
+        def explode(request: httpx.Request) -> httpx.Response:
+            raise httpx.ConnectError(f"{request.content.decode()} {dict(request.headers)}")
+
+        with pytest.raises(ConnectorError) as failure:
+            exchange_code(
+                settings,
+                settings.client_secret(tmp_path),
+                code,
+                "state-1",
+                transport=httpx.MockTransport(explode),
+            )
+
+        text = str(failure.value) + repr(failure.value)
+        assert "grant_type=authorization_code" in text
+        assert "auth-code-Jq8" not in text
+        assert CLIENT_SECRET not in text
+        assert repr(code) == "SecretStr('**********')"
 
 
 class TestRotationIsStoredFirst:
