@@ -2,8 +2,11 @@
 
 A preset of the `rest` connector, from Fiken's published OpenAPI description (2.0.0):
 
-* Auth: a personal API token or an OAuth2 access token, both sent as `Authorization: Bearer`
-  (`token_env` or `token_file`). Personal API tokens never expire.
+* Auth: a personal API token (`token_env` or `token_file`; it never expires), for a company's
+  own use, or OAuth2 (`[oauth]`), which Fiken asks of third parties: a person consents once
+  (`kravia-sync auth fiken`), and the connector then renews its access token from the stored
+  refresh token, storing each rotated one before use (`connectors._fiken_oauth`). Both are
+  sent as `Authorization: Bearer`. `check()` asks for the company (`GET /companies/{slug}`).
 * Invoices: `GET /companies/{companySlug}/invoices?settled=false` — "returns all invoices that
   have not been fully settled" — paged with `page` (from 0) and `pageSize` (at most 100), the
   totals in `Fiken-Api-Page-Count` and `Fiken-Api-Result-Count`. The read fails (nothing is
@@ -37,10 +40,19 @@ from typing import Any, ClassVar, Final
 
 from pydantic import Field, field_validator, model_validator
 
+from connectors._fiken_oauth import FikenOAuth, FikenOAuthSettings
 from connectors.rest import RestConnector, RestSettings, RetrySettings
+from connectors.rest._auth import Authenticator
 from kravia_sync import ConnectorSettings, RecordError
 
-__all__ = ["EXAMPLE_SETTINGS", "FIKEN_API", "FikenConnector", "FikenSettings", "rest_settings"]
+__all__ = [
+    "EXAMPLE_SETTINGS",
+    "FIKEN_API",
+    "FikenConnector",
+    "FikenOAuthSettings",
+    "FikenSettings",
+    "rest_settings",
+]
 
 FIKEN_API: Final = "https://api.fiken.no/api/v2/"
 FIKEN_MAX_PAGE_SIZE: Final = 100
@@ -54,11 +66,20 @@ id_prefix = ""                   # prepended to each accountingInvoiceId (Fiken'
 [sources.settings]
 # The company's slug, as in https://fiken.no/foretak/<slug>/ (GET /companies lists them).
 company_slug = "fiken-demo-as"
-# A personal API token (Fiken: Rediger konto -> API -> Personlige API-nøkler) or an OAuth2
-# access token; both are sent as a bearer token. Name an environment variable holding it, or
-# a file (relative to this file). It is redacted from every log line and message.
+# A personal API token (Fiken: Rediger konto -> API -> Personlige API-nøkler), for your own
+# company: name an environment variable holding it, or a file (relative to this file). It is
+# redacted from every log line and message.
 token_env = "FIKEN_TOKEN"
 # token_file = "/run/secrets/fiken_token"
+#
+# Or, instead of a token, OAuth2 (what Fiken asks of third parties acting for a company): the
+# app's client id and secret, and where the refresh token is kept. Run
+# `kravia-sync auth fiken` once to consent; the connector renews its access from then on.
+# [sources.settings.oauth]
+# client_id = "your-app-client-id"
+# client_secret_env = "FIKEN_CLIENT_SECRET"     # or client_secret_file
+# redirect_uri = "http://127.0.0.1:8765/callback"   # one of the app's redirect URLs
+# refresh_token_file = "fiken-refresh-token"    # relative to this file; written 0600
 #
 # Fiken allows one request at a time and slows down beyond 4 requests per second.
 # requests_per_second = 4
@@ -77,6 +98,7 @@ class FikenSettings(ConnectorSettings):
     company_slug: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=200)
     token_env: str | None = None
     token_file: Path | None = None
+    oauth: FikenOAuthSettings | None = None
     base_url: str = FIKEN_API
     """Fiken's API; another URL only for a test server."""
     page_size: int = Field(default=FIKEN_MAX_PAGE_SIZE, ge=1, le=FIKEN_MAX_PAGE_SIZE)
@@ -87,8 +109,12 @@ class FikenSettings(ConnectorSettings):
 
     @model_validator(mode="after")
     def _one_token(self) -> FikenSettings:
-        if (self.token_env is None) == (self.token_file is None):
-            raise ValueError("give token_env (an environment variable) or token_file, exactly one")
+        given = [self.token_env, self.token_file, self.oauth]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError(
+                "give a personal API token (token_env, an environment variable, or token_file) "
+                "or OAuth2 (an [oauth] table), exactly one"
+            )
         return self
 
     @field_validator("base_url")
@@ -103,8 +129,10 @@ def rest_settings(settings: FikenSettings) -> RestSettings:
     auth: dict[str, object] = {"type": "bearer"}
     if settings.token_env is not None:
         auth["token_env"] = settings.token_env
-    else:
+    elif settings.token_file is not None:
         auth["token_file"] = settings.token_file
+    else:  # OAuth2: FikenConnector.make_authenticator gives the credentials
+        auth = {"type": "none"}
     raw: dict[str, Any] = {
         "base_url": settings.base_url,
         "auth": auth,
@@ -170,6 +198,24 @@ class FikenConnector(RestConnector):
 
     def __repr__(self) -> str:
         return f"FikenConnector(company_slug={self.fiken.company_slug!r})"
+
+    def make_authenticator(self, settings: RestSettings, base_dir: Path) -> Authenticator:
+        """OAuth2 refresh tokens when `[oauth]` is set, else the personal API token."""
+        if self.fiken.oauth is not None:
+            return FikenOAuth(self.fiken.oauth, base_dir)
+        return super().make_authenticator(settings, base_dir)
+
+    def check(self) -> list[str] | None:
+        """`GET /companies/{slug}`: the credentials are accepted and reach the company."""
+        slug = self.fiken.company_slug
+        problems = self.probe(f"companies/{slug}", f"the company {slug}")
+        if any("answered 403" in problem or "answered 404" in problem for problem in problems):
+            problems.append(
+                f"the credentials do not reach the company {slug}: check company_slug; with "
+                "OAuth2, a company must be among those the consent covers (Fiken: Rediger "
+                "konto -> Sikkerhet -> Apper du har gitt tilgang til)"
+            )
+        return problems
 
     def review(
         self, key: str, invoice: Mapping[str, Any], fields: dict[str, object]

@@ -200,6 +200,17 @@ class Connector(ABC):
         them from every log line, error and output. Override when the settings hold any."""
         return []
 
+    def check(self) -> list[str] | None:
+        """Whether the source answers with its credentials, by one cheap call (a login, one
+        small request): the problems found, each a sentence for a person (an empty list:
+        none), or None when the connector has no such check (the default).
+
+        `kravia-sync check` calls it for every source once the configuration, the state store
+        and Kravia's token are fine. It must not raise for a source that refuses or cannot be
+        reached (that is a problem to return), must not change the source, and its messages
+        must carry no secret (they are redacted all the same)."""
+        return None
+
 
 # The connectors kravia-sync ships, as its own entry points name them (a test holds the two
 # together). Their names are kravia-sync's: they load without a look at every installed

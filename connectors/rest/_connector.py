@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
+from connectors.rest._auth import Authenticator
 from connectors.rest._example import EXAMPLE_SETTINGS
 from connectors.rest._http import BodyTooLargeError, HttpError, HttpSource, Session, same_origin
 from connectors.rest._mapping import FieldMapping, compiled_path
@@ -74,7 +75,7 @@ class RestConnector(Connector):
             raise TypeError(f"{type(self).__name__} needs RestSettings, not {kind}")
         super().__init__(settings, base_dir=base_dir)
         self.settings = settings
-        self._authenticator = settings.auth.authenticator(base_dir)
+        self._authenticator = self.make_authenticator(settings, base_dir)
         self.http = HttpSource(
             base_url=settings.base_url,
             authenticator=self._authenticator,
@@ -111,6 +112,11 @@ class RestConnector(Connector):
 
     # -- hooks for connectors built on this one --------------------------------------------
 
+    def make_authenticator(self, settings: RestSettings, base_dir: Path) -> Authenticator:
+        """What adds credentials to the requests: the one `settings.auth` describes. A
+        connector with a scheme of its own (Fiken's OAuth2 refresh tokens) overrides this."""
+        return settings.auth.authenticator(base_dir)
+
     def review(
         self,
         key: str,  # noqa: ARG002 - for subclasses
@@ -121,6 +127,29 @@ class RestConnector(Connector):
         True keeps it, False leaves it out of the read (it is not an open invoice), a
         `RecordError` quarantines it. Subclasses override this; here every invoice is kept."""
         return True
+
+    # -- checking ----------------------------------------------------------------------------
+
+    def check(self) -> list[str] | None:
+        """One request for the first page of invoices (nothing read from it): the problem when
+        the API refuses the credentials or cannot be reached."""
+        clock = Clock.current(self.timezone)
+        invoices = self.settings.invoices
+        params = dict(self._param_constants)
+        params.update({name: t.render(clock) for name, t in self._param_templates.items()})
+        first = invoices.paging.pager().first(
+            self._invoice_path.render(clock, escape=_segment), params
+        )
+        return self.probe(first.url, "the first invoices page", first.params)
+
+    def probe(self, url: str, what: str, params: Mapping[str, str] | None = None) -> list[str]:
+        """`GET url` with the credentials: no problem when it answers 2xx, else what failed."""
+        try:
+            with self.http.session() as session:
+                session.get(url, what=what, params=params)
+        except ConnectorError as exc:  # HttpError, and a token endpoint that refused
+            return [self.http.redact(str(exc))]
+        return []
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from kravia_sync.cli.common import (
     FailedError,
     SecretsOption,
     app,
+    err,
     kravia_client,
     new_table,
     out,
@@ -24,6 +25,7 @@ from kravia_sync.cli.common import (
     user_errors,
     webhook_app,
 )
+from kravia_sync.connector import Connector
 from kravia_sync.engine.canary import probe as probe_kravia
 from kravia_sync.engine.canary import stored_contract
 from kravia_sync.engine.reconcile import (
@@ -32,11 +34,13 @@ from kravia_sync.engine.reconcile import (
 from kravia_sync.kravia.contract import Contract
 from kravia_sync.kravia.errors import KraviaAuthError, KraviaError
 from kravia_sync.kravia.probe import Finding, Verdict, differing
+from kravia_sync.logging import redact
 from kravia_sync.settings import (
     DEFAULT_CONFIG,
     WEBHOOK_SECRET_ENV,
     WEBHOOK_SECRET_FILE,
     Settings,
+    SourceConfig,
 )
 from kravia_sync.state.store import StateStore
 
@@ -56,12 +60,14 @@ def check(
         ),
     ] = False,
 ) -> None:
-    """Validate the configuration, each source's settings, the state store, and the token."""
+    """Validate the configuration, each source's settings, the state store, Kravia's token, and
+    each source's credentials (a source that can tell: fiken, rest)."""
     with user_errors():
         settings = settings_from(config, secrets_dir)
         out.print(f"[green]ok[/] {config}: valid configuration", highlight=False)
+        connectors: list[tuple[SourceConfig, Connector]] = []
         for source in settings.sources:
-            build_connector(settings, source)
+            connectors.append((source, build_connector(settings, source)))
             out.print(f"[green]ok[/] source {source.name} ({source.connector})", highlight=False)
         with StateStore(settings.state_path) as store:
             version = store.schema_version()
@@ -85,11 +91,37 @@ def check(
                 f"could not reach Kravia at {settings.kravia.base_url}: {exc}"
             ) from None
         out.print(f"[green]ok[/] Kravia at {settings.kravia.base_url} accepts the token")
+        _check_sources(connectors)
     if probe:
         _print_findings(findings)
         _print_contract(contract, settings)
         if differing(findings):
             raise typer.Exit(EXIT_PENDING)
+
+
+def _check_sources(connectors: list[tuple[SourceConfig, Connector]]) -> None:
+    """Each source asked with its credentials (`Connector.check`), every one of them even
+    when one fails; a failure of any is the command's failure."""
+    failed: list[str] = []
+    for source, connector in connectors:
+        problems = connector.check()
+        if problems is None:
+            continue
+        if not problems:
+            out.print(
+                f"[green]ok[/] source {source.name} answers with its credentials",
+                highlight=False,
+            )
+            continue
+        failed.append(source.name)
+        for problem in problems:
+            err.print(
+                f"[bold red]error:[/] source {source.name}: {redact(problem)}",
+                highlight=False,
+                markup=True,
+            )
+    if failed:
+        raise FailedError(f"the credentials check failed for source {', '.join(failed)}")
 
 
 _VERDICT_STYLE = {Verdict.HOLDS: "green", Verdict.DIFFERS: "bold red", Verdict.NOT_SEEN: "yellow"}

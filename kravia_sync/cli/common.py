@@ -47,6 +47,7 @@ COMMAND_ORDER = (
     "daemon",
     "webhook",
     "init",
+    "auth",
     "connectors",
     "new-connector",
     "simulate",

@@ -17,7 +17,10 @@ It follows Fiken's published description (api.fiken.no/api/v2, OpenAPI 2.0.0):
   users meet: the spec example's English name `Norway`, `Norge`, and `NO`).
 * The invoice PDF at `invoicePdf.downloadUrl`. Fiken does not document the form of that URL;
   here it is `/companies/{slug}/invoices/{invoiceId}/invoicePdf` on the same host.
-* `Authorization: Bearer <token>` on every request (401 otherwise).
+* `GET /companies/{companySlug}`: the company (`name`, `slug`, `organizationNumber`).
+* `Authorization: Bearer <token>` on every request (401 otherwise): the personal API token, or
+  an access token of the OAuth2 endpoints (`_fiken_oauth`, `/oauth/…` on the same server; an
+  expired or revoked one is a 401 too).
 * Rate limits: Fiken allows a single concurrent request per user ("may result in a 429") and
   says calls "may be slowed" beyond 4 per second. The simulator is strict about both: a request
   while another is in flight gets 429, and so does one beyond a token bucket of
@@ -52,10 +55,12 @@ from stdnum.no import orgnr
 
 from kravia_sync.testing import minimal_pdf
 from kravia_sync.testing._dropped import DroppedResponse
+from kravia_sync.testing._fiken_oauth import OAUTH_PREFIX, FikenOAuthServer
 from kravia_sync.testing.running import RunningServer
 
 __all__ = [
     "FikenCompany",
+    "FikenOAuthServer",
     "FikenSimulator",
     "RunningFiken",
     "demo_company",
@@ -64,7 +69,7 @@ __all__ = [
 API_PREFIX: Final = "/api/v2"
 MAX_PAGE_SIZE: Final = 100
 DEFAULT_PAGE_SIZE: Final = 25
-Kind = Literal["invoices", "invoice", "contact", "pdf"]
+Kind = Literal["invoices", "invoice", "contact", "pdf", "company"]
 Fault = Literal["500", "502", "503", "504", "429", "drop"]
 
 
@@ -79,6 +84,7 @@ class FikenCompany:
     invoices: list[dict[str, Any]]
     contacts: dict[int, dict[str, Any]]
     pdfs: dict[int, bytes] = field(default_factory=dict)
+    organization_number: str = "921234566"
 
     def unpaid_overdue(self, today: date, min_days: int = 14) -> list[dict[str, Any]]:
         """The invoices a pass must send to collection: unsettled, neither written off nor
@@ -269,13 +275,15 @@ class _Answer:
 
 
 class FikenSimulator:
-    """The simulated Fiken API for one company and one API token."""
+    """The simulated Fiken API for one company, one personal API token and, with `oauth`, one
+    OAuth2 app."""
 
     def __init__(
         self,
         company: FikenCompany,
         *,
-        token: str,
+        token: str | None = None,
+        oauth: FikenOAuthServer | None = None,
         requests_per_second: float = 4.0,
         burst: float | None = None,
         max_in_flight: int = 1,
@@ -283,6 +291,7 @@ class FikenSimulator:
     ) -> None:
         self.company = company
         self._token = token
+        self.oauth = oauth
         self.latency_s = latency_ms / 1000
         self.max_in_flight = max_in_flight
         self._bucket = _Bucket(requests_per_second, burst or max(1.0, requests_per_second))
@@ -296,6 +305,8 @@ class FikenSimulator:
         prefix = f"{API_PREFIX}/companies/{{slug}}"
         self.app = Starlette(
             routes=[
+                *(oauth.routes() if oauth is not None else []),
+                Route(prefix, self._endpoint("company", self._company)),
                 Route(f"{prefix}/invoices", self._endpoint("invoices", self._invoices)),
                 Route(
                     f"{prefix}/invoices/{{invoice_id:int}}",
@@ -389,7 +400,7 @@ class FikenSimulator:
     async def _serve(
         self, kind: Kind, handler: Callable[[Request], Awaitable[_Answer]], request: Request
     ) -> Response:
-        if request.headers.get("authorization") != f"Bearer {self._token}":
+        if not self._authorized(request.headers.get("authorization", "")):
             return self._respond(_Answer(401, _json({"error": "Unauthorized"})))
         if request.path_params.get("slug") != self.company.slug:
             return self._respond(_Answer(403, _json({"error": "No access to this company"})))
@@ -408,6 +419,12 @@ class FikenSimulator:
             headers = {"Retry-After": "1"} if fault == "429" else {}
             return self._respond(_Answer(int(fault), _json({"error": "Simulated fault"}), headers))
         return self._respond(await handler(request))
+
+    def _authorized(self, header: str) -> bool:
+        token = header.removeprefix("Bearer ")
+        if not header.startswith("Bearer ") or not token:
+            return False
+        return token == self._token or (self.oauth is not None and self.oauth.access_valid(token))
 
     def _next_fault(self, kind: Kind, page: int | None) -> Fault | None:
         with self._lock:
@@ -451,6 +468,13 @@ class FikenSimulator:
             "Fiken-Api-Result-Count": str(total),
         }
         return _Answer(200, _json(body), headers)
+
+    async def _company(self, _request: Request) -> _Answer:
+        company = self.company
+        name = company.slug.replace("-", " ").title()
+        number = company.organization_number
+        body = {"name": name, "slug": company.slug, "organizationNumber": number}
+        return _Answer(200, _json({**body, "hasApiAccess": True, "testCompany": True}))
 
     async def _invoice(self, request: Request) -> _Answer:
         invoice_id = request.path_params["invoice_id"]
@@ -554,6 +578,11 @@ class RunningFiken(RunningServer):
     @property
     def base_url(self) -> str:
         return f"{self.root_url}{API_PREFIX}/" if self.root_url else ""
+
+    @property
+    def oauth_url(self) -> str:
+        """Where the OAuth2 endpoints are (Fiken's `https://fiken.no/oauth/`)."""
+        return f"{self.root_url}{OAUTH_PREFIX}/" if self.root_url else ""
 
     def start(self) -> None:
         super().start()
