@@ -195,6 +195,13 @@ class Connector(ABC):
         class's `payments_default`, or what this instance's settings say."""
         return self.payments_default
 
+    def check_access(self) -> str | None:
+        """For `kravia-sync check`: try the source's credentials with the smallest request it
+        has. Returns what was checked (one line for people), or None when this connector has
+        nothing to try (the default). Raises `ConnectorError` when the source refuses them or
+        cannot be reached; the message holds no secret."""
+        return None
+
     def secret_values(self) -> list[str]:
         """Secret values this connector holds (passwords, tokens): the engine redacts each of
         them from every log line, error and output. Override when the settings hold any."""
@@ -209,6 +216,7 @@ BUILT_IN_CONNECTORS = {
     "folder": "connectors.folder:FolderConnector",
     "rest": "connectors.rest:RestConnector",
     "sql": "connectors.sql:SqlConnector",
+    "tripletex": "connectors.tripletex:TripletexConnector",
 }
 
 

@@ -24,6 +24,7 @@ from kravia_sync.cli.common import (
     user_errors,
     webhook_app,
 )
+from kravia_sync.connector import ConnectorError
 from kravia_sync.engine.canary import probe as probe_kravia
 from kravia_sync.engine.canary import stored_contract
 from kravia_sync.engine.reconcile import (
@@ -61,8 +62,15 @@ def check(
         settings = settings_from(config, secrets_dir)
         out.print(f"[green]ok[/] {config}: valid configuration", highlight=False)
         for source in settings.sources:
-            build_connector(settings, source)
-            out.print(f"[green]ok[/] source {source.name} ({source.connector})", highlight=False)
+            connector = build_connector(settings, source)
+            try:
+                checked = connector.check_access()
+            except ConnectorError as exc:
+                raise FailedError(f"source {source.name} ({source.connector}): {exc}") from None
+            detail = f": {checked}" if checked else ""
+            out.print(
+                f"[green]ok[/] source {source.name} ({source.connector}){detail}", highlight=False
+            )
         with StateStore(settings.state_path) as store:
             version = store.schema_version()
             known_id = store.latest_kravia_id()
