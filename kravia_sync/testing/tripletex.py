@@ -136,6 +136,7 @@ class TripletexSimulator:
         self.company_id = company_id
         self.latency_s = latency_ms / 1000
         self.today = today
+        self.base_url = ""  # set when served
         self._period = _Period(limit, period_seconds)
         self._lock = threading.Lock()
         self._faults: dict[tuple[Kind, str | None], deque[Fault]] = {}
@@ -448,3 +449,7 @@ class RunningTripletex(RunningServer):
     @property
     def base_url(self) -> str:
         return f"{self.root_url}{API_PREFIX}/" if self.root_url else ""
+
+    def start(self) -> None:
+        super().start()
+        self.simulator.base_url = self.base_url
