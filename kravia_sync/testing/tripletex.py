@@ -319,7 +319,7 @@ class TripletexSimulator:
             self.windows[(lower, upper)] += 1
             selected = [
                 invoice
-                for invoice in sorted(self.company.invoices, key=lambda i: i["id"])
+                for invoice in self.company.invoices  # added in id order
                 if lower <= invoice["invoiceDate"] < upper and _matches(invoice, query)
             ]
             digest = _digest(selected)
@@ -401,7 +401,7 @@ def _digest(selected: list[dict[str, Any]]) -> str | None:
     """A hash of the full result ("null if no result"): it changes when the list does."""
     if not selected:
         return None
-    text = json.dumps(selected, sort_keys=True, default=str)
+    text = repr([(i["id"], str(i["amountOutstanding"]), i["invoiceDueDate"]) for i in selected])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
