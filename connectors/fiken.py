@@ -208,7 +208,7 @@ class FikenConnector(RestConnector):
     def check(self) -> list[str] | None:
         """`GET /companies/{slug}`: the credentials are accepted and reach the company."""
         slug = self.fiken.company_slug
-        problems = self.probe(f"companies/{slug}", f"the company {slug}")
+        problems = self.http.probe(f"companies/{slug}", f"the company {slug}")
         if any("answered 403" in problem or "answered 404" in problem for problem in problems):
             problems.append(
                 f"the credentials do not reach the company {slug}: check company_slug; with "

@@ -220,6 +220,7 @@ BUILT_IN_CONNECTORS = {
     "folder": "connectors.folder:FolderConnector",
     "rest": "connectors.rest:RestConnector",
     "sql": "connectors.sql:SqlConnector",
+    "tripletex": "connectors.tripletex:TripletexConnector",
 }
 
 

@@ -269,10 +269,8 @@ def after_success(
             "registered_fingerprint": case.fingerprint,
             "registered_at": case.pending_since or now,
         }
-    elif step is Step.UPLOAD:
-        reached = {"phase": Phase.DOCUMENTED}
-    elif step is Step.START:
-        reached = {"phase": Phase.STARTED}
+    elif step in (Step.UPLOAD, Step.START):
+        reached = {"phase": Phase.DOCUMENTED if step is Step.UPLOAD else Phase.STARTED}
     else:
         raise ValueError(f"{step} is not a sending step")
     return replace(

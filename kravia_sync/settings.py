@@ -223,7 +223,7 @@ class SourceConfig(_Section):
     schedule: str | None = None  # the daemon's schedule for this source; unset: daemon.schedule
     id_prefix: str = Field(default="", pattern=r"^\S*$")  # no spaces: ids are compared as is
     # How the source tells of money paid (`PaymentsMode`). Unset: the connector's default
-    # (folder: records; sql, rest, fiken: amount_drops).
+    # (folder: records; sql, rest, fiken, tripletex: amount_drops).
     payments: PaymentsMode | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
 

@@ -451,14 +451,36 @@ class TestSecrets:
 
 class TestInit:
     @pytest.mark.parametrize("name", ["fiken", "rest"])
-    def test_init_writes_an_example_that_check_accepts(self, name: str, tmp_path: Path) -> None:
-        """`init --source fiken|rest`, then `check` accepts it up to the Kravia token."""
+    def test_init_writes_an_example_that_check_accepts(
+        self, name: str, fiken: FikenSimulator, tmp_path: Path
+    ) -> None:
+        """`init --source fiken|rest`, pointed at the simulator: `check` accepts the file and
+        the Fiken token (and says the Kravia token is missing); a wrong Fiken token fails,
+        named for the source and never printed."""
         written = run_cli("init", "--source", name, cwd=tmp_path)
+        config = tmp_path / "kravia-sync.toml"
+        text = config.read_text("utf-8")
+        if name == "fiken":
+            text = text.replace(
+                'company_slug = "fiken-demo-as"',
+                f'company_slug = "{SLUG}"\nbase_url = "{fiken.base_url}"',
+            )
+        else:
+            text = text.replace("https://api.fiken.no/api/v2/", fiken.base_url)
+            text = text.replace("companies/fiken-demo-as/", f"companies/{SLUG}/")
+        config.write_text(text, encoding="utf-8")
         env = cli_env(KRAVIA_TOKEN="", FIKEN_TOKEN=FIKEN_TOKEN)
         checked = run_cli("check", cwd=tmp_path, env=env)
+        wrong = run_cli("check", cwd=tmp_path, env={**env, "FIKEN_TOKEN": "fk-wrong-Zz19"})
 
         assert written.returncode == 0, written.stderr
-        assert f'connector = "{name}"' in (tmp_path / "kravia-sync.toml").read_text("utf-8")
+        assert f'connector = "{name}"' in text
         assert "valid configuration" in checked.stdout, checked.stdout + checked.stderr
         assert f"({name})" in checked.stdout
+        assert "answers with its credentials" in checked.stdout, checked.stdout + checked.stderr
         assert "no Kravia token" in checked.stderr
+        assert wrong.returncode == 1
+        assert "credentials check failed for source" in wrong.stderr
+        for output in (checked.stdout + checked.stderr, wrong.stdout + wrong.stderr):
+            assert FIKEN_TOKEN not in output
+            assert "fk-wrong-Zz19" not in output

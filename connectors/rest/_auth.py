@@ -14,10 +14,10 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -31,6 +31,7 @@ __all__ = [
     "BearerAuth",
     "NoAuth",
     "OAuth2ClientCredentials",
+    "TokenRequest",
     "TokenResponse",
     "read_secret",
 ]
@@ -40,7 +41,21 @@ _EXPIRY_MARGIN_S: Final = 60.0
 
 # (status, JSON body or None) of a token request, sent by the caller's HTTP session.
 TokenResponse = tuple[int, object]
-TokenRequest = Callable[[str, Mapping[str, str], Mapping[str, str]], TokenResponse]
+
+
+class TokenRequest(Protocol):
+    """Sends one token request with the caller's HTTP session: `form` is the form body of a
+    POST, or the query string of a PUT (Tripletex's `PUT /token/session/:create?…`)."""
+
+    def __call__(
+        self,
+        url: str,
+        form: Mapping[str, str],
+        headers: Mapping[str, str],
+        /,
+        *,
+        method: Literal["POST", "PUT"] = "POST",
+    ) -> TokenResponse: ...
 
 
 class _Model(BaseModel):

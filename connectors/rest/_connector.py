@@ -57,6 +57,13 @@ class ReadStats:
 
 
 @dataclass(frozen=True, slots=True)
+class _Listing:
+    path: str
+    params: dict[str, str]
+    label: str  # " dated 2024-01-01 to 2024-12-31": after "invoices" in messages
+
+
+@dataclass(frozen=True, slots=True)
 class _Customer:
     fields: dict[str, object] = field(default_factory=dict)
     error: tuple[str, str] | None = None  # (field, reason) for every invoice of this customer
@@ -123,33 +130,26 @@ class RestConnector(Connector):
         invoice: Mapping[str, Any],  # noqa: ARG002
         fields: dict[str, object],  # noqa: ARG002
     ) -> RecordError | bool:
-        """Look at an invoice after its own fields are mapped, before its customer is fetched:
-        True keeps it, False leaves it out of the read (it is not an open invoice), a
-        `RecordError` quarantines it. Subclasses override this; here every invoice is kept."""
+        """An invoice, its own fields mapped, before its customer is fetched: True keeps it,
+        False leaves it out (not an open invoice), a `RecordError` quarantines it."""
         return True
-
-    # -- checking ----------------------------------------------------------------------------
 
     def check(self) -> list[str] | None:
         """One request for the first page of invoices (nothing read from it): the problem when
         the API refuses the credentials or cannot be reached."""
         clock = Clock.current(self.timezone)
-        invoices = self.settings.invoices
         params = dict(self._param_constants)
         params.update({name: t.render(clock) for name, t in self._param_templates.items()})
-        first = invoices.paging.pager().first(
+        first = self.settings.invoices.paging.pager().first(
             self._invoice_path.render(clock, escape=_segment), params
         )
-        return self.probe(first.url, "the first invoices page", first.params)
+        return self.http.probe(first.url, "the first invoices page", first.params)
 
-    def probe(self, url: str, what: str, params: Mapping[str, str] | None = None) -> list[str]:
-        """`GET url` with the credentials: no problem when it answers 2xx, else what failed."""
-        try:
-            with self.http.session() as session:
-                session.get(url, what=what, params=params)
-        except ConnectorError as exc:  # HttpError, and a token endpoint that refused
-            return [self.http.redact(str(exc))]
-        return []
+    def listings(self, clock: Clock) -> Iterator[tuple[str, dict[str, str]]]:  # noqa: ARG002
+        """The listings one read is made of: (a name for messages, extra query parameters).
+        One here; a source that can only be asked in slices (Tripletex's invoice-date windows)
+        overrides this. A read is complete only when every listing is."""
+        yield "", {}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -158,52 +158,14 @@ class RestConnector(Connector):
         (after the retries) or the pages do not add up, at any point of the read."""
         self.stats = ReadStats()
         clock = Clock.current(self.timezone)
-        invoices = self.settings.invoices
-        pager = invoices.paging.pager()
         params = dict(self._param_constants)
         params.update({name: t.render(clock) for name, t in self._param_templates.items()})
-        request: PageRequest | None = pager.first(
-            self._invoice_path.render(clock, escape=_segment), params
-        )
+        path = self._invoice_path.render(clock, escape=_segment)
         customers: dict[str, _Customer] = {}
         with self.http.session() as session:
-            page = 0
-            while request is not None:
-                page += 1
-                if page > invoices.max_pages:
-                    raise ConnectorError(
-                        f"the invoices need more than max_pages = {invoices.max_pages} pages; "
-                        "raise it if that is right (nothing of this read is taken as gone)"
-                    )
-                what = f"invoices page {page}"
-                response, body = session.get_json(request.url, what=what, params=request.params)
-                records = self._records_path.find(body)
-                if not isinstance(records, list):
-                    path = self._records_path.text
-                    where = f" at {path!r}" if path else ""
-                    found = "nothing" if records is MISSING else type(records).__name__
-                    raise ConnectorError(
-                        f"{what}: expected a list of invoices{where} in the answer, found "
-                        f"{found} (check invoices.records_path)"
-                    )
-                self.stats.pages = page
-                try:
-                    request = pager.next(
-                        request,
-                        PageResponse(str(response.url), response.headers, body, len(records)),
-                    )
-                except PagingError as exc:
-                    raise ConnectorError(f"{what}: {exc}") from None
-                for position, raw in enumerate(records, start=1):
-                    self.stats.invoices += 1
-                    where = f"{what}, invoice {position}"
-                    item = self._record(raw, where, clock, session, customers)
-                    if item is not None:
-                        yield item
-            try:
-                pager.finish()
-            except PagingError as exc:
-                raise ConnectorError(f"the invoices: {exc}") from None
+            for label, extra in self.listings(clock):
+                listing = _Listing(path, {**params, **extra}, label)
+                yield from self._read_listing(listing, clock, session, customers)
         log.debug(
             "source read",
             base_url=self.settings.base_url,
@@ -212,6 +174,55 @@ class RestConnector(Connector):
             customer_requests=self.stats.customer_requests,
             customer_cache_hits=self.stats.customer_cache_hits,
         )
+
+    def _read_listing(
+        self,
+        listing: _Listing,
+        clock: Clock,
+        session: Session,
+        customers: dict[str, _Customer],
+    ) -> Iterator[SourceRecord | RecordError]:
+        invoices = self.settings.invoices
+        pager = invoices.paging.pager()
+        request: PageRequest | None = pager.first(listing.path, listing.params)
+        page = 0
+        while request is not None:
+            page += 1
+            if page > invoices.max_pages:
+                raise ConnectorError(
+                    f"the invoices{listing.label} need more than max_pages = "
+                    f"{invoices.max_pages} pages; raise it if that is right (nothing of this "
+                    "read is taken as gone)"
+                )
+            what = f"invoices{listing.label} page {page}"
+            response, body = session.get_json(request.url, what=what, params=request.params)
+            records = self._records_path.find(body)
+            if not isinstance(records, list):
+                path = self._records_path.text
+                where = f" at {path!r}" if path else ""
+                found = "nothing" if records is MISSING else type(records).__name__
+                raise ConnectorError(
+                    f"{what}: expected a list of invoices{where} in the answer, found "
+                    f"{found} (check invoices.records_path)"
+                )
+            self.stats.pages += 1
+            try:
+                request = pager.next(
+                    request,
+                    PageResponse(str(response.url), response.headers, body, len(records)),
+                )
+            except PagingError as exc:
+                raise ConnectorError(f"{what}: {exc}") from None
+            for position, raw in enumerate(records, start=1):
+                self.stats.invoices += 1
+                where = f"{what}, invoice {position}"
+                item = self._record(raw, where, clock, session, customers)
+                if item is not None:
+                    yield item
+        try:
+            pager.finish()
+        except PagingError as exc:
+            raise ConnectorError(f"the invoices{listing.label}: {exc}") from None
 
     def _record(
         self,

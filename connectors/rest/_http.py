@@ -7,6 +7,11 @@ it: 429 waits for `Retry-After` (clamped; a missing, zero or nonsensical value c
 hint), 5xx and connection failures (refused, reset, dropped mid-answer, timed out) are
 retried with exponential backoff and jitter, a bounded number of times. Reads are GET
 requests, so repeating one is always safe. Credentials go only to the API's own origin.
+
+An API that announces its budget in headers (Tripletex's `X-Rate-Limit-Remaining` and
+`X-Rate-Limit-Reset`, the seconds left of the period) is obeyed before it refuses: when an
+answer says nothing remains, no request starts until the period is over; a 429 without
+`Retry-After` waits for that reset too (`RateLimitSettings.remaining_header`/`reset_header`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import json
+import math
 import random
 import ssl
 import threading
@@ -21,11 +27,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Final, Self
+from typing import Final, Literal, Self
 
 import certifi
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.rest._auth import Authenticator, TokenResponse
 from kravia_sync import ConnectorError, get_logger
@@ -57,6 +63,24 @@ class RateLimitSettings(BaseModel):
     """Starts of requests at most this often (None: no limit)."""
     max_in_flight: int = Field(default=1, ge=1, le=64)
     """Requests at the same time (a page read is sequential; documents may overlap)."""
+    remaining_header: str | None = None
+    """A header with the requests left in the API's current period (`X-Rate-Limit-Remaining`):
+    at 0 (or `reserve`), no request starts until the period ends (`reset_header`)."""
+    reset_header: str | None = None
+    """A header with the seconds left of the current period (`X-Rate-Limit-Reset`)."""
+    reserve: int = Field(default=0, ge=0)
+    """Requests of each period left unused (for other programs using the same budget)."""
+    max_reset_seconds: float = Field(default=3600.0, gt=0)
+    """A longer announced reset is clamped to this."""
+
+    @model_validator(mode="after")
+    def _headers_together(self) -> RateLimitSettings:
+        if (self.remaining_header is None) != (self.reset_header is None):
+            raise ValueError("give remaining_header and reset_header together, or neither")
+        for name in (self.remaining_header, self.reset_header):
+            if name is not None and (not name.strip() or any(c in name for c in " :\r\n")):
+                raise ValueError(f"{name!r} is not an HTTP header name")
+        return self
 
 
 class RetrySettings(BaseModel):
@@ -106,12 +130,22 @@ class Throttle:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         rate = settings.requests_per_second
+        self.settings = settings
         self.interval = 1.0 / rate if rate else 0.0
         self._slots = threading.BoundedSemaphore(settings.max_in_flight)
         self._lock = threading.Lock()
         self._next = 0.0
         self._clock = clock
         self._sleep = sleep
+
+    @contextlib.contextmanager
+    def budget_turn(self) -> Iterator[None]:
+        """Wait out a hold-off (an exhausted budget, a 429) without taking a rate slot."""
+        with self._lock:
+            wait = self._next - self._clock()
+        if wait > 0:
+            self._sleep(wait)
+        yield
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
@@ -129,6 +163,20 @@ class Throttle:
         """No request starts in the next `seconds` (after a 429)."""
         with self._lock:
             self._next = max(self._next, self._clock() + seconds)
+
+    def observe(self, headers: Mapping[str, str]) -> float | None:
+        """Read the budget an answer announces: when no request remains of the period, hold
+        off until it resets. Returns the seconds to the reset, when announced."""
+        s = self.settings
+        if s.remaining_header is None or s.reset_header is None:
+            return None
+        reset = _seconds(headers.get(s.reset_header))
+        if reset is not None:
+            reset = min(reset, s.max_reset_seconds)
+        remaining = _seconds(headers.get(s.remaining_header))
+        if remaining is not None and remaining <= s.reserve and reset:
+            self.hold_off(reset)
+        return reset
 
 
 class HttpSource:
@@ -190,6 +238,16 @@ class HttpSource:
             if secret:
                 text = text.replace(secret, _HIDDEN)
         return text
+
+    def probe(self, url: str, what: str, params: Mapping[str, str] | None = None) -> list[str]:
+        """`GET url` with the credentials (a source's `check`): no problem when it answers
+        2xx, else what failed, redacted."""
+        try:
+            with self.session() as session:
+                session.get(url, what=what, params=params)
+        except ConnectorError as exc:  # HttpError, and a token endpoint that refused
+            return [self.redact(str(exc))]
+        return []
 
     def counted(self) -> None:
         with self._count_lock:
@@ -294,12 +352,15 @@ class Session:
             message = f"GET {_display(target)} failed ({type(exc).__name__}: {exc})"
             raise HttpError(source.redact(message), None) from None
         status = response.status_code
+        reset = source.throttle.observe(response.headers)
         if 200 <= status < 300:
             return response
         failure = f"answered {status} {response.reason_phrase}".rstrip() + _detail(response)
         wait = None
         if status in RETRYABLE_STATUS:
             wait = _retry_after(response, source.retry.max_retry_after_seconds)
+            if status == 429 and wait is None and reset:
+                wait = reset  # refused for the rest of the period: wait for its end
             if status == 429 and wait is not None:
                 source.throttle.hold_off(wait)
         return failure, status, wait
@@ -347,27 +408,37 @@ class Session:
         return response
 
     def _token_request(
-        self, url: str, form: Mapping[str, str], headers: Mapping[str, str]
+        self,
+        url: str,
+        form: Mapping[str, str],
+        headers: Mapping[str, str],
+        /,
+        *,
+        method: Literal["POST", "PUT"] = "POST",
     ) -> TokenResponse:
-        """POST a token request (not throttled: it goes to the identity provider)."""
+        """Send a token request: `form` as the body of a POST, or as the query of a PUT. Not
+        throttled by the request rate (it may go to an identity provider), but an announced
+        budget of the API is obeyed."""
         source = self.source
         attempt = 0
         while True:
             attempt += 1
             try:
                 source.counted()
-                response = self.client.post(
-                    url, data=dict(form), headers={**headers, "Accept": "application/json"}
-                )
+                with source.throttle.budget_turn():
+                    response = self._send_token_request(url, form, headers, method)
             except httpx.TransportError as exc:
                 if attempt >= source.retry.attempts:
                     failure = _transport_failure(exc)
-                    message = f"the OAuth2 token endpoint {url}: {failure}"
+                    message = f"the token endpoint {_plain(url)}: {failure}"
                     raise HttpError(source.redact(message), None) from None
                 source.sleep(_backoff(source.retry, attempt))
                 continue
+            reset = source.throttle.observe(response.headers)
             if response.status_code in RETRYABLE_STATUS and attempt < source.retry.attempts:
                 wait = _retry_after(response, source.retry.max_retry_after_seconds)
+                if wait is None and response.status_code == 429 and reset:
+                    wait = reset
                 source.sleep(wait if wait is not None else _backoff(source.retry, attempt))
                 continue
             try:
@@ -375,6 +446,32 @@ class Session:
             except (ValueError, UnicodeError):
                 body = None
             return response.status_code, body
+
+    def _send_token_request(
+        self, url: str, form: Mapping[str, str], headers: Mapping[str, str], method: str
+    ) -> httpx.Response:
+        merged = {**headers, "Accept": "application/json"}
+        if method == "PUT":
+            return self.client.put(url, params=dict(form), headers=merged)
+        return self.client.post(url, data=dict(form), headers=merged)
+
+
+def _plain(url: str) -> str:
+    """A token endpoint's URL for messages: without its query (it may hold credentials)."""
+    return url.split("?", 1)[0]
+
+
+def _seconds(raw: str | None) -> float | None:
+    """A header's non-negative number (`12`, `0.5`), or None when absent or not a number."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return value
 
 
 def _refuse_announced_size(

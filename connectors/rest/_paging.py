@@ -96,8 +96,12 @@ class _Totals(_Model):
     total_pages_path: str | None = None
     total_records_header: str | None = None
     total_records_path: str | None = None
+    digest_path: str | None = None
+    """A value of each page that stays the same while the list does not change (Tripletex's
+    `versionDigest`, "used to know if the paginated list has changed"): a different one on a
+    later page fails the read. Pages without one (null) are not compared."""
 
-    @field_validator("total_pages_path", "total_records_path")
+    @field_validator("total_pages_path", "total_records_path", "digest_path")
     @classmethod
     def _is_path(cls, value: str | None) -> str | None:
         if value is not None:
@@ -112,9 +116,19 @@ class _Announced:
         self.settings = settings
         self.pages: int | None = None
         self.records: int | None = None
+        self.digest: object = None
 
     def see(self, response: PageResponse) -> None:
         s = self.settings
+        if s.digest_path is not None:
+            digest = JsonPath(s.digest_path).find(response.body)
+            if digest is not MISSING and digest is not None:
+                if self.digest is not None and digest != self.digest:
+                    raise PagingError(
+                        f"{s.digest_path} changed from {self.digest!r} to {digest!r} during "
+                        "the read: the invoices changed while they were read"
+                    )
+                self.digest = digest
         pages = _number(response, s.total_pages_header, s.total_pages_path, "total pages")
         records = _number(response, s.total_records_header, s.total_records_path, "total records")
         if pages is not None:

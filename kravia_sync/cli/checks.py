@@ -82,16 +82,22 @@ def check(
                 await client.check_token()
                 return await probe_kravia(client, kravia_id=known_id) if probe else []
 
+        # Kravia's token and each source's credentials are tried whatever the other answers,
+        # so that one `check` names every problem.
+        failed: list[str] = []
+        findings: list[Finding] = []
         try:
             findings = event_loop.run(try_token())
+            out.print(f"[green]ok[/] Kravia at {settings.kravia.base_url} accepts the token")
+        except FailedError as exc:  # no token
+            failed.append(str(exc))
         except KraviaAuthError as exc:
-            raise FailedError(str(exc)) from None
+            failed.append(str(exc))
         except KraviaError as exc:
-            raise FailedError(
-                f"could not reach Kravia at {settings.kravia.base_url}: {exc}"
-            ) from None
-        out.print(f"[green]ok[/] Kravia at {settings.kravia.base_url} accepts the token")
-        _check_sources(connectors)
+            failed.append(f"could not reach Kravia at {settings.kravia.base_url}: {exc}")
+        failed.extend(_check_sources(connectors))
+        if failed:
+            raise FailedError("; ".join(failed))
     if probe:
         _print_findings(findings)
         _print_contract(contract, settings)
@@ -99,9 +105,9 @@ def check(
             raise typer.Exit(EXIT_PENDING)
 
 
-def _check_sources(connectors: list[tuple[SourceConfig, Connector]]) -> None:
+def _check_sources(connectors: list[tuple[SourceConfig, Connector]]) -> list[str]:
     """Each source asked with its credentials (`Connector.check`), every one of them even
-    when one fails; a failure of any is the command's failure."""
+    when one fails: what failed, one line for each source (its problems printed)."""
     failed: list[str] = []
     for source, connector in connectors:
         problems = connector.check()
@@ -113,15 +119,14 @@ def _check_sources(connectors: list[tuple[SourceConfig, Connector]]) -> None:
                 highlight=False,
             )
             continue
-        failed.append(source.name)
+        failed.append(f"the credentials check failed for source {source.name}")
         for problem in problems:
             err.print(
                 f"[bold red]error:[/] source {source.name}: {redact(problem)}",
                 highlight=False,
                 markup=True,
             )
-    if failed:
-        raise FailedError(f"the credentials check failed for source {', '.join(failed)}")
+    return failed
 
 
 _VERDICT_STYLE = {Verdict.HOLDS: "green", Verdict.DIFFERS: "bold red", Verdict.NOT_SEEN: "yellow"}

@@ -2,8 +2,8 @@
 
 `kravia_sync.testing` itself is the conformance kit for connector authors (`kit`, re-exported
 here, part of the public API). Beside it: the Kravia simulator (`simulator`), the Fiken
-simulator (`fiken`) and what they share. Their server dependencies come with the
-`[simulator]` extra.
+and Tripletex simulators (`fiken`, `tripletex`) and what they share. Their server
+dependencies come with the `[simulator]` extra.
 """
 
 from kravia_sync.testing.kit import (
