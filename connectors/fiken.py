@@ -24,21 +24,51 @@ A preset of the `rest` connector, from Fiken's published OpenAPI description (2.
 * Limits: Fiken allows "a single concurrent API-request" (more "may result in a 429") and
   "API calls may be slowed if you execute more than 4 requests per second": one request at a
   time, at most `requests_per_second` (4) started per second; 429 and `Retry-After` honoured.
+* Credit notes: `GET /companies/{companySlug}/creditNotes`, every page, read *after* the
+  invoices (see `connectors.fiken_credit`). Each invoice's amount is what it still owes after
+  its credit notes, whichever way Fiken's `outstandingBalance` counts them (undocumented); an
+  invoice credited in full is left out. Each credit note tied to an invoice is yielded as a
+  payment record of kind `credit_note` whose payment id is its `creditNoteId`.
+
+How money paid reaches Kravia, and why: payments stay *amount drops* (the source's default
+`payments = "amount_drops"`). Fiken's payments (`sale.salePayments`, `paymentId`, `date`,
+`account`, `amount`) carry nothing that tells a debtor's payment from Kravia's own payout booked
+by the creditor, while a drop is first explained by the payouts Kravia lists on the case: the
+safer way not to echo a payout back. Credit notes are records, so they reach Kravia as credit
+notes with Fiken's id. The drop a credit note causes is not sent a second time: the engine
+forwards credit notes before drops, a drop waits while a credit note on its invoice is
+unsettled, and a drop is limited to what Kravia's capital exceeds what is still owed (after a
+credit note has gone, nothing). A credit note first seen before its invoice was registered is
+netted (the registered amount left it out); each is clamped to the capital Kravia says is left.
+Reading the invoices before the credit notes keeps a credit note made during the read safe: an
+invoice figure older than the credit note reads as "not yet counted", and the credit note
+comes off.
 
 What Fiken's description leaves open is listed in the README ("The Fiken source").
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from pydantic import Field, field_validator, model_validator
 
+from connectors.fiken_credit import (
+    CENTS,
+    CreditNote,
+    InvoiceFigures,
+    credit_note_record,
+    owed_after_credits,
+    parse_credit_note,
+    read_credit_notes,
+)
 from connectors.rest import RestConnector, RestSettings, RetrySettings
-from kravia_sync import ConnectorSettings, RecordError
+from kravia_sync import ConnectorSettings, PaymentRecord, RecordError, SourceRecord
 
 __all__ = ["EXAMPLE_SETTINGS", "FIKEN_API", "FikenConnector", "FikenSettings", "rest_settings"]
 
@@ -64,6 +94,10 @@ token_env = "FIKEN_TOKEN"
 # requests_per_second = 4
 # page_size = 100                # invoices per page (Fiken's maximum is 100)
 # documents = true               # send each invoice's PDF (invoicePdf) to Kravia
+# credit_notes = true            # read GET /creditNotes: amounts after credit notes, and
+#                                # each credit note to Kravia as a credit note
+# credit_notes_since = 2026-06-01  # after upgrading from a version without credit notes: older
+#                                # ones are still counted in the amounts but not sent
 # timeout_seconds = 30
 # [sources.settings.retry]       # 429, 5xx and dropped connections, per request
 # attempts = 5
@@ -84,6 +118,11 @@ class FikenSettings(ConnectorSettings):
     timeout_seconds: float = Field(default=30.0, gt=0)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     documents: bool = True
+    credit_notes: bool = True
+    """Read the credit notes (one paged read): amounts after them, and each to Kravia."""
+    credit_notes_since: date | None = None
+    """Credit notes issued before this day are counted in the amounts but never sent (for a
+    state store that predates credit notes: its cases were registered without them)."""
 
     @model_validator(mode="after")
     def _one_token(self) -> FikenSettings:
@@ -167,9 +206,71 @@ class FikenConnector(RestConnector):
             raise TypeError(f"FikenConnector needs FikenSettings, not {type(settings).__name__}")
         self.fiken = settings
         super().__init__(rest_settings(settings), base_dir=base_dir)
+        # Each kept invoice's figures, by accountingInvoiceId, until the credit notes are read.
+        self._figures: dict[str, InvoiceFigures] = {}
 
     def __repr__(self) -> str:
         return f"FikenConnector(company_slug={self.fiken.company_slug!r})"
+
+    def read(self) -> Iterator[SourceRecord | PaymentRecord | RecordError]:
+        """The unsettled invoices, each at what it owes after its credit notes, then the credit
+        notes tied to an invoice as payment records. Invoices are held until the credit notes
+        are read (after them, see the module's docstring); a failed read of either raises
+        `ConnectorError`, and nothing is yielded of a read that fails."""
+        self._figures = {}
+        invoices = list(super().read())
+        if not self.fiken.credit_notes:
+            yield from invoices
+            return
+        notes: dict[int, CreditNote] = {}
+        by_invoice: dict[int, list[CreditNote]] = {}
+        errors: list[RecordError] = []
+        path = f"companies/{self.fiken.company_slug}/creditNotes"
+        with self.http.session() as session:
+            pager = self.settings.invoices.paging.pager()
+            max_pages = self.settings.invoices.max_pages
+            raws = read_credit_notes(session, path, pager, max_pages=max_pages)
+            for position, raw in enumerate(raws, start=1):
+                note = parse_credit_note(raw, f"credit note {position} of {path}")
+                if isinstance(note, RecordError):
+                    errors.append(note)
+                    continue
+                notes[note.credit_note_id] = note
+                if note.invoice_id is not None:
+                    by_invoice.setdefault(note.invoice_id, []).append(note)
+        for item in invoices:
+            owed = self._after_credits(item, notes, by_invoice)
+            if owed is not None:
+                yield owed
+        yield from errors
+        since = self.fiken.credit_notes_since
+        for note in notes.values():
+            if note.invoice_id is None or not note.in_nok or note.gross == 0:
+                continue  # tied to no invoice, or in a currency whose invoice is not sent
+            if since is None or note.issued >= since:
+                yield credit_note_record(note)
+
+    def _after_credits(
+        self,
+        item: SourceRecord | PaymentRecord | RecordError,
+        notes: Mapping[int, CreditNote],
+        by_invoice: Mapping[int, list[CreditNote]],
+    ) -> SourceRecord | PaymentRecord | RecordError | None:
+        """An invoice record at what it owes after its credit notes; None when that is
+        nothing (credited in full); a `RecordError` when it cannot be told."""
+        if not isinstance(item, SourceRecord):
+            return item
+        figures = self._figures.get(str(item.fields.get("accounting_invoice_id")))
+        if figures is None:
+            return item
+        owed = owed_after_credits(figures, notes, by_invoice.get(figures.invoice_id, ()))
+        if isinstance(owed, str):
+            return RecordError(item.key, "amount", owed)
+        if owed == 0:
+            return None
+        if owed == figures.outstanding:
+            return item
+        return replace(item, fields={**item.fields, "amount": Decimal(owed) / CENTS})
 
     def review(
         self, key: str, invoice: Mapping[str, Any], fields: dict[str, object]
@@ -187,7 +288,7 @@ class FikenConnector(RestConnector):
             return False
         amount = fields.get("amount")
         if isinstance(amount, Decimal) and amount == 0:
-            return False
+            return False  # credit notes can only lower what is owed
         currency = fields.get("currency")
         if isinstance(currency, str) and currency.strip().upper() not in {"", "NOK"}:
             return RecordError(
@@ -197,4 +298,27 @@ class FikenConnector(RestConnector):
                 "sale.outstandingBalance is then in NOK or in the invoice's currency, so it is "
                 "not sent; register it by hand",
             )
+        self._keep_figures(invoice, fields)
         return True
+
+    def _keep_figures(self, invoice: Mapping[str, Any], fields: Mapping[str, object]) -> None:
+        """What `owed_after_credits` weighs for this invoice, until the credit notes are read."""
+        sale = invoice.get("sale")
+        sale = sale if isinstance(sale, Mapping) else {}
+        invoice_id = _whole(invoice.get("invoiceId"))
+        outstanding = _whole(sale.get("outstandingBalance"))
+        if invoice_id is None or outstanding is None:
+            return  # the mapping reports what is missing
+        linked = invoice.get("associatedCreditNotes")
+        ids = tuple(i for i in linked if _whole(i) is not None) if isinstance(linked, list) else ()
+        self._figures[str(fields.get("accounting_invoice_id"))] = InvoiceFigures(
+            invoice_id=invoice_id,
+            outstanding=outstanding,
+            total_paid=_whole(sale.get("totalPaid")),
+            gross=_whole(invoice.get("gross")),
+            credit_note_ids=ids,
+        )
+
+
+def _whole(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

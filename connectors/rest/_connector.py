@@ -25,6 +25,7 @@ from kravia_sync import (
     ConnectorError,
     ConnectorSettings,
     InvalidRecordError,
+    PaymentRecord,
     RecordError,
     SourceRecord,
     get_logger,
@@ -124,9 +125,10 @@ class RestConnector(Connector):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def read(self) -> Iterator[SourceRecord | RecordError]:
-        """Yield one item per invoice, page by page; raise `ConnectorError` when the API fails
-        (after the retries) or the pages do not add up, at any point of the read."""
+    def read(self) -> Iterator[SourceRecord | PaymentRecord | RecordError]:
+        """Yield one item per invoice, page by page (a subclass may add payment records);
+        raise `ConnectorError` when the API fails (after the retries) or the pages do not add
+        up, at any point of the read."""
         self.stats = ReadStats()
         clock = Clock.current(self.timezone)
         invoices = self.settings.invoices
