@@ -24,11 +24,13 @@ A preset of the `rest` connector, from Fiken's published OpenAPI description (2.
 * Limits: Fiken allows "a single concurrent API-request" (more "may result in a 429") and
   "API calls may be slowed if you execute more than 4 requests per second": one request at a
   time, at most `requests_per_second` (4) started per second; 429 and `Retry-After` honoured.
-* Credit notes: `GET /companies/{companySlug}/creditNotes`, every page, read *after* the
-  invoices (see `connectors.fiken_credit`). Each invoice's amount is what it still owes after
-  its credit notes, whichever way Fiken's `outstandingBalance` counts them (undocumented); an
-  invoice credited in full is left out. Each credit note tied to an invoice is yielded as a
-  payment record of kind `credit_note` whose payment id is its `creditNoteId`.
+* Credit notes: `GET /companies/{companySlug}/creditNotes`, every page, read before the
+  invoices (see `connectors.fiken_credit`), and those modified since the day before the read
+  began read again after them: one made or changed in between fails the read. Each invoice's
+  amount is what it still owes after its credit notes, whichever way Fiken's
+  `outstandingBalance` counts them (undocumented); an invoice credited in full is left out.
+  Each credit note tied to an invoice is yielded as a payment record of kind `credit_note`
+  whose payment id is its `creditNoteId`.
 
 How money paid reaches Kravia, and why: payments stay *amount drops* (the source's default
 `payments = "amount_drops"`). Fiken's payments (`sale.salePayments`, `paymentId`, `date`,
@@ -40,9 +42,8 @@ forwards credit notes before drops, a drop waits while a credit note on its invo
 unsettled, and a drop is limited to what Kravia's capital exceeds what is still owed (after a
 credit note has gone, nothing). A credit note first seen before its invoice was registered is
 netted (the registered amount left it out); each is clamped to the capital Kravia says is left.
-Reading the invoices before the credit notes keeps a credit note made during the read safe: an
-invoice figure older than the credit note reads as "not yet counted", and the credit note
-comes off.
+A credit note made during the read fails the read (nothing of it is taken; the next pass
+reads again): the invoices read may count it or not.
 
 What Fiken's description leaves open is listed in the README ("The Fiken source").
 """
@@ -50,8 +51,8 @@ What Fiken's description leaves open is listed in the README ("The Fiken source"
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -68,7 +69,13 @@ from connectors.fiken_credit import (
     read_credit_notes,
 )
 from connectors.rest import RestConnector, RestSettings, RetrySettings
-from kravia_sync import ConnectorSettings, PaymentRecord, RecordError, SourceRecord
+from kravia_sync import (
+    ConnectorError,
+    ConnectorSettings,
+    PaymentRecord,
+    RecordError,
+    SourceRecord,
+)
 
 __all__ = ["EXAMPLE_SETTINGS", "FIKEN_API", "FikenConnector", "FikenSettings", "rest_settings"]
 
@@ -206,71 +213,66 @@ class FikenConnector(RestConnector):
             raise TypeError(f"FikenConnector needs FikenSettings, not {type(settings).__name__}")
         self.fiken = settings
         super().__init__(rest_settings(settings), base_dir=base_dir)
-        # Each kept invoice's figures, by accountingInvoiceId, until the credit notes are read.
-        self._figures: dict[str, InvoiceFigures] = {}
+        self._credits = _CreditNotes()  # those of the read under way
 
     def __repr__(self) -> str:
         return f"FikenConnector(company_slug={self.fiken.company_slug!r})"
 
     def read(self) -> Iterator[SourceRecord | PaymentRecord | RecordError]:
-        """The unsettled invoices, each at what it owes after its credit notes, then the credit
-        notes tied to an invoice as payment records. Invoices are held until the credit notes
-        are read (after them, see the module's docstring); a failed read of either raises
-        `ConnectorError`, and nothing is yielded of a read that fails."""
-        self._figures = {}
-        invoices = list(super().read())
+        """The credit notes, then the unsettled invoices as they come, each at what it owes
+        after its credit notes, then the credit notes tied to an invoice as payment records.
+        A credit note made or changed during the read (those modified since the day before it
+        began are read again at its end) fails the read: the invoices read may count it or
+        not, so nothing of this read is taken, and the next pass reads it whole."""
         if not self.fiken.credit_notes:
-            yield from invoices
+            yield from super().read()
             return
-        notes: dict[int, CreditNote] = {}
-        by_invoice: dict[int, list[CreditNote]] = {}
-        errors: list[RecordError] = []
-        path = f"companies/{self.fiken.company_slug}/creditNotes"
-        with self.http.session() as session:
-            pager = self.settings.invoices.paging.pager()
-            max_pages = self.settings.invoices.max_pages
-            raws = read_credit_notes(session, path, pager, max_pages=max_pages)
-            for position, raw in enumerate(raws, start=1):
-                note = parse_credit_note(raw, f"credit note {position} of {path}")
-                if isinstance(note, RecordError):
-                    errors.append(note)
-                    continue
-                notes[note.credit_note_id] = note
-                if note.invoice_id is not None:
-                    by_invoice.setdefault(note.invoice_id, []).append(note)
-        for item in invoices:
-            owed = self._after_credits(item, notes, by_invoice)
-            if owed is not None:
-                yield owed
+        began = self.today()
+        self._credits, errors = self._read_credit_notes({})
+        try:
+            yield from super().read()
+        finally:
+            notes = self._credits
+            self._credits = _CreditNotes()
+        changed_since = (began - timedelta(days=1)).isoformat()
+        again, _ = self._read_credit_notes({"lastModifiedGe": changed_since})
+        moved = sorted(
+            n.credit_note_id for n in again.by_id.values() if notes.by_id.get(n.credit_note_id) != n
+        )
+        if moved:
+            raise ConnectorError(
+                f"credit note {moved[0]} was made or changed while the invoices were read; "
+                "nothing of this read is taken, the next pass reads it again"
+            )
         yield from errors
         since = self.fiken.credit_notes_since
-        for note in notes.values():
+        for note in notes.by_id.values():
             if note.invoice_id is None or not note.in_nok or note.gross == 0:
                 continue  # tied to no invoice, or in a currency whose invoice is not sent
             if since is None or note.issued >= since:
                 yield credit_note_record(note)
 
-    def _after_credits(
-        self,
-        item: SourceRecord | PaymentRecord | RecordError,
-        notes: Mapping[int, CreditNote],
-        by_invoice: Mapping[int, list[CreditNote]],
-    ) -> SourceRecord | PaymentRecord | RecordError | None:
-        """An invoice record at what it owes after its credit notes; None when that is
-        nothing (credited in full); a `RecordError` when it cannot be told."""
-        if not isinstance(item, SourceRecord):
-            return item
-        figures = self._figures.get(str(item.fields.get("accounting_invoice_id")))
-        if figures is None:
-            return item
-        owed = owed_after_credits(figures, notes, by_invoice.get(figures.invoice_id, ()))
-        if isinstance(owed, str):
-            return RecordError(item.key, "amount", owed)
-        if owed == 0:
-            return None
-        if owed == figures.outstanding:
-            return item
-        return replace(item, fields={**item.fields, "amount": Decimal(owed) / CENTS})
+    def _read_credit_notes(
+        self, params: Mapping[str, str]
+    ) -> tuple[_CreditNotes, list[RecordError]]:
+        """Every credit note `params` select (one paged read), and those that cannot be read."""
+        found = _CreditNotes()
+        errors: list[RecordError] = []
+        path = f"companies/{self.fiken.company_slug}/creditNotes"
+        with self.http.session() as session:
+            pager = self.settings.invoices.paging.pager()
+            raws = read_credit_notes(
+                session, path, pager, params, max_pages=self.settings.invoices.max_pages
+            )
+            for position, raw in enumerate(raws, start=1):
+                note = parse_credit_note(raw, f"credit note {position} of {path}")
+                if isinstance(note, RecordError):
+                    errors.append(note)
+                    continue
+                found.by_id[note.credit_note_id] = note
+                if note.invoice_id is not None:
+                    found.by_invoice.setdefault(note.invoice_id, []).append(note)
+        return found, errors
 
     def review(
         self, key: str, invoice: Mapping[str, Any], fields: dict[str, object]
@@ -298,26 +300,45 @@ class FikenConnector(RestConnector):
                 "sale.outstandingBalance is then in NOK or in the invoice's currency, so it is "
                 "not sent; register it by hand",
             )
-        self._keep_figures(invoice, fields)
-        return True
+        return self._after_credits(key, invoice, fields)
 
-    def _keep_figures(self, invoice: Mapping[str, Any], fields: Mapping[str, object]) -> None:
-        """What `owed_after_credits` weighs for this invoice, until the credit notes are read."""
+    def _after_credits(
+        self, key: str, invoice: Mapping[str, Any], fields: dict[str, object]
+    ) -> RecordError | bool:
+        """The invoice at what it owes after its credit notes (`owed_after_credits`): False
+        when that is nothing (credited in full), a `RecordError` when it cannot be told."""
         sale = invoice.get("sale")
         sale = sale if isinstance(sale, Mapping) else {}
         invoice_id = _whole(invoice.get("invoiceId"))
         outstanding = _whole(sale.get("outstandingBalance"))
-        if invoice_id is None or outstanding is None:
-            return  # the mapping reports what is missing
+        if not self.fiken.credit_notes or invoice_id is None or outstanding is None:
+            return True  # the mapping reports what is missing
         linked = invoice.get("associatedCreditNotes")
         ids = tuple(i for i in linked if _whole(i) is not None) if isinstance(linked, list) else ()
-        self._figures[str(fields.get("accounting_invoice_id"))] = InvoiceFigures(
+        figures = InvoiceFigures(
             invoice_id=invoice_id,
             outstanding=outstanding,
             total_paid=_whole(sale.get("totalPaid")),
             gross=_whole(invoice.get("gross")),
             credit_note_ids=ids,
         )
+        notes = self._credits
+        owed = owed_after_credits(figures, notes.by_id, notes.by_invoice.get(invoice_id, ()))
+        if isinstance(owed, str):
+            return RecordError(key, "amount", owed)
+        if owed == 0:
+            return False
+        if owed != outstanding:
+            fields["amount"] = Decimal(owed) / CENTS
+        return True
+
+
+@dataclass
+class _CreditNotes:
+    """The credit notes of one read: by id, and by the invoice they name."""
+
+    by_id: dict[int, CreditNote] = field(default_factory=dict)
+    by_invoice: dict[int, list[CreditNote]] = field(default_factory=dict)
 
 
 def _whole(value: object) -> int | None:

@@ -175,11 +175,11 @@ def credit_note_record(note: CreditNote) -> PaymentRecord:
 
 
 def read_credit_notes(
-    session: Session, path: str, pager: Pager, *, max_pages: int
+    session: Session, path: str, pager: Pager, params: Mapping[str, str], *, max_pages: int
 ) -> Iterator[Any]:
-    """Every credit note of `path`, page by page, as the API answers them (raw); raise
-    `ConnectorError` when a page fails or the pages do not add up."""
-    request: PageRequest | None = pager.first(path, {})
+    """Every credit note of `path` that `params` select, page by page, as the API answers
+    them (raw); raise `ConnectorError` when a page fails or the pages do not add up."""
+    request: PageRequest | None = pager.first(path, params)
     page = 0
     while request is not None:
         page += 1

@@ -19,7 +19,7 @@ from connectors.fiken_credit import (
     owed_after_credits,
     parse_credit_note,
 )
-from kravia_sync.connector import PaymentRecord, RecordError, SourceRecord
+from kravia_sync.connector import ConnectorError, PaymentRecord, RecordError, SourceRecord
 from kravia_sync.testing.fiken import FikenCompany, FikenSimulator, RunningFiken, demo_company
 
 TOKEN = "fiken-credit-token-2b9"
@@ -198,3 +198,26 @@ class TestTheRead:
         items = read(fiken, tmp_path, credit_notes=False)
         assert not any(isinstance(i, PaymentRecord) for i in items)
         assert "credit_notes" not in fiken.calls()
+
+    def test_a_credit_note_made_during_the_read_fails_it(
+        self, fiken: FikenSimulator, company: FikenCompany, tmp_path: Path
+    ) -> None:
+        """The invoices read may or may not count it: nothing of the read is taken."""
+        connector = FikenConnector.from_settings(
+            {
+                "company_slug": SLUG,
+                "token_env": "FIKEN_TOKEN",
+                "base_url": fiken.base_url,
+                "requests_per_second": 500,
+                "page_size": 2,
+            },
+            base_dir=tmp_path,
+        )
+        items = connector.read()
+        next(items)  # the credit notes are read, the invoices under way
+        made = fiken.credit(company.invoices[8]["invoiceId"], 5_000)
+
+        with pytest.raises(ConnectorError, match=f"credit note {made['creditNoteId']}"):
+            list(items)
+        again = [i for i in read(fiken, tmp_path) if isinstance(i, PaymentRecord)]
+        assert str(made["creditNoteId"]) in {r.fields["payment_id"] for r in again}
