@@ -27,13 +27,35 @@ A preset of the `rest` connector, from Fiken's published OpenAPI description (2.
 * Limits: Fiken allows "a single concurrent API-request" (more "may result in a 429") and
   "API calls may be slowed if you execute more than 4 requests per second": one request at a
   time, at most `requests_per_second` (4) started per second; 429 and `Retry-After` honoured.
+* Credit notes: `GET /companies/{companySlug}/creditNotes`, every page, read before the
+  invoices (see `connectors.fiken_credit`), and those modified since the day before the read
+  began read again after them: one made or changed in between fails the read. Each invoice's
+  amount is what it still owes after its credit notes, whichever way Fiken's
+  `outstandingBalance` counts them (undocumented); an invoice credited in full is left out.
+  Each credit note tied to an invoice is yielded as a payment record of kind `credit_note`
+  whose payment id is its `creditNoteId`.
+
+How money paid reaches Kravia, and why: payments stay *amount drops* (the source's default
+`payments = "amount_drops"`). Fiken's payments (`sale.salePayments`, `paymentId`, `date`,
+`account`, `amount`) carry nothing that tells a debtor's payment from Kravia's own payout booked
+by the creditor, while a drop is first explained by the payouts Kravia lists on the case: the
+safer way not to echo a payout back. Credit notes are records, so they reach Kravia as credit
+notes with Fiken's id. The drop a credit note causes is not sent a second time: the engine
+forwards credit notes before drops, a drop waits while a credit note on its invoice is
+unsettled, and a drop is limited to what Kravia's capital exceeds what is still owed (after a
+credit note has gone, nothing). A credit note first seen before its invoice was registered is
+netted (the registered amount left it out); each is clamped to the capital Kravia says is left.
+A credit note made during the read fails the read (nothing of it is taken; the next pass
+reads again): the invoices read may count it or not.
 
 What Fiken's description leaves open is listed in the README ("The Fiken source").
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -41,9 +63,24 @@ from typing import Any, ClassVar, Final
 from pydantic import Field, field_validator, model_validator
 
 from connectors._fiken_oauth import FikenOAuth, FikenOAuthSettings
+from connectors.fiken_credit import (
+    CENTS,
+    CreditNote,
+    InvoiceFigures,
+    credit_note_record,
+    owed_after_credits,
+    parse_credit_note,
+    read_credit_notes,
+)
 from connectors.rest import RestConnector, RestSettings, RetrySettings
 from connectors.rest._auth import Authenticator
-from kravia_sync import ConnectorSettings, RecordError
+from kravia_sync import (
+    ConnectorError,
+    ConnectorSettings,
+    PaymentRecord,
+    RecordError,
+    SourceRecord,
+)
 
 __all__ = [
     "EXAMPLE_SETTINGS",
@@ -58,7 +95,7 @@ FIKEN_API: Final = "https://api.fiken.no/api/v2/"
 FIKEN_MAX_PAGE_SIZE: Final = 100
 FIKEN_REQUESTS_PER_SECOND: Final = 4.0
 
-EXAMPLE_SETTINGS: Final = """\
+EXAMPLE_SETTINGS: Final = f"""\
 [[sources]]
 name = "fiken"                   # a short, stable name; it keys the state of this source
 connector = "fiken"
@@ -85,6 +122,12 @@ token_env = "FIKEN_TOKEN"
 # requests_per_second = 4
 # page_size = 100                # invoices per page (Fiken's maximum is 100)
 # documents = true               # send each invoice's PDF (invoicePdf) to Kravia
+# credit_notes = true            # read GET /creditNotes: amounts after credit notes, and
+#                                # each credit note to Kravia as a credit note
+# Credit notes issued from this day on go to Kravia as credit notes; older ones are counted in
+# the amounts only. On a company kravia-sync has not synced before, any day will do; when
+# upgrading from a version that did not read credit notes, the day of the upgrade.
+credit_notes_since = {datetime.now(UTC).date().isoformat()}
 # timeout_seconds = 30
 # [sources.settings.retry]       # 429, 5xx and dropped connections, per request
 # attempts = 5
@@ -106,6 +149,11 @@ class FikenSettings(ConnectorSettings):
     timeout_seconds: float = Field(default=30.0, gt=0)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     documents: bool = True
+    credit_notes: bool = True
+    """Read the credit notes (one paged read): amounts after them, and each to Kravia."""
+    credit_notes_since: date | None = None
+    """Credit notes issued before this day are counted in the amounts but never sent; required
+    with `credit_notes` (see `_credit_notes_since_given`)."""
 
     @model_validator(mode="after")
     def _one_token(self) -> FikenSettings:
@@ -114,6 +162,17 @@ class FikenSettings(ConnectorSettings):
             raise ValueError(
                 "give a personal API token (token_env, an environment variable, or token_file) "
                 "or OAuth2 (an [oauth] table), exactly one"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _credit_notes_since_given(self) -> FikenSettings:
+        if self.credit_notes and self.credit_notes_since is None:
+            raise ValueError(
+                "credit_notes_since: the day from which credit notes go to Kravia as credit "
+                "notes (older ones count in the amounts only): any day for a company not synced "
+                "before; the upgrade's day for one synced by a version without credit notes, "
+                "whose credit notes Kravia's amounts already leave out. Or credit_notes = false"
             )
         return self
 
@@ -195,6 +254,7 @@ class FikenConnector(RestConnector):
             raise TypeError(f"FikenConnector needs FikenSettings, not {type(settings).__name__}")
         self.fiken = settings
         super().__init__(rest_settings(settings), base_dir=base_dir)
+        self._credits = _CreditNotes()  # those of the read under way
 
     def __repr__(self) -> str:
         return f"FikenConnector(company_slug={self.fiken.company_slug!r})"
@@ -217,6 +277,62 @@ class FikenConnector(RestConnector):
             )
         return problems
 
+    def read(self) -> Iterator[SourceRecord | PaymentRecord | RecordError]:
+        """The credit notes, then the unsettled invoices as they come, each at what it owes
+        after its credit notes, then the credit notes tied to an invoice as payment records.
+        A credit note made or changed during the read (those modified since the day before it
+        began are read again at its end) fails the read: the invoices read may count it or
+        not, so nothing of this read is taken, and the next pass reads it whole."""
+        if not self.fiken.credit_notes:
+            yield from super().read()
+            return
+        began = self.today()
+        self._credits, errors = self._read_credit_notes({})
+        try:
+            yield from super().read()
+        finally:
+            notes = self._credits
+            self._credits = _CreditNotes()
+        changed_since = (began - timedelta(days=1)).isoformat()
+        again, _ = self._read_credit_notes({"lastModifiedGe": changed_since})
+        moved = sorted(
+            n.credit_note_id for n in again.by_id.values() if notes.by_id.get(n.credit_note_id) != n
+        )
+        if moved:
+            raise ConnectorError(
+                f"credit note {moved[0]} was made or changed while the invoices were read; "
+                "nothing of this read is taken, the next pass reads it again"
+            )
+        yield from errors
+        since = self.fiken.credit_notes_since
+        for note in notes.by_id.values():
+            if note.invoice_id is None or not note.in_nok or note.gross == 0:
+                continue  # tied to no invoice, or in a currency whose invoice is not sent
+            if since is None or note.issued >= since:
+                yield credit_note_record(note)
+
+    def _read_credit_notes(
+        self, params: Mapping[str, str]
+    ) -> tuple[_CreditNotes, list[RecordError]]:
+        """Every credit note `params` select (one paged read), and those that cannot be read."""
+        found = _CreditNotes()
+        errors: list[RecordError] = []
+        path = f"companies/{self.fiken.company_slug}/creditNotes"
+        with self.http.session() as session:
+            pager = self.settings.invoices.paging.pager()
+            raws = read_credit_notes(
+                session, path, pager, params, max_pages=self.settings.invoices.max_pages
+            )
+            for position, raw in enumerate(raws, start=1):
+                note = parse_credit_note(raw, f"credit note {position} of {path}")
+                if isinstance(note, RecordError):
+                    errors.append(note)
+                    continue
+                found.by_id[note.credit_note_id] = note
+                if note.invoice_id is not None:
+                    found.by_invoice.setdefault(note.invoice_id, []).append(note)
+        return found, errors
+
     def review(
         self, key: str, invoice: Mapping[str, Any], fields: dict[str, object]
     ) -> RecordError | bool:
@@ -233,7 +349,7 @@ class FikenConnector(RestConnector):
             return False
         amount = fields.get("amount")
         if isinstance(amount, Decimal) and amount == 0:
-            return False
+            return False  # credit notes can only lower what is owed
         currency = fields.get("currency")
         if isinstance(currency, str) and currency.strip().upper() not in {"", "NOK"}:
             return RecordError(
@@ -243,4 +359,46 @@ class FikenConnector(RestConnector):
                 "sale.outstandingBalance is then in NOK or in the invoice's currency, so it is "
                 "not sent; register it by hand",
             )
+        return self._after_credits(key, invoice, fields)
+
+    def _after_credits(
+        self, key: str, invoice: Mapping[str, Any], fields: dict[str, object]
+    ) -> RecordError | bool:
+        """The invoice at what it owes after its credit notes (`owed_after_credits`): False
+        when that is nothing (credited in full), a `RecordError` when it cannot be told."""
+        sale = invoice.get("sale")
+        sale = sale if isinstance(sale, Mapping) else {}
+        invoice_id = _whole(invoice.get("invoiceId"))
+        outstanding = _whole(sale.get("outstandingBalance"))
+        if not self.fiken.credit_notes or invoice_id is None or outstanding is None:
+            return True  # the mapping reports what is missing
+        linked = invoice.get("associatedCreditNotes")
+        ids = tuple(i for i in linked if _whole(i) is not None) if isinstance(linked, list) else ()
+        figures = InvoiceFigures(
+            invoice_id=invoice_id,
+            outstanding=outstanding,
+            total_paid=_whole(sale.get("totalPaid")),
+            gross=_whole(invoice.get("gross")),
+            credit_note_ids=ids,
+        )
+        notes = self._credits
+        owed = owed_after_credits(figures, notes.by_id, notes.by_invoice.get(invoice_id, ()))
+        if isinstance(owed, str):
+            return RecordError(key, "amount", owed)
+        if owed == 0:
+            return False
+        if owed != outstanding:
+            fields["amount"] = Decimal(owed) / CENTS
         return True
+
+
+@dataclass
+class _CreditNotes:
+    """The credit notes of one read: by id, and by the invoice they name."""
+
+    by_id: dict[int, CreditNote] = field(default_factory=dict)
+    by_invoice: dict[int, list[CreditNote]] = field(default_factory=dict)
+
+
+def _whole(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -49,6 +49,7 @@ __all__ = [
     "clamp_lines",
     "derived_payment",
     "group_payments",
+    "is_credit_note_record",
     "is_payment_record",
     "limit_to_owed",
     "payment_arrived",
@@ -83,6 +84,14 @@ def is_payment_record(fields: Mapping[str, object]) -> bool:
 class PaymentKind(StrEnum):
     PAYMENT = "payment"  # paid directly to the creditor
     CREDIT_NOTE = "credit_note"  # the creditor credited (part of) the invoice
+
+
+def is_credit_note_record(fields: Mapping[str, object]) -> bool:
+    """A flat payment record of kind credit note (any spelling `kind` accepts)."""
+    try:
+        return _kind(fields.get("kind")) is PaymentKind.CREDIT_NOTE
+    except ValueError:
+        return False
 
 
 def _kind(value: object) -> PaymentKind:
@@ -371,6 +380,19 @@ def payment_arrived(evidence: Sequence[LineEvidence]) -> bool | None:
         for line in evidence
     )
     return False if evidence and untouched else None
+
+
+# Phases of a reported credit note (or payment) that may still reach Kravia or need a person:
+# an amount drop on the same invoice waits for it, since the drop may be that very money.
+HOLDS_BACK_DROPS = frozenset({PaymentPhase.NEW, PaymentPhase.SENDING, PaymentPhase.NEEDS_REVIEW})
+
+
+def drop_waits(payment: PaymentState, unsettled: set[str]) -> bool:
+    """Whether an amount drop (`payment`, derived) waits for the next pass: a reported credit
+    note or payment on one of its invoices (`unsettled`: their accountingInvoiceIds) has not
+    been settled yet. Once it has, the drop is sized against Kravia's capital, which the
+    credit note already lowered, so the same money is not sent twice."""
+    return payment.derived and not unsettled.isdisjoint(payment.invoices)
 
 
 class PaymentStep(StrEnum):

@@ -80,6 +80,7 @@ def connector(fiken: Fiken, base_dir: Path, **extra: Any) -> FikenConnector:
     built = FikenConnector.from_settings(
         {
             "company_slug": SLUG,
+            "credit_notes_since": "2000-01-01",
             "oauth": oauth_settings(fiken),
             "base_url": fiken.base_url,
             "page_size": 25,
@@ -118,6 +119,7 @@ name = "fiken"
 connector = "fiken"
 [sources.settings]
 company_slug = "{SLUG}"
+credit_notes_since = 2000-01-01
 base_url = "{fiken.base_url}"
 page_size = 50
 requests_per_second = {FAST}

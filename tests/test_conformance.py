@@ -174,6 +174,7 @@ class TestFikenConformance(_FikenSample, ConnectorConformance):
     def sample(self, directory: Path, count: int) -> Mapping[str, Any]:
         return {
             "company_slug": "acme",
+            "credit_notes_since": "2000-01-01",
             "token_env": "FIKEN_TOKEN",
             "base_url": self.serve(count),
             "requests_per_second": 500,
@@ -182,6 +183,7 @@ class TestFikenConformance(_FikenSample, ConnectorConformance):
     def failing_source(self, directory: Path) -> Mapping[str, Any]:
         return {
             "company_slug": "acme",
+            "credit_notes_since": "2000-01-01",
             "token_env": "FIKEN_TOKEN",
             "base_url": CLOSED_PORT_URL,
             "retry": {"attempts": 1},

@@ -66,6 +66,7 @@ name = "fiken"
 connector = "fiken"
 [sources.settings]
 company_slug = "{SLUG}"
+credit_notes_since = 2000-01-01
 token_env = "FIKEN_TOKEN"
 base_url = "{fiken.base_url}"
 page_size = 50
@@ -110,6 +111,7 @@ class TestFikenConnector:
         connector = FikenConnector.from_settings(
             {
                 "company_slug": SLUG,
+                "credit_notes_since": "2000-01-01",
                 "token_env": "FIKEN_TOKEN",
                 "base_url": fiken.base_url,
                 "page_size": 50,
@@ -155,6 +157,7 @@ class TestFikenConnector:
         connector = FikenConnector.from_settings(
             {
                 "company_slug": SLUG,
+                "credit_notes_since": "2000-01-01",
                 "token_env": "FIKEN_TOKEN",
                 "base_url": fiken.base_url,
                 "requests_per_second": FAST,
@@ -177,6 +180,17 @@ class TestFikenConnector:
             FikenSettings.model_validate(
                 {"company_slug": SLUG, "token_env": "FIKEN_TOKEN", "page_size": 101}
             )
+
+    def test_credit_notes_need_the_day_they_are_sent_from(self) -> None:
+        """Without `credit_notes_since` a store synced before credit notes were read would
+        send old credit notes its registered amounts already left out: the setting is
+        required (named in the error) unless credit notes are not read."""
+        base = {"company_slug": SLUG, "token_env": "FIKEN_TOKEN"}
+        with pytest.raises(ValueError, match="credit_notes_since"):
+            FikenSettings.model_validate(base)
+        since = FikenSettings.model_validate({**base, "credit_notes_since": "2026-12-01"})
+        assert since.credit_notes_since == date(2026, 12, 1)
+        assert FikenSettings.model_validate({**base, "credit_notes": False}).credit_notes is False
 
     def test_fiken_is_an_installed_connector_with_an_example(self) -> None:
         """The entry point and the `init --source fiken` example."""
@@ -251,7 +265,8 @@ class TestFikenIntoKravia:
     def test_a_second_pass_makes_no_kravia_calls_and_few_fiken_calls(
         self, sim: Sim, fiken: FikenSimulator, company: FikenCompany, tmp_path: Path
     ) -> None:
-        """Pages plus one request per customer: no PDF, nothing to Kravia."""
+        """Pages, one request per customer and two pages of credit notes (the list, and the
+        check for one made during the read; there are none): no PDF, nothing to Kravia."""
         config = config_with(tmp_path, sim, fiken_source(fiken))
         run_pass(config)
         kravia_before = sim.calls_total()
@@ -264,7 +279,9 @@ class TestFikenIntoKravia:
         assert sim.calls_total() == kravia_before
         unsettled = [i for i in company.invoices if not i["sale"]["settled"]]
         customers = len({i["customer"]["contactId"] for i in unsettled})
-        assert fiken_after["total"] - fiken_before["total"] == math.ceil(270 / 50) + customers
+        pages = math.ceil(270 / 50)
+        assert fiken_after["total"] - fiken_before["total"] == pages + customers + 2
+        assert fiken_after["credit_notes"] - fiken_before["credit_notes"] == 2
         assert fiken_after.get("pdf") == fiken_before.get("pdf")
 
     def test_a_hand_written_rest_configuration_gives_the_same_cases(
@@ -337,6 +354,7 @@ class TestRateLimit:
             connector = FikenConnector.from_settings(
                 {
                     "company_slug": SLUG,
+                    "credit_notes_since": "2000-01-01",
                     "token_env": "FIKEN_TOKEN",
                     "base_url": simulator.base_url,
                     "page_size": 6,
@@ -350,7 +368,7 @@ class TestRateLimit:
         calls = simulator.calls()
         requests = calls["total"]
         assert len(items) == 18
-        assert requests == 3 + 4  # pages of 18 unsettled invoices, four customers
+        assert requests == 3 + 4 + 2  # pages of 18 invoices, four customers, credit notes twice
         assert calls["statuses"] == {200: requests}
         assert elapsed >= (requests - 1) / 4 - 0.05
         assert elapsed < (requests - 1) / 4 + 1.0
@@ -366,6 +384,7 @@ class TestRateLimit:
             connector = FikenConnector.from_settings(
                 {
                     "company_slug": SLUG,
+                    "credit_notes_since": "2000-01-01",
                     "token_env": "FIKEN_TOKEN",
                     "base_url": simulator.base_url,
                     "page_size": 6,
@@ -436,6 +455,7 @@ class TestSecrets:
         connector = FikenConnector.from_settings(
             {
                 "company_slug": SLUG,
+                "credit_notes_since": "2000-01-01",
                 "token_env": "FIKEN_TOKEN",
                 "base_url": "http://127.0.0.1:9/api/v2/",
                 "retry": {"attempts": 1},

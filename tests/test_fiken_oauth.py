@@ -86,7 +86,9 @@ class TestSettings:
             FikenSettings.model_validate(
                 {"company_slug": SLUG, "oauth": {**oauth, "client_secret_env": None}}
             )
-        parsed = FikenSettings.model_validate({"company_slug": SLUG, "oauth": oauth})
+        parsed = FikenSettings.model_validate(
+            {"company_slug": SLUG, "oauth": oauth, "credit_notes_since": "2000-01-01"}
+        )
         assert parsed.oauth is not None
         assert parsed.oauth.token_endpoint == "https://fiken.no/oauth/token"
         assert parsed.oauth.authorize_endpoint == "https://fiken.no/oauth/authorize"

@@ -19,7 +19,9 @@ from kravia_sync.payments import (
     PayoutRule,
     clamp_lines,
     derived_payment,
+    drop_waits,
     explain_by_payouts,
+    is_credit_note_record,
     limit_to_owed,
     next_payment_step,
     plan_payments,
@@ -314,3 +316,26 @@ class TestNextStep:
         )
 
         assert decision.step is PaymentStep.NONE
+
+
+class TestDropsAndCreditNotes:
+    def drop(self, aid: str = "10001") -> object:
+        made = derived_payment(aid, Decimal(1000), Decimal(700), on=date(2026, 11, 20))
+        return plan_payments([("k", made)], {}, source="erp", rule=RULE, now=NOW).writes[0]
+
+    def test_a_drop_waits_while_a_credit_note_on_its_invoice_is_unsettled(self):
+        """The drop may be that very credit note: it is sized only after the credit note."""
+        assert drop_waits(self.drop(), {"10001"})  # type: ignore[arg-type]
+        assert not drop_waits(self.drop(), {"10002"})  # type: ignore[arg-type]
+        assert not drop_waits(self.drop(), set())  # type: ignore[arg-type]
+
+    def test_a_reported_payment_never_waits(self):
+        reported = plan_payments([("k", payment())], {}, source="erp", rule=RULE, now=NOW)
+        assert not drop_waits(reported.writes[0], {"10001"})
+
+    def test_credit_note_records_are_told_apart(self):
+        assert is_credit_note_record({"kind": "Kreditnota"})
+        assert is_credit_note_record({"kind": "credit-note"})
+        assert not is_credit_note_record({"kind": "payment"})
+        assert not is_credit_note_record({})
+        assert not is_credit_note_record({"kind": "refund"})

@@ -26,6 +26,7 @@ from kravia_sync import (
     ConnectorError,
     ConnectorSettings,
     InvalidRecordError,
+    PaymentRecord,
     RecordError,
     SourceRecord,
     get_logger,
@@ -146,16 +147,16 @@ class RestConnector(Connector):
         return self.http.probe(first.url, "the first invoices page", first.params)
 
     def listings(self, clock: Clock) -> Iterator[tuple[str, dict[str, str]]]:  # noqa: ARG002
-        """The listings one read is made of: (a name for messages, extra query parameters).
-        One here; a source that can only be asked in slices (Tripletex's invoice-date windows)
-        overrides this. A read is complete only when every listing is."""
+        """The listings a read is made of, (a name for messages, extra query parameters): one;
+        more for a source asked in slices (Tripletex). A read is whole only when each is."""
         yield "", {}
 
     # -- reading ---------------------------------------------------------------------------
 
-    def read(self) -> Iterator[SourceRecord | RecordError]:
-        """Yield one item per invoice, page by page; raise `ConnectorError` when the API fails
-        (after the retries) or the pages do not add up, at any point of the read."""
+    def read(self) -> Iterator[SourceRecord | PaymentRecord | RecordError]:
+        """Yield one item per invoice, page by page (a subclass may add payment records);
+        raise `ConnectorError` when the API fails (after the retries) or the pages do not add
+        up, at any point of the read."""
         self.stats = ReadStats()
         clock = Clock.current(self.timezone)
         params = dict(self._param_constants)

@@ -32,11 +32,13 @@ from kravia_sync.kravia.errors import Failure, KraviaError
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState, Phase
 from kravia_sync.logging import redact
 from kravia_sync.payments import (
+    HOLDS_BACK_DROPS,
     PaymentKind,
     PaymentPhase,
     PaymentState,
     PaymentStep,
     clamp_lines,
+    drop_waits,
     next_payment_step,
 )
 from kravia_sync.state.lease import LeaseKeeper
@@ -86,10 +88,17 @@ class PaymentForwarder:
         self.verifier = PaymentVerifier(store, client, clock=clock, run_id=run_id)
 
     async def forward(self, payments: list[PaymentState]) -> StageOutcome:
+        """Drive each payment; reported ones (credit notes) before amount drops, and a drop
+        whose invoice has a reported one not yet settled waits for the next pass
+        (`drop_waits`)."""
         outcome = StageOutcome()
-        for payment in payments:
+        unsettled: set[str] = set()  # invoices with a reported payment not yet settled
+        for payment in sorted(payments, key=lambda p: p.derived):  # stable: read order kept
             if self.should_stop():
                 break
+            if drop_waits(payment, unsettled):
+                outcome.counts["payments_waiting_for_credit_note"] += 1
+                continue
             try:
                 final = await self._drive(payment, outcome)
             except KraviaError as error:  # a details read failed: try again next pass
@@ -99,7 +108,11 @@ class PaymentForwarder:
                 log.warning(
                     "payment deferred", payment_id=payment.payment_id, error=redact(str(error))
                 )
+                if not payment.derived:
+                    unsettled.update(payment.invoices)
                 continue
+            if not final.derived and final.phase in HOLDS_BACK_DROPS:
+                unsettled.update(final.invoices)
             outcome.counts[f"payments_{final.phase.value}"] += 1
             if final.phase is PaymentPhase.NEEDS_REVIEW:
                 outcome.problems.append(
@@ -259,7 +272,13 @@ class PaymentForwarder:
                         reservation=reservation,
                     )
         except KraviaError as error:
-            after = self._after_failure(pending, error)
+            after = after_failure(
+                pending,
+                error,
+                now=self.clock(),
+                settle_after=self._kravia_now() + self.settle,
+                retry_in=self.retry_in,
+            )
             self.store.write_payments(
                 [after],
                 [
@@ -303,32 +322,6 @@ class PaymentForwarder:
         )
         return sent
 
-    def _after_failure(self, pending: PaymentState, error: KraviaError) -> PaymentState:
-        now = self.clock()
-        message = redact(str(error))
-        if error.failure is Failure.AMBIGUOUS:  # lost now: it may still land for a while
-            settle_after = self._kravia_now() + self.settle
-            return replace(pending, updated_at=now, note=message, settle_after=settle_after)
-        cleared = replace(
-            pending, pending_attempt=None, pending_since=None, settle_after=None, updated_at=now
-        )
-        if error.failure is Failure.TERMINAL:
-            return replace(
-                cleared, phase=PaymentPhase.NEEDS_REVIEW, note=f"Kravia refused it: {message}"
-            )
-        wait = (
-            timedelta(seconds=error.retry_after)
-            if error.retry_after is not None
-            else self.retry_in(pending.attempts)
-        )
-        return replace(
-            cleared,
-            phase=PaymentPhase.NEW,
-            attempts=pending.attempts + 1,
-            next_attempt_at=now + wait,
-            note=message,
-        )
-
     def _journal(
         self,
         payment: PaymentState,
@@ -353,3 +346,37 @@ class PaymentForwarder:
             at=self.clock(),
             run_id=self.run_id,
         )
+
+
+def after_failure(
+    pending: PaymentState,
+    error: KraviaError,
+    *,
+    now: datetime,
+    settle_after: datetime,
+    retry_in: Callable[[int], timedelta],
+) -> PaymentState:
+    """A payment whose call failed: still sending (its answer lost: settled after
+    `settle_after`, Kravia's clock), parked for a person (refused), or new again after a wait."""
+    message = redact(str(error))
+    if error.failure is Failure.AMBIGUOUS:  # lost now: it may still land for a while
+        return replace(pending, updated_at=now, note=message, settle_after=settle_after)
+    cleared = replace(
+        pending, pending_attempt=None, pending_since=None, settle_after=None, updated_at=now
+    )
+    if error.failure is Failure.TERMINAL:
+        return replace(
+            cleared, phase=PaymentPhase.NEEDS_REVIEW, note=f"Kravia refused it: {message}"
+        )
+    wait = (
+        timedelta(seconds=error.retry_after)
+        if error.retry_after is not None
+        else retry_in(pending.attempts)
+    )
+    return replace(
+        cleared,
+        phase=PaymentPhase.NEW,
+        attempts=pending.attempts + 1,
+        next_attempt_at=now + wait,
+        note=message,
+    )

@@ -14,7 +14,7 @@ from kravia_sync.engine.rejections import Rejections
 from kravia_sync.errors import InvalidRecordError
 from kravia_sync.lifecycle import CaseState
 from kravia_sync.model import Invoice
-from kravia_sync.payments import Payment, derived_payment
+from kravia_sync.payments import Payment, derived_payment, is_credit_note_record
 from kravia_sync.settings import PaymentsMode
 from kravia_sync.state.records import QuarantineEntry, QuarantineKind
 
@@ -34,9 +34,14 @@ class ReadPayments:
         self.items: list[tuple[str, Payment]] = []
 
     def add_record(self, record: PaymentRecord) -> None:
-        """A payment or credit note the source reports: validated and kept."""
+        """A payment or credit note the source reports: validated and kept. Where amounts
+        tell of money paid, a credit note is still kept (a credit note is no payment, and
+        reaches Kravia as one with the source's id; the drop it causes then waits for it and
+        is sized against Kravia's capital, see `kravia_sync.payments.drop_waits`)."""
         self.counts["payments_read"] += 1
-        if self.mode is not PaymentsMode.RECORDS:
+        if self.mode is PaymentsMode.OFF or (
+            self.mode is PaymentsMode.AMOUNT_DROPS and not is_credit_note_record(record.fields)
+        ):
             # The amounts tell of money paid (or nothing should): counted, not forwarded.
             self.counts["payments_ignored"] += 1
             return

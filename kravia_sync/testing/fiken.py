@@ -15,6 +15,15 @@ It follows Fiken's published description (api.fiken.no/api/v2, OpenAPI 2.0.0):
   `GET /companies/{companySlug}/contacts/{contactId}` (`Contact` with its `Address`; the
   write-only `phoneNumber` and `currency` are never in a read; `country` in the three forms
   users meet: the spec example's English name `Norway`, `Norge`, and `NO`).
+* `GET /companies/{companySlug}/creditNotes` — `creditNoteResult` objects, filtered by
+  `settled`, `issueDate` and `lastModified` (with `Le|Lt|Ge|Gt`) and `customerId`, paged like
+  the invoices; `GET .../creditNotes/{creditNoteId}`. An invoice names its credit notes in
+  `associatedCreditNotes`, a credit note its invoice in `associatedInvoiceId`.
+* Payments: each sale's `salePayments` (`paymentId`, `date`, `account`, `amount` in cents,
+  `amountInNok`, `currency`, `fee`), also at `GET .../sales/{saleId}/payments`.
+* Bookkeeping a test does as a person would in Fiken: `pay`, `credit` (in full or in part),
+  `settle`, `write_off`, `delete`, keeping `totalPaid`, `outstandingBalance` and `settled`
+  consistent (see `kravia_sync.testing._fiken_company` for how a credit note counts).
 * The invoice PDF at `invoicePdf.downloadUrl`. Fiken does not document the form of that URL;
   here it is `/companies/{slug}/invoices/{invoiceId}/invoicePdf` on the same host.
 * `GET /companies/{companySlug}`: the company (`name`, `slug`, `organizationNumber`).
@@ -35,27 +44,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-import operator
-import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import Any, Final, Literal
-from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from stdnum.no import orgnr
 
-from kravia_sync.testing import minimal_pdf
 from kravia_sync.testing._dropped import DroppedResponse
+from kravia_sync.testing._fiken_company import FikenCompany, demo_company, oslo_today
 from kravia_sync.testing._fiken_oauth import OAUTH_PREFIX, FikenOAuthServer
+from kravia_sync.testing._fiken_query import (
+    CREDIT_NOTE_PARAMETERS,
+    INVOICE_PARAMETERS,
+    credit_note_matches,
+    invoice_matches,
+    page_of,
+    whole,
+)
 from kravia_sync.testing.running import RunningServer
 
 __all__ = [
@@ -67,181 +79,18 @@ __all__ = [
 ]
 
 API_PREFIX: Final = "/api/v2"
-MAX_PAGE_SIZE: Final = 100
-DEFAULT_PAGE_SIZE: Final = 25
-Kind = Literal["invoices", "invoice", "contact", "pdf", "company"]
+Kind = Literal[
+    "invoices",
+    "invoice",
+    "contact",
+    "pdf",
+    "credit_notes",
+    "credit_note",
+    "sale_payments",
+    "company",
+]
+_PAGED: Final = frozenset({"invoices", "credit_notes"})
 Fault = Literal["500", "502", "503", "504", "429", "drop"]
-
-
-# -- data ------------------------------------------------------------------------------------
-
-
-@dataclass
-class FikenCompany:
-    """One company's data in Fiken's shapes (amounts in øre)."""
-
-    slug: str
-    invoices: list[dict[str, Any]]
-    contacts: dict[int, dict[str, Any]]
-    pdfs: dict[int, bytes] = field(default_factory=dict)
-    organization_number: str = "921234566"
-
-    def unpaid_overdue(self, today: date, min_days: int = 14) -> list[dict[str, Any]]:
-        """The invoices a pass must send to collection: unsettled, neither written off nor
-        deleted, due `min_days` ago or more."""
-        return [
-            invoice
-            for invoice in self.invoices
-            if not invoice["sale"]["settled"]
-            and not invoice["sale"]["writeOff"]
-            and not invoice["sale"]["deleted"]
-            and invoice["sale"]["outstandingBalance"] > 0
-            and (today - date.fromisoformat(invoice["dueDate"])).days >= min_days
-        ]
-
-
-def _org_number(seed: int) -> str:
-    candidate = 910_000_000 + seed * 97
-    while not orgnr.is_valid(str(candidate)):
-        candidate += 1
-    return str(candidate)
-
-
-def demo_company(
-    *,
-    invoices: int = 300,
-    customers: int = 60,
-    slug: str = "fiken-demo-as",
-    today: date | None = None,
-    seed: int = 7,
-    pdf_every: int = 1,
-    with_settled: bool = True,
-) -> FikenCompany:
-    """`invoices` invoices of `customers` customers, every tenth one of each kind:
-
-    settled (paid); not due yet; 5 days overdue (too young for collection); and 20 to 140 days
-    overdue, some partly paid. Every other customer is a business (a valid organisation
-    number); countries are written as Fiken users do, as names ("Norge") or codes ("NO").
-    Every `pdf_every`-th invoice has a PDF (0: none). Without `with_settled`, the tenth that
-    would be settled is overdue and unpaid like most.
-    """
-    rng = random.Random(seed)
-    today = today or _oslo_today()
-    contacts: dict[int, dict[str, Any]] = {}
-    for index in range(customers):
-        contact_id = 5_000_000 + index
-        business = index % 2 == 0
-        contacts[contact_id] = {
-            "contactId": contact_id,
-            "createdDate": (today - timedelta(days=400)).isoformat(),
-            "lastModifiedDate": (today - timedelta(days=30)).isoformat(),
-            "name": f"Kunde {index + 1} {'AS' if business else 'Ødegård'}",
-            "email": f"kunde{index + 1}@example.no",
-            "organizationNumber": _org_number(index) if business else None,
-            "customerNumber": 10_001 + index,
-            "customerAccountCode": f"1500:{10_001 + index}",
-            "customer": True,
-            "supplier": False,
-            "language": "NORWEGIAN",
-            "inactive": False,
-            "daysUntilInvoicingDueDate": 14,
-            "address": {
-                "streetAddress": f"Storgata {index % 90 + 1}",
-                "streetAddressLine2": "",
-                "city": "Oslo",
-                "postCode": f"{150 + index % 40:04d}",
-                # The spec's example writes the English name; Norwegian users type "Norge".
-                "country": ("Norway", "Norge", "NO")[index % 3],
-            },
-            "groups": [],
-        }
-    contact_ids = sorted(contacts)
-    company = FikenCompany(slug=slug, invoices=[], contacts=contacts)
-    for index in range(invoices):
-        invoice_id = 1_000_000 + index
-        number = 10_001 + index
-        kind = index % 10
-        if kind == 1:
-            due = today + timedelta(days=10)
-        elif kind == 2:
-            due = today - timedelta(days=5)
-        else:
-            due = today - timedelta(days=20 + rng.randrange(120))
-        issue = due - timedelta(days=14)
-        net = rng.randrange(50_000, 5_000_000)
-        vat = net // 4
-        gross = net + vat
-        settled = kind == 0 and with_settled
-        paid = gross if settled else (gross // 3 if kind == 5 else 0)
-        contact = contacts[contact_ids[index % len(contact_ids)]]
-        invoice: dict[str, Any] = {
-            "invoiceId": invoice_id,
-            "createdDate": issue.isoformat(),
-            "lastModifiedDate": issue.isoformat(),
-            "invoiceNumber": number,
-            "kid": f"{number}{index % 10}",
-            "issueDate": issue.isoformat(),
-            "dueDate": due.isoformat(),
-            "originalDueDate": due.isoformat(),
-            "net": net,
-            "vat": vat,
-            "gross": gross,
-            "netInNok": net,
-            "vatInNok": vat,
-            "grossInNok": gross,
-            "cash": False,
-            "invoiceText": f"Faktura {number}",
-            "yourReference": "",
-            "ourReference": "",
-            "orderReference": "",
-            "address": dict(contact["address"]),
-            "lines": [
-                {
-                    "net": net,
-                    "vat": vat,
-                    "vatType": "HIGH",
-                    "gross": gross,
-                    "vatInPercent": 25,
-                    "quantity": 1,
-                    "description": "Konsulenttimer",
-                }
-            ],
-            "currency": "NOK",
-            "bankAccountNumber": "15032080119",
-            "sentManually": False,
-            "associatedCreditNotes": [],
-            "attachments": [],
-            "customer": {"contactId": contact["contactId"], "name": contact["name"]},
-            "sale": {
-                "saleId": 2_000_000 + index,
-                "lastModifiedDate": issue.isoformat(),
-                "saleNumber": str(number),
-                "date": issue.isoformat(),
-                "kind": "invoice",
-                "netAmount": net,
-                "vatAmount": vat,
-                "settled": settled,
-                "settledDate": due.isoformat() if settled else None,
-                "writeOff": False,
-                "totalPaid": paid,
-                "totalPaidInCurrency": paid,
-                "outstandingBalance": gross - paid,
-                "currency": "NOK",
-                "dueDate": due.isoformat(),
-                "kid": f"{number}{index % 10}",
-                "deleted": False,
-            },
-        }
-        if pdf_every and index % pdf_every == 0:
-            company.pdfs[invoice_id] = minimal_pdf(f"Faktura {number}")
-        company.invoices.append(invoice)
-    return company
-
-
-def _oslo_today() -> date:
-    from datetime import datetime  # noqa: PLC0415 - only here
-
-    return datetime.now(ZoneInfo("Europe/Oslo")).date()
 
 
 # -- the simulator ---------------------------------------------------------------------------
@@ -320,6 +169,15 @@ class FikenSimulator:
                     f"{prefix}/contacts/{{contact_id:int}}",
                     self._endpoint("contact", self._contact),
                 ),
+                Route(f"{prefix}/creditNotes", self._endpoint("credit_notes", self._credit_notes)),
+                Route(
+                    f"{prefix}/creditNotes/{{credit_note_id:int}}",
+                    self._endpoint("credit_note", self._credit_note),
+                ),
+                Route(
+                    f"{prefix}/sales/{{sale_id:int}}/payments",
+                    self._endpoint("sale_payments", self._sale_payments),
+                ),
             ]
         )
 
@@ -340,32 +198,35 @@ class FikenSimulator:
                 "most_in_flight": self.most_in_flight,
             }
 
-    def settle(self, invoice_id: int) -> None:
-        """Mark an invoice paid in full (as if the customer paid it)."""
+    def settle(self, invoice_id: int, *, on: date | None = None) -> None:
+        """The customer paid the rest of the invoice (a sale payment of its balance)."""
         with self._lock:
-            for invoice in self.company.invoices:
-                if invoice["invoiceId"] == invoice_id:
-                    sale = invoice["sale"]
-                    sale["settled"] = True
-                    sale["totalPaid"] = invoice["gross"]
-                    sale["outstandingBalance"] = 0
+            sale = self.company.invoice(invoice_id)["sale"]
+            if sale["outstandingBalance"] > 0:
+                self.company.pay(invoice_id, sale["outstandingBalance"], on=on or oslo_today())
+            sale["settled"] = True
+
+    def pay(self, invoice_id: int, amount: int, *, on: date | None = None) -> dict[str, Any]:
+        """The customer paid `amount` øre of the invoice (see `FikenCompany.pay`)."""
+        with self._lock:
+            return self.company.pay(invoice_id, amount, on=on or oslo_today())
+
+    def credit(
+        self, invoice_id: int, amount: int | None = None, *, on: date | None = None
+    ) -> dict[str, Any]:
+        """A credit note on the invoice, in full or of `amount` øre (`FikenCompany.credit`)."""
+        with self._lock:
+            return self.company.credit(invoice_id, amount, on=on or oslo_today())
 
     def write_off(self, invoice_id: int) -> None:
         """Register the invoice's outstanding balance as a loss (`sale.writeOff`)."""
         with self._lock:
-            self._sale(invoice_id)["writeOff"] = True
+            self.company.invoice(invoice_id)["sale"]["writeOff"] = True
 
     def delete(self, invoice_id: int) -> None:
         """Reverse the invoice's sale (`sale.deleted`); Fiken still lists the invoice."""
         with self._lock:
-            self._sale(invoice_id)["deleted"] = True
-
-    def _sale(self, invoice_id: int) -> dict[str, Any]:
-        for invoice in self.company.invoices:
-            if invoice["invoiceId"] == invoice_id:
-                sale: dict[str, Any] = invoice["sale"]
-                return sale
-        raise KeyError(f"no invoice {invoice_id}")
+            self.company.invoice(invoice_id)["sale"]["deleted"] = True
 
     # -- serving ---
 
@@ -405,8 +266,8 @@ class FikenSimulator:
         if request.path_params.get("slug") != self.company.slug:
             return self._respond(_Answer(403, _json({"error": "No access to this company"})))
         page = None
-        if kind == "invoices":
-            page = _int(request.query_params.get("page")) or 0
+        if kind in _PAGED:
+            page = whole(request.query_params.get("page")) or 0
         fault = self._next_fault(kind, page)
         with self._lock:
             self.counts[kind] += 1
@@ -425,6 +286,13 @@ class FikenSimulator:
         if not header.startswith("Bearer ") or not token:
             return False
         return token == self._token or (self.oauth is not None and self.oauth.access_valid(token))
+
+    async def _company(self, _request: Request) -> _Answer:
+        company = self.company
+        name = company.slug.replace("-", " ").title()
+        number = company.organization_number
+        body = {"name": name, "slug": company.slug, "organizationNumber": number}
+        return _Answer(200, _json({**body, "hasApiAccess": True, "testCompany": True}))
 
     def _next_fault(self, kind: Kind, page: int | None) -> Fault | None:
         with self._lock:
@@ -445,36 +313,41 @@ class FikenSimulator:
 
     async def _invoices(self, request: Request) -> _Answer:
         query = request.query_params
-        page = _int(query.get("page"))
-        size = _int(query.get("pageSize"))
-        if ("page" in query and page is None) or ("pageSize" in query and size is None):
-            return _Answer(400, _json({"error": "page and pageSize must be whole numbers"}))
-        unknown = sorted(set(query) - INVOICE_PARAMETERS)
-        if unknown:
-            return _Answer(400, _json({"error": f"unsupported query parameter: {unknown[0]}"}))
-        page = page or 0
-        size = DEFAULT_PAGE_SIZE if size is None else size
-        if size < 1 or size > MAX_PAGE_SIZE or page < 0:
-            return _Answer(400, _json({"error": f"pageSize must be 1 to {MAX_PAGE_SIZE}"}))
         with self._lock:
-            selected = [invoice for invoice in self.company.invoices if _matches(invoice, query)]
+            selected = [i for i in self.company.invoices if invoice_matches(i, query)]
+            paged = page_of(query, INVOICE_PARAMETERS, len(selected))
+            if isinstance(paged, str):
+                return _Answer(400, _json({"error": paged}))
+            window, headers = paged
             # only the page is shown (copied, with its PDF's URL), not every match
-            body = [self._shown(invoice) for invoice in selected[page * size : (page + 1) * size]]
-        total = len(selected)
-        headers = {
-            "Fiken-Api-Page": str(page),
-            "Fiken-Api-Page-Size": str(size),
-            "Fiken-Api-Page-Count": str(math.ceil(total / size)),
-            "Fiken-Api-Result-Count": str(total),
-        }
+            body = [self._shown(invoice) for invoice in selected[window]]
         return _Answer(200, _json(body), headers)
 
-    async def _company(self, _request: Request) -> _Answer:
-        company = self.company
-        name = company.slug.replace("-", " ").title()
-        number = company.organization_number
-        body = {"name": name, "slug": company.slug, "organizationNumber": number}
-        return _Answer(200, _json({**body, "hasApiAccess": True, "testCompany": True}))
+    async def _credit_notes(self, request: Request) -> _Answer:
+        query = request.query_params
+        with self._lock:
+            selected = [n for n in self.company.credit_notes if credit_note_matches(n, query)]
+            paged = page_of(query, CREDIT_NOTE_PARAMETERS, len(selected))
+            if isinstance(paged, str):
+                return _Answer(400, _json({"error": paged}))
+            window, headers = paged
+            body = [self._with_customer(note) for note in selected[window]]
+        return _Answer(200, _json(body), headers)
+
+    async def _credit_note(self, request: Request) -> _Answer:
+        credit_note_id = request.path_params["credit_note_id"]
+        with self._lock:
+            for note in self.company.credit_notes:
+                if note["creditNoteId"] == credit_note_id:
+                    return _Answer(200, _json(self._with_customer(note)))
+        return _Answer(404, _json({"error": "Not found"}))
+
+    async def _sale_payments(self, request: Request) -> _Answer:
+        with self._lock:
+            sale = self.company.sale(request.path_params["sale_id"])
+            if sale is None:
+                return _Answer(404, _json({"error": "Not found"}))
+            return _Answer(200, _json(sale.get("salePayments", [])))
 
     async def _invoice(self, request: Request) -> _Answer:
         invoice_id = request.path_params["invoice_id"]
@@ -496,13 +369,19 @@ class FikenSimulator:
             return _Answer(404, _json({"error": "Not found"}))
         return _Answer(200, content, media_type="application/pdf")
 
-    def _shown(self, invoice: dict[str, Any]) -> dict[str, Any]:
-        """The invoice as the API shows it: its customer as the full contact (the spec types
-        it so), and its PDF's download URL."""
-        shown = dict(invoice)
-        contact = self.company.contacts.get(invoice["customer"]["contactId"])
+    def _with_customer(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        """An invoice or credit note with its customer as the full contact (the spec types
+        both so)."""
+        shown = dict(item)
+        contact = self.company.contacts.get(item["customer"]["contactId"])
         if contact is not None:
             shown["customer"] = dict(contact)
+        return shown
+
+    def _shown(self, invoice: dict[str, Any]) -> dict[str, Any]:
+        """The invoice as the API shows it: its customer as the full contact, and its PDF's
+        download URL."""
+        shown = self._with_customer(invoice)
         if invoice["invoiceId"] in self.company.pdfs:
             url = (
                 f"{self.base_url}companies/{self.company.slug}/invoices/"
@@ -515,50 +394,6 @@ class FikenSimulator:
                 "type": "invoice",
             }
         return shown
-
-
-# The filters of GET /companies/{slug}/invoices in Fiken's spec that this simulator applies;
-# any other query parameter is answered 400, so a filter is never ignored in silence.
-_DATE_FILTERS = {"issueDate": "issueDate", "dueDate": "dueDate", "lastModified": "lastModified"}
-_COMPARISONS = (
-    ("", operator.eq),
-    ("Le", operator.le),
-    ("Lt", operator.lt),
-    ("Ge", operator.ge),
-    ("Gt", operator.gt),
-)
-INVOICE_PARAMETERS = frozenset(
-    {"page", "pageSize", "settled", "customerId", "invoiceNumber"}
-    | {f"{name}{suffix}" for name in _DATE_FILTERS for suffix, _ in _COMPARISONS}
-)
-
-
-def _date_of(invoice: dict[str, Any], name: str) -> str:
-    if name == "lastModified":
-        return str(invoice["sale"]["lastModifiedDate"])
-    return str(invoice[name])
-
-
-def _matches(invoice: dict[str, Any], query: Any) -> bool:  # noqa: ANN401 - starlette's QueryParams
-    settled = query.get("settled")
-    if settled is not None and (settled.lower() == "true") != invoice["sale"]["settled"]:
-        return False
-    for name in _DATE_FILTERS:
-        for suffix, test in _COMPARISONS:
-            bound = query.get(f"{name}{suffix}")
-            if bound is not None and not test(_date_of(invoice, name), bound):
-                return False
-    customer = query.get("customerId")
-    if customer is not None and str(invoice["customer"]["contactId"]) != customer:
-        return False
-    number = query.get("invoiceNumber")
-    return number is None or str(invoice["invoiceNumber"]) == number
-
-
-def _int(text: str | None) -> int | None:
-    if text is None or not text.strip().lstrip("-").isdigit():
-        return None
-    return int(text)
 
 
 def _json(value: object) -> bytes:
