@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from typing import Annotated
 from urllib.parse import urlsplit
 
 import typer
 
-from kravia_sync import event_loop
 from kravia_sync.cli.common import (
     EXIT_PENDING,
     ConfigOption,
@@ -87,7 +87,7 @@ def check(
         failed: list[str] = []
         findings: list[Finding] = []
         try:
-            findings = event_loop.run(try_token())
+            findings = asyncio.run(try_token())
             out.print(f"[green]ok[/] Kravia at {settings.kravia.base_url} accepts the token")
         except FailedError as exc:  # no token
             failed.append(str(exc))
@@ -213,7 +213,7 @@ def webhook_configure(
                 )
 
         try:
-            event_loop.run(configure())
+            asyncio.run(configure())
         except KraviaAuthError as exc:
             raise FailedError(str(exc)) from None
         except KraviaError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import shutil
 from collections.abc import Callable
@@ -10,7 +11,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from kravia_sync import event_loop
 from kravia_sync.engine.reconcile import KRAVIA_TARGET, Reconciler, kravia_target
 from kravia_sync.engine.summary import RunSummary
 from kravia_sync.kravia.client import KraviaClient
@@ -92,7 +92,7 @@ def run_demo(
                 return await Reconciler(settings, store, client=client).run(command="demo")
 
         try:
-            summary = event_loop.run(one_pass())
+            summary = asyncio.run(one_pass())
         finally:
             store.close()
         show_summary(summary)

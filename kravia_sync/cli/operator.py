@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import socket
 from datetime import UTC, datetime
@@ -9,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from kravia_sync import event_loop
 from kravia_sync.cli.common import (
     EXIT_DONE,
     EXIT_FAILED,
@@ -108,7 +108,7 @@ def start(
         out.print(f"approved {len(approved)} case(s): {', '.join(approved) or '-'}")
         if not approved:
             raise typer.Exit(EXIT_FAILED if refused else EXIT_DONE)
-        summary = event_loop.run(run_pass(settings, show_progress=err.is_terminal))
+        summary = asyncio.run(run_pass(settings, show_progress=err.is_terminal))
     print_summary(summary)
     raise typer.Exit(exit_code(summary))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import sys
@@ -9,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from kravia_sync import event_loop
 from kravia_sync.cli.common import (
     EXIT_DONE,
     EXIT_FAILED,
@@ -60,7 +60,7 @@ def reconcile(
     with user_errors():
         settings = settings_from(config, secrets_dir)
         show_progress = not as_json and err.is_terminal
-        summary = event_loop.run(
+        summary = asyncio.run(
             run_pass(settings, show_progress=show_progress, confirm_gone=confirm_gone or ())
         )
     if as_json:
@@ -81,7 +81,7 @@ def plan(
     with user_errors():
         settings = settings_from(config, secrets_dir)
         with StateStore(settings.state_path) as store:
-            summary = event_loop.run(Reconciler(settings, store).run(dry_run=True))
+            summary = asyncio.run(Reconciler(settings, store).run(dry_run=True))
     actions = [a for a in summary.planned if a.step in PENDING_STEPS]
     awaiting = [a for a in summary.planned if a.step == "none" and "awaiting approval" in a.detail]
     waiting = [a for a in summary.planned if a.step not in PENDING_STEPS and a.step != "none"]
@@ -159,7 +159,7 @@ def refresh(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = 
             async with store_and_client(settings) as (store, client):
                 return await Reconciler(settings, store, client=client).refresh()
 
-        summary = event_loop.run(go())
+        summary = asyncio.run(go())
     if summary.status == RunStatus.FAILED:
         err.print(f"refresh failed: {summary.error}", highlight=False)
         raise typer.Exit(EXIT_FAILED)

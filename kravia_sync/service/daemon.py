@@ -38,7 +38,6 @@ import signal
 import sys
 from collections.abc import Callable
 
-from kravia_sync import event_loop
 from kravia_sync.engine.reconcile import Reconciler
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.pacing import PacingSnapshot
@@ -258,4 +257,4 @@ def run_daemon(daemon: Daemon) -> int:
             os._exit(code)
         return code
 
-    return event_loop.run(main())
+    return asyncio.run(main())
