@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -26,7 +26,14 @@ from connectors.tripletex import (
     TripletexSettings,
     invoice_windows,
 )
-from kravia_sync.connector import ConnectorError, RecordError, SourceRecord, load_connector
+from connectors.tripletex._credit_notes import credit_note_record
+from kravia_sync.connector import (
+    ConnectorError,
+    PaymentRecord,
+    RecordError,
+    SourceRecord,
+    load_connector,
+)
 from kravia_sync.lifecycle import Phase
 from kravia_sync.state.store import StateStore
 from kravia_sync.testing._tripletex_data import oslo_today
@@ -406,22 +413,33 @@ class TestTripletexIntoKravia:
         assert sim.calls_total() == kravia_before
         assert tripletex.calls()["pdf"] == pdfs_before
 
-    def test_a_credit_note_after_registration_is_forwarded_as_the_drop_it_makes(
+    def test_a_credit_note_after_registration_reaches_kravia_once_as_a_credit_note(
         self, sim: Sim, tripletex: TripletexSimulator, company: TripletexCompany, tmp_path: Path
     ) -> None:
-        """Tripletex lowers the credited invoice's amountOutstanding: the drop goes to Kravia
-        once; the credit note itself never becomes a case."""
+        """A credit note made after registration goes to Kravia once, as a credit note with
+        Tripletex's id for it; the drop it makes in the credited invoice's amountOutstanding
+        is not sent again as a payment; it never becomes a case; later passes send nothing.
+        Credit notes on invoices made before they were registered (the company's partly
+        credited invoices) were netted: the amounts registered already left them out."""
         config = config_with(tmp_path, sim, source(tripletex))
         run_pass(config)
+        assert [p for p in sim.simulator.payments() if p["accountingPaymentId"]] == []
         target = company.to_collect(oslo_today())[0]
+        before = next(c for c in sim.cases() if c["accountingInvoiceId"] == str(target["id"]))
         note = tripletex.credit(target["id"], Decimal("100.00"))
 
         run_pass(config)
         again = run_pass(config)
 
         posted = [p for p in sim.simulator.payments() if p["accountingPaymentId"] is not None]
-        assert len(posted) == 1
-        assert Decimal(str(posted[0]["amount"])) == Decimal("100.00")
+        assert [(p["type"], p["accountingPaymentId"]) for p in posted] == [
+            ("CreditNote", str(note["id"]))
+        ]
+        assert abs(Decimal(str(posted[0]["amount"]))) == Decimal("100.00")
+        after = next(c for c in sim.cases() if c["accountingInvoiceId"] == str(target["id"]))
+        assert Decimal(str(after["remainingAmount"])) == (
+            Decimal(str(before["remainingAmount"])) - Decimal("100.00")
+        )
         assert str(note["id"]) not in {c["accountingInvoiceId"] for c in sim.cases()}
         assert again.counts["payments_sent"] == 0
 
@@ -518,3 +536,38 @@ class TestSecretsAndCli:
         for output in (checked.stdout + checked.stderr, refused.stdout + refused.stderr):
             assert CONSUMER not in output
             assert "tt-wrong-Qx81" not in output
+
+
+class TestCreditNoteRecords:
+    NOTE: ClassVar[dict[str, Any]] = {
+        "id": 3_000_901,
+        "invoiceNumber": 10_901,
+        "invoiceDate": "2026-11-20",
+        "amount": -250.5,
+        "currency": {"code": "NOK"},
+        "isCreditNote": True,
+        "creditedInvoice": 3_000_017,
+    }
+
+    def test_a_credit_note_is_a_record_of_the_invoice_it_credits(self) -> None:
+        record = credit_note_record(self.NOTE, since=None)
+
+        assert isinstance(record, PaymentRecord)
+        assert record.fields["payment_id"] == "3000901"
+        assert record.fields["kind"] == "credit_note"
+        assert record.fields["amount"] == Decimal("250.5")
+        assert record.fields["accounting_invoice_id"] == "3000017"
+        assert record.fields["date"] == date(2026, 11, 20)
+
+    def test_what_cannot_be_sent_is_left_out_or_named(self) -> None:
+        note = self.NOTE
+        assert credit_note_record({**note, "creditedInvoice": None}, since=None) is None
+        assert credit_note_record({**note, "currency": {"code": "EUR"}}, since=None) is None
+        assert credit_note_record({**note, "amount": 0}, since=None) is None
+        assert credit_note_record(note, since=date(2026, 11, 21)) is None
+        bad = credit_note_record({**note, "amount": "NaN"}, since=None)
+        assert isinstance(bad, RecordError)
+        assert (bad.key, bad.field) == ("credit note 3000901", "amount")
+        undated = credit_note_record({**note, "invoiceDate": "20.11.2026"}, since=None)
+        assert isinstance(undated, RecordError)
+        assert undated.field == "invoiceDate"

@@ -14,9 +14,11 @@ A preset of the `rest` connector, from Tripletex's published OpenAPI description
 * Fields: the `fields` expression names the customer, its postal address and that address's
   country, and the currency, so one answer holds everything (unnamed objects come as
   `{id, url}`). Amounts are decimal kroner (`amountOutstanding`, "excluding reminders").
-* Overdue is judged on our side: there is no filter on it. Credit notes (`isCreditNote`) and
-  invoices with nothing outstanding are left out; an invoice in another currency than NOK is
-  quarantined. `customer.isPrivateIndividual` says private or business.
+* Overdue is judged on our side: there is no filter on it. Invoices with nothing outstanding
+  are left out; an invoice in another currency than NOK is quarantined.
+  `customer.isPrivateIndividual` says private or business. Credit notes (`isCreditNote`) are
+  never invoices: each becomes a credit-note record of the invoice it credits
+  (`_credit_notes`).
 * The PDF: `GET /invoice/{id}/pdf`, fetched only when the engine sends it.
 * Limits: `X-Rate-Limit-Remaining` and `X-Rate-Limit-Reset` (seconds left of the period)
   are obeyed before Tripletex refuses; 429 waits for the reset.

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from connectors.rest import Clock, RestConnector, RestSettings
 from connectors.rest._auth import Authenticator, read_secret
+from connectors.tripletex._credit_notes import credit_note_record
 from connectors.tripletex._session import SessionTokenAuth
 from connectors.tripletex._settings import (
     EXAMPLE_SETTINGS,
@@ -18,7 +19,13 @@ from connectors.tripletex._settings import (
     invoice_windows,
     rest_settings,
 )
-from kravia_sync import ConnectorError, ConnectorSettings, RecordError
+from kravia_sync import (
+    ConnectorError,
+    ConnectorSettings,
+    PaymentRecord,
+    RecordError,
+    SourceRecord,
+)
 
 __all__ = ["TripletexConnector"]
 
@@ -38,6 +45,18 @@ class TripletexConnector(RestConnector):
             raise TypeError(f"TripletexConnector needs TripletexSettings, not {kind}")
         self.tripletex = settings
         super().__init__(rest_settings(settings), base_dir=base_dir)
+        self._credit_notes: list[PaymentRecord | RecordError] = []  # of the read under way
+
+    def read(self) -> Iterator[SourceRecord | PaymentRecord | RecordError]:
+        """The invoices as they come, then the credit notes met among them, each as the
+        payment record of the invoice it credits (`credit_note_record`)."""
+        self._credit_notes = []
+        try:
+            yield from super().read()
+            notes = list(self._credit_notes)
+        finally:
+            self._credit_notes = []
+        yield from notes
 
     def __repr__(self) -> str:
         return f"TripletexConnector(company_id={self.tripletex.company_id})"
@@ -92,6 +111,10 @@ class TripletexConnector(RestConnector):
         invoice in another currency (which currency amountOutstanding is then in is not
         settled); take the customer's best e-mail address for notices."""
         if invoice.get("isCreditNote") is True:
+            if self.tripletex.credit_notes:
+                note = credit_note_record(invoice, since=self.tripletex.credit_notes_since)
+                if note is not None:
+                    self._credit_notes.append(note)
             return False
         amount = fields.get("amount")
         if isinstance(amount, Decimal) and amount <= 0:

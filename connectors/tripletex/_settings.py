@@ -93,6 +93,11 @@ class TripletexSettings(ConnectorSettings):
     timeout_seconds: float = Field(default=30.0, gt=0)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     documents: bool = True
+    credit_notes: bool = True
+    """Send each credit note (an invoice with `isCreditNote`) to Kravia as a credit note."""
+    credit_notes_since: date | None = None
+    """Credit notes issued before this day are counted in the amounts only, never sent (for a
+    source read before by a hand-written `rest` configuration: see the README)."""
 
     @model_validator(mode="after")
     def _one_of_each_token(self) -> TripletexSettings:
