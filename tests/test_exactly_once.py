@@ -166,6 +166,60 @@ class TestIntentBeforeAPlaceInFlight:
         intents = {row["attempt_id"] for row in journal if row["kind"] == "intent"}
         assert {row["attempt_id"] for row in missed} <= intents
 
+    def test_a_stop_turns_away_a_call_waiting_for_its_place(self, sim: Sim, tmp_path: Path) -> None:
+        """One place in flight and answers 400 ms slow: while a register is out, the next
+        case's intent is journaled and it waits for the place. A stop requested then lets
+        the call in flight finish and turns the waiting one away: journaled as not sent, never
+        at Kravia. The passes after it send each invoice once."""
+        sim.simulator.faults = Faults(latency_ms=400.0)
+        write_invoices(folder(tmp_path), range(1, 5), pdf_every=0)
+        retry = "settle_seconds = 2\nmax_inline_wait_seconds = 0"
+        config = write_config(tmp_path, sim.base_url, retry=retry)
+        config.write_text(config.read_text().replace("max_in_flight = 8", "max_in_flight = 1"))
+        settings = load(config)
+        registers: list[str] = []
+
+        async def stopped_pass() -> RunSummary:
+            with StateStore(settings.state_path) as store:
+                reconciler: Reconciler | None = None
+
+                def watch(request: httpx.Request) -> None:
+                    if request.url.path.endswith("/register"):
+                        registers.append(request.url.path)
+                        if len(registers) == 2:  # the first is the canary's, sent alone
+                            assert reconciler is not None
+                            # in 0.2 s: the next case's intent is journaled by then
+                            asyncio.get_running_loop().call_later(0.2, reconciler.request_stop)
+
+                async with KraviaClient(
+                    base_url=settings.kravia.base_url,
+                    token=TOKEN,
+                    max_in_flight=1,
+                    transport=_Watched(watch),
+                ) as client:
+                    reconciler = Reconciler(settings, store, client=client)
+                    return await reconciler.run()
+
+        stopped = asyncio.run(stopped_pass())
+
+        assert stopped.status == "stopped", stopped.as_dict()
+        assert len(registers) == 2
+        assert sum(sim.simulator.calls()["register"].values()) == 2
+        passes = Passes(config)
+        with passes.store() as store:
+            journal = [row for n in range(1, 5) for row in store.journal_for(str(n))]
+        turned_away = [row for row in journal if row["outcome"] == "not_sent"]
+        assert len(turned_away) == 1, journal
+        assert turned_away[0]["operation"] == "register"
+        for _ in range(6):
+            summary = passes.run()
+            if summary.status == "done" and summary.counts["started"] == 0:
+                break
+        no_duplicates(sim)
+        assert {aid: len(cases) for aid, cases in kravia_cases(sim).items()} == {
+            str(n): 1 for n in range(1, 5)
+        }
+
     def test_an_intents_settle_time_counts_from_the_latest_moment_the_call_could_leave(
         self, sim: Sim, tmp_path: Path
     ) -> None:
