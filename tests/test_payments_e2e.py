@@ -7,9 +7,13 @@ registered amount already leaves out is never sent.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import json
 import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,8 @@ from typing import Any
 import pytest
 from support import Sim, invoice_record, run_cli, run_pass, write_config
 
+from kravia_sync.kravia.calls import Reservation
+from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.state.store import StateStore
 from kravia_sync.testing.simulator import Faults
 
@@ -247,6 +253,50 @@ class TestLostAnswers:
         assert lost.counts["payments_sending"] == 1
         assert payment_phases(tmp_path)["P-2"] == "sent"
         assert settled.counts["payments_sent"] == 1
+
+    def test_a_payment_that_waits_for_its_place_is_settled_from_when_it_left(
+        self, sim: Sim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A payment whose place in flight comes 2.5 s late: the intent journaled with it, all
+        a process killed as the call leaves would leave behind, may be settled only the settle
+        time after the call left, not after the moment the payment was sized (a slow Kravia
+        could then still be storing it when it is looked for, and it would be sent again)."""
+        folder = tmp_path / "invoices"
+        write_invoices_and_return(folder, [10001])
+        retry = "backoff_base_seconds = 0.05\nsettle_seconds = 5\nmax_inline_wait_seconds = 0"
+        config = write_config(tmp_path, sim.base_url, retry=retry)
+        run_pass(config)
+        row = {"payment_id": "P-9", "date": "2026-11-20", "amount": "100"}
+        write_payments(folder, [row | {"invoice_number": "10001"}])
+        reserve = KraviaClient.reserve
+        left: list[datetime] = []
+
+        @contextlib.asynccontextmanager
+        async def late(self: KraviaClient) -> AsyncIterator[Reservation]:
+            await asyncio.sleep(2.5)
+            async with reserve(self) as reservation:
+                yield reservation
+
+        register_payment = KraviaClient.register_payment
+        journaled: list[datetime | None] = []
+
+        async def leaving(self: KraviaClient, **arguments: Any) -> Any:
+            # What the store holds as the call leaves: what a process killed now leaves behind.
+            left.append(datetime.now(UTC))
+            with StateStore(tmp_path / "state" / "kravia-sync.db") as store:
+                (payment,) = [p for p in store.all_payments() if p.payment_id == "P-9"]
+            journaled.append(payment.settle_after)
+            return await register_payment(self, **arguments)
+
+        monkeypatch.setattr(KraviaClient, "reserve", late)
+        monkeypatch.setattr(KraviaClient, "register_payment", leaving)
+        run_pass(config)
+
+        (sent,) = left
+        (settle_after,) = journaled
+        assert settle_after is not None
+        # Kravia's clock is read from Date headers cut to the second; half a second of slack.
+        assert settle_after >= sent + timedelta(seconds=5) - timedelta(seconds=0.5)
 
 
 class TestAmountDrops:

@@ -249,6 +249,9 @@ class PaymentForwarder:
             async with self.client.reserve() as reservation:
                 if self.lease is not None:
                     self.lease.check()
+                # A lost answer is settled no sooner than the settle time after the call
+                # leaves, which is now: the wait for a place may have been long.
+                pending = replace(pending, settle_after=self._kravia_now() + self.settle)
                 if not self.store.begin_payment(pending, intent, payouts):
                     log.warning("payment taken by another writer", payment_id=payment.payment_id)
                     return payment
