@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Final
 from urllib.parse import quote_plus, urlencode
@@ -35,7 +34,7 @@ from urllib.parse import quote_plus, urlencode
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from connectors._fiken_tokens import RefreshTokenFile
-from connectors.rest._auth import Authenticator, TokenRequest, read_secret
+from connectors.rest._auth import Authenticator, TokenRequest, access_token_from, read_secret
 from kravia_sync import ConnectorError, register_secrets
 
 __all__ = [
@@ -180,19 +179,12 @@ def token_answer(
         )
     if not 200 <= status < 300:
         raise ConnectorError(hide(_refusal(status, body, url, grant), secrets))
-    if not isinstance(body, dict):
-        raise ConnectorError(f"the Fiken token endpoint {url} did not answer a JSON object")
-    access = body.get("access_token")
-    if not isinstance(access, str) or not access:
-        raise ConnectorError(f"the Fiken token endpoint {url} answered no access_token")
-    kind = body.get("token_type", "bearer")
-    if not isinstance(kind, str) or kind.lower() != "bearer":
-        raise ConnectorError(f"the Fiken token endpoint {url} answered a {kind!r} token")
-    refresh = body.get("refresh_token")
+    access, expires_in = access_token_from(status, body, url)
+    refresh = body.get("refresh_token") if isinstance(body, dict) else None
     return TokenAnswer(
         access_token=SecretStr(access),
         refresh_token=SecretStr(refresh) if isinstance(refresh, str) and refresh else None,
-        expires_in=_seconds(body.get("expires_in")),
+        expires_in=expires_in,
     )
 
 
@@ -216,16 +208,6 @@ def _refusal(status: int, body: object, url: str, grant: str) -> str:
             f"{status}): check oauth.client_id and the client secret"
         )
     return f"the Fiken token endpoint {url} answered {status}{detail}"
-
-
-def _seconds(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds > 0 else None
 
 
 class FikenOAuth(Authenticator):

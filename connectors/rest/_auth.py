@@ -305,7 +305,7 @@ class _OAuth2(Authenticator):
             form["client_id"] = s.client_id
             form["client_secret"] = self._secret.get_secret_value()
         status, body = request_token(s.token_url, form, headers)
-        token, expires_in = _token_from(status, body, s.token_url)
+        token, expires_in = access_token_from(status, body, s.token_url)
         register_secrets([token])
         self._seen.append(token)
         self._token = SecretStr(token)
@@ -323,7 +323,10 @@ def _form_quote(value: str) -> str:
     return quote_plus(value)
 
 
-def _token_from(status: int, body: object, url: str) -> tuple[str, float | None]:
+def access_token_from(status: int, body: object, url: str) -> tuple[str, float | None]:
+    """The bearer access token of an OAuth2 token endpoint's answer and its `expires_in` in
+    seconds (None: not given, or not a positive number); `ConnectorError` saying what is wrong
+    with any other answer."""
     if not 200 <= status < 300:
         detail = ""
         if isinstance(body, dict):
@@ -340,7 +343,7 @@ def _token_from(status: int, body: object, url: str) -> tuple[str, float | None]
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
         raise ConnectorError(f"the OAuth2 token endpoint {url} answered a {token_type!r} token")
     expires: Any = body.get("expires_in")
-    if isinstance(expires, bool) or not isinstance(expires, int | Decimal | str):
+    if isinstance(expires, bool) or not isinstance(expires, int | float | Decimal | str):
         return token, None
     try:
         seconds = float(expires)
