@@ -74,6 +74,7 @@ from connectors.fiken_credit import (
 )
 from connectors.rest import RestConnector, RestSettings, RetrySettings
 from connectors.rest._auth import Authenticator
+from connectors.rest._review import not_in_nok
 from kravia_sync import (
     ConnectorError,
     ConnectorSettings,
@@ -350,15 +351,9 @@ class FikenConnector(RestConnector):
         amount = fields.get("amount")
         if isinstance(amount, Decimal) and amount == 0:
             return False  # credit notes can only lower what is owed
-        currency = fields.get("currency")
-        if isinstance(currency, str) and currency.strip().upper() not in {"", "NOK"}:
-            return RecordError(
-                key,
-                "currency",
-                f"the invoice is in {currency}: Fiken does not document whether "
-                "sale.outstandingBalance is then in NOK or in the invoice's currency, so it is "
-                "not sent; register it by hand",
-            )
+        foreign = not_in_nok(key, fields, amount="sale.outstandingBalance")
+        if foreign is not None:
+            return foreign
         return self._after_credits(key, invoice, fields)
 
     def _after_credits(

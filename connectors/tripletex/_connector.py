@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from connectors.rest import Clock, RestConnector, RestSettings
 from connectors.rest._auth import Authenticator, read_secret
+from connectors.rest._review import not_in_nok
 from connectors.tripletex._credit_notes import credit_note_record
 from connectors.tripletex._session import SessionTokenAuth
 from connectors.tripletex._settings import (
@@ -119,15 +120,9 @@ class TripletexConnector(RestConnector):
         amount = fields.get("amount")
         if isinstance(amount, Decimal) and amount <= 0:
             return False  # settled (or overpaid): nothing to collect
-        currency = fields.get("currency")
-        if isinstance(currency, str) and currency.strip().upper() not in {"", "NOK"}:
-            return RecordError(
-                key,
-                "currency",
-                f"the invoice is in {currency}: Tripletex's description does not settle whether "
-                "amountOutstanding is then in NOK or in the invoice's currency, so it is not "
-                "sent; register it by hand",
-            )
+        foreign = not_in_nok(key, fields, amount="amountOutstanding")
+        if foreign is not None:
+            return foreign
         customer = invoice.get("customer")
         if isinstance(customer, Mapping):
             for name in _EMAILS:
