@@ -452,6 +452,8 @@ class PaymentPlan:
 
     writes: list[PaymentState]
     work: list[PaymentState]
+    # Drops left for a later pass: a reported payment on their invoice waits for a person.
+    waiting: int = 0
 
 
 def plan_payments(
@@ -493,7 +495,19 @@ def plan_payments(
             state.phase is PaymentPhase.NEW and state.derived
         ):
             work[payment_id] = state
-    return PaymentPlan(writes, list(work.values()))
+    # A drop waits while a credit note or payment the source reported on one of its invoices
+    # is parked for a person (`resolve --payment`), whichever pass parked it: the drop may be
+    # that very money (`drop_waits`). Within a pass, the forwarder holds drops back the same
+    # way for what is still new or in flight.
+    current = {**stored, **{state.payment_id: state for state in writes}}
+    parked = {
+        invoice
+        for state in current.values()
+        if not state.derived and state.phase is PaymentPhase.NEEDS_REVIEW
+        for invoice in state.invoices
+    }
+    ready = [state for state in work.values() if not drop_waits(state, parked)]
+    return PaymentPlan(writes, ready, waiting=len(work) - len(ready))
 
 
 def _seen_again(

@@ -250,6 +250,43 @@ class TestPlan:
         assert "changed in the source after it was sent" in (state.note or "")
         assert again.work == []
 
+    def test_a_drop_waits_while_a_credit_note_on_its_invoice_is_parked_for_a_person(self):
+        """A credit note parked for review in an earlier pass holds back an amount drop of the
+        same invoice (the drop may be that very money): the drop is left for a later pass,
+        counted as waiting, not lost; once the credit note is settled the drop goes."""
+        drop = derived_payment("10001", Decimal(900), Decimal(400), on=date(2026, 11, 21))
+        note = payment(
+            payment_id="CN-1",
+            kind="credit_note",
+            invoice_number=None,
+            accounting_invoice_id="10001",
+            amount="-500",
+        )
+        parked = replace(
+            plan_payments([("k", note)], {}, source="erp", rule=RULE, now=NOW).writes[0],
+            phase=PaymentPhase.NEEDS_REVIEW,
+        )
+        other = replace(parked, payment_id="CN-2", lines=())
+
+        held = plan_payments([("d", drop)], {"CN-1": parked}, source="erp", rule=RULE, now=NOW)
+        free = plan_payments([("d", drop)], {"CN-2": other}, source="erp", rule=RULE, now=NOW)
+        settled = replace(parked, phase=PaymentPhase.SENT)
+        after = plan_payments(
+            [],
+            {"CN-1": settled, **{s.payment_id: s for s in held.writes}},
+            source="erp",
+            rule=RULE,
+            now=NOW,
+        )
+
+        assert "10001" in parked.invoices
+        assert held.work == []
+        assert held.waiting == 1
+        assert [s.payment_id for s in held.writes] == [drop.payment_id]  # stored, not lost
+        assert [s.payment_id for s in free.work] == [drop.payment_id]
+        assert free.waiting == 0
+        assert [s.payment_id for s in after.work] == [drop.payment_id]
+
     def test_unfinished_from_earlier_passes(self):
         """A lost answer is always settled; a derived payment is sent though its drop is not
         seen again; a reported payment the source no longer has is not sent."""

@@ -215,6 +215,8 @@ class SourceReader:
         plan = self._plan_payments(source, diff, now)
         outcome = SourceReadOutcome(diff, payment_work=plan.work, gone_in_kravia=unseen.in_kravia)
         result.counts.update(diff.counts)
+        if plan.waiting:
+            result.counts["payments_waiting_for_credit_note"] += plan.waiting
         for written in plan.writes:
             if written.note is not None and written.note.startswith(CHANGED_AFTER_SENT):
                 result.counts["payments_changed_after_sent"] += 1
