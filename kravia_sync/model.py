@@ -436,10 +436,18 @@ def _first_error(exc: ValidationError) -> InvalidRecordError:
     return InvalidRecordError(field, message)
 
 
-def record_accounting_id(record: Mapping[str, object], id_prefix: str = "") -> str | None:
-    """The accountingInvoiceId a flat record carries: its own id, else its invoice number,
-    with the source's prefix; None when it has neither (blank counts as missing)."""
-    for name in ("accounting_invoice_id", "invoice_number"):
+def record_accounting_id(
+    record: Mapping[str, object], id_prefix: str = "", *, exclude_number: bool = False
+) -> str | None:
+    """The accountingInvoiceId a flat record carries: its own id, else (unless
+    `exclude_number`) its invoice number, with the source's prefix; None when it has neither
+    (blank counts as missing)."""
+    names = (
+        ("accounting_invoice_id",)
+        if exclude_number
+        else ("accounting_invoice_id", "invoice_number")
+    )
+    for name in names:
         value = record.get(name)
         text = value.strip() if isinstance(value, str) else None if value is None else str(value)
         if text:

@@ -225,6 +225,10 @@ class SourceConfig(_Section):
     # How the source tells of money paid (`PaymentsMode`). Unset: the connector's default
     # (folder: records; sql, rest, fiken, tripletex: amount_drops).
     payments: PaymentsMode | None = None
+    # Whether an invoice number names one invoice of this source (true: a record whose id
+    # changed since its case was registered is that case's, see `kravia_sync.engine.drift`;
+    # false, for a source whose numbers repeat: every invoice needs an id of its own).
+    unique_invoice_numbers: bool = True
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("schedule")

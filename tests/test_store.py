@@ -25,6 +25,7 @@ from kravia_sync.state.errors import LeaseHeldError, LeaseLostError, SchemaError
 from kravia_sync.state.process import start_time, this_process
 from kravia_sync.state.records import (
     CaseWrite,
+    InvoiceAlias,
     JournalEntry,
     MirrorItem,
     QuarantineEntry,
@@ -136,12 +137,12 @@ SCHEMA_3_UNDONE = (
 
 class TestSchema:
     def test_new_database(self, store, db_path):
-        """A new store creates its file, the tables and schema version 3."""
+        """A new store creates its file, the tables and schema version 4."""
         assert db_path.is_file()
-        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.schema_version() == SCHEMA_VERSION == 4
         tables = {row[0] for row in raw_sql(db_path, "SELECT name FROM sqlite_master")}
         assert {"meta", "cases", "journal", "runs", "quarantine", "lease"} <= tables
-        assert {"payments", "holds", "kravia_cases"} <= tables
+        assert {"payments", "holds", "kravia_cases", "invoice_aliases"} <= tables
 
     def test_schema_1_is_migrated(self, store, db_path):
         """A state database of schema 1 (before payments and holds) is migrated in place:
@@ -192,7 +193,7 @@ class TestSchema:
 
         again = StateStore(db_path)
         try:
-            assert again.schema_version() == 3
+            assert again.schema_version() == SCHEMA_VERSION
             case = again.load_cases("erp")["A-1"]
             assert (case.phase, case.kravia_id, case.revision) == (Phase.STARTED, 5, 1)
             assert again.current_lease() is None
@@ -200,6 +201,28 @@ class TestSchema:
             assert again.mirrored_count() == 0
             again.acquire_lease(ttl=TTL, now=T0)
             assert again.current_lease()["epoch"] == 1
+        finally:
+            again.close()
+
+    def test_schema_3_is_migrated(self, store, db_path):
+        """A schema-3 database gains the table of invoices' other ids, empty; its cases stay."""
+        store.write_batch([make_case("A-1", phase=Phase.STARTED, kravia_id=5)], [])
+        store.close()
+        raw_sql(
+            db_path,
+            "DROP TABLE invoice_aliases",
+            "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
+        )
+
+        again = StateStore(db_path)
+        try:
+            assert again.schema_version() == SCHEMA_VERSION
+            assert again.load_cases("erp")["A-1"].kravia_id == 5
+            assert again.aliases("erp") == {}
+            alias = InvoiceAlias("erp", "ERP-1", "A-1", "1", T0)
+            again.record_aliases([alias, replace(alias, accounting_invoice_id="B-1")])
+            assert again.aliases("erp") == {"ERP-1": "A-1"}  # the first case keeps it
+            assert again.alias_records() == [alias]
         finally:
             again.close()
 

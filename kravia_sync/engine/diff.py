@@ -6,7 +6,7 @@ the one check that reads a file (is the invoice copy a PDF?) is passed in as a f
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from kravia_sync.connector import PaymentRecord, RecordError, RecordStamp, SourceRecord
 from kravia_sync.documents import CopyRead
+from kravia_sync.engine.drift import Conflict, DriftWatch
 from kravia_sync.engine.gate import gate_refusal
 from kravia_sync.engine.plan import Change, assess, record_hash, source_id
 from kravia_sync.engine.read_payments import ReadPayments
@@ -23,7 +24,7 @@ from kravia_sync.engine.worklist import WorkItem, WorkList, WorkListError
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase, Step
 from kravia_sync.model import Invoice
 from kravia_sync.settings import PaymentsMode, PolicySettings, SourceConfig
-from kravia_sync.state.records import QuarantineEntry, QuarantineKind
+from kravia_sync.state.records import InvoiceAlias, QuarantineEntry, QuarantineKind
 
 __all__ = [
     "ATTENTION_PHASES",
@@ -92,6 +93,7 @@ class SourceDiff:
         holds: Mapping[str, str] | None = None,
         kravia_has: Callable[[Invoice, CaseState | None], bool] | None = None,
         work: WorkList | None = None,
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
         self.source = source
         # Where the work goes: the pass's list, shared by its sources (new invoices are kept
@@ -130,6 +132,11 @@ class SourceDiff:
             rejections=self.rejections,
         )
         self.payments = self.payments_read.items  # (record key, payment), in read order
+        # Ids the source gave invoices after their cases were registered: id → the case's.
+        self.aliases = aliases or {}
+        self.payments_read.aliases = self.aliases
+        self.drifts = DriftWatch(unique_numbers=source.unique_invoice_numbers)
+        self.new_aliases: list[InvoiceAlias] = []  # adopted in this read, to be kept
 
     @property
     def work(self) -> list[WorkItem]:
@@ -144,7 +151,7 @@ class SourceDiff:
         if not isinstance(record, SourceRecord | RecordStamp):
             return None
         aid = source_id(record.fields, self.source.id_prefix)
-        return None if aid is None else (aid, record_hash(record))
+        return None if aid is None else (self.aliases.get(aid, aid), record_hash(record))
 
     def add_chunk(
         self,
@@ -201,7 +208,8 @@ class SourceDiff:
         self.rejections.unjudgeable(key, aid, exc)
 
     def _add_invoice(self, record: SourceRecord, lookup: Lookup) -> None:
-        aid = lookup.aid or source_id(record.fields, self.source.id_prefix)
+        own_id = source_id(record.fields, self.source.id_prefix)
+        aid = lookup.aid or (None if own_id is None else self.aliases.get(own_id, own_id))
         if aid is not None and lookup.earlier_key is not None:
             first_too = self.work_list.drop_new(self.source.name, aid)
             self.rejections.duplicate(aid, lookup.earlier_key, record.key, first_too=first_too)
@@ -217,13 +225,18 @@ class SourceDiff:
             if stored.phase in ATTENTION_PHASES:
                 self.counts[stored.phase.value] += 1
             return
-        invoice = self.rejections.validated(record, aid)
+        invoice = self.rejections.validated(
+            record, own_id, unique=self.source.unique_invoice_numbers
+        )
         if invoice is None:
             if aid is not None and stored is not None and stored.phase in SETTLING_PHASES:
                 self._settle.add(aid)
             return
+        if aid is not None and aid != own_id:  # an alias: the case keeps the id it was sent with
+            invoice = invoice.model_copy(update={"accounting_invoice_id": aid})
         if stored is None:
-            self._add_new(record.key, invoice, hashed)
+            if not self.drifts.withhold(record.key, invoice, hashed):
+                self._add_new(record.key, invoice, hashed)
             return
         self._valid[invoice.accounting_invoice_id] = _Valid(invoice, record.key, hashed)
         self._known.add(invoice.accounting_invoice_id)
@@ -262,6 +275,38 @@ class SourceDiff:
             self.rejections.owned_elsewhere(
                 key, invoice.accounting_invoice_id, owner, invoice.invoice_number
             )
+
+    def adopt_drifts(self, seen: Collection[str]) -> list[InvoiceAlias]:
+        """After a complete read (`seen`: which of `drifts.registered()` it had): each record
+        withheld for an id changed since its case was registered is that case's, or is
+        quarantined (see `kravia_sync.engine.drift`); the aliases to keep, one per case
+        adopted. Before `wanted_cases`: an adopted case is wanted."""
+        aliases: list[InvoiceAlias] = []
+        for verdict, drifting, invoice, hashed in self.drifts.judged(seen):
+            if isinstance(verdict, Conflict):
+                self.rejections.reject(
+                    QuarantineEntry(
+                        drifting.key,
+                        QuarantineKind.INVALID,
+                        "accounting_invoice_id",
+                        verdict.reason,
+                        drifting.aid,
+                        drifting.invoice_number,
+                    )
+                )
+                continue
+            case_id = verdict.registered
+            adopted = invoice.model_copy(update={"accounting_invoice_id": case_id})
+            self._valid[case_id] = _Valid(adopted, drifting.key, hashed)
+            self._known.add(case_id)
+            self.counts["ids_adopted"] += 1
+            aliases.append(
+                InvoiceAlias(
+                    self.source.name, drifting.aid, case_id, drifting.invoice_number, self.now
+                )
+            )
+        self.new_aliases.extend(aliases)
+        return aliases
 
     def wanted_cases(self) -> list[str]:
         """The stored cases `finish` needs in full: those of the kept records, and those of

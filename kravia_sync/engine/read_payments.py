@@ -6,6 +6,7 @@ or, where its amounts tell of money paid, the drops in an invoice's amount (see
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal
 
@@ -32,6 +33,8 @@ class ReadPayments:
         self.counts = counts
         self.rejections = rejections
         self.items: list[tuple[str, Payment]] = []
+        # Ids the source gave invoices after their cases were registered: id → the case's.
+        self.aliases: Mapping[str, str] = {}
 
     def add_record(self, record: PaymentRecord) -> None:
         """A payment or credit note the source reports: validated and kept. Where amounts
@@ -52,6 +55,9 @@ class ReadPayments:
                 QuarantineEntry(record.key, QuarantineKind.INVALID, exc.field, exc.reason)
             )
             return
+        case_id = self.aliases.get(payment.accounting_invoice_id)
+        if case_id is not None:
+            payment = payment.model_copy(update={"accounting_invoice_id": case_id})
         self.items.append((record.key, payment))
 
     def add_drop(

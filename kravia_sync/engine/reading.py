@@ -183,6 +183,7 @@ class SourceReader:
         is stored (cases, payments, quarantine)."""
         now = self.now
         mirror = self.mirror
+        aliases = self.store.aliases(source.name)
 
         def kravia_has(invoice: Invoice, case: CaseState | None) -> bool:
             return mirror is not None and kravia_may_hold(
@@ -199,6 +200,7 @@ class SourceReader:
                 holds=self.holds,
                 kravia_has=kravia_has,
                 work=work,
+                aliases=aliases,
             )
 
         with _bulk_reading():
@@ -231,6 +233,8 @@ class SourceReader:
             elif written.phase is not PaymentPhase.NEW:
                 result.counts[f"payments_{written.phase.value}"] += 1
         if not dry_run:
+            # Before the cases: an alias kept alone only keeps its id from being registered.
+            self.store.record_aliases(diff.new_aliases)
             if diff.updates or plan.writes:
                 # One transaction: a drop in an amount is never stored without its payment.
                 stored = self.store.write_payments(plan.writes, [], diff.updates)
@@ -243,9 +247,10 @@ class SourceReader:
     ) -> tuple[SourceDiff, _Unseen]:
         """The plain read: every record built, looked up in the state a chunk at a time."""
         with self.store.source_read(source.name) as state:
+            diff.drifts.look_up_with(state.same_number)
             for chunk in _chunked(connector.read(), READ_CHUNK):
                 diff.add_chunk(chunk, *_triaged(diff, state, chunk))
-            unseen = self._unseen(source, state)
+            unseen = self._unseen(source, diff, state)
         return diff, unseen
 
     def _read_stamped(
@@ -263,6 +268,7 @@ class SourceReader:
         pending: list[tuple[_Stamped, Lookup]] = []
         batches = 0
         with stamped, self.store.source_read(source.name) as state:
+            diff.drifts.look_up_with(state.same_number)
             for chunk in _chunked(stamped.stamps(), READ_CHUNK):
                 pending.extend(diff.add_stamps(chunk, *_triaged(diff, state, chunk)))
                 if len(pending) < STAMPED_BATCH:
@@ -280,7 +286,7 @@ class SourceReader:
                 pending = []
             if pending and not self._add_full_records(source, diff, stamped, pending):
                 return None
-            unseen = self._unseen(source, state)
+            unseen = self._unseen(source, diff, state)
         return diff, unseen
 
     @staticmethod
@@ -311,13 +317,28 @@ class SourceReader:
                 diff.add(item, lookup)
         return True
 
-    def _unseen(self, source: SourceConfig, state: SourceRead) -> _Unseen:
-        """After a complete read: the stored cases of the source it did not have; the
-        circuit breaker first."""
+    def _unseen(self, source: SourceConfig, diff: SourceDiff, state: SourceRead) -> _Unseen:
+        """After a complete read: the stored cases of the source it did not have (but those
+        whose invoice came back under another id, adopted first); the circuit breaker
+        first."""
         gone, gone_settling = state.unseen()
         self._check_gone(source, gone, state.known())
+        adopted = diff.adopt_drifts(state.seen_among(diff.drifts.registered()))
+        for alias in adopted:
+            log.warning(
+                "an invoice's id changed since its case was registered: the case keeps its id",
+                source=source.name,
+                invoice_number=alias.invoice_number,
+                new_id=alias.alias_id,
+                accounting_invoice_id=alias.accounting_invoice_id,
+            )
+        taken = {alias.accounting_invoice_id for alias in adopted}
         in_kravia = state.unseen_in(_IN_KRAVIA_VALUES) if gone else []
-        return _Unseen(gone, gone_settling, in_kravia)
+        return _Unseen(
+            gone - len(taken),
+            [aid for aid in gone_settling if aid not in taken],
+            [aid for aid in in_kravia if aid not in taken],
+        )
 
     def _check_gone(self, source: SourceConfig, gone: int, known: int) -> None:
         """The circuit breaker: a complete read that misses more than `max_gone_share` of a

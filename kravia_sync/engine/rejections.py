@@ -14,7 +14,7 @@ from collections import Counter
 from kravia_sync.connector import SourceRecord
 from kravia_sync.engine.gate import Refusal
 from kravia_sync.errors import InvalidRecordError
-from kravia_sync.model import Invoice
+from kravia_sync.model import Invoice, record_accounting_id
 from kravia_sync.state.records import QuarantineEntry, QuarantineKind
 
 __all__ = ["Rejections"]
@@ -87,10 +87,20 @@ class Rejections:
                 QuarantineEntry(first, QuarantineKind.INVALID, "accounting_invoice_id", reason, aid)
             )
 
-    def validated(self, record: SourceRecord, aid: str | None) -> Invoice | None:
-        """The record's invoice; None, with the record quarantined, when it is invalid."""
+    def validated(
+        self, record: SourceRecord, aid: str | None, *, unique: bool = True
+    ) -> Invoice | None:
+        """The record's invoice; None, with the record quarantined, when it is invalid.
+        `unique`: whether the source's invoice numbers tell its invoices apart (else an
+        invoice needs an id of its own)."""
         number = record.fields.get("invoice_number")
         try:
+            if not unique and record_accounting_id(record.fields, exclude_number=True) is None:
+                raise InvalidRecordError(  # noqa: TRY301 - reported like any invalid field
+                    "accounting_invoice_id",
+                    "required: this source's invoice numbers repeat (unique_invoice_numbers "
+                    "= false), so an invoice without an id of its own cannot be told apart",
+                )
             invoice = Invoice.from_record(
                 record.fields, id_prefix=self.id_prefix, document=record.document
             )

@@ -27,7 +27,7 @@ from kravia_sync.state.stored import utc_text
 __all__ = ["SCHEMA_VERSION", "Database"]
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 _IDLE_CONNECTIONS = 4  # connections kept open for the next read or write
@@ -216,6 +216,9 @@ class Database:
                 version = 2
             if version == 2:
                 self._migrate_2_to_3(connection)
+                version = 3
+            if version == 3:
+                self._migrate_3_to_4(connection)
 
     @staticmethod
     def _migrate_1_to_2(connection: sqlite3.Connection) -> None:
@@ -271,6 +274,18 @@ class Database:
             connection.execute(statement)
         connection.execute("DELETE FROM meta WHERE key = 'status_cursor'")
         connection.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+
+    @staticmethod
+    def _migrate_3_to_4(connection: sqlite3.Connection) -> None:
+        """Schema 4 only adds tables (an invoice's other ids, `invoice_aliases`): each one
+        missing is created, empty."""
+        from kravia_sync.state.schema import TABLES  # noqa: PLC0415 - see `_create_statements`
+
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
+        for name in (name for name in TABLES if name not in tables):
+            for statement in _create_statements(name):
+                connection.execute(statement)
+        connection.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
 
     def schema_version(self) -> int:
         with self._read() as connection:

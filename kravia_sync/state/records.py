@@ -15,6 +15,7 @@ from kravia_sync.lifecycle import CaseState
 
 __all__ = [
     "CaseWrite",
+    "InvoiceAlias",
     "JournalEntry",
     "JournalKind",
     "MirrorItem",
@@ -119,3 +120,14 @@ class QuarantineEntry:
     reason: str
     accounting_invoice_id: str | None = None
     invoice_number: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceAlias:
+    """`alias_id`, a later id of the invoice registered as `accounting_invoice_id`."""
+
+    source: str
+    alias_id: str
+    accounting_invoice_id: str
+    invoice_number: str
+    at: datetime

@@ -73,6 +73,7 @@ TIME_COLUMNS = frozenset(
         "last_seen_at",
         "next_attempt_at",
         "pending_since",
+        "recorded_at",
         "registered_at",
         "seen_at",
         "settle_after",

@@ -30,6 +30,7 @@ __all__ = [
     "CaseRow",
     "DecimalText",
     "HoldRow",
+    "InvoiceAliasRow",
     "JournalRow",
     "KraviaCaseRow",
     "LeaseRow",
@@ -228,6 +229,19 @@ class KraviaCaseRow(SQLModel, table=True):
     seen_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class InvoiceAliasRow(SQLModel, table=True):
+    """Another id a source gave an invoice after its case was registered (schema 4): records
+    with `alias_id` are that case's (`accounting_invoice_id`), whose id never changes once
+    sent (see `kravia_sync.engine.drift`)."""
+
+    __tablename__ = "invoice_aliases"
+    source: str = Field(primary_key=True)
+    alias_id: str = Field(primary_key=True)
+    accounting_invoice_id: str = Field(index=True)
+    invoice_number: str
+    recorded_at: datetime = Field(sa_type=UTCDateTime)
+
+
 TABLES: dict[str, Table] = {
     str(model.__tablename__): model.__table__  # type: ignore[union-attr]
     for model in (
@@ -240,6 +254,7 @@ TABLES: dict[str, Table] = {
         PaymentRow,
         HoldRow,
         KraviaCaseRow,
+        InvoiceAliasRow,
     )
 }
 

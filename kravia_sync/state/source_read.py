@@ -44,6 +44,7 @@ class SourceRead:
         self._seen_here = 0  # ids seen in this read whose stored case is of this source
         self._quiet = CaseSummary("", Phase.STARTED, source)
         self._chunks_seen = 0  # chunks recorded in the temporary table
+        self._any_stored: bool | None = None  # whether the source has stored cases at all
 
     def __enter__(self) -> Self:
         return self
@@ -160,6 +161,41 @@ class SourceRead:
                 [value for pair in part for value in pair],
             )
         self._in_memory = None
+
+    def same_number(self, aid: str, number: str) -> list[str]:
+        """The ids of this source's stored cases with this invoice number and another id (for
+        a record of `aid`, for which nothing is stored). Asked of few records: those new to
+        the store, and only once the source has stored cases."""
+        if self._any_stored is None:
+            self._any_stored = self.known() > 0
+        if not self._any_stored:
+            return []
+        with state_errors(self._path):
+            rows = self._db.execute(
+                "SELECT accounting_invoice_id FROM main.cases "
+                "WHERE invoice_number = ? AND source = ? AND accounting_invoice_id <> ? "
+                "ORDER BY accounting_invoice_id",
+                (number, self._source, aid),
+            ).fetchall()
+        return [str(stored) for (stored,) in rows]
+
+    def seen_among(self, aids: Collection[str]) -> set[str]:
+        """Which of these ids this read has seen so far."""
+        seen = self._in_memory
+        if seen is not None:
+            return {aid for aid in aids if aid in seen}
+        listed = list(aids)
+        found: set[str] = set()
+        with state_errors(self._path):
+            for start in range(0, len(listed), self._chunk):
+                chunk = listed[start : start + self._chunk]
+                rows = self._db.execute(
+                    "SELECT aid FROM temp.seen_ids "  # noqa: S608 - placeholders only
+                    f"WHERE aid IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+                found.update(aid for (aid,) in rows)
+        return found
 
     def known(self) -> int:
         """How many cases of the source the state holds."""

@@ -2,12 +2,13 @@
 
 `StateStore` is one SQLite database (`kravia_sync.state.database`) with the reads and writes of
 each group of its tables: cases (`case_table`), payments and credit notes (`payment_table`),
-what a person decides (`operator_tables`), what Kravia told us (`kravia_tables`), and the runs'
-own books and the writer lease (`run_tables`).
+what a person decides (`operator_tables`), an invoice's other ids (`alias_table`), what
+Kravia told us (`kravia_tables`), and the runs' own books and the writer lease (`run_tables`).
 """
 
 from __future__ import annotations
 
+from kravia_sync.state.alias_table import AliasTable
 from kravia_sync.state.case_table import CaseTable
 from kravia_sync.state.kravia_tables import KraviaTables
 from kravia_sync.state.operator_tables import OperatorTables
@@ -17,6 +18,6 @@ from kravia_sync.state.run_tables import RunTables
 __all__ = ["StateStore"]
 
 
-class StateStore(CaseTable, PaymentTable, OperatorTables, KraviaTables, RunTables):
+class StateStore(CaseTable, PaymentTable, OperatorTables, KraviaTables, RunTables, AliasTable):
     """The state database, with every table's reads and writes (see `Database` for the
     connections, the transactions and the writer's fence)."""

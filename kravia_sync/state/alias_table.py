@@ -1,0 +1,59 @@
+"""An invoice's other ids: the ids a source gave an invoice after its case was registered
+under another (see `kravia_sync.engine.drift`). Few: read whole for each source read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from kravia_sync.state.database import Database
+from kravia_sync.state.records import InvoiceAlias
+from kravia_sync.state.stored import utc_text
+
+__all__ = ["AliasTable"]
+
+
+class AliasTable(Database):
+    """The `invoice_aliases` table."""
+
+    def aliases(self, source: str) -> dict[str, str]:
+        """The source's other ids, each with the accountingInvoiceId of its case."""
+        with self._read() as connection:
+            rows = connection.execute(
+                "SELECT alias_id, accounting_invoice_id FROM invoice_aliases WHERE source = ?",
+                (source,),
+            ).fetchall()
+        return {str(alias): str(aid) for alias, aid in rows}
+
+    def alias_records(self, source: str | None = None) -> list[InvoiceAlias]:
+        """Every recorded alias (of one source, when named), oldest first."""
+        query = (
+            "SELECT source, alias_id, accounting_invoice_id, invoice_number, recorded_at "
+            "FROM invoice_aliases"
+        )
+        parameters: tuple[str, ...] = ()
+        if source is not None:
+            query += " WHERE source = ?"
+            parameters = (source,)
+        with self._read() as connection:
+            rows = connection.execute(f"{query} ORDER BY recorded_at, alias_id", parameters)
+            return [
+                InvoiceAlias(str(s), str(alias), str(aid), str(number), datetime.fromisoformat(at))
+                for s, alias, aid, number, at in rows.fetchall()
+            ]
+
+    def record_aliases(self, aliases: Iterable[InvoiceAlias]) -> None:
+        """Keep these aliases (one already kept is left as it was: the first case it was
+        given to keeps it)."""
+        rows = [
+            (a.source, a.alias_id, a.accounting_invoice_id, a.invoice_number, utc_text(a.at))
+            for a in aliases
+        ]
+        if not rows:
+            return
+        with self._fenced_write() as connection:
+            connection.executemany(
+                "INSERT INTO invoice_aliases (source, alias_id, accounting_invoice_id, "
+                "invoice_number, recorded_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                rows,
+            )
