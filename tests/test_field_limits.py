@@ -206,6 +206,8 @@ class TestFolderSourceEndToEnd:
             ({"debtor_name": LONG_NAME}, "debtor_name", "10,000 characters long; at most 200"),
             ({"debtor_name": "Kunde\x00 3"}, "debtor_name", "U+0000 at character 6"),
             ({"address_line1": "Gate 1\x1b[2J"}, "address_line1", "U+001B at character 7"),
+            # JSON can carry half a UTF-16 pair ("\ud800"), which no UTF-8 text can hold.
+            ({"city": "Os\ud800lo"}, "city", "U+D800 (half of a UTF-16 pair"),
         ],
     )
     def test_the_bad_record_is_quarantined_and_the_others_are_sent(
