@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from sql_fixture import (
@@ -26,8 +26,9 @@ from sql_fixture import (
 from support import Sim, invoice_record, load, run_pass, write_config
 
 from kravia_sync.errors import InvalidRecordError
-from kravia_sync.field_limits import INVOICE_FIELD_LIMITS
+from kravia_sync.field_limits import INVOICE_FIELD_LIMITS, PAYMENT_FIELD_LIMITS
 from kravia_sync.model import Invoice
+from kravia_sync.payments import Payment
 from kravia_sync.state.store import StateStore
 
 BASE: dict[str, Any] = {
@@ -182,6 +183,52 @@ class TestControlCharacters:
         error = refusal(description=f"\x00decimal0{char}")
 
         assert error.field == "description"
+
+
+class TestPaymentRecords:
+    PAYMENT: ClassVar[dict[str, Any]] = {
+        "payment_id": "P-1",
+        "date": "2025-03-01",
+        "amount": "100.00",
+        "invoice_number": "20003",
+    }
+
+    @pytest.mark.parametrize("field", sorted(PAYMENT_FIELD_LIMITS))
+    def test_a_text_sent_to_kravia_over_its_bound_is_refused(self, field: str) -> None:
+        """The payment's id and description, which Kravia is sent, are bounded too."""
+        limit = PAYMENT_FIELD_LIMITS[field]
+
+        with pytest.raises(InvalidRecordError) as info:
+            Payment.from_record({**self.PAYMENT, field: "x" * (limit + 1)})
+
+        assert info.value.field == field
+        assert f"at most {limit:,} are accepted" in info.value.reason
+
+    @pytest.mark.parametrize("field", sorted(PAYMENT_FIELD_LIMITS))
+    def test_a_text_at_its_bound_is_accepted(self, field: str) -> None:
+        """At the bound the payment is valid."""
+        value = "x" * PAYMENT_FIELD_LIMITS[field]
+
+        payment = Payment.from_record({**self.PAYMENT, field: value})
+
+        assert getattr(payment, field) == value
+
+    def test_the_payment_id_is_measured_with_the_id_prefix(self) -> None:
+        """The AccountingPaymentId sent carries the source's prefix."""
+        limit = PAYMENT_FIELD_LIMITS["payment_id"]
+
+        with pytest.raises(InvalidRecordError) as info:
+            Payment.from_record({**self.PAYMENT, "payment_id": "x" * limit}, id_prefix="erp-")
+
+        assert info.value.field == "payment_id"
+
+    def test_a_control_character_in_the_description_is_refused(self) -> None:
+        """A NUL in a payment's description is refused like one in an invoice's."""
+        with pytest.raises(InvalidRecordError) as info:
+            Payment.from_record({**self.PAYMENT, "description": "Innbetaling\x00"})
+
+        assert info.value.field == "description"
+        assert "U+0000" in info.value.reason
 
 
 # -- end to end: a folder source ------------------------------------------------------------
