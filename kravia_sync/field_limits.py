@@ -36,7 +36,7 @@ __all__ = [
 # The longest value accepted in each text field of an invoice record, in characters.
 INVOICE_FIELD_LIMITS: Mapping[str, int] = MappingProxyType(
     {
-        # Invoice numbers are short (bank and EHF references: 35); room for any numbering.
+        # Invoice numbers are short (bank references, ISO 20022: 35); room for any numbering.
         "invoice_number": 100,
         # The source's id with its id_prefix: an invoice number at its bound with a prefix,
         # or a UUID or composite key.
@@ -55,7 +55,7 @@ INVOICE_FIELD_LIMITS: Mapping[str, int] = MappingProxyType(
         # A street address line (ISO 20022 payments allow 70).
         "address_line1": 100,
         "address_line2": 100,
-        # ISO 20022's bound; the longest postal codes in use are 10 (12345-6789).
+        # ISO 20022's bound; the longest postal codes in use are about 10 (12345-6789).
         "postal_code": 16,
         # Place names run to 85 characters; ISO 20022 allows 35 for a town.
         "city": 100,

@@ -7,6 +7,7 @@ sent and never cut; the rest of the pass is sent."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,6 +230,18 @@ class TestPaymentRecords:
 
         assert info.value.field == "description"
         assert "U+0000" in info.value.reason
+
+
+class TestDocumented:
+    @pytest.mark.parametrize("field", sorted(INVOICE_FIELD_LIMITS))
+    def test_each_bound_is_in_the_documentation_as_in_the_code(self, field: str) -> None:
+        """The table of bounds in the documentation names each field with the code's bound."""
+        root = Path(__file__).resolve().parent.parent
+        pages = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+        text = "\n".join(page.read_text(encoding="utf-8") for page in pages)
+        row = rf"^\|[^|\n]*`{field}`[^|\n]*\| {INVOICE_FIELD_LIMITS[field]} \|"
+
+        assert re.search(row, text, re.MULTILINE), f"no documented bound for {field}"
 
 
 # -- end to end: a folder source ------------------------------------------------------------
