@@ -28,6 +28,7 @@ from pydantic import (
 
 from kravia_sync.documents import Document
 from kravia_sync.errors import InvalidRecordError
+from kravia_sync.field_limits import INVOICE_FIELD_LIMITS, check_text_fields
 
 __all__ = [
     "RECORD_FIELDS",
@@ -345,7 +346,10 @@ class Invoice(BaseModel):
         id_prefix: str = "",
         document: Document | None = None,
     ) -> Invoice:
-        """Validate one flat record; raise `InvalidRecordError` naming the first bad field."""
+        """Validate one flat record; raise `InvalidRecordError` naming the first bad field.
+
+        Every text field is held to its bound in `field_limits` before its content is checked:
+        too long, or holding a control character, it is refused, never cut."""
         unknown = sorted(set(record) - set(RECORD_FIELDS))
         if unknown:
             raise InvalidRecordError(unknown[0], "unknown field (see the record format)")
@@ -354,6 +358,10 @@ class Invoice(BaseModel):
             if values.get(name) is None:
                 raise InvalidRecordError(name, "required field is missing or empty")
         accounting_invoice_id = record_accounting_id(values, id_prefix)
+        # Measured as sent: the accountingInvoiceId with the source's id_prefix.
+        check_text_fields(
+            {**values, "accounting_invoice_id": accounting_invoice_id}, INVOICE_FIELD_LIMITS
+        )
         organization_number = values.get("organization_number")
         kind = values.get("debtor_type")
         if kind is None:

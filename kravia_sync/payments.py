@@ -33,6 +33,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from kravia_sync.errors import InvalidRecordError
+from kravia_sync.field_limits import PAYMENT_FIELD_LIMITS, check_text_fields
 from kravia_sync.lifecycle import backing_off
 from kravia_sync.model import money, parse_amount, parse_date, record_accounting_id
 
@@ -145,6 +146,8 @@ class Payment(BaseModel):
         invoice = record_accounting_id(values, id_prefix)
         if invoice is None:
             raise InvalidRecordError("invoice_number", "a payment must name the invoice it covers")
+        payment_id = f"{id_prefix}{str(values['payment_id']).strip()}"  # as Kravia is sent it
+        check_text_fields({**values, "payment_id": payment_id}, PAYMENT_FIELD_LIMITS)
         try:
             kind = _kind(values.get("kind"))
             signed = parse_amount(values["amount"])
@@ -158,7 +161,7 @@ class Payment(BaseModel):
                     "forwarded (a credit note may be negative)",
                 )
         payload = {
-            "payment_id": f"{id_prefix}{str(values['payment_id']).strip()}",
+            "payment_id": payment_id,
             "kind": values.get("kind"),
             "paid_on": values["date"],
             "amount": values["amount"],
