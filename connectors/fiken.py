@@ -48,7 +48,7 @@ netted (the registered amount left it out); each is clamped to the capital Kravi
 A credit note made during the read fails the read (nothing of it is taken; the next pass
 reads again): the invoices read may count it or not.
 
-What Fiken's description leaves open is listed in the README ("The Fiken source").
+What Fiken's description leaves open is listed in docs/sources/fiken.md.
 """
 
 from __future__ import annotations

@@ -327,7 +327,7 @@ def open_backend(name: str, tmp_path: Path) -> Iterator[Backend]:
     """The fixture schema and rows in backend `name`; dropped afterwards.
 
     Server tables get a random suffix (the servers are shared); SQLite uses the names of
-    the README example (`invoices`, `customers`, `invoice_pdfs`).
+    the example in docs/sources/sql.md (`invoices`, `customers`, `invoice_pdfs`).
     """
     admin_url, url = _admin_url(name, tmp_path)
     engine = sa.create_engine(admin_url, poolclass=sa.NullPool)

@@ -191,7 +191,7 @@ class TestFikenConformance(_FikenSample, ConnectorConformance):
 
 
 class TestRestConformance(_FikenSample, ConnectorConformance):
-    """The README's hand-written `rest` example, asking for every unsettled invoice."""
+    """The hand-written `rest` example of docs/sources/rest.md, asking for every unsettled invoice."""
 
     connector: ClassVar[type[Connector]] = RestConnector
 

@@ -97,11 +97,11 @@ class TestDaemonSettings:
         with pytest.raises(ConfigError, match=r"daemon\.pass_timeout_seconds"):
             load_settings(config)
 
-    def test_the_readme_example_is_valid(self, tmp_path: Path) -> None:
-        """The [daemon] and source example in the README's "Running as a service" loads."""
-        readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
-        section = readme.split("## Running as a service", 1)[1]
-        example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    def test_the_documented_example_is_valid(self, tmp_path: Path) -> None:
+        """The [daemon] and source example in docs/running-as-a-service.md loads."""
+        docs = Path(__file__).resolve().parent.parent / "docs"
+        page = (docs / "running-as-a-service.md").read_text("utf-8")
+        example = page.split("```toml\n", 1)[1].split("```", 1)[0]
         config = tmp_path / "kravia-sync.toml"
         config.write_text(
             "[kravia]\ncreditor_id = 1\n"

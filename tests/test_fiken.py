@@ -1,7 +1,7 @@
 """Fiken end to end over real HTTP: the Fiken simulator into the Kravia simulator.
 
 The same data is read twice over: by the `fiken` connector, and by a hand-written `rest`
-configuration (the README's worked example, `kravia-sync init --source rest`) that knows
+configuration (the worked example of docs/sources/rest.md, `kravia-sync init --source rest`) that knows
 nothing of Fiken.
 """
 
@@ -76,7 +76,7 @@ requests_per_second = {FAST}
 
 
 def rest_source(fiken: FikenSimulator) -> str:
-    """The README's hand-written configuration, pointed at the simulator."""
+    """The hand-written configuration of docs/sources/rest.md, pointed at the simulator."""
     text = REST_EXAMPLE.replace("https://api.fiken.no/api/v2/", fiken.base_url)
     text = text.replace("companies/fiken-demo-as/", f"companies/{SLUG}/")
     text = text.replace("requests_per_second = 4", f"requests_per_second = {FAST}")
@@ -287,7 +287,7 @@ class TestFikenIntoKravia:
     def test_a_hand_written_rest_configuration_gives_the_same_cases(
         self, fiken: FikenSimulator, company: FikenCompany, tmp_path: Path
     ) -> None:
-        """The README's rest example, no Fiken code: the same bodies, starts and PDFs."""
+        """The rest example of docs/sources/rest.md, no Fiken code: the same bodies, starts and PDFs."""
         views: list[list[dict[str, Any]]] = []
         for name, source in (("fiken", fiken_source(fiken)), ("rest", rest_source(fiken))):
             kravia = Simulator(token=TOKEN, creditor_id=CREDITOR_ID)

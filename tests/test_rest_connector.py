@@ -1246,11 +1246,12 @@ class TestPlugin:
         assert load_connector("rest") is RestConnector
         assert "[sources.settings.invoices.paging]" in EXAMPLE_SETTINGS
 
-    def test_the_readme_shows_the_example_init_writes(self) -> None:
-        """The README's worked example and `init --source rest` are the same settings."""
-        readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
-        section = readme.split("## The REST source", 1)[1]
-        block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    def test_the_docs_show_the_example_init_writes(self) -> None:
+        """The worked example in docs/sources/rest.md and `init --source rest` are the same
+        settings."""
+        docs = Path(__file__).resolve().parent.parent / "docs"
+        page = (docs / "sources" / "rest.md").read_text("utf-8")
+        block = page.split("```toml\n", 1)[1].split("```", 1)[0]
         shown = tomllib.loads(block)["sources"][0]
         written = tomllib.loads(EXAMPLE_SETTINGS)["sources"][0]
 

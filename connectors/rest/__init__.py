@@ -4,7 +4,7 @@ One `[sources.settings]` table says where the API is (`base_url`), how to authen
 (`auth`), how fast it may be asked (`rate_limit`, `retry`), where the invoices are and how
 they are paged (`invoices`), which field of an invoice is which record field (`fields`), where
 the customer's details live when they are not in the invoice (`customer`), and where the PDF
-is (`document`). See the README's "The REST source" and `kravia-sync init --source rest`.
+is (`document`). See docs/sources/rest.md and `kravia-sync init --source rest`.
 
 Modules: `_paths` (dotted paths), `_template` (the expression language), `_mapping` (fields
 and transforms), `_paging` (paging strategies), `_auth` (credentials), `_http` (rate limit,

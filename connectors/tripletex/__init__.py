@@ -23,7 +23,7 @@ A preset of the `rest` connector, from Tripletex's published OpenAPI description
 * Limits: `X-Rate-Limit-Remaining` and `X-Rate-Limit-Reset` (seconds left of the period)
   are obeyed before Tripletex refuses; 429 waits for the reset.
 
-What the description leaves open is listed in the README ("The Tripletex source").
+What the description leaves open is listed in docs/sources/tripletex.md.
 """
 
 from connectors.tripletex._connector import TripletexConnector

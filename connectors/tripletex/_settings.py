@@ -97,7 +97,7 @@ class TripletexSettings(ConnectorSettings):
     """Send each credit note (an invoice with `isCreditNote`) to Kravia as a credit note."""
     credit_notes_since: date | None = None
     """Credit notes issued before this day are counted in the amounts only, never sent (for a
-    source read before by a hand-written `rest` configuration: see the README)."""
+    source read before by a hand-written `rest` configuration: see docs/sources/tripletex.md)."""
 
     @model_validator(mode="after")
     def _one_of_each_token(self) -> TripletexSettings:

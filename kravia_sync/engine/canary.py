@@ -95,7 +95,8 @@ def report(base_url: str, findings: Sequence[Finding]) -> str:
     return (
         f"first contact with Kravia at {base_url}: its answers differ from what kravia-sync "
         f"reads: {lines}. Nothing more is sent until they are read right; see `kravia-sync "
-        'check --probe` and "Going live" in the README (or set policy.canary = "off")'
+        'check --probe` and "Going live" in the documentation, docs/going-live.md (or set '
+        'policy.canary = "off")'
     )
 
 

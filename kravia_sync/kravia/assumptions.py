@@ -4,8 +4,9 @@ Kravia publishes how-to guides, not a reference. Below, what the guides document
 everything marked ASSUMED is what we must assume until Kravia confirms it. Each is a named
 constant here (the webhook signatures also a small function), so changing one touches this
 module: the client (`kravia_sync.kravia.client`) writes Kravia's requests and reads its answers
-through these names only. The README lists them. Nothing here does I/O or imports the rest
-of kravia-sync, so the settings can read the default base URL without loading the client.
+through these names only. docs/kravia-api-assumptions.md lists them. Nothing here does I/O or
+imports the rest of kravia-sync, so the settings can read the default base URL without loading
+the client.
 """
 
 from __future__ import annotations
