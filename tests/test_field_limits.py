@@ -299,6 +299,30 @@ class TestFolderSourceEndToEnd:
         assert fixed.status == "done", fixed.as_dict()
         assert len(sim.cases()) == 5
 
+    @pytest.mark.parametrize("field", ["invoice_number", "accounting_invoice_id"])
+    def test_half_a_surrogate_pair_in_an_id_is_quarantined_not_a_crash(
+        self, sim: Sim, tmp_path: Path, field: str
+    ) -> None:
+        """The id (and so the record's key) holds what UTF-8 cannot: the pass goes on, the
+        record is kept in the quarantine under a key shown with U+FFFD, the rest is sent."""
+        folder = tmp_path / "invoices"
+        folder.mkdir()
+        records = [invoice_record(n) for n in range(1, 4)]
+        records[1][field] = "2\ud800x"
+        (folder / "a.json").write_text(json.dumps(records), encoding="utf-8")
+        config = write_config(tmp_path, sim.base_url)
+
+        first = run_pass(config)
+        again = run_pass(config)
+
+        assert first.error is None
+        assert [p["field"] for p in first.problems] == [field]
+        assert "U+D800" in first.problems[0]["reason"]
+        assert sorted(case["accountingInvoiceId"] for case in sim.cases()) == ["1", "3"]
+        (entry,) = quarantined(config).values()
+        assert "\ufffd" in entry["record_key"] or entry["record_key"] == "a.json:2"
+        assert again.problems == first.problems
+
 
 # -- end to end: the SQL source on the real servers ----------------------------------------
 

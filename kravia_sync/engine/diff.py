@@ -19,7 +19,7 @@ from kravia_sync.engine.drift import Conflict, DriftWatch
 from kravia_sync.engine.gate import gate_refusal
 from kravia_sync.engine.plan import Change, assess, record_hash, source_id
 from kravia_sync.engine.read_payments import ReadPayments
-from kravia_sync.engine.rejections import Rejections
+from kravia_sync.engine.rejections import Rejections, is_text
 from kravia_sync.engine.worklist import WorkItem, WorkList, WorkListError
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase, Step
 from kravia_sync.model import Invoice
@@ -151,7 +151,9 @@ class SourceDiff:
         if not isinstance(record, SourceRecord | RecordStamp):
             return None
         aid = source_id(record.fields, self.source.id_prefix)
-        return None if aid is None else (self.aliases.get(aid, aid), record_hash(record))
+        if aid is None or not is_text(aid):  # half a surrogate pair: the model refuses it
+            return None
+        return self.aliases.get(aid, aid), record_hash(record)
 
     def add_chunk(
         self,

@@ -10,6 +10,7 @@ problems.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from kravia_sync.connector import SourceRecord
 from kravia_sync.engine.gate import Refusal
@@ -44,6 +45,8 @@ class Rejections:
         ]
 
     def reject(self, entry: QuarantineEntry) -> None:
+        if not all(is_text(text) for text in _texts(entry)):
+            entry = _as_text(entry)
         self.entries[entry.record_key] = entry
         self.counts[entry.kind] += 1
 
@@ -138,3 +141,45 @@ class Rejections:
                 invoice.invoice_number,
             )
         )
+
+
+def is_text(value: str) -> bool:
+    """Whether `value` can be stored and shown: text with no half of a UTF-16 surrogate pair
+    (a JSON file may hold one, `"\\ud800"`; UTF-8 cannot)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _texts(entry: QuarantineEntry) -> list[str]:
+    return [
+        text
+        for text in (
+            entry.record_key,
+            entry.reason,
+            entry.accounting_invoice_id,
+            entry.invoice_number,
+        )
+        if text is not None
+    ]
+
+
+def _as_text(entry: QuarantineEntry) -> QuarantineEntry:
+    """The entry with each half surrogate pair shown as U+FFFD, so that it can be kept."""
+
+    def text(value: str | None) -> str | None:
+        if value is None:
+            return None
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+
+    return replace(
+        entry,
+        record_key=text(entry.record_key) or "",
+        reason=text(entry.reason) or "",
+        accounting_invoice_id=text(entry.accounting_invoice_id),
+        invoice_number=text(entry.invoice_number),
+    )
