@@ -18,6 +18,7 @@ from sqlmodel import SQLModel
 
 from kravia_sync.lifecycle import CaseState, Phase
 from kravia_sync.state import rows
+from kravia_sync.state.bookings import BookingAttempt
 from kravia_sync.state.records import JournalEntry, MirrorItem, QuarantineEntry
 from kravia_sync.state.rows import DECIMAL_COLUMNS, FLAG_COLUMNS, TIME_COLUMNS
 from kravia_sync.state.schema import TABLES, DecimalText, UTCDateTime
@@ -55,6 +56,8 @@ def test_the_store_writes_every_column_of_each_table_it_writes_whole() -> None:
         "last_seen_at",
     } == columns("quarantine")
     assert {f.name for f in fields(MirrorItem)} | {"seen_at"} == columns("kravia_cases")
+    booking = {f.name for f in fields(BookingAttempt)} - {"outcome_at"}  # an outcome row's `at`
+    assert booking | {"id", "kind"} == columns("settlement_bookings")
 
 
 def test_columns_are_decoded_by_the_kind_the_schema_gives_them() -> None:

@@ -20,6 +20,7 @@ from state_sql import JOURNAL, LEASE, state_engine
 
 from kravia_sync.lifecycle import CaseState, Phase
 from kravia_sync.payments import PaymentKind, PaymentLine, PaymentPhase, PaymentState
+from kravia_sync.state.bookings import BookingAttempt, BookingOutcome
 from kravia_sync.state.database import SCHEMA_VERSION
 from kravia_sync.state.errors import LeaseHeldError, LeaseLostError, SchemaError, StateConflictError
 from kravia_sync.state.process import start_time, this_process
@@ -87,6 +88,17 @@ def intent(aid: str = "A-1", attempt: str = "att-1", **changes: object) -> Journ
     return JournalEntry(**{**values, **changes})  # type: ignore[arg-type]
 
 
+def booking_intent(attempt: str = "b-1", **changes: object) -> BookingAttempt:
+    values: dict[str, object] = {
+        "attempt_id": attempt,
+        "settlement_id": 90001,
+        "reference": "BILAG 7",
+        "booked_by": "kari",
+        "at": T0,
+    }
+    return BookingAttempt(**{**values, **changes})  # type: ignore[arg-type]
+
+
 def put_lease(
     store: StateStore,
     *,
@@ -123,8 +135,17 @@ def dead_pid() -> int:
     return child.pid
 
 
-# What schema 3 added, undone: a database as schema 2 left it.
+# What schema 5 added, undone: a database as schema 4 left it.
+SCHEMA_5_UNDONE = ("DROP TABLE settlement_bookings",)
+
+
+# What schemas 4 and 5 added, undone: a database as schema 3 left it.
+SCHEMA_4_UNDONE = (*SCHEMA_5_UNDONE, "DROP TABLE invoice_aliases")
+
+
+# What schemas 3 to 5 added, undone: a database as schema 2 left it.
 SCHEMA_3_UNDONE = (
+    *SCHEMA_4_UNDONE,
     "DROP TABLE kravia_cases",
     *(
         f"ALTER TABLE cases DROP COLUMN {c}"
@@ -137,12 +158,13 @@ SCHEMA_3_UNDONE = (
 
 class TestSchema:
     def test_new_database(self, store, db_path):
-        """A new store creates its file, the tables and schema version 4."""
+        """A new store creates its file, the tables and schema version 5."""
         assert db_path.is_file()
-        assert store.schema_version() == SCHEMA_VERSION == 4
+        assert store.schema_version() == SCHEMA_VERSION == 5
         tables = {row[0] for row in raw_sql(db_path, "SELECT name FROM sqlite_master")}
         assert {"meta", "cases", "journal", "runs", "quarantine", "lease"} <= tables
         assert {"payments", "holds", "kravia_cases", "invoice_aliases"} <= tables
+        assert "settlement_bookings" in tables
 
     def test_schema_1_is_migrated(self, store, db_path):
         """A state database of schema 1 (before payments and holds) is migrated in place:
@@ -210,7 +232,7 @@ class TestSchema:
         store.close()
         raw_sql(
             db_path,
-            "DROP TABLE invoice_aliases",
+            *SCHEMA_4_UNDONE,
             "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
         )
 
@@ -223,6 +245,29 @@ class TestSchema:
             again.record_aliases([alias, replace(alias, accounting_invoice_id="B-1")])
             assert again.aliases("erp") == {"ERP-1": "A-1"}  # the first case keeps it
             assert again.alias_records() == [alias]
+            assert again.last_booking(90001) is None
+        finally:
+            again.close()
+
+    def test_schema_4_is_migrated(self, store, db_path):
+        """A schema-4 database gains the journal of settlement bookings, empty; its cases and
+        lease stay as they were."""
+        store.write_batch([make_case("A-1", phase=Phase.STARTED, kravia_id=5)], [])
+        store.acquire_lease(ttl=TTL, now=T0)
+        store.close()
+        raw_sql(
+            db_path, *SCHEMA_5_UNDONE, "UPDATE meta SET value = '4' WHERE key = 'schema_version'"
+        )
+
+        again = StateStore(db_path)
+        try:
+            assert again.schema_version() == SCHEMA_VERSION
+            case = again.load_cases("erp")["A-1"]
+            assert (case.phase, case.kravia_id, case.revision) == (Phase.STARTED, 5, 1)
+            assert again.current_lease()["epoch"] == 1
+            assert again.last_booking(90001) is None
+            assert again.record_booking_intent(booking_intent(), after=None)
+            assert again.last_booking(90001) == booking_intent()
         finally:
             again.close()
 
@@ -1000,3 +1045,65 @@ class TestDuplicatesInKravia:
         )
 
         assert store.kravia_duplicates() == {"A-1": [10, 11]}
+
+
+class TestSettlementBookings:
+    def test_an_intent_then_its_outcome(self, store):
+        """The latest attempt comes back with its latest outcome, times tz-aware."""
+        assert store.record_booking_intent(booking_intent(), after=None)
+        assert store.last_booking(90001).outcome is None
+        lost = replace(booking_intent(), outcome=BookingOutcome.UNKNOWN, outcome_at=T0)
+        store.record_booking_outcome(replace(lost, message="answer lost", http_status=502))
+        later = T0 + timedelta(minutes=5)
+        confirmed = replace(lost, outcome=BookingOutcome.BOOKED, outcome_at=later)
+        store.record_booking_outcome(replace(confirmed, booked_by="ola"))
+
+        back = store.last_booking(90001)
+
+        assert back == confirmed  # the intent's person; the latest outcome
+        assert back.at.tzinfo is not None
+        assert back.unsettled is False
+
+    def test_the_latest_intent_of_each_settlement(self, store):
+        store.record_booking_intent(booking_intent("b-1"), after=None)
+        store.record_booking_intent(booking_intent("b-2", reference="BILAG 8"), after="b-1")
+        store.record_booking_intent(booking_intent("c-1", settlement_id=90002), after=None)
+
+        latest = store.last_bookings([90001, 90002, 90003])
+
+        assert {key: value.attempt_id for key, value in latest.items()} == {
+            90001: "b-2",
+            90002: "c-1",
+        }
+        assert latest[90001].reference == "BILAG 8"
+        assert latest[90001].unsettled is True
+
+    def test_an_intent_is_refused_once_another_booking_began(self, store):
+        """Written only over the latest attempt the decision to send was taken on."""
+        assert store.record_booking_intent(booking_intent("b-1"), after=None)
+        assert not store.record_booking_intent(booking_intent("b-2"), after=None)
+        assert not store.record_booking_intent(booking_intent("b-2"), after="b-0")
+        assert store.last_booking(90001).attempt_id == "b-1"
+        assert store.record_booking_intent(booking_intent("b-2"), after="b-1")
+
+    def test_outcomes_need_what_and_when(self, store):
+        with pytest.raises(ValueError, match="outcome"):
+            store.record_booking_outcome(booking_intent())
+        with pytest.raises(ValueError, match="before its outcome"):
+            store.record_booking_intent(
+                replace(booking_intent(), outcome=BookingOutcome.BOOKED, outcome_at=T0),
+                after=None,
+            )
+
+    def test_cases_by_kravia_id(self, store):
+        """Only cases the store knows (with a Kravia id) are found: the rest are not ours."""
+        store.write_batch(
+            [make_case("A-1", kravia_id=5), make_case("A-2", kravia_id=6), make_case("A-3")], []
+        )
+
+        found = store.cases_by_kravia_id([5, 6, 7])
+
+        assert {key: case.accounting_invoice_id for key, case in found.items()} == {
+            5: "A-1",
+            6: "A-2",
+        }

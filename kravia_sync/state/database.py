@@ -5,8 +5,8 @@ SQLite (WAL, `synchronous=FULL`, `BEGIN IMMEDIATE` for writes), through the sqli
 plain SQL. The tables are defined once, as sqlmodel models in `kravia_sync.state.schema`, which
 is loaded only to create a new state database or migrate an older one: a pass never imports
 SQLAlchemy for its state. The reads and writes of each group of tables are in the classes built
-on `Database` (`case_table`, `payment_table`, `operator_tables`, `kravia_tables`, `run_tables`),
-which `kravia_sync.state.store.StateStore` puts together.
+on `Database` (`case_table`, `payment_table`, `operator_tables`, `kravia_tables`, `run_tables`,
+`payout_tables`), which `kravia_sync.state.store.StateStore` puts together.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from kravia_sync.state.stored import utc_text
 __all__ = ["SCHEMA_VERSION", "Database"]
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 _IDLE_CONNECTIONS = 4  # connections kept open for the next read or write
@@ -62,6 +62,16 @@ def _create_statements(*tables: str) -> list[str]:
     from kravia_sync.state.schema import create_statements  # noqa: PLC0415 - see the docstring
 
     return create_statements(*tables)
+
+
+def _create_missing_tables(connection: sqlite3.Connection) -> None:
+    """Every table of the schema the database does not have yet, created empty."""
+    from kravia_sync.state.schema import TABLES  # noqa: PLC0415 - see `_create_statements`
+
+    tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
+    for name in (name for name in TABLES if name not in tables):
+        for statement in _create_statements(name):
+            connection.execute(statement)
 
 
 @contextmanager
@@ -219,6 +229,9 @@ class Database:
                 version = 3
             if version == 3:
                 self._migrate_3_to_4(connection)
+                version = 4
+            if version == 4:
+                self._migrate_4_to_5(connection)
 
     @staticmethod
     def _migrate_1_to_2(connection: sqlite3.Connection) -> None:
@@ -279,13 +292,16 @@ class Database:
     def _migrate_3_to_4(connection: sqlite3.Connection) -> None:
         """Schema 4 only adds tables (an invoice's other ids, `invoice_aliases`): each one
         missing is created, empty."""
-        from kravia_sync.state.schema import TABLES  # noqa: PLC0415 - see `_create_statements`
-
-        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
-        for name in (name for name in TABLES if name not in tables):
-            for statement in _create_statements(name):
-                connection.execute(statement)
+        _create_missing_tables(connection)
         connection.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+
+    @staticmethod
+    def _migrate_4_to_5(connection: sqlite3.Connection) -> None:
+        """Schema 5 only adds a table: the journal of settlement bookings (`kravia-sync
+        payouts book`), `settlement_bookings`, created empty where missing (the step to 4 may
+        have made it already)."""
+        _create_missing_tables(connection)
+        connection.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
 
     def schema_version(self) -> int:
         with self._read() as connection:

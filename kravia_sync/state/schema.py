@@ -38,6 +38,7 @@ __all__ = [
     "PaymentRow",
     "QuarantineRow",
     "RunRow",
+    "SettlementBookingRow",
     "UTCDateTime",
     "create_statements",
 ]
@@ -242,6 +243,24 @@ class InvoiceAliasRow(SQLModel, table=True):
     recorded_at: datetime = Field(sa_type=UTCDateTime)
 
 
+class SettlementBookingRow(SQLModel, table=True):
+    """Append-only (schema 5): an `intent` row before each `PATCH settlements/{id}/bookkeep`
+    (who books which of Kravia's payouts, under what reference, when), one or more `outcome`
+    rows after it (`kravia_sync.state.payout_tables.BookingOutcome`)."""
+
+    __tablename__ = "settlement_bookings"
+    id: int | None = Field(default=None, primary_key=True)
+    attempt_id: str = Field(index=True)
+    kind: str  # intent | outcome
+    settlement_id: int = Field(index=True)
+    reference: str  # the internalAccountingId sent: the voucher in the creditor's books
+    booked_by: str  # who ran the command (the OS user, or --by)
+    at: datetime = Field(sa_type=UTCDateTime)
+    outcome: str | None = None
+    http_status: int | None = None
+    message: str | None = None
+
+
 TABLES: dict[str, Table] = {
     str(model.__tablename__): model.__table__  # type: ignore[union-attr]
     for model in (
@@ -255,6 +274,7 @@ TABLES: dict[str, Table] = {
         HoldRow,
         KraviaCaseRow,
         InvoiceAliasRow,
+        SettlementBookingRow,
     )
 }
 
