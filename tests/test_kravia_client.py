@@ -1298,6 +1298,21 @@ class TestSettlements:
             booked=False,
         )
 
+    def test_the_reference_a_booked_one_was_booked_under_is_read(self):
+        """`internalAccountingId` of a booked settlement is its reference; missing, blank or
+        not text, it is None (the settlement is still read)."""
+        booked = SETTLEMENT | {"isBooked": True, "internalAccountingId": "BILAG 7"}
+        (read,) = parse_settlements([booked])
+        assert (read.booked, read.reference) == (True, "BILAG 7")
+        without = {k: v for k, v in SETTLEMENT.items() if k != "internalAccountingId"}
+        for item in (
+            without,
+            SETTLEMENT | {"internalAccountingId": " "},
+            booked | {"internalAccountingId": 7},
+        ):
+            (read,) = parse_settlements([item])
+            assert read.reference is None
+
     def test_unstated_date_and_flag_are_none(self):
         """A settlement without a date or booked flag has them as None."""
         bare = {"Id": "5", "Amount": 10, "Invoices": [{"InvoiceId": 1, "Amount": 10}]}

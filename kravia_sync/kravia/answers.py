@@ -43,6 +43,7 @@ from kravia_sync.kravia.assumptions import (
     SETTLEMENT_DATE_KEY,
     SETTLEMENT_ITEMS_KEYS,
     SETTLEMENT_LINES_KEY,
+    SETTLEMENT_REFERENCE_KEY,
     STARTED_STATUSES,
 )
 from kravia_sync.kravia.errors import Failure, KraviaError
@@ -168,6 +169,7 @@ class Settlement:
     amount: Decimal
     lines: list[MoneyLine]
     booked: bool | None
+    reference: str | None = None  # the internalAccountingId it was booked under, when told
 
 
 def parse_register_id(body: object) -> int:
@@ -496,12 +498,14 @@ def _settlement(item: object) -> Settlement:
     if settlement_id is None or amount is None or not isinstance(lines, list):
         raise ValueError(f"unrecognised settlement: {str(item)[:200]}")
     booked = _get_ci(item, SETTLEMENT_BOOKED_KEY)
+    reference = _get_ci(item, SETTLEMENT_REFERENCE_KEY)
     return Settlement(
         id=settlement_id,
         settled_on=_date_of(_get_ci(item, SETTLEMENT_DATE_KEY)),
         amount=amount,
         lines=[_settlement_line(line) for line in lines],
         booked=booked if isinstance(booked, bool) else None,
+        reference=reference if isinstance(reference, str) and reference.strip() else None,
     )
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "AUTH_HEADER",
     "BOOKKEEP_CREATES",
     "BOOKKEEP_PATH",
+    "BOOKKEEP_REFERENCE_PARAM",
     "CLAIM_TYPE",
     "CLOSED_STATUSES",
     "CONFIG_STATUSES",
@@ -68,6 +69,7 @@ __all__ = [
     "SETTLEMENT_DATE_KEY",
     "SETTLEMENT_ITEMS_KEYS",
     "SETTLEMENT_LINES_KEY",
+    "SETTLEMENT_REFERENCE_KEY",
     "STARTED_STATUSES",
     "WEBHOOK_ALGORITHM",
     "WEBHOOK_PATH",
@@ -86,6 +88,7 @@ PAYMENT_PATH = "invoice/payment"
 CREDIT_NOTE_PATH = "invoice/creditnote"
 SETTLEMENTS_PATH = "settlements"
 BOOKKEEP_PATH = "settlements/{id}/bookkeep"
+BOOKKEEP_REFERENCE_PARAM = "internalAccountingId"
 CLAIM_TYPE = "CollectionCase"
 DOCUMENT_TYPE_INVOICE = "Invoice"
 ACTION_START = "Start"
@@ -159,8 +162,17 @@ SETTLEMENT_ITEMS_KEYS = ("items", "Items", "data", "result", "results", "value")
 SETTLEMENT_DATE_KEY = "settlementDate"
 SETTLEMENT_BOOKED_KEY = "isBooked"
 SETTLEMENT_LINES_KEY = "invoices"
-# ASSUMED: booking a settlement twice under the same internal id does no harm, so a lost
-# bookkeep answer is simply retried (not treated as ambiguous).
+# ASSUMED: a settlement booked with `PATCH settlements/{id}/bookkeep` reports the reference it
+# was booked under as `internalAccountingId` (read when present, shown to the operator; a
+# settlement without it is still readable).
+SETTLEMENT_REFERENCE_KEY = "internalAccountingId"
+# ASSUMED: the bookkeep call takes no body (the reference goes in the query, as documented);
+# any 2xx means booked, and what its body holds is not read; a refusal (already booked under
+# another reference, a settlement that is not there) is a 4xx. Booking a settlement twice
+# under the same internal id does no harm, so the client treats a lost bookkeep answer as
+# transient, not ambiguous. `kravia-sync payouts book` does not rely on that: after any
+# answer other than a 2xx or a 4xx it reads the settlement back (`GET settlements`) before
+# it sends anything again, and a rerun after a lost answer reads it first too.
 BOOKKEEP_CREATES = False
 # ASSUMED: the credit note's `Date` is sent as midnight without zone, as in the guide.
 CREDIT_NOTE_TIME_SUFFIX = "T00:00:00"

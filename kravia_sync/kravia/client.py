@@ -29,6 +29,7 @@ from kravia_sync.kravia.assumptions import (
     ACTION_START,
     BOOKKEEP_CREATES,
     BOOKKEEP_PATH,
+    BOOKKEEP_REFERENCE_PARAM,
     CREDIT_NOTE_PATH,
     DETAILS_PATH,
     DOCUMENT_FIELD,
@@ -221,7 +222,7 @@ class KraviaClient(KraviaCalls):
             "PATCH",
             BOOKKEEP_PATH.format(id=settlement_id),
             creates=BOOKKEEP_CREATES,
-            params={"internalAccountingId": internal_accounting_id},
+            params={BOOKKEEP_REFERENCE_PARAM: internal_accounting_id},
             per_case=True,
         )
 
