@@ -44,6 +44,7 @@ COMMAND_ORDER = (
     "check",
     "unlock",
     "resolve",
+    "payouts",
     "daemon",
     "webhook",
     "init",
