@@ -225,6 +225,34 @@ class TestListing:
             ]
         }
 
+    def test_a_booking_left_open_is_shown_with_the_settlement(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """An attempt whose outcome was never journaled (a crash after the intent) shows who
+        sent it, as what, and that it is to be settled by booking again."""
+        ours = project(sim, tmp_path, range(1, 2))
+        made = payout(sim, (ours["1"], "100.10"))
+        crashed = BookingAttempt("crashed", made, "BILAG 9", "kari", T0)
+        with StateStore(load(tmp_path / "kravia-sync.toml").state_path) as store:
+            assert store.record_booking_intent(crashed, after=None)
+
+        shown = run_cli("payouts", cwd=tmp_path)
+        as_json = run_cli("payouts", "--json", cwd=tmp_path)
+
+        assert shown.returncode == 0, shown.stderr
+        assert "sent 2026-11-20 09:30 by kari as BILAG 9, answer lost" in shown.stdout
+        (listed,) = json.loads(as_json.stdout)["settlements"]
+        assert listed["booking"] == {
+            "attempt_id": "crashed",
+            "reference": "BILAG 9",
+            "by": "kari",
+            "at": T0.isoformat(),
+            "outcome": None,
+            "outcome_at": None,
+            "http_status": None,
+            "message": None,
+        }
+
     def test_none_to_book(self, sim: Sim, tmp_path: Path) -> None:
         write_config(tmp_path, sim.base_url)
         shown = run_cli("payouts", "--json", cwd=tmp_path)
@@ -321,6 +349,31 @@ class TestBooking:
         assert "as BY HAND (not from this state store)" in report["message"]
         assert bookkeep_calls(sim) == 1  # the one made by hand
         assert last_booking(tmp_path, made) is None
+
+    def test_options_given_before_book_apply_to_it(self, sim: Sim, tmp_path: Path) -> None:
+        """`payouts --config FILE --json book …` books with that configuration and answers
+        JSON."""
+        ours = project(sim, tmp_path / "project", range(1, 2))
+        made = payout(sim, (ours["1"], "100.10"))
+        config = tmp_path / "project" / "kravia-sync.toml"
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+
+        booked = run_cli(
+            "payouts",
+            "--config",
+            str(config),
+            "--json",
+            "book",
+            str(made),
+            "--reference",
+            "B-2",
+            cwd=elsewhere,
+        )
+
+        assert booked.returncode == 0, booked.stderr
+        assert json.loads(booked.stdout)["result"] == "booked"
+        assert settlement_at_sim(sim, made)["internalAccountingId"] == "B-2"
 
     def test_no_such_settlement(self, sim: Sim, tmp_path: Path) -> None:
         write_config(tmp_path, sim.base_url)
