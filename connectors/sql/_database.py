@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 from connectors.sql._postgres import ROW_HASH
 from connectors.sql._rows import register_money_loader, wrapped
 from connectors.sql._server import (
+    PARSER_AGREEMENT,
     READ_ONLY,
     SQLITE_PROGRESS_STEPS,
     STATEMENT_CLOCK,
@@ -229,6 +230,9 @@ class SqlDatabase:
             cursor = dbapi_connection.cursor()
             try:
                 cursor.execute(read_only)  # first: nothing of ours runs in a writable session
+                agreement = PARSER_AGREEMENT.get(self.backend)
+                if agreement is not None:
+                    cursor.execute(agreement)
                 limit = statement_limit(
                     server_kind(self.backend, cursor), self.settings.statement_timeout_seconds
                 )

@@ -25,6 +25,15 @@ READ_ONLY: Final[dict[str, str]] = {
 }
 
 
+# Session settings under which the server reads a query's text as the parser that checked it
+# did (`_readonly`): PostgreSQL with standard_conforming_strings off would take a backslash in
+# a plain string as an escape, where the parser (and every server since 9.1, by default) does
+# not.
+PARSER_AGREEMENT: Final[dict[str, str]] = {
+    "postgresql": "SET standard_conforming_strings = on",
+}
+
+
 # SQLite: virtual machine instructions between two looks at the clock (well under a
 # millisecond of work; the look costs less than 1% of it).
 SQLITE_PROGRESS_STEPS: Final = 10_000
