@@ -462,3 +462,47 @@ def records(made: SqlConnector) -> list[SourceRecord]:
         assert isinstance(item, SourceRecord), item
         result.append(item)
     return result
+
+
+# -- database users ------------------------------------------------------------------------
+
+
+def admin_execute(backend: Backend, *statements: str) -> None:
+    """Run `statements` as the fixture's admin through the driver itself (no SQLAlchemy
+    escaping: a `%` in a password stays one), committed."""
+    raw = backend.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        for statement in statements:
+            cursor.execute(statement)
+        cursor.close()
+        raw.commit()
+    finally:
+        raw.close()
+
+
+@contextmanager
+def database_user(backend: Backend, password: str, privileges: str = "SELECT") -> Iterator[str]:
+    """A new user of the server `backend` (PostgreSQL or MariaDB) with `password` (no quote
+    in it) and `privileges` on the fixture's tables; its name. Dropped afterwards."""
+    name = f"ks_user_{secrets.token_hex(4)}"
+    tables = list(backend.tables.values())
+    if backend.name == "postgresql":
+        admin_execute(
+            backend,
+            f"CREATE ROLE {name} LOGIN PASSWORD '{password}'",
+            *(f"GRANT {privileges} ON {table} TO {name}" for table in tables),
+        )
+        drop = [f"DROP OWNED BY {name}", f"DROP ROLE {name}"]
+    else:
+        user = f"'{name}'@'%'"
+        admin_execute(
+            backend,
+            f"CREATE USER {user} IDENTIFIED BY '{password}'",
+            *(f"GRANT {privileges} ON test.{table} TO {user}" for table in tables),
+        )
+        drop = [f"DROP USER IF EXISTS {user}"]
+    try:
+        yield name
+    finally:
+        admin_execute(backend, *drop)

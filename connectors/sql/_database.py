@@ -42,6 +42,7 @@ from connectors.sql._server import (
     STATEMENT_CLOCK,
     StatementClock,
     driver_connect_args,
+    driver_password,
     limit_reached,
     missing_driver,
     server_kind,
@@ -210,7 +211,11 @@ class SqlDatabase:
     def _get_engine(self) -> Engine:
         """The engine (no pool: every `connect` is a new read-only, time-limited connection)."""
         if self._engine is None:
-            connect_args = driver_connect_args(self.url.get_driver_name(), self.settings)
+            driver = self.url.get_driver_name()
+            connect_args = {
+                **driver_connect_args(driver, self.settings),
+                **driver_password(driver, self._password),
+            }
             with self.failures("cannot use"):
                 engine = create_engine(self.url, poolclass=NullPool, connect_args=connect_args)
             event.listen(engine, "connect", self._prepare_session)

@@ -76,6 +76,16 @@ def driver_connect_args(driver: str, settings: SqlSettings) -> dict[str, object]
     return {}
 
 
+def driver_password(driver: str, password: str | None) -> dict[str, object]:
+    """The password as a connect argument where the driver would otherwise send it in an
+    encoding the server does not expect: PyMySQL encodes a text password as latin-1, while
+    MariaDB and MySQL (and their own clients) take the UTF-8 bytes, so it gets UTF-8 bytes
+    (an ASCII password is the same either way)."""
+    if driver == "pymysql" and password:
+        return {"password": password.encode("utf-8")}
+    return {}
+
+
 def server_kind(backend: str, cursor: Any) -> str:  # noqa: ANN401 - a DB-API cursor
     """`backend`, except that a MySQL-protocol server says itself whether it is MariaDB (the
     URL need not: `mysql://` reaches either, and they name their statement limits apart)."""
