@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, CursorResult, Engine
     from sqlalchemy.pool import ConnectionPoolEntry
 from connectors.sql._postgres import ROW_HASH
-from connectors.sql._rows import register_money_loader, wrapped
+from connectors.sql._rows import no_rows_of, register_money_loader, wrapped
 from connectors.sql._server import (
     PARSER_AGREEMENT,
     READ_ONLY,
@@ -143,10 +143,11 @@ class SqlDatabase:
         statement of one read). With `select`, wrapped as the subquery `kravia_sync_q` of
         `SELECT <select> FROM (query) AS kravia_sync_q`, where `seed` seeds the server's row
         hash (when `select` computes it): with `hashes` too, only the rows whose row hash is
-        one of them; with `no_rows`, none (`LIMIT 0`, for the columns alone)."""
+        one of them; with `no_rows` (and `select`), none: `LIMIT 0`, on SQL Server `TOP 0`,
+        for the columns alone."""
         sql = query if select is None else wrapped(query, select)
         if no_rows:
-            sql = f"{sql} LIMIT 0"
+            sql = no_rows_of(query, select or "*", self.backend)
         params: dict[str, object] = {}
         binds: list[BindParameter[Any]] = []
         if hashes is not None:
