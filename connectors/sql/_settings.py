@@ -77,7 +77,9 @@ url = "postgresql://kravia_reader@db.example.com:5432/erp"
 password_env = "KRAVIA_DB_PASSWORD"
 # password_file = "/run/secrets/erp_db_password"
 #
-# The unpaid invoices past their due date, one row each, in a read-only transaction.
+# The unpaid invoices past their due date, one row each, in a read-only transaction. It must
+# be one SELECT (or WITH … SELECT): anything else is refused, with the reason, before it runs.
+# Best of all, the user in the url may only SELECT (kravia-sync check warns when it may write).
 # Columns named like the record fields (see the README) are used as they are: alias yours.
 # Amounts must be NUMERIC/DECIMAL (on PostgreSQL MONEY works too), never FLOAT/REAL.
 # :today is today's date in policy.timezone, bound by the driver. min_days_overdue in [policy]
