@@ -24,6 +24,7 @@ from sql_fixture import (
 from support import Sim, cli_env, run_cli
 
 from connectors.sql._privileges import granted_warnings, mysql_grantee, postgres_warnings
+from connectors.sql._rows import no_rows_of
 
 PASSWORD = "Hemmelig-Æ@pw/7%Zq"
 PASSWORD_IN_URL = quote(PASSWORD, safe="")
@@ -143,8 +144,12 @@ class TestWarnings:
     def test_a_user_that_may_write_is_a_warning_not_a_failure(
         self, server_db: Backend, sim: Sim, tmp_path: Path
     ) -> None:
-        """The fixture logs in as postgres (a superuser) and MariaDB's root."""
-        config = sql_config(tmp_path, sim, fixture_settings(server_db))
+        """The fixture logs in as postgres (a superuser) and MariaDB's root. (The query binds
+        `:today`, as a read binds it.)"""
+        query = server_db.sql(QUERY, extra="").replace(
+            "WHERE i.balance > 0", "WHERE i.balance > 0 AND :today IS NOT NULL"
+        )
+        config = sql_config(tmp_path, sim, fixture_settings(server_db, query=query))
 
         result = check(config, tmp_path)
 
@@ -199,7 +204,10 @@ class TestWarnings:
 
     def test_a_writable_sqlite_file_is_a_warning(self, sim: Sim, tmp_path: Path) -> None:
         with open_backend("sqlite", tmp_path) as db:
-            config = sql_config(tmp_path, sim, fixture_settings(db))
+            query = db.sql(QUERY, extra="").replace(
+                "WHERE i.balance > 0", "WHERE i.balance > 0 AND :today IS NOT NULL"
+            )
+            config = sql_config(tmp_path, sim, fixture_settings(db, query=query))
 
             result = check(config, tmp_path)
 
@@ -232,3 +240,16 @@ class TestWarningTexts:
     def test_a_mariadb_grantee_is_written_as_information_schema_writes_it(self) -> None:
         assert mysql_grantee("kravia@127.0.0.1") == "'kravia'@'127.0.0.1'"
         assert mysql_grantee("odd@name@%") == "'odd@name'@'%'"
+
+
+class TestWithoutRows:
+    def test_sql_server_reads_the_columns_with_top_0_the_others_with_limit_0(self) -> None:
+        """SQL Server has no LIMIT; a final semicolon is dropped inside the subquery."""
+        query = "SELECT a FROM t;"
+        assert no_rows_of(query, "*", "mssql") == (
+            "SELECT TOP 0 * FROM (\nSELECT a FROM t\n) AS kravia_sync_q"
+        )
+        for backend in ("postgresql", "mysql", "sqlite"):
+            assert no_rows_of(query, "*", backend) == (
+                "SELECT * FROM (\nSELECT a FROM t\n) AS kravia_sync_q LIMIT 0"
+            )

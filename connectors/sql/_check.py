@@ -14,12 +14,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from kravia_sync import ConnectorError
 
 if TYPE_CHECKING:
+    from sqlalchemy import TextClause
     from sqlalchemy.engine import Connection, CursorResult
+
+    # A statement with its parameters.
+    Bound = tuple[TextClause, dict[str, object]]
 from connectors.sql._columns import QueryColumns
 from connectors.sql._database import SqlDatabase
 from connectors.sql._privileges import write_warnings
 from connectors.sql._rows import close_result, no_rows_of, payment_columns
-from connectors.sql._settings import DOCUMENT_BINDS, QUERY_BINDS, check_binds
+from connectors.sql._settings import DOCUMENT_BINDS, check_binds
 
 __all__ = []
 
@@ -64,7 +68,7 @@ class SourceCheck:
     def _invoices(self, connection: Connection, today: date) -> str | None:
         query = self._database.settings.query
         try:
-            keys = self._keys(connection, query, self._today_params(query, today), "the query")
+            keys = self._keys(connection, *self._today_statements(query, today), "the query")
             self._columns.columns(keys)
         except ConnectorError as exc:
             return str(exc)
@@ -76,7 +80,7 @@ class SourceCheck:
             return None
         what = "the payments query"
         try:
-            keys = self._keys(connection, query, self._today_params(query, today), what)
+            keys = self._keys(connection, *self._today_statements(query, today), what)
             payment_columns(keys, self._database.display_url)
         except ConnectorError as exc:
             return str(exc)
@@ -88,8 +92,11 @@ class SourceCheck:
             return None
         # No invoice's values: the binds are NULL, and no row is read anyway.
         params: dict[str, object] = dict.fromkeys(check_binds(query, DOCUMENT_BINDS))
+        no_rows = text(no_rows_of(query, "*", self._database.backend))
         try:
-            keys = self._keys(connection, query, params, "the document query")
+            keys = self._keys(
+                connection, (no_rows, params), (text(query), params), "the document query"
+            )
         except ConnectorError as exc:
             return str(exc)
         if len(keys) != 1:
@@ -99,27 +106,29 @@ class SourceCheck:
             )
         return None
 
-    def _today_params(self, query: str, today: date) -> dict[str, object]:
-        return {"today": today} if "today" in check_binds(query, QUERY_BINDS) else {}
+    def _today_statements(self, query: str, today: date) -> tuple[Bound, Bound]:
+        """`query` (binding `:today` as a read does) without rows, and as written."""
+        database = self._database
+        no_rows = database.bound_query(query, today=today, select="*", no_rows=True)
+        return no_rows, database.bound_query(query, today=today)
 
     def _keys(
-        self, connection: Connection, query: str, params: dict[str, object], what: str
+        self, connection: Connection, no_rows: Bound, as_written: Bound, what: str
     ) -> list[str]:
-        """The names of `query`'s columns, read without a row: as the subquery of a `LIMIT 0`
-        (`TOP 0`), or, when it cannot be a subquery, run as written and closed unread (a
-        MariaDB result is drained as it closes: only such a query costs a whole read)."""
+        """The names of a query's columns, read without a row: its `no_rows` form (the
+        subquery of a `LIMIT 0`, `TOP 0`), or, when it cannot be a subquery, run `as_written`
+        and closed unread (a MariaDB result is drained as it closes: only such a query costs
+        a whole read)."""
         database = self._database
         result: CursorResult[Any] | None = None
         try:
             try:
                 with database.failures(f"{what} failed on"):
-                    result = connection.execute(
-                        text(no_rows_of(query, "*", database.backend)), params
-                    )
+                    result = connection.execute(*no_rows)
             except ConnectorError:
                 with contextlib.suppress(SQLAlchemyError, OSError):
                     connection.rollback()
-                result = database.execute(connection, text(query), params, what)
+                result = database.execute(connection, *as_written, what)
             return list(result.keys()) if result.returns_rows else []
         finally:
             close_result(result)
