@@ -211,6 +211,13 @@ class Connector(ABC):
         must carry no secret (they are redacted all the same)."""
         return None
 
+    def check_warnings(self) -> list[str]:
+        """What works but a person should know, each a sentence (an SQL source's database user
+        that could write, say); empty by default. `kravia-sync check` prints them as warnings
+        after `check` found no problem; they do not change its exit code. The same rules as
+        for `check`: no raising, no change to the source, no secret."""
+        return []
+
 
 # The connectors kravia-sync ships, as its own entry points name them (a test holds the two
 # together). Their names are kravia-sync's: they load without a look at every installed

@@ -8,6 +8,7 @@ An unreachable server skips the test, except under CI (`CI=true`), where it fail
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -21,7 +22,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from support import Sim, write_config
 
+from connectors.sql import SqlConnector
+from kravia_sync.connector import SourceRecord
 from kravia_sync.testing import minimal_pdf
 
 BACKENDS = ("postgresql", "mariadb", "sqlite")
@@ -402,3 +406,103 @@ def create(backend: Backend) -> None:
             connection.execute(insert_invoice, {k: backend.value(v) for k, v in params.items()})
             if invoice.has_pdf:
                 connection.execute(insert_pdf, {"id": invoice.id, "pdf": PDFS[invoice.invoice_no]})
+
+
+# -- settings and connectors for the tests -------------------------------------------------
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(str(value))  # a JSON string is a TOML basic string
+
+
+def sql_config(tmp_path: Path, sim: Sim, settings: dict[str, object]) -> Path:
+    """A configuration (see `support.write_config`) whose one source is an `sql` source."""
+    config = write_config(tmp_path, sim.base_url)
+    head = config.read_text(encoding="utf-8").split("[[sources]]")[0]
+    lines = ["[[sources]]", 'name = "erp"', 'connector = "sql"', "[sources.settings]"]
+    columns = settings.get("columns")
+    lines += [
+        f"{key} = {toml_value(value)}"
+        for key, value in settings.items()
+        if key != "columns" and value is not None
+    ]
+    if isinstance(columns, dict):
+        lines.append("[sources.settings.columns]")
+        lines += [f"{key} = {toml_value(value)}" for key, value in columns.items()]
+    config.write_text(head + "\n".join(lines) + "\n", encoding="utf-8")
+    return config
+
+
+def fixture_settings(backend: Backend, **overrides: object) -> dict[str, object]:
+    """The settings of the end-to-end tests: `QUERY`, `COLUMNS`, `DOCUMENT_QUERY`."""
+    settings: dict[str, object] = {
+        "url": backend.url,
+        "query": backend.sql(QUERY, extra=""),
+        "document_query": backend.sql(DOCUMENT_QUERY),
+        "fetch_size": 3,
+        "columns": COLUMNS,
+    }
+    settings.update(overrides)
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+def connector(backend: Backend, base_dir: Path, **overrides: object) -> SqlConnector:
+    made = SqlConnector.from_settings(fixture_settings(backend, **overrides), base_dir=base_dir)
+    assert isinstance(made, SqlConnector)
+    return made
+
+
+def records(made: SqlConnector) -> list[SourceRecord]:
+    result = []
+    for item in made.read():
+        assert isinstance(item, SourceRecord), item
+        result.append(item)
+    return result
+
+
+# -- database users ------------------------------------------------------------------------
+
+
+def admin_execute(backend: Backend, *statements: str) -> None:
+    """Run `statements` as the fixture's admin through the driver itself (no SQLAlchemy
+    escaping: a `%` in a password stays one), committed."""
+    raw = backend.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        for statement in statements:
+            cursor.execute(statement)
+        cursor.close()
+        raw.commit()
+    finally:
+        raw.close()
+
+
+@contextmanager
+def database_user(backend: Backend, password: str, privileges: str = "SELECT") -> Iterator[str]:
+    """A new user of the server `backend` (PostgreSQL or MariaDB) with `password` (no quote
+    in it) and `privileges` on the fixture's tables; its name. Dropped afterwards."""
+    name = f"ks_user_{secrets.token_hex(4)}"
+    tables = list(backend.tables.values())
+    if backend.name == "postgresql":
+        admin_execute(
+            backend,
+            f"CREATE ROLE {name} LOGIN PASSWORD '{password}'",
+            *(f"GRANT {privileges} ON {table} TO {name}" for table in tables),
+        )
+        drop = [f"DROP OWNED BY {name}", f"DROP ROLE {name}"]
+    else:
+        user = f"'{name}'@'%'"
+        admin_execute(
+            backend,
+            f"CREATE USER {user} IDENTIFIED BY '{password}'",
+            *(f"GRANT {privileges} ON test.{table} TO {user}" for table in tables),
+        )
+        drop = [f"DROP USER IF EXISTS {user}"]
+    try:
+        yield name
+    finally:
+        admin_execute(backend, *drop)

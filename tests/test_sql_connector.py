@@ -35,7 +35,6 @@ from sql_fixture import (
     BAD_INVOICE,
     COLUMNS,
     CUSTOMERS,
-    DOCUMENT_QUERY,
     INVOICES,
     PAID_INVOICE,
     PDFS,
@@ -44,10 +43,14 @@ from sql_fixture import (
     SERVER_BACKENDS,
     WAITING_INVOICE,
     Backend,
+    connector,
     expected_cases,
+    fixture_settings,
     open_backend,
+    records,
+    sql_config,
 )
-from support import Sim, cli_env, load, run_cli, run_pass, write_config
+from support import Sim, cli_env, load, run_cli, run_pass
 
 import kravia_sync.engine.reading as reading_module
 from connectors.sql import EXAMPLE_SETTINGS, SqlConnector, SqlSettings, parse_money_text
@@ -90,59 +93,6 @@ def sqlite_db(tmp_path: Path) -> Iterator[Backend]:
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    return json.dumps(str(value))  # a JSON string is a TOML basic string
-
-
-def sql_config(tmp_path: Path, sim: Sim, settings: dict[str, object]) -> Path:
-    """A configuration (see `support.write_config`) whose one source is an `sql` source."""
-    config = write_config(tmp_path, sim.base_url)
-    head = config.read_text(encoding="utf-8").split("[[sources]]")[0]
-    lines = ["[[sources]]", 'name = "erp"', 'connector = "sql"', "[sources.settings]"]
-    columns = settings.get("columns")
-    lines += [
-        f"{key} = {toml_value(value)}"
-        for key, value in settings.items()
-        if key != "columns" and value is not None
-    ]
-    if isinstance(columns, dict):
-        lines.append("[sources.settings.columns]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in columns.items()]
-    config.write_text(head + "\n".join(lines) + "\n", encoding="utf-8")
-    return config
-
-
-def fixture_settings(backend: Backend, **overrides: object) -> dict[str, object]:
-    """The settings of the end-to-end tests: `QUERY`, `COLUMNS`, `DOCUMENT_QUERY`."""
-    settings: dict[str, object] = {
-        "url": backend.url,
-        "query": backend.sql(QUERY, extra=""),
-        "document_query": backend.sql(DOCUMENT_QUERY),
-        "fetch_size": 3,
-        "columns": COLUMNS,
-    }
-    settings.update(overrides)
-    return {key: value for key, value in settings.items() if value is not None}
-
-
-def connector(backend: Backend, base_dir: Path, **overrides: object) -> SqlConnector:
-    made = SqlConnector.from_settings(fixture_settings(backend, **overrides), base_dir=base_dir)
-    assert isinstance(made, SqlConnector)
-    return made
-
-
-def records(made: SqlConnector) -> list[SourceRecord]:
-    result = []
-    for item in made.read():
-        assert isinstance(item, SourceRecord), item
-        result.append(item)
-    return result
 
 
 def quarantined(config: Path) -> dict[str, dict[str, Any]]:
@@ -367,19 +317,34 @@ class TestFailures:
         assert again.counts.get("gone", 0) == 0
         assert sim.calls_total() == before
 
-    def test_a_write_through_the_query_is_refused_by_the_database(
+    def test_a_write_the_parser_cannot_see_is_refused_by_the_database(
         self, db: Backend, sim: Sim, tmp_path: Path
     ) -> None:
-        """The session is read-only: an UPDATE in the configured query fails the source with
-        the database's own refusal, and the row is unchanged."""
+        """The second wall: a SELECT that calls a function which writes passes the parser (it
+        cannot see into the function), and the read-only session refuses the write; the
+        source fails with the database's own refusal and the row is unchanged. SQLite has no
+        functions written in SQL: there an UPDATE sent over the connector's own connection,
+        past the parser, is refused the same way."""
         original = db.balance("20001")
         columns = (
             "invoice_no AS invoice_number, invoice_date, due_date, balance AS amount, "
             "'Kunde' AS debtor_name, "
             "'Gate 1' AS address_line1, '0150' AS postal_code, 'Oslo' AS city"
         )
+        bump = db.sql("ks_bump_{invoices}")
+        if db.name == "sqlite":
+            made = connector(db, tmp_path, document_query=None)
+            connection = made._database.connect()
+            try:
+                with pytest.raises(sa.exc.OperationalError, match="readonly database"):
+                    connection.execute(
+                        sa.text(db.sql("UPDATE {invoices} SET balance = 1 WHERE id = 1"))
+                    )
+            finally:
+                made.close_connection(connection)
+            assert db.balance("20001") == original
+            return
         if db.name == "postgresql":
-            bump = db.sql("ks_bump_{invoices}")
             db.execute(
                 db.sql(
                     f"CREATE FUNCTION {bump}(n VARCHAR) RETURNS INTEGER LANGUAGE sql AS $$ "
@@ -387,39 +352,25 @@ class TestFailures:
                 )
             )
             db.cleanup.append(f"DROP FUNCTION IF EXISTS {bump}(VARCHAR)")
-            queries = {
-                # a write inside a SELECT: refused by the read-only transaction
-                "read-only transaction": db.sql(
-                    f"SELECT {columns}, {bump}(invoice_no) AS bumped FROM {{invoices}}"
-                ),
-                # a data-modifying WITH: refused too (it cannot be a subquery, nor a cursor)
-                "data-modifying": db.sql(
-                    "WITH u AS (UPDATE {invoices} SET balance = 1 WHERE invoice_no = '20001' "
-                    f"RETURNING *) SELECT {columns} FROM u"
-                ),
-            }
-        elif db.name == "mariadb":
-            queries = {
-                "READ ONLY transaction": db.sql(
-                    "UPDATE {invoices} SET balance = 1 WHERE invoice_no = '20001'"
-                )
-            }
+            refusal = "read-only transaction"
         else:
-            queries = {
-                "readonly database": db.sql(
-                    "UPDATE {invoices} SET balance = 1 WHERE invoice_no = '20001' "
-                    f"RETURNING {columns}"
+            db.execute(
+                db.sql(
+                    f"CREATE FUNCTION {bump}(n VARCHAR(20)) RETURNS INTEGER MODIFIES SQL DATA "
+                    "BEGIN UPDATE {invoices} SET balance = 1 WHERE invoice_no = n; RETURN 1; END"
                 )
-            }
-        for refusal, query in queries.items():
-            settings = fixture_settings(db, query=query, document_query=None, columns=None)
-            summary = run_pass(sql_config(tmp_path, sim, settings))
+            )
+            db.cleanup.append(f"DROP FUNCTION IF EXISTS {bump}")
+            refusal = "READ ONLY transaction"
+        query = db.sql(f"SELECT {columns}, {bump}(invoice_no) AS bumped FROM {{invoices}}")
+        settings = fixture_settings(db, query=query, document_query=None, columns=None)
+        summary = run_pass(sql_config(tmp_path, sim, settings))
 
-            assert summary.status == "failed", query
-            error = summary.sources[0].error
-            assert error is not None
-            assert refusal in error, error
-            assert db.balance("20001") == original
+        assert summary.status == "failed", query
+        error = summary.sources[0].error
+        assert error is not None
+        assert refusal in error, error
+        assert db.balance("20001") == original
         assert sim.calls_total() == 0
 
 

@@ -11,13 +11,20 @@ meaning: `has_document` (see below).
 
 Reading is safe by construction:
 
-* **Read only.** Every connection is made read-only at session level before it is used:
-  PostgreSQL `SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY`, MariaDB/MySQL
-  `SET SESSION TRANSACTION READ ONLY`, SQLite `PRAGMA query_only = ON`. A query that tries to
-  write is refused by the database. MS SQL Server has no such session setting: there the
-  connector relies on the database user's permissions (give it a login with `db_datareader`
-  only). The connector never commits, so even there a write is rolled back when the
-  connection closes.
+* **Read only, behind three walls.** First, every configured query (`query`,
+  `payments_query`, `document_query`) is read by an SQL parser in its server's dialect when
+  the settings are read, and refused with the reason unless it is one SELECT in which the
+  parser sees nothing that writes (`_readonly`: no second statement, no UPDATE/CALL/BEGIN …
+  END, no `SELECT … INTO`, no locking read, no known writing function such as `dblink_exec`).
+  Second, every connection is made read-only at session level before it is used: PostgreSQL
+  `SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY`, MariaDB/MySQL `SET SESSION
+  TRANSACTION READ ONLY`, SQLite `PRAGMA query_only = ON`; a write the parser cannot see (a
+  function that writes) is refused there, on this connection, but not what a function does
+  over a connection of its own, nor a file the server writes. MS SQL Server has no such
+  session setting. Third, and the one that holds: a database user that may only SELECT;
+  `check` warns when the user could write (`check_warnings`). The connector never commits,
+  so a write that got through all three is still rolled back when the connection closes,
+  unless it committed itself.
 * **Bound parameters only.** The query may use `:today` (today's date in `policy.timezone`), the
   document query `:invoice_number` and/or `:accounting_invoice_id` (the record's values).
   Values are always bound by the driver, never formatted into SQL. Another bind name is a
@@ -80,6 +87,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy import TextClause
     from sqlalchemy.engine import URL, Connection, CursorResult
+from connectors.sql._check import SourceCheck
 from connectors.sql._columns import QueryColumns
 from connectors.sql._database import SqlDatabase
 from connectors.sql._documents import SqlDocumentError, SqlDocuments
@@ -109,6 +117,7 @@ class SqlConnector(Connector):
         self._database = SqlDatabase(settings, base_dir)
         self._columns = QueryColumns(self._database)
         self._documents = SqlDocuments(self._database)
+        self._check = SourceCheck(self._database, self._columns)
 
     # -- settings ------------------------------------------------------------------------
 
@@ -130,6 +139,19 @@ class SqlConnector(Connector):
     def display_url(self) -> str:
         """The database for messages (password hidden)."""
         return self._database.display_url
+
+    # -- kravia-sync check ---------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        """Connect and run every configured query for its columns alone (no row is read): a
+        refused password, an unreachable server, a failing query or a missing column is a
+        problem, each without the password."""
+        return self._check.problems(self.today())
+
+    def check_warnings(self) -> list[str]:
+        """Why the database user could write, from the privileges the server reports (the
+        SQLite file: whether it is writable)."""
+        return self._check.warnings()
 
     # -- reading -------------------------------------------------------------------------
 

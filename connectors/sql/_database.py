@@ -34,13 +34,15 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, CursorResult, Engine
     from sqlalchemy.pool import ConnectionPoolEntry
 from connectors.sql._postgres import ROW_HASH
-from connectors.sql._rows import register_money_loader, wrapped
+from connectors.sql._rows import no_rows_of, register_money_loader, wrapped
 from connectors.sql._server import (
+    PARSER_AGREEMENT,
     READ_ONLY,
     SQLITE_PROGRESS_STEPS,
     STATEMENT_CLOCK,
     StatementClock,
     driver_connect_args,
+    driver_password,
     limit_reached,
     missing_driver,
     server_kind,
@@ -141,10 +143,11 @@ class SqlDatabase:
         statement of one read). With `select`, wrapped as the subquery `kravia_sync_q` of
         `SELECT <select> FROM (query) AS kravia_sync_q`, where `seed` seeds the server's row
         hash (when `select` computes it): with `hashes` too, only the rows whose row hash is
-        one of them; with `no_rows`, none (`LIMIT 0`, for the columns alone)."""
+        one of them; with `no_rows` (and `select`), none: `LIMIT 0`, on SQL Server `TOP 0`,
+        for the columns alone."""
         sql = query if select is None else wrapped(query, select)
         if no_rows:
-            sql = f"{sql} LIMIT 0"
+            sql = no_rows_of(query, select or "*", self.backend)
         params: dict[str, object] = {}
         binds: list[BindParameter[Any]] = []
         if hashes is not None:
@@ -209,7 +212,11 @@ class SqlDatabase:
     def _get_engine(self) -> Engine:
         """The engine (no pool: every `connect` is a new read-only, time-limited connection)."""
         if self._engine is None:
-            connect_args = driver_connect_args(self.url.get_driver_name(), self.settings)
+            driver = self.url.get_driver_name()
+            connect_args = {
+                **driver_connect_args(driver, self.settings),
+                **driver_password(driver, self._password),
+            }
             with self.failures("cannot use"):
                 engine = create_engine(self.url, poolclass=NullPool, connect_args=connect_args)
             event.listen(engine, "connect", self._prepare_session)
@@ -229,6 +236,9 @@ class SqlDatabase:
             cursor = dbapi_connection.cursor()
             try:
                 cursor.execute(read_only)  # first: nothing of ours runs in a writable session
+                agreement = PARSER_AGREEMENT.get(self.backend)
+                if agreement is not None:
+                    cursor.execute(agreement)
                 limit = statement_limit(
                     server_kind(self.backend, cursor), self.settings.statement_timeout_seconds
                 )

@@ -130,6 +130,14 @@ def wrapped(query: str, select: str) -> str:
     return f"SELECT {select} FROM (\n{inner}\n) AS {SUBQUERY}"  # noqa: S608 - the configured query itself
 
 
+def no_rows_of(query: str, select: str, backend: str) -> str:
+    """`SELECT <select> FROM (query) AS kravia_sync_q` returning no row, only the columns:
+    `LIMIT 0`, on SQL Server (which has no LIMIT) `TOP 0`."""
+    if backend == "mssql":
+        return wrapped(query, f"TOP 0 {select}")
+    return f"{wrapped(query, select)} LIMIT 0"
+
+
 def close_result(result: CursorResult[Any] | None) -> None:
     """Close a result (an unbuffered MySQL result must be finished before the connection runs
     more); errors while closing are not errors of the read."""

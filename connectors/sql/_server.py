@@ -25,6 +25,15 @@ READ_ONLY: Final[dict[str, str]] = {
 }
 
 
+# Session settings under which the server reads a query's text as the parser that checked it
+# did (`_readonly`): PostgreSQL with standard_conforming_strings off would take a backslash in
+# a plain string as an escape, where the parser (and every server since 9.1, by default) does
+# not.
+PARSER_AGREEMENT: Final[dict[str, str]] = {
+    "postgresql": "SET standard_conforming_strings = on",
+}
+
+
 # SQLite: virtual machine instructions between two looks at the clock (well under a
 # millisecond of work; the look costs less than 1% of it).
 SQLITE_PROGRESS_STEPS: Final = 10_000
@@ -64,6 +73,16 @@ def driver_connect_args(driver: str, settings: SqlSettings) -> dict[str, object]
         # SQL Server has no session setting for a statement limit: pymssql's timeout is the
         # client's own, on each statement.
         return {"login_timeout": connect, "timeout": settings.statement_timeout_seconds}
+    return {}
+
+
+def driver_password(driver: str, password: str | None) -> dict[str, object]:
+    """The password as a connect argument where the driver would otherwise send it in an
+    encoding the server does not expect: PyMySQL encodes a text password as latin-1, while
+    MariaDB and MySQL (and their own clients) take the UTF-8 bytes, so it gets UTF-8 bytes
+    (an ASCII password is the same either way)."""
+    if driver == "pymysql" and password:
+        return {"password": password.encode("utf-8")}
     return {}
 
 

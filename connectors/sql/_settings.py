@@ -6,13 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from connectors.sql._readonly import refusal
 from kravia_sync import RECORD_FIELDS, ConnectorSettings
 
 if TYPE_CHECKING:
@@ -76,7 +77,9 @@ url = "postgresql://kravia_reader@db.example.com:5432/erp"
 password_env = "KRAVIA_DB_PASSWORD"
 # password_file = "/run/secrets/erp_db_password"
 #
-# The unpaid invoices past their due date, one row each, in a read-only transaction.
+# The unpaid invoices past their due date, one row each, in a read-only transaction. It must
+# be one SELECT (or WITH … SELECT): anything else is refused, with the reason, before it runs.
+# Best of all, the user in the url may only SELECT (kravia-sync check warns when it may write).
 # Columns named like the record fields (see the README) are used as they are: alias yours.
 # Amounts must be NUMERIC/DECIMAL (on PostgreSQL MONEY works too), never FLOAT/REAL.
 # :today is today's date in policy.timezone, bound by the driver. min_days_overdue in [policy]
@@ -190,24 +193,26 @@ class SqlSettings(ConnectorSettings):
 
     @field_validator("query")
     @classmethod
-    def _query_binds(cls, value: str) -> str:
+    def _query_binds(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
             raise ValueError("the query is empty")
         check_binds(value, QUERY_BINDS)
+        only_a_select(value, info, "the query")
         return value
 
     @field_validator("payments_query")
     @classmethod
-    def _payments_query_binds(cls, value: str | None) -> str | None:
+    def _payments_query_binds(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
             if not value.strip():
                 raise ValueError("the payments query is empty")
             check_binds(value, QUERY_BINDS)
+            only_a_select(value, info, "the payments query")
         return value
 
     @field_validator("document_query")
     @classmethod
-    def _document_query_binds(cls, value: str | None) -> str | None:
+    def _document_query_binds(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         if not check_binds(value, DOCUMENT_BINDS):
@@ -215,6 +220,7 @@ class SqlSettings(ConnectorSettings):
                 "the document query must bind :accounting_invoice_id or :invoice_number, "
                 "or every invoice would get the same document"
             )
+        only_a_select(value, info, "the document query")
         return value
 
     @field_validator("connect_timeout_seconds", "statement_timeout_seconds", mode="before")
@@ -288,6 +294,18 @@ def check_binds(query: str, allowed: frozenset[str]) -> set[str]:
         plural = "s" if len(unknown) > 1 else ""
         raise ValueError(f"unknown bound parameter{plural} {names}; available: {known}")
     return used
+
+
+def only_a_select(query: str, info: ValidationInfo, what: str) -> None:
+    """A `ValueError` with the reason when `query` is not one SELECT that writes nothing the
+    parser can see (`_readonly.refusal`), read in the dialect of the URL's database (an invalid
+    URL is reported on its own)."""
+    url = info.data.get("url")
+    if not isinstance(url, str):
+        return
+    reason = refusal(query, with_default_driver(make_url(url)).get_backend_name(), what)
+    if reason is not None:
+        raise ValueError(reason)
 
 
 def with_default_driver(url: URL) -> URL:

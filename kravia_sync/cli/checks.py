@@ -9,6 +9,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 import typer
+from rich.markup import escape
 
 from kravia_sync.cli.common import (
     EXIT_PENDING,
@@ -107,24 +108,30 @@ def check(
 
 def _check_sources(connectors: list[tuple[SourceConfig, Connector]]) -> list[str]:
     """Each source asked with its credentials (`Connector.check`), every one of them even
-    when one fails: what failed, one line for each source (its problems printed)."""
+    when one fails: what failed, one line for each source (its problems printed). A source
+    without problems is then asked for its warnings (`Connector.check_warnings`), which are
+    printed and fail nothing."""
     failed: list[str] = []
     for source, connector in connectors:
         problems = connector.check()
-        if problems is None:
+        if problems:
+            failed.append(f"the credentials check failed for source {source.name}")
+            for problem in problems:
+                err.print(
+                    f"[bold red]error:[/] source {source.name}: {escape(redact(problem))}",
+                    highlight=False,
+                    markup=True,
+                )
             continue
-        if not problems:
+        if problems is not None:
             out.print(
                 f"[green]ok[/] source {source.name} answers with its credentials",
                 highlight=False,
             )
-            continue
-        failed.append(f"the credentials check failed for source {source.name}")
-        for problem in problems:
+        for warning in connector.check_warnings():
             err.print(
-                f"[bold red]error:[/] source {source.name}: {redact(problem)}",
+                f"[bold yellow]warning:[/] source {source.name}: {escape(redact(warning))}",
                 highlight=False,
-                markup=True,
             )
     return failed
 
