@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,7 +57,31 @@ COMMAND_ORDER = (
 )
 
 
+def one_line_paragraphs(text: str | None) -> str | None:
+    """Help text as the terminal should wrap it: each paragraph on one line. Docstrings break
+    their lines for the source file's width, and rich keeps those breaks in the list of
+    commands, so help broke mid-sentence however wide the terminal."""
+    if text is None:
+        return None
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in part.splitlines()) for part in paragraphs)
+
+
+def _unwrap_help(command: Any) -> None:  # noqa: ANN401 - typer's own click Command
+    """`one_line_paragraphs` for a command's help, its parameters' and its subcommands'."""
+    command.help = one_line_paragraphs(command.help)
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = one_line_paragraphs(param.help)
+    for sub in getattr(command, "commands", {}).values():
+        _unwrap_help(sub)
+
+
 class _Commands(TyperGroup):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - typer's own
+        super().__init__(*args, **kwargs)
+        _unwrap_help(self)
+
     def list_commands(self, ctx: Any) -> list[str]:  # noqa: ANN401 - typer's own click Context
         names = super().list_commands(ctx)
         rank = {name: index for index, name in enumerate(COMMAND_ORDER)}
