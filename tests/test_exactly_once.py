@@ -658,7 +658,7 @@ class TestPlanIsReconcileWithoutSending:
 
         summary = passes.run(later=timedelta(0))
 
-        assert planned == {"1": "register", "2": "register"}
+        assert planned == {"1": "register", "2": "register", "4": "held", "5": "waiting"}
         assert quarantined == {"a.json:3": "document"}
         assert sorted(case["invoiceNo"] for case in sim.cases()) == ["1", "2"]
         assert summary.counts["registered"] == 2

@@ -19,6 +19,14 @@ def registered(sim: Sim) -> set[str]:
     return {case["invoiceNo"] for case in sim.cases()}
 
 
+def _section(output: str, title: str) -> str:
+    """The lines of the table whose title has `title` in it, up to the next table."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if title in line and "┏" not in line)
+    end = next(i for i in range(start + 2, len(lines)) if lines[i].startswith("└"))
+    return "\n".join(lines[start : end + 1])
+
+
 class TestHolds:
     def test_a_held_invoice_is_never_sent_until_released(self, sim: Sim, tmp_path: Path) -> None:
         write_invoices(tmp_path / "invoices", range(1, 4), pdf_every=0)
@@ -92,6 +100,50 @@ class TestHolds:
             (case,) = [c for c in store.load_cases("files").values() if c.invoice_number == "1"]
         assert (case.attention, case.hold_action_at) == (None, None)
 
+    def test_hold_says_what_comes_of_it_for_each_hold_action(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """`hold` tells apart an invoice not in Kravia (nothing to pause), a case the next pass
+        pauses (policy.hold_action set) and one a person must pause (unset)."""
+        write_invoices(tmp_path / "invoices", range(1, 3), pdf_every=0)
+        config = write_config(tmp_path, sim.base_url)
+        run_pass(config)
+
+        not_sent = run_cli("hold", "77", "--reason", "not ours", cwd=tmp_path)
+        by_hand = run_cli("hold", "1", "--reason", "disputed", cwd=tmp_path)
+        write_config(tmp_path, sim.base_url, policy='hold_action = "Pause"')
+        by_pass = run_cli("hold", "2", "--reason", "disputed", cwd=tmp_path)
+
+        assert not_sent.returncode == by_hand.returncode == by_pass.returncode == 0
+        assert "not in Kravia" in not_sent.stdout
+        assert "nothing to pause" in not_sent.stdout
+        assert "pause it in Kravia yourself" in by_hand.stdout
+        assert "the next pass sends 'Pause' to pause it" in by_pass.stdout
+        assert "pause it in Kravia" not in by_pass.stdout
+
+    def test_status_tells_holds_never_sent_from_holds_in_kravia(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """`status` lists a hold on an invoice never sent apart from one on a case Kravia has,
+        and says of the latter what comes of it."""
+        write_invoices(tmp_path / "invoices", range(1, 4), pdf_every=0)
+        config = write_config(tmp_path, sim.base_url)
+        run_cli("hold", "2", "--reason", "disputed by the customer", cwd=tmp_path)
+        run_pass(config)
+        run_cli("hold", "3", "--reason", "paid in cash", cwd=tmp_path)
+
+        status = run_cli("status", cwd=tmp_path)
+
+        assert status.returncode == 0, status.stderr
+        never_sent, in_kravia = (
+            _section(status.stdout, "never sent"),
+            _section(status.stdout, "already in Kravia ("),
+        )
+        assert "disputed by the customer" in never_sent
+        assert "paid in cash" not in never_sent
+        assert "paid in cash" in in_kravia
+        assert "pause it in Kravia yourself" in in_kravia
+
     def test_release_of_what_is_not_held_fails(self, sim: Sim, tmp_path: Path) -> None:
         write_config(tmp_path, sim.base_url)
 
@@ -127,6 +179,17 @@ class TestManualApproval:
 
         assert everything.returncode == 0, everything.stdout + everything.stderr
         assert started(sim) == {"1", "2", "3", "4"}
+
+    def test_start_all_with_nothing_awaiting_fails(self, sim: Sim, tmp_path: Path) -> None:
+        """`start --all` when no case awaits approval approves nothing: exit 1, and says so."""
+        write_invoices(tmp_path / "invoices", range(1, 2), pdf_every=0)
+        write_config(tmp_path, sim.base_url)
+        run_cli("reconcile", cwd=tmp_path)
+
+        result = run_cli("start", "--all", cwd=tmp_path)
+
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "no case is awaiting approval" in result.stderr
 
     def test_start_refuses_what_is_not_awaiting(self, sim: Sim, tmp_path: Path) -> None:
         write_invoices(tmp_path / "invoices", range(1, 2), pdf_every=0)

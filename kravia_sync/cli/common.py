@@ -135,8 +135,9 @@ EXIT_DONE = 0
 EXIT_FAILED = 1
 EXIT_PENDING = 2  # plan: changes pending
 EXIT_ATTENTION = 3  # reconcile: done, but records are quarantined, need review or were deferred
-# What `plan` shows as work a pass would do (exit 2): calls, and decisions it would write.
-# Waits, holds, policy refusals and approvals are not: a pass would do nothing about them.
+# What `plan` shows as work a pass would do (exit 2): calls (a case's, the pause of a held
+# case, a payment's), and decisions it would write. Waits, holds, policy refusals and
+# approvals are not: a pass would do nothing about them.
 PENDING_STEPS = frozenset(
     {
         "register",
@@ -149,6 +150,9 @@ PENDING_STEPS = frozenset(
         "adopt",
         "identify",
         "needs_review",
+        "hold_action",
+        "send_payment",
+        "verify_payment",
     }
 )
 

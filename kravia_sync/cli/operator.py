@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 
 from kravia_sync.cli.common import (
-    EXIT_DONE,
     EXIT_FAILED,
     ConfigOption,
     FailedError,
@@ -23,8 +22,8 @@ from kravia_sync.cli.common import (
     user_errors,
 )
 from kravia_sync.cli.summary import exit_code, print_summary, run_pass
+from kravia_sync.engine.holds import HoldEffect, hold_effect, hold_effect_text
 from kravia_sync.engine.resolve import resolve_case, resolve_payment
-from kravia_sync.lifecycle import IN_KRAVIA_PHASES
 from kravia_sync.settings import (
     DEFAULT_CONFIG,
 )
@@ -41,8 +40,9 @@ def hold(
     config: ConfigOption = DEFAULT_CONFIG,
     secrets_dir: SecretsOption = None,
 ) -> None:
-    """Hold an invoice: it is never sent to Kravia; one already in collection is flagged so
-    you pause it in Kravia."""
+    """Hold an invoice: it is never sent to Kravia. One already in collection is paused by
+    the next pass when policy.hold_action is set; otherwise it is flagged for you to pause it
+    in Kravia."""
     with user_errors():
         settings = settings_from(config, secrets_dir)
         if not reason.strip():
@@ -56,13 +56,13 @@ def hold(
                 if invoice in {case.invoice_number, case.accounting_invoice_id}
             ]
     out.print(f"{invoice} is on hold: {reason.strip()}", highlight=False)
+    action = settings.policy.hold_action
+    if not known:
+        out.print(f"{invoice}: {hold_effect_text(None, action)}", highlight=False)
     for case in known:
-        if case.phase in IN_KRAVIA_PHASES:
-            out.print(
-                f"[yellow]{case.accounting_invoice_id} is already in Kravia ({case.phase}, "
-                f"Kravia id {case.kravia_id}): pause it in Kravia[/]",
-                highlight=False,
-            )
+        by_hand = hold_effect(case, action) is HoldEffect.PAUSE_BY_HAND
+        line = f"{case.accounting_invoice_id}: {hold_effect_text(case, action)}"
+        out.print(f"[yellow]{line}[/]" if by_hand else line, highlight=False)
 
 
 @app.command()
@@ -105,9 +105,11 @@ def start(
             )
         for line in refused:
             err.print(line, highlight=False)
-        out.print(f"approved {len(approved)} case(s): {', '.join(approved) or '-'}")
         if not approved:
-            raise typer.Exit(EXIT_FAILED if refused else EXIT_DONE)
+            if start_all:
+                err.print("no case is awaiting approval: nothing to start")
+            raise typer.Exit(EXIT_FAILED)
+        out.print(f"approved {len(approved)} case(s): {', '.join(approved)}")
         summary = asyncio.run(run_pass(settings, show_progress=err.is_terminal))
     print_summary(summary)
     raise typer.Exit(exit_code(summary))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import sys
 from typing import Annotated
@@ -14,22 +13,21 @@ from kravia_sync.cli.common import (
     EXIT_DONE,
     EXIT_FAILED,
     EXIT_PENDING,
-    PENDING_STEPS,
     ConfigOption,
     SecretsOption,
     app,
     daemon_clients,
     err,
     kravia_client,
-    new_table,
     out,
     settings_from,
     store_and_client,
     user_errors,
 )
+from kravia_sync.cli.plan_view import PlanView, print_plan
 from kravia_sync.cli.summary import exit_code, print_summary, run_pass
 from kravia_sync.engine.reconcile import Reconciler
-from kravia_sync.engine.summary import PlannedAction, RunStatus, RunSummary
+from kravia_sync.engine.summary import RunStatus, RunSummary
 from kravia_sync.logging import configure_logging, redact, register_secrets
 from kravia_sync.settings import (
     DEFAULT_CONFIG,
@@ -82,70 +80,15 @@ def plan(
         settings = settings_from(config, secrets_dir)
         with StateStore(settings.state_path) as store:
             summary = asyncio.run(Reconciler(settings, store).run(dry_run=True))
-    actions = [a for a in summary.planned if a.step in PENDING_STEPS]
-    awaiting = [a for a in summary.planned if a.step == "none" and "awaiting approval" in a.detail]
-    waiting = [a for a in summary.planned if a.step not in PENDING_STEPS and a.step != "none"]
+    view = PlanView.of(summary.planned)
     if as_json:
-        payload = summary.as_dict() | {
-            "actions": [dataclasses.asdict(a) for a in actions],
-            "awaiting_approval": [dataclasses.asdict(a) for a in awaiting],
-            "not_now": [dataclasses.asdict(a) for a in waiting],
-        }
+        payload = summary.as_dict() | view.as_dict()
         sys.stdout.write(redact(json.dumps(payload, indent=2)) + "\n")
     else:
-        _print_plan(summary, actions, awaiting)
-        for action in waiting:
-            out.print(
-                f"[yellow]{action.step}[/] {action.source} {action.invoice_number}: "
-                f"{action.detail}",
-                highlight=False,
-            )
+        print_plan(summary, view)
     if summary.status == RunStatus.FAILED:
         raise typer.Exit(EXIT_FAILED)
-    pending = actions or summary.counts.get("payments_to_forward")
-    raise typer.Exit(EXIT_PENDING if pending else EXIT_DONE)
-
-
-def _print_plan(
-    summary: RunSummary, actions: list[PlannedAction], awaiting: list[PlannedAction]
-) -> None:
-    if not actions:
-        out.print("plan: nothing to do")
-    table = new_table(title=f"plan: {len(actions)} case(s) with something to do")
-    for column in ("source", "invoice", "accountingInvoiceId", "change", "next step", "detail"):
-        table.add_column(column, overflow="fold")
-    for action in actions:
-        table.add_row(
-            action.source,
-            action.invoice_number,
-            action.accounting_invoice_id,
-            action.change,
-            action.step,
-            action.detail,
-        )
-    if actions:
-        out.print(table)
-    if awaiting:
-        out.print(
-            f"{len(awaiting)} case(s) awaiting approval (start = manual): "
-            + ", ".join(a.invoice_number for a in awaiting[:20])
-            + (" …" if len(awaiting) > 20 else "")
-            + "; approve with kravia-sync start",
-            highlight=False,
-        )
-    if summary.counts.get("changed"):
-        out.print(f"{summary.counts['changed']} case(s) changed after registration (not re-sent)")
-    if summary.counts.get("payments_to_forward"):
-        out.print(
-            f"{summary.counts['payments_to_forward']} payment(s) or credit note(s) to "
-            "forward to Kravia"
-        )
-    for problem in summary.problems:
-        out.print(
-            f"[yellow]quarantined[/] {problem['source']} {problem['record']}: "
-            f"{problem['field']}: {problem['reason']}",
-            highlight=False,
-        )
+    raise typer.Exit(EXIT_PENDING if view.pending else EXIT_DONE)
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,6 +17,8 @@ from kravia_sync.cli.common import (
     settings_from,
     user_errors,
 )
+from kravia_sync.engine.holds import HoldEffect, hold_effect, hold_effect_text
+from kravia_sync.lifecycle import CaseState
 from kravia_sync.settings import (
     DEFAULT_CONFIG,
 )
@@ -31,10 +33,10 @@ def status(config: ConfigOption = DEFAULT_CONFIG, secrets_dir: SecretsOption = N
     with user_errors():
         settings = settings_from(config, secrets_dir)
         with StateStore(settings.state_path) as store:
-            _print_status(store)
+            _print_status(store, hold_action=settings.policy.hold_action)
 
 
-def _print_status(store: StateStore) -> None:
+def _print_status(store: StateStore, *, hold_action: str | None) -> None:
     phases = new_table(title="cases by phase")
     phases.add_column("phase")
     phases.add_column("count", justify="right")
@@ -50,7 +52,7 @@ def _print_status(store: StateStore) -> None:
         )
     _print_quarantine(store)
     _print_attention(store)
-    _print_holds(store)
+    _print_holds(store, hold_action)
     _print_payments(store)
     _print_runs(store)
 
@@ -102,15 +104,28 @@ def _print_attention(store: StateStore) -> None:
         out.print(table)
 
 
-def _print_holds(store: StateStore) -> None:
-    holds = store.holds()
-    if holds:
-        table = new_table(title=f"on hold ({len(holds)}): never sent")
+def _print_holds(store: StateStore, hold_action: str | None) -> None:
+    never_sent, in_kravia = _holds_by_where(store)
+    if never_sent:
+        table = new_table(title=f"on hold, not in Kravia ({len(never_sent)}): never sent")
         for column in ("invoice", "reason", "since", "by"):
             table.add_column(column, overflow="fold")
-        for invoice, row in holds.items():
+        for invoice, row in never_sent:
             table.add_row(
                 invoice, row["reason"], f"{row['held_at']:%Y-%m-%d %H:%M}", row["held_by"]
+            )
+        out.print(table)
+    if in_kravia:
+        table = new_table(title=f"on hold, already in Kravia ({len(in_kravia)})")
+        for column in ("invoice", "reason", "since", "by", "what comes of it"):
+            table.add_column(column, overflow="fold")
+        for invoice, row, case in in_kravia:
+            table.add_row(
+                invoice,
+                row["reason"],
+                f"{row['held_at']:%Y-%m-%d %H:%M}",
+                row["held_by"],
+                hold_effect_text(case, hold_action),
             )
         out.print(table)
     noted = store.cases_with_attention()
@@ -121,6 +136,26 @@ def _print_holds(store: StateStore) -> None:
         for case in noted:
             table.add_row(case.invoice_number, str(case.kravia_id or ""), case.attention or "")
         out.print(table)
+
+
+def _holds_by_where(
+    store: StateStore,
+) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any], CaseState]]]:
+    """Every hold, split: those no case of which is in Kravia (nothing of them was sent), and
+    each case in Kravia that a hold is on."""
+    never_sent: list[tuple[str, dict[str, Any]]] = []
+    in_kravia: list[tuple[str, dict[str, Any], CaseState]] = []
+    for invoice, row in store.holds().items():
+        sent = [
+            case
+            for case in store.find_cases(invoice)
+            if invoice in {case.invoice_number, case.accounting_invoice_id}
+            and hold_effect(case, None) is not HoldEffect.NOTHING_TO_PAUSE
+        ]
+        if not sent:
+            never_sent.append((invoice, row))
+        in_kravia.extend((invoice, row, case) for case in sent)
+    return never_sent, in_kravia
 
 
 def _print_payments(store: StateStore) -> None:

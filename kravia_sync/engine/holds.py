@@ -10,11 +10,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from kravia_sync.engine.driver import journal_entry
 from kravia_sync.engine.errors import PassFailedError
-from kravia_sync.engine.summary import StageOutcome
+from kravia_sync.engine.summary import PlannedAction, StageOutcome
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.errors import KraviaError
 from kravia_sync.lifecycle import IN_KRAVIA_PHASES, CaseState, Phase, note_columns
@@ -26,7 +27,50 @@ from kravia_sync.state.lease import LeaseKeeper
 from kravia_sync.state.records import CaseWrite, JournalEntry, JournalKind, WriteStatus
 from kravia_sync.state.store import StateStore
 
-__all__ = ["HoldsInKravia"]
+__all__ = ["HoldEffect", "HoldsInKravia", "hold_effect", "hold_effect_text"]
+
+
+class HoldEffect(StrEnum):
+    """What a hold comes to for one case: where the case is, and `policy.hold_action`."""
+
+    NOTHING_TO_PAUSE = "nothing_to_pause"  # not in Kravia: nothing is sent while it is held
+    PAUSE_NEXT_PASS = "pause_next_pass"  # in collection: the next pass sends the hold action
+    PAUSE_SENT = "pause_sent"  # the hold action went out (how it went: the case's note)
+    PAUSE_BY_HAND = "pause_by_hand"  # in Kravia, and no pass pauses it: a person does
+
+
+def hold_effect(case: CaseState | None, action: str | None) -> HoldEffect:
+    """What holding `case` comes to, `action` being `policy.hold_action` (None: unset). The
+    hold action goes only to a case in collection, once per hold."""
+    if case is None or not _in_kravia(case):
+        return HoldEffect.NOTHING_TO_PAUSE
+    if case.hold_action_at is not None:
+        return HoldEffect.PAUSE_SENT
+    if action and case.phase is Phase.STARTED:
+        return HoldEffect.PAUSE_NEXT_PASS
+    return HoldEffect.PAUSE_BY_HAND
+
+
+def _in_kravia(case: CaseState) -> bool:
+    return case.phase in IN_KRAVIA_PHASES or case.kravia_id is not None
+
+
+def hold_effect_text(case: CaseState | None, action: str | None) -> str:
+    """`hold_effect` in words, for `hold`, `status` and `plan`."""
+    effect = hold_effect(case, action)
+    if case is None or effect is HoldEffect.NOTHING_TO_PAUSE:
+        return "not in Kravia: nothing is sent for it while it is held, so nothing to pause"
+    where = f"already in Kravia ({case.phase.value}, Kravia id {case.kravia_id})"
+    if effect is HoldEffect.PAUSE_NEXT_PASS:
+        return f"{where}: the next pass sends {action!r} to pause it"
+    if effect is HoldEffect.PAUSE_SENT:
+        return f"{where}: {case.attention or 'the hold action was sent'}"
+    why = (
+        "set policy.hold_action to have a pass send the pause"
+        if not action
+        else f"{action!r} is sent only to a case in collection"
+    )
+    return f"{where}: pause it in Kravia yourself ({why})"
 
 
 class HoldsInKravia:
@@ -62,7 +106,7 @@ class HoldsInKravia:
         for case, reason in self._held_in_kravia():
             outcome.counts["held_in_kravia"] += 1
             flagged = case
-            if action and case.phase is Phase.STARTED and case.hold_action_at is None:
+            if action and hold_effect(case, action) is HoldEffect.PAUSE_NEXT_PASS:
                 if dry_run:
                     outcome.counts["hold_actions_to_send"] += 1
                     continue
@@ -85,6 +129,26 @@ class HoldsInKravia:
                 notes = [(flagged.accounting_invoice_id, note_columns(flagged))]
                 await asyncio.to_thread(self.store.set_case_notes, notes)
 
+    def planned(self) -> list[PlannedAction]:
+        """What `plan` shows of the held cases Kravia has: each with its hold's reason and
+        what comes of it (step `hold_action` when the next pass sends the pause)."""
+        action = self.settings.policy.hold_action
+        return [
+            PlannedAction(
+                source=case.source,
+                accounting_invoice_id=case.accounting_invoice_id,
+                invoice_number=case.invoice_number,
+                change="held",
+                step=(
+                    "hold_action"
+                    if hold_effect(case, action) is HoldEffect.PAUSE_NEXT_PASS
+                    else "held"
+                ),
+                detail=f"on hold: {reason}; {hold_effect_text(case, action)}",
+            )
+            for case, reason in self._held_in_kravia()
+        ]
+
     def _held_in_kravia(self) -> list[tuple[CaseState, str]]:
         """Cases already in Kravia whose invoice is on hold, with the hold's reason."""
         found: list[tuple[CaseState, str]] = []
@@ -92,8 +156,7 @@ class HoldsInKravia:
             found.extend(
                 (case, reason)
                 for case in self.store.find_cases(invoice)
-                if invoice in {case.accounting_invoice_id, case.invoice_number}
-                and (case.phase in IN_KRAVIA_PHASES or case.kravia_id is not None)
+                if invoice in {case.accounting_invoice_id, case.invoice_number} and _in_kravia(case)
             )
         return found
 

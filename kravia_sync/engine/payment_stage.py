@@ -23,20 +23,21 @@ __all__ = ["PaymentStage", "payments_due"]
 
 def payments_due(
     store: StateStore, payments: list[PaymentState], *, now: datetime, settle: timedelta
-) -> int:
-    """How many of these payments a pass would send or verify now (a payment waiting for its
-    invoice to reach Kravia, or backing off, is not work for this pass)."""
+) -> list[tuple[PaymentState, PaymentStep]]:
+    """The payments a pass would send or verify now, each with that step (a payment waiting
+    for its invoice to reach Kravia, or backing off, is not work for this pass)."""
     invoices = {aid for payment in payments for aid in payment.invoices}
     cases = store.load_cases_by_id(invoices)
     in_kravia = {
         aid: case.kravia_id if case.phase in HAS_KRAVIA_CASE else None
         for aid, case in cases.items()
     }
-    return sum(
-        next_payment_step(payment, in_kravia=in_kravia, now=now, settle=settle).step
-        in {PaymentStep.SEND, PaymentStep.VERIFY}
-        for payment in payments
-    )
+    due: list[tuple[PaymentState, PaymentStep]] = []
+    for payment in payments:
+        step = next_payment_step(payment, in_kravia=in_kravia, now=now, settle=settle).step
+        if step in {PaymentStep.SEND, PaymentStep.VERIFY}:
+            due.append((payment, step))
+    return due
 
 
 class PaymentStage:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from kravia_sync.engine.canary import CanaryRun, canary_stage
@@ -18,20 +19,16 @@ from kravia_sync.engine.diff import (
     WorkItem,
     WorkList,
 )
-from kravia_sync.engine.driver import (
-    CaseDriver,
-    Preview,
-    preview,
-    timing_of,
-)
+from kravia_sync.engine.driver import CaseDriver, timing_of
 from kravia_sync.engine.errors import PassFailedError
 from kravia_sync.engine.holds import HoldsInKravia
 from kravia_sync.engine.mirror import KraviaMirror
-from kravia_sync.engine.payment_stage import PaymentStage, payments_due
+from kravia_sync.engine.payment_stage import PaymentStage
+from kravia_sync.engine.plan_listing import KeptOutList, list_plan
 from kravia_sync.engine.pool import CasePool, Progress
 from kravia_sync.engine.reading import SourceReader, build_connector
 from kravia_sync.engine.status import StatusPullBack, refresh_statuses
-from kravia_sync.engine.summary import PlannedAction, RunStatus, RunSummary, StageOutcome
+from kravia_sync.engine.summary import RunStatus, RunSummary, StageOutcome
 from kravia_sync.engine.target import KRAVIA_TARGET, StoreTarget, kravia_target
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.lifecycle import (
@@ -65,6 +62,16 @@ class _NoProgress:
 
     def advance(self) -> None:
         return
+
+
+@dataclass
+class _Reads:
+    """What a pass's source reads left for its later stages."""
+
+    payment_work: list[PaymentState] = field(default_factory=list)
+    gone_in_kravia: list[str] = field(default_factory=list)  # missing cases Kravia may hold
+    kept_out: int = 0  # invoices the gate kept out: Kravia may hold some of them already
+    kept_out_list: KeptOutList = field(default_factory=KeptOutList)  # for `plan` to list
 
 
 class Reconciler:
@@ -213,9 +220,69 @@ class Reconciler:
 
     async def _pass_with(self, work: WorkList, summary: RunSummary, *, dry_run: bool) -> None:
         holds = {invoice: row["reason"] for invoice, row in self.store.holds().items()}
-        payment_work: list[PaymentState] = []
-        gone_in_kravia: list[str] = []
-        kept_out = 0  # invoices the gate kept out: Kravia may hold some of them already
+        reads = await self._read_sources(work, summary, holds, dry_run=dry_run)
+        if work.broken is not None:
+            raise PassFailedError(work.broken)
+        if not dry_run:
+            self.progress.start(len(work))
+            await self._canary(work, summary)
+        held = StageOutcome()
+        holds_in_kravia = HoldsInKravia(
+            self.settings,
+            self.store,
+            client=self.client,
+            committer=self._committer,
+            lease=self._lease,
+            clock=self.clock,
+            run_id=self._run_id,
+            holds=holds,
+        )
+        try:
+            await holds_in_kravia.flag(held, dry_run=dry_run)
+        finally:
+            held.add_to(summary)
+        if dry_run:
+            await list_plan(
+                self.settings,
+                self.store,
+                work,
+                summary,
+                mirror=self._mirror,
+                held=holds_in_kravia.planned(),
+                kept_out=reads.kept_out_list,
+                payment_work=reads.payment_work,
+                now=self.clock(),
+            )
+            return
+        try:
+            await self._apply(work, summary)
+        finally:
+            self.target.record_target()
+        assert self.client is not None  # noqa: S101 - run() checks
+        assert self._lease is not None  # noqa: S101 - run() holds one
+        await PaymentStage(
+            self.settings,
+            self.store,
+            self.client,
+            timing=self.timing,
+            clock=self.clock,
+            run_id=self._run_id,
+            lease=self._lease,
+            committer=self.committer,
+            should_stop=lambda: self.stopping,
+        ).forward(reads.payment_work, summary)
+        if not self.stopping:
+            await self._pull_back().refresh(summary, kept_out=reads.kept_out)
+            await self._pull_back().flag_gone(summary, reads.gone_in_kravia)
+        await self._pull_back().flag_duplicates(summary)
+        if self.stopping and summary.status != RunStatus.FAILED:
+            summary.status = RunStatus.STOPPED
+
+    async def _read_sources(
+        self, work: WorkList, summary: RunSummary, holds: dict[str, str], *, dry_run: bool
+    ) -> _Reads:
+        """Read the pass's sources into `work`, in order, until a stop is asked for."""
+        reads = _Reads()
         self._mirror = KraviaMirror(
             self.store,
             self.client,
@@ -238,62 +305,12 @@ class Reconciler:
                 break
             read = await reader.read_into(work, source, summary, dry_run=dry_run)
             if read is not None:
-                payment_work.extend(read.payment_work)
-                gone_in_kravia.extend(read.gone_in_kravia)
-                kept_out += read.diff.rejections.kept_out
-        if work.broken is not None:
-            raise PassFailedError(work.broken)
-        if not dry_run:
-            self.progress.start(len(work))
-            await self._canary(work, summary)
-        held = StageOutcome()
-        try:
-            await HoldsInKravia(
-                self.settings,
-                self.store,
-                client=self.client,
-                committer=self._committer,
-                lease=self._lease,
-                clock=self.clock,
-                run_id=self._run_id,
-                holds=holds,
-            ).flag(held, dry_run=dry_run)
-        finally:
-            held.add_to(summary)
-        if dry_run:
-            await _preview(
-                self.settings,
-                self.store,
-                work,
-                summary,
-                mirror=self._mirror,
-                payment_work=payment_work,
-                now=self.clock(),
-            )
-            return
-        try:
-            await self._apply(work, summary)
-        finally:
-            self.target.record_target()
-        assert self.client is not None  # noqa: S101 - run() checks
-        assert self._lease is not None  # noqa: S101 - run() holds one
-        await PaymentStage(
-            self.settings,
-            self.store,
-            self.client,
-            timing=self.timing,
-            clock=self.clock,
-            run_id=self._run_id,
-            lease=self._lease,
-            committer=self.committer,
-            should_stop=lambda: self.stopping,
-        ).forward(payment_work, summary)
-        if not self.stopping:
-            await self._pull_back().refresh(summary, kept_out=kept_out)
-            await self._pull_back().flag_gone(summary, gone_in_kravia)
-        await self._pull_back().flag_duplicates(summary)
-        if self.stopping and summary.status != RunStatus.FAILED:
-            summary.status = RunStatus.STOPPED
+                reads.payment_work.extend(read.payment_work)
+                reads.gone_in_kravia.extend(read.gone_in_kravia)
+                reads.kept_out += read.diff.rejections.kept_out
+                if dry_run:
+                    reads.kept_out_list.add(source.name, read.diff.quarantine.values())
+        return reads
 
     async def _canary(self, work: WorkList, summary: RunSummary) -> None:
         """First contact (see `kravia_sync.engine.canary.canary_stage`)."""
@@ -359,33 +376,3 @@ class Reconciler:
         return await refresh_statuses(
             self.settings, self.store, self.client, clock=self.clock, lease=self._lease_keeper()
         )
-
-
-async def _preview(
-    settings: Settings,
-    store: StateStore,
-    work: WorkList,
-    summary: RunSummary,
-    *,
-    mirror: KraviaMirror | None,
-    payment_work: list[PaymentState],
-    now: datetime,
-) -> None:
-    """What `plan` shows: each case's next step, and the payments due."""
-    for item in work:
-        shown = await asyncio.to_thread(preview, settings, item, now, mirror=mirror)
-        summary.planned.append(_planned(item, shown))
-    summary.counts["payments_to_forward"] += payments_due(
-        store, payment_work, now=now, settle=timing_of(settings).settle
-    )
-
-
-def _planned(item: WorkItem, shown: Preview) -> PlannedAction:
-    return PlannedAction(
-        source=item.case.source,
-        accounting_invoice_id=item.case.accounting_invoice_id,
-        invoice_number=item.case.invoice_number,
-        change=item.change.value,
-        step=shown.step,
-        detail=shown.detail,
-    )
