@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, MutableMapping
-from typing import Any, Literal, TextIO
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import Any, Literal, TextIO, cast
 
 import structlog
 from pydantic import SecretStr
 
-__all__ = ["REDACTED", "configure_logging", "get_logger", "redact", "register_secrets"]
+__all__ = [
+    "REDACTED",
+    "configure_logging",
+    "get_logger",
+    "log_lines_to",
+    "redact",
+    "register_secrets",
+]
 
 REDACTED = "**********"
 _secrets: set[str] = set()
@@ -59,6 +67,46 @@ def _redact_rendered(_logger: object, _name: str, rendered: Any) -> Any:  # noqa
     return redact(rendered) if isinstance(rendered, str) else rendered
 
 
+# Where log lines go instead of their stream while a live display is on (`log_lines_to`):
+# the innermost diversion last.
+_diversions: list[Callable[[str], None]] = []
+
+
+@contextmanager
+def log_lines_to(write_line: Callable[[str], None]) -> Iterator[None]:
+    """While in force, each whole log line goes to `write_line` (without its newline) instead
+    of the stream logging writes to: a live display on that stream (the progress bar) prints
+    them above itself, so a line never lands in the middle of the display's own."""
+    _diversions.append(write_line)
+    try:
+        yield
+    finally:
+        _diversions.remove(write_line)
+
+
+class _LogStream:
+    """The stream log lines are written to, or the diversion in force (`log_lines_to`)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._partial = ""  # a diverted line not yet ended
+
+    def write(self, text: str) -> int:
+        if not _diversions:
+            return self._stream.write(text)
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            _diversions[-1](line)
+        return len(text)
+
+    def flush(self) -> None:
+        if not _diversions:
+            self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+
 def configure_logging(
     *,
     level: str = "info",
@@ -86,7 +134,7 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(output),
+        logger_factory=structlog.PrintLoggerFactory(cast("TextIO", _LogStream(output))),
         cache_logger_on_first_use=False,
     )
 

@@ -108,15 +108,26 @@ class _LazyConsole:
         self._console: Console | None = None
 
     def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - the console's own attributes
+        return getattr(self.real(), name)
+
+    def real(self) -> Console:
+        """The console itself, made now if it was not yet."""
         if self._console is None:
             from rich.console import Console  # noqa: PLC0415
 
             self._console = Console(stderr=self._stderr)
-        return getattr(self._console, name)
+        return self._console
 
 
 out = cast("Console", _LazyConsole(stderr=False))
 err = cast("Console", _LazyConsole(stderr=True))
+
+
+def real_console(console: Console) -> Console:
+    """The rich console behind `out` or `err` (a live display needs the console itself: it
+    enters it as a context manager, which a stand-in cannot pass on)."""
+    lazy: object = console
+    return lazy.real() if isinstance(lazy, _LazyConsole) else console
 
 
 def new_table(*headers: str, **options: Any) -> Table:  # noqa: ANN401 - rich's own options

@@ -3,19 +3,17 @@ ends, the problems it found, and the exit code they make."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 from kravia_sync.engine.reconcile import Reconciler
 from kravia_sync.engine.summary import RunStatus, RunSummary
-from kravia_sync.kravia.pacing import PacingSnapshot
 from kravia_sync.settings import (
     Settings,
 )
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress
 from kravia_sync.cli.common import (
     EXIT_ATTENTION,
     EXIT_DONE,
@@ -23,32 +21,11 @@ from kravia_sync.cli.common import (
     err,
     new_table,
     out,
+    real_console,
     store_and_client,
 )
 
-__all__ = ["pace_text", "print_summary"]
-
-
-def pace_text(pace: PacingSnapshot) -> str:
-    """The pace in a few words: calls answered per second, the limit in flight, any rate."""
-    text = f"{pace.achieved:.0f} calls/s, {pace.limit} in flight"
-    if pace.rate is not None:
-        text += f", at most {pace.rate:.1f}/s"
-    return text
-
-
-class RichProgress:
-    def __init__(self, progress: Progress, pace: Callable[[], PacingSnapshot]) -> None:
-        self._progress = progress
-        self._pace = pace
-        self._task: Any = None
-
-    def start(self, total: int) -> None:
-        self._task = self._progress.add_task("applying", total=total, pace="")
-
-    def advance(self) -> None:
-        if self._task is not None:
-            self._progress.update(self._task, advance=1, pace=pace_text(self._pace()))
+__all__ = ["print_summary", "run_pass"]
 
 
 def exit_code(summary: RunSummary) -> int:
@@ -135,30 +112,10 @@ async def run_pass(
         if not show_progress:
             reconciler = Reconciler(settings, store, client=client, confirm_gone=confirm_gone)
             return await reconciler.run()
-        from rich.progress import (  # noqa: PLC0415 - only with a terminal to show it on
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from kravia_sync.cli.progress import shown_on  # noqa: PLC0415 - only on a terminal
 
-        columns = (
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[pace]}"),
-            TimeElapsedColumn(),
-            TextColumn("left"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=err, transient=True) as progress:
+        async with shown_on(real_console(err), client) as progress:
             reconciler = Reconciler(
-                settings,
-                store,
-                client=client,
-                progress=RichProgress(progress, client.pacing),
-                confirm_gone=confirm_gone,
+                settings, store, client=client, progress=progress, confirm_gone=confirm_gone
             )
             return await reconciler.run()

@@ -222,6 +222,10 @@ class KraviaCalls:
         """The pace now: the limit in flight, the rate, what got through lately."""
         return self._gate.snapshot()
 
+    def calls_in_flight(self) -> int:
+        """How many calls are out at Kravia now (each holding a place in flight)."""
+        return self._gate.in_flight
+
     async def __aenter__(self) -> Self:
         return self
 
