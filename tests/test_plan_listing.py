@@ -144,3 +144,17 @@ class TestNotYetEligible:
         assert human.returncode == code == 0
         assert human.stdout.strip() == "plan: nothing to do"
         assert not any(listed[key] for key in ("actions", "held", "not_eligible", "not_now"))
+
+
+class TestAFailedPlan:
+    def test_a_plan_that_failed_says_so_not_nothing_to_do(self, tmp_path: Path) -> None:
+        """A source that cannot be read: plan exits 1, names the source and why, and does not
+        say there is nothing to do."""
+        write_config(tmp_path, "http://127.0.0.1:9/api/v2/", invoices="no-such-folder")
+
+        human = run_cli("plan", cwd=tmp_path)
+
+        assert human.returncode == 1, human.stdout + human.stderr
+        assert "nothing to do" not in human.stdout
+        assert "plan failed" in human.stdout
+        assert "source files failed" in human.stdout

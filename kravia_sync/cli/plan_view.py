@@ -77,7 +77,7 @@ class PlanView:
 def print_plan(summary: RunSummary, view: PlanView) -> None:
     """The human form: the work first (or that there is none), then what waits, and why."""
     if summary.status == RunStatus.FAILED:
-        out.print(f"[red]plan failed:[/] {summary.error}", highlight=False)
+        _print_failure(summary)
     elif view.pending:
         _print_actions(view.actions)
     elif view.listed:
@@ -99,6 +99,16 @@ def print_plan(summary: RunSummary, view: PlanView) -> None:
     if summary.counts.get("changed"):
         out.print(f"{summary.counts['changed']} case(s) changed after registration (not re-sent)")
     _print_problems(summary.problems)
+
+
+def _print_failure(summary: RunSummary) -> None:
+    """Why the plan is not whole: what is listed below is only what could be read."""
+    out.print("[red]plan failed[/]: what follows is only what could be read", highlight=False)
+    for source in summary.sources:
+        if source.status != "ok":
+            out.print(f"[red]source {source.name} failed:[/] {source.error}", highlight=False)
+    if summary.error:
+        out.print(f"[red]error:[/] {summary.error}", highlight=False)
 
 
 def _print_actions(actions: list[PlannedAction]) -> None:
