@@ -1,5 +1,5 @@
-"""A pass run from the command line: the progress bar while it runs, the summary table when it
-ends, the problems it found, and the exit code they make."""
+"""A pass run from the command line: the progress bar while it runs (`progress`), the summary
+table when it ends, the problems it found, and the exit code they make."""
 
 from __future__ import annotations
 
