@@ -339,8 +339,12 @@ class TestAmountDrops:
         records[0]["address_line1"] = "Nygata 3"
         write_invoices(folder, records)
 
-        run_pass(config)
+        noted = run_pass(config)
+        later = run_pass(config)
 
+        assert noted.status == "attention"  # a person has a change to make in Kravia
+        assert noted.as_dict()["pending"] == {"noted_changes": 1}
+        assert later.status == "done"  # said once; `status` lists it until then
         assert money_calls(sim) == []
         with StateStore(tmp_path / "state" / "kravia-sync.db") as store:
             (case,) = store.load_cases("files").values()

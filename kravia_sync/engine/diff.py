@@ -362,6 +362,8 @@ class SourceDiff:
             now=self.now,
         )
         self.counts[assessment.change.value] += 1
+        if existing is not None and assessment.case.attention not in {None, existing.attention}:
+            self.counts["noted_changes"] += 1  # a change a person must make in Kravia
         if assessment.write:
             self.updates.append(assessment.case)
         if assessment.dropped_from is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -21,7 +21,7 @@ import structlog
 from kravia_sync.engine.payment_journal import kravia_id_of, payment_journal
 from kravia_sync.engine.payment_sizing import DropSizing, net_late_registers, payouts_of
 from kravia_sync.engine.payment_verify import PaymentVerifier
-from kravia_sync.engine.summary import StageOutcome
+from kravia_sync.engine.summary import MoneyOutcome, MoneyTally, StageOutcome
 from kravia_sync.errors import KraviaSyncError
 from kravia_sync.kravia.answers import (
     MoneyLine,
@@ -34,6 +34,7 @@ from kravia_sync.logging import redact
 from kravia_sync.payments import (
     HOLDS_BACK_DROPS,
     PaymentKind,
+    PaymentLine,
     PaymentPhase,
     PaymentState,
     PaymentStep,
@@ -45,7 +46,7 @@ from kravia_sync.state.lease import LeaseKeeper
 from kravia_sync.state.records import JournalEntry, JournalKind
 from kravia_sync.state.store import StateStore
 
-__all__ = ["HAS_KRAVIA_CASE", "PaymentForwarder"]
+__all__ = ["HAS_KRAVIA_CASE", "PaymentForwarder", "tally_money", "to_retry"]
 
 log = structlog.get_logger("kravia_sync.engine.forwarding")
 # Phases in which a case with a Kravia id exists in Kravia (needs_review: a person looks at
@@ -98,6 +99,7 @@ class PaymentForwarder:
                 break
             if drop_waits(payment, unsettled):
                 outcome.counts["payments_waiting_for_credit_note"] += 1
+                outcome.money.add(MoneyOutcome.DEFERRED, asked=payment.amount)
                 continue
             try:
                 final = await self._drive(payment, outcome)
@@ -105,6 +107,7 @@ class PaymentForwarder:
                 if error.failure.stops_pass:
                     raise AuthRefusedError(error.stop_reason("details")) from None
                 outcome.counts["payments_deferred"] += 1
+                outcome.money.add(MoneyOutcome.DEFERRED, asked=payment.amount)
                 log.warning(
                     "payment deferred", payment_id=payment.payment_id, error=redact(str(error))
                 )
@@ -114,6 +117,9 @@ class PaymentForwarder:
             if not final.derived and final.phase in HOLDS_BACK_DROPS:
                 unsettled.update(final.invoices)
             outcome.counts[f"payments_{final.phase.value}"] += 1
+            if to_retry(final):
+                outcome.counts["payments_to_retry"] += 1
+            tally_money(final, outcome.money)
             if final.phase is PaymentPhase.NEEDS_REVIEW:
                 outcome.problems.append(
                     {
@@ -190,9 +196,7 @@ class PaymentForwarder:
         remaining = {aid: standing.remaining_capital for aid, standing in standings.items()}
         clamped, clamp_notes = clamp_lines(lines, remaining)
         notes += clamp_notes
-        for note in clamp_notes:
-            log.warning("payment clamped", payment_id=payment.payment_id, detail=note)
-            outcome.counts["payments_clamped"] += 1
+        _count_clamps(payment, lines, clamped, clamp_notes, outcome)
         if not any(line.sent for line in clamped):
             phase = (
                 PaymentPhase.PAYOUT
@@ -349,6 +353,48 @@ class PaymentForwarder:
             at=self.clock(),
             run_id=self.run_id,
         )
+
+
+def _count_clamps(
+    payment: PaymentState,
+    lines: Sequence[PaymentLine],
+    clamped: Sequence[PaymentLine],
+    notes: list[str],
+    outcome: StageOutcome,
+) -> None:
+    """Count and log each line cut to the capital Kravia has left, with what was asked and
+    what is sent."""
+    for note in notes:
+        log.warning("payment clamped", payment_id=payment.payment_id, detail=note)
+        outcome.counts["payments_clamped"] += 1
+    for asked, cut in zip(lines, clamped, strict=True):
+        if cut.sent is not None and cut.sent != asked.amount:
+            outcome.money.add(MoneyOutcome.CLAMPED, asked=asked.amount, sent=cut.sent)
+
+
+def to_retry(payment: PaymentState) -> bool:
+    """Whether a payment the pass leaves unsent failed to reach Kravia, and a later pass
+    sends it again (one still new and never tried waits for its invoice to reach Kravia,
+    as the invoice itself may wait)."""
+    return payment.phase is PaymentPhase.NEW and payment.attempts > 0
+
+
+def tally_money(payment: PaymentState, money: MoneyTally) -> None:
+    """Count a payment's money by where the pass left it: sent (by kind), not sent as
+    Kravia had nothing left, or left for a later pass to send again (`to_retry`)."""
+    asked = payment.amount
+    if payment.phase is PaymentPhase.SENT:
+        sent = sum((line.sent or Decimal(0) for line in payment.lines), Decimal(0))
+        kind = (
+            MoneyOutcome.CREDIT_NOTES_SENT
+            if payment.kind is PaymentKind.CREDIT_NOTE
+            else MoneyOutcome.PAYMENTS_SENT
+        )
+        money.add(kind, asked=asked, sent=sent)
+    elif payment.phase is PaymentPhase.NOTHING_LEFT:
+        money.add(MoneyOutcome.NOTHING_LEFT, asked=asked)
+    elif to_retry(payment):
+        money.add(MoneyOutcome.DEFERRED, asked=asked)
 
 
 def after_failure(

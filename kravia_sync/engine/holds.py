@@ -117,6 +117,7 @@ class HoldsInKravia:
                 if flagged.attention != note:
                     flagged = replace(flagged, attention=note, updated_at=self.clock())
             if not paused:
+                outcome.counts["held_not_paused"] += 1
                 outcome.problems.append(
                     {
                         "source": case.source,

@@ -15,7 +15,7 @@ from typing import Protocol
 from kravia_sync.engine.diff import ATTENTION_PHASES
 from kravia_sync.engine.driver import CaseDriver, PassStoppedError
 from kravia_sync.engine.errors import PassFailedError
-from kravia_sync.engine.summary import RunStatus, RunSummary
+from kravia_sync.engine.summary import RunSummary
 from kravia_sync.engine.worklist import WorkItem, WorkList
 from kravia_sync.lifecycle import CaseState, Phase, Step, Timing, next_step
 from kravia_sync.logging import get_logger, redact
@@ -23,7 +23,7 @@ from kravia_sync.settings import Settings
 from kravia_sync.state.committer import StateWriteError
 from kravia_sync.state.errors import LeaseLostError
 
-__all__ = ["CasePool", "Progress", "judge_run"]
+__all__ = ["CasePool", "Progress"]
 
 log = get_logger("kravia_sync.engine.pool")
 
@@ -112,7 +112,6 @@ class CasePool:
             raise
         finally:
             driver.log.add_to(summary)
-        judge_run(summary)
 
     def _tally(self, case: CaseState, summary: RunSummary) -> None:
         """Count where a case ended."""
@@ -133,12 +132,3 @@ class CasePool:
             case, start=self.settings.policy.start, now=self.clock(), timing=self.timing
         )
         summary.counts["awaiting_approval" if decision.step is Step.NONE else "deferred"] += 1
-
-
-def judge_run(summary: RunSummary) -> None:
-    """Whether the run needs attention, from what it counted."""
-    needs_person = summary.counts["rejected"] + summary.counts["needs_review"]
-    if summary.status != RunStatus.FAILED and (
-        summary.problems or summary.counts["deferred"] or needs_person
-    ):
-        summary.status = RunStatus.ATTENTION

@@ -23,6 +23,7 @@ from kravia_sync.engine.driver import CaseDriver, timing_of
 from kravia_sync.engine.errors import PassFailedError
 from kravia_sync.engine.holds import HoldsInKravia
 from kravia_sync.engine.mirror import KraviaMirror
+from kravia_sync.engine.outcome import finished_status
 from kravia_sync.engine.payment_stage import PaymentStage
 from kravia_sync.engine.plan_listing import KeptOutList, list_plan
 from kravia_sync.engine.pool import CasePool, Progress
@@ -156,6 +157,7 @@ class Reconciler:
             await self._applied_pass(summary, clock_start)
             if keeper.lost is not None and summary.status != RunStatus.FAILED:
                 summary.fail(keeper.lost)
+            summary.status = finished_status(summary.status, summary.counts, summary.problems)
             self._finish_run(summary, clock_start)
         finally:
             self._lease = None
@@ -168,6 +170,7 @@ class Reconciler:
             duration_s=round(summary.duration_seconds, 3),
             remote_calls=self.client.stats.total(),
             **dict(sorted(summary.counts.items())),
+            **summary.money.log_fields(),
         )
         return summary
 
@@ -208,7 +211,9 @@ class Reconciler:
         self.store.finish_run(
             self._run_id,
             status=summary.status,
-            counts=summary.as_dict()["counts"] | {"remote_calls": self.client.stats.total()},
+            counts=summary.as_dict()["counts"]
+            | summary.money.log_fields()
+            | {"remote_calls": self.client.stats.total()},
             now=self.clock(),
             error=summary.error,
         )

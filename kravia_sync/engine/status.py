@@ -103,8 +103,6 @@ class StatusPullBack:
         if flagged:
             notes = [(c.accounting_invoice_id, note_columns(c)) for c in flagged]
             await asyncio.to_thread(self.store.set_case_notes, notes)
-        if summary.counts["gone_unexplained"] and summary.status == RunStatus.DONE:
-            summary.status = RunStatus.ATTENTION
 
     async def flag_duplicates(self, summary: RunSummary) -> None:
         """The net under every other guard: after a search of Kravia, any of our invoices
@@ -127,8 +125,6 @@ class StatusPullBack:
             notes.append((aid, {"attention": note}))
         if notes:
             await asyncio.to_thread(self.store.set_case_notes, notes)
-            if summary.status == RunStatus.DONE:
-                summary.status = RunStatus.ATTENTION
 
 
 async def refresh_statuses(

@@ -1,5 +1,5 @@
-"""What a run did, as every command and the daemon report it: its status, counts, sources,
-remote calls, pace, plan and problems."""
+"""What a run did, as every command and the daemon report it: its status, counts, money,
+sources, remote calls, pace, plan and problems."""
 
 from __future__ import annotations
 
@@ -7,13 +7,25 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from kravia_sync.engine.outcome import RunStatus, pending_work
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.logging import redact
 
-__all__ = ["PlannedAction", "RunStatus", "RunSummary", "SourceResult", "StageOutcome"]
+__all__ = [
+    "MoneyOutcome",
+    "MoneyTally",
+    "PlannedAction",
+    "RunStatus",
+    "RunSummary",
+    "SourceResult",
+    "StageOutcome",
+]
+
+_CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +46,71 @@ class SourceResult:
     counts: Counter[str] = field(default_factory=Counter)
 
 
-class RunStatus(StrEnum):
-    """How a run ended (`running` only while it has not)."""
+class MoneyOutcome(StrEnum):
+    """What became of the money of a payment or credit note in a pass."""
 
-    RUNNING = "running"
-    DONE = "done"  # everything it could do is done
-    ATTENTION = "attention"  # done, but records are quarantined, need review or were deferred
-    STOPPED = "stopped"  # stopped on request before the end (a signal, a lost lease)
-    FAILED = "failed"  # a source, Kravia or the state store failed: see its error
+    PAYMENTS_SENT = "payments_sent"
+    CREDIT_NOTES_SENT = "credit_notes_sent"
+    CLAMPED = "clamped"  # a line cut to the capital Kravia had left (to nothing, if none)
+    NOTHING_LEFT = "nothing_left"  # not sent: Kravia had no capital left on its cases
+    DEFERRED = "deferred"  # not sent in this pass: a later pass sends it
+
+
+@dataclass(slots=True)
+class MoneyRow:
+    count: int = 0
+    asked: Decimal = Decimal(0)  # what the source said
+    sent: Decimal = Decimal(0)  # what went to Kravia
+
+
+@dataclass(slots=True)
+class MoneyTally:
+    """The money a pass forwarded or held back, in NOK (every invoice sent is in NOK): per
+    outcome, how many and their sums, asked and sent."""
+
+    rows: dict[MoneyOutcome, MoneyRow] = field(
+        default_factory=lambda: {outcome: MoneyRow() for outcome in MoneyOutcome}
+    )
+
+    def add(self, outcome: MoneyOutcome, *, asked: Decimal, sent: Decimal = Decimal(0)) -> None:
+        row = self.rows[outcome]
+        row.count += 1
+        row.asked += asked
+        row.sent += sent
+
+    def update(self, other: MoneyTally) -> None:
+        for outcome, row in other.rows.items():
+            mine = self.rows[outcome]
+            mine.count += row.count
+            mine.asked += row.asked
+            mine.sent += row.sent
+
+    def as_dict(self) -> dict[str, dict[str, int | str]]:
+        """Every outcome, the sums as exact decimal strings (`--json`)."""
+        return {
+            outcome.value: {
+                "count": row.count,
+                "asked": str(row.asked.quantize(_CENT)),
+                "sent": str(row.sent.quantize(_CENT)),
+            }
+            for outcome, row in self.rows.items()
+        }
+
+    def log_fields(self) -> dict[str, str]:
+        """The sums of the outcomes that happened, flat, for the `run finished` line: what
+        was sent where something was, else what was asked."""
+        fields: dict[str, str] = {}
+        for outcome, row in self.rows.items():
+            if not row.count:
+                continue
+            if outcome is MoneyOutcome.CLAMPED:
+                fields["clamped_asked_nok"] = str(row.asked.quantize(_CENT))
+                fields["clamped_sent_nok"] = str(row.sent.quantize(_CENT))
+            elif outcome in {MoneyOutcome.PAYMENTS_SENT, MoneyOutcome.CREDIT_NOTES_SENT}:
+                fields[f"{outcome.value}_nok"] = str(row.sent.quantize(_CENT))
+            else:
+                fields[f"{outcome.value}_asked_nok"] = str(row.asked.quantize(_CENT))
+        return fields
 
 
 @dataclass
@@ -57,6 +126,7 @@ class RunSummary:
     planned: list[PlannedAction] = field(default_factory=list)
     problems: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
+    money: MoneyTally = field(default_factory=MoneyTally)
 
     def fail(self, why: str) -> None:
         """The run failed: `why`, with any secret in it masked, is its error."""
@@ -83,6 +153,8 @@ class RunSummary:
                 {"name": s.name, "status": s.status, "error": s.error, "counts": dict(s.counts)}
                 for s in self.sources
             ],
+            "money": self.money.as_dict(),
+            "pending": {kind.count: count for kind, count in pending_work(self.counts)},
             "problems": self.problems,
             "error": self.error,
         }
@@ -95,7 +167,9 @@ class StageOutcome:
 
     counts: Counter[str] = field(default_factory=Counter)
     problems: list[dict[str, str]] = field(default_factory=list)
+    money: MoneyTally = field(default_factory=MoneyTally)
 
     def add_to(self, summary: RunSummary) -> None:
         summary.counts.update(self.counts)
         summary.problems.extend(self.problems)
+        summary.money.update(self.money)

@@ -1,0 +1,165 @@
+"""What an operator sees after a pass, end to end: the exit code a monitor alerts on, the
+notes a person reads on a case, and the money the summary shows."""
+
+from __future__ import annotations
+
+import csv
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from support import Sim, invoice_record, run_cli, write_config
+
+from kravia_sync.lifecycle import CaseState
+from kravia_sync.state.store import StateStore
+from kravia_sync.testing.simulator import Faults
+
+EXIT_DONE = 0
+EXIT_ATTENTION = 3
+EVERY_PASS = "status_every_seconds = 0"
+
+
+def write_invoices(folder: Path, numbers: list[int]) -> dict[str, Decimal]:
+    """The invoices as one JSON file; each invoice number's amount."""
+    folder.mkdir(parents=True, exist_ok=True)
+    records = [invoice_record(n) for n in numbers]
+    (folder / "invoices.json").write_text(json.dumps(records), encoding="utf-8")
+    return {record["invoice_number"]: Decimal(record["amount"]) for record in records}
+
+
+def write_payments(folder: Path, rows: list[dict[str, str]]) -> None:
+    columns = ["payment_id", "kind", "date", "amount", "invoice_number"]
+    with (folder / "payments.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({column: row.get(column, "") for column in columns})
+
+
+def payment(
+    payment_id: str, invoice: str, amount: Decimal, kind: str = "payment"
+) -> dict[str, str]:
+    return {
+        "payment_id": payment_id,
+        "kind": kind,
+        "date": "2026-11-20",
+        "amount": str(amount),
+        "invoice_number": invoice,
+    }
+
+
+def case_of(tmp_path: Path, invoice: str) -> CaseState:
+    with StateStore(tmp_path / "state" / "kravia-sync.db") as store:
+        (case,) = store.find_cases(invoice)
+        return case
+
+
+def journal_of(tmp_path: Path, invoice: str) -> list[dict[str, Any]]:
+    with StateStore(tmp_path / "state" / "kravia-sync.db") as store:
+        return store.journal_for(case_of(tmp_path, invoice).accounting_invoice_id)
+
+
+def kravia_id(sim: Sim, invoice: str) -> int:
+    return next(int(case["id"]) for case in sim.cases() if case["invoiceNo"] == invoice)
+
+
+def log_event(stderr: str, event: str) -> dict[str, Any]:
+    """The JSON log line of `event` a CLI run wrote."""
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return next(line for line in lines if line.get("event") == event)
+
+
+class TestPendingWorkEndsTheRunWithAttention:
+    def test_a_payment_that_cannot_be_sent_this_pass_exits_3_until_it_is_sent(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Kravia's case cannot be read, so the payment waits for a later pass: the pass is
+        done with pending work (exit 3, status attention, the payment named as pending), and
+        the pass that sends it is simply done."""
+        folder = tmp_path / "invoices"
+        write_invoices(folder, [1])
+        write_config(tmp_path, sim.base_url)
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
+        write_payments(folder, [payment("P-1", "1", Decimal("100.00"))])
+        sim.simulator.faults = Faults(error_5xx=1.0, operations=("details",))
+
+        deferred = run_cli("reconcile", "--json", cwd=tmp_path)
+
+        assert deferred.returncode == EXIT_ATTENTION, deferred.stdout + deferred.stderr
+        summary = json.loads(deferred.stdout)
+        assert summary["status"] == "attention"
+        assert summary["counts"]["payments_deferred"] == 1
+        assert summary["pending"] == {"payments_deferred": 1}
+        sim.simulator.faults = Faults()
+
+        sent = run_cli("reconcile", "--json", cwd=tmp_path)
+
+        assert sent.returncode == EXIT_DONE, sent.stdout + sent.stderr
+        assert json.loads(sent.stdout)["pending"] == {}
+
+
+def _money_pass(sim: Sim, tmp_path: Path, *args: str) -> tuple[Any, dict[str, Decimal]]:
+    """Four cases, then a pass forwarding: a payment, a credit note, a payment above the
+    capital left (clamped), and a payment on a case Kravia has closed (nothing left)."""
+    folder = tmp_path / "invoices"
+    amounts = write_invoices(folder, [1, 2, 3, 4])
+    write_config(tmp_path, sim.base_url)
+    assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
+    sim.simulator.payout([(kravia_id(sim, "4"), amounts["4"])])
+    write_payments(
+        folder,
+        [
+            payment("P-1", "1", Decimal("300.00")),
+            payment("CN-1", "2", Decimal("200.00"), kind="credit_note"),
+            payment("P-3", "3", amounts["3"] + 500),
+            payment("P-4", "4", Decimal("50.00")),
+        ],
+    )
+    return run_cli("reconcile", *args, cwd=tmp_path), amounts
+
+
+class TestTheSummaryShowsMoney:
+    def test_json_and_the_run_finished_line_carry_the_sums_as_decimal_strings(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Sent payments and credit notes, the clamp (asked and sent) and what Kravia had
+        nothing left for, each with its count and its sum in NOK."""
+        result, amounts = _money_pass(sim, tmp_path, "--json")
+
+        assert result.returncode == EXIT_DONE, result.stdout + result.stderr
+        money = json.loads(result.stdout)["money"]
+        clamped_to = str(amounts["3"])
+        assert money["payments_sent"] == {
+            "count": 2,
+            "asked": str(amounts["3"] + 800),
+            "sent": str(amounts["3"] + 300),
+        }
+        assert money["credit_notes_sent"] == {"count": 1, "asked": "200.00", "sent": "200.00"}
+        assert money["clamped"] == {
+            "count": 2,
+            "asked": str(amounts["3"] + 550),
+            "sent": clamped_to,
+        }
+        assert money["nothing_left"] == {"count": 1, "asked": "50.00", "sent": "0.00"}
+        assert money["deferred"] == {"count": 0, "asked": "0.00", "sent": "0.00"}
+        finished = log_event(result.stderr, "run finished")
+        assert finished["payments_sent_nok"] == str(amounts["3"] + 300)
+        assert finished["credit_notes_sent_nok"] == "200.00"
+        assert finished["nothing_left_asked_nok"] == "50.00"
+
+    def test_the_table_shows_each_sum_as_money(self, sim: Sim, tmp_path: Path) -> None:
+        """The table a person reads: a NOK column beside the counts, each sum as money."""
+        result, amounts = _money_pass(sim, tmp_path)
+
+        assert result.returncode == EXIT_DONE, result.stdout + result.stderr
+
+        def row(label: str) -> str:
+            return next(line for line in result.stdout.splitlines() if label in line)
+
+        assert "NOK" in row("count")
+        assert f"{amounts['3'] + 300:,.2f}" in row("payments sent to Kravia")
+        assert "200.00" in row("credit notes sent to Kravia")
+        clamped = row("clamped to the capital Kravia had left")
+        assert f"{amounts['3']:,.2f} of {amounts['3'] + 550:,.2f} asked" in clamped
+        assert "50.00" in row("not sent: Kravia had nothing left")
