@@ -1,5 +1,6 @@
 """How a pass ends and what it reports (pure): the pending work that makes it `attention`
-(exit 3), and the money tally."""
+(exit 3), the rules that explain a case gone from the source, and the money tally. Then the
+state store's side of clearing a note: conditional, journaled, once."""
 
 from __future__ import annotations
 
@@ -7,15 +8,20 @@ from collections import Counter
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from kravia_sync.cli.summary import exit_code, print_summary
 from kravia_sync.engine.forwarding import tally_money
+from kravia_sync.engine.gone import gone_explained, gone_note, is_gone_note
 from kravia_sync.engine.outcome import PENDING_KINDS, finished_status, pending_work
 from kravia_sync.engine.summary import MoneyOutcome, MoneyTally, RunStatus, RunSummary
+from kravia_sync.lifecycle import CaseState, Phase
 from kravia_sync.payments import PaymentKind, PaymentLine, PaymentPhase, PaymentState
+from kravia_sync.state.records import JournalEntry, JournalKind
+from kravia_sync.state.store import StateStore
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -116,6 +122,24 @@ class TestPendingWork:
         ]
 
 
+def case(**changes: object) -> CaseState:
+    values: dict[str, object] = {
+        "accounting_invoice_id": "A-1",
+        "source": "erp",
+        "record_key": "invoices.csv:1",
+        "invoice_number": "1",
+        "phase": Phase.STARTED,
+        "fingerprint": "f" * 32,
+        "record_hash": "h" * 32,
+        "has_document": False,
+        "first_seen_at": T0,
+        "updated_at": T0,
+        "kravia_id": 501,
+        "amount": Decimal("1000.00"),
+    }
+    return CaseState(**{**values, **changes})  # type: ignore[arg-type]
+
+
 def money(
     payment_id: str,
     *lines: PaymentLine,
@@ -142,6 +166,82 @@ def line(sent: str, left: str | None, amount: str | None = None, aid: str = "A-1
         sent=Decimal(sent),
         left_before=None if left is None else Decimal(left),
     )
+
+
+class TestGoneExplained:
+    def test_kravia_reporting_the_case_closed_explains_it(self):
+        assert gone_explained(case(kravia_status="Closed"), []) == "Kravia reports the case Closed"
+
+    def test_kravia_reporting_nothing_left_explains_it(self):
+        why = gone_explained(case(kravia_remaining=Decimal("0.00")), [])
+
+        assert why == "Kravia reports nothing left to collect"
+
+    def test_an_open_case_with_capital_left_and_nothing_forwarded_is_not_explained(self):
+        gone = case(kravia_status="CollectionStarted", kravia_remaining=Decimal("1000.00"))
+
+        assert gone_explained(gone, []) is None
+
+    def test_a_payment_for_all_the_capital_kravia_had_left_explains_it(self):
+        """Kravia's own figure, read just before the send: nothing is left after it, even
+        though it is less than the amount registered (Kravia collected some itself)."""
+        paid = money("P-1", line("400.00", "400.00"))
+
+        why = gone_explained(case(amount_floor=Decimal("900.00")), [paid])
+
+        assert why == "payment P-1 left Kravia nothing to collect (400.00 of the 400.00 left)"
+
+    def test_a_credit_note_finding_nothing_left_explains_it(self):
+        credited = money(
+            "CN-1",
+            line("0.00", "0.00", amount="50.00"),
+            phase=PaymentPhase.NOTHING_LEFT,
+            kind=PaymentKind.CREDIT_NOTE,
+        )
+
+        assert "credit note CN-1 left Kravia nothing" in (gone_explained(case(), [credited]) or "")
+
+    def test_partial_payments_that_leave_capital_do_not_explain_it(self):
+        partial = [money("P-1", line("300.00", "1000.00")), money("P-2", line("300.00", "700.00"))]
+
+        assert gone_explained(case(), partial) is None
+
+    def test_without_kravias_capital_the_sum_must_cover_the_registered_amount(self):
+        """Where Kravia's capital was not read, the payments forwarded are summed against the
+        amount the case was registered with."""
+        short = [money("P-1", line("600.00", None)), money("P-2", line("399.99", None))]
+        enough = [*short, money("P-3", line("0.01", None))]
+
+        assert gone_explained(case(), short) is None
+        assert gone_explained(case(), enough) == (
+            "payments and credit notes forwarded (1000.00) cover the 1000.00 it was sent with"
+        )
+
+    def test_the_sum_is_not_trusted_once_the_amount_changed_after_it_was_sent(self):
+        """With an amount floor the amount registered is not known: no guess from the sum."""
+        paid = [money("P-1", line("1000.00", None))]
+
+        assert gone_explained(case(amount_floor=Decimal("1000.00")), paid) is None
+
+    @pytest.mark.parametrize(
+        "phase", [PaymentPhase.SENDING, PaymentPhase.NEW, PaymentPhase.NEEDS_REVIEW]
+    )
+    def test_money_not_known_to_be_in_kravia_explains_nothing(self, phase):
+        unsure = money("P-1", line("1000.00", "1000.00"), phase=phase)
+
+        assert gone_explained(case(), [unsure]) is None
+
+    def test_a_line_on_another_invoice_explains_nothing(self):
+        elsewhere = money("P-1", line("1000.00", "1000.00", aid="A-2"))
+
+        assert gone_explained(case(), [elsewhere]) is None
+
+    def test_the_note_is_recognised_whatever_capital_it_names(self):
+        assert is_gone_note(gone_note(case()))
+        assert is_gone_note(gone_note(case(kravia_remaining=Decimal("12.00"))))
+        assert "(12.00 left)" in gone_note(case(kravia_remaining=Decimal("12.00")))
+        assert not is_gone_note("on hold (disputed) but already in Kravia: pause it in Kravia")
+        assert not is_gone_note(None)
 
 
 class TestMoneyTally:
@@ -188,3 +288,57 @@ class TestMoneyTally:
         assert "300.00" in rows["payments and credit notes left for a later pass"]
         pending = "payments and credit notes deferred: Kravia's case could not be read"
         assert f"{pending} (for a later pass)" in text
+
+
+def cleared_entry(aid: str) -> JournalEntry:
+    return JournalEntry(
+        attempt_id=f"clear-{aid}",
+        kind=JournalKind.DECISION,
+        operation="note_cleared",
+        accounting_invoice_id=aid,
+        at=T0,
+        message="Kravia reports the case Closed; cleared the note",
+    )
+
+
+class TestClearingNotesInTheStore:
+    def test_a_note_is_cleared_only_while_it_is_the_one_judged_and_journaled_once(
+        self, tmp_path: Path
+    ):
+        """The note as it was judged is cleared with its journal entry; a note changed since
+        is left alone; clearing again does nothing and journals nothing."""
+        note = gone_note(case())
+        with StateStore(tmp_path / "state.db") as store:
+            store.write_batch(
+                [
+                    case(attention=note),
+                    case(accounting_invoice_id="A-2", invoice_number="2", attention="other"),
+                ],
+                [],
+            )
+            clearings = [("A-1", note, cleared_entry("A-1")), ("A-2", note, cleared_entry("A-2"))]
+
+            first = store.clear_case_notes(clearings, now=T0)
+            again = store.clear_case_notes(clearings, now=T0)
+
+            assert first == ["A-1"]
+            assert again == []
+            cases = store.load_cases("erp")
+            assert cases["A-1"].attention is None
+            assert cases["A-2"].attention == "other"
+            assert [e["operation"] for e in store.journal_for("A-1")] == ["note_cleared"]
+            assert store.journal_for("A-2") == []
+            assert [c.accounting_invoice_id for c in store.cases_noted("no longer in")] == []
+
+    def test_payments_on_finds_the_money_forwarded_for_each_invoice(self, tmp_path: Path):
+        split = money("P-1", line("100.00", "900.00"), line("50.00", "50.00", aid="A-2"))
+        pending = money("P-2", line("10.00", "10.00"), phase=PaymentPhase.SENDING)
+        with StateStore(tmp_path / "state.db") as store:
+            store.write_payments([split, pending])
+
+            found = store.payments_on(["A-1", "A-2", "A-3"], [PaymentPhase.SENT])
+
+        assert {aid: [p.payment_id for p in found[aid]] for aid in found} == {
+            "A-1": ["P-1"],
+            "A-2": ["P-1"],
+        }

@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from support import Sim, invoice_record, run_cli, write_config
+from support import Sim, invoice_record, run_cli, run_pass, write_config
 
 from kravia_sync.lifecycle import CaseState
 from kravia_sync.state.store import StateStore
@@ -97,6 +97,82 @@ class TestPendingWorkEndsTheRunWithAttention:
 
         assert sent.returncode == EXIT_DONE, sent.stdout + sent.stderr
         assert json.loads(sent.stdout)["pending"] == {}
+
+
+class TestGoneNotesClearThemselves:
+    def test_an_invoice_that_leaves_with_a_payment_covering_it_needs_no_one(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Paid in full and gone from the source in one read: the payment forwarded in that
+        pass covers what Kravia had, so no note, and the pass is done, before any status
+        pull-back."""
+        folder = tmp_path / "invoices"
+        amounts = write_invoices(folder, [1, 2])
+        write_config(tmp_path, sim.base_url)  # the default: no pull-back in the next passes
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
+        write_invoices(folder, [2])
+        write_payments(folder, [payment("P-1", "1", amounts["1"])])
+
+        result = run_cli("reconcile", "--json", cwd=tmp_path)
+
+        assert result.returncode == EXIT_DONE, result.stdout + result.stderr
+        summary = json.loads(result.stdout)
+        assert summary["counts"]["payments_sent"] == 1
+        assert summary["counts"]["gone_settled"] == 1
+        assert "gone_unexplained" not in summary["counts"]
+        assert case_of(tmp_path, "1").attention is None
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
+
+    def test_kravia_closing_the_case_clears_the_note_in_the_next_pass(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Gone with nothing forwarded: noted for a person (exit 3). Once Kravia reports the
+        case closed with nothing left, the note is cleared, journaled once, and passes are
+        done again."""
+        folder = tmp_path / "invoices"
+        amounts = write_invoices(folder, [1, 2])
+        config = write_config(tmp_path, sim.base_url, kravia=EVERY_PASS)
+        run_pass(config)
+        write_invoices(folder, [2])
+        noted = run_pass(config)
+        assert noted.status == "attention"
+        assert "Kravia still collects" in (case_of(tmp_path, "1").attention or "")
+        sim.simulator.payout([(kravia_id(sim, "1"), amounts["1"])])  # Kravia collected it all
+
+        cleared = run_pass(config)
+        again = run_pass(config)
+
+        assert cleared.status == "done", cleared.as_dict()
+        assert cleared.counts["gone_notes_cleared"] == 1
+        assert again.status == "done"
+        assert "gone_notes_cleared" not in again.counts
+        case = case_of(tmp_path, "1")
+        assert case.attention is None
+        assert case.kravia_status == "Closed"
+        clearings = [e for e in journal_of(tmp_path, "1") if e["operation"] == "note_cleared"]
+        assert len(clearings) == 1
+        assert clearings[0]["kind"] == "decision"
+        assert "Kravia still collects" in clearings[0]["message"]
+
+    def test_refresh_clears_the_note_of_a_case_kravia_closed(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """`kravia-sync refresh` reads the case closed and clears its note at once; `status`
+        no longer lists it, and the next pass is done."""
+        folder = tmp_path / "invoices"
+        amounts = write_invoices(folder, [1, 2])
+        write_config(tmp_path, sim.base_url)
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
+        write_invoices(folder, [2])
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_ATTENTION
+        sim.simulator.payout([(kravia_id(sim, "1"), amounts["1"])])
+
+        refreshed = run_cli("refresh", cwd=tmp_path)
+
+        assert refreshed.returncode == EXIT_DONE, refreshed.stdout + refreshed.stderr
+        assert case_of(tmp_path, "1").attention is None
+        assert "Kravia still collects" not in run_cli("status", cwd=tmp_path).stdout
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
 
 
 def _money_pass(sim: Sim, tmp_path: Path, *args: str) -> tuple[Any, dict[str, Decimal]]:

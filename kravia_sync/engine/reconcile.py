@@ -371,7 +371,12 @@ class Reconciler:
     def _pull_back(self) -> StatusPullBack:
         assert self.client is not None  # noqa: S101 - run() and refresh check
         return StatusPullBack(
-            self.settings, self.store, client=self.client, clock=self.clock, mirror=self._mirror
+            self.settings,
+            self.store,
+            client=self.client,
+            clock=self.clock,
+            mirror=self._mirror,
+            run_id=self._run_id,
         )
 
     async def refresh(self) -> RunSummary:

@@ -1,29 +1,44 @@
 """What Kravia tells back, after a pass has sent what it had to: the status and capital left of
 its cases (one search of the mirror, when due), cases gone from the source that Kravia still
-collects, and any invoice Kravia holds twice. Each is flagged on its case and in the run."""
+collects, and any invoice Kravia holds twice. Each is flagged on its case and in the run; the
+note on a gone case clears itself, journaled, once what it asks for has happened (Kravia
+closed the case, or money forwarded covers it: `kravia_sync.engine.gone`)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime, timedelta
 
+from kravia_sync.engine.case_writes import journal_entry
 from kravia_sync.engine.errors import PassFailedError
+from kravia_sync.engine.gone import (
+    FORWARDED_PHASES,
+    GONE_NOTE_START,
+    gone_explained,
+    gone_note,
+    is_gone_note,
+    kravia_reports_settled,
+)
 from kravia_sync.engine.mirror import KraviaMirror
 from kravia_sync.engine.summary import RunStatus, RunSummary
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.errors import KraviaError
-from kravia_sync.lifecycle import CaseState, note_columns
+from kravia_sync.lifecycle import CaseState
+from kravia_sync.logging import get_logger
 from kravia_sync.settings import Settings
 from kravia_sync.state.errors import LeaseLostError
 from kravia_sync.state.lease import LeaseKeeper
+from kravia_sync.state.records import JournalEntry, JournalKind
 from kravia_sync.state.store import StateStore
 
 __all__ = ["STATUS_DUE", "StatusPullBack", "refresh_statuses"]
 
 STATUS_DUE = "status_due"  # meta key: when the next pull-back in a pass is due
+
+log = get_logger("kravia_sync.engine.status")
 
 
 class StatusPullBack:
@@ -37,13 +52,16 @@ class StatusPullBack:
         client: KraviaClient,
         clock: Callable[[], datetime],
         mirror: KraviaMirror | None,
+        run_id: int | None = None,
     ) -> None:
-        """`mirror`: the pass's own, when it has one (a search it made already serves)."""
+        """`mirror`: the pass's own, when it has one (a search it made already serves);
+        `run_id`: the pass's, for the journal."""
         self.settings = settings
         self.store = store
         self.client = client
         self.clock = clock
         self._mirror = mirror
+        self.run_id = run_id
 
     async def refresh(self, summary: RunSummary, *, force: bool = False, kept_out: int = 0) -> None:
         """Pull back what Kravia reports of its cases (status, capital left): one search of
@@ -80,29 +98,82 @@ class StatusPullBack:
         summary.counts["status_changed"] += searched.changed
 
     async def flag_gone(self, summary: RunSummary, ids: list[str]) -> None:
-        """Cases in Kravia that left a complete read (`ids`): explained when Kravia reports nothing
-        left to collect (paid, credited), else noted for a person. Nothing is closed."""
-        flagged: list[CaseState] = []
+        """Cases in Kravia that left a complete read (`ids`): explained when Kravia reports
+        them closed or nothing left, or money forwarded covers them (`gone_explained`), and
+        then any note of theirs cleared; else noted for a person. Nothing is closed."""
         for start in range(0, len(ids), 500):
             cases = self.store.load_cases_by_id(ids[start : start + 500])
-            for case in cases.values():
-                if case.kravia_id is None:
-                    continue  # never confirmed in Kravia: its review note says why
-                if case.kravia_remaining is not None and case.kravia_remaining <= 0:
-                    summary.counts["gone_settled"] += 1
-                    continue
-                summary.counts["gone_unexplained"] += 1
-                left = "" if case.kravia_remaining is None else f" ({case.kravia_remaining} left)"
-                note = (
-                    "no longer in the source, and no payment or credit note forwarded explains "
-                    f"it: Kravia still collects{left}. Was it paid? Forward the payment, or "
-                    "stop the case in Kravia"
-                )
-                if case.attention != note:
-                    flagged.append(replace(case, attention=note, updated_at=self.clock()))
-        if flagged:
-            notes = [(c.accounting_invoice_id, note_columns(c)) for c in flagged]
-            await asyncio.to_thread(self.store.set_case_notes, notes)
+            in_kravia = [case for case in cases.values() if case.kravia_id is not None]
+            # (A case never confirmed in Kravia has a review note that says why.)
+            explained, unexplained = await self._judge_gone(in_kravia)
+            if explained:
+                summary.counts["gone_settled"] += len(explained)
+            if unexplained:
+                summary.counts["gone_unexplained"] += len(unexplained)
+            notes = [
+                (case.accounting_invoice_id, {"attention": note, "updated_at": self.clock()})
+                for case in unexplained
+                if case.attention != (note := gone_note(case))
+            ]
+            if notes:
+                await asyncio.to_thread(self.store.set_case_notes, notes)
+            await self._clear_notes(summary, explained)
+
+    async def clear_gone_notes(self, summary: RunSummary) -> None:
+        """Clear the note of every case noted as gone that is explained now (`kravia-sync
+        refresh`, right after the pull-back)."""
+        noted = await asyncio.to_thread(self.store.cases_noted, GONE_NOTE_START)
+        explained, _ = await self._judge_gone(noted)
+        await self._clear_notes(summary, explained)
+
+    async def _judge_gone(
+        self, cases: list[CaseState]
+    ) -> tuple[list[tuple[CaseState, str]], list[CaseState]]:
+        """These gone cases, explained (with why) and not."""
+        # Only where Kravia's own word does not settle it are forwarded payments read.
+        ids = [case.accounting_invoice_id for case in cases if not kravia_reports_settled(case)]
+        forwarded = (
+            await asyncio.to_thread(self.store.payments_on, ids, FORWARDED_PHASES) if ids else {}
+        )
+        explained: list[tuple[CaseState, str]] = []
+        unexplained: list[CaseState] = []
+        for case in cases:
+            why = gone_explained(case, forwarded.get(case.accounting_invoice_id, ()))
+            if why is None:
+                unexplained.append(case)
+            else:
+                explained.append((case, why))
+        return explained, unexplained
+
+    async def _clear_notes(
+        self, summary: RunSummary, explained: list[tuple[CaseState, str]]
+    ) -> None:
+        """Clear the gone note of each explained case, journaled with why (once: a note
+        cleared already is not cleared again)."""
+        now = self.clock()
+        clearings = [
+            (case.accounting_invoice_id, case.attention, self._cleared_entry(case, why, now))
+            for case, why in explained
+            if case.attention is not None and is_gone_note(case.attention)
+        ]
+        if not clearings:
+            return
+        cleared = await asyncio.to_thread(self.store.clear_case_notes, clearings, now=now)
+        summary.counts["gone_notes_cleared"] += len(cleared)
+        for aid, _, entry in clearings:
+            if aid in cleared:
+                log.info("note cleared", accounting_invoice_id=aid, why=entry.message)
+
+    def _cleared_entry(self, case: CaseState, why: str, now: datetime) -> JournalEntry:
+        return journal_entry(
+            case,
+            "note_cleared",
+            uuid.uuid4().hex,
+            JournalKind.DECISION,
+            at=now,
+            run_id=self.run_id,
+            message=f"{why}; cleared the note: {case.attention}",
+        )
 
     async def flag_duplicates(self, summary: RunSummary) -> None:
         """The net under every other guard: after a search of Kravia, any of our invoices
@@ -144,6 +215,8 @@ async def refresh_statuses(
     try:
         pull_back = StatusPullBack(settings, store, client=client, clock=clock, mirror=mirror)
         await pull_back.refresh(summary, force=True)
+        if not summary.counts["status_refresh_failed"]:
+            await pull_back.clear_gone_notes(summary)
     except (PassFailedError, LeaseLostError) as exc:
         summary.fail(str(exc))
     finally:

@@ -76,6 +76,7 @@ __all__ = [
     "read_amount",
     "read_search_item",
     "recorded_payments",
+    "reports_closed",
     "search_item_list",
     "search_total",
 ]
@@ -394,6 +395,12 @@ def _closed(status: str | None) -> bool | None:
     if lowered in CLOSED_STATUSES:
         return True
     return False if lowered in OPEN_STATUSES else None
+
+
+def reports_closed(status: str | None) -> bool:
+    """Whether a case status Kravia reported names a closed case (an unknown status does
+    not)."""
+    return _closed(status) is True
 
 
 def _recorded_payment(entry: object) -> RecordedPayment | None:

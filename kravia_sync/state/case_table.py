@@ -124,6 +124,10 @@ class CaseTable(Database):
         """Cases with a change a person must make in Kravia, the most recent first."""
         return self._cases_where("attention IS NOT NULL ORDER BY updated_at DESC LIMIT ?", (limit,))
 
+    def cases_noted(self, start: str) -> list[CaseState]:
+        """Cases whose note (`attention`) starts with `start`."""
+        return self._cases_where("substr(attention, 1, ?) = ?", (len(start), start))
+
     def kravia_status_counts(self) -> dict[str, int]:
         """Cases by the status Kravia last reported (pulled back; unknown ones left out)."""
         with self._read() as connection:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -189,6 +189,48 @@ class PaymentTable(Database):
                 "SELECT * FROM journal WHERE payment_id = ? ORDER BY id", (payment_id,)
             )
             return [decoded_row(row) for row in rows]
+
+    def payments_on(
+        self, accounting_invoice_ids: Iterable[str], phases: Iterable[PaymentPhase]
+    ) -> dict[str, list[PaymentState]]:
+        """The payments and credit notes in these `phases` with a line on these invoices, by
+        invoice (one spread over several invoices is listed under each)."""
+        wanted = [phase.value for phase in phases]
+        found: dict[str, list[PaymentState]] = {}
+        with self._read() as connection:
+            for chunk in id_chunks(accounting_invoice_ids):
+                sql = (
+                    "SELECT DISTINCT p.* FROM payments AS p, json_each(p.lines) AS line "  # noqa: S608 - placeholders only
+                    f"WHERE p.phase IN ({','.join('?' * len(wanted))}) "
+                    "AND json_extract(line.value, '$.accounting_invoice_id') "
+                    f"IN ({','.join('?' * len(chunk))})"
+                )
+                asked = set(chunk)
+                for row in connection.execute(sql, (*wanted, *chunk)):
+                    payment = _payment_from_row(row)
+                    for aid in asked.intersection(payment.invoices):
+                        found.setdefault(aid, []).append(payment)
+        return found
+
+    def clear_case_notes(
+        self, clearings: Iterable[tuple[str, str, JournalEntry]], *, now: datetime
+    ) -> list[str]:
+        """Clear each case's note where it is still the one given ((accountingInvoiceId,
+        note, journal entry)), with the entry journaled, in one fenced transaction; the
+        accountingInvoiceIds cleared. A note already cleared or changed since is left as it
+        is, unjournaled: clearing again changes nothing."""
+        cleared: list[str] = []
+        with self._fenced_write() as connection:
+            for aid, note, entry in clearings:
+                result = connection.execute(
+                    "UPDATE cases SET attention = NULL, updated_at = :updated_at "
+                    "WHERE accounting_invoice_id = :aid AND attention = :note",
+                    bound_values({"updated_at": now}) | {"aid": aid, "note": note},
+                )
+                if result.rowcount:
+                    connection.execute(INSERT_JOURNAL_SQL, journal_row(entry))
+                    cleared.append(aid)
+        return cleared
 
     def set_case_notes(self, updates: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
         """Set only these columns of these cases (accountingInvoiceId → values), leaving the
