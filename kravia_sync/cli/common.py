@@ -145,7 +145,7 @@ def styled_text(text: str, **options: Any) -> Text:  # noqa: ANN401 - rich's own
 EXIT_DONE = 0
 EXIT_FAILED = 1
 EXIT_PENDING = 2  # plan: changes pending
-EXIT_ATTENTION = 3  # reconcile: done, but records are quarantined, need review or were deferred
+EXIT_ATTENTION = 3  # reconcile: done, with work pending (kravia_sync.engine.outcome)
 # What `plan` shows as work a pass would do (exit 2): calls (a case's, the pause of a held
 # case, a payment's), and decisions it would write. Waits, holds, policy refusals and
 # approvals are not: a pass would do nothing about them.

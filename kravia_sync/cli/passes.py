@@ -54,7 +54,7 @@ def reconcile(
     ] = None,
 ) -> None:
     """Run one pass: register, document and start what is new; exit 0 done, 3 done with
-    records needing attention, 1 failed."""
+    work pending for a person or a later pass, 1 failed."""
     with user_errors():
         settings = settings_from(config, secrets_dir)
         show_progress = not as_json and err.is_terminal
