@@ -98,6 +98,24 @@ class TestPendingWorkEndsTheRunWithAttention:
         assert sent.returncode == EXIT_DONE, sent.stdout + sent.stderr
         assert json.loads(sent.stdout)["pending"] == {}
 
+    def test_plan_reports_the_pending_work_it_sees_with_its_status(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """`plan --json` judges what it read the same way: a quarantined record makes it
+        `attention` and is named as pending; its exit code still says what a pass would do."""
+        folder = tmp_path / "invoices"
+        write_invoices(folder, [1])
+        bad = [invoice_record(2, currency="XYZ")]
+        (folder / "bad.json").write_text(json.dumps(bad), encoding="utf-8")
+        write_config(tmp_path, sim.base_url)
+
+        planned = run_cli("plan", "--json", cwd=tmp_path)
+
+        assert planned.returncode == 2, planned.stdout + planned.stderr  # invoice 1 to send
+        shown = json.loads(planned.stdout)
+        assert shown["status"] == "attention"
+        assert shown["pending"] == {"invalid": 1}
+
 
 class TestGoneNotesClearThemselves:
     def test_an_invoice_that_leaves_with_a_payment_covering_it_needs_no_one(
@@ -142,13 +160,13 @@ class TestGoneNotesClearThemselves:
         cleared = run_pass(config)
         again = run_pass(config)
 
+        case = case_of(tmp_path, "1")
+        assert case.attention is None
+        assert case.kravia_status == "Closed"
         assert cleared.status == "done", cleared.as_dict()
         assert cleared.counts["gone_notes_cleared"] == 1
         assert again.status == "done"
         assert "gone_notes_cleared" not in again.counts
-        case = case_of(tmp_path, "1")
-        assert case.attention is None
-        assert case.kravia_status == "Closed"
         clearings = [e for e in journal_of(tmp_path, "1") if e["operation"] == "note_cleared"]
         assert len(clearings) == 1
         assert clearings[0]["kind"] == "decision"

@@ -140,6 +140,7 @@ class Reconciler:
                 await self._pass(summary, dry_run=True)
             except PassFailedError as exc:
                 summary.fail(str(exc))
+            summary.status = finished_status(summary.status, summary.counts, summary.problems)
             summary.duration_seconds = time.monotonic() - clock_start
             return summary
         if self.client is None:
