@@ -63,7 +63,7 @@ class TestHolds:
         assert "already in Kravia" in held.stdout
         assert sim.calls_total() == calls
         assert summary.status == "attention"
-        assert summary.as_dict()["pending"] == {"held_not_paused": 1}
+        assert summary.as_dict()["attention"] == {"held_not_paused": 1}
         (problem,) = summary.problems
         assert problem["field"] == "hold"
         assert "pause it in Kravia" in problem["reason"]

@@ -87,7 +87,7 @@ class TestPendingWork:
 
         assert summary.status is RunStatus.ATTENTION
         assert exit_code(summary) == 3
-        assert summary.as_dict()["pending"] == {count: 1}
+        assert summary.as_dict()["attention"] == {count: 1}
 
     @pytest.mark.parametrize("count", NOT_PENDING)
     def test_what_is_not_pending_ends_the_run_done(self, count):
@@ -96,7 +96,7 @@ class TestPendingWork:
 
         assert summary.status is RunStatus.DONE
         assert exit_code(summary) == 0
-        assert summary.as_dict()["pending"] == {}
+        assert summary.as_dict()["attention"] == {}
 
     def test_a_problem_alone_needs_attention(self):
         summary = finished({}, [{"source": "s", "record": "r", "field": "f", "reason": "x"}])

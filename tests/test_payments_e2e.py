@@ -343,7 +343,7 @@ class TestAmountDrops:
         later = run_pass(config)
 
         assert noted.status == "attention"  # a person has a change to make in Kravia
-        assert noted.as_dict()["pending"] == {"noted_changes": 1}
+        assert noted.as_dict()["attention"] == {"noted_changes": 1}
         assert later.status == "done"  # said once; `status` lists it until then
         assert money_calls(sim) == []
         with StateStore(tmp_path / "state" / "kravia-sync.db") as store:

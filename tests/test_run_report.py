@@ -90,13 +90,13 @@ class TestPendingWorkEndsTheRunWithAttention:
         summary = json.loads(deferred.stdout)
         assert summary["status"] == "attention"
         assert summary["counts"]["payments_deferred"] == 1
-        assert summary["pending"] == {"payments_deferred": 1}
+        assert summary["attention"] == {"payments_deferred": 1}
         sim.simulator.faults = Faults()
 
         sent = run_cli("reconcile", "--json", cwd=tmp_path)
 
         assert sent.returncode == EXIT_DONE, sent.stdout + sent.stderr
-        assert json.loads(sent.stdout)["pending"] == {}
+        assert json.loads(sent.stdout)["attention"] == {}
 
     def test_plan_reports_the_pending_work_it_sees_with_its_status(
         self, sim: Sim, tmp_path: Path
@@ -114,7 +114,7 @@ class TestPendingWorkEndsTheRunWithAttention:
         assert planned.returncode == 2, planned.stdout + planned.stderr  # invoice 1 to send
         shown = json.loads(planned.stdout)
         assert shown["status"] == "attention"
-        assert shown["pending"] == {"invalid": 1}
+        assert shown["attention"] == {"invalid": 1}
 
 
 class TestGoneNotesClearThemselves:

@@ -154,7 +154,7 @@ class RunSummary:
                 for s in self.sources
             ],
             "money": self.money.as_dict(),
-            "pending": {kind.count: count for kind, count in pending_work(self.counts)},
+            "attention": {kind.count: count for kind, count in pending_work(self.counts)},
             "problems": self.problems,
             "error": self.error,
         }
