@@ -94,6 +94,8 @@ class TestFolderSource:
         with store_of(config) as store:
             assert store.aliases("files") == {"INV-600": "600"}
             assert set(store.load_cases("files")) == {"600"}
+            # The id the source shows now finds the case.
+            assert [case.accounting_invoice_id for case in store.find_cases("INV-600")] == ["600"]
 
     def test_a_changed_id_with_a_lower_amount_pays_the_one_case(
         self, sim: Sim, tmp_path: Path

@@ -105,13 +105,18 @@ class CaseTable(Database):
         return found
 
     def find_cases(self, term: str) -> list[CaseState]:
-        """Cases whose invoice number, accountingInvoiceId or Kravia id is `term`."""
+        """Cases whose invoice number, accountingInvoiceId, later id (an alias) or Kravia id is
+        `term`."""
+        alias = "accounting_invoice_id IN (SELECT accounting_invoice_id FROM invoice_aliases "
+        alias += "WHERE alias_id = ?)"
         if term.isdigit():
             return self._cases_where(
-                "invoice_number = ? OR accounting_invoice_id = ? OR kravia_id = ?",
-                (term, term, int(term)),
+                f"invoice_number = ? OR accounting_invoice_id = ? OR kravia_id = ? OR {alias}",
+                (term, term, int(term), term),
             )
-        return self._cases_where("invoice_number = ? OR accounting_invoice_id = ?", (term, term))
+        return self._cases_where(
+            f"invoice_number = ? OR accounting_invoice_id = ? OR {alias}", (term, term, term)
+        )
 
     def cases_in(self, phases: Iterable[Phase], limit: int = 50) -> list[CaseState]:
         values = [phase.value for phase in phases]
