@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 from sql_fixture import INVOICES, QUERY, SERVER_BACKENDS, Backend, open_backend
-from support import Sim, invoice_record, load, run_pass, write_config
+from support import Sim, invoice_record, load, run_cli, run_pass, write_config
 from test_payments_e2e import money_calls
 from test_sql_connector import fixture_settings, sql_config
 
 from kravia_sync.engine.drift import Adopted, Conflict, Drifting, judge_drifts
+from kravia_sync.engine.gate import hold_reason
 from kravia_sync.state.store import StateStore
 
 
@@ -96,6 +97,30 @@ class TestFolderSource:
             assert set(store.load_cases("files")) == {"600"}
             # The id the source shows now finds the case.
             assert [case.accounting_invoice_id for case in store.find_cases("INV-600")] == ["600"]
+
+    def test_a_hold_by_the_new_id_holds_the_case(self, sim: Sim, tmp_path: Path) -> None:
+        """An operator holds the invoice by the id the source shows now: the hold is kept under
+        the case's id, so the case is held (and released the same way)."""
+        folder = tmp_path / "invoices"
+        record = invoice_record(608)
+        write_records(folder, [record])
+        config = write_config(tmp_path, sim.base_url)
+        run_pass(config)
+        write_records(folder, [{**record, "accounting_invoice_id": "INV-608"}])
+        run_pass(config)
+
+        held = run_cli("hold", "INV-608", "--reason", "disputed", cwd=tmp_path)
+
+        assert held.returncode == 0, held.stderr
+        assert "registered as 608" in held.stdout
+        with store_of(config) as store:
+            (case,) = store.find_cases("INV-608")
+            reasons = {invoice: hold["reason"] for invoice, hold in store.holds().items()}
+            assert hold_reason(reasons, case) == "disputed"
+        released = run_cli("release", "INV-608", cwd=tmp_path)
+        assert released.returncode == 0, released.stderr
+        with store_of(config) as store:
+            assert store.holds() == {}
 
     def test_a_changed_id_with_a_lower_amount_pays_the_one_case(
         self, sim: Sim, tmp_path: Path

@@ -49,6 +49,7 @@ def hold(
             err.print('a hold needs a reason: --reason "…"')
             raise typer.Exit(EXIT_FAILED)
         with StateStore(settings.state_path) as store:
+            invoice = _case_id(store, invoice)
             store.hold(invoice, reason=reason.strip(), by=_operator(), now=datetime.now(UTC))
             known = [
                 case
@@ -75,7 +76,7 @@ def release(
     with user_errors():
         settings = settings_from(config, secrets_dir)
         with StateStore(settings.state_path) as store:
-            released = store.release(invoice)
+            released = store.release(_case_id(store, invoice))
     if not released:
         err.print(f"{invoice} is not on hold (holds are kept as given: number or id)")
         raise typer.Exit(EXIT_FAILED)
@@ -202,3 +203,13 @@ def resolve(
                     store, invoice, decision, reason.strip(), _operator(), force=force
                 )
     out.print(line, highlight=False)
+
+
+def _case_id(store: StateStore, invoice: str) -> str:
+    """The id a hold is kept under: an invoice's later id (an alias, see `cases`) is held as
+    the accountingInvoiceId its case keeps."""
+    case_id = store.case_of_alias(invoice)
+    if case_id is None:
+        return invoice
+    out.print(f"{invoice} is a later id of the invoice registered as {case_id}", highlight=False)
+    return case_id

@@ -25,6 +25,16 @@ class AliasTable(Database):
             ).fetchall()
         return {str(alias): str(aid) for alias, aid in rows}
 
+    def case_of_alias(self, alias: str) -> str | None:
+        """The accountingInvoiceId of the case whose later id `alias` is (of any source);
+        None when it is no alias, or the alias of cases of several sources."""
+        with self._read() as connection:
+            rows = connection.execute(
+                "SELECT DISTINCT accounting_invoice_id FROM invoice_aliases WHERE alias_id = ?",
+                (alias,),
+            ).fetchall()
+        return str(rows[0][0]) if len(rows) == 1 else None
+
     def alias_records(self, source: str | None = None) -> list[InvoiceAlias]:
         """Every recorded alias (of one source, when named), oldest first."""
         query = (
