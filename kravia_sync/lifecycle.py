@@ -146,11 +146,13 @@ class CaseState:
 
 
 class CaseSummary(NamedTuple):
-    """What a diff needs of a stored case to pass over an unchanged record cheaply."""
+    """What a diff needs of a stored case to pass over an unchanged record cheaply (and the
+    invoice number it was stored with, where known: a record of another number is not its)."""
 
     record_hash: str
     phase: Phase
     source: str
+    invoice_number: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

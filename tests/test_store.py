@@ -242,9 +242,11 @@ class TestSchema:
             assert again.load_cases("erp")["A-1"].kravia_id == 5
             assert again.aliases("erp") == {}
             alias = InvoiceAlias("erp", "ERP-1", "A-1", "1", T0)
-            again.record_aliases([alias, replace(alias, accounting_invoice_id="B-1")])
-            assert again.aliases("erp") == {"ERP-1": "A-1"}  # the first case keeps it
+            again.record_aliases([alias])
             assert again.alias_records() == [alias]
+            moved = replace(alias, accounting_invoice_id="B-1", invoice_number="2")
+            again.record_aliases([moved])  # the id names another invoice's case now
+            assert again.alias_records() == [moved]
             assert again.last_booking(90001) is None
         finally:
             again.close()

@@ -51,11 +51,7 @@ def hold(
         with StateStore(settings.state_path) as store:
             invoice = _case_id(store, invoice)
             store.hold(invoice, reason=reason.strip(), by=_operator(), now=datetime.now(UTC))
-            known = [
-                case
-                for case in store.find_cases(invoice)
-                if invoice in {case.invoice_number, case.accounting_invoice_id}
-            ]
+            known = store.cases_named(invoice)
     out.print(f"{invoice} is on hold: {reason.strip()}", highlight=False)
     action = settings.policy.hold_action
     if not known:

@@ -13,7 +13,7 @@ from kravia_sync.documents import read_copy
 from kravia_sync.engine.diff import SETTLING_STEPS, WorkItem
 from kravia_sync.engine.gate import Refusal, RefusalKind, judge
 from kravia_sync.engine.mirror import KraviaMirror
-from kravia_sync.identity import Absent, Adopt, Unknown, Verdict
+from kravia_sync.identity import Absent, Adopt, OwnIds, Unknown, Verdict
 from kravia_sync.lifecycle import (
     CaseState,
     Decision,
@@ -85,13 +85,20 @@ def _mirrored_verdict(
     not_these: Collection[int] = (),
 ) -> Verdict:
     """The fallback id is what the source gives an invoice without an id of its own: its
-    prefix and number."""
+    prefix and number. Where the source's invoice numbers name one invoice each, a case of
+    Kravia's with this number under another id the source may have given it may be this
+    invoice (`OwnIds`)."""
     source = next((s for s in settings.sources if s.name == source_name), None)
+    own_ids = None
+    if source is not None and source.unique_invoice_numbers:
+        others = tuple(s.id_prefix for s in settings.sources if s.name != source_name)
+        own_ids = OwnIds(source.id_prefix, others)
     return mirror.verdict(
         accounting_invoice_id,
         invoice_number,
         fallback_id=(source.id_prefix if source else "") + invoice_number,
         not_these=not_these,
+        own_ids=own_ids,
     )
 
 

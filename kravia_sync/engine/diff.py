@@ -15,9 +15,10 @@ from zoneinfo import ZoneInfo
 
 from kravia_sync.connector import PaymentRecord, RecordError, RecordStamp, SourceRecord
 from kravia_sync.documents import CopyRead
-from kravia_sync.engine.drift import Conflict, DriftWatch
+from kravia_sync.engine.drift import Conflict, Freed
 from kravia_sync.engine.gate import gate_refusal
 from kravia_sync.engine.plan import Change, assess, record_hash, source_id
+from kravia_sync.engine.read_ids import ReadIds, conflict_entry
 from kravia_sync.engine.read_payments import ReadPayments
 from kravia_sync.engine.rejections import Rejections, is_text
 from kravia_sync.engine.worklist import WorkItem, WorkList, WorkListError
@@ -104,7 +105,7 @@ class SourceDiff:
         # nothing, and Kravia's case is then kept in step (a payment made since, a hold).
         self.kravia_has = kravia_has or (lambda _invoice, _case: False)
         # Operator holds: accountingInvoiceId or invoice number → reason. Never sent.
-        self.holds = holds or {}
+        self.holds = dict(holds or {})
         self.policy = policy
         self.now = now
         self.today = now.astimezone(ZoneInfo(policy.timezone)).date()
@@ -132,11 +133,15 @@ class SourceDiff:
             rejections=self.rejections,
         )
         self.payments = self.payments_read.items  # (record key, payment), in read order
-        # Ids the source gave invoices after their cases were registered: id → the case's.
-        self.aliases = aliases or {}
-        self.payments_read.aliases = self.aliases
-        self.drifts = DriftWatch(unique_numbers=source.unique_invoice_numbers)
-        self.new_aliases: list[InvoiceAlias] = []  # adopted in this read, to be kept
+        # Ids the source gave invoices after their cases were registered (a hold on one
+        # holds the case), and the records whose id changed or names another invoice's case.
+        self.ids = ReadIds(
+            source.name,
+            unique_numbers=source.unique_invoice_numbers,
+            aliases=aliases or {},
+            holds=self.holds,
+            now=now,
+        )
 
     @property
     def work(self) -> list[WorkItem]:
@@ -153,7 +158,7 @@ class SourceDiff:
         aid = source_id(record.fields, self.source.id_prefix)
         if aid is None or not is_text(aid):  # half a surrogate pair: the model refuses it
             return None
-        return self.aliases.get(aid, aid), record_hash(record)
+        return self.ids.case_of(aid), record_hash(record)
 
     def add_chunk(
         self,
@@ -211,10 +216,23 @@ class SourceDiff:
 
     def _add_invoice(self, record: SourceRecord, lookup: Lookup) -> None:
         own_id = source_id(record.fields, self.source.id_prefix)
-        aid = lookup.aid or (None if own_id is None else self.aliases.get(own_id, own_id))
-        if aid is not None and lookup.earlier_key is not None:
+        aid = lookup.aid or (None if own_id is None else self.ids.case_of(own_id))
+        number = record.fields.get("invoice_number")
+        earlier = (
+            None
+            if aid is None
+            else self.ids.duplicate(
+                record.key,
+                own_id,
+                aid,
+                number=number,
+                stored=lookup.stored,
+                earlier_key=lookup.earlier_key,
+            )
+        )
+        if aid is not None and earlier is not None:
             first_too = self.work_list.drop_new(self.source.name, aid)
-            self.rejections.duplicate(aid, lookup.earlier_key, record.key, first_too=first_too)
+            self.rejections.duplicate(aid, earlier, record.key, first_too=first_too)
             return
         stored = lookup.stored
         if stored is not None and stored.source != self.source.name:
@@ -234,13 +252,32 @@ class SourceDiff:
             if aid is not None and stored is not None and stored.phase in SETTLING_PHASES:
                 self._settle.add(aid)
             return
-        if aid is not None and aid != own_id:  # an alias: the case keeps the id it was sent with
-            invoice = invoice.model_copy(update={"accounting_invoice_id": aid})
-        if stored is None:
-            if not self.drifts.withhold(record.key, invoice, hashed):
-                self._add_new(record.key, invoice, hashed)
+        self._keep(record.key, invoice, hashed, aid, stored)
+
+    def _keep(
+        self,
+        key: str,
+        invoice: Invoice,
+        hashed: str,
+        case_id: str | None,
+        stored: CaseSummary | None,
+    ) -> None:
+        """A valid invoice (with its own id) into the diff: `case_id` is the case its id names
+        (through an alias or not), `stored` that case's summary, if stored."""
+        if (
+            case_id is not None
+            and stored is not None
+            and self.ids.withheld_as_renamed(key, invoice, hashed, case_id, stored)
+        ):
             return
-        self._valid[invoice.accounting_invoice_id] = _Valid(invoice, record.key, hashed)
+        if case_id is not None and case_id != invoice.accounting_invoice_id:
+            # An alias: the case keeps the id it was sent with.
+            invoice = invoice.model_copy(update={"accounting_invoice_id": case_id})
+        if stored is None:
+            if not self.ids.drifts.withhold(key, invoice, hashed):
+                self._add_new(key, invoice, hashed)
+            return
+        self._valid[invoice.accounting_invoice_id] = _Valid(invoice, key, hashed)
         self._known.add(invoice.accounting_invoice_id)
 
     def _add_new(self, key: str, invoice: Invoice, hashed: str) -> None:
@@ -279,36 +316,23 @@ class SourceDiff:
             )
 
     def adopt_drifts(self, seen: Collection[str]) -> list[InvoiceAlias]:
-        """After a complete read (`seen`: which of `drifts.registered()` it had): each record
-        withheld for an id changed since its case was registered is that case's, or is
-        quarantined (see `kravia_sync.engine.drift`); the aliases to keep, one per case
-        adopted. Before `wanted_cases`: an adopted case is wanted."""
-        aliases: list[InvoiceAlias] = []
-        for verdict, drifting, invoice, hashed in self.drifts.judged(seen):
-            if isinstance(verdict, Conflict):
-                self.rejections.reject(
-                    QuarantineEntry(
-                        drifting.key,
-                        QuarantineKind.INVALID,
-                        "accounting_invoice_id",
-                        verdict.reason,
-                        drifting.aid,
-                        drifting.invoice_number,
-                    )
-                )
-                continue
-            case_id = verdict.registered
-            adopted = invoice.model_copy(update={"accounting_invoice_id": case_id})
-            self._valid[case_id] = _Valid(adopted, drifting.key, hashed)
-            self._known.add(case_id)
-            self.counts["ids_adopted"] += 1
-            aliases.append(
-                InvoiceAlias(
-                    self.source.name, drifting.aid, case_id, drifting.invoice_number, self.now
-                )
-            )
-        self.new_aliases.extend(aliases)
-        return aliases
+        """After a complete read (`seen`: which of `ids.drifts.registered()` its look-ups
+        had): each record withheld for an id changed since its case was registered, or naming
+        another invoice's case, is a case's, a new invoice, or quarantined (see
+        `kravia_sync.engine.drift`); the aliases of the cases taken. Before `wanted_cases`:
+        a case taken is wanted."""
+        for verdict, drifting, invoice, hashed in self.ids.judged(seen):
+            if isinstance(verdict, Freed):
+                self._add_new(drifting.key, invoice, hashed)
+            elif isinstance(verdict, Conflict):
+                self.rejections.reject(conflict_entry(drifting, verdict))
+            else:
+                case_id = verdict.registered
+                adopted = invoice.model_copy(update={"accounting_invoice_id": case_id})
+                self._valid[case_id] = _Valid(adopted, drifting.key, hashed)
+                self._known.add(case_id)
+                self.counts["ids_adopted"] += 1
+        return list(self.ids.adopted)
 
     def wanted_cases(self) -> list[str]:
         """The stored cases `finish` needs in full: those of the kept records, and those of
@@ -328,6 +352,7 @@ class SourceDiff:
         `known`: the stored cases of `wanted_cases()`; `gone`: how many stored cases of this
         source the read did not have; `gone_settling`: those of them with a lost answer.
         """
+        self.payments_read.name_cases(self.ids.aliases_now(), self.ids.unclear)
         for aid, valid in list(self._valid.items()):
             try:
                 self._assess(valid, known.get(aid))

@@ -8,16 +8,28 @@ number is that of a case the same source registered under another id is that inv
 invoice numbers are unique within a source (the bookkeeping rules give each invoice its own
 number in a series; a source whose numbers repeat sets `unique_invoice_numbers = false`).
 
-An accountingInvoiceId never changes once it has been sent, so the case keeps its id and the
-new one is recorded as its alias. That is safe only while nothing else claims the case:
+The same holds the other way round: an invoice keeps its number, so a record whose id names
+a stored case of the source registered with another invoice number is not that case's (two
+invoices swapped ids, or an id was given to another invoice after the first left). It is
+judged by its number like a record with a new id; the case its id named is not claimed by it
+(if no record of that number is read, that case is gone).
 
-- the case's own id is not in this read (else two records name one invoice number);
-- no other new record of the read has the same number;
+An accountingInvoiceId never changes once it has been sent, so the case keeps its id and the
+record's is recorded as its alias (where the record's own id is the case's again, the alias
+is forgotten). That is safe only while nothing else claims the case:
+
+- the case's own id is not in this read with its number (else two records name one invoice);
+- no other record of the read judged by its number has the same number;
 - the number belongs to one stored case of the source, not several.
 
 Otherwise the record is quarantined with both ids named, and nothing is sent for it until the
-source says which is which. `judge_drifts` is pure; `DriftWatch` keeps the withheld records
-of a read, and is told the stored cases and the ids read by its caller.
+source says which is which; so is a record whose id is the accountingInvoiceId of another
+invoice's case while no case has its own number (it cannot be registered under an id Kravia
+holds for another invoice). Where its id was only another invoice's alias, never sent, the
+alias is forgotten and the record is a new invoice; where the case it names was never sent
+either, the record is that case's, with its own number.
+`judge_drifts` is pure; `DriftWatch` keeps the withheld records of a read, and is told the
+stored cases and the ids read by its caller.
 """
 
 from __future__ import annotations
@@ -28,18 +40,38 @@ from dataclasses import dataclass
 
 from kravia_sync.model import Invoice
 
-__all__ = ["Adopted", "Conflict", "DriftWatch", "Drifting", "judge_drifts"]
+__all__ = [
+    "Adopted",
+    "Conflict",
+    "DriftWatch",
+    "Drifting",
+    "Freed",
+    "Renamed",
+    "Verdict",
+    "judge_drifts",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    """The stored case a record's id named, stored with another invoice number."""
+
+    case: str  # its accountingInvoiceId
+    invoice_number: str
+    sent: bool = True  # whether Kravia may hold it (else nothing was registered or is under way)
 
 
 @dataclass(frozen=True, slots=True)
 class Drifting:
-    """A record whose id `aid` is new to the store, with the invoice number of stored cases of
-    its source (`registered`: their ids)."""
+    """A record whose id `aid` is new to the store, or names a case of another invoice number
+    (`renamed`), with the stored cases of its source that have its invoice number
+    (`registered`: their ids)."""
 
     aid: str
     invoice_number: str
     key: str
     registered: tuple[str, ...]
+    renamed: Renamed | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +83,14 @@ class Adopted:
 
 
 @dataclass(frozen=True, slots=True)
+class Freed:
+    """The record's id was another invoice's alias only, never sent to Kravia, and no case has
+    the record's number: the alias is forgotten, and the record is a new invoice."""
+
+    aid: str
+
+
+@dataclass(frozen=True, slots=True)
 class Conflict:
     """The record cannot be told apart from a registered invoice: quarantined, with why."""
 
@@ -58,16 +98,34 @@ class Conflict:
     reason: str
 
 
-def judge_drifts(drifting: Iterable[Drifting], seen: Collection[str]) -> list[Adopted | Conflict]:
-    """Each drifting record's verdict, in the order given. `seen`: the ids this read had."""
+Verdict = Adopted | Freed | Conflict
+
+
+def judge_drifts(drifting: Iterable[Drifting], seen: Collection[str]) -> list[Verdict]:
+    """Each drifting record's verdict, in the order given. `seen`: the stored cases this read
+    has a record of (of their own invoice number: a case whose id only a record of another
+    number had is not claimed by it)."""
     records = list(drifting)
     claims = Counter(case for record in records for case in record.registered)
-    return [_verdict(record, seen, claims) for record in records]
+    # Cases never sent whose id a record of another number, with no case of its own, has:
+    # that record's now (below), so no other record may take them.
+    taken = {
+        record.aid
+        for record in records
+        if record.renamed is not None
+        and not record.registered
+        and record.renamed.case == record.aid
+        and not record.renamed.sent
+    }
+    claimed = set(seen) | taken
+    return [_verdict(record, claimed, claims) for record in records]
 
 
-def _verdict(record: Drifting, seen: Collection[str], claims: Counter[str]) -> Adopted | Conflict:
+def _verdict(record: Drifting, seen: Collection[str], claims: Counter[str]) -> Verdict:
     number = record.invoice_number
     ids = ", ".join(repr(case) for case in record.registered)
+    if not record.registered and record.renamed is not None:
+        return _without_case(record, record.renamed)
     if len(record.registered) > 1:
         return Conflict(
             record.aid,
@@ -92,6 +150,24 @@ def _verdict(record: Drifting, seen: Collection[str], claims: Counter[str]) -> A
             f"{record.aid!r} cannot be told apart from the others; nothing is sent for it",
         )
     return Adopted(record.aid, registered)
+
+
+def _without_case(record: Drifting, named: Renamed) -> Verdict:
+    """A record whose id named the case of another invoice number, when no case has its own
+    number."""
+    if named.case != record.aid:
+        return Freed(record.aid)  # an alias only: never sent
+    if not named.sent:
+        # Nothing of it is at Kravia: the record is the case's, with its number.
+        return Adopted(record.aid, record.aid)
+    return Conflict(
+        record.aid,
+        f"the id {record.aid!r} is that of the invoice registered from this source as "
+        f"{named.case!r} with invoice number {named.invoice_number!r}; this record has invoice "
+        f"number {record.invoice_number!r}. One id cannot name two invoices: nothing is sent "
+        "for it. Give it an id of its own in the source (an invoice keeps its number; if this "
+        "really is that invoice renumbered, put its number back)",
+    )
 
 
 class DriftWatch:
@@ -124,13 +200,40 @@ class DriftWatch:
         self._withheld.append((drifting, invoice, hashed))
         return True
 
+    def renamed(self, case_number: str | None, invoice_number: str) -> bool:
+        """Whether a record of `invoice_number` whose id named a stored case of `case_number`
+        is another invoice than that case's: numbers tell invoices apart (`unique_numbers`),
+        and the two differ."""
+        return (
+            self._same_number is not None
+            and case_number is not None
+            and case_number != invoice_number
+        )
+
+    def withhold_renamed(self, key: str, invoice: Invoice, hashed: str, named: Renamed) -> None:
+        """Withhold the record of `invoice` (with its own id), whose id named the stored case
+        `named` of another invoice number (see `renamed`)."""
+        assert self._same_number is not None  # noqa: S101 - `renamed` said so
+        registered = self._same_number(named.case, invoice.invoice_number)
+        drifting = Drifting(
+            invoice.accounting_invoice_id, invoice.invoice_number, key, tuple(registered), named
+        )
+        self._withheld.append((drifting, invoice, hashed))
+
     def registered(self) -> set[str]:
         """The stored cases the withheld records may be: whether the read had them decides."""
         return {case for drifting, _, _ in self._withheld for case in drifting.registered}
 
-    def judged(
-        self, seen: Collection[str]
-    ) -> Iterator[tuple[Adopted | Conflict, Drifting, Invoice, str]]:
+    def renamed_cases(self) -> set[str]:
+        """The stored cases whose id a record of another invoice number has in this read:
+        seen by the read, yet not claimed by it."""
+        return {
+            drifting.renamed.case
+            for drifting, _, _ in self._withheld
+            if drifting.renamed is not None
+        }
+
+    def judged(self, seen: Collection[str]) -> Iterator[tuple[Verdict, Drifting, Invoice, str]]:
         """Each withheld record's verdict, with the record's invoice and hash; once."""
         withheld, self._withheld = self._withheld, []
         verdicts = judge_drifts((drifting for drifting, _, _ in withheld), seen)

@@ -155,9 +155,7 @@ class HoldsInKravia:
         found: list[tuple[CaseState, str]] = []
         for invoice, reason in self._holds.items():
             found.extend(
-                (case, reason)
-                for case in self.store.find_cases(invoice)
-                if invoice in {case.accounting_invoice_id, case.invoice_number} and _in_kravia(case)
+                (case, reason) for case in self.store.cases_named(invoice) if _in_kravia(case)
             )
         return found
 

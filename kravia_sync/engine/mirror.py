@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from kravia_sync.identity import Verdict, identity_verdict
+from kravia_sync.identity import OwnIds, Verdict, identity_verdict
 from kravia_sync.kravia.answers import SearchItem, details_summary, parse_dotnet_time
 from kravia_sync.kravia.client import KraviaClient, SearchResult
 from kravia_sync.kravia.errors import Failure, KraviaError
@@ -187,6 +187,7 @@ class KraviaMirror:
         *,
         fallback_id: str,
         not_these: Collection[int] = (),
+        own_ids: OwnIds | None = None,
     ) -> Verdict:
         """Whether Kravia (as last mirrored) already has this invoice (`identity_verdict`);
         `not_these`: Kravia ids a person declared are not this invoice."""
@@ -196,6 +197,7 @@ class KraviaMirror:
             invoice_number,
             fallback_id=fallback_id,
             known=[case for case in known if case.kravia_id not in not_these],
+            own_ids=own_ids,
         )
 
 

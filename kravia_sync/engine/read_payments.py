@@ -6,7 +6,7 @@ or, where its amounts tell of money paid, the drops in an invoice's amount (see
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import date
 from decimal import Decimal
 
@@ -33,8 +33,6 @@ class ReadPayments:
         self.counts = counts
         self.rejections = rejections
         self.items: list[tuple[str, Payment]] = []
-        # Ids the source gave invoices after their cases were registered: id → the case's.
-        self.aliases: Mapping[str, str] = {}
 
     def add_record(self, record: PaymentRecord) -> None:
         """A payment or credit note the source reports: validated and kept. Where amounts
@@ -55,10 +53,40 @@ class ReadPayments:
                 QuarantineEntry(record.key, QuarantineKind.INVALID, exc.field, exc.reason)
             )
             return
-        case_id = self.aliases.get(payment.accounting_invoice_id)
-        if case_id is not None:
-            payment = payment.model_copy(update={"accounting_invoice_id": case_id})
-        self.items.append((record.key, payment))
+        self.items.append((record.key, payment))  # as the source names it: `name_cases`
+
+    def name_cases(self, aliases: Mapping[str, str], unclear: Collection[str]) -> None:
+        """Once the read is complete, before any drop is added: each payment the source
+        reported names the case of its invoice, through the ids the source gave invoices after
+        their cases were registered (`aliases`: id → the case's, as this read left them). A
+        payment on an id in `unclear` (the accountingInvoiceId of one invoice's case, which
+        the source now gives another) is quarantined: which invoice it is for cannot be told."""
+        kept: list[tuple[str, Payment]] = []
+        for key, payment in self.items:
+            named = payment.accounting_invoice_id
+            if named in unclear:
+                self.rejections.reject(
+                    QuarantineEntry(
+                        key,
+                        QuarantineKind.INVALID,
+                        "accounting_invoice_id",
+                        f"the invoice id {named!r} is that of an invoice's case at Kravia, and "
+                        "the source now gives it to another invoice (quarantined): which of the "
+                        "two this payment is for cannot be told; nothing is sent for it",
+                        named,
+                    )
+                )
+                continue
+            case_id = aliases.get(named)
+            kept.append(
+                (
+                    key,
+                    payment
+                    if case_id is None
+                    else payment.model_copy(update={"accounting_invoice_id": case_id}),
+                )
+            )
+        self.items[:] = kept  # the same list: `SourceDiff.payments` is it
 
     def add_drop(
         self,

@@ -32,7 +32,7 @@ from kravia_sync.connector import (
     load_connector,
 )
 from kravia_sync.documents import read_copy
-from kravia_sync.engine.diff import QUIET_PHASES, Lookup, SourceDiff, WorkList
+from kravia_sync.engine.diff import QUIET_PHASES, SETTLING_PHASES, Lookup, SourceDiff, WorkList
 from kravia_sync.engine.driver import kravia_may_hold
 from kravia_sync.engine.errors import PassFailedError
 from kravia_sync.engine.mirror import KraviaMirror
@@ -51,6 +51,7 @@ from kravia_sync.payments import (
 )
 from kravia_sync.settings import ConfigError, Settings, SourceConfig
 from kravia_sync.state.errors import StateConflictError
+from kravia_sync.state.records import InvoiceAlias
 from kravia_sync.state.source_read import SourceRead
 from kravia_sync.state.store import StateStore
 
@@ -234,7 +235,7 @@ class SourceReader:
                 result.counts[f"payments_{written.phase.value}"] += 1
         if not dry_run:
             # Before the cases: an alias kept alone only keeps its id from being registered.
-            self.store.record_aliases(diff.new_aliases)
+            self.store.record_aliases(diff.ids.new_aliases)
             if diff.updates or plan.writes:
                 # One transaction: a drop in an amount is never stored without its payment.
                 stored = self.store.write_payments(plan.writes, [], diff.updates)
@@ -247,7 +248,7 @@ class SourceReader:
     ) -> tuple[SourceDiff, _Unseen]:
         """The plain read: every record built, looked up in the state a chunk at a time."""
         with self.store.source_read(source.name) as state:
-            diff.drifts.look_up_with(state.same_number)
+            diff.ids.drifts.look_up_with(state.same_number)
             for chunk in _chunked(connector.read(), READ_CHUNK):
                 diff.add_chunk(chunk, *_triaged(diff, state, chunk))
             unseen = self._unseen(source, diff, state)
@@ -268,7 +269,7 @@ class SourceReader:
         pending: list[tuple[_Stamped, Lookup]] = []
         batches = 0
         with stamped, self.store.source_read(source.name) as state:
-            diff.drifts.look_up_with(state.same_number)
+            diff.ids.drifts.look_up_with(state.same_number)
             for chunk in _chunked(stamped.stamps(), READ_CHUNK):
                 pending.extend(diff.add_stamps(chunk, *_triaged(diff, state, chunk)))
                 if len(pending) < STAMPED_BATCH:
@@ -319,42 +320,58 @@ class SourceReader:
 
     def _unseen(self, source: SourceConfig, diff: SourceDiff, state: SourceRead) -> _Unseen:
         """After a complete read: the stored cases of the source it did not have (but those
-        whose invoice came back under another id, adopted first); the circuit breaker
-        first."""
+        whose invoice came back under another id, adopted first; and with those whose id only
+        a record of another invoice number had); the circuit breaker first."""
         gone, gone_settling = state.unseen()
-        self._check_gone(source, gone, state.known())
-        adopted = diff.adopt_drifts(state.seen_among(diff.drifts.registered()))
-        for alias in adopted:
-            log.warning(
-                "an invoice's id changed since its case was registered: the case keeps its id",
-                source=source.name,
-                invoice_number=alias.invoice_number,
-                new_id=alias.alias_id,
-                accounting_invoice_id=alias.accounting_invoice_id,
-            )
+        renamed = diff.ids.unclaimed()  # seen, but only by another invoice's record
+        adopted = diff.adopt_drifts(state.seen_among(diff.ids.drifts.registered()))
         taken = {alias.accounting_invoice_id for alias in adopted}
+        self._check_gone(source, gone + len(renamed), state.known(), came_back=len(taken))
+        for alias in adopted:
+            _log_adopted(source, alias)
+        for freed in diff.ids.freed:
+            log.warning(
+                "an id that was another invoice's alias (never sent to Kravia) is now a new "
+                "invoice's: the alias is forgotten",
+                source=source.name,
+                accounting_invoice_id=freed,
+            )
+        left = self.store.load_cases_by_id(sorted(renamed - taken)).values()
         in_kravia = state.unseen_in(_IN_KRAVIA_VALUES) if gone else []
         return _Unseen(
-            gone - len(taken),
-            [aid for aid in gone_settling if aid not in taken],
-            [aid for aid in in_kravia if aid not in taken],
+            gone - len(taken - renamed) + len(left),
+            [aid for aid in gone_settling if aid not in taken]
+            + [case.accounting_invoice_id for case in left if case.phase in SETTLING_PHASES],
+            [aid for aid in in_kravia if aid not in taken]
+            + [
+                case.accounting_invoice_id for case in left if case.phase.value in _IN_KRAVIA_VALUES
+            ],
         )
 
-    def _check_gone(self, source: SourceConfig, gone: int, known: int) -> None:
+    def _check_gone(self, source: SourceConfig, gone: int, known: int, *, came_back: int) -> None:
         """The circuit breaker: a complete read that misses more than `max_gone_share` of a
-        source's known cases stops the pass before anything is written or sent."""
+        source's known cases stops the pass before anything is written or sent. Those whose
+        invoice is in the read under a new id (`came_back`) count as missing all the same: a
+        source whose ids all changed at once may be another source than it was (a query
+        pointed at another company's books), and is confirmed by a person."""
         policy = self.settings.policy
         if known < policy.gone_breaker_min_cases or gone <= policy.max_gone_share * known:
             return
         if source.name in self.confirm_gone:
             log.warning("large disappearance confirmed", source=source.name, gone=gone, known=known)
             return
+        under_new_ids = (
+            f" ({came_back} of them are in the read under new ids, with their invoice "
+            "numbers: confirmed, each is taken to be its case)"
+            if came_back
+            else ""
+        )
         raise GoneBreakerError(
             f"{gone} of the {known} cases known from source {source.name!r} "
-            f"({gone / known:.0%}) are not in its read, more than max_gone_share "
-            f"({policy.max_gone_share:.0%}); the pass stopped and changed nothing. Check the "
-            f"source; if they really are gone, run: kravia-sync reconcile --confirm-gone "
-            f"{source.name}"
+            f"({gone / known:.0%}) are not in its read{under_new_ids}, more than "
+            f"max_gone_share ({policy.max_gone_share:.0%}); the pass stopped and changed "
+            f"nothing. Check the source; if they really are gone, run: kravia-sync reconcile "
+            f"--confirm-gone {source.name}"
         )
 
     def _plan_payments(self, source: SourceConfig, diff: SourceDiff, now: datetime) -> PaymentPlan:
@@ -375,6 +392,24 @@ class SourceReader:
             rule=rule,
             now=now,
         )
+
+
+def _log_adopted(source: SourceConfig, alias: InvoiceAlias) -> None:
+    if alias.alias_id == alias.accounting_invoice_id:
+        log.warning(
+            "an invoice has its case's own id (again): any other id kept for that id is forgotten",
+            source=source.name,
+            invoice_number=alias.invoice_number,
+            accounting_invoice_id=alias.accounting_invoice_id,
+        )
+        return
+    log.warning(
+        "an invoice's id changed since its case was registered: the case keeps its id",
+        source=source.name,
+        invoice_number=alias.invoice_number,
+        new_id=alias.alias_id,
+        accounting_invoice_id=alias.accounting_invoice_id,
+    )
 
 
 READ_CHUNK = 2000  # records looked up in the state store together

@@ -37,11 +37,9 @@ def _case_decision(decision: str) -> int | None:
 
 
 def _parked(store: StateStore, invoice: str) -> CaseState:
-    found = [
-        case
-        for case in store.find_cases(invoice)
-        if invoice in {case.accounting_invoice_id, case.invoice_number}
-    ]
+    found = store.cases_named(invoice)
+    exact = [case for case in found if case.accounting_invoice_id == invoice]
+    found = exact or found
     if not found:
         raise ResolveError(f"no case matches {invoice!r}")
     if len(found) > 1:
@@ -102,9 +100,13 @@ def resolve_case(
 
 def _check_claimed_case(store: StateStore, case: CaseState, kravia_id: int) -> None:
     """`--as kravia:ID` must name a case that can be this invoice: one Kravia's search knows
-    under another accountingInvoiceId is refused (a typo would adopt another debtor's case)."""
+    under another accountingInvoiceId is refused (a typo would adopt another debtor's case),
+    unless it has this invoice's number (registered before the invoice's id appeared or
+    changed: the case the engine parked this one for)."""
     known = store.mirrored_case(kravia_id)
     if known is None or known.accounting_invoice_id in {None, case.accounting_invoice_id}:
+        return
+    if known.invoice_number is not None and known.invoice_number == case.invoice_number:
         return
     raise ResolveError(
         f"Kravia's case {kravia_id} is accountingInvoiceId {known.accounting_invoice_id!r} "

@@ -53,17 +53,35 @@ class AliasTable(Database):
             ]
 
     def record_aliases(self, aliases: Iterable[InvoiceAlias]) -> None:
-        """Keep these aliases (one already kept is left as it was: the first case it was
-        given to keeps it)."""
-        rows = [
-            (a.source, a.alias_id, a.accounting_invoice_id, a.invoice_number, utc_text(a.at))
-            for a in aliases
-        ]
-        if not rows:
+        """Keep these aliases, in one transaction: an alias kept already now names the case
+        given here (two invoices may swap ids), and an alias of a case to itself is forgotten
+        (the invoice has its case's own id again)."""
+        kept: list[tuple[str, str, str, str, str]] = []
+        forgotten: list[tuple[str, str]] = []
+        for alias in aliases:
+            if alias.alias_id == alias.accounting_invoice_id:
+                forgotten.append((alias.source, alias.alias_id))
+                continue
+            kept.append(
+                (
+                    alias.source,
+                    alias.alias_id,
+                    alias.accounting_invoice_id,
+                    alias.invoice_number,
+                    utc_text(alias.at),
+                )
+            )
+        if not kept and not forgotten:
             return
         with self._fenced_write() as connection:
             connection.executemany(
+                "DELETE FROM invoice_aliases WHERE source = ? AND alias_id = ?", forgotten
+            )
+            connection.executemany(
                 "INSERT INTO invoice_aliases (source, alias_id, accounting_invoice_id, "
-                "invoice_number, recorded_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                rows,
+                "invoice_number, recorded_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (source, alias_id) DO UPDATE SET "
+                "accounting_invoice_id = excluded.accounting_invoice_id, "
+                "invoice_number = excluded.invoice_number, recorded_at = excluded.recorded_at",
+                kept,
             )

@@ -41,7 +41,17 @@ _UPSERT_CASE_SQL = (
 )
 
 
-_HELD_SQL = "SELECT invoice, reason FROM holds WHERE invoice IN (?, ?) ORDER BY held_at LIMIT 1"
+# A case is named by its accountingInvoiceId, its invoice number, and its aliases.
+_NAMED_BY = (
+    "invoice_number = ? OR accounting_invoice_id = ? OR accounting_invoice_id IN "
+    "(SELECT a.accounting_invoice_id FROM invoice_aliases AS a WHERE a.alias_id = ?)"
+)
+# The hold on a case (by its accountingInvoiceId, its invoice number or one of its aliases).
+_HELD_SQL = (
+    "SELECT invoice, reason FROM holds WHERE invoice IN (?, ?) OR invoice IN "
+    "(SELECT a.alias_id FROM invoice_aliases AS a WHERE a.accounting_invoice_id = ?) "
+    "ORDER BY held_at LIMIT 1"
+)
 
 
 def _mirror_known(cursor: Any, known: KnownCase) -> None:  # noqa: ANN401 - a DB-API cursor
@@ -105,18 +115,16 @@ class CaseTable(Database):
         return found
 
     def find_cases(self, term: str) -> list[CaseState]:
-        """Cases whose invoice number, accountingInvoiceId, later id (an alias) or Kravia id is
-        `term`."""
-        alias = "accounting_invoice_id IN (SELECT accounting_invoice_id FROM invoice_aliases "
-        alias += "WHERE alias_id = ?)"
+        """Cases whose invoice number, accountingInvoiceId, other id (an alias: the id the
+        source gives the invoice now) or Kravia id is `term`."""
         if term.isdigit():
-            return self._cases_where(
-                f"invoice_number = ? OR accounting_invoice_id = ? OR kravia_id = ? OR {alias}",
-                (term, term, int(term), term),
-            )
-        return self._cases_where(
-            f"invoice_number = ? OR accounting_invoice_id = ? OR {alias}", (term, term, term)
-        )
+            return self._cases_where(f"{_NAMED_BY} OR kravia_id = ?", (term, term, term, int(term)))
+        return self.cases_named(term)
+
+    def cases_named(self, term: str) -> list[CaseState]:
+        """Cases a person may mean by `term`: their invoice number, their accountingInvoiceId,
+        or an id the source gave the invoice after its case was registered (an alias)."""
+        return self._cases_where(_NAMED_BY, (term, term, term))
 
     def cases_in(self, phases: Iterable[Phase], limit: int = 50) -> list[CaseState]:
         values = [phase.value for phase in phases]
@@ -188,7 +196,8 @@ class CaseTable(Database):
                 cursor.execute(INSERT_JOURNAL_SQL, journal_row(write.entry))
             return WriteResult(WriteStatus.FENCED)
         if write.holds:
-            held = cursor.execute(_HELD_SQL, (write.holds[0], write.holds[-1])).fetchone()
+            aid, number = write.holds[0], write.holds[-1]
+            held = cursor.execute(_HELD_SQL, (aid, number, aid)).fetchone()
             if (held is not None) != write.held_only:
                 reason = None if held is None else f"on hold ({held[1]})"
                 return WriteResult(WriteStatus.HELD, reason=reason or "no longer on hold")

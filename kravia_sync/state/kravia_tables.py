@@ -23,11 +23,16 @@ from kravia_sync.state.rows import (
 __all__ = ["KraviaTables"]
 
 
+# With whether the state store holds the case: under its id, and as the same invoice (its
+# Kravia id, or its invoice number).
+_KNOWN_CASE_COLUMNS = (
+    "kravia_id, accounting_invoice_id, invoice_number, EXISTS (SELECT 1 FROM cases AS c "
+    "WHERE c.accounting_invoice_id = kravia_cases.accounting_invoice_id AND "
+    "(c.kravia_id = kravia_cases.kravia_id OR c.invoice_number = kravia_cases.invoice_number))"
+)
 _KNOWN_IN_KRAVIA_SQL = (
-    "SELECT kravia_id, accounting_invoice_id, invoice_number FROM kravia_cases "
-    "WHERE accounting_invoice_id = ? UNION "
-    "SELECT kravia_id, accounting_invoice_id, invoice_number FROM kravia_cases "
-    "WHERE invoice_number = ?"
+    f"SELECT {_KNOWN_CASE_COLUMNS} FROM kravia_cases WHERE accounting_invoice_id = ? UNION "  # noqa: S608 - our own SQL
+    f"SELECT {_KNOWN_CASE_COLUMNS} FROM kravia_cases WHERE invoice_number = ?"
 )
 
 
@@ -113,7 +118,10 @@ class KraviaTables(Database):
             rows = self._lookup_connection.execute(
                 _KNOWN_IN_KRAVIA_SQL, (accounting_invoice_id, invoice_number)
             ).fetchall()
-        return [KnownCase(kravia_id, aid, number) for kravia_id, aid, number in rows]
+        return [
+            KnownCase(kravia_id, aid, number, bool(stored))
+            for kravia_id, aid, number, stored in rows
+        ]
 
     def latest_kravia_id(self) -> int | None:
         """The Kravia id of the case of this store updated last, None when none has one."""

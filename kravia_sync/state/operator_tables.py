@@ -46,7 +46,11 @@ class OperatorTables(Database):
     def release(self, invoice: str) -> bool:
         """Remove a hold; the cases it flagged lose the flag (a pause sent is undone in
         Kravia by a person)."""
-        held = "(accounting_invoice_id = :invoice OR invoice_number = :invoice)"
+        held = (
+            "(accounting_invoice_id = :invoice OR invoice_number = :invoice OR "
+            "accounting_invoice_id IN (SELECT a.accounting_invoice_id FROM invoice_aliases "
+            "AS a WHERE a.alias_id = :invoice))"
+        )
         with self._write() as connection:
             result = connection.execute(
                 "DELETE FROM holds WHERE invoice = :invoice", {"invoice": invoice}
@@ -84,9 +88,13 @@ class OperatorTables(Database):
                 for invoice in invoices:
                     found = connection.execute(
                         "SELECT accounting_invoice_id, phase FROM cases "
-                        "WHERE accounting_invoice_id = ? OR invoice_number = ?",
-                        (invoice, invoice),
+                        "WHERE accounting_invoice_id = ? OR invoice_number = ? OR "
+                        "accounting_invoice_id IN (SELECT a.accounting_invoice_id FROM "
+                        "invoice_aliases AS a WHERE a.alias_id = ?)",
+                        (invoice, invoice, invoice),
                     ).fetchall()
+                    exact = [(aid, phase) for aid, phase in found if aid == invoice]
+                    found = exact or found
                     if not found:
                         refused.append(f"{invoice}: no such case")
                     if len(found) > 1:

@@ -40,8 +40,9 @@ class CaseWrite:
     Nothing of it is written once this store, having taken the writer lease, no longer holds
     it at the epoch it took it at — except the journal entry of an outcome (a fact). An
     `intent` (a call about to leave) is also refused while any of `holds` (its
-    accountingInvoiceId and invoice number) is held, or, with `held_only`, unless one of them
-    is. An outcome's journal entry is appended even when its row moved on."""
+    accountingInvoiceId and invoice number; the case's aliases count too) is held, or, with
+    `held_only`, unless one of them is. An outcome's journal entry is appended even when its
+    row moved on."""
 
     case: CaseState | None = None
     entry: JournalEntry | None = None

@@ -86,9 +86,11 @@ class SourceRead:
                     *phases,
                 ],
             )
-            for aid, hashed, phase, source in rows:
+            for aid, hashed, phase, source, number in rows:
                 looked_at[aid] = (
-                    None if phase is None else CaseSummary(hashed, self._phases[phase], source)
+                    None
+                    if phase is None
+                    else CaseSummary(hashed, self._phases[phase], source, number)
                 )
             seen = self._seen_before([(aid, key) for aid, key, _ in chunk])
             for aid, key, _ in chunk:
@@ -105,7 +107,7 @@ class SourceRead:
     def _triage_statement(self, size: int, phases: int) -> str:
         statement = (
             f"WITH given(aid, hash) AS (VALUES {','.join(['(?, ?)'] * size)}) "  # noqa: S608 - placeholders only
-            "SELECT given.aid, c.record_hash, c.phase, c.source FROM given "
+            "SELECT given.aid, c.record_hash, c.phase, c.source, c.invoice_number FROM given "
             "LEFT JOIN main.cases AS c ON c.accounting_invoice_id = given.aid "
             "WHERE c.accounting_invoice_id IS NULL OR c.record_hash IS NOT given.hash "
             f"OR c.source IS NOT ? OR c.phase NOT IN ({','.join('?' * phases)})"
