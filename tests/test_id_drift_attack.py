@@ -362,6 +362,44 @@ class TestSwappedIds:
         with store_of(config) as store:
             assert store.aliases("files") == {}
 
+    def test_an_id_that_is_an_alias_and_a_case_of_its_own_is_never_freed(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """831 and 832 swapped ids (K-2 is now an alias of 831's case K-1, and 832's case's
+        own id). Then 831 gets the id Z-1 and a new invoice, 833, is given K-2: K-2 names 832's
+        case at Kravia, so 833 is quarantined naming it (never registered as K-2), and 831 is
+        still its case."""
+        folder = tmp_path / "invoices"
+        first = invoice_record(831, accounting_invoice_id="K-1")
+        second = invoice_record(832, accounting_invoice_id="K-2")
+        write_records(folder, [first, second])
+        config = write_config(tmp_path, sim.base_url)
+        run_pass(config)
+        write_records(
+            folder,
+            [{**first, "accounting_invoice_id": "K-2"}, {**second, "accounting_invoice_id": "K-1"}],
+        )
+        run_pass(config)
+
+        write_records(
+            folder,
+            [
+                {**first, "accounting_invoice_id": "Z-1"},
+                {**second, "accounting_invoice_id": "K-1"},
+                invoice_record(833, accounting_invoice_id="K-2"),
+            ],
+        )
+        summary = run_pass(config)
+        run_pass(config)
+
+        assert cases_by_number(sim) == {"831": ["K-1"], "832": ["K-2"]}
+        (problem,) = summary.problems
+        assert problem["field"] == "accounting_invoice_id"
+        assert "'K-2'" in problem["reason"]
+        assert "'832'" in problem["reason"]
+        with store_of(config) as store:
+            assert store.aliases("files") == {"K-2": "K-1", "K-1": "K-2", "Z-1": "K-1"}
+
     def test_a_dry_run_of_a_swap_sends_and_keeps_nothing(self, sim: Sim, tmp_path: Path) -> None:
         """`plan` over swapped ids: both adopted, nothing to register or pay, no alias kept."""
         folder = tmp_path / "invoices"

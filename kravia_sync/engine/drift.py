@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kravia_sync.model import Invoice
 
@@ -59,6 +59,9 @@ class Renamed:
     case: str  # its accountingInvoiceId
     invoice_number: str
     sent: bool = True  # whether Kravia may hold it (else nothing was registered or is under way)
+    # Where the record's own id reached `case` through an alias and is itself the id of a
+    # stored case (two invoices swapped ids before): that case's invoice number.
+    own_case_number: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +158,16 @@ def _verdict(record: Drifting, seen: Collection[str], claims: Counter[str]) -> V
 def _without_case(record: Drifting, named: Renamed) -> Verdict:
     """A record whose id named the case of another invoice number, when no case has its own
     number."""
-    if named.case != record.aid:
+    if named.case != record.aid and named.own_case_number is None:
         return Freed(record.aid)  # an alias only: never sent
+    if named.case != record.aid:
+        return Conflict(
+            record.aid,
+            f"the id {record.aid!r} is that of the invoice registered from this source as "
+            f"{record.aid!r} with invoice number {named.own_case_number!r}; this record has "
+            f"invoice number {record.invoice_number!r}. One id cannot name two invoices: "
+            "nothing is sent for it. Give it an id of its own in the source",
+        )
     if not named.sent:
         # Nothing of it is at Kravia: the record is the case's, with its number.
         return Adopted(record.aid, record.aid)
@@ -178,14 +189,23 @@ class DriftWatch:
     def __init__(self, *, unique_numbers: bool) -> None:
         # Whether an invoice number names one invoice of the source (else it tells nothing).
         self.unique_numbers = unique_numbers
-        # The ids of the source's stored cases with an invoice number (and another id).
+        # The ids of the source's stored cases with an invoice number (and another id); the
+        # invoice number of the stored case with an id ("" unknown; None when there is none).
         self._same_number: Callable[[str, str], list[str]] | None = None
+        self._case_number: Callable[[str], str | None] = lambda _aid: None
         self._withheld: list[tuple[Drifting, Invoice, str]] = []
 
-    def look_up_with(self, same_number: Callable[[str, str], list[str]]) -> None:
-        """How the source's stored cases with an invoice number are found, for this read."""
+    def look_up_with(
+        self,
+        same_number: Callable[[str, str], list[str]],
+        case_number: Callable[[str], str | None] | None = None,
+    ) -> None:
+        """How the source's stored cases with an invoice number are found, for this read (and
+        the invoice number of the stored case with an id)."""
         if self.unique_numbers:
             self._same_number = same_number
+            if case_number is not None:
+                self._case_number = case_number
 
     def withhold(self, key: str, invoice: Invoice, hashed: str) -> bool:
         """Whether the record of this new invoice is withheld (see the class)."""
@@ -215,6 +235,9 @@ class DriftWatch:
         `named` of another invoice number (see `renamed`)."""
         assert self._same_number is not None  # noqa: S101 - `renamed` said so
         registered = self._same_number(named.case, invoice.invoice_number)
+        own_id = invoice.accounting_invoice_id
+        if own_id != named.case:  # through an alias: is the id itself a case's?
+            named = replace(named, own_case_number=self._case_number(own_id))
         drifting = Drifting(
             invoice.accounting_invoice_id, invoice.invoice_number, key, tuple(registered), named
         )

@@ -127,8 +127,11 @@ class ReadIds:
                 self.new_aliases.append(self._alias(drifting.aid, drifting.aid, invoice))
                 self.freed.append(drifting.aid)
             elif isinstance(verdict, Conflict):
-                if drifting.renamed is not None and drifting.renamed.case == drifting.aid:
-                    self.unclear.add(drifting.aid)
+                named = drifting.renamed
+                if named is not None and (
+                    named.case == drifting.aid or named.own_case_number is not None
+                ):
+                    self.unclear.add(drifting.aid)  # a case's own id, given to another invoice
             else:
                 self._adopted(verdict, invoice)
             yield verdict, drifting, invoice, hashed

@@ -248,7 +248,7 @@ class SourceReader:
     ) -> tuple[SourceDiff, _Unseen]:
         """The plain read: every record built, looked up in the state a chunk at a time."""
         with self.store.source_read(source.name) as state:
-            diff.ids.drifts.look_up_with(state.same_number)
+            diff.ids.drifts.look_up_with(state.same_number, state.case_number)
             for chunk in _chunked(connector.read(), READ_CHUNK):
                 diff.add_chunk(chunk, *_triaged(diff, state, chunk))
             unseen = self._unseen(source, diff, state)
@@ -269,7 +269,7 @@ class SourceReader:
         pending: list[tuple[_Stamped, Lookup]] = []
         batches = 0
         with stamped, self.store.source_read(source.name) as state:
-            diff.ids.drifts.look_up_with(state.same_number)
+            diff.ids.drifts.look_up_with(state.same_number, state.case_number)
             for chunk in _chunked(stamped.stamps(), READ_CHUNK):
                 pending.extend(diff.add_stamps(chunk, *_triaged(diff, state, chunk)))
                 if len(pending) < STAMPED_BATCH:

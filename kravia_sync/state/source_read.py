@@ -181,6 +181,15 @@ class SourceRead:
             ).fetchall()
         return [str(stored) for (stored,) in rows]
 
+    def case_number(self, aid: str) -> str | None:
+        """The invoice number of the stored case (of any source) with this id: "" when it is
+        not known, None when no case has the id."""
+        with state_errors(self._path):
+            row = self._db.execute(
+                "SELECT invoice_number FROM main.cases WHERE accounting_invoice_id = ?", (aid,)
+            ).fetchone()
+        return None if row is None else str(row[0] or "")
+
     def seen_among(self, aids: Collection[str]) -> set[str]:
         """Which of these ids this read has seen so far."""
         seen = self._in_memory
