@@ -62,7 +62,7 @@ def check(
     ] = False,
 ) -> None:
     """Validate the configuration, each source's settings, the state store, Kravia's token, and
-    each source's credentials (a source that can tell: fiken, rest)."""
+    each source's credentials and queries where it can tell (sql, fiken, tripletex, rest)."""
     with user_errors():
         settings = settings_from(config, secrets_dir)
         out.print(f"[green]ok[/] {config}: valid configuration", highlight=False)
