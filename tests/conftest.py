@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from sql_fixture import SERVER_BACKENDS, Backend, open_backend
 from support import CREDITOR_ID, TOKEN, Sim
 
 from kravia_sync.engine.worklist import WorkList
@@ -26,3 +28,17 @@ def sim() -> Iterator[Sim]:
     simulator = Simulator(token=TOKEN, creditor_id=CREDITOR_ID)
     with RunningSimulator(simulator) as running:
         yield Sim(simulator, running)
+
+
+@pytest.fixture(params=SERVER_BACKENDS)
+def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """The fixture schema and rows (`sql_fixture`) in PostgreSQL, then MariaDB."""
+    with open_backend(request.param, tmp_path) as backend:
+        yield backend
+
+
+@pytest.fixture
+def pg_db(tmp_path: Path) -> Iterator[Backend]:
+    """The fixture schema and rows in PostgreSQL."""
+    with open_backend("postgresql", tmp_path) as backend:
+        yield backend

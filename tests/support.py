@@ -130,8 +130,11 @@ def load(config: Path) -> Settings:
     return load_settings(config, overrides={"kravia_token": TOKEN})
 
 
-def run_pass(config: Path, *, dry_run: bool = False) -> RunSummary:
-    """One pass in this process, the way `kravia-sync reconcile` runs it."""
+def run_pass(
+    config: Path, *, dry_run: bool = False, confirm_gone: list[str] | None = None
+) -> RunSummary:
+    """One pass in this process, the way `kravia-sync reconcile` runs it (`confirm_gone`: as
+    `--confirm-gone` for these sources)."""
     settings = load(config)
     store = StateStore(settings.state_path)
 
@@ -143,7 +146,8 @@ def run_pass(config: Path, *, dry_run: bool = False) -> RunSummary:
             max_in_flight=settings.kravia.max_in_flight,
             requests_per_second=settings.kravia.requests_per_second,
         ) as client:
-            return await Reconciler(settings, store, client=client).run(dry_run=dry_run)
+            reconciler = Reconciler(settings, store, client=client, confirm_gone=confirm_gone or ())
+            return await reconciler.run(dry_run=dry_run)
 
     try:
         return asyncio.run(go())

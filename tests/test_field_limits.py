@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,9 +19,7 @@ from sql_fixture import (
     DOCUMENT_QUERY,
     QUERY,
     SENT_INVOICES,
-    SERVER_BACKENDS,
     Backend,
-    open_backend,
 )
 from support import Sim, invoice_record, load, run_pass, write_config
 
@@ -325,12 +322,6 @@ class TestFolderSourceEndToEnd:
 
 
 # -- end to end: the SQL source on the real servers ----------------------------------------
-
-
-@pytest.fixture(params=SERVER_BACKENDS)
-def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with open_backend(request.param, tmp_path) as backend:
-        yield backend
 
 
 def sql_config(tmp_path: Path, sim: Sim, backend: Backend) -> Path:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sql_fixture import INVOICES, QUERY, SERVER_BACKENDS, Backend, open_backend
+from sql_fixture import INVOICES, QUERY, Backend
 from support import Sim, invoice_record, load, run_cli, run_pass, write_config
 from test_payments_e2e import money_calls
 from test_sql_connector import fixture_settings, sql_config
@@ -287,12 +286,6 @@ class TestSchedules:
         assert len(cases) == len(numbers), (seed, [c["accountingInvoiceId"] for c in cases])
         paid = sum((Decimal(str(p["amount"])) for p in money_calls(sim)), Decimal(0))
         assert paid == sum(first_amount[n] - amounts[n] for n in numbers)
-
-
-@pytest.fixture(params=SERVER_BACKENDS)
-def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with open_backend(request.param, tmp_path) as backend:
-        yield backend
 
 
 class TestSqlSource:

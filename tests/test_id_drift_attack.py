@@ -5,11 +5,9 @@ ids do, each invoice has one case at Kravia and its money reaches that case alon
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -17,8 +15,8 @@ from typing import Any
 
 import pytest
 from engine_model import InvariantError, run_schedule
-from sql_fixture import QUERY, SERVER_BACKENDS, Backend, open_backend
-from support import TOKEN, Sim, invoice_record, load, run_cli, run_pass, write_config
+from sql_fixture import QUERY, Backend
+from support import Sim, invoice_record, load, run_cli, run_pass, write_config
 from test_payments_e2e import money_calls
 from test_sql_connector import fixture_settings, sql_config
 
@@ -32,10 +30,8 @@ from kravia_sync.engine.drift import (
     judge_drifts,
 )
 from kravia_sync.engine.read_ids import ReadIds
-from kravia_sync.engine.reconcile import Reconciler
 from kravia_sync.engine.summary import RunSummary
 from kravia_sync.identity import Absent, KnownCase, OwnIds, Unknown, identity_verdict
-from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.lifecycle import Phase
 from kravia_sync.state.records import InvoiceAlias
 from kravia_sync.state.store import StateStore
@@ -80,24 +76,7 @@ def lose_state(directory: Path) -> None:
 
 def confirmed_pass(config: Path) -> RunSummary:
     """A pass with the large disappearance of source `files` confirmed (`--confirm-gone`)."""
-    settings = load(config)
-    store = StateStore(settings.state_path)
-
-    async def go() -> RunSummary:
-        async with KraviaClient(
-            base_url=settings.kravia.base_url,
-            token=TOKEN,
-            timeout=settings.kravia.timeout_seconds,
-            max_in_flight=settings.kravia.max_in_flight,
-            requests_per_second=settings.kravia.requests_per_second,
-        ) as client:
-            reconciler = Reconciler(settings, store, client=client, confirm_gone=["files"])
-            return await reconciler.run()
-
-    try:
-        return asyncio.run(go())
-    finally:
-        store.close()
+    return run_pass(config, confirm_gone=["files"])
 
 
 class TestRules:
@@ -882,12 +861,6 @@ class TestManyAtOnce:
         assert confirmed.counts["ids_adopted"] == 25
         assert confirmed.counts["registered"] == 0
         assert len(sim.cases()) == 25
-
-
-@pytest.fixture(params=SERVER_BACKENDS)
-def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with open_backend(request.param, tmp_path) as backend:
-        yield backend
 
 
 class TestSqlSource:

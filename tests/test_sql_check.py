@@ -6,14 +6,11 @@ a warning, printed, that fails nothing."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-import pytest
 from sql_fixture import (
     QUERY,
-    SERVER_BACKENDS,
     Backend,
     connector,
     database_user,
@@ -28,12 +25,6 @@ from connectors.sql._rows import no_rows_of
 
 PASSWORD = "Hemmelig-Æ@pw/7%Zq"
 PASSWORD_IN_URL = quote(PASSWORD, safe="")
-
-
-@pytest.fixture(params=SERVER_BACKENDS)
-def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with open_backend(request.param, tmp_path / "db") as backend:
-        yield backend
 
 
 def check(config: Path, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -74,18 +74,6 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
         yield backend
 
 
-@pytest.fixture(params=SERVER_BACKENDS)
-def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    with open_backend(request.param, tmp_path) as backend:
-        yield backend
-
-
-@pytest.fixture
-def pg_db(tmp_path: Path) -> Iterator[Backend]:
-    with open_backend("postgresql", tmp_path) as backend:
-        yield backend
-
-
 @pytest.fixture
 def sqlite_db(tmp_path: Path) -> Iterator[Backend]:
     with open_backend("sqlite", tmp_path) as backend:

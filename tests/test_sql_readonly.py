@@ -44,12 +44,6 @@ URLS = {
 
 
 @pytest.fixture
-def pg_db(tmp_path: Path) -> Iterator[Backend]:
-    with open_backend("postgresql", tmp_path) as backend:
-        yield backend
-
-
-@pytest.fixture
 def maria_db(tmp_path: Path) -> Iterator[Backend]:
     with open_backend("mariadb", tmp_path) as backend:
         yield backend
