@@ -7,7 +7,8 @@ folder source, `repeat` times after one warm-up, and reports the median and best
 of the whole process; then once more under `python -X importtime`, reporting the import time
 in total and the ten top-level packages whose modules took longest to import themselves; and
 the floor: the best time of a process that only imports the libraries kravia-sync requires
-(pydantic-settings, structlog, httpx, typer, asyncio) and does nothing else.
+(pydantic-settings, structlog, httpx, typer, asyncio), loaded as the command line loads them
+(`kravia_sync.cli._startup` first), and does nothing else.
 Target: <= 0.35 s.
 
 Python's bytecode cache is on for these processes (an installed kravia-sync has its modules
@@ -33,11 +34,9 @@ from common import TOKEN, SimulatorProcess, write_config
 IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 
-# What every start of kravia-sync imports, however little the pass has to do.
-REQUIRED = (
-    "import sys, types; sys.modules['httpx._main'] = types.ModuleType('httpx._main'); "
-    "import asyncio, httpx, pydantic_settings, structlog, typer"
-)
+# What every start of kravia-sync imports, however little the pass has to do: the libraries,
+# loaded the way the command line loads them (`kravia_sync.cli._startup` first).
+REQUIRED = "import kravia_sync.cli._startup, asyncio, httpx, pydantic_settings, structlog, typer"
 
 
 def _environment() -> dict[str, str]:

@@ -97,10 +97,13 @@ class PayoutSettings(_Section):
     """How Kravia's payouts to the creditor look in the creditor's books. A payment record
     that matches any of these is a payout and is never sent back to Kravia."""
 
-    payers: list[str] = Field(default_factory=list)  # payer names, case does not matter
-    reference_prefixes: list[str] = Field(default_factory=list)  # start of the reference text
-    kids: list[str] = Field(default_factory=list)
-    accounts: list[str] = Field(default_factory=list)  # the account Kravia pays from
+    # Pydantic gives each instance its own copy of a list default (no `default_factory=list`,
+    # whose signature pydantic would read through Python's tokenizer at every start).
+
+    payers: list[str] = []  # payer names, case does not matter
+    reference_prefixes: list[str] = []  # start of the reference text
+    kids: list[str] = []
+    accounts: list[str] = []  # the account Kravia pays from
 
 
 class PolicySettings(_Section):
@@ -229,7 +232,7 @@ class SourceConfig(_Section):
     # changed since its case was registered is that case's, see `kravia_sync.engine.drift`;
     # false, for a source whose numbers repeat: every invoice needs an id of its own).
     unique_invoice_numbers: bool = True
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: dict[str, Any] = {}
 
     @field_validator("schedule")
     @classmethod
@@ -264,7 +267,7 @@ class Settings(BaseSettings):
     kravia_webhook_secret: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices(WEBHOOK_SECRET_FILE, WEBHOOK_SECRET_ENV)
     )
-    sources: list[SourceConfig] = Field(default_factory=list)
+    sources: list[SourceConfig] = []
     base_dir: Path = Field(default=Path(), exclude=True)
 
     @field_validator("kravia_token", "kravia_webhook_secret", mode="before")

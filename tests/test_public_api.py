@@ -50,12 +50,13 @@ TESTING_API = [
 
 def package_surface(package: types.ModuleType = kravia_sync) -> list[str]:
     """Names a user can import from `package`: not private, not a submodule (kravia_sync.cli and
-    the others become attributes of the package once imported)."""
+    the others become attributes of the package once imported). `dir`, since kravia_sync's
+    names load when first used."""
     return sorted(
         name
-        for name, value in vars(package).items()
+        for name in dir(package)
         if (not name.startswith("_") or name == "__version__")
-        and not isinstance(value, types.ModuleType)
+        and not isinstance(getattr(package, name), types.ModuleType)
     )
 
 

@@ -1,15 +1,12 @@
 """The commands that check a set-up against the world: `check` (with `--probe`) and
 `webhook configure`."""
 
-from __future__ import annotations
-
 import asyncio
 import ipaddress
 from typing import Annotated
 from urllib.parse import urlsplit
 
 import typer
-from rich.markup import escape
 
 from kravia_sync.cli.common import (
     EXIT_PENDING,
@@ -18,6 +15,7 @@ from kravia_sync.cli.common import (
     SecretsOption,
     app,
     err,
+    escape_markup,
     kravia_client,
     new_table,
     out,
@@ -118,7 +116,7 @@ def _check_sources(connectors: list[tuple[SourceConfig, Connector]]) -> list[str
             failed.append(f"the credentials check failed for source {source.name}")
             for problem in problems:
                 err.print(
-                    f"[bold red]error:[/] source {source.name}: {escape(redact(problem))}",
+                    f"[bold red]error:[/] source {source.name}: {escape_markup(redact(problem))}",
                     highlight=False,
                     markup=True,
                 )
@@ -130,7 +128,7 @@ def _check_sources(connectors: list[tuple[SourceConfig, Connector]]) -> list[str
             )
         for warning in connector.check_warnings():
             err.print(
-                f"[bold yellow]warning:[/] source {source.name}: {escape(redact(warning))}",
+                f"[bold yellow]warning:[/] source {source.name}: {escape_markup(redact(warning))}",
                 highlight=False,
             )
     return failed

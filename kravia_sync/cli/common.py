@@ -142,6 +142,13 @@ def styled_text(text: str, **options: Any) -> Text:  # noqa: ANN401 - rich's own
     return Text(text, **options)
 
 
+def escape_markup(text: str) -> str:
+    """`text` with its square brackets made literal, to print inside rich markup."""
+    from rich.markup import escape  # noqa: PLC0415
+
+    return escape(text)
+
+
 EXIT_DONE = 0
 EXIT_FAILED = 1
 EXIT_PENDING = 2  # plan: changes pending

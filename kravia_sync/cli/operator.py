@@ -1,7 +1,5 @@
 """The commands a person decides with: `hold`, `release`, `start`, `resolve` and `unlock`."""
 
-from __future__ import annotations
-
 import asyncio
 import getpass
 import socket

@@ -1,7 +1,5 @@
 """The commands that run passes: `reconcile`, `plan`, `refresh` and `daemon`."""
 
-from __future__ import annotations
-
 import asyncio
 import json
 import sys

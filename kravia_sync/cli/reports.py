@@ -1,7 +1,5 @@
 """The commands that show the state store: `status` and `cases`."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 import typer

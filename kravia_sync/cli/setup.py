@@ -1,8 +1,6 @@
 """The commands that set things up or try them out: `init`, `connectors`, `new-connector`,
 `simulate` and `demo`."""
 
-from __future__ import annotations
-
 import json
 import secrets
 import sys
