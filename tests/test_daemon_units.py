@@ -14,7 +14,15 @@ import httpx
 import pytest
 from daemon_support import FakePasses
 from structlog.testing import capture_logs
-from support import TOKEN, Sim, cases_by_accounting_id, load, write_config, write_invoices
+from support import (
+    TOKEN,
+    Sim,
+    cases_by_accounting_id,
+    load,
+    run_pass,
+    write_config,
+    write_invoices,
+)
 
 from kravia_sync.engine.reconcile import Reconciler
 from kravia_sync.kravia.client import KraviaClient
@@ -507,3 +515,37 @@ class TestLockedStore:
         grouped = cases_by_accounting_id(sim.cases())
         assert sorted(grouped) == ["1", "2"]
         assert all(len(cases) == 1 for cases in grouped.values())
+
+
+class TestThePassFinishedLine:
+    def test_it_carries_the_money_a_pass_forwarded(self, sim: Sim, tmp_path: Path) -> None:
+        """The daemon's line for a pass names the sums moved, as `run finished` does: the
+        payment and the credit note forwarded, in NOK, as decimal strings."""
+        folder = tmp_path / "invoices"
+        write_invoices(folder, [1, 2], pdf_every=0)
+        config = write_config(tmp_path, sim.base_url, source='schedule = "1h"')
+        config.write_text(config.read_text() + "\n[daemon]\nport = 0\n")
+        settings = load(config)
+        run_pass(config)  # both cases registered and started
+        (folder / "payments.csv").write_text(
+            "payment_id,kind,date,amount,invoice_number\n"
+            "P-1,payment,2026-11-20,300.00,1\n"
+            "CN-2,credit_note,2026-11-20,200.50,2\n",
+            encoding="utf-8",
+        )
+        daemon = Daemon(settings, client_factory=client_for, handle_signals=False)
+
+        async def go() -> None:
+            task = asyncio.create_task(daemon.run())
+            await until(lambda: daemon.sources["files"].last_status, what="the pass")
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, timeout=10) == 0
+
+        with capture_logs() as logs:
+            asyncio.run(go())
+
+        finished = events(logs, "pass finished", source="files")[0]
+        assert finished["status"] == "done", finished
+        assert finished["payments_sent_nok"] == "300.00"
+        assert finished["credit_notes_sent_nok"] == "200.50"
+        assert "clamped_sent_nok" not in finished  # only what happened

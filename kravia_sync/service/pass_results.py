@@ -50,6 +50,7 @@ class PassResults(LeaseHolding):
         calls: dict[str, int] = {}
         run_id: int | None = None
         counts: dict[str, int] = {}
+        money: dict[str, str] = {}
         error: str | None = None
         try:
             async with self._client_factory(settings) as client:
@@ -72,6 +73,7 @@ class PassResults(LeaseHolding):
             run_id = summary.run_id
             status = summary.status
             counts = dict(sorted(summary.counts.items()))
+            money = summary.money.log_fields()
             error = summary.error or next(
                 (s.error for s in summary.sources if s.error is not None), None
             )
@@ -103,6 +105,7 @@ class PassResults(LeaseHolding):
             calls=calls,
             run_id=run_id,
             counts=counts,
+            money=money,
         )
         await self._refresh_store_metrics()
 
@@ -116,7 +119,10 @@ class PassResults(LeaseHolding):
         calls: dict[str, int],
         run_id: int | None,
         counts: dict[str, int],
+        money: dict[str, str],
     ) -> None:
+        """Record a pass's end: the source's back-off, the metrics, and the `pass finished` line
+        (with the sums of money moved, as the `run finished` line has them)."""
         daemon = self.settings.daemon
         state.last_status = status
         state.last_error = error
@@ -146,6 +152,7 @@ class PassResults(LeaseHolding):
             remote_calls=sum(calls.values()),
             calls=dict(sorted(calls.items())),
             counts=counts,
+            **money,
             consecutive_failures=state.failures,
             retry_at=iso(retry_at),
             next_run=iso(next_run),

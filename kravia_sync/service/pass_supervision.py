@@ -159,6 +159,7 @@ class PassSupervision(PassResults):
             calls=watch.calls,
             run_id=None,
             counts={},
+            money={},
         )
         await self._refresh_store_metrics()
 
