@@ -36,7 +36,7 @@ from dataclasses import replace
 from kravia_sync.cli import app as cli
 from kravia_sync.engine.driver import CaseDriver
 from kravia_sync.lifecycle import Phase
-from kravia_sync.state.store import CaseWrite
+from kravia_sync.state.records import CaseWrite
 
 ids = itertools.count(3_000_000)
 
