@@ -86,16 +86,19 @@ _DEFINED_IN = {
 }
 
 
-def __getattr__(name: str) -> object:
-    import importlib  # noqa: PLC0415 - only when a public name is first used
+# Only when running: to a type checker the names are the imports above, so a misspelt one is an
+# error there rather than any name at all.
+if not typing.TYPE_CHECKING:
 
-    for module, names in _DEFINED_IN.items():
-        if name in names:
-            value = getattr(importlib.import_module(module), name)
-            globals()[name] = value  # looked up once
-            return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> object:
+        import importlib  # noqa: PLC0415 - only when a public name is first used
 
+        for module, names in _DEFINED_IN.items():
+            if name in names:
+                value = getattr(importlib.import_module(module), name)
+                globals()[name] = value  # looked up once
+                return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__))

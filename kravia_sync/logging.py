@@ -117,7 +117,11 @@ def configure_logging(
     output = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and output.isatty())
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=output.isatty())
+        # Exceptions arrive as text (`format_exc_info`, before redaction): a formatter of
+        # structlog's own choosing (rich's, better_exceptions') would never be used.
+        structlog.dev.ConsoleRenderer(
+            colors=output.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
         if use_console
         else structlog.processors.JSONRenderer()
     )

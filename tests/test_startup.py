@@ -22,10 +22,12 @@ def python_prints(script: str, *args: str, cwd: Path | None = None) -> str:
         [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         cwd=cwd,
         env=cli_env(),
+        timeout=120,
     )
+    assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
 
 

@@ -28,4 +28,4 @@ if "structlog" not in sys.modules and "rich" not in sys.modules:
     try:
         import structlog  # noqa: F401 - imported here, without rich
     finally:
-        del sys.modules["rich"]
+        sys.modules.pop("rich", None)
