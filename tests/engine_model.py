@@ -54,6 +54,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from kravia_sync.engine.gone import is_gone_note
 from kravia_sync.engine.reconcile import Reconciler
 from kravia_sync.engine.summary import RunSummary
 from kravia_sync.engine.worklist import WorkList
@@ -835,7 +836,7 @@ def _check_settled(world: World) -> list[str]:
     parked only for a possible second case or payment. Returns what was parked, with why."""
     with sqlite3.connect(world.state_path) as connection:
         rows = connection.execute(
-            "SELECT accounting_invoice_id, invoice_number, phase, last_error FROM cases"
+            "SELECT accounting_invoice_id, invoice_number, phase, last_error, attention FROM cases"
         ).fetchall()
         payment_rows = connection.execute(
             "SELECT payment_id, phase, note FROM payments WHERE phase = 'needs_review'"
@@ -848,7 +849,8 @@ def _check_settled(world: World) -> list[str]:
         }
     # By invoice number: the case keeps the id it was registered with, whatever the source
     # calls the invoice now (one source, whose numbers are unique).
-    phases = {number: (aid, phase, why) for aid, number, phase, why in rows}
+    phases = {number: (aid, phase, why) for aid, number, phase, why, _ in rows}
+    gone_noted = {str(number) for _, number, _, _, note in rows if is_gone_note(note)}
     kravia = {str(case["invoiceNo"]): case for case in world.sim.cases()}
     parked = [f"{aid}: {why}" for aid, phase, why in phases.values() if phase == "needs_review"]
     parked += [f"payment {pid}: {why}" for pid, _phase, why in payment_rows]
@@ -858,6 +860,8 @@ def _check_settled(world: World) -> list[str]:
     taken = {str(case["accountingInvoiceId"]): str(case["invoiceNo"]) for case in kravia.values()}
     for invoice in world.invoices.values():
         aid, phase, _ = phases.get(str(invoice.number), (world.aid(invoice.number), "-", None))
+        if invoice.present and str(invoice.number) in gone_noted:
+            raise world.fail(f"{aid} is noted as gone from the source, which has its invoice")
         if phase in {"needs_review", "rejected"}:
             continue
         other = taken.get(world.aid(invoice.number), str(invoice.number))

@@ -172,6 +172,54 @@ class TestGoneNotesClearThemselves:
         assert clearings[0]["kind"] == "decision"
         assert "Kravia still collects" in clearings[0]["message"]
 
+    def test_an_invoice_back_in_the_source_has_its_note_cleared(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Gone with nothing forwarded (noted, exit 3), then back in the source unchanged: the
+        note asking whether it was paid no longer holds. It is cleared in that pass, journaled
+        once with why, `status` stops listing it and the passes are done; nothing is sent."""
+        folder = tmp_path / "invoices"
+        write_invoices(folder, [1, 2])
+        write_config(tmp_path, sim.base_url)
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
+        write_invoices(folder, [2])
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_ATTENTION
+        assert "Kravia still collects" in (case_of(tmp_path, "1").attention or "")
+        calls_before = sim.calls_total()
+        write_invoices(folder, [1, 2])
+
+        back = run_cli("reconcile", "--json", cwd=tmp_path)
+
+        assert back.returncode == EXIT_DONE, back.stdout + back.stderr
+        assert json.loads(back.stdout)["counts"]["gone_notes_cleared"] == 1
+        assert case_of(tmp_path, "1").attention is None
+        clearings = [e for e in journal_of(tmp_path, "1") if e["operation"] == "note_cleared"]
+        assert len(clearings) == 1
+        assert clearings[0]["message"].startswith("its invoice is back in the source")
+        assert "Kravia still collects" not in run_cli("status", cwd=tmp_path).stdout
+        again = run_cli("reconcile", "--json", cwd=tmp_path)
+        assert again.returncode == EXIT_DONE
+        assert "gone_notes_cleared" not in json.loads(again.stdout)["counts"]
+        assert sim.calls_total() == calls_before
+        assert len(sim.cases()) == 2
+
+    def test_a_note_that_is_not_a_gone_note_stays_when_its_invoice_is_read(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Only the gone note clears on the invoice's return: a note a person must act on for
+        another reason stays."""
+        folder = tmp_path / "invoices"
+        write_invoices(folder, [1, 2])
+        write_config(tmp_path, sim.base_url)
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
+        with StateStore(tmp_path / "state" / "kravia-sync.db") as store:
+            aid = case_of(tmp_path, "1").accounting_invoice_id
+            store.set_case_notes([(aid, {"attention": "checked by hand: keep"})])
+
+        assert run_cli("reconcile", cwd=tmp_path).returncode in {EXIT_DONE, EXIT_ATTENTION}
+
+        assert case_of(tmp_path, "1").attention == "checked by hand: keep"
+
     def test_refresh_clears_the_note_of_a_case_kravia_closed(
         self, sim: Sim, tmp_path: Path
     ) -> None:

@@ -21,6 +21,7 @@ from state_sql import JOURNAL, LEASE, state_engine
 from kravia_sync.lifecycle import CaseState, Phase
 from kravia_sync.payments import PaymentKind, PaymentLine, PaymentPhase, PaymentState
 from kravia_sync.state.bookings import BookingAttempt, BookingOutcome
+from kravia_sync.state.case_table import NOTED_OF_SOURCE
 from kravia_sync.state.database import SCHEMA_VERSION
 from kravia_sync.state.errors import LeaseHeldError, LeaseLostError, SchemaError, StateConflictError
 from kravia_sync.state.process import start_time, this_process
@@ -135,8 +136,9 @@ def dead_pid() -> int:
     return child.pid
 
 
-# What schema 5 added, undone: a database as schema 4 left it.
-SCHEMA_5_UNDONE = ("DROP TABLE settlement_bookings",)
+# What schema 6 added, undone: a database as schema 5 left it.
+SCHEMA_6_UNDONE = ("DROP INDEX ix_cases_noted",)
+SCHEMA_5_UNDONE = (*SCHEMA_6_UNDONE, "DROP TABLE settlement_bookings")
 
 
 # What schemas 4 and 5 added, undone: a database as schema 3 left it.
@@ -156,11 +158,14 @@ SCHEMA_3_UNDONE = (
 )
 
 
+NOTED_INDEX_SQL = "SELECT name FROM sqlite_master WHERE name = 'ix_cases_noted'"
+
+
 class TestSchema:
     def test_new_database(self, store, db_path):
-        """A new store creates its file, the tables and schema version 5."""
+        """A new store creates its file, the tables and schema version 6."""
         assert db_path.is_file()
-        assert store.schema_version() == SCHEMA_VERSION == 5
+        assert store.schema_version() == SCHEMA_VERSION == 6
         tables = {row[0] for row in raw_sql(db_path, "SELECT name FROM sqlite_master")}
         assert {"meta", "cases", "journal", "runs", "quarantine", "lease"} <= tables
         assert {"payments", "holds", "kravia_cases", "invoice_aliases"} <= tables
@@ -272,6 +277,46 @@ class TestSchema:
             assert again.last_booking(90001) == booking_intent()
         finally:
             again.close()
+
+    def test_schema_5_is_migrated(self, store, db_path):
+        """A schema-5 database gains the index of noted cases; its cases and notes stay."""
+        store.write_batch([make_case("A-1", phase=Phase.STARTED, kravia_id=5)], [])
+        store.set_case_notes([("A-1", {"attention": "look at me"})])
+        store.close()
+        raw_sql(
+            db_path, *SCHEMA_6_UNDONE, "UPDATE meta SET value = '5' WHERE key = 'schema_version'"
+        )
+        assert not raw_sql(db_path, NOTED_INDEX_SQL)
+
+        again = StateStore(db_path)
+        try:
+            assert again.schema_version() == SCHEMA_VERSION
+            assert raw_sql(db_path, NOTED_INDEX_SQL)
+            assert again.ids_noted("erp", "look") == ["A-1"]
+            assert again.load_cases("erp")["A-1"].kravia_id == 5
+        finally:
+            again.close()
+
+    def test_the_noted_cases_of_a_source_are_found_through_their_index(self, store, db_path):
+        """`ids_noted` reads the index of noted cases, not every case of the source (a pass
+        asks it of every source), and finds only that source's notes with that start."""
+        store.write_batch(
+            [make_case(f"A-{n}", phase=Phase.STARTED, kravia_id=n) for n in range(1, 4)], []
+        )
+        store.set_case_notes(
+            [("A-1", {"attention": "gone: look"}), ("A-2", {"attention": "other: look"})]
+        )
+        with contextlib.closing(sqlite3.connect(db_path)) as connection:
+            plan = connection.execute(f"EXPLAIN QUERY PLAN {NOTED_OF_SOURCE}", ("erp", 5, "gone:"))
+            assert "USING INDEX ix_cases_noted" in str(plan.fetchall())
+        assert store.ids_noted("erp", "gone:") == ["A-1"]
+        assert store.ids_noted("other", "gone:") == []
+
+    def test_schema_version_0_is_refused(self, store, db_path):
+        store.close()
+        raw_sql(db_path, "UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+        with pytest.raises(SchemaError, match="unknown schema version '0'"):
+            StateStore(db_path)
 
     def test_a_live_lease_of_an_older_version_stops_the_migration(self, store, db_path):
         """While an older kravia-sync holds an unexpired lease, the upgrade is refused naming

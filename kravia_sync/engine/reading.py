@@ -35,6 +35,7 @@ from kravia_sync.documents import read_copy
 from kravia_sync.engine.diff import QUIET_PHASES, SETTLING_PHASES, Lookup, SourceDiff, WorkList
 from kravia_sync.engine.driver import kravia_may_hold
 from kravia_sync.engine.errors import PassFailedError
+from kravia_sync.engine.gone import GONE_NOTE_START
 from kravia_sync.engine.mirror import KraviaMirror
 from kravia_sync.engine.summary import RunStatus, RunSummary, SourceResult
 from kravia_sync.engine.target import StoreTarget
@@ -104,6 +105,8 @@ class SourceReadOutcome:
     payment_problems: list[dict[str, str]] = field(default_factory=list)
     # Cases missing from the read that Kravia may hold: their status is looked at there.
     gone_in_kravia: list[str] = field(default_factory=list)
+    # Cases noted as gone whose invoice this read has again: the note no longer holds.
+    back_in_source: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class _Unseen:
     gone: int
     settling: list[str]  # those with a lost answer to settle
     in_kravia: list[str]  # those Kravia may hold
+    back: list[str]  # not unseen: those noted as gone that this read has again
 
 
 class SourceReader:
@@ -216,7 +220,12 @@ class SourceReader:
             gone_settling=self.store.load_cases_by_id(unseen.settling).values(),
         )
         plan = self._plan_payments(source, diff, now)
-        outcome = SourceReadOutcome(diff, payment_work=plan.work, gone_in_kravia=unseen.in_kravia)
+        outcome = SourceReadOutcome(
+            diff,
+            payment_work=plan.work,
+            gone_in_kravia=unseen.in_kravia,
+            back_in_source=unseen.back,
+        )
         result.counts.update(diff.counts)
         if plan.waiting:
             result.counts["payments_waiting_for_credit_note"] += plan.waiting
@@ -338,6 +347,9 @@ class SourceReader:
             )
         left = self.store.load_cases_by_id(sorted(renamed - taken)).values()
         in_kravia = state.unseen_in(_IN_KRAVIA_VALUES) if gone else []
+        # Noted as gone, and read again: under their own id, or under another one adopted.
+        noted = self.store.ids_noted(source.name, GONE_NOTE_START)
+        back = sorted(state.seen_among(noted) | (set(noted) & taken)) if noted else []
         return _Unseen(
             gone - len(taken - renamed) + len(left),
             [aid for aid in gone_settling if aid not in taken]
@@ -346,6 +358,7 @@ class SourceReader:
             + [
                 case.accounting_invoice_id for case in left if case.phase.value in _IN_KRAVIA_VALUES
             ],
+            back,
         )
 
     def _check_gone(self, source: SourceConfig, gone: int, known: int, *, came_back: int) -> None:

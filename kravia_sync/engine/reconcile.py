@@ -71,6 +71,7 @@ class _Reads:
 
     payment_work: list[PaymentState] = field(default_factory=list)
     gone_in_kravia: list[str] = field(default_factory=list)  # missing cases Kravia may hold
+    back_in_source: list[str] = field(default_factory=list)  # noted as gone, read again
     kept_out: int = 0  # invoices the gate kept out: Kravia may hold some of them already
     kept_out_list: KeptOutList = field(default_factory=KeptOutList)  # for `plan` to list
 
@@ -280,6 +281,7 @@ class Reconciler:
         if not self.stopping:
             await self._pull_back().refresh(summary, kept_out=reads.kept_out)
             await self._pull_back().flag_gone(summary, reads.gone_in_kravia)
+            await self._pull_back().clear_back_in_source(summary, reads.back_in_source)
         await self._pull_back().flag_duplicates(summary)
         if self.stopping and summary.status != RunStatus.FAILED:
             summary.status = RunStatus.STOPPED
@@ -313,6 +315,7 @@ class Reconciler:
             if read is not None:
                 reads.payment_work.extend(read.payment_work)
                 reads.gone_in_kravia.extend(read.gone_in_kravia)
+                reads.back_in_source.extend(read.back_in_source)
                 reads.kept_out += read.diff.rejections.kept_out
                 if dry_run:
                     reads.kept_out_list.add(source.name, read.diff.quarantine.values())

@@ -119,6 +119,16 @@ class StatusPullBack:
                 await asyncio.to_thread(self.store.set_case_notes, notes)
             await self._clear_notes(summary, explained)
 
+    async def clear_back_in_source(self, summary: RunSummary, ids: list[str]) -> None:
+        """Clear the gone note of each case whose invoice a complete read of this pass has
+        again (`ids`): it is not gone, whatever became of it meanwhile."""
+        if not ids:
+            return
+        cases = await asyncio.to_thread(self.store.load_cases_by_id, ids)
+        await self._clear_notes(
+            summary, [(case, "its invoice is back in the source") for case in cases.values()]
+        )
+
     async def clear_gone_notes(self, summary: RunSummary) -> None:
         """Clear the note of every case noted as gone that is explained now (`kravia-sync
         refresh`, right after the pull-back)."""

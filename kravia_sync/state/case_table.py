@@ -80,6 +80,14 @@ def _case_from_row(row: Sequence[Any]) -> CaseState:
     return CaseState(*values)
 
 
+# The noted cases of a source, through their index by name: without table statistics SQLite
+# may take the index of every case of the source instead (a read of all of them).
+NOTED_OF_SOURCE = (
+    "SELECT accounting_invoice_id FROM cases INDEXED BY ix_cases_noted "
+    "WHERE source = ? AND attention IS NOT NULL AND substr(attention, 1, ?) = ?"
+)
+
+
 class CaseTable(Database):
     """The cases and their journal."""
 
@@ -140,6 +148,13 @@ class CaseTable(Database):
     def cases_noted(self, start: str) -> list[CaseState]:
         """Cases whose note (`attention`) starts with `start`."""
         return self._cases_where("substr(attention, 1, ?) = ?", (len(start), start))
+
+    def ids_noted(self, source: str, start: str) -> list[str]:
+        """The ids of `source`'s cases whose note starts with `start` (through the index of
+        noted cases: a pass asks this of every source, however many cases it has)."""
+        with self._read() as connection:
+            rows = connection.execute(NOTED_OF_SOURCE, (source, len(start), start))
+            return [str(aid) for (aid,) in rows]
 
     def kravia_status_counts(self) -> dict[str, int]:
         """Cases by the status Kravia last reported (pulled back; unknown ones left out)."""

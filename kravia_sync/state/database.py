@@ -27,7 +27,7 @@ from kravia_sync.state.stored import utc_text
 __all__ = ["SCHEMA_VERSION", "Database"]
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 _IDLE_CONNECTIONS = 4  # connections kept open for the next read or write
@@ -71,6 +71,15 @@ def _create_missing_tables(connection: sqlite3.Connection) -> None:
     tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
     for name in (name for name in TABLES if name not in tables):
         for statement in _create_statements(name):
+            connection.execute(statement)
+
+
+def _create_missing_indexes(connection: sqlite3.Connection) -> None:
+    """Every index of the schema the database does not have yet."""
+    existing = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
+    for statement in _create_statements():
+        words = statement.removeprefix("CREATE UNIQUE ").removeprefix("CREATE ").split()
+        if words[0] == "INDEX" and words[1] not in existing:
             connection.execute(statement)
 
 
@@ -221,17 +230,17 @@ class Database:
                     f"{self.path} has schema version {version}, newer than this kravia-sync "
                     f"understands ({SCHEMA_VERSION}): upgrade kravia-sync, do not downgrade"
                 )
-            if version == 1:
-                self._migrate_1_to_2(connection)
-                version = 2
-            if version == 2:
-                self._migrate_2_to_3(connection)
-                version = 3
-            if version == 3:
-                self._migrate_3_to_4(connection)
-                version = 4
-            if version == 4:
-                self._migrate_4_to_5(connection)
+            if version < 1:
+                raise SchemaError(f"{self.path} has an unknown schema version {found!r}")
+            steps = (
+                self._migrate_1_to_2,
+                self._migrate_2_to_3,
+                self._migrate_3_to_4,
+                self._migrate_4_to_5,
+                self._migrate_5_to_6,
+            )
+            for migrate in steps[version - 1 :]:  # each step sets the version it reaches
+                migrate(connection)
 
     @staticmethod
     def _migrate_1_to_2(connection: sqlite3.Connection) -> None:
@@ -302,6 +311,13 @@ class Database:
         have made it already)."""
         _create_missing_tables(connection)
         connection.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+
+    @staticmethod
+    def _migrate_5_to_6(connection: sqlite3.Connection) -> None:
+        """Schema 6 only adds an index: the cases with a note, by source (`ix_cases_noted`),
+        so that a pass finds the noted cases of a source without reading every case."""
+        _create_missing_indexes(connection)
+        connection.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
 
     def schema_version(self) -> int:
         with self._read() as connection:

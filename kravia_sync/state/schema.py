@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Index, String, Table, TypeDecorator
+from sqlalchemy import Index, String, Table, TypeDecorator, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
@@ -83,7 +83,11 @@ class Meta(SQLModel, table=True):
 class CaseRow(SQLModel, table=True):
     __tablename__ = "cases"
     # Clustered on the primary key: a look-up by accountingInvoiceId is one B-tree descent.
-    __table_args__ = {"sqlite_with_rowid": False}
+    # Schema 6: the few cases with a note, by source (a pass asks which of them came back).
+    __table_args__ = (
+        Index("ix_cases_noted", "source", sqlite_where=text("attention IS NOT NULL")),
+        {"sqlite_with_rowid": False},
+    )
     accounting_invoice_id: str = Field(primary_key=True)
     source: str = Field(index=True)
     record_key: str
