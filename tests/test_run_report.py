@@ -203,6 +203,58 @@ class TestGoneNotesClearThemselves:
         assert sim.calls_total() == calls_before
         assert len(sim.cases()) == 2
 
+    def test_another_invoice_given_the_gone_invoices_id_does_not_clear_its_note(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Invoice 1 leaves (noted), and a new invoice, 9, arrives with 1's id: that is not 1
+        back (invoices keep their numbers). 9 is quarantined naming both, and 1's note stays."""
+        folder = tmp_path / "invoices"
+        folder.mkdir()
+        first, second = invoice_record(1), invoice_record(2)
+        (folder / "invoices.json").write_text(json.dumps([first, second]), encoding="utf-8")
+        write_config(tmp_path, sim.base_url)
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
+        (folder / "invoices.json").write_text(json.dumps([second]), encoding="utf-8")
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_ATTENTION
+        aid = case_of(tmp_path, "1").accounting_invoice_id
+        stranger = invoice_record(9, accounting_invoice_id=aid)
+        (folder / "invoices.json").write_text(json.dumps([second, stranger]), encoding="utf-8")
+
+        result = run_cli("reconcile", "--json", cwd=tmp_path)
+
+        assert result.returncode == EXIT_ATTENTION, result.stdout + result.stderr
+        summary = json.loads(result.stdout)
+        assert "gone_notes_cleared" not in summary["counts"]
+        assert any(problem["field"] == "accounting_invoice_id" for problem in summary["problems"])
+        assert "Kravia still collects" in (case_of(tmp_path, "1").attention or "")
+        assert not [e for e in journal_of(tmp_path, "1") if e["operation"] == "note_cleared"]
+        assert len(sim.cases()) == 2
+
+    def test_an_invoice_back_under_a_new_id_has_its_note_cleared(
+        self, sim: Sim, tmp_path: Path
+    ) -> None:
+        """Invoice 1 leaves (noted) and comes back with a new id, as after an ERP migration:
+        its case adopts the id, the note clears, and nothing is registered again."""
+        folder = tmp_path / "invoices"
+        write_invoices(folder, [1, 2])
+        write_config(tmp_path, sim.base_url)
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
+        write_invoices(folder, [2])
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_ATTENTION
+        renamed = invoice_record(1, accounting_invoice_id="NEW-1")
+        (folder / "invoices.json").write_text(
+            json.dumps([renamed, invoice_record(2)]), encoding="utf-8"
+        )
+
+        result = run_cli("reconcile", "--json", cwd=tmp_path)
+
+        assert result.returncode == EXIT_DONE, result.stdout + result.stderr
+        counts = json.loads(result.stdout)["counts"]
+        assert counts["ids_adopted"] == 1
+        assert counts["gone_notes_cleared"] == 1
+        assert case_of(tmp_path, "1").attention is None
+        assert len(sim.cases()) == 2
+
     def test_a_note_that_is_not_a_gone_note_stays_when_its_invoice_is_read(
         self, sim: Sim, tmp_path: Path
     ) -> None:

@@ -347,9 +347,10 @@ class SourceReader:
             )
         left = self.store.load_cases_by_id(sorted(renamed - taken)).values()
         in_kravia = state.unseen_in(_IN_KRAVIA_VALUES) if gone else []
-        # Noted as gone, and read again: under their own id, or under another one adopted.
+        # Noted as gone, and read again: under their own id (not only in another invoice's
+        # record, as `renamed`), or under another id that was adopted.
         noted = self.store.ids_noted(source.name, GONE_NOTE_START)
-        back = sorted(state.seen_among(noted) | (set(noted) & taken)) if noted else []
+        back = sorted((state.seen_among(noted) - renamed) | (set(noted) & taken)) if noted else []
         return _Unseen(
             gone - len(taken - renamed) + len(left),
             [aid for aid in gone_settling if aid not in taken]
