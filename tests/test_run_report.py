@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support import Sim, invoice_record, run_cli, run_pass, write_config
 
 from kravia_sync.lifecycle import CaseState
@@ -229,6 +230,36 @@ class TestGoneNotesClearThemselves:
         assert "Kravia still collects" in (case_of(tmp_path, "1").attention or "")
         assert not [e for e in journal_of(tmp_path, "1") if e["operation"] == "note_cleared"]
         assert len(sim.cases()) == 2
+
+    @pytest.mark.parametrize(
+        "invalid", [{"due_date": "not a date"}, {"amount": "-5.00"}], ids=["bad-date", "negative"]
+    )
+    def test_an_invalid_record_with_the_gone_invoices_id_does_not_clear_its_note(
+        self, sim: Sim, tmp_path: Path, invalid: dict[str, str]
+    ) -> None:
+        """Invoice 1 leaves (noted), and an invalid record of another invoice, 9, carries 1's
+        id: quarantined before its number could show it is not 1, it proves nothing about 1,
+        whose note stays (and stays in the passes after)."""
+        folder = tmp_path / "invoices"
+        folder.mkdir()
+        second = invoice_record(2)
+        (folder / "invoices.json").write_text(
+            json.dumps([invoice_record(1), second]), encoding="utf-8"
+        )
+        write_config(tmp_path, sim.base_url)
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
+        (folder / "invoices.json").write_text(json.dumps([second]), encoding="utf-8")
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_ATTENTION
+        stranger = invoice_record(
+            9, accounting_invoice_id=case_of(tmp_path, "1").accounting_invoice_id, **invalid
+        )
+        (folder / "invoices.json").write_text(json.dumps([second, stranger]), encoding="utf-8")
+
+        for _ in range(2):
+            result = run_cli("reconcile", "--json", cwd=tmp_path)
+            assert result.returncode == EXIT_ATTENTION, result.stdout + result.stderr
+            assert "gone_notes_cleared" not in json.loads(result.stdout)["counts"]
+            assert "Kravia still collects" in (case_of(tmp_path, "1").attention or "")
 
     def test_an_invoice_back_under_a_new_id_has_its_note_cleared(
         self, sim: Sim, tmp_path: Path

@@ -308,9 +308,18 @@ class TestSchema:
         )
         with contextlib.closing(sqlite3.connect(db_path)) as connection:
             plan = connection.execute(f"EXPLAIN QUERY PLAN {NOTED_OF_SOURCE}", ("erp", 5, "gone:"))
-            assert "USING INDEX ix_cases_noted" in str(plan.fetchall())
+            assert "INDEX ix_cases_noted (source=? AND attention>?)" in str(plan.fetchall())
         assert store.ids_noted("erp", "gone:") == ["A-1"]
         assert store.ids_noted("other", "gone:") == []
+
+    def test_a_store_without_the_index_of_noted_cases_still_answers(self, store, db_path):
+        """Dropped by another tool: the noted cases are still found (through the index of every
+        case of the source), so no pass fails for it."""
+        store.write_batch([make_case("A-1", phase=Phase.STARTED, kravia_id=5)], [])
+        store.set_case_notes([("A-1", {"attention": "gone: look"})])
+        raw_sql(db_path, *SCHEMA_6_UNDONE)
+
+        assert store.ids_noted("erp", "gone:") == ["A-1"]
 
     def test_schema_version_0_is_refused(self, store, db_path):
         store.close()

@@ -347,10 +347,15 @@ class SourceReader:
             )
         left = self.store.load_cases_by_id(sorted(renamed - taken)).values()
         in_kravia = state.unseen_in(_IN_KRAVIA_VALUES) if gone else []
-        # Noted as gone, and read again: under their own id (not only in another invoice's
-        # record, as `renamed`), or under another id that was adopted.
+        # Noted as gone, and read again: under their own id in a record kept (not only in
+        # another invoice's record, as `renamed`, nor only in one quarantined, which may be
+        # another invoice's too), or under another id that was adopted.
         noted = self.store.ids_noted(source.name, GONE_NOTE_START)
-        back = sorted((state.seen_among(noted) - renamed) | (set(noted) & taken)) if noted else []
+        back: list[str] = []
+        if noted:
+            kept_out = {entry.accounting_invoice_id for entry in diff.quarantine.values()}
+            seen = state.seen_among(noted) - renamed - kept_out
+            back = sorted(seen | (set(noted) & taken))
         return _Unseen(
             gone - len(taken - renamed) + len(left),
             [aid for aid in gone_settling if aid not in taken]

@@ -80,10 +80,10 @@ def _case_from_row(row: Sequence[Any]) -> CaseState:
     return CaseState(*values)
 
 
-# The noted cases of a source, through their index by name: without table statistics SQLite
-# may take the index of every case of the source instead (a read of all of them).
+# The noted cases of a source: through the index of noted cases (schema 6), whose two columns
+# both match; a store that lacks it still answers, through the index of every case.
 NOTED_OF_SOURCE = (
-    "SELECT accounting_invoice_id FROM cases INDEXED BY ix_cases_noted "
+    "SELECT accounting_invoice_id FROM cases "
     "WHERE source = ? AND attention IS NOT NULL AND substr(attention, 1, ?) = ?"
 )
 

@@ -84,8 +84,9 @@ class CaseRow(SQLModel, table=True):
     __tablename__ = "cases"
     # Clustered on the primary key: a look-up by accountingInvoiceId is one B-tree descent.
     # Schema 6: the few cases with a note, by source (a pass asks which of them came back).
+    # On both columns, so that SQLite prefers it to the index of every case of the source.
     __table_args__ = (
-        Index("ix_cases_noted", "source", sqlite_where=text("attention IS NOT NULL")),
+        Index("ix_cases_noted", "source", "attention", sqlite_where=text("attention IS NOT NULL")),
         {"sqlite_with_rowid": False},
     )
     accounting_invoice_id: str = Field(primary_key=True)
