@@ -353,8 +353,8 @@ class SourceReader:
         noted = self.store.ids_noted(source.name, GONE_NOTE_START)
         back: list[str] = []
         if noted:
-            kept_out = {entry.accounting_invoice_id for entry in diff.quarantine.values()}
-            seen = state.seen_among(noted) - renamed - kept_out
+            quarantined = {entry.accounting_invoice_id for entry in diff.quarantine.values()}
+            seen = state.seen_among(noted) - renamed - quarantined
             back = sorted(seen | (set(noted) & taken))
         return _Unseen(
             gone - len(taken - renamed) + len(left),

@@ -222,7 +222,7 @@ class Database:
                 "SELECT value FROM meta WHERE key = 'schema_version'"
             ).fetchone()
             found = None if row is None else row[0]
-            if not isinstance(found, str) or not found.isdigit():
+            if not isinstance(found, str) or not found.isdigit() or int(found) < 1:
                 raise SchemaError(f"{self.path} has an unknown schema version {found!r}")
             version = int(found)
             if version > SCHEMA_VERSION:
@@ -230,8 +230,6 @@ class Database:
                     f"{self.path} has schema version {version}, newer than this kravia-sync "
                     f"understands ({SCHEMA_VERSION}): upgrade kravia-sync, do not downgrade"
                 )
-            if version < 1:
-                raise SchemaError(f"{self.path} has an unknown schema version {found!r}")
             steps = (
                 self._migrate_1_to_2,
                 self._migrate_2_to_3,
