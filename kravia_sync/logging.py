@@ -3,15 +3,25 @@
 Redaction works by value, not by guessing key names: every secret the configuration holds
 (`SecretStr` values) is registered with `register_secrets`, and the last processor replaces any
 occurrence of one in any logged value. `SecretStr` objects render as `**********` anyway.
+
+A secret is also looked for as output spells it: escaped inside a JSON string (with non-ASCII
+letters as `\\u` escapes or as they are), inside a Python `repr`, and quoted inside a URL. A
+short secret (under eight characters, such as a test token `x` or a password `test`) is
+replaced only where it stands as a word of its own: replaced inside other words it would
+garble every line ("max_in_flight" as "ma**********_in_flight"), and the gaps would show what
+the secret is.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any, Literal, TextIO, cast
+from urllib.parse import quote, quote_plus
 
 import structlog
 from pydantic import SecretStr
@@ -26,34 +36,88 @@ __all__ = [
 ]
 
 REDACTED = "**********"
-_secrets: set[str] = set()
+
+# Shorter than this, a secret is replaced only where it stands as a word of its own.
+SHORT_SECRET = 8
+
+
+def written_forms(secret: str) -> set[str]:
+    """`secret` as output may spell it: as it is, escaped inside a JSON string (ASCII-only or
+    not), inside a Python `repr`, and quoted inside a URL (path or query)."""
+    return {
+        secret,
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret)[1:-1],
+        quote(secret, safe=""),
+        quote_plus(secret),
+    }
+
+
+class _Redactor:
+    """The registered secrets, and one pattern that finds any of their written forms."""
+
+    def __init__(self) -> None:
+        self.secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def register(self, values: Iterable[str]) -> None:
+        new = {value for value in values if value} - self.secrets
+        if new:
+            self.secrets |= new
+            self._pattern = None
+
+    def redact(self, text: str) -> str:
+        if not self.secrets:
+            return text
+        if self._pattern is None:
+            self._pattern = self._compile()
+        return self._pattern.sub(REDACTED, text)
+
+    def _compile(self) -> re.Pattern[str]:
+        forms = {form for secret in self.secrets for form in written_forms(secret)}
+        # The longest first, so that an escaped form is replaced whole, not its raw part.
+        alternatives = [
+            re.escape(form) if len(form) >= SHORT_SECRET else rf"(?<!\w){re.escape(form)}(?!\w)"
+            for form in sorted(forms, key=lambda form: (-len(form), form))
+        ]
+        return re.compile("|".join(alternatives))
+
+
+_redactor = _Redactor()
 
 
 def register_secrets(values: Iterable[str]) -> None:
     """Remember secret values so that no log line or message can carry them."""
-    _secrets.update(value for value in values if value)
+    _redactor.register(values)
 
 
 def redact(text: str) -> str:
-    """`text` with every registered secret replaced."""
-    for secret in sorted(_secrets, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
+    """`text` with every registered secret replaced, in any of its written forms."""
+    return _redactor.redact(text)
 
 
 def _redact_value(value: object) -> object:
-    if isinstance(value, SecretStr):
-        return REDACTED
-    if isinstance(value, str):
-        return redact(value)
+    if value is None or isinstance(value, int | float):
+        return value
     if isinstance(value, dict):
         return {key: _redact_value(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_redact_value(item) for item in value]
+    return redact(_as_text(value))
+
+
+def _as_text(value: object) -> str:
+    """A logged value as the line will show it."""
+    if isinstance(value, SecretStr):
+        return REDACTED
+    if isinstance(value, str):
+        return value
     if isinstance(value, BaseException):
-        return redact(f"{type(value).__name__}: {value}")
-    return value
+        return f"{type(value).__name__}: {value}"
+    # Any other object is rendered by its repr (as both renderers would), and redacted here:
+    # once rendered, its repr would be escaped again inside the line.
+    return repr(value)
 
 
 def _redaction_processor(
