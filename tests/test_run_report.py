@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Sim, invoice_record, run_cli, run_pass, write_config
+from support import Sim, cli_env, invoice_record, run_cli, run_pass, write_config
 
 from kravia_sync.lifecycle import CaseState
 from kravia_sync.state.store import StateStore
@@ -19,6 +22,23 @@ from kravia_sync.testing.simulator import Faults
 EXIT_DONE = 0
 EXIT_ATTENTION = 3
 EVERY_PASS = "status_every_seconds = 0"
+
+# `kravia-sync reconcile` that SIGKILLs itself when it comes to clear cases' notes: `before`
+# the write, or right `after` it (argv[1]).
+KILLED_AT_THE_CLEARING = (
+    "import os, signal, sys\n"
+    "moment = sys.argv[1]\n"
+    "from kravia_sync.state.store import StateStore\n"
+    "write = StateStore.clear_case_notes\n"
+    "def clear_then_die(self, clearings, *, now):\n"
+    "    if moment == 'after':\n"
+    "        write(self, clearings, now=now)\n"
+    "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    "StateStore.clear_case_notes = clear_then_die\n"
+    "from kravia_sync.cli.app import main\n"
+    "sys.argv = ['kravia-sync', 'reconcile']\n"
+    "main()\n"
+)
 
 
 def write_invoices(folder: Path, numbers: list[int]) -> dict[str, Decimal]:
@@ -201,6 +221,49 @@ class TestGoneNotesClearThemselves:
         again = run_cli("reconcile", "--json", cwd=tmp_path)
         assert again.returncode == EXIT_DONE
         assert "gone_notes_cleared" not in json.loads(again.stdout)["counts"]
+        assert sim.calls_total() == calls_before
+        assert len(sim.cases()) == 2
+
+    @pytest.mark.parametrize("moment", ["before", "after"])
+    def test_a_kill_at_the_clearing_leaves_it_whole_for_the_next_pass(
+        self, sim: Sim, tmp_path: Path, moment: str
+    ) -> None:
+        """The process is SIGKILLed just before, or just after, it writes the clearing of a
+        returned invoice's note. Either the note is still there or it is cleared and journaled;
+        the next pass ends with it cleared, journaled exactly once, and nothing sent."""
+        folder = tmp_path / "invoices"
+        write_invoices(folder, [1, 2])
+        write_config(tmp_path, sim.base_url)
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
+        write_invoices(folder, [2])
+        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_ATTENTION
+        calls_before = sim.calls_total()
+        write_invoices(folder, [1, 2])
+
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLED_AT_THE_CLEARING, moment],
+            cwd=tmp_path,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        clearings = [e for e in journal_of(tmp_path, "1") if e["operation"] == "note_cleared"]
+        if moment == "before":
+            assert "Kravia still collects" in (case_of(tmp_path, "1").attention or "")
+            assert clearings == []
+        else:
+            assert case_of(tmp_path, "1").attention is None
+            assert len(clearings) == 1
+        after = run_cli("reconcile", "--json", cwd=tmp_path)
+        assert after.returncode == EXIT_DONE, after.stdout + after.stderr
+        assert case_of(tmp_path, "1").attention is None
+        clearings = [e for e in journal_of(tmp_path, "1") if e["operation"] == "note_cleared"]
+        assert len(clearings) == 1
+        assert clearings[0]["message"].startswith("its invoice is back in the source")
         assert sim.calls_total() == calls_before
         assert len(sim.cases()) == 2
 
