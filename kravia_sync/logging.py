@@ -6,10 +6,11 @@ occurrence of one in any logged value. `SecretStr` objects render as `**********
 
 A secret is also looked for as output spells it: escaped inside a JSON string (with non-ASCII
 letters as `\\u` escapes or as they are), inside a Python `repr`, and quoted inside a URL. A
-short secret (under eight characters, such as a test token `x` or a password `test`) is
-replaced only where it stands as a word of its own: replaced inside other words it would
-garble every line ("max_in_flight" as "ma**********_in_flight"), and the gaps would show what
-the secret is.
+tiny secret (one to three characters, such as a test token `x`) is replaced only where it does
+not run on into a word: replaced inside other words it would garble every line
+("max_in_flight" as "ma**********_in_flight"), and the gaps would show what the secret is.
+Output meant for programs (`--json`) is redacted value by value before it is encoded
+(`redact_structure`), so that it stays valid JSON whatever the secret is.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import logging
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any, Literal, TextIO, cast
@@ -32,13 +34,14 @@ __all__ = [
     "get_logger",
     "log_lines_to",
     "redact",
+    "redact_structure",
     "register_secrets",
 ]
 
 REDACTED = "**********"
 
-# Shorter than this, a secret is replaced only where it stands as a word of its own.
-SHORT_SECRET = 8
+# A secret shorter than this is replaced only where it does not run on into a word.
+TINY_SECRET = 4
 
 
 def written_forms(secret: str) -> set[str]:
@@ -54,34 +57,53 @@ def written_forms(secret: str) -> set[str]:
     }
 
 
+def _standing_apart(form: str) -> str:
+    """A pattern for `form` where it does not run on into a word: no word character just
+    before it if it starts with one, none just after it if it ends with one."""
+    before = r"(?<!\w)" if re.match(r"\w", form[0]) else ""
+    after = r"(?!\w)" if re.match(r"\w", form[-1]) else ""
+    return before + re.escape(form) + after
+
+
+# Forms replaced wherever they occur (longest first), and a pattern for the tiny ones.
+_Finder = tuple[tuple[str, ...], re.Pattern[str] | None]
+
+
+def _finder_of(secrets: frozenset[str]) -> _Finder:
+    anywhere = {
+        form for secret in secrets if len(secret) >= TINY_SECRET for form in written_forms(secret)
+    }
+    tiny = {
+        form for secret in secrets if len(secret) < TINY_SECRET for form in written_forms(secret)
+    }
+    by_length = sorted(tiny - anywhere, key=len, reverse=True)
+    pattern = re.compile("|".join(map(_standing_apart, by_length))) if by_length else None
+    return tuple(sorted(anywhere, key=len, reverse=True)), pattern
+
+
 class _Redactor:
-    """The registered secrets, and one pattern that finds any of their written forms."""
+    """The registered secrets and what finds them. Registering builds the finder anew and
+    puts it in place in one assignment, so that a thread redacting meanwhile uses either the
+    old one or the new one, never one half-built."""
 
     def __init__(self) -> None:
-        self.secrets: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+        self._secrets: frozenset[str] = frozenset()
+        self._finder: _Finder = ((), None)
 
     def register(self, values: Iterable[str]) -> None:
-        new = {value for value in values if value} - self.secrets
-        if new:
-            self.secrets |= new
-            self._pattern = None
+        with self._lock:
+            secrets = self._secrets | {value for value in values if value}
+            if secrets != self._secrets:
+                self._finder = _finder_of(secrets)
+                self._secrets = secrets
 
     def redact(self, text: str) -> str:
-        if not self.secrets:
-            return text
-        if self._pattern is None:
-            self._pattern = self._compile()
-        return self._pattern.sub(REDACTED, text)
-
-    def _compile(self) -> re.Pattern[str]:
-        forms = {form for secret in self.secrets for form in written_forms(secret)}
-        # The longest first, so that an escaped form is replaced whole, not its raw part.
-        alternatives = [
-            re.escape(form) if len(form) >= SHORT_SECRET else rf"(?<!\w){re.escape(form)}(?!\w)"
-            for form in sorted(forms, key=lambda form: (-len(form), form))
-        ]
-        return re.compile("|".join(alternatives))
+        anywhere, tiny = self._finder
+        for form in anywhere:
+            if form in text:
+                text = text.replace(form, REDACTED)
+        return text if tiny is None else tiny.sub(REDACTED, text)
 
 
 _redactor = _Redactor()
@@ -97,14 +119,25 @@ def redact(text: str) -> str:
     return _redactor.redact(text)
 
 
+def redact_structure(value: object) -> object:
+    """`value` (JSON-like: dicts, lists, strings, numbers) with every string in it, keys
+    included, redacted: for output that is encoded afterwards, which redacting the encoded
+    text could make invalid (a secret `1` would take the place of every number 1)."""
+    return _redact_value(value)
+
+
 def _redact_value(value: object) -> object:
     if value is None or isinstance(value, int | float):
         return value
     if isinstance(value, dict):
-        return {key: _redact_value(item) for key, item in value.items()}
+        return {_redact_key(key): _redact_value(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_redact_value(item) for item in value]
     return redact(_as_text(value))
+
+
+def _redact_key(key: object) -> object:
+    return redact(key) if isinstance(key, str) else key
 
 
 def _as_text(value: object) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import sys
+import threading
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -16,6 +18,7 @@ from kravia_sync.logging import (
     configure_logging,
     get_logger,
     redact,
+    redact_structure,
     register_secrets,
 )
 
@@ -73,29 +76,99 @@ class TestEverySpelling:
 
 
 class TestShortSecrets:
-    def test_a_short_secret_inside_other_words_is_left_alone(self) -> None:
-        register_secrets(["x", "test"])
-        text = "max_in_flight=16 latest contest test-run"
-        assert redact(text) == f"max_in_flight=16 latest contest {REDACTED}-run"
+    def test_a_tiny_secret_inside_other_words_is_left_alone(self) -> None:
+        register_secrets(["x", "pw"])
+        text = "max_in_flight=16 pwd pw-run"
+        assert redact(text) == f"max_in_flight=16 pwd {REDACTED}-run"
 
-    def test_a_short_secret_on_its_own_is_redacted(self) -> None:
-        register_secrets(["x"])
+    def test_a_tiny_secret_on_its_own_is_redacted(self) -> None:
+        register_secrets(["x", "-ab"])
         assert redact('{"token": "x"}') == f'{{"token": "{REDACTED}"}}'
         assert redact("Bearer x") == f"Bearer {REDACTED}"
+        # Its edge is punctuation: what stands next to that edge does not matter.
+        assert redact("key-ab") == f"key{REDACTED}"
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "password=abc123_old",
+            "PGPASSWORD_abc123",
+            repr("password:\nabc123"),
+            json.dumps("pw\tabc123"),
+            json.dumps("æabc123"),
+            "?dsn=" + quote_plus("postgresql://kravia:abc123@db/erp"),
+            "Passabc123word",
+        ],
+    )
+    def test_a_secret_of_four_characters_or_more_is_redacted_wherever_it_is(
+        self, text: str
+    ) -> None:
+        register_secrets(["abc123"])
+        assert "abc123" not in redact(text)
+        assert REDACTED in redact(text)
 
     def test_a_long_secret_is_redacted_inside_other_text(self) -> None:
         register_secrets(["s3cr3t-Token"])
         assert redact("ids3cr3t-Token42") == f"id{REDACTED}42"
 
-    def test_a_one_letter_token_leaves_the_json_summary_whole(
-        self, sim: Sim, tmp_path: Path
+    @pytest.mark.parametrize("token", ["x", "1", "true"])
+    def test_a_tiny_token_leaves_the_json_summary_whole(
+        self, sim: Sim, tmp_path: Path, token: str
     ) -> None:
-        """`KRAVIA_TOKEN=x` (a quick try against the simulator) gives a summary whose keys are
-        all there: before, every `x` in it was redacted, `max_in_flight` included."""
+        """`KRAVIA_TOKEN=x` (a quick try against the simulator) gives a summary that is JSON
+        with all its keys and numbers: before, every `x` in it was redacted, `max_in_flight`
+        included, and a token `1` took the place of every 1 in it."""
         (tmp_path / "invoices").mkdir()
         write_config(tmp_path, sim.base_url)
-        result = run_cli("reconcile", "--json", cwd=tmp_path, env=cli_env(KRAVIA_TOKEN="x"))  # noqa: S106
+        result = run_cli("reconcile", "--json", cwd=tmp_path, env=cli_env(KRAVIA_TOKEN=token))
         assert result.returncode == 0, result.stderr
         summary = json.loads(result.stdout)
         assert isinstance(summary["pacing"]["max_in_flight"], int)
+        assert summary["run_id"] == 1
+        assert summary["error"] is None
         assert REDACTED not in result.stdout
+
+
+class TestStructures:
+    def test_strings_are_redacted_and_numbers_kept(self) -> None:
+        register_secrets(["1", "hemmelig-pw"])
+        payload = {"run_id": 1, "errors": ["token 1 refused", ("hemmelig-pw",)], "hemmelig-pw": 1}
+        assert redact_structure(payload) == {
+            "run_id": 1,
+            "errors": [f"token {REDACTED} refused", [REDACTED]],
+            REDACTED: 1,
+        }
+
+
+class TestRegisteringWhileRedacting:
+    def test_every_secret_registered_is_found_after_a_storm_of_both(self) -> None:
+        """Sources register tokens from worker threads (an OAuth2 token fetched in a read)
+        while the loop logs: no secret may be left out of what redaction looks for."""
+        secrets = [f"token-{n:04d}-Qz" for n in range(200)]
+        stop = threading.Event()
+
+        def keep_redacting() -> None:
+            while not stop.is_set():
+                redact(" ".join(secrets[:50]))
+
+        def register_some(part: list[str]) -> None:
+            for secret in part:
+                register_secrets([secret])
+
+        old_interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            readers = [threading.Thread(target=keep_redacting) for _ in range(2)]
+            writers = [
+                threading.Thread(target=register_some, args=(secrets[n::4],)) for n in range(4)
+            ]
+            for thread in readers + writers:
+                thread.start()
+            for thread in writers:
+                thread.join()
+            stop.set()
+            for thread in readers:
+                thread.join()
+        finally:
+            sys.setswitchinterval(old_interval)
+        assert redact(" ".join(secrets)) == " ".join([REDACTED] * len(secrets))

@@ -59,7 +59,6 @@ from connectors.sql._server import driver_connect_args, statement_limit
 from kravia_sync.connector import ConnectorError, RecordStamp, SourceRecord, StampedRead
 from kravia_sync.engine.plan import source_id
 from kravia_sync.errors import InvalidRecordError
-from kravia_sync.logging import REDACTED, redact, register_secrets
 from kravia_sync.model import Invoice, parse_date
 from kravia_sync.state.store import StateStore
 
@@ -1347,10 +1346,7 @@ class TestSecrets:
         assert_no_password(repr(settings), str(settings), repr(made.settings), made.display_url)
         assert "postgresql://kravia:***@db/erp" in repr(settings)
         assert PASSWORD in made.secret_values()
-        register_secrets(made.secret_values())
-        assert redact(f"postgresql://kravia:{PASSWORD_IN_URL}@db/erp") == (
-            f"postgresql://kravia:{REDACTED}@db/erp"
-        )
+        assert PASSWORD_IN_URL in made.secret_values()
 
     def test_a_password_file_is_read_and_kept_secret(self, tmp_path: Path) -> None:
         (tmp_path / "db_password").write_text(PASSWORD + "\n", encoding="utf-8")

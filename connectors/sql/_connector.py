@@ -132,7 +132,7 @@ class SqlConnector(Connector):
         return self._database.backend
 
     def secret_values(self) -> list[str]:
-        """The database password (redaction also finds it as a URL writes it)."""
+        """The database password, as it is and as it is written inside a URL."""
         return self._database.secret_values()
 
     @property

@@ -9,6 +9,7 @@ import os
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, quote_plus
 
 from sqlalchemy import (
     ARRAY,
@@ -116,8 +117,10 @@ class SqlDatabase:
         return url
 
     def secret_values(self) -> list[str]:
-        """The database password (redaction also finds it as a URL writes it)."""
-        return [self._password] if self._password else []
+        """The database password, as it is and as it is written inside a URL."""
+        if not self._password:
+            return []
+        return sorted({self._password, quote(self._password, safe=""), quote_plus(self._password)})
 
     @property
     def display_url(self) -> str:

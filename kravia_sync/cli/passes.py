@@ -26,7 +26,7 @@ from kravia_sync.cli.plan_view import PlanView, print_plan
 from kravia_sync.cli.summary import exit_code, print_summary, run_pass
 from kravia_sync.engine.reconcile import Reconciler
 from kravia_sync.engine.summary import RunStatus, RunSummary
-from kravia_sync.logging import configure_logging, redact, register_secrets
+from kravia_sync.logging import configure_logging, redact_structure, register_secrets
 from kravia_sync.settings import (
     DEFAULT_CONFIG,
     Settings,
@@ -60,7 +60,7 @@ def reconcile(
             run_pass(settings, show_progress=show_progress, confirm_gone=confirm_gone or ())
         )
     if as_json:
-        sys.stdout.write(redact(json.dumps(summary.as_dict(), indent=2)) + "\n")
+        sys.stdout.write(json.dumps(redact_structure(summary.as_dict()), indent=2) + "\n")
     else:
         print_summary(summary)
     raise typer.Exit(exit_code(summary))
@@ -81,7 +81,7 @@ def plan(
     view = PlanView.of(summary.planned)
     if as_json:
         payload = summary.as_dict() | view.as_dict()
-        sys.stdout.write(redact(json.dumps(payload, indent=2)) + "\n")
+        sys.stdout.write(json.dumps(redact_structure(payload), indent=2) + "\n")
     else:
         print_plan(summary, view)
     if summary.status == RunStatus.FAILED:

@@ -27,7 +27,7 @@ from kravia_sync.cli.common import (
     user_errors,
 )
 from kravia_sync.kravia.errors import KraviaAuthError, KraviaError
-from kravia_sync.logging import redact
+from kravia_sync.logging import redact_structure
 from kravia_sync.settings import DEFAULT_CONFIG, Settings
 from kravia_sync.state.store import StateStore
 
@@ -184,7 +184,7 @@ def _unreachable(settings: Settings, exc: KraviaError, *, as_json: bool) -> Fail
 
 
 def _write_json(payload: dict[str, Any]) -> None:
-    sys.stdout.write(redact(json.dumps(payload, indent=2, ensure_ascii=False)) + "\n")
+    sys.stdout.write(json.dumps(redact_structure(payload), indent=2, ensure_ascii=False) + "\n")
 
 
 def _invoice_json(invoice: CoveredInvoice) -> dict[str, Any]:

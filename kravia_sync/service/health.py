@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from kravia_sync.logging import redact_structure
 from kravia_sync.service.listener import HttpListener
 from kravia_sync.service.metrics import CONTENT_TYPE
 
@@ -37,7 +38,8 @@ class HealthServer(HttpListener):
 
         async def readyz(_: Request) -> Response:
             ready, details = await self._readiness()
-            return JSONResponse(details | {"ready": ready}, status_code=200 if ready else 503)
+            body = redact_structure(details | {"ready": ready})  # each error is redacted already
+            return JSONResponse(body, status_code=200 if ready else 503)
 
         async def metrics(_: Request) -> Response:
             return Response(self._metrics(), media_type=CONTENT_TYPE)
