@@ -771,12 +771,14 @@ class TestAuth:
         monkeypatch.setenv("CLIENT_SECRET", "client-secret-77aa")
         issued: list[str] = []
         token_bodies: list[dict[str, list[str]]] = []
+        basic: list[str] = []
         api = Api([invoice(n) for n in range(1, 4)])
 
         def handler(request: httpx.Request) -> httpx.Response:
             if request.url.host == "auth.example.com":
                 token_bodies.append(parse_qs(request.content.decode()))
                 assert request.headers["authorization"].startswith("Basic ")
+                basic.append(request.headers["authorization"].removeprefix("Basic "))
                 issued.append(f"access-{len(issued) + 1}-Zz9")
                 return httpx.Response(
                     200,
@@ -804,6 +806,8 @@ class TestAuth:
         assert token_bodies[0]["scope"] == ["invoices.read"]
         assert "access-1-Zz9" in connector.secret_values()
         assert "client-secret-77aa" in connector.secret_values()
+        # The client's credentials as Basic sends them, should the endpoint echo them back.
+        assert set(basic) <= set(connector.secret_values())
         assert redact("token access-2-Zz9") == "token **********"
 
     def test_oauth2_key_header_goes_with_the_token_request_and_every_call(

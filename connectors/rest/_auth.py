@@ -290,7 +290,16 @@ class _OAuth2(Authenticator):
 
     def secrets(self) -> list[str]:
         key = [] if self._key is None else [self._key.get_secret_value()]
-        return [self._secret.get_secret_value(), *key, *self._seen]
+        basic = [self._basic_credentials()] if self.settings.client_auth == "basic" else []
+        return [self._secret.get_secret_value(), *key, *basic, *self._seen]
+
+    def _basic_credentials(self) -> str:
+        """The client's id and secret as HTTP Basic sends them (a token endpoint may echo
+        them back in an error)."""
+        pair = (
+            f"{_form_quote(self.settings.client_id)}:{_form_quote(self._secret.get_secret_value())}"
+        )
+        return base64.b64encode(pair.encode()).decode()
 
     def _fetch(self, request_token: TokenRequest) -> None:
         s = self.settings
@@ -299,8 +308,7 @@ class _OAuth2(Authenticator):
             form["scope"] = s.scope
         headers = {"Accept": "application/json", **self._keyed()}
         if s.client_auth == "basic":
-            pair = f"{_form_quote(s.client_id)}:{_form_quote(self._secret.get_secret_value())}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+            headers["Authorization"] = "Basic " + self._basic_credentials()
         else:
             form["client_id"] = s.client_id
             form["client_secret"] = self._secret.get_secret_value()
