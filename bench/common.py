@@ -97,13 +97,15 @@ class SimulatorProcess:
         return list(self._get("/_sim/cases"))
 
 
-def write_csv(path: Path, count: int) -> None:
-    """`count` overdue invoices as a Norwegian spreadsheet export (`;`, decimal comma)."""
+def write_csv(path: Path, count: int, *, id_series: str | None = None) -> None:
+    """`count` overdue invoices as a Norwegian spreadsheet export (`;`, decimal comma); with
+    `id_series`, each row has an accounting_invoice_id of that series (`B-100001`)."""
     due = datetime.now(UTC).date() - timedelta(days=40)
     with path.open("w", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle, delimiter=";")
-        writer.writerow(FIELDS)
+        writer.writerow(FIELDS + (["accounting_invoice_id"] if id_series else []))
         for number in range(1, count + 1):
+            ids = [f"{id_series}-{100000 + number}"] if id_series else []
             writer.writerow(
                 [
                     str(100000 + number),
@@ -118,6 +120,7 @@ def write_csv(path: Path, count: int) -> None:
                     "0150",
                     "Oslo",
                     f"Faktura {100000 + number}",
+                    *ids,
                 ]
             )
 

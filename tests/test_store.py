@@ -33,7 +33,7 @@ from kravia_sync.state.records import (
     QuarantineEntry,
     WriteStatus,
 )
-from kravia_sync.state.source_read import SourceRead
+from kravia_sync.state.source_read import SAME_NUMBER_SQL, SourceRead
 from kravia_sync.state.store import StateStore
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -311,6 +311,28 @@ class TestSchema:
             assert "INDEX ix_cases_noted (source=? AND attention>?)" in str(plan.fetchall())
         assert store.ids_noted("erp", "gone:") == ["A-1"]
         assert store.ids_noted("other", "gone:") == []
+
+    def test_the_cases_with_a_records_number_are_found_through_the_index_of_numbers(
+        self, store, db_path
+    ):
+        """Asked for each record whose id is new to the store (every record, after an ERP
+        renumbers its keys): the index of invoice numbers, never every case of the source."""
+        store.write_batch(
+            [
+                make_case("A-1", phase=Phase.STARTED, kravia_id=1),
+                make_case("A-2", phase=Phase.STARTED, kravia_id=2),
+                make_case("B-1", source="shop", invoice_number="1"),
+                make_case("C-1", invoice_number="1"),
+            ],
+            [],
+        )
+        with contextlib.closing(sqlite3.connect(db_path)) as connection:
+            plan = connection.execute(f"EXPLAIN QUERY PLAN {SAME_NUMBER_SQL}", ("1", "erp", "X"))
+            assert "INDEX ix_cases_invoice_number (invoice_number=?)" in str(plan.fetchall())
+        with SourceRead(db_path, "erp") as read:
+            assert read.same_number("X-1", "1") == ["A-1", "C-1"]
+            assert read.same_number("A-1", "1") == ["C-1"]
+            assert read.same_number("X-3", "3") == []
 
     def test_a_store_without_the_index_of_noted_cases_still_answers(self, store, db_path):
         """Dropped by another tool: the noted cases are still found (through the index of every

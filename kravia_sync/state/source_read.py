@@ -16,6 +16,17 @@ from kravia_sync.state.errors import state_errors
 __all__ = ["SourceRead"]
 
 
+# The stored cases of a source with an invoice number, but another id. `+source`: through the
+# index of invoice numbers, a handful of rows. Left to itself SQLite may take the index of the
+# source's cases (it has no statistics to tell the two apart) and read every case of the
+# source for each record asked about: a pass adopting 20,000 new ids took 125 s, not 3.
+SAME_NUMBER_SQL = (
+    "SELECT accounting_invoice_id FROM main.cases "
+    "WHERE invoice_number = ? AND +source = ? AND accounting_invoice_id <> ? "
+    "ORDER BY accounting_invoice_id"
+)
+
+
 class SourceRead:
     """Look-ups for one source read, a chunk of records at a time, in flat memory.
 
@@ -173,12 +184,7 @@ class SourceRead:
         if not self._any_stored:
             return []
         with state_errors(self._path):
-            rows = self._db.execute(
-                "SELECT accounting_invoice_id FROM main.cases "
-                "WHERE invoice_number = ? AND source = ? AND accounting_invoice_id <> ? "
-                "ORDER BY accounting_invoice_id",
-                (number, self._source, aid),
-            ).fetchall()
+            rows = self._db.execute(SAME_NUMBER_SQL, (number, self._source, aid)).fetchall()
         return [str(stored) for (stored,) in rows]
 
     def case_number(self, aid: str) -> str | None:
