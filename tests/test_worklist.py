@@ -14,7 +14,7 @@ from kravia_sync.connector import Connector, ConnectorSettings, SourceRecord
 from kravia_sync.documents import CallableDocument, FileDocument
 from kravia_sync.engine.gate import Refusal, RefusalKind
 from kravia_sync.engine.plan import Change, assess
-from kravia_sync.engine.worklist import WorkItem, WorkList, WorkListError
+from kravia_sync.engine.worklist import KeptRecord, WorkItem, WorkList, WorkListError
 from kravia_sync.lifecycle import CaseState, Phase
 from kravia_sync.model import Invoice
 
@@ -235,6 +235,126 @@ class TestCopies:
             (back,) = list(work)
             assert back.invoice is not None
             assert back.invoice.document is None
+
+
+def kept_record(number: int, *, document: object = None) -> KeptRecord:
+    item = new_item(number, document=document)
+    assert item.invoice is not None
+    return KeptRecord(item.invoice, f"invoices.csv:{number}", f"hash-{number}")
+
+
+def kept_names(work: WorkList, source: str = "erp") -> list[str]:
+    return [name for chunk in work.shelf(source, "stored").chunks() for name, _ in chunk]
+
+
+class TestKeptRecords:
+    """The valid records a source's read keeps until it is complete: a few as objects, the rest
+    written out, given back in the order they were kept, a chunk at a time."""
+
+    def test_records_come_back_equal_in_the_order_kept_across_the_boundary(self, monkeypatch):
+        monkeypatch.setattr(WorkList, "IN_MEMORY", 3)
+        monkeypatch.setattr(WorkList, "CHUNK", 2)
+        with WorkList() as work:
+            kept = {f"E-{n}": kept_record(n) for n in range(1, 9)}
+            for name, record in kept.items():
+                work.shelf("erp", "stored").put(name, record)
+            chunks = list(work.shelf("erp", "stored").chunks())
+            assert all(len(chunk) <= 2 for chunk in chunks)
+            back = [pair for chunk in chunks for pair in chunk]
+            assert [name for name, _ in back] == list(kept)
+            for name, record in back:
+                assert record == kept[name]
+            assert back[0][1] is kept["E-1"]  # held as an object
+            assert back[-1][1] is not kept["E-8"]  # written out: a copy comes back
+
+    @pytest.mark.parametrize("limit", [10, 1], ids=["held", "written out"])
+    def test_keeping_a_name_again_replaces_its_record_in_its_place(self, monkeypatch, limit):
+        monkeypatch.setattr(WorkList, "IN_MEMORY", limit)
+        with WorkList() as work:
+            for number in (1, 2, 3):
+                work.shelf("erp", "stored").put(f"E-{number}", kept_record(number))
+            work.shelf("erp", "stored").put("E-2", kept_record(20))
+            back = [pair for chunk in work.shelf("erp", "stored").chunks() for pair in chunk]
+            assert [name for name, _ in back] == ["E-1", "E-2", "E-3"]
+            assert back[1][1].invoice.invoice_number == "20"
+
+    @pytest.mark.parametrize("limit", [10, 1], ids=["held", "written out"])
+    def test_a_record_forgotten_is_not_given(self, monkeypatch, limit):
+        monkeypatch.setattr(WorkList, "IN_MEMORY", limit)
+        with WorkList() as work:
+            for number in (1, 2, 3):
+                work.shelf("erp", "stored").put(f"E-{number}", kept_record(number))
+            work.shelf("erp", "stored").forget("E-2")
+            work.shelf("erp", "stored").forget("E-9")  # never kept: nothing to do
+            assert kept_names(work) == ["E-1", "E-3"]
+            work.shelf("erp", "stored").put("E-2", kept_record(2))  # kept again: after the others
+            assert kept_names(work) == ["E-1", "E-3", "E-2"]
+
+    def test_sources_keep_their_own_and_are_let_go_of_one_at_a_time(self, monkeypatch):
+        monkeypatch.setattr(WorkList, "IN_MEMORY", 2)
+        with WorkList() as work:
+            for number in (1, 2, 3):
+                work.shelf("erp", "stored").put(f"E-{number}", kept_record(number))
+                work.shelf("shop", "stored").put(f"E-{number}", kept_record(number + 10))
+            assert kept_names(work, "erp") == ["E-1", "E-2", "E-3"]
+            assert [
+                r.invoice.invoice_number
+                for c in work.shelf("shop", "stored").chunks()
+                for _, r in c
+            ] == [
+                "11",
+                "12",
+                "13",
+            ]
+            work.drop_kept("erp")
+            assert kept_names(work, "erp") == []
+            assert kept_names(work, "shop") == ["E-1", "E-2", "E-3"]
+            work.drop_source("shop")  # a failed read lets go of its kept records too
+            assert kept_names(work, "shop") == []
+            assert work.new_count("shop") == 0
+
+    def test_copies_come_back_with_their_records(self, monkeypatch, tmp_path: Path):
+        """A file's copy by its path, a connector's loader written out, a lambda by reference."""
+        monkeypatch.setattr(WorkList, "IN_MEMORY", 0)
+        path = tmp_path / "1.pdf"
+        path.write_bytes(b"%PDF file")
+        connector = _LoadingConnector()
+        documents = {
+            "E-1": FileDocument(path),
+            "E-2": CallableDocument("2.pdf", functools.partial(connector.load, {"number": 2}, "2")),
+            "E-3": CallableDocument("3.pdf", lambda: b"%PDF lambda"),
+        }
+        with WorkList() as work:
+            for number, document in enumerate(documents.values(), start=1):
+                work.shelf("erp", "stored").put(
+                    f"E-{number}", kept_record(number, document=document)
+                )
+            back = {
+                name: record
+                for chunk in work.shelf("erp", "stored").chunks()
+                for name, record in chunk
+            }
+            loaded = {name: record.invoice.document.load() for name, record in back.items()}
+            assert loaded == {"E-1": b"%PDF file", "E-2": b"%PDF 2", "E-3": b"%PDF lambda"}
+            assert back["E-3"].invoice.document is documents["E-3"]
+            work.drop_kept("erp")
+            assert work._kept_documents == {}
+
+    def test_a_full_temporary_disk_fails_the_keeping_with_a_clear_error(self, monkeypatch):
+        monkeypatch.setattr(WorkList, "IN_MEMORY", 0)
+        with WorkList() as work:
+            work.shelf("erp", "stored").put("E-1", kept_record(1))
+            assert work._db is not None
+            work._db.execute("PRAGMA max_page_count = 1")
+
+            def fill() -> None:
+                for number in range(2, 200):
+                    work.shelf("erp", "stored").put(f"E-{number}", kept_record(number))
+
+            with pytest.raises(WorkListError, match="temporary file"):
+                fill()
+            assert work.broken is not None
+            work.drop_source("erp")  # what a failed read does: no second error
 
 
 class _LoadingConnector(Connector):

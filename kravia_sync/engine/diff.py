@@ -21,7 +21,7 @@ from kravia_sync.engine.plan import Change, assess, record_hash, source_id
 from kravia_sync.engine.read_ids import ReadIds, conflict_entry
 from kravia_sync.engine.read_payments import ReadPayments
 from kravia_sync.engine.rejections import Rejections, is_text
-from kravia_sync.engine.worklist import WorkItem, WorkList, WorkListError
+from kravia_sync.engine.worklist import KeptRecord, WorkItem, WorkList, WorkListError
 from kravia_sync.lifecycle import CaseState, CaseSummary, Phase, Step
 from kravia_sync.model import Invoice
 from kravia_sync.settings import PaymentsMode, PolicySettings, SourceConfig
@@ -66,21 +66,15 @@ class Lookup:
 NOTHING_KNOWN = Lookup()
 
 
-@dataclass(slots=True)
-class _Valid:
-    invoice: Invoice
-    key: str
-    hashed: str
-
-
 class SourceDiff:
     """Diff one source read; memory grows with what changed, not with the size of the source.
 
     1. `add` every record with its `Lookup`: a record whose case is finished and whose raw
-       record is unchanged costs a hash and a comparison; the rest are validated and kept.
-    2. `finish` with the full stored state of `wanted_cases()`, what the caller found gone,
-       and ids claimed by earlier sources of the pass: assess what was kept, settle lost
-       answers of cases whose invoice is gone or invalid now (they are sent nothing else).
+       record is unchanged costs a hash and a comparison; the rest are validated and kept
+       (in the work list's `keep`: a few thousand as objects, the rest written out).
+    2. `finish` with how to load stored cases and what the caller found gone: assess what
+       was kept, a chunk at a time, and settle lost answers of cases whose invoice is gone or
+       invalid now (they are sent nothing else).
     """
 
     def __init__(
@@ -123,8 +117,8 @@ class SourceDiff:
         self.quarantine = self.rejections.entries  # record key → why it is kept out
         self.updates: list[CaseState] = []
         self._items: dict[str, WorkItem] = {}  # work on stored cases, until `finish`
-        self._valid: dict[str, _Valid] = {}  # validated records of stored cases, for `finish`
-        self._known: set[str] = set()  # ids of `_valid` (and `_settle`)
+        # Valid records of stored cases, by id, for `finish` (few held as objects).
+        self._kept = self.work_list.shelf(source.name, "stored")
         self._settle: set[str] = set()  # seen, invalid now, with a lost answer to settle
         self.payments_read = ReadPayments(
             PaymentsMode(payments or source.payments or PaymentsMode.AMOUNT_DROPS),
@@ -141,6 +135,7 @@ class SourceDiff:
             aliases=aliases or {},
             holds=self.holds,
             now=now,
+            withheld=self.work_list.shelf(source.name, "withheld"),
         )
 
     @property
@@ -209,7 +204,7 @@ class SourceDiff:
         """A record whose judgement failed unexpectedly: quarantined with the reason; any
         state kept for it in this read is dropped, so nothing is sent for it."""
         if aid is not None:
-            self._valid.pop(aid, None)
+            self._kept.forget(aid)
             self._items.pop(aid, None)
             self.work_list.drop_new(self.source.name, aid)
         self.rejections.unjudgeable(key, aid, exc)
@@ -277,8 +272,7 @@ class SourceDiff:
             if not self.ids.drifts.withhold(key, invoice, hashed):
                 self._add_new(key, invoice, hashed)
             return
-        self._valid[invoice.accounting_invoice_id] = _Valid(invoice, key, hashed)
-        self._known.add(invoice.accounting_invoice_id)
+        self._kept.put(invoice.accounting_invoice_id, KeptRecord(invoice, key, hashed))
 
     def _add_new(self, key: str, invoice: Invoice, hashed: str) -> None:
         """A valid invoice nothing is stored for: into the work list now, unless the gate
@@ -319,8 +313,8 @@ class SourceDiff:
         """After a complete read (`seen`: which of `ids.drifts.registered()` its look-ups
         had): each record withheld for an id changed since its case was registered, or naming
         another invoice's case, is a case's, a new invoice, or quarantined (see
-        `kravia_sync.engine.drift`); the aliases of the cases taken. Before `wanted_cases`:
-        a case taken is wanted."""
+        `kravia_sync.engine.drift`); the aliases of the cases taken. Before `finish`: a case
+        taken is assessed there."""
         for verdict, drifting, invoice, hashed in self.ids.judged(seen):
             if isinstance(verdict, Freed):
                 self._add_new(drifting.key, invoice, hashed)
@@ -329,19 +323,13 @@ class SourceDiff:
             else:
                 case_id = verdict.registered
                 adopted = invoice.model_copy(update={"accounting_invoice_id": case_id})
-                self._valid[case_id] = _Valid(adopted, drifting.key, hashed)
-                self._known.add(case_id)
+                self._kept.put(case_id, KeptRecord(adopted, drifting.key, hashed))
                 self.counts["ids_adopted"] += 1
         return list(self.ids.adopted)
 
-    def wanted_cases(self) -> list[str]:
-        """The stored cases `finish` needs in full: those of the kept records, and those of
-        records that are invalid now but have a lost answer to settle."""
-        return [*self._known, *self._settle]
-
     def finish(
         self,
-        known: Mapping[str, CaseState],
+        load_cases: Callable[[list[str]], Mapping[str, CaseState]],
         *,
         gone: int = 0,
         gone_settling: Iterable[CaseState] = (),
@@ -349,17 +337,23 @@ class SourceDiff:
         """After a complete read: assess the kept records of stored cases, settle lost
         answers, and put their work in the work list after the new invoices'.
 
-        `known`: the stored cases of `wanted_cases()`; `gone`: how many stored cases of this
-        source the read did not have; `gone_settling`: those of them with a lost answer.
+        `load_cases`: the stored cases with these ids (asked a chunk of kept records at a
+        time, and for the records invalid now with a lost answer to settle); `gone`: how many
+        stored cases of this source the read did not have; `gone_settling`: those of them
+        with a lost answer.
         """
         self.payments_read.name_cases(self.ids.aliases_now(), self.ids.unclear)
-        for aid, valid in list(self._valid.items()):
-            try:
-                self._assess(valid, known.get(aid))
-            except Exception as exc:  # bad input is data: one record never stops the rest
-                self._unjudgeable(valid.key, aid, exc)
+        for chunk in self._kept.chunks():
+            known = load_cases([aid for aid, _ in chunk])
+            for aid, kept in chunk:
+                try:
+                    self._assess(kept, known.get(aid))
+                except Exception as exc:  # bad input is data: one record never stops the rest
+                    self._unjudgeable(kept.key, aid, exc)
+        self.work_list.drop_kept(self.source.name)
         self.counts["gone"] += gone
-        for case in [*(known[aid] for aid in self._settle if aid in known), *gone_settling]:
+        settling = load_cases(sorted(self._settle)) if self._settle else {}
+        for case in [*(settling[aid] for aid in self._settle if aid in settling), *gone_settling]:
             if case.accounting_invoice_id not in self._items:
                 self._items[case.accounting_invoice_id] = WorkItem(case, None, Change.PENDING)
         self.counts[Change.NEW.value] += self.work_list.new_count(self.source.name)
@@ -377,7 +371,7 @@ class SourceDiff:
             if item is not None:
                 item.case = case
 
-    def _assess(self, valid: _Valid, existing: CaseState | None) -> None:
+    def _assess(self, valid: KeptRecord, existing: CaseState | None) -> None:
         assessment = assess(
             valid.invoice,
             source=self.source.name,

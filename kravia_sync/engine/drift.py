@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 
+from kravia_sync.engine.worklist import KeptRecord, Shelf
 from kravia_sync.model import Invoice
 
 __all__ = [
@@ -184,16 +185,18 @@ def _without_case(record: Drifting, named: Renamed) -> Verdict:
 class DriftWatch:
     """The records of one source read whose id is new to the store and whose invoice number
     is registered from the source under another id: withheld from the work list until the
-    read is complete, then each adopted or quarantined (`judge_drifts`)."""
+    read is complete, then each adopted or quarantined (`judge_drifts`). What each is judged
+    by stays here; the records themselves are kept on `shelf` (few of them as objects)."""
 
-    def __init__(self, *, unique_numbers: bool) -> None:
+    def __init__(self, *, unique_numbers: bool, shelf: Shelf) -> None:
         # Whether an invoice number names one invoice of the source (else it tells nothing).
         self.unique_numbers = unique_numbers
         # The ids of the source's stored cases with an invoice number (and another id); the
         # invoice number of the stored case with an id ("" unknown; None when there is none).
         self._same_number: Callable[[str, str], list[str]] | None = None
         self._case_number: Callable[[str], str | None] = lambda _aid: None
-        self._withheld: list[tuple[Drifting, Invoice, str]] = []
+        self._withheld: list[Drifting] = []  # in the order withheld; their records on:
+        self._shelf = shelf
 
     def look_up_with(
         self,
@@ -217,7 +220,7 @@ class DriftWatch:
         drifting = Drifting(
             invoice.accounting_invoice_id, invoice.invoice_number, key, tuple(registered)
         )
-        self._withheld.append((drifting, invoice, hashed))
+        self._withhold(drifting, KeptRecord(invoice, key, hashed))
         return True
 
     def renamed(self, case_number: str | None, invoice_number: str) -> bool:
@@ -241,24 +244,27 @@ class DriftWatch:
         drifting = Drifting(
             invoice.accounting_invoice_id, invoice.invoice_number, key, tuple(registered), named
         )
-        self._withheld.append((drifting, invoice, hashed))
+        self._withhold(drifting, KeptRecord(invoice, key, hashed))
+
+    def _withhold(self, drifting: Drifting, record: KeptRecord) -> None:
+        self._shelf.put(str(len(self._withheld)), record)  # a name of its own: never replaced
+        self._withheld.append(drifting)
 
     def registered(self) -> set[str]:
         """The stored cases the withheld records may be: whether the read had them decides."""
-        return {case for drifting, _, _ in self._withheld for case in drifting.registered}
+        return {case for drifting in self._withheld for case in drifting.registered}
 
     def renamed_cases(self) -> set[str]:
         """The stored cases whose id a record of another invoice number has in this read:
         seen by the read, yet not claimed by it."""
         return {
-            drifting.renamed.case
-            for drifting, _, _ in self._withheld
-            if drifting.renamed is not None
+            drifting.renamed.case for drifting in self._withheld if drifting.renamed is not None
         }
 
     def judged(self, seen: Collection[str]) -> Iterator[tuple[Verdict, Drifting, Invoice, str]]:
         """Each withheld record's verdict, with the record's invoice and hash; once."""
         withheld, self._withheld = self._withheld, []
-        verdicts = judge_drifts((drifting for drifting, _, _ in withheld), seen)
-        for verdict, (drifting, invoice, hashed) in zip(verdicts, withheld, strict=True):
-            yield verdict, drifting, invoice, hashed
+        verdicts = judge_drifts(withheld, seen)
+        records = (record for chunk in self._shelf.chunks() for _, record in chunk)
+        for verdict, drifting, record in zip(verdicts, withheld, records, strict=True):
+            yield verdict, drifting, record.invoice, record.hashed

@@ -20,6 +20,7 @@ from kravia_sync.engine.drift import (
     Renamed,
     Verdict,
 )
+from kravia_sync.engine.worklist import Shelf
 from kravia_sync.lifecycle import CaseSummary, Phase
 from kravia_sync.model import Invoice
 from kravia_sync.state.records import InvoiceAlias, QuarantineEntry, QuarantineKind
@@ -36,7 +37,8 @@ class ReadIds:
 
     `aliases`: the ids the source gave invoices after their cases were registered, each with
     its case's accountingInvoiceId; `holds`: the operator's holds of the read, to which a hold
-    on an alias adds the case's id (it is the dict the gate reads, updated in place)."""
+    on an alias adds the case's id (it is the dict the gate reads, updated in place);
+    `withheld`: where the records withheld for an id that changed are kept."""
 
     def __init__(
         self,
@@ -46,6 +48,7 @@ class ReadIds:
         aliases: Mapping[str, str],
         holds: MutableMapping[str, str],
         now: datetime,
+        withheld: Shelf,
     ) -> None:
         self.source = source
         self.aliases = aliases
@@ -54,7 +57,7 @@ class ReadIds:
             if alias in holds:
                 holds.setdefault(case_id, holds[alias])
         self.now = now
-        self.drifts = DriftWatch(unique_numbers=unique_numbers)
+        self.drifts = DriftWatch(unique_numbers=unique_numbers, shelf=withheld)
         self.new_aliases: list[InvoiceAlias] = []  # adopted (or forgotten) in this read
         self.adopted: list[InvoiceAlias] = []  # those of records taken to be a case's
         # Ids of stored cases (through an alias or not) that a record of this read has with

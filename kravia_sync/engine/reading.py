@@ -215,7 +215,7 @@ class SourceReader:
                 read = self._read_whole(source, connector, new_diff())
         diff, unseen = read
         diff.finish(
-            self.store.load_cases_by_id(diff.wanted_cases()),
+            self.store.load_cases_by_id,
             gone=unseen.gone,
             gone_settling=self.store.load_cases_by_id(unseen.settling).values(),
         )

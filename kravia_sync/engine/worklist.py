@@ -15,6 +15,11 @@ A new invoice's copy is written out with it: a file's path, or what loads it (a 
 parameters, a download's address) with its connector kept by reference. A loader that cannot
 be written out (a lambda, a closure) stays in memory.
 
+The same file keeps, for each source being read, the valid records judged only once its read
+is complete (`keep`, `kept`): those of stored cases, and those whose id changed since their
+case was registered. A pass that looks at every stored case again (a source that renumbered
+its ids, or changed its columns) holds a few thousand of them as objects, not all.
+
 When the temporary file cannot be written (a full disk), the list is broken for the rest of
 the pass: `WorkListError`, and nothing more is given out.
 """
@@ -26,7 +31,7 @@ import pickle
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from kravia_sync.connector import Connector
 from kravia_sync.documents import Document, FileDocument
@@ -36,7 +41,7 @@ from kravia_sync.errors import KraviaSyncError
 from kravia_sync.lifecycle import CaseState
 from kravia_sync.model import Invoice
 
-__all__ = ["WorkItem", "WorkList", "WorkListError"]
+__all__ = ["KeptRecord", "Shelf", "WorkItem", "WorkList", "WorkListError"]
 
 
 class WorkListError(KraviaSyncError, OSError):
@@ -62,6 +67,16 @@ class WorkItem:
     kept_out: Refusal | None = None
 
 
+@dataclass(slots=True)
+class KeptRecord:
+    """A valid record a source's read keeps until it is complete: its invoice (with the id of
+    the case it is judged against), its key in the source and its hash."""
+
+    invoice: Invoice
+    key: str
+    hashed: str
+
+
 class WorkList:
     """The cases a pass drives: those already stored, then the new ones, in read order."""
 
@@ -80,6 +95,11 @@ class WorkList:
         self._connectors: dict[int, Connector] = {}  # those the written-out copies load with
         self._copy_bytes = 0  # of the copies kept for their upload
         self.broken: str | None = None  # why the file cannot be used any more
+        # Records kept until their source's read is complete, by (source, shelf, name); once
+        # IN_MEMORY are held, a shelf's later records are written out, in the order kept.
+        self._kept: dict[tuple[str, str, str], KeptRecord] = {}
+        self._kept_written: set[tuple[str, str]] = set()  # (source, shelf) written out
+        self._kept_documents: dict[tuple[str, str, str], Document] = {}  # copies by reference
 
     def __enter__(self) -> Self:
         return self
@@ -92,6 +112,8 @@ class WorkList:
             self._db.close()
         self._held.clear()
         self._documents.clear()
+        self._kept.clear()
+        self._kept_documents.clear()
         self._connectors.clear()
 
     def __len__(self) -> int:
@@ -177,6 +199,7 @@ class WorkList:
 
     def drop_source(self, source: str) -> None:
         """Take out everything of `source` (its read failed, or begins again)."""
+        self.drop_kept(source)
         self._stored = [item for item in self._stored if item.case.source != source]
         self._held = {aid: held for aid, held in self._held.items() if held[0] != source}
         if self._db is not None and self.broken is None:
@@ -220,6 +243,79 @@ class WorkList:
             )
         return kept
 
+    # -- records kept until their source's read is complete --------------------------------
+
+    def shelf(self, source: str, shelf: str) -> Shelf:
+        """Where `source`'s read keeps records of one kind until it is complete."""
+        return Shelf(self, (source, shelf))
+
+    def keep(self, owner: tuple[str, str], name: str, record: KeptRecord) -> None:
+        """Keep `record` on the shelf `owner` ((source, shelf)) under `name`; one kept under
+        that name before is replaced, in its place."""
+        if (*owner, name) in self._kept or (
+            owner not in self._kept_written and len(self._kept) < self.IN_MEMORY
+        ):
+            self._kept[*owner, name] = record
+            return
+        self._kept_written.add(owner)
+        invoice, document, by_reference = self._invoice_out(record.invoice)
+        self._execute(
+            "INSERT INTO kept (source, shelf, name, record, document) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (source, shelf, name) DO UPDATE SET record = excluded.record, "
+            "document = excluded.document",
+            (*owner, name, _pickled(replace(record, invoice=invoice)), document),
+        )
+        if by_reference is None:
+            self._kept_documents.pop((*owner, name), None)
+        else:
+            self._kept_documents[*owner, name] = by_reference
+
+    def forget(self, owner: tuple[str, str], name: str) -> None:
+        """Take the record kept on the shelf `owner` under `name` out, if there is one."""
+        if self._kept.pop((*owner, name), None) is None and owner in self._kept_written:
+            self._execute(
+                "DELETE FROM kept WHERE source = ? AND shelf = ? AND name = ?", (*owner, name)
+            )
+            self._kept_documents.pop((*owner, name), None)
+
+    def kept(self, owner: tuple[str, str]) -> Iterator[list[tuple[str, KeptRecord]]]:
+        """The records on the shelf `owner`, with their names, in the order kept, a chunk at
+        a time (those held as objects first: every later one was written out)."""
+        held = [(key[2], record) for key, record in self._kept.items() if key[:2] == owner]
+        for start in range(0, len(held), self.CHUNK):
+            yield held[start : start + self.CHUNK]
+        if owner not in self._kept_written:
+            return
+        after = 0
+        while rows := self._execute(
+            "SELECT seq, name, record, document FROM kept "
+            "WHERE source = ? AND shelf = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (*owner, after, self.CHUNK),
+        ).fetchall():
+            after = rows[-1][0]
+            yield [(name, self._kept_in((*owner, name), blob, doc)) for _, name, blob, doc in rows]
+
+    def drop_kept(self, source: str) -> None:
+        """Let go of every record `source`'s read kept (it is judged, or failed)."""
+        self._kept = {key: record for key, record in self._kept.items() if key[0] != source}
+        self._kept_documents = {
+            key: document for key, document in self._kept_documents.items() if key[0] != source
+        }
+        written = {owner for owner in self._kept_written if owner[0] == source}
+        if written:
+            self._kept_written -= written
+            if self.broken is None:
+                self._execute("DELETE FROM kept WHERE source = ?", (source,))
+
+    def _kept_in(self, key: tuple[str, str, str], blob: bytes, written: bytes | None) -> KeptRecord:
+        # Written by `keep`, to a file only this process holds.
+        record = pickle.loads(blob)  # noqa: S301
+        assert isinstance(record, KeptRecord)  # noqa: S101 - as written
+        document = self._document_in(written, self._kept_documents.get(key))
+        if document is not None:
+            record.invoice = record.invoice.model_copy(update={"document": document})
+        return record
+
     def _execute(self, sql: str, parameters: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         if self.broken is not None:
             raise WorkListError(self.broken)
@@ -227,7 +323,7 @@ class WorkList:
             return self._file().execute(sql, parameters)
         except sqlite3.Error as exc:
             self.broken = (
-                f"the new invoices of this pass could not be kept in a temporary file ({exc}); "
+                f"the invoices this pass read could not be kept in a temporary file ({exc}); "
                 "is the disk of SQLITE_TMPDIR, TMPDIR or /tmp full? Nothing was sent for them"
             )
             raise WorkListError(self.broken) from exc
@@ -244,6 +340,11 @@ class WorkList:
                 "source TEXT NOT NULL, kept_out INTEGER NOT NULL, item BLOB NOT NULL, "
                 "document BLOB)"
             )
+            db.execute(
+                "CREATE TABLE kept (seq INTEGER PRIMARY KEY, source TEXT NOT NULL, "
+                "shelf TEXT NOT NULL, name TEXT NOT NULL, record BLOB NOT NULL, document BLOB, "
+                "UNIQUE (source, shelf, name))"
+            )
             db.execute("BEGIN")
         return self._db
 
@@ -252,31 +353,65 @@ class WorkList:
     def _written_out(self, item: WorkItem) -> tuple[bytes, bytes | None, Document | None]:
         """The item as written out, its copy's loader as written out (None: none, or with the
         item), and the copy kept by reference instead (None: written out, or none)."""
-        invoice = item.invoice
-        document = None if invoice is None else invoice.document
-        if invoice is None or document is None or type(document) is FileDocument:
-            return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL), None, None
-        detached = replace(item, invoice=invoice.model_copy(update={"document": None}))
-        blob = pickle.dumps(detached, protocol=pickle.HIGHEST_PROTOCOL)
+        if item.invoice is None:
+            return _pickled(item), None, None
+        invoice, document, by_reference = self._invoice_out(item.invoice)
+        return _pickled(replace(item, invoice=invoice)), document, by_reference
+
+    def _invoice_out(self, invoice: Invoice) -> tuple[Invoice, bytes | None, Document | None]:
+        """`invoice` to write out, with its copy's loader taken off (unless it has none, or a
+        file's path), that loader written out, or (where it cannot be) kept by reference."""
+        document = invoice.document
+        if document is None or type(document) is FileDocument:
+            return invoice, None, None
+        detached = invoice.model_copy(update={"document": None})
         buffer = io.BytesIO()
         try:
             _DocumentPickler(buffer, self._connectors).dump(document)
         except (pickle.PicklingError, TypeError, AttributeError):
-            return blob, None, document  # a lambda, a closure: kept here, by reference
-        return blob, buffer.getvalue(), None
+            return detached, None, document  # a lambda, a closure: kept here, by reference
+        return detached, buffer.getvalue(), None
+
+    def _document_in(self, written: bytes | None, by_reference: Document | None) -> Document | None:
+        if written is None:
+            return by_reference
+        return cast("Document", _DocumentUnpickler(io.BytesIO(written), self._connectors).load())
 
     def _loads(self, aid: str, blob: bytes, written: bytes | None) -> WorkItem:
         # Written by `_written_out`, to a file only this process holds.
         item = pickle.loads(blob)  # noqa: S301
         assert isinstance(item, WorkItem)  # noqa: S101 - as written
-        document = (
-            self._documents.get(aid)
-            if written is None
-            else _DocumentUnpickler(io.BytesIO(written), self._connectors).load()
-        )
+        document = self._document_in(written, self._documents.get(aid))
         if document is not None and item.invoice is not None:
             item.invoice = item.invoice.model_copy(update={"document": document})
         return item
+
+
+class Shelf:
+    """The records of one kind a source's read keeps until it is complete (those of stored
+    cases, those withheld for an id that changed), by name: held as objects while the work
+    list holds few, written out to its file after that, and given back in the order kept."""
+
+    def __init__(self, work: WorkList, owner: tuple[str, str]) -> None:
+        self._work = work
+        self._owner = owner
+
+    def put(self, name: str, record: KeptRecord) -> None:
+        """Keep `record` under `name`; one kept under that name before is replaced, in its
+        place."""
+        self._work.keep(self._owner, name, record)
+
+    def forget(self, name: str) -> None:
+        """Take the record kept under `name` out, if there is one."""
+        self._work.forget(self._owner, name)
+
+    def chunks(self) -> Iterator[list[tuple[str, KeptRecord]]]:
+        """The records kept, with their names, in the order kept, a chunk at a time."""
+        return self._work.kept(self._owner)
+
+
+def _pickled(value: WorkItem | KeptRecord) -> bytes:
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class _DocumentPickler(pickle.Pickler):
