@@ -1,7 +1,8 @@
 """A new invoice's copy is read once a pass: the read that checks it (is it a PDF?) hands the
 bytes to the upload, instead of the upload fetching it again (a second HTTP call for a REST
 source, a second query for an SQL one). Within a budget: past `COPIES_IN_MEMORY_BYTES` a copy
-is read again at its upload, and what is uploaded is the same."""
+is read (and checked) again right before it is sent, and what is uploaded is what was checked
+then."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_each_new_invoices_copy_is_read_once_and_uploaded_as_read(
     assert connector.loads == Counter({str(n): 1 for n in NUMBERS})
 
 
-def test_past_the_budget_a_copy_is_read_again_at_its_upload(
+def test_past_the_budget_a_copy_is_read_again_before_it_is_sent(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sim: Sim
 ) -> None:
     """Room for three copies: those three are read once, the other five twice, and every
@@ -110,8 +111,8 @@ def _item(number: int, copy: bytes | None) -> WorkItem:
 
 
 def test_a_written_out_item_keeps_no_copy_and_gives_its_room_back() -> None:
-    """Items written out to the work list's file carry no copy (they are read again at the
-    upload), and the room their copy took goes to the next ones."""
+    """Items written out to the work list's file carry no copy (it is read and checked again
+    before it is sent), and the room their copy took goes to the next ones."""
     with WorkList() as work:
         work.IN_MEMORY = 1  # type: ignore[misc]
         work.COPIES_IN_MEMORY_BYTES = 10  # type: ignore[misc]
@@ -125,3 +126,49 @@ def test_a_written_out_item_keeps_no_copy_and_gives_its_room_back() -> None:
         assert written.copy is None
         assert work.kept_copy(b"w" * 4) == b"w" * 4  # its room is free again
         assert [item.copy for item in work] == [b"x" * 6, None]
+
+
+class ChangingConnector(CountingConnector):
+    """Copies that can change after the read (a file replaced while the pass runs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replaced: dict[str, bytes] = {}
+
+    def copy_of(self, number: str) -> bytes:
+        return self.replaced.get(number, super().copy_of(number))
+
+
+@pytest.mark.parametrize("kept", ["written out", "past the budget"])
+def test_a_copy_that_changes_after_the_read_is_checked_again_before_it_is_sent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sim: Sim, kept: str
+) -> None:
+    """Where the bytes checked at the read are not kept with the item (written out, or past
+    the budget), the copy is read and checked again right before the register: one that is no
+    PDF any more is not registered at all (not registered and then stuck without its copy),
+    and one replaced by another PDF goes up as it was checked then."""
+    connector = ChangingConnector()
+    monkeypatch.setattr(reading_module, "build_connector", lambda *_: connector)
+    if kept == "written out":
+        monkeypatch.setattr(WorkList, "IN_MEMORY", 1)
+    else:
+        monkeypatch.setattr(WorkList, "IN_MEMORY", 5_000)
+        size = len(connector.copy_of(str(NUMBERS[0])))
+        monkeypatch.setattr(WorkList, "COPIES_IN_MEMORY_BYTES", size)
+    broken, other = str(NUMBERS[-1]), str(NUMBERS[-2])
+    iterate = WorkList.__iter__
+
+    def replaced_once_read(self: WorkList) -> Iterator[WorkItem]:
+        connector.replaced[broken] = b"<html>not a PDF any more</html>"
+        connector.replaced[other] = minimal_pdf("another copy")
+        return iterate(self)
+
+    monkeypatch.setattr(WorkList, "__iter__", replaced_once_read)
+
+    run_pass(write_config(tmp_path, sim.base_url))
+
+    sent = uploaded(sim)
+    assert broken not in sent
+    assert sent[other] == minimal_pdf("another copy")
+    assert {case["status"] for case in sim.cases()} == {"CollectionStarted"}
+    assert len(sent) == len(NUMBERS) - 1

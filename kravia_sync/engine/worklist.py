@@ -60,7 +60,8 @@ class WorkItem:
     copy_checked: bool = False
     copy_problem: str | None = None
     # The copy as read and checked, handed to the upload so that it is read once a pass (None:
-    # not kept, and read again at the upload; see `WorkList.COPIES_IN_MEMORY_BYTES`).
+    # not kept, and read and checked again before the register or the upload; see
+    # `WorkList.COPIES_IN_MEMORY_BYTES`).
     copy: bytes | None = None
     # Why the gate keeps it out, when it is driven only because Kravia may hold its case
     # already (to be adopted, never registered; see `SourceDiff.kravia_has`).
@@ -83,7 +84,7 @@ class WorkList:
     IN_MEMORY = 5_000  # new items held as objects (about 25 MB); the rest are written out
     CHUNK = 500  # written-out items read back together
     # Checked copies kept for their upload, in all; beyond that (and for every item written
-    # out) a copy is read a second time at its upload instead.
+    # out) a copy is read a second time, and checked again, right before it is sent.
     COPIES_IN_MEMORY_BYTES = 64 * 1024 * 1024
 
     def __init__(self) -> None:
@@ -153,9 +154,12 @@ class WorkList:
         if self._db is None and len(self._held) < self.IN_MEMORY:
             self._held[aid] = (source, item)
             return None
-        if item.copy is not None:  # written out: its copy is read again at its upload
+        if item.copy is not None:
+            # Written out without it: the copy is read and checked again right before the
+            # register or the upload (the check made at the read holds only with its bytes).
             self._copy_bytes -= len(item.copy)
             item.copy = None
+            item.copy_checked = False
         # Once one is written out, every later one is too: the read order is kept.
         owner = self._execute("SELECT source FROM new_work WHERE aid = ?", (aid,)).fetchone()
         if owner is not None:
@@ -172,7 +176,8 @@ class WorkList:
 
     def kept_copy(self, content: bytes | None) -> bytes | None:
         """A checked copy to keep on its item for the upload, while the copies kept stay
-        within `COPIES_IN_MEMORY_BYTES`; None past that (it is read again at the upload)."""
+        within `COPIES_IN_MEMORY_BYTES`; None past that (it is read and checked again right
+        before it is sent)."""
         if content is None or self._copy_bytes + len(content) > self.COPIES_IN_MEMORY_BYTES:
             return None
         self._copy_bytes += len(content)
