@@ -172,3 +172,19 @@ def test_a_copy_that_changes_after_the_read_is_checked_again_before_it_is_sent(
     assert sent[other] == minimal_pdf("another copy")
     assert {case["status"] for case in sim.cases()} == {"CollectionStarted"}
     assert len(sent) == len(NUMBERS) - 1
+
+
+def test_a_refused_or_dropped_item_gives_its_copys_room_back() -> None:
+    """An item refused (another source has its id) or taken out again (a duplicate, a failed
+    read) no longer counts against the budget of copies: the room goes to the next ones."""
+    with WorkList() as work:
+        work.COPIES_IN_MEMORY_BYTES = 10  # type: ignore[misc]
+        assert work.add_new("files", _item(1, work.kept_copy(b"x" * 6))) is None
+        refused = _item(1, work.kept_copy(b"y" * 4))
+        assert work.add_new("shop", refused) == "files"
+        assert work.kept_copy(b"z" * 4) == b"z" * 4  # the refused one's room
+        assert work.drop_new("files", "1")
+        assert work.kept_copy(b"w" * 6) == b"w" * 6  # the dropped one's room
+        assert work.add_new("files", _item(2, b"w" * 6)) is None
+        work.drop_source("files")
+        assert work.kept_copy(b"v" * 6) == b"v" * 6  # the failed read's room

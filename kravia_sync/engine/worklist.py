@@ -150,6 +150,7 @@ class WorkList:
         aid = item.case.accounting_invoice_id
         held = self._held.get(aid)
         if held is not None:
+            self._let_go(item)
             return held[0]
         if self._db is None and len(self._held) < self.IN_MEMORY:
             self._held[aid] = (source, item)
@@ -157,9 +158,8 @@ class WorkList:
         if item.copy is not None:
             # Written out without it: the copy is read and checked again right before the
             # register or the upload (the check made at the read holds only with its bytes).
-            self._copy_bytes -= len(item.copy)
-            item.copy = None
-            item.copy_checked = False
+            self._let_go(item)
+            item.copy, item.copy_checked = None, False
         # Once one is written out, every later one is too: the read order is kept.
         owner = self._execute("SELECT source FROM new_work WHERE aid = ?", (aid,)).fetchone()
         if owner is not None:
@@ -173,6 +173,12 @@ class WorkList:
             self._documents[aid] = kept
         self._written += 1
         return None
+
+    def _let_go(self, item: WorkItem) -> None:
+        """The room of the copy of an item refused, taken out or written out, given back to
+        the budget (an item taken out to be driven at once keeps its copy)."""
+        if item.copy is not None:
+            self._copy_bytes -= len(item.copy)
 
     def kept_copy(self, content: bytes | None) -> bytes | None:
         """A checked copy to keep on its item for the upload, while the copies kept stay
@@ -189,7 +195,7 @@ class WorkList:
         if held is not None:
             if held[0] != source:
                 return False
-            del self._held[aid]
+            self._let_go(self._held.pop(aid)[1])
             return True
         if self._db is None:
             return False
@@ -205,6 +211,9 @@ class WorkList:
     def drop_source(self, source: str) -> None:
         """Take out everything of `source` (its read failed, or begins again)."""
         self.drop_kept(source)
+        for item in [*self._stored, *(item for _, item in self._held.values())]:
+            if item.case.source == source:
+                self._let_go(item)
         self._stored = [item for item in self._stored if item.case.source != source]
         self._held = {aid: held for aid, held in self._held.items() if held[0] != source}
         if self._db is not None and self.broken is None:
