@@ -31,7 +31,7 @@ from kravia_sync.connector import (
 )
 from kravia_sync.documents import CallableDocument
 from kravia_sync.engine.summary import RunSummary
-from kravia_sync.engine.worklist import WorkList
+from kravia_sync.engine.worklist import WorkList, WorkListError
 from kravia_sync.state.store import StateStore
 from kravia_sync.testing import minimal_pdf
 
@@ -419,6 +419,41 @@ class TestTheWorkList:
         assert summary.counts["invalid"] == 0  # not blamed on the records
         assert sim.cases() == []
         assert stored(config) == {}
+
+    def test_a_temporary_file_failing_while_the_work_is_given_out_fails_the_pass_cleanly(
+        self, monkeypatch: pytest.MonkeyPatch, config: Path, sim: Sim
+    ) -> None:
+        """The work list's file fails after a few cases are given out (a disk error): the
+        cases under way are driven to the end, the pass fails with a message that says what
+        was and was not driven, and the next pass sends the rest, each invoice once."""
+        iterate = WorkList.__iter__
+
+        def failing_after_three(self: WorkList) -> Iterator[Any]:
+            for given, item in enumerate(iterate(self)):
+                if given == 3:
+                    raise WorkListError("the invoices this pass read could not be kept") from (
+                        sqlite3.OperationalError("disk I/O error")
+                    )
+                yield item
+
+        monkeypatch.setattr(WorkList, "__iter__", failing_after_three)
+        summary = passes(monkeypatch, TableConnector(table(), stamped=False), config)
+
+        assert summary.status == "failed"
+        assert "could not be read back (disk I/O error)" in (summary.error or "")
+        assert "the rest were sent nothing" in (summary.error or "")
+        started = [case for case in sim.cases() if case["started"]]
+        # The canary's case, driven on its own first, and the three given out.
+        assert len(started) == 4, "only the cases given out were driven"
+        assert all(phase == "started" for phase, _, _ in stored(config).values())
+        monkeypatch.setattr(WorkList, "__iter__", iterate)
+
+        again = passes(monkeypatch, TableConnector(table(), stamped=False), config)
+
+        assert again.status == "done", again.as_dict()
+        ids = sorted(case["accountingInvoiceId"] for case in sim.cases())
+        assert len(ids) == len(set(ids)) == ROWS
+        assert all(case["started"] for case in sim.cases())
 
 
 class LabelledCopies(TableConnector):

@@ -8,7 +8,7 @@ failure from stopping the rest, and counts where each case ended in the run summ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Protocol
 
@@ -16,7 +16,7 @@ from kravia_sync.engine.diff import ATTENTION_PHASES
 from kravia_sync.engine.driver import CaseDriver, PassStoppedError
 from kravia_sync.engine.errors import PassFailedError
 from kravia_sync.engine.summary import RunSummary
-from kravia_sync.engine.worklist import WorkItem, WorkList
+from kravia_sync.engine.worklist import WorkItem, WorkList, WorkListError
 from kravia_sync.lifecycle import CaseState, Phase, Step, Timing, next_step
 from kravia_sync.logging import get_logger, redact
 from kravia_sync.settings import Settings
@@ -67,7 +67,8 @@ class CasePool:
         in `finals` when given). Memory does not grow with the number of cases: the work
         list gives them out a chunk at a time."""
         driver = self.driver
-        pending = iter(work)
+        failed: list[WorkListError] = []
+        pending = _given_out(work, failed)
 
         async def worker() -> None:
             for item in pending:
@@ -104,14 +105,11 @@ class CasePool:
             for _ in range(min(len(work), self.settings.kravia.max_in_flight * 2))
         ]
         try:
-            await asyncio.gather(*workers)
-        except BaseException:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            raise
+            await _all_of(workers)
         finally:
             driver.log.add_to(summary)
+        if failed:
+            raise _not_read_back(failed[0])
 
     def _tally(self, case: CaseState, summary: RunSummary) -> None:
         """Count where a case ended."""
@@ -132,3 +130,33 @@ class CasePool:
             case, start=self.settings.policy.start, now=self.clock(), timing=self.timing
         )
         summary.counts["awaiting_approval" if decision.step is Step.NONE else "deferred"] += 1
+
+
+def _given_out(work: Iterable[WorkItem], failed: list[WorkListError]) -> Iterator[WorkItem]:
+    """The work's items, ending where its temporary file fails (the failure noted in
+    `failed`): the workers then finish the cases they hold, calls under way get their answers
+    recorded, and no more are taken."""
+    try:
+        yield from work
+    except WorkListError as exc:
+        failed.append(exc)
+
+
+async def _all_of(workers: list[asyncio.Task[None]]) -> None:
+    """Wait for every worker; when one fails, the others are cancelled, then it is raised."""
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
+
+
+def _not_read_back(error: WorkListError) -> PassFailedError:
+    cause = error.__cause__ or error
+    return PassFailedError(
+        f"the work list's temporary file could not be read back ({cause}); is the disk of "
+        "SQLITE_TMPDIR, TMPDIR or /tmp full? The cases given out before were driven; the "
+        "rest were sent nothing in this pass, and the next pass takes them up"
+    )
