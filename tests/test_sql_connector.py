@@ -20,7 +20,7 @@ import tomllib
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,8 @@ from connectors.sql import EXAMPLE_SETTINGS, SqlConnector, SqlSettings, parse_mo
 from connectors.sql._postgres import PostgresStampedRead
 from connectors.sql._server import driver_connect_args, statement_limit
 from kravia_sync.connector import ConnectorError, RecordStamp, SourceRecord, StampedRead
-from kravia_sync.engine.plan import source_id
+from kravia_sync.engine.plan import Change, assess, source_id
+from kravia_sync.engine.worklist import WorkItem, WorkList
 from kravia_sync.errors import InvalidRecordError
 from kravia_sync.model import Invoice, parse_date
 from kravia_sync.state.store import StateStore
@@ -815,6 +816,43 @@ class TestTypes:
 
 
 class TestDocuments:
+    def test_a_copys_loader_is_written_out_with_its_invoice(
+        self, sqlite_db: Backend, tmp_path: Path
+    ) -> None:
+        """A first sync writes new invoices out to the work list's file: each copy's loader
+        goes with its invoice (the connector kept once, by reference), so no loader per
+        invoice stays in memory, and each loads its own PDF when read back."""
+        made = connector(sqlite_db, tmp_path)
+        with WorkList() as work:
+            work.IN_MEMORY = 0  # type: ignore[misc]
+            for record in records(made):
+                if record.document is None:
+                    continue
+                try:
+                    invoice = Invoice.from_record(
+                        record.fields, id_prefix="", document=record.document
+                    )
+                except InvalidRecordError:
+                    continue  # the fixture's bad rows
+                case = assess(
+                    invoice,
+                    source="erp",
+                    record_key=record.key,
+                    hashed="h",
+                    existing=None,
+                    now=datetime.now(UTC),
+                ).case
+                assert work.add_new("erp", WorkItem(case, invoice, Change.NEW)) is None
+            back = {
+                item.case.invoice_number: item.invoice.document.load()
+                for item in work
+                if item.invoice is not None and item.invoice.document is not None
+            }
+            assert work._documents == {}
+            assert list(work._connectors.values()) == [made]
+        assert back == {number: PDFS[number] for number in back}
+        assert len(back) >= 3
+
     def test_without_a_has_document_column_a_missing_pdf_is_named(
         self, sqlite_db: Backend, sim: Sim, tmp_path: Path
     ) -> None:

@@ -116,8 +116,13 @@ class SqlConnector(Connector):
         self.settings = settings
         self._database = SqlDatabase(settings, base_dir)
         self._columns = QueryColumns(self._database)
-        self._documents = SqlDocuments(self._database)
+        self._documents = SqlDocuments(self._database, self._load_document)
         self._check = SourceCheck(self._database, self._columns)
+
+    def _load_document(self, binds: Mapping[str, object], number: str) -> bytes:
+        """One invoice's copy (see `SqlDocuments.load_document`): a method of the connector,
+        so that a loader is written out by its binds, the connector kept by reference."""
+        return self._documents.load_document(binds, number)
 
     # -- settings ------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from kravia_sync import CallableDocument, ConnectorError, InvalidRecordError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 from connectors.sql._database import SqlDatabase
 from connectors.sql._rows import text_of, truthy, value_of
@@ -32,9 +32,15 @@ class SqlDocuments:
     """The documents of the records of one SQL source (`<invoice_number>.pdf`), each loaded
     from `document_query` when it is read."""
 
-    def __init__(self, database: SqlDatabase) -> None:
+    def __init__(
+        self, database: SqlDatabase, load: Callable[[Mapping[str, object], str], bytes]
+    ) -> None:
+        """`load`: `load_document` as the connector offers it. A copy's loader is that and the
+        invoice's binds: the engine can write it out (the connector by reference) instead of
+        keeping every new invoice's loader in memory on a first sync."""
         self.settings: SqlSettings = database.settings
         self._database = database
+        self._load = load
 
     def has_document(self, row: tuple[Any, ...], columns: Mapping[str, int]) -> bool:
         """Whether the record of `row` comes with a document (see `document`)."""
@@ -52,10 +58,10 @@ class SqlDocuments:
             if name in columns
         }
         number = text_of(value_of(row[columns["invoice_number"]], sqlite=False)) or "invoice"
-        loader = functools.partial(self._load_document, binds, number)
+        loader = functools.partial(self._load, binds, number)
         return CallableDocument(f"{number}.pdf", loader)
 
-    def _load_document(self, binds: Mapping[str, object], number: str) -> bytes:
+    def load_document(self, binds: Mapping[str, object], number: str) -> bytes:
         """The bytes `document_query` returns for one invoice (its own read-only connection)."""
         query = self.settings.document_query
         if query is None:  # pragma: no cover - only documents of a document query exist
