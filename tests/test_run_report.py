@@ -138,6 +138,28 @@ class TestPendingWorkEndsTheRunWithAttention:
         assert shown["attention"] == {"invalid": 1}
 
 
+def gone_noted(sim: Sim, tmp_path: Path) -> Path:
+    """Invoices 1 and 2 registered, then 1 gone from the source with nothing forwarded
+    (noted, exit 3); the folder of invoices."""
+    folder = tmp_path / "invoices"
+    write_invoices(folder, [1, 2])
+    write_config(tmp_path, sim.base_url)
+    assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
+    write_invoices(folder, [2])
+    assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_ATTENTION
+    assert "Kravia still collects" in (case_of(tmp_path, "1").attention or "")
+    return folder
+
+
+def gone_noted_then_back(sim: Sim, tmp_path: Path) -> int:
+    """As `gone_noted`, then 1 back in the source unchanged (not yet read again); Kravia's
+    calls so far."""
+    folder = gone_noted(sim, tmp_path)
+    calls = sim.calls_total()
+    write_invoices(folder, [1, 2])
+    return calls
+
+
 class TestGoneNotesClearThemselves:
     def test_an_invoice_that_leaves_with_a_payment_covering_it_needs_no_one(
         self, sim: Sim, tmp_path: Path
@@ -199,15 +221,7 @@ class TestGoneNotesClearThemselves:
         """Gone with nothing forwarded (noted, exit 3), then back in the source unchanged: the
         note asking whether it was paid no longer holds. It is cleared in that pass, journaled
         once with why, `status` stops listing it and the passes are done; nothing is sent."""
-        folder = tmp_path / "invoices"
-        write_invoices(folder, [1, 2])
-        write_config(tmp_path, sim.base_url)
-        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
-        write_invoices(folder, [2])
-        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_ATTENTION
-        assert "Kravia still collects" in (case_of(tmp_path, "1").attention or "")
-        calls_before = sim.calls_total()
-        write_invoices(folder, [1, 2])
+        calls_before = gone_noted_then_back(sim, tmp_path)
 
         back = run_cli("reconcile", "--json", cwd=tmp_path)
 
@@ -231,14 +245,7 @@ class TestGoneNotesClearThemselves:
         """The process is SIGKILLed just before, or just after, it writes the clearing of a
         returned invoice's note. Either the note is still there or it is cleared and journaled;
         the next pass ends with it cleared, journaled exactly once, and nothing sent."""
-        folder = tmp_path / "invoices"
-        write_invoices(folder, [1, 2])
-        write_config(tmp_path, sim.base_url)
-        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
-        write_invoices(folder, [2])
-        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_ATTENTION
-        calls_before = sim.calls_total()
-        write_invoices(folder, [1, 2])
+        calls_before = gone_noted_then_back(sim, tmp_path)
 
         killed = subprocess.run(
             [sys.executable, "-c", KILLED_AT_THE_CLEARING, moment],
@@ -329,12 +336,7 @@ class TestGoneNotesClearThemselves:
     ) -> None:
         """Invoice 1 leaves (noted) and comes back with a new id, as after an ERP migration:
         its case adopts the id, the note clears, and nothing is registered again."""
-        folder = tmp_path / "invoices"
-        write_invoices(folder, [1, 2])
-        write_config(tmp_path, sim.base_url)
-        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_DONE
-        write_invoices(folder, [2])
-        assert run_cli("reconcile", cwd=tmp_path).returncode == EXIT_ATTENTION
+        folder = gone_noted(sim, tmp_path)
         renamed = invoice_record(1, accounting_invoice_id="NEW-1")
         (folder / "invoices.json").write_text(
             json.dumps([renamed, invoice_record(2)]), encoding="utf-8"

@@ -14,7 +14,7 @@ from kravia_sync.connector import Connector, ConnectorSettings, SourceRecord
 from kravia_sync.documents import CallableDocument, FileDocument
 from kravia_sync.engine.gate import Refusal, RefusalKind
 from kravia_sync.engine.plan import Change, assess
-from kravia_sync.engine.worklist import KeptRecord, WorkItem, WorkList, WorkListError
+from kravia_sync.engine.worklist import KeptRecord, Shelf, WorkItem, WorkList, WorkListError
 from kravia_sync.lifecycle import CaseState, Phase
 from kravia_sync.model import Invoice
 
@@ -247,6 +247,14 @@ def kept_names(work: WorkList, source: str = "erp") -> list[str]:
     return [name for chunk in work.shelf(source, "stored").chunks() for name, _ in chunk]
 
 
+def three_kept(work: WorkList) -> Shelf:
+    """The records of invoices 1, 2 and 3 kept under their ids on erp's shelf `stored`."""
+    shelf = work.shelf("erp", "stored")
+    for number in (1, 2, 3):
+        shelf.put(f"E-{number}", kept_record(number))
+    return shelf
+
+
 class TestKeptRecords:
     """The valid records a source's read keeps until it is complete: a few as objects, the rest
     written out, given back in the order they were kept, a chunk at a time."""
@@ -271,9 +279,8 @@ class TestKeptRecords:
     def test_keeping_a_name_again_replaces_its_record_in_its_place(self, monkeypatch, limit):
         monkeypatch.setattr(WorkList, "IN_MEMORY", limit)
         with WorkList() as work:
-            for number in (1, 2, 3):
-                work.shelf("erp", "stored").put(f"E-{number}", kept_record(number))
-            work.shelf("erp", "stored").put("E-2", kept_record(20))
+            shelf = three_kept(work)
+            shelf.put("E-2", kept_record(20))
             back = [pair for chunk in work.shelf("erp", "stored").chunks() for pair in chunk]
             assert [name for name, _ in back] == ["E-1", "E-2", "E-3"]
             assert back[1][1].invoice.invoice_number == "20"
@@ -282,12 +289,11 @@ class TestKeptRecords:
     def test_a_record_forgotten_is_not_given(self, monkeypatch, limit):
         monkeypatch.setattr(WorkList, "IN_MEMORY", limit)
         with WorkList() as work:
-            for number in (1, 2, 3):
-                work.shelf("erp", "stored").put(f"E-{number}", kept_record(number))
-            work.shelf("erp", "stored").forget("E-2")
-            work.shelf("erp", "stored").forget("E-9")  # never kept: nothing to do
+            shelf = three_kept(work)
+            shelf.forget("E-2")
+            shelf.forget("E-9")  # never kept: nothing to do
             assert kept_names(work) == ["E-1", "E-3"]
-            work.shelf("erp", "stored").put("E-2", kept_record(2))  # kept again: after the others
+            shelf.put("E-2", kept_record(2))  # kept again: after the others
             assert kept_names(work) == ["E-1", "E-3", "E-2"]
 
     def test_sources_keep_their_own_and_are_let_go_of_one_at_a_time(self, monkeypatch):
