@@ -188,3 +188,23 @@ def test_a_refused_or_dropped_item_gives_its_copys_room_back() -> None:
         assert work.add_new("files", _item(2, b"w" * 6)) is None
         work.drop_source("files")
         assert work.kept_copy(b"v" * 6) == b"v" * 6  # the failed read's room
+
+
+@pytest.mark.parametrize("kept", ["held", "written out", "past the budget"])
+def test_a_dry_run_reads_each_copy_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sim: Sim, kept: str
+) -> None:
+    """`plan` sends nothing: it goes by the check made at the read, whether the bytes were
+    kept or not (a second read would be a second call to a REST source, for nothing)."""
+    connector = CountingConnector()
+    monkeypatch.setattr(reading_module, "build_connector", lambda *_: connector)
+    monkeypatch.setattr(WorkList, "IN_MEMORY", 1 if kept == "written out" else 5_000)
+    if kept == "past the budget":
+        monkeypatch.setattr(WorkList, "COPIES_IN_MEMORY_BYTES", 1)
+
+    summary = run_pass(write_config(tmp_path, sim.base_url), dry_run=True)
+
+    assert summary.status != "failed", summary.as_dict()
+    assert len(summary.planned) == len(NUMBERS)
+    assert connector.loads == Counter({str(n): 1 for n in NUMBERS})
+    assert sim.cases() == []

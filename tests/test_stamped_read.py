@@ -455,6 +455,30 @@ class TestTheWorkList:
         assert len(ids) == len(set(ids)) == ROWS
         assert all(case["started"] for case in sim.cases())
 
+    @pytest.mark.parametrize("dry_run", [False, True], ids=["the canary's scan", "plan"])
+    def test_a_temporary_file_failing_before_the_drive_fails_the_pass_cleanly(
+        self, monkeypatch: pytest.MonkeyPatch, config: Path, sim: Sim, dry_run: bool
+    ) -> None:
+        """The work list's file fails at its first item: when the canary looks for its case,
+        or as `plan` lists the work. The pass fails saying so, nothing is sent, no traceback."""
+        iterate = WorkList.__iter__
+
+        def failing_at_once(self: WorkList) -> Iterator[Any]:
+            for _ in iterate(self):
+                raise WorkListError("the invoices this pass read could not be kept") from (
+                    sqlite3.OperationalError("disk I/O error")
+                )
+            yield from ()
+
+        monkeypatch.setattr(WorkList, "__iter__", failing_at_once)
+        summary = passes(
+            monkeypatch, TableConnector(table(), stamped=False), config, dry_run=dry_run
+        )
+
+        assert summary.status == "failed"
+        assert "could not be kept" in (summary.error or "")
+        assert sim.cases() == []
+
 
 class LabelledCopies(TableConnector):
     """Rows whose copy names the source and the id it came from."""

@@ -296,10 +296,11 @@ class SourceDiff:
             assessment.case,
             invoice,
             assessment.change,
-            # The gate read the copy and found nothing wrong (see `_checked`); a refused
-            # case's is read again by the driver before any call.
-            copy_checked=_checked(self.check_document is not None and refusal is None, copy, kept),
+            # The gate read the copy and found nothing wrong; a refused case's is read again
+            # by the driver before any call.
+            copy_checked=self.check_document is not None and refusal is None,
             copy=kept,
+            copy_recheck=copy is not None and kept is None,
             # Never registered as far as the store knows, yet Kravia may have it (the store
             # was restored from an older copy, or lost): the driver adopts it.
             kept_out=refusal,
@@ -409,26 +410,19 @@ class SourceDiff:
                 # Never registered as far as the store knows, yet Kravia has it (the store
                 # was restored from an older copy, or lost): the driver adopts it.
             kept = self.work_list.kept_copy(copy)
-            checked = self.check_document is not None and case.phase in SENDS_NEXT
             self._items[valid.invoice.accounting_invoice_id] = WorkItem(
                 case,
                 valid.invoice,
                 assessment.change,
-                # The gate read the copy and found nothing wrong (see `_checked`); a refused
-                # case's is read again by the driver before any call.
-                copy_checked=_checked(checked and refusal is None, copy, kept),
+                # The gate read the copy and found nothing wrong; a refused case's is read
+                # again by the driver before any call.
+                copy_checked=self.check_document is not None
+                and case.phase in SENDS_NEXT
+                and refusal is None,
                 copy=kept,
+                copy_recheck=copy is not None and kept is None,
                 kept_out=refusal,
             )
-
-
-def _checked(checked: bool, copy: bytes | None, kept: bytes | None) -> bool:
-    """Whether an item goes to the driver with its copy checked: the gate's check holds only
-    with the bytes it read. Where they are not kept (past the budget of copies in memory),
-    the driver reads the copy and checks it again right before the register or the upload,
-    and sends what it checked then: a copy that changed since the read (or is gone) is never
-    let through on the word of an older one."""
-    return checked and (copy is None or kept is not None)
 
 
 def _not_quiet(

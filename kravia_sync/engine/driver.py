@@ -162,12 +162,14 @@ class CaseDriver(CaseWrites):
 
     async def _through_gate(self, step: Step, case: CaseState, item: WorkItem) -> CaseState:
         """`step` sent if the gate lets it go; the case after it (or after the refusal)."""
-        if not item.copy_checked and step in {Step.REGISTER, Step.UPLOAD}:
-            # Off the event loop: a copy may come over the network (a REST source).
+        unchecked = not item.copy_checked or (item.copy_recheck and item.copy is None)
+        if unchecked and step in {Step.REGISTER, Step.UPLOAD}:
+            # Off the event loop: a copy may come over the network (a REST source). Checked
+            # at the read without its bytes kept: checked again, and those bytes are sent.
             document = None if item.invoice is None else item.invoice.document
             read = await asyncio.to_thread(read_copy, document)
             item.copy_problem, item.copy = read.problem, read.content
-            item.copy_checked = True
+            item.copy_checked, item.copy_recheck = True, False
         refusal = self._judge(step, case, item)
         if refusal is not None:
             return await self._refused(step, case, refusal)

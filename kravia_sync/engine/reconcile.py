@@ -31,6 +31,7 @@ from kravia_sync.engine.reading import SourceReader, build_connector
 from kravia_sync.engine.status import StatusPullBack, refresh_statuses
 from kravia_sync.engine.summary import RunStatus, RunSummary, StageOutcome
 from kravia_sync.engine.target import KRAVIA_TARGET, StoreTarget, kravia_target
+from kravia_sync.engine.worklist import WorkListError
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.lifecycle import (
     CaseState,
@@ -223,7 +224,10 @@ class Reconciler:
     async def _pass(self, summary: RunSummary, *, dry_run: bool) -> None:
         self.target.check_target(dry_run=dry_run)
         with WorkList() as work:
-            await self._pass_with(work, summary, dry_run=dry_run)
+            try:
+                await self._pass_with(work, summary, dry_run=dry_run)
+            except WorkListError as exc:  # the drive stops on its own; this is before it
+                raise PassFailedError(str(exc)) from exc
 
     async def _pass_with(self, work: WorkList, summary: RunSummary, *, dry_run: bool) -> None:
         holds = {invoice: row["reason"] for invoice, row in self.store.holds().items()}

@@ -60,9 +60,12 @@ class WorkItem:
     copy_checked: bool = False
     copy_problem: str | None = None
     # The copy as read and checked, handed to the upload so that it is read once a pass (None:
-    # not kept, and read and checked again before the register or the upload; see
-    # `WorkList.COPIES_IN_MEMORY_BYTES`).
+    # not kept; see `WorkList.COPIES_IN_MEMORY_BYTES`).
     copy: bytes | None = None
+    # Checked at the read, but its bytes were not kept (written out, or past the budget): the
+    # check holds only with them, so the copy is read and checked again right before it is
+    # sent (a dry run, which sends nothing, goes by the check made at the read).
+    copy_recheck: bool = False
     # Why the gate keeps it out, when it is driven only because Kravia may hold its case
     # already (to be adopted, never registered; see `SourceDiff.kravia_has`).
     kept_out: Refusal | None = None
@@ -159,7 +162,7 @@ class WorkList:
             # Written out without it: the copy is read and checked again right before the
             # register or the upload (the check made at the read holds only with its bytes).
             self._let_go(item)
-            item.copy, item.copy_checked = None, False
+            item.copy, item.copy_recheck = None, True
         # Once one is written out, every later one is too: the read order is kept.
         owner = self._execute("SELECT source FROM new_work WHERE aid = ?", (aid,)).fetchone()
         if owner is not None:
@@ -382,8 +385,8 @@ class WorkList:
         buffer = io.BytesIO()
         try:
             _DocumentPickler(buffer, self._connectors).dump(document)
-        except (pickle.PicklingError, TypeError, AttributeError):
-            return detached, None, document  # a lambda, a closure: kept here, by reference
+        except Exception:  # whatever stops a loader being written out, it is kept here
+            return detached, None, document  # (a lambda, a closure), by reference
         return detached, buffer.getvalue(), None
 
     def _document_in(self, written: bytes | None, by_reference: Document | None) -> Document | None:
