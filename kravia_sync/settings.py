@@ -68,7 +68,7 @@ class ConfigError(KraviaSyncError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class KraviaSettings(_Section):

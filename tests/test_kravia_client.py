@@ -291,12 +291,21 @@ class TestParseRetryAfter:
             ("NaN", None),
             ("nan", None),
             ("86400", MAX_RETRY_AFTER_SECONDS),
-            ("1e9", MAX_RETRY_AFTER_SECONDS),
             (str(MAX_RETRY_AFTER_SECONDS), MAX_RETRY_AFTER_SECONDS),
+            # Not delay-seconds as RFC 9110 writes them, though float() would take them:
+            ("1e9", None),
+            ("1e-9", None),  # would be an immediate retry, past the guard against "0"
+            ("Infinity", None),
+            ("1_000", None),
+            ("\u0663", None),  # an Arabic-Indic three
+            # Several headers joined by commas: the longest wait holds.
+            ("5, 10", 10.0),
+            ("5, soon", None),
         ],
     )
     def test_values(self, value, expected):
-        """Seconds are taken as given; zero, negative, NaN and garbage are no hint; big is clamped."""
+        """Seconds are taken as given; zero, negative, NaN and garbage are no hint; big is
+        clamped."""
         assert parse_retry_after(value, now=self.NOW) == expected
 
     def test_http_date_in_future(self):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from kravia_sync.engine.driver import paced_unless_stopped
 from kravia_sync.kravia.calls import CallGate
 from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.errors import KraviaError
@@ -193,12 +194,41 @@ class TestRules:
         cut_at, met = now + 0.01, pacing.rate
         assert met is not None
         rates = {}
+        at = cut_at
         for seconds in (1, CUBIC_PLATEAU_SECONDS, 3 * CUBIC_PLATEAU_SECONDS):
-            answer(pacing, OK, sent_at=cut_at + seconds - 0.01, now=cut_at + seconds)
+            while at < cut_at + seconds:  # calls keep leaving (time without calls stands still)
+                at = min(at + 0.5, cut_at + seconds)
+                answer(pacing, OK, sent_at=at - 0.01, now=at)
             rates[seconds] = pacing.rate
         assert rates[1] == pytest.approx(met, rel=0.02)
         assert rates[CUBIC_PLATEAU_SECONDS] == pytest.approx(met / 0.9, rel=0.01)
         assert rates[3 * CUBIC_PLATEAU_SECONDS] > 1.5 * met
+
+    @staticmethod
+    def _cut_at_20_per_second(pacing: Pacing) -> float:
+        """20 calls/s answered, then a 429 (a rate of 18/s); the time after it."""
+        now = 0.0
+        for _ in range(40):
+            now += 0.05
+            answer(pacing, OK, sent_at=now - 0.01, now=now, latency=0.01)
+        answer(pacing, THROTTLED, sent_at=now, now=now + 0.01)
+        return now + 0.01
+
+    def test_an_idle_spell_does_not_raise_the_rate(self):
+        """A daemon idle for an hour between passes: the curve stands still, so the next pass
+        starts near the rate Kravia allowed, not at thousands of calls a second."""
+        pacing = Pacing(max_in_flight=16)
+        now = self._cut_at_20_per_second(pacing)
+        for _ in range(100):  # ten seconds at the rate
+            now += 0.1
+            answer(pacing, OK, sent_at=now - 0.01, now=now, latency=0.01)
+        before = pacing.rate
+        assert before is not None
+        for idle in (3600.0, 30 * 86400.0):
+            now += idle
+            answer(pacing, OK, sent_at=now, now=now + 0.01, latency=0.01)
+            assert pacing.rate is not None
+            assert pacing.rate <= 1.05 * before, idle
 
     def test_snapshot(self):
         pacing = Pacing(max_in_flight=16, ceiling=30.0)
@@ -460,3 +490,53 @@ class TestBoarding:
         gaps = [later - earlier for earlier, later in itertools.pairwise(departures)]
         assert len(gaps) == 3
         assert min(gaps) >= 0.045  # 1/20 s, less the clock's grain
+
+
+class TestAStopEndsTheWaitForATurn:
+    """Asked to stop during a long wait for a turn at the pace (a Retry-After pause of up to a
+    minute), a case's next call is given up at once, before its intent is journaled."""
+
+    def test_a_stop_during_the_wait_ends_it(self) -> None:
+        cancelled: list[bool] = []
+
+        async def paused_for_a_minute() -> None:
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+
+        async def go() -> tuple[bool, float]:
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.05, stop.set)
+            started = time.monotonic()
+            paced = await paced_unless_stopped(paused_for_a_minute, stop)
+            return paced, time.monotonic() - started
+
+        paced, waited = asyncio.run(go())
+        assert paced is False
+        assert waited < 5
+        assert cancelled == [True]
+
+    def test_without_a_stop_the_turn_is_taken(self) -> None:
+        turns: list[str] = []
+
+        async def pace() -> None:
+            turns.append("taken")
+
+        assert asyncio.run(paced_unless_stopped(pace, asyncio.Event())) is True
+        assert turns == ["taken"]
+
+    def test_once_stopped_no_turn_is_asked_for(self) -> None:
+        turns: list[str] = []
+
+        async def pace() -> None:
+            turns.append("taken")
+
+        async def go() -> bool:
+            stop = asyncio.Event()
+            stop.set()
+            return await paced_unless_stopped(pace, stop)
+
+        assert asyncio.run(go()) is False
+        assert turns == []

@@ -105,6 +105,12 @@ class TestFileErrors:
             (MINIMAL + '[policy]\nstart = "sometimes"\n', "policy.start"),
             (MINIMAL + "[policy]\nmin_days_overdue = -1\n", "policy.min_days_overdue"),
             (MINIMAL + "[retry]\nmax_lookups = 0\n", "retry.max_lookups"),
+            # TOML's inf: a ceiling of no ceiling, printed as Infinity (not JSON) in --json
+            (
+                "[kravia]\ncreditor_id = 1\nrequests_per_second = inf\n",
+                "kravia.requests_per_second",
+            ),
+            (MINIMAL + "[daemon]\npass_timeout_seconds = inf\n", "daemon.pass_timeout_seconds"),
             (MINIMAL + "[policy]\nmin_days = 21\n", "policy.min_days"),
             ('[kravia]\ncreditor_id = 1\nbase_url = "ftp://x"\n', "kravia.base_url"),
             ("[kravia]\n", "kravia.creditor_id"),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -261,7 +261,8 @@ class CaseDriver(CaseWrites):
             intent: tuple[CaseState, str, float] | None = None
             place: contextlib.AbstractAsyncContextManager[Reservation | None]
             if pipelined:
-                await self.client.pace()
+                if not await paced_unless_stopped(self.client.pace, self.stop):
+                    return case
                 intent = await self._intent(step, case, operation)
                 if intent is None:
                     return case
@@ -395,6 +396,27 @@ async def _load_copy(
         )
         return case
     return content
+
+
+async def paced_unless_stopped(pace: Callable[[], Awaitable[None]], stop: asyncio.Event) -> bool:
+    """Wait for a call's turn at the pace (`pace`: a rate, a Retry-After pause of up to a
+    minute); False when the pass is asked to stop first, or by then: the wait ends at once
+    and nothing is journaled for a call that will not leave."""
+    if stop.is_set():
+        return False
+    turn = asyncio.ensure_future(pace())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({turn, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in (turn, stopped):
+            if not waiting.done():
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
+    if turn.done() and not turn.cancelled():
+        turn.result()  # its error, if any
+    return not stop.is_set()
 
 
 async def _call(

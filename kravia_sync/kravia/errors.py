@@ -4,8 +4,8 @@ as one of them, and how long to wait before trying again."""
 from __future__ import annotations
 
 import json
-import math
 import random
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
@@ -95,10 +95,12 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if value is None:
         return None
     text = value.strip()
-    seconds: float | None
-    try:
-        seconds = float(text)
-    except ValueError:
+    # Seconds as RFC 9110 writes them (ASCII digits; a fraction is taken too), or several
+    # headers' worth joined by commas (the longest wait holds); else an HTTP-date.
+    parts = [part.strip() for part in text.split(",")]
+    if all(_DELAY_SECONDS.fullmatch(part) for part in parts):
+        seconds = max(float(part) for part in parts)
+    else:
         try:
             when = parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
@@ -106,9 +108,14 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if math.isnan(seconds) or seconds <= 0:
+    if seconds <= 0:
         return None
     return min(seconds, MAX_RETRY_AFTER_SECONDS)
+
+
+# Retry-After's delay-seconds (1*DIGIT, with a fraction allowed): not "1e-9", "Infinity",
+# "1_000" or digits of other scripts, which Python's float() would take.
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 def classify_response(  # noqa: PLR0911 - one return per class of answer reads best

@@ -32,6 +32,9 @@ carries, from the answers themselves:
 - A cut happens once per round, and at most once in `MIN_MEASURE_SECONDS`: answers to calls
   that left before the last cut are the same trouble seen late, and sooner than that it is
   too early to tell whether the cut was enough.
+- **Time without calls does not count.** When no call leaves for a while (between a daemon's
+  passes, a long Retry-After pause), the rate's curve stands still and resumes where it was
+  (RFC 9438 §5.8): an hour between passes is no evidence that Kravia takes more.
 - A configured `requests_per_second` is a hard ceiling over all of it.
 
 Everything here is arithmetic on times passed in (`time.monotonic()` seconds): no clock, no I/O.
@@ -65,6 +68,7 @@ LATENCY_SMOOTHING = 0.1  # weight of the newest answer in the running latency
 LATENCY_EPOCH = 256  # answers after which the fastest-seen forgets older answers
 ACHIEVED_WINDOW = 1.0  # seconds over which "answered lately" is counted
 MIN_MEASURE_SECONDS = 0.5  # a cut is judged (and what got through since read) after this
+IDLE_SECONDS = 2.0  # no call leaving for longer (and two rate intervals): the curve stands still
 
 
 class Signal(StrEnum):
@@ -120,6 +124,7 @@ class Pacing:
         self._allowed: float | None = None  # what Kravia let through when it last met one
         self._good_since_cut = 0  # good answers since then
         self._next_departure = -math.inf
+        self._last_booked = -math.inf
         self._paused_until = -math.inf
         self._last_window_cut = -math.inf
         self._window_met = float(max_in_flight)  # the limit that met the last overload
@@ -163,9 +168,21 @@ class Pacing:
         """A call took its turn at the pace at `now` (it leaves once it has a place in
         flight): the next one leaves one rate interval later."""
         self._first_sent = min(self._first_sent, now)
+        self._stand_still_while_idle(now)
+        self._last_booked = now
         rate = self.rate
         if rate is not None:
             self._next_departure = max(now, self._next_departure) + 1.0 / rate
+
+    def _stand_still_while_idle(self, now: float) -> None:
+        """A call leaving after a spell without any: the rate's curve (and what got through
+        since the last cut) goes on from where it stood before the spell."""
+        rate = self.rate
+        if self._last_rate_cut == -math.inf or rate is None:
+            return
+        idle = now - max(self._last_booked, self._last_rate_cut) - max(IDLE_SECONDS, 2.0 / rate)
+        if idle > 0:
+            self._last_rate_cut += idle
 
     def boarded(self, in_flight: int) -> None:
         """A call whose turn was booked left, making `in_flight` calls out."""
