@@ -335,6 +335,32 @@ class TestParseRetryAfter:
 
 
 class TestClassifyResponse:
+    @pytest.mark.parametrize("off_by", [timedelta(minutes=-5), timedelta(hours=3)])
+    def test_a_retry_after_date_is_measured_by_kravias_clock(self, off_by):
+        """An HTTP-date in Retry-After is measured from the answer's `Date`: Kravia's clock,
+        not ours (ours here is off by minutes or hours)."""
+        kravia_now = datetime.now(UTC).replace(microsecond=0) + off_by
+        headers = {
+            "Date": format_datetime(kravia_now, usegmt=True),
+            "Retry-After": format_datetime(kravia_now + timedelta(seconds=30), usegmt=True),
+        }
+
+        error = classify_response(httpx.Response(429, headers=headers), creates=True)
+
+        assert error is not None
+        assert error.retry_after == pytest.approx(30.0)
+
+    def test_without_a_date_a_retry_after_date_is_measured_by_ours(self):
+        value = format_datetime(datetime.now(UTC) + timedelta(seconds=45), usegmt=True)
+
+        error = classify_response(
+            httpx.Response(503, headers={"Retry-After": value, "Date": "garbage"}), creates=True
+        )
+
+        assert error is not None
+        assert error.retry_after is not None
+        assert 40.0 <= error.retry_after <= 45.0
+
     @pytest.mark.parametrize("creates", [True, False])
     @pytest.mark.parametrize("status", [200, 201, 202, 204])
     def test_success(self, status, creates):

@@ -113,6 +113,17 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return min(seconds, MAX_RETRY_AFTER_SECONDS)
 
 
+def _answered_at(response: httpx.Response) -> datetime | None:
+    """When the answer was made, by Kravia's own clock (its `Date` header): an HTTP-date in a
+    Retry-After is measured from it, so a clock of ours that is off does not stretch or
+    shrink the wait. None (our clock) without a usable one."""
+    try:
+        made = parsedate_to_datetime(response.headers.get("Date", ""))
+    except (TypeError, ValueError, IndexError):
+        return None
+    return made if made.tzinfo is not None else made.replace(tzinfo=UTC)
+
+
 # Retry-After's delay-seconds (1*DIGIT, with a fraction allowed): not "1e-9", "Infinity",
 # "1_000" or digits of other scripts, which Python's float() would take.
 _DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -132,7 +143,9 @@ def classify_response(  # noqa: PLR0911 - one return per class of answer reads b
     if status in CONFIG_STATUSES and not per_case:
         return KraviaError(Failure.CONFIG, f"{message} (is kravia.base_url right?)", status=status)
     if status in NOT_APPLIED_STATUSES:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(
+            response.headers.get("Retry-After"), now=_answered_at(response)
+        )
         return KraviaError(Failure.TRANSIENT, message, status=status, retry_after=retry_after)
     if status >= 500:
         failure = Failure.AMBIGUOUS if creates else Failure.TRANSIENT
