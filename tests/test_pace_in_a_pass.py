@@ -4,12 +4,15 @@ where the operator looks, and the simulator's token bucket that stands in for su
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 from support import CREDITOR_ID, TOKEN, Sim, load, run_pass, write_config, write_invoices
 
+import kravia_sync.engine.pool as pool_module
+import kravia_sync.kravia.pacing as pacing_module
 from kravia_sync.kravia.pacing import Pacing
 from kravia_sync.service.metrics import Metrics
 from kravia_sync.testing.simulator import Faults, RunningSimulator, Simulator
@@ -148,3 +151,34 @@ def test_a_daemon_keeps_the_pace_from_pass_to_pass(tmp_path: Path) -> None:
     assert second.pacing().rate == learnt
     assert changed.pacing().rate == 1000.0  # only the configured ceiling
     assert changed.pacing().max_in_flight == 4
+
+
+def test_a_kravia_that_refuses_every_call_ends_the_pass_early_saying_so(
+    monkeypatch: pytest.MonkeyPatch, sim: Sim, tmp_path: Path
+) -> None:
+    """Every register answered 429: once Kravia has refused every call for the give-up time
+    (here 2 s, 300 s in use; after at least REFUSALS_TO_TELL refusals in a row), the pass
+    takes no new case, ends failed saying so, and has sent nothing twice; the next pass,
+    Kravia healthy again, registers every invoice once."""
+    monkeypatch.setattr(pool_module, "GIVE_UP_AFTER_SECONDS", 2.0)
+    monkeypatch.setattr(pacing_module, "REFUSALS_TO_TELL", 5)
+    write_invoices(tmp_path / "invoices", range(1, 41))
+    config = write_config(tmp_path, sim.base_url)
+    sim.simulator.faults = Faults(rate_limit_429=1.0, operations=("register",), seed=3)
+
+    started = time.monotonic()
+    refused = run_pass(config)
+    took = time.monotonic() - started
+
+    assert refused.status == "failed", refused.as_dict()
+    assert "Kravia refused every call for" in (refused.error or "")
+    assert "wait for the next pass" in (refused.error or "")
+    assert took < 60
+    assert sim.cases() == []
+
+    sim.simulator.faults = Faults()
+    healthy = run_pass(config)
+
+    assert healthy.status == "done", healthy.as_dict()
+    numbers = sorted(int(case["invoiceNo"]) for case in sim.cases())
+    assert numbers == list(range(1, 41))

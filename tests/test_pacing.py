@@ -20,6 +20,7 @@ from kravia_sync.kravia.client import KraviaClient
 from kravia_sync.kravia.errors import KraviaError
 from kravia_sync.kravia.pacing import (
     CUBIC_PLATEAU_SECONDS,
+    REFUSALS_TO_TELL,
     SLOW_START_LIMIT,
     WINDOW_HOLD_SECONDS,
     Pacing,
@@ -229,6 +230,18 @@ class TestRules:
             answer(pacing, OK, sent_at=now, now=now + 0.01, latency=0.01)
             assert pacing.rate is not None
             assert pacing.rate <= 1.05 * before, idle
+
+    def test_refusing_for_counts_an_unbroken_run_of_refusals(self):
+        """How long Kravia has refused every call: said only after REFUSALS_TO_TELL refusals
+        in a row, counted from the first of them, and back to nothing at a good answer."""
+        pacing = Pacing(max_in_flight=16)
+        for n in range(REFUSALS_TO_TELL - 1):
+            answer(pacing, THROTTLED if n % 2 else OVERLOADED, sent_at=10.0 + n, now=10.0 + n)
+        assert pacing.refusing_for(100.0) == 0.0
+        answer(pacing, THROTTLED, sent_at=50.0, now=50.0)
+        assert pacing.refusing_for(100.0) == pytest.approx(90.0)
+        answer(pacing, OK, sent_at=101.0, now=101.0, latency=0.01)
+        assert pacing.refusing_for(200.0) == 0.0
 
     def test_snapshot(self):
         pacing = Pacing(max_in_flight=16, ceiling=30.0)

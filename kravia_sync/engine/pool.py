@@ -27,6 +27,10 @@ __all__ = ["CasePool", "Progress"]
 
 log = get_logger("kravia_sync.engine.pool")
 
+# Kravia refusing every call (429s, overloads) for this long: the pass takes no new case, lets
+# those under way finish, and fails saying so; the rest wait for the next pass.
+GIVE_UP_AFTER_SECONDS = 300.0
+
 
 class Progress(Protocol):
     def start(self, total: int) -> None: ...
@@ -69,10 +73,11 @@ class CasePool:
         driver = self.driver
         failed: list[WorkListError] = []
         pending = _given_out(work, failed)
+        refused: list[float] = []  # how long Kravia had refused every call, when given up
 
         async def worker() -> None:
             for item in pending:
-                if self.stop.is_set():
+                if self.stop.is_set() or self._giving_up(refused):
                     return
                 try:
                     final = await driver.drive(item)
@@ -84,19 +89,7 @@ class CasePool:
                 except (PassFailedError, StateWriteError, LeaseLostError):
                     raise
                 except Exception as exc:  # one case's unexpected failure never stops the rest
-                    log.exception(
-                        "case failed unexpectedly",
-                        accounting_invoice_id=item.case.accounting_invoice_id,
-                    )
-                    summary.counts["errors"] += 1
-                    summary.problems.append(
-                        {
-                            "source": item.case.source,
-                            "record": item.case.record_key,
-                            "field": "engine",
-                            "reason": redact(f"{type(exc).__name__}: {exc}"),
-                        }
-                    )
+                    _case_failed(item, exc, summary)
                 finally:
                     self.progress.advance()
 
@@ -110,6 +103,21 @@ class CasePool:
             driver.log.add_to(summary)
         if failed:
             raise _not_read_back(failed[0])
+        if refused:
+            raise PassFailedError(
+                f"Kravia refused every call for {refused[0]:.0f} s (429 or overload answers): "
+                "the pass stopped sending; the cases not yet sent wait for the next pass"
+            )
+
+    def _giving_up(self, refused: list[float]) -> bool:
+        """Whether Kravia has refused every call for `GIVE_UP_AFTER_SECONDS`: then the pass
+        stops (no case takes a next step, calls under way end) and how long goes in `refused`."""
+        refusing = self.driver.client.refusing_for()
+        if refusing < GIVE_UP_AFTER_SECONDS:
+            return False
+        refused.append(refusing)
+        self.stop.set()
+        return True
 
     def _tally(self, case: CaseState, summary: RunSummary) -> None:
         """Count where a case ended."""
@@ -159,4 +167,23 @@ def _not_read_back(error: WorkListError) -> PassFailedError:
         f"the work list's temporary file could not be read back ({cause}); is the disk of "
         "SQLITE_TMPDIR, TMPDIR or /tmp full? The cases given out before were driven; the "
         "rest were sent nothing in this pass, and the next pass takes them up"
+    )
+
+
+def _case_failed(item: WorkItem, exc: Exception, summary: RunSummary) -> None:
+    """One case's unexpected failure: logged with its traceback, counted, and named among the
+    run's problems."""
+    log.error(
+        "case failed unexpectedly",
+        accounting_invoice_id=item.case.accounting_invoice_id,
+        exc_info=exc,
+    )
+    summary.counts["errors"] += 1
+    summary.problems.append(
+        {
+            "source": item.case.source,
+            "record": item.case.record_key,
+            "field": "engine",
+            "reason": redact(f"{type(exc).__name__}: {exc}"),
+        }
     )

@@ -141,6 +141,9 @@ class CallGate:
     def snapshot(self) -> PacingSnapshot:
         return self.pacing.snapshot(self._clock())
 
+    def refusing_for(self) -> float:
+        return self.pacing.refusing_for(self._clock())
+
 
 class Reservation:
     """A place in flight for one call: taken with its turn at the pace (`KraviaClient.reserve`:
@@ -217,6 +220,10 @@ class KraviaCalls:
             yield Reservation(sent_at)
         finally:
             self._gate.leave()
+
+    def refusing_for(self) -> float:
+        """Seconds for which Kravia has refused every call (see `Pacing.refusing_for`)."""
+        return self._gate.refusing_for()
 
     def pacing(self) -> PacingSnapshot:
         """The pace now: the limit in flight, the rate, what got through lately."""

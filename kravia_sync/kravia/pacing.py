@@ -68,6 +68,7 @@ LATENCY_SMOOTHING = 0.1  # weight of the newest answer in the running latency
 LATENCY_EPOCH = 256  # answers after which the fastest-seen forgets older answers
 ACHIEVED_WINDOW = 1.0  # seconds over which "answered lately" is counted
 MIN_MEASURE_SECONDS = 0.5  # a cut is judged (and what got through since read) after this
+REFUSALS_TO_TELL = 20  # refusals in a row before "Kravia refuses every call" is said at all
 IDLE_SECONDS = 2.0  # no call leaving for longer (and two rate intervals): the curve stands still
 
 
@@ -136,6 +137,8 @@ class Pacing:
         self._latency: float | None = None  # smoothed
         self.throttled = 0
         self.overloaded = 0
+        self._refused_in_a_row = 0  # 429s and overloads since the last good answer ...
+        self._refused_since = math.inf  # ... and when the first of them came
 
     # --- what the gate asks -------------------------------------------------------------------
     @property
@@ -149,6 +152,13 @@ class Pacing:
         if self._rate is None:
             return self.ceiling
         return self._rate if self.ceiling is None else min(self._rate, self.ceiling)
+
+    def refusing_for(self, now: float) -> float:
+        """Seconds for which Kravia has refused every call (429s, overloads, timeouts), once at
+        least `REFUSALS_TO_TELL` in a row; 0 when fewer, or an answer was good since."""
+        if self._refused_in_a_row < REFUSALS_TO_TELL:
+            return 0.0
+        return max(0.0, now - self._refused_since)
 
     def paused_for(self, now: float) -> float:
         """Seconds a Retry-After pause still holds every call back (0 or less: none)."""
@@ -201,6 +211,11 @@ class Pacing:
         """Take in one answer to a call that left at `sent_at` (`latency`: how long the
         answer took; `retry_after`: the seconds a Retry-After header asked for)."""
         pause = retry_after if retry_after is not None and retry_after > 0 else None
+        if signal is Signal.ANSWERED:
+            self._refused_in_a_row, self._refused_since = 0, math.inf
+        else:
+            self._refused_in_a_row += 1
+            self._refused_since = min(self._refused_since, now)
         if signal is Signal.THROTTLED:
             if not self._throttled(sent_at, now):
                 return  # not about the pace: the case waits its Retry-After, the rest go on
