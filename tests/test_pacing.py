@@ -233,15 +233,26 @@ class TestRules:
 
     def test_refusing_for_counts_an_unbroken_run_of_refusals(self):
         """How long Kravia has refused every call: said only after REFUSALS_TO_TELL refusals
-        in a row, counted from the first of them, and back to nothing at a good answer."""
+        in a row, from the first of them to the latest, and back to nothing at a good answer."""
         pacing = Pacing(max_in_flight=16)
         for n in range(REFUSALS_TO_TELL - 1):
             answer(pacing, THROTTLED if n % 2 else OVERLOADED, sent_at=10.0 + n, now=10.0 + n)
-        assert pacing.refusing_for(100.0) == 0.0
-        answer(pacing, THROTTLED, sent_at=50.0, now=50.0)
-        assert pacing.refusing_for(100.0) == pytest.approx(90.0)
+        assert pacing.refusing_for() == 0.0
+        answer(pacing, THROTTLED, sent_at=100.0, now=100.0)
+        assert pacing.refusing_for() == pytest.approx(90.0)
         answer(pacing, OK, sent_at=101.0, now=101.0, latency=0.01)
-        assert pacing.refusing_for(200.0) == 0.0
+        assert pacing.refusing_for() == 0.0
+
+    def test_a_long_spell_without_calls_ends_a_run_of_refusals(self):
+        """A daemon whose last pass met only refusals, an hour before: its next pass does not
+        count the hour as refusals (it would give up before sending anything, pass after
+        pass), and starts a run of its own."""
+        pacing = Pacing(max_in_flight=16)
+        for n in range(REFUSALS_TO_TELL + 10):
+            answer(pacing, THROTTLED, sent_at=10.0 * n, now=10.0 * n)
+        assert pacing.refusing_for() == pytest.approx(10.0 * (REFUSALS_TO_TELL + 9))
+        pacing.booked(3600.0 + 10.0 * REFUSALS_TO_TELL)
+        assert pacing.refusing_for() == 0.0
 
     def test_snapshot(self):
         pacing = Pacing(max_in_flight=16, ceiling=30.0)

@@ -141,9 +141,6 @@ class CallGate:
     def snapshot(self) -> PacingSnapshot:
         return self.pacing.snapshot(self._clock())
 
-    def refusing_for(self) -> float:
-        return self.pacing.refusing_for(self._clock())
-
 
 class Reservation:
     """A place in flight for one call: taken with its turn at the pace (`KraviaClient.reserve`:
@@ -223,7 +220,7 @@ class KraviaCalls:
 
     def refusing_for(self) -> float:
         """Seconds for which Kravia has refused every call (see `Pacing.refusing_for`)."""
-        return self._gate.refusing_for()
+        return self._gate.pacing.refusing_for()
 
     def pacing(self) -> PacingSnapshot:
         """The pace now: the limit in flight, the rate, what got through lately."""

@@ -69,6 +69,9 @@ LATENCY_EPOCH = 256  # answers after which the fastest-seen forgets older answer
 ACHIEVED_WINDOW = 1.0  # seconds over which "answered lately" is counted
 MIN_MEASURE_SECONDS = 0.5  # a cut is judged (and what got through since read) after this
 REFUSALS_TO_TELL = 20  # refusals in a row before "Kravia refuses every call" is said at all
+# A run of refusals ends with a call leaving after a spell without any this long (longer than
+# any Retry-After pause): a daemon's next pass, an hour on, starts a run of its own.
+REFUSAL_RUN_GAP_SECONDS = 120.0
 IDLE_SECONDS = 2.0  # no call leaving for longer (and two rate intervals): the curve stands still
 
 
@@ -138,7 +141,8 @@ class Pacing:
         self.throttled = 0
         self.overloaded = 0
         self._refused_in_a_row = 0  # 429s and overloads since the last good answer ...
-        self._refused_since = math.inf  # ... and when the first of them came
+        self._refused_since = math.inf  # ... when the first of them came ...
+        self._refused_last = -math.inf  # ... and the latest
 
     # --- what the gate asks -------------------------------------------------------------------
     @property
@@ -153,12 +157,14 @@ class Pacing:
             return self.ceiling
         return self._rate if self.ceiling is None else min(self._rate, self.ceiling)
 
-    def refusing_for(self, now: float) -> float:
-        """Seconds for which Kravia has refused every call (429s, overloads, timeouts), once at
-        least `REFUSALS_TO_TELL` in a row; 0 when fewer, or an answer was good since."""
+    def refusing_for(self) -> float:
+        """Seconds for which Kravia has refused every call (429s, overloads, timeouts): from the
+        first refusal of the run to the latest, once at least `REFUSALS_TO_TELL` in a row; 0
+        when fewer, when an answer was good since, or when calls stopped for a long spell (the
+        run ends: time without calls is not time Kravia refused them)."""
         if self._refused_in_a_row < REFUSALS_TO_TELL:
             return 0.0
-        return max(0.0, now - self._refused_since)
+        return self._refused_last - self._refused_since
 
     def paused_for(self, now: float) -> float:
         """Seconds a Retry-After pause still holds every call back (0 or less: none)."""
@@ -179,6 +185,8 @@ class Pacing:
         flight): the next one leaves one rate interval later."""
         self._first_sent = min(self._first_sent, now)
         self._stand_still_while_idle(now)
+        if now - self._last_booked > REFUSAL_RUN_GAP_SECONDS:
+            self._end_refusals()
         self._last_booked = now
         rate = self.rate
         if rate is not None:
@@ -193,6 +201,9 @@ class Pacing:
         idle = now - max(self._last_booked, self._last_rate_cut) - max(IDLE_SECONDS, 2.0 / rate)
         if idle > 0:
             self._last_rate_cut += idle
+
+    def _end_refusals(self) -> None:
+        self._refused_in_a_row, self._refused_since, self._refused_last = 0, math.inf, -math.inf
 
     def boarded(self, in_flight: int) -> None:
         """A call whose turn was booked left, making `in_flight` calls out."""
@@ -212,10 +223,11 @@ class Pacing:
         answer took; `retry_after`: the seconds a Retry-After header asked for)."""
         pause = retry_after if retry_after is not None and retry_after > 0 else None
         if signal is Signal.ANSWERED:
-            self._refused_in_a_row, self._refused_since = 0, math.inf
+            self._end_refusals()
         else:
             self._refused_in_a_row += 1
             self._refused_since = min(self._refused_since, now)
+            self._refused_last = max(self._refused_last, now)
         if signal is Signal.THROTTLED:
             if not self._throttled(sent_at, now):
                 return  # not about the pace: the case waits its Retry-After, the rest go on
